@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from webmushra.urls import participant_patterns, researcher_patterns
+from webmushra.views import ops
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="researcher:experiments", permanent=False)),
+    path("healthz", ops.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("r/", include(researcher_patterns)),
+    path("", include(participant_patterns)),
+]

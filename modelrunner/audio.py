@@ -1,0 +1,108 @@
+"""The one audio I/O helper: read, validate and write audio files.
+
+Arrays are float32 shaped ``(frames, channels)``. Writes go to a temporary file in
+the destination folder and are renamed into place, so a reader never sees a
+half-written file and a rerun is harmless.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError
+
+#: Formats accepted for upload. soundfile also reads others; we keep to lossless.
+ACCEPTED_FORMATS = {"WAV", "FLAC", "WAVEX", "AIFF"}
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 2
+
+
+def read_audio(
+    path: str | os.PathLike,
+    *,
+    max_channels: int = MAX_CHANNELS,
+    min_frames: int = 2,
+    max_sample_rate: int = MAX_SAMPLE_RATE,
+) -> tuple[np.ndarray, int]:
+    """Read a WAV/FLAC file as float32 ``(frames, channels)`` and its sample rate.
+
+    Refuses unreadable or non-audio files, formats other than lossless PCM/float,
+    too many channels, implausible sample rates, too few frames and NaN/Inf samples,
+    each with an ``AudioError`` naming the file and the problem.
+    """
+    name = Path(path).name
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise AudioError(f"{name}: not a readable audio file ({_short(exc)})") from None
+    if info.format not in ACCEPTED_FORMATS:
+        raise AudioError(f"{name}: format {info.format} is not accepted (use WAV or FLAC)")
+    if info.channels > max_channels:
+        raise AudioError(f"{name}: {info.channels} channels; at most {max_channels} are accepted")
+    if not (MIN_SAMPLE_RATE <= info.samplerate <= max_sample_rate):
+        raise AudioError(
+            f"{name}: sample rate {info.samplerate} Hz is outside "
+            f"{MIN_SAMPLE_RATE}..{max_sample_rate} Hz"
+        )
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{name}: audio data is damaged or truncated ({_short(exc)})") from None
+    if data.shape[0] < min_frames:
+        raise AudioError(f"{name}: only {data.shape[0]} sample frames; at least {min_frames} needed")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    return data, int(sr)
+
+
+def as_2d(audio: np.ndarray) -> np.ndarray:
+    """Return ``audio`` as float32 ``(frames, channels)``; 1-D input is one channel."""
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise AudioError(f"audio array must be 1-D or 2-D (frames, channels), got shape {a.shape}")
+    return a
+
+
+def write_wav(
+    path: str | os.PathLike,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    subtype: str = "FLOAT",
+) -> Path:
+    """Write ``audio`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``subtype`` is a libsndfile subtype: ``FLOAT`` (32-bit float, never clips) or
+    ``PCM_16``/``PCM_24``. Non-finite samples are refused rather than written.
+    """
+    a = as_2d(audio)
+    if not np.isfinite(a).all():
+        raise AudioError("refusing to write audio with NaN or infinite samples")
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, a, int(sample_rate), subtype=subtype, format="WAV")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

@@ -1,0 +1,196 @@
+"""Running render jobs: claim the row, call the model runner, record the result.
+
+Called by the Celery tasks in ``modelrunner/tasks.py``. Every file is written to a
+temporary name and renamed into place (``modelrunner.audio.write_wav``), so a rerun
+after a crash is harmless and no half-written stimulus is ever served.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from modelrunner.errors import ModelRunnerError
+
+from . import services
+from .models import ConditionKind, RenderJob
+
+log = logging.getLogger(__name__)
+
+#: Stimuli are 24-bit PCM WAV: one identical format (and byte length) per trial.
+STIMULUS_SUBTYPE = "PCM_24"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Beat:
+    """Throttled heartbeat: progress reaches the row at most every ``interval`` seconds."""
+
+    def __init__(self, claim: services.Claim, interval: float = 0.5) -> None:
+        self.claim = claim
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, progress: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval or progress >= 1.0:
+            self.last = now
+            services.heartbeat(claim=self.claim, progress=progress)
+
+
+def _media(rel: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / rel
+
+
+def run_job(job_id: int) -> str:
+    """Run one job if it can be claimed; return what happened (for logs and tests)."""
+    claim = services.claim_job(job_id=job_id, worker=worker_name())
+    if claim is None:
+        return "skipped"
+    try:
+        if claim.job.kind == RenderJob.Kind.MODEL:
+            _run_model(claim)
+        else:
+            _run_item(claim)
+    except services.JobLost:
+        log.warning("job %s was taken back while running; result discarded", job_id)
+        return "lost"
+    except (ModelRunnerError, services.ServiceError) as exc:
+        services.fail_job(claim=claim, error=str(exc))
+        return "failed"
+    except OSError as exc:
+        # Disk full, permissions: say so plainly; nothing was renamed into place.
+        services.fail_job(claim=claim, error=f"could not write the result: {exc.strerror or exc} ({exc.filename or ''})")
+        return "failed"
+    except Exception as exc:  # an unexpected bug: keep the trace for the operator
+        log.exception("render job %s failed", job_id)
+        services.fail_job(claim=claim, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        return "failed"
+    return "done"
+
+
+def _run_model(claim: services.Claim) -> None:
+    from modelrunner import metrics
+    from modelrunner.audio import read_audio, write_wav
+    from modelrunner.render import render
+
+    job = claim.job
+    beat = _Beat(claim)
+    dry, sr = read_audio(job.excerpt.dry_file.path)
+    reference, _ = read_audio(job.excerpt.reference_file.path)
+    model = services.load_checkpoint_model(job.condition.checkpoint)
+    beat(0.05)
+    started = time.perf_counter()
+    output = render(model, dry, sr, knobs=job.condition.knobs or None,
+                    progress=lambda p: beat(0.05 + 0.85 * float(p)))
+    seconds = time.perf_counter() - started
+    output = np.asarray(output, dtype=np.float32)
+    if output.ndim == 1:
+        output = output[:, None]
+    if not np.isfinite(output).all():
+        raise ModelRunnerError("the model produced NaN or infinite samples")
+    n = min(output.shape[0], reference.shape[0])
+    ref_mono = reference[:n].mean(axis=1)
+    out_mono = output[:n].mean(axis=1)
+    values = metrics.compute_all(out_mono, ref_mono, sr)
+    beat(0.95)
+    rel = f"renders/e{job.experiment_id}/x{job.excerpt_id}_c{job.condition_id}.wav"
+    write_wav(_media(rel), output, sr, subtype="FLOAT")
+    report = {
+        "metrics": {k: (None if not np.isfinite(v) else float(v)) for k, v in values.items()},
+        "render_seconds": round(seconds, 3),
+        "realtime_factor": round((dry.shape[0] / sr) / seconds, 2) if seconds > 0 else None,
+        "model": {"architecture": model.architecture, "sample_rate": model.sample_rate, "format": model.format},
+        "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
+    }
+    services.complete_model_job(claim=claim, output_file=rel, report=report)
+
+
+def _run_item(claim: services.Claim) -> None:
+    from scipy.signal import resample_poly
+
+    from modelrunner import anchors, loudness
+    from modelrunner.audio import read_audio, write_wav
+
+    job = claim.job
+    experiment = job.experiment
+    excerpt = job.excerpt
+    beat = _Beat(claim)
+    reference, sr = read_audio(excerpt.reference_file.path)
+    channels = reference.shape[1]
+    signals: dict[str, np.ndarray] = {}
+    metrics_by_condition: dict[int, dict] = {}
+    conditions = list(experiment.conditions.all())
+    for condition in conditions:
+        if condition.kind == ConditionKind.HIDDEN_REFERENCE:
+            continue
+        if condition.kind == ConditionKind.MODEL:
+            model_job = RenderJob.objects.get(kind=RenderJob.Kind.MODEL, condition=condition, excerpt=excerpt)
+            audio, _ = read_audio(_media(model_job.output_file))
+            audio = audio[: reference.shape[0]]
+            if audio.shape[0] < reference.shape[0]:
+                audio = np.pad(audio, ((0, reference.shape[0] - audio.shape[0]), (0, 0)))
+            if audio.shape[1] != channels:
+                audio = np.repeat(audio.mean(axis=1, keepdims=True), channels, axis=1)
+            metrics_by_condition[condition.pk] = model_job.report.get("metrics", {})
+        else:
+            audio = anchors.lowpass_anchor(reference, sr, ConditionKind.anchor_cutoff_hz(condition.kind))
+        signals[str(condition.pk)] = np.asarray(audio, dtype=np.float32).reshape(reference.shape)
+    beat(0.3)
+    aligned_ref, aligned, report = loudness.align_item(
+        reference, signals, sr, target_lufs=experiment.loudness_target_lufs
+    )
+    beat(0.6)
+    out_sr = experiment.sample_rate
+    everything = {**aligned}
+    for condition in conditions:
+        if condition.kind == ConditionKind.HIDDEN_REFERENCE:
+            everything[str(condition.pk)] = aligned_ref
+    stimuli = []
+    for condition in conditions:
+        audio = everything[str(condition.pk)]
+        if out_sr != sr:
+            g = np.gcd(out_sr, sr)
+            audio = resample_poly(audio, out_sr // g, sr // g, axis=0).astype(np.float32)
+        peak = float(np.max(np.abs(audio)))
+        if peak >= 1.0:
+            raise ModelRunnerError(f"stimulus of {condition.label!r} would clip after resampling (peak {peak:.3f})")
+        rel = f"stimuli/e{experiment.pk}/x{excerpt.pk}_c{condition.pk}.wav"
+        path = write_wav(_media(rel), audio, out_sr, subtype=STIMULUS_SUBTYPE)
+        stimuli.append({
+            "condition_id": condition.pk, "file": rel, "sample_rate": out_sr, "frames": audio.shape[0],
+            "channels": audio.shape[1], "size": path.stat().st_size,
+            "loudness_lufs": _finite(loudness.integrated_loudness(audio, out_sr)),
+            "gain_db": _gain_for(report, str(condition.pk), condition.kind),
+            "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),
+            "metrics": metrics_by_condition.get(condition.pk, {}),
+        })
+    sizes = {s["size"] for s in stimuli}
+    if len(sizes) != 1:
+        raise ModelRunnerError(f"stimuli of one trial differ in byte length ({sorted(sizes)}); refusing to unblind")
+    beat(0.95)
+    services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _gain_for(report, key: str, kind: str) -> float:
+    data = report.to_dict()
+    try:
+        if kind == ConditionKind.HIDDEN_REFERENCE:
+            sig = data.get("reference") or {}
+        else:
+            sig = (data.get("signals") or {}).get(key) or {}
+        return float(sig.get("gain_db", 0.0)) + float(data.get("item_gain_db", 0.0))
+    except (TypeError, ValueError):
+        return 0.0

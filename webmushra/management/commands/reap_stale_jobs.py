@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from webmushra import services
+
+
+class Command(BaseCommand):
+    help = "Requeue render jobs whose worker died (stale heartbeat) and re-send long-queued ones."
+
+    def handle(self, *args, **options):
+        counts = services.reap_stale_jobs()
+        self.stdout.write(", ".join(f"{k}: {v}" for k, v in counts.items()))

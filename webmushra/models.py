@@ -1,0 +1,309 @@
+"""Experiments, conditions, rendering jobs, trials, participants and ratings.
+
+Vocabulary follows ITU-R BS.1534-3: an *excerpt* (item) is rated on one MUSHRA *trial*
+against the open *reference*; the blinded *conditions* are the hidden reference, the
+3.5 kHz and 7 kHz low-pass *anchors* (§5.1) and the models under test.
+"""
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+def new_token() -> str:
+    """A random URL-safe token (128 bits): no ids, names or counters."""
+    return secrets.token_urlsafe(16)
+
+
+def upload_path(instance: models.Model, filename: str) -> str:
+    """Uploaded files live under a random folder so names never collide or leak."""
+    return f"uploads/{uuid.uuid4().hex}/{filename}"
+
+
+class ConditionKind(models.TextChoices):
+    """The one place that knows the condition kinds (BS.1534-3 §5)."""
+
+    MODEL = "model", "Model"
+    HIDDEN_REFERENCE = "hidden_reference", "Hidden reference"
+    ANCHOR_35 = "anchor35", "3.5 kHz low-pass anchor"
+    ANCHOR_70 = "anchor70", "7 kHz low-pass anchor"
+
+    @classmethod
+    def anchor_cutoff_hz(cls, kind: str) -> float | None:
+        return {cls.ANCHOR_35: 3500.0, cls.ANCHOR_70: 7000.0}.get(kind)
+
+
+#: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial.
+MAX_SIGNALS_PER_TRIAL = 12
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        RENDERING = "rendering", "Rendering"
+        READY = "ready", "Rendered"
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="experiments")
+    shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_experiments")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, help_text="Shown on the landing page: what the study is.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    sample_rate = models.PositiveIntegerField(default=48000)
+    loudness_target_lufs = models.FloatField(
+        null=True, blank=True, help_text="Empty: align every condition to its reference's loudness."
+    )
+    public_token = models.CharField(max_length=32, unique=True, default=new_token, editable=False)
+    instructions = models.TextField(blank=True)
+    consent_text = models.TextField(blank=True)
+    estimated_minutes = models.PositiveIntegerField(default=15)
+    #: Flow and rule settings (screening thresholds, questionnaire fields, subset size, ...).
+    config = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Excerpt(models.Model):
+    """One item: the dry input and the real device's recording of it (the reference)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="excerpts")
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField(default=0)
+    dry_file = models.FileField(upload_to=upload_path, max_length=300)
+    reference_file = models.FileField(upload_to=upload_path, max_length=300)
+    sample_rate = models.PositiveIntegerField()
+    frames = models.PositiveBigIntegerField()
+    channels = models.PositiveSmallIntegerField(default=1)
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+class Checkpoint(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="checkpoints")
+    name = models.CharField(max_length=200)
+    file = models.FileField(upload_to=upload_path, max_length=300)
+    config_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    format = models.CharField(max_length=32)
+    architecture = models.CharField(max_length=120)
+    summary = models.JSONField(default=dict, blank=True)
+    sample_rate = models.PositiveIntegerField()
+    knob_names = models.JSONField(default=list, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.architecture})"
+
+
+class Condition(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="conditions")
+    kind = models.CharField(max_length=20, choices=ConditionKind.choices)
+    checkpoint = models.ForeignKey(Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="conditions")
+    knobs = models.JSONField(default=dict, blank=True)
+    #: Used only in analysis and on training trials; never shown on test trials.
+    label = models.CharField(max_length=120)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "label"], name="condition_label_unique"),
+            models.CheckConstraint(
+                condition=Q(kind="model", checkpoint__isnull=False) | (~Q(kind="model") & Q(checkpoint__isnull=True)),
+                name="condition_checkpoint_iff_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class RenderJob(models.Model):
+    """A unit of background work. The row is the truth; the broker message carries its id."""
+
+    class Kind(models.TextChoices):
+        MODEL = "model", "Render a model condition"
+        ITEM = "item", "Prepare an item's stimuli (anchors, loudness)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for other jobs"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="render_jobs")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    condition = models.ForeignKey(Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="render_jobs")
+    excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="render_jobs")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveIntegerField(default=0)
+    #: Changes on every claim, so a late write from a lost worker is recognised and ignored.
+    claim_token = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    output_file = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "excerpt"], condition=Q(kind="model"), name="one_model_job_per_cell"),
+            models.UniqueConstraint(fields=["excerpt"], condition=Q(kind="item"), name="one_item_job_per_excerpt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"RenderJob {self.pk} ({self.kind}, {self.status})"
+
+
+class Stimulus(models.Model):
+    """A rendered, loudness-aligned file for one condition and excerpt, as participants hear it."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="stimuli")
+    excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="stimuli")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="stimuli")
+    file = models.CharField(max_length=300, help_text="Path relative to MEDIA_ROOT.")
+    sample_rate = models.PositiveIntegerField()
+    frames = models.PositiveBigIntegerField()
+    channels = models.PositiveSmallIntegerField()
+    size = models.PositiveBigIntegerField()
+    loudness_lufs = models.FloatField(null=True)
+    gain_db = models.FloatField(default=0.0)
+    peak_dbfs = models.FloatField(null=True)
+    #: Objective metrics of the raw model output against the device recording.
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["excerpt", "condition"], name="one_stimulus_per_cell")]
+
+    def __str__(self) -> str:
+        return f"Stimulus {self.condition_id}/{self.excerpt_id}"
+
+
+class Trial(models.Model):
+    """A MUSHRA page: one excerpt, its reference and every condition."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="trials")
+    excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="trials")
+    is_training = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["is_training", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "excerpt", "is_training"], name="one_trial_per_excerpt")
+        ]
+
+    def __str__(self) -> str:
+        return f"{'Training' if self.is_training else 'Trial'} {self.position + 1}: {self.excerpt}"
+
+
+class Participant(models.Model):
+    class Stage(models.TextChoices):
+        CONSENT = "consent", "Consent"
+        SCREENING = "screening", "Headphone check"
+        LEVEL = "level", "Level setting"
+        TRAINING = "training", "Training"
+        TRIALS = "trials", "Trials"
+        QUESTIONNAIRE = "questionnaire", "Questionnaire"
+        COMPLETED = "completed", "Completed"
+        SCREENED_OUT = "screened_out", "Screened out"
+        DECLINED = "declined", "Declined consent"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="participants")
+    token = models.CharField(max_length=32, unique=True, default=new_token, editable=False)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.CONSENT)
+    prolific_pid = models.CharField(max_length=64, blank=True)
+    prolific_study_id = models.CharField(max_length=64, blank=True)
+    prolific_session_id = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    #: Per-participant plan: trial order and, per trial, the shuffled conditions.
+    plan = models.JSONField(default=list, blank=True)
+    screening = models.JSONField(default=dict, blank=True)
+    level = models.JSONField(default=dict, blank=True)
+    questionnaire = models.JSONField(default=dict, blank=True)
+    completion_code = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    consented_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Participant {self.pk}"
+
+
+class StimulusToken(models.Model):
+    """A participant's private, random URL for one stimulus (blinding: no ids in URLs)."""
+
+    token = models.CharField(max_length=32, unique=True, default=new_token)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="stimulus_tokens")
+    stimulus = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["participant", "stimulus"], name="one_token_per_stimulus")]
+
+
+class TrialResponse(models.Model):
+    """One submitted MUSHRA page: what was recorded besides the scores."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="responses")
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="responses")
+    idempotency_key = models.CharField(max_length=64)
+    telemetry = models.JSONField(default=dict, blank=True)
+    submitted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "trial"], name="one_response_per_trial"),
+        ]
+
+
+class Rating(models.Model):
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="ratings")
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="ratings")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="ratings")
+    score = models.PositiveSmallIntegerField(validators=[MinValueValidator(0), MaxValueValidator(100)])
+    response = models.ForeignKey(TrialResponse, on_delete=models.CASCADE, related_name="ratings")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "trial", "condition"], name="one_rating_per_cell"),
+            models.CheckConstraint(condition=Q(score__gte=0) & Q(score__lte=100), name="rating_in_range"),
+        ]

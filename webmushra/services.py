@@ -1,0 +1,738 @@
+"""Writes: every change to experiments, jobs, participants and ratings goes through here.
+
+Views, the API, management commands and Celery tasks stay thin and call these
+functions (keyword-only arguments, one transaction each).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from modelrunner.errors import ModelRunnerError
+
+from .models import (
+    MAX_SIGNALS_PER_TRIAL,
+    Checkpoint,
+    Condition,
+    ConditionKind,
+    Excerpt,
+    Experiment,
+    Participant,
+    Rating,
+    RenderJob,
+    Stimulus,
+    StimulusToken,
+    Trial,
+    TrialResponse,
+)
+
+log = logging.getLogger(__name__)
+
+#: Excerpts longer than this get a warning (BS.1534-3 recommends about 10 s).
+LONG_EXCERPT_SECONDS = 12.0
+
+
+class ServiceError(ValueError):
+    """A request that cannot be carried out; the message says why (shown as HTTP 4xx)."""
+
+
+class ConflictError(ServiceError):
+    """The request conflicts with the current state (HTTP 409)."""
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+@transaction.atomic
+def create_experiment(*, owner, title: str, sample_rate: int = 48000, description: str = "",
+                      anchors: bool = True, **fields: Any) -> Experiment:
+    if not title.strip():
+        raise ServiceError("title: a title is required")
+    if sample_rate not in (44100, 48000, 88200, 96000):
+        raise ServiceError(f"sample_rate: {sample_rate} Hz is not one of 44100, 48000, 88200, 96000")
+    experiment = Experiment.objects.create(
+        owner=owner, title=title.strip(), sample_rate=sample_rate, description=description, **fields
+    )
+    Condition.objects.create(experiment=experiment, kind=ConditionKind.HIDDEN_REFERENCE,
+                             label="Hidden reference", position=0)
+    if anchors:
+        Condition.objects.create(experiment=experiment, kind=ConditionKind.ANCHOR_35, label="Anchor 3.5 kHz", position=1)
+        Condition.objects.create(experiment=experiment, kind=ConditionKind.ANCHOR_70, label="Anchor 7 kHz", position=2)
+    return experiment
+
+
+def _require_editable(experiment: Experiment) -> None:
+    if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.READY):
+        raise ConflictError(f"the experiment is {experiment.get_status_display().lower()}; it can no longer be changed")
+
+
+def _save_upload(upload: UploadedFile | str | os.PathLike, name: str | None = None) -> tuple[Path, str]:
+    """Copy an upload (or a local path) to a private temp file; return it and its file name."""
+    fd, tmp = tempfile.mkstemp(prefix="upload-", dir=_tmp_dir())
+    with os.fdopen(fd, "wb") as out:
+        if isinstance(upload, (str, os.PathLike)):
+            with open(upload, "rb") as src:
+                shutil.copyfileobj(src, out)
+            filename = name or Path(upload).name
+        else:
+            for chunk in upload.chunks():
+                out.write(chunk)
+            filename = name or upload.name
+    return Path(tmp), Path(filename).name
+
+
+def _tmp_dir() -> str:
+    path = Path(settings.MEDIA_ROOT) / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _check_size(path: Path, filename: str) -> int:
+    size = path.stat().st_size
+    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
+    if size > limit:
+        raise ServiceError(f"{filename}: {size / 1e6:.1f} MB is over the {settings.MAX_UPLOAD_MB} MB upload limit")
+    if size == 0:
+        raise ServiceError(f"{filename}: the file is empty")
+    return size
+
+
+class _FileGuard:
+    """Deletes files stored during a failed create, so nothing half-created is left."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def stored(self, field_file) -> None:
+        self.paths.append(field_file.path)
+
+    def rollback(self) -> None:
+        for p in self.paths:
+            try:
+                os.unlink(p)
+                os.rmdir(os.path.dirname(p))
+            except OSError:
+                pass
+
+
+@dataclass
+class ExcerptCheck:
+    dry: np.ndarray
+    reference: np.ndarray
+    sample_rate: int
+    warnings: list[str]
+
+
+def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name: str) -> ExcerptCheck:
+    """Validate a dry/reference pair; return the (possibly trimmed) audio and warnings."""
+    from modelrunner.audio import read_audio
+
+    try:
+        dry, dry_sr = read_audio(dry_path)
+    except ModelRunnerError as exc:
+        raise ServiceError(str(exc).replace(dry_path.name, dry_name)) from None
+    try:
+        ref, ref_sr = read_audio(ref_path)
+    except ModelRunnerError as exc:
+        raise ServiceError(str(exc).replace(ref_path.name, ref_name)) from None
+    if dry_sr != ref_sr:
+        raise ServiceError(f"{dry_name} is at {dry_sr} Hz but {ref_name} is at {ref_sr} Hz; they must match")
+    warnings: list[str] = []
+    if dry.shape[0] != ref.shape[0]:
+        n = min(dry.shape[0], ref.shape[0])
+        diff = abs(dry.shape[0] - ref.shape[0])
+        if diff > 0.05 * max(dry.shape[0], ref.shape[0]):
+            raise ServiceError(
+                f"{dry_name} has {dry.shape[0]} frames and {ref_name} has {ref.shape[0]}; "
+                "lengths differ by more than 5 %"
+            )
+        warnings.append(f"lengths differed by {diff} frames ({diff / dry_sr * 1000:.1f} ms); both trimmed to {n}")
+        dry, ref = dry[:n], ref[:n]
+    seconds = dry.shape[0] / dry_sr
+    if seconds < 0.5:
+        raise ServiceError(f"{dry_name}: {seconds:.2f} s is too short for a listening test (at least 0.5 s)")
+    if seconds > LONG_EXCERPT_SECONDS:
+        warnings.append(f"{seconds:.1f} s long; BS.1534-3 recommends excerpts of about 10 s")
+    for audio, name in ((dry, dry_name), (ref, ref_name)):
+        peak = float(np.max(np.abs(audio)))
+        if peak == 0.0:
+            raise ServiceError(f"{name}: the file is silent")
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+        if rms < 1e-4:
+            warnings.append(f"{name}: nearly silent (RMS {20 * np.log10(rms):.1f} dBFS)")
+        if peak >= 0.999:
+            clipped = int(np.sum(np.abs(audio) >= 0.999))
+            warnings.append(f"{name}: {clipped} samples at full scale (possible clipping)")
+    return ExcerptCheck(dry=dry, reference=ref, sample_rate=dry_sr, warnings=warnings)
+
+
+def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | os.PathLike,
+                reference: UploadedFile | str | os.PathLike) -> Excerpt:
+    """Validate and store an excerpt; on any problem nothing is left behind."""
+    _require_editable(experiment)
+    dry_tmp, dry_name = _save_upload(dry)
+    ref_tmp, ref_name = _save_upload(reference)
+    guard = _FileGuard()
+    try:
+        _check_size(dry_tmp, dry_name)
+        _check_size(ref_tmp, ref_name)
+        check = check_excerpt_audio(dry_tmp, dry_name, ref_tmp, ref_name)
+        with transaction.atomic():
+            excerpt = Excerpt(
+                experiment=experiment, name=(name or Path(dry_name).stem)[:200],
+                position=experiment.excerpts.count(), sample_rate=check.sample_rate,
+                frames=check.dry.shape[0], channels=check.reference.shape[1], warnings=check.warnings,
+            )
+            from modelrunner.audio import write_wav
+
+            # Store exactly what was checked (trimmed if needed) as float32 WAV.
+            write_wav(dry_tmp, check.dry, check.sample_rate)
+            write_wav(ref_tmp, check.reference, check.sample_rate)
+            with open(dry_tmp, "rb") as fh:
+                excerpt.dry_file.save(_wav_name(dry_name), File(fh), save=False)
+            guard.stored(excerpt.dry_file)
+            with open(ref_tmp, "rb") as fh:
+                excerpt.reference_file.save(_wav_name(ref_name), File(fh), save=False)
+            guard.stored(excerpt.reference_file)
+            excerpt.save()
+            _invalidate_renders(experiment)
+        return excerpt
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        for p in (dry_tmp, ref_tmp):
+            p.unlink(missing_ok=True)
+
+
+def _wav_name(name: str) -> str:
+    return Path(name).stem[:80] + ".wav"
+
+
+def add_checkpoint(*, experiment: Experiment, name: str, file: UploadedFile | str | os.PathLike,
+                   config: UploadedFile | str | os.PathLike | None = None,
+                   sample_rate: int | None = None) -> Checkpoint:
+    """Validate (safe load, architecture recognised) and store a checkpoint."""
+    from modelrunner import formats
+
+    _require_editable(experiment)
+    tmp, filename = _save_upload(file)
+    cfg_tmp, cfg_name = _save_upload(config) if config is not None else (None, "")
+    guard = _FileGuard()
+    try:
+        size = _check_size(tmp, filename)
+        # Keep the original extension: some loaders use it as a hint.
+        hinted = tmp.with_name(tmp.name + Path(filename).suffix.lower())
+        tmp.rename(hinted)
+        tmp = hinted
+        try:
+            model = formats.load(tmp, sample_rate=sample_rate, config=cfg_tmp,
+                                 max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024)
+        except ModelRunnerError as exc:
+            raise ServiceError(f"{filename}: {str(exc).replace(str(tmp), filename).replace(tmp.name, filename)}") from None
+        sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        summary = model.summary()
+        with transaction.atomic():
+            ckpt = Checkpoint(
+                experiment=experiment, name=(name or Path(filename).stem)[:200], format=model.format,
+                architecture=model.architecture[:120], summary=summary, sample_rate=model.sample_rate,
+                knob_names=list(model.knob_names), sha256=sha, size=size,
+            )
+            with open(tmp, "rb") as fh:
+                ckpt.file.save(filename, File(fh), save=False)
+            guard.stored(ckpt.file)
+            if cfg_tmp is not None:
+                with open(cfg_tmp, "rb") as fh:
+                    ckpt.config_file.save(cfg_name, File(fh), save=False)
+                guard.stored(ckpt.config_file)
+            ckpt.save()
+        return ckpt
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+        if cfg_tmp is not None:
+            cfg_tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint_model(checkpoint: Checkpoint):
+    """Load a stored checkpoint into an ``EffectModel`` (always through the safe loaders)."""
+    from modelrunner import formats
+
+    config = checkpoint.config_file.path if checkpoint.config_file else None
+    return formats.load(Path(checkpoint.file.path), sample_rate=checkpoint.sample_rate, config=config)
+
+
+@transaction.atomic
+def add_model_condition(*, experiment: Experiment, checkpoint: Checkpoint, label: str,
+                        knobs: dict[str, float] | None = None) -> Condition:
+    _require_editable(experiment)
+    if checkpoint.experiment_id != experiment.pk:
+        raise ServiceError("checkpoint: it belongs to another experiment")
+    knobs = dict(knobs or {})
+    unknown = sorted(set(knobs) - set(checkpoint.knob_names))
+    if unknown:
+        raise ServiceError(f"knobs: {', '.join(unknown)} not among the checkpoint's knobs {checkpoint.knob_names}")
+    for k, v in knobs.items():
+        if not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ServiceError(f"knobs: {k} must be a finite number")
+    label = label.strip()
+    if not label:
+        raise ServiceError("label: a label is required")
+    if experiment.conditions.filter(label=label).exists():
+        raise ServiceError(f"label: {label!r} is already used in this experiment")
+    if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
+        raise ServiceError(
+            f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3); "
+            "split the models into blocks (separate experiments) instead"
+        )
+    condition = Condition.objects.create(
+        experiment=experiment, kind=ConditionKind.MODEL, checkpoint=checkpoint, knobs=knobs,
+        label=label, position=experiment.conditions.count(),
+    )
+    _invalidate_renders(experiment)
+    return condition
+
+
+def _invalidate_renders(experiment: Experiment) -> None:
+    """A change of excerpts or conditions makes earlier renders stale."""
+    if experiment.status == Experiment.Status.READY:
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.DRAFT)
+        experiment.status = Experiment.Status.DRAFT
+
+
+# --------------------------------------------------------------------------- rendering jobs
+
+
+def _send(job_ids: Iterable[int], kind: str) -> None:
+    """Send job messages once the rows they name are committed."""
+    from modelrunner import tasks
+
+    ids = list(job_ids)
+    task = tasks.render_job if kind == RenderJob.Kind.MODEL else tasks.prepare_item
+
+    def send() -> None:
+        for job_id in ids:
+            task.delay(job_id)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def start_render(*, experiment: Experiment) -> list[RenderJob]:
+    """Queue one job per (model condition, excerpt) and one item job per excerpt."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.READY):
+        raise ConflictError(f"cannot render: the experiment is {experiment.get_status_display().lower()}")
+    excerpts = list(experiment.excerpts.all())
+    if not excerpts:
+        raise ServiceError("add at least one excerpt before rendering")
+    models = list(experiment.conditions.filter(kind=ConditionKind.MODEL))
+    if not models:
+        raise ServiceError("add at least one model condition before rendering")
+    RenderJob.objects.filter(experiment=experiment).delete()
+    now = timezone.now()
+    model_jobs = [
+        RenderJob(experiment=experiment, kind=RenderJob.Kind.MODEL, condition=c, excerpt=x,
+                  status=RenderJob.Status.QUEUED, queued_at=now)
+        for x in excerpts for c in models
+    ]
+    RenderJob.objects.bulk_create(model_jobs)
+    item_jobs = [RenderJob(experiment=experiment, kind=RenderJob.Kind.ITEM, excerpt=x) for x in excerpts]
+    RenderJob.objects.bulk_create(item_jobs)
+    experiment.status = Experiment.Status.RENDERING
+    experiment.save(update_fields=["status", "updated_at"])
+    jobs = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.MODEL))
+    _send([j.pk for j in jobs], RenderJob.Kind.MODEL)
+    return jobs
+
+
+@dataclass
+class Claim:
+    job: RenderJob
+    token: str
+
+
+def claim_job(*, job_id: int, worker: str) -> Claim | None:
+    """Claim a queued job with a conditional UPDATE; None when it is not ours to run."""
+    token = secrets.token_hex(8)
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = RenderJob.objects.filter(pk=job_id, status=RenderJob.Status.QUEUED).update(
+            status=RenderJob.Status.RUNNING, claim_token=token, worker=worker[:200], heartbeat=now,
+            started_at=now, attempts=F("attempts") + 1, progress=0.0, error="",
+        )
+    if claimed != 1:
+        return None
+    return Claim(job=RenderJob.objects.select_related("experiment", "excerpt", "condition__checkpoint").get(pk=job_id),
+                 token=token)
+
+
+class JobLost(RuntimeError):
+    """The job was taken back (reaped or reset) while this worker ran it."""
+
+
+def heartbeat(*, claim: Claim, progress: float) -> None:
+    updated = RenderJob.objects.filter(pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING).update(
+        heartbeat=timezone.now(), progress=max(0.0, min(1.0, float(progress)))
+    )
+    if updated != 1:
+        raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
+
+
+def complete_model_job(*, claim: Claim, output_file: str, report: dict) -> None:
+    with transaction.atomic():
+        updated = RenderJob.objects.filter(
+            pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING
+        ).update(status=RenderJob.Status.DONE, progress=1.0, finished_at=timezone.now(),
+                 output_file=output_file, report=report, heartbeat=timezone.now())
+        if updated != 1:
+            raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
+        _queue_ready_items(claim.job.excerpt_id)
+
+
+def _queue_ready_items(excerpt_id: int) -> None:
+    """Queue the item job of an excerpt once all its model jobs are done."""
+    if RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.MODEL).exclude(
+        status=RenderJob.Status.DONE
+    ).exists():
+        return
+    ids = list(RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
+                                        status=RenderJob.Status.PENDING).values_list("pk", flat=True))
+    if ids and RenderJob.objects.filter(pk__in=ids, status=RenderJob.Status.PENDING).update(
+        status=RenderJob.Status.QUEUED, queued_at=timezone.now()
+    ):
+        _send(ids, RenderJob.Kind.ITEM)
+
+
+def complete_item_job(*, claim: Claim, stimuli: list[dict], report: dict) -> None:
+    """Record an item's stimuli (idempotent) and finish the experiment's render if all done."""
+    with transaction.atomic():
+        updated = RenderJob.objects.filter(
+            pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING
+        ).update(status=RenderJob.Status.DONE, progress=1.0, finished_at=timezone.now(), report=report)
+        if updated != 1:
+            raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
+        for s in stimuli:
+            Stimulus.objects.update_or_create(
+                excerpt_id=claim.job.excerpt_id, condition_id=s["condition_id"],
+                defaults={k: v for k, v in s.items() if k != "condition_id"} | {"experiment_id": claim.job.experiment_id},
+            )
+        experiment_id = claim.job.experiment_id
+        if not RenderJob.objects.filter(experiment_id=experiment_id).exclude(status=RenderJob.Status.DONE).exists():
+            Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RENDERING).update(
+                status=Experiment.Status.READY
+            )
+
+
+def fail_job(*, claim: Claim, error: str, retry: bool = False) -> None:
+    """Mark a job failed (or back to queued for another attempt)."""
+    max_attempts = settings.RENDER_MAX_ATTEMPTS
+    with transaction.atomic():
+        job = RenderJob.objects.select_for_update().get(pk=claim.job.pk)
+        if job.claim_token != claim.token or job.status != RenderJob.Status.RUNNING:
+            return
+        if retry and job.attempts < max_attempts:
+            job.status = RenderJob.Status.QUEUED
+            job.queued_at = timezone.now()
+            job.error = error[:4000]
+            job.save(update_fields=["status", "queued_at", "error"])
+            _send([job.pk], job.kind)
+        else:
+            job.status = RenderJob.Status.FAILED
+            job.error = error[:4000]
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "error", "finished_at"])
+
+
+@transaction.atomic
+def retry_job(*, job: RenderJob) -> RenderJob:
+    """Queue a failed job again (the researcher's retry button)."""
+    updated = RenderJob.objects.filter(pk=job.pk, status=RenderJob.Status.FAILED).update(
+        status=RenderJob.Status.QUEUED, queued_at=timezone.now(), attempts=0, error="", progress=0.0
+    )
+    if updated != 1:
+        raise ConflictError("only a failed job can be retried")
+    Experiment.objects.filter(pk=job.experiment_id).update(status=Experiment.Status.RENDERING)
+    _send([job.pk], job.kind)
+    return RenderJob.objects.get(pk=job.pk)
+
+
+def reap_stale_jobs(*, now=None) -> dict[str, int]:
+    """Requeue jobs whose worker died (stale heartbeat) and re-send long-queued ones.
+
+    The filesystem broker loses the message of a killed worker and Redis only redelivers
+    after its visibility timeout, so the database row decides. A job past its attempt
+    cap fails with a reason. Duplicate messages are harmless: the claim is conditional.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.RENDER_STALE_SECONDS)
+    resend_before = now - timedelta(seconds=settings.RENDER_RESEND_SECONDS)
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "items_queued": 0}
+    with transaction.atomic():
+        stale = RenderJob.objects.filter(status=RenderJob.Status.RUNNING, heartbeat__lt=stale_before)
+        for job in stale.select_for_update(skip_locked=True):
+            if job.attempts >= settings.RENDER_MAX_ATTEMPTS:
+                job.status = RenderJob.Status.FAILED
+                job.error = (f"the worker stopped answering {job.attempts} times "
+                             f"(last seen {job.worker or 'unknown'}); giving up")
+                job.finished_at = now
+                job.save(update_fields=["status", "error", "finished_at"])
+                counts["failed"] += 1
+            else:
+                job.status = RenderJob.Status.QUEUED
+                job.queued_at = now
+                job.claim_token = ""
+                job.error = f"requeued: no heartbeat from {job.worker or 'the worker'} since {job.heartbeat:%H:%M:%S} UTC"
+                job.save(update_fields=["status", "queued_at", "claim_token", "error"])
+                _send([job.pk], job.kind)
+                counts["requeued"] += 1
+        old = list(RenderJob.objects.filter(status=RenderJob.Status.QUEUED, queued_at__lt=resend_before))
+        for job in old:
+            RenderJob.objects.filter(pk=job.pk).update(queued_at=now)
+            _send([job.pk], job.kind)
+        counts["resent"] = len(old)
+        pending = RenderJob.objects.filter(kind=RenderJob.Kind.ITEM, status=RenderJob.Status.PENDING)
+        for excerpt_id in set(pending.values_list("excerpt_id", flat=True)):
+            before = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
+                                              status=RenderJob.Status.QUEUED).count()
+            _queue_ready_items(excerpt_id)
+            after = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
+                                             status=RenderJob.Status.QUEUED).count()
+            counts["items_queued"] += after - before
+    return counts
+
+
+# --------------------------------------------------------------------------- running the test
+
+
+@transaction.atomic
+def open_experiment(*, experiment: Experiment) -> Experiment:
+    """Publish: the participant link starts working. Needs every stimulus rendered."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.status == Experiment.Status.OPEN:
+        return experiment
+    if experiment.status not in (Experiment.Status.READY, Experiment.Status.CLOSED):
+        raise ConflictError(f"cannot open: the experiment is {experiment.get_status_display().lower()}; render it first")
+    conditions = experiment.conditions.count()
+    excerpts = list(experiment.excerpts.all())
+    have = Stimulus.objects.filter(experiment=experiment).count()
+    if have != conditions * len(excerpts):
+        raise ConflictError(f"cannot open: {have} of {conditions * len(excerpts)} stimuli are rendered")
+    training_excerpt_ids = set(experiment.config.get("training_excerpts", [excerpts[0].pk] if excerpts else []))
+    if experiment.config.get("training", True) is False:
+        training_excerpt_ids = set()
+    for i, excerpt in enumerate(excerpts):
+        Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i})
+        if excerpt.pk in training_excerpt_ids:
+            Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i})
+    experiment.status = Experiment.Status.OPEN
+    experiment.opened_at = experiment.opened_at or timezone.now()
+    experiment.save(update_fields=["status", "opened_at", "updated_at"])
+    return experiment
+
+
+@transaction.atomic
+def close_experiment(*, experiment: Experiment) -> Experiment:
+    updated = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.OPEN).update(
+        status=Experiment.Status.CLOSED, closed_at=timezone.now()
+    )
+    if updated != 1:
+        raise ConflictError("only an open experiment can be closed")
+    return Experiment.objects.get(pk=experiment.pk)
+
+
+def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
+    """Per-participant order of trials and of the conditions within each (BS.1534-3 §5.2)."""
+    conditions = list(experiment.conditions.values_list("pk", flat=True))
+    trials = list(experiment.trials.filter(is_training=False).values_list("pk", flat=True))
+    training = list(experiment.trials.filter(is_training=True).values_list("pk", flat=True))
+    subset = int(experiment.config.get("trial_subset_size") or 0)
+    if 0 < subset < len(trials):
+        # Balanced subset: the items least used so far first, ties broken at random.
+        counts = {t: 0 for t in trials}
+        for plan in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list("plan", flat=True):
+            for entry in plan:
+                if entry.get("trial") in counts and not entry.get("training"):
+                    counts[entry["trial"]] += 1
+        ranked = sorted(trials, key=lambda t: (counts[t], rng.random()))
+        trials = ranked[:subset]
+    rng.shuffle(trials)
+    plan: list[dict] = []
+    for t in training:
+        order = conditions[:]
+        rng.shuffle(order)
+        plan.append({"trial": t, "training": True, "conditions": order, "key": secrets.token_hex(8)})
+    for t in trials:
+        order = conditions[:]
+        rng.shuffle(order)
+        plan.append({"trial": t, "training": False, "conditions": order, "key": secrets.token_hex(8)})
+    return plan
+
+
+@transaction.atomic
+def start_participant(*, experiment: Experiment, prolific_pid: str = "", study_id: str = "",
+                      session_id: str = "", user_agent: str = "") -> Participant:
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.status != Experiment.Status.OPEN:
+        raise ConflictError("this listening test is not open")
+    if prolific_pid:
+        existing = experiment.participants.filter(prolific_pid=prolific_pid).first()
+        if existing is not None:
+            return existing
+    rng = random.Random(secrets.randbits(64))
+    participant = Participant.objects.create(
+        experiment=experiment, prolific_pid=prolific_pid[:64], prolific_study_id=study_id[:64],
+        prolific_session_id=session_id[:64], user_agent=user_agent[:400], plan=_make_plan(experiment, rng),
+    )
+    stimuli = Stimulus.objects.filter(experiment=experiment)
+    StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
+    return participant
+
+
+def _first_stage_after_consent(experiment: Experiment) -> str:
+    cfg = experiment.config
+    if cfg.get("headphone_check", {}).get("enabled", False):
+        return Participant.Stage.SCREENING
+    if cfg.get("level_setting", True):
+        return Participant.Stage.LEVEL
+    return Participant.Stage.TRIALS
+
+
+@transaction.atomic
+def give_consent(*, participant: Participant, agreed: bool) -> Participant:
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    if participant.stage != Participant.Stage.CONSENT:
+        return participant
+    if not agreed:
+        participant.stage = Participant.Stage.DECLINED
+    else:
+        participant.consented_at = timezone.now()
+        participant.stage = _first_stage_after_consent(participant.experiment)
+    participant.save(update_fields=["stage", "consented_at"])
+    return participant
+
+
+@transaction.atomic
+def set_level(*, participant: Participant, gain_db: float) -> Participant:
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    if participant.stage != Participant.Stage.LEVEL:
+        return participant
+    if not (-40.0 <= float(gain_db) <= 12.0):
+        raise ServiceError("gain_db must be between -40 and +12 dB")
+    participant.level = {"gain_db": float(gain_db), "set_at": timezone.now().isoformat()}
+    participant.stage = Participant.Stage.TRIALS
+    participant.save(update_fields=["level", "stage"])
+    return participant
+
+
+def next_plan_index(participant: Participant) -> int | None:
+    """The first trial of the plan without a saved response (reload resumes here)."""
+    done = set(participant.responses.values_list("trial_id", flat=True))
+    for i, entry in enumerate(participant.plan):
+        if entry["trial"] not in done:
+            return i
+    return None
+
+
+@dataclass
+class SaveResult:
+    created: bool
+    next_index: int | None
+
+
+def submit_trial(*, participant: Participant, index: int, idempotency_key: str,
+                 ratings: dict[str, Any], telemetry: dict | None = None) -> SaveResult:
+    """Store one trial's ratings in one transaction; a replay of the same key is a no-op.
+
+    ``ratings`` maps the opaque per-trial signal keys the page was given to 0..100 scores.
+    """
+    if not isinstance(idempotency_key, str) or not (8 <= len(idempotency_key) <= 64):
+        raise ServiceError("idempotency_key: missing or malformed")
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+        if not (0 <= index < len(participant.plan)):
+            raise ServiceError(f"there is no trial {index + 1} in this session")
+        entry = participant.plan[index]
+        existing = TrialResponse.objects.filter(participant=participant, trial_id=entry["trial"]).first()
+        if existing is not None:
+            if existing.idempotency_key == idempotency_key:
+                return SaveResult(created=False, next_index=next_plan_index(participant))
+            raise ConflictError("this trial was already submitted")
+        if participant.experiment.status != Experiment.Status.OPEN:
+            raise ConflictError("this listening test is closed; no more ratings are accepted")
+        if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
+            raise ConflictError(f"ratings are not accepted at this stage ({participant.get_stage_display().lower()})")
+        keys = signal_keys(entry)
+        if not isinstance(ratings, dict):
+            raise ServiceError("ratings: expected an object of signal -> score")
+        unknown = sorted(set(ratings) - set(keys))
+        if unknown:
+            raise ServiceError(f"ratings: {', '.join(map(str, unknown))} not a signal of this trial")
+        missing = sorted(set(keys) - set(ratings))
+        if missing:
+            raise ServiceError(f"ratings: {len(missing)} signal(s) not rated")
+        scores: dict[int, int] = {}
+        for key, value in ratings.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ServiceError(f"ratings: the score of {key} is not a number")
+            if not (0 <= value <= 100):
+                raise ServiceError(f"ratings: the score of {key} ({value}) is outside 0..100")
+            scores[keys[key]] = int(round(value))
+        response = TrialResponse.objects.create(participant=participant, trial_id=entry["trial"],
+                                                idempotency_key=idempotency_key, telemetry=telemetry or {})
+        if not entry.get("training"):
+            Rating.objects.bulk_create([
+                Rating(participant=participant, trial_id=entry["trial"], condition_id=cid, score=score, response=response)
+                for cid, score in scores.items()
+            ])
+        nxt = next_plan_index(participant)
+        if nxt is None:
+            participant.stage = Participant.Stage.QUESTIONNAIRE if participant.experiment.config.get(
+                "questionnaire", [{"name": "comment"}]) else Participant.Stage.COMPLETED
+        else:
+            participant.stage = Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
+        if participant.stage == Participant.Stage.COMPLETED:
+            _complete(participant)
+        participant.save(update_fields=["stage", "completed_at", "completion_code"])
+    return SaveResult(created=True, next_index=nxt)
+
+
+def signal_keys(entry: dict) -> dict[str, int]:
+    """Opaque per-trial signal keys (a, b, c, ...) in the participant's shuffled order."""
+    return {chr(ord("a") + i): cid for i, cid in enumerate(entry["conditions"])}
+
+
+def _complete(participant: Participant) -> None:
+    participant.completed_at = timezone.now()
+    participant.completion_code = participant.experiment.config.get("completion_code") or secrets.token_hex(4).upper()
+
+
+@transaction.atomic
+def submit_questionnaire(*, participant: Participant, answers: dict[str, str]) -> Participant:
+    participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+    if participant.stage != Participant.Stage.QUESTIONNAIRE:
+        return participant
+    participant.questionnaire = {k: str(v)[:2000] for k, v in answers.items()}
+    participant.stage = Participant.Stage.COMPLETED
+    _complete(participant)
+    participant.save(update_fields=["questionnaire", "stage", "completed_at", "completion_code"])
+    return participant

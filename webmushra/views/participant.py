@@ -1,0 +1,237 @@
+"""Participant pages: landing, consent, level, trials, questionnaire, finish.
+
+Nothing a participant receives names a condition: signals are opaque per-trial keys
+and stimuli are fetched through per-participant random tokens.
+"""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from .. import services
+from ..http import serve_blinded_file
+from ..models import Experiment, Participant, Stimulus, StimulusToken, Trial
+
+STAGE_VIEWS = {
+    Participant.Stage.CONSENT: "participant:consent",
+    Participant.Stage.SCREENING: "participant:screening",
+    Participant.Stage.LEVEL: "participant:level",
+    Participant.Stage.QUESTIONNAIRE: "participant:questionnaire",
+    Participant.Stage.COMPLETED: "participant:done",
+    Participant.Stage.SCREENED_OUT: "participant:done",
+    Participant.Stage.DECLINED: "participant:done",
+}
+
+
+def _participant(token: str) -> Participant:
+    return get_object_or_404(Participant.objects.select_related("experiment"), token=token)
+
+
+def _error(message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _where(participant: Participant) -> str:
+    if participant.stage in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
+        index = services.next_plan_index(participant)
+        if index is not None:
+            return reverse("participant:trial", args=[participant.token, index + 1])
+        return reverse("participant:questionnaire", args=[participant.token])
+    return reverse(STAGE_VIEWS[participant.stage], args=[participant.token])
+
+
+@require_http_methods(["GET", "POST"])
+def landing(request: HttpRequest, public_token: str) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, public_token=public_token)
+    if experiment.status != Experiment.Status.OPEN:
+        return render(request, "webmushra/participant/closed.html", {"experiment": experiment}, status=410
+                      if experiment.status == Experiment.Status.CLOSED else 404)
+    prolific = {k: request.GET.get(k, request.POST.get(k, ""))[:64] for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
+    if request.method == "POST":
+        try:
+            participant = services.start_participant(
+                experiment=experiment, prolific_pid=prolific["PROLIFIC_PID"], study_id=prolific["STUDY_ID"],
+                session_id=prolific["SESSION_ID"], user_agent=request.headers.get("User-Agent", ""),
+            )
+        except services.ServiceError as exc:
+            return render(request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)},
+                          status=409)
+        return redirect(_where(participant))
+    return render(request, "webmushra/participant/landing.html", {"experiment": experiment, "prolific": prolific})
+
+
+def resume(request: HttpRequest, token: str) -> HttpResponse:
+    return redirect(_where(_participant(token)))
+
+
+@require_http_methods(["GET", "POST"])
+def consent(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.stage != Participant.Stage.CONSENT:
+        return redirect(_where(participant))
+    if request.method == "POST":
+        agreed = request.POST.get("agree") == "yes"
+        participant = services.give_consent(participant=participant, agreed=agreed)
+        return redirect(_where(participant))
+    return render(request, "webmushra/participant/consent.html", {"participant": participant,
+                                                                   "experiment": participant.experiment})
+
+
+@require_http_methods(["GET", "POST"])
+def level(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.stage != Participant.Stage.LEVEL:
+        return redirect(_where(participant))
+    if request.method == "POST":
+        try:
+            gain = float(request.POST.get("gain_db", "0"))
+            participant = services.set_level(participant=participant, gain_db=gain)
+        except (ValueError, services.ServiceError) as exc:
+            return render(request, "webmushra/participant/level.html",
+                          {"participant": participant, "error": str(exc), **_level_context(participant)}, status=400)
+        return redirect(_where(participant))
+    return render(request, "webmushra/participant/level.html", {"participant": participant, **_level_context(participant)})
+
+
+def _level_context(participant: Participant) -> dict:
+    entry = participant.plan[0] if participant.plan else None
+    url = None
+    if entry:
+        trial = Trial.objects.select_related("excerpt").get(pk=entry["trial"])
+        stim = Stimulus.objects.filter(excerpt=trial.excerpt, condition__kind="hidden_reference").first()
+        if stim:
+            tok = StimulusToken.objects.filter(participant=participant, stimulus=stim).first()
+            url = reverse("participant:stimulus", args=[tok.token]) if tok else None
+    return {"level_data": {"url": url, "post_url": reverse("participant:level", args=[participant.token])},
+            "experiment": participant.experiment}
+
+
+def screening(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.stage != Participant.Stage.SCREENING:
+        return redirect(_where(participant))
+    # Headphone screening is configured per experiment; its scoring lives in services.
+    return render(request, "webmushra/participant/screening.html", {"participant": participant,
+                                                                     "experiment": participant.experiment})
+
+
+def trial_data(request: HttpRequest, participant: Participant, index: int) -> dict:
+    """The JSON the player needs for one trial (no condition names unless training)."""
+    entry = participant.plan[index]
+    trial = Trial.objects.select_related("excerpt").get(pk=entry["trial"])
+    stimuli = {s.condition_id: s for s in Stimulus.objects.filter(excerpt=trial.excerpt).select_related("condition")}
+    tokens = {t.stimulus_id: t.token for t in StimulusToken.objects.filter(participant=participant,
+                                                                           stimulus__excerpt=trial.excerpt)}
+    keys = services.signal_keys(entry)
+    reference = next(s for s in stimuli.values() if s.condition.kind == "hidden_reference")
+    tests = [e for e in participant.plan if not e.get("training")]
+    number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
+    total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
+    rules = {"must_play_all": True, "only_playing_slider_moves": True, "require_one_100": True,
+             "loop_min_seconds": 0.5} | participant.experiment.config.get("rules", {})
+    data = {
+        "trial": {"number": number, "total": total, "training": bool(entry.get("training")),
+                  "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}"},
+        # The open reference is served under its own token, distinct from the hidden one.
+        "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
+        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[stimuli[cid].pk]])}
+                    for k, cid in keys.items()],
+        "rules": rules,
+        "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
+        "idempotency_key": entry["key"],
+        "csrf_token": get_token(request),
+        "instructions": participant.experiment.instructions,
+        "gain_db": participant.level.get("gain_db", 0.0),
+    }
+    if entry.get("training"):
+        data["labels"] = {k: stimuli[cid].condition.label for k, cid in keys.items()}
+    return data
+
+
+@require_http_methods(["GET", "POST"])
+def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
+    participant = _participant(token)
+    index = number - 1
+    if not (0 <= index < len(participant.plan)):
+        raise Http404("no such trial")
+    if request.method == "POST":
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _error("the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error("the request body must be a JSON object")
+        try:
+            result = services.submit_trial(
+                participant=participant, index=index, idempotency_key=body.get("idempotency_key"),
+                ratings=body.get("ratings"), telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
+            )
+        except services.ConflictError as exc:
+            return _error(str(exc), status=409)
+        except services.ServiceError as exc:
+            return _error(str(exc))
+        participant.refresh_from_db()
+        return JsonResponse({"saved": True, "replayed": not result.created, "next_url": _where(participant)})
+    if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
+        return redirect(_where(participant))
+    expected = services.next_plan_index(participant)
+    if expected is None or expected != index:
+        return redirect(_where(participant))
+    return render(request, "webmushra/participant/trial.html",
+                  {"participant": participant, "experiment": participant.experiment,
+                   "trial_data": trial_data(request, participant, index)})
+
+
+def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
+    """The open reference of a trial (same audio as the hidden reference, another URL)."""
+    participant = _participant(token)
+    index = number - 1
+    if not (0 <= index < len(participant.plan)):
+        raise Http404("no such trial")
+    trial = Trial.objects.get(pk=participant.plan[index]["trial"])
+    stim = get_object_or_404(Stimulus, excerpt_id=trial.excerpt_id, condition__kind="hidden_reference")
+    return serve_blinded_file(request, stim.file)
+
+
+def stimulus(request: HttpRequest, token: str) -> HttpResponse:
+    tok = get_object_or_404(StimulusToken.objects.select_related("stimulus"), token=token)
+    return serve_blinded_file(request, tok.stimulus.file)
+
+
+@require_http_methods(["GET", "POST"])
+def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.stage != Participant.Stage.QUESTIONNAIRE:
+        return redirect(_where(participant))
+    fields = participant.experiment.config.get("questionnaire") or [
+        {"name": "comment", "label": "Any comments?", "type": "textarea", "required": False}
+    ]
+    if request.method == "POST":
+        answers = {f["name"]: request.POST.get(f["name"], "").strip() for f in fields}
+        missing = [f["label"] for f in fields if f.get("required") and not answers[f["name"]]]
+        if missing:
+            return render(request, "webmushra/participant/questionnaire.html",
+                          {"participant": participant, "fields": fields, "answers": answers,
+                           "error": "Please answer: " + ", ".join(missing)}, status=400)
+        participant = services.submit_questionnaire(participant=participant, answers=answers)
+        return redirect(_where(participant))
+    return render(request, "webmushra/participant/questionnaire.html",
+                  {"participant": participant, "experiment": participant.experiment, "fields": fields, "answers": {}})
+
+
+def done(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.stage not in (Participant.Stage.COMPLETED, Participant.Stage.SCREENED_OUT, Participant.Stage.DECLINED):
+        return redirect(_where(participant))
+    redirect_url = participant.experiment.config.get("completion_url", "")
+    if redirect_url and participant.stage == Participant.Stage.COMPLETED and participant.completion_code:
+        sep = "&" if "?" in redirect_url else "?"
+        redirect_url = f"{redirect_url}{sep}cc={participant.completion_code}"
+    return render(request, "webmushra/participant/done.html",
+                  {"participant": participant, "experiment": participant.experiment, "redirect_url": redirect_url})
