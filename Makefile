@@ -1,0 +1,58 @@
+# `make run`: install into .venv, migrate, load the demo, start web + worker (Ctrl-C stops both).
+# `make test`: install what the tests need (Debian chromium included) and run them all.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Tests use their own var/ so they never touch the data of `make run`.
+TEST_VAR := $(CURDIR)/var/test
+
+.PHONY: run test test-fast test-stack system-deps bench clean-test lint
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first and exactly pinned: any other torch spec pulls a CUDA build.
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py load_demo
+	$(PY) manage.py serve --demo
+
+# Debian chromium for the browser tests; redis-server and PostgreSQL for the throwaway test servers.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean-test:
+	rm -rf $(TEST_VAR)
+
+# 1) PostgreSQL + Redis (throwaway servers) for everything that touches Django;
+# 2) the whole suite on the embedded default (SQLite + filesystem broker). Its summary comes last.
+test: $(VENV)/.installed-test system-deps clean-test
+	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
+	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(VENV)/.installed-test
+	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -m "not integration and not browser"
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench

@@ -1,0 +1,215 @@
+"""Shared fixtures: real Celery worker processes, services required under CI, test material."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.paths import REPO, fixture_path
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, message: str) -> None:
+    """Skip when a real component is missing; under CI=true that is a failure instead."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required under CI: {message}")
+        pytest.skip(message)
+
+
+def database_url_for_workers() -> str:
+    """The URL of the database the tests use right now (the test database)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Worker:
+    """A real ``celery worker`` process consuming the render and default queues."""
+
+    def __init__(self, env: dict[str, str], queues: str = "render,default") -> None:
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.env = env
+        self.queues = queues
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "Worker":
+        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "-c", "1",
+               "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-n", self.name, "-l", "INFO"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(" ready." in line for line in self.lines):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("celery worker did not start:\n" + "".join(self.lines[-40:]))
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def worker_env(transactional_db, settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url_for_workers(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        VAR_DIR=str(Path(settings.VAR_DIR)),
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env):
+    """Start real worker processes; all are stopped at the end of the test."""
+    workers: list[Worker] = []
+
+    def start(**overrides: str) -> Worker:
+        w = Worker({**worker_env, **overrides}).start()
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(request, tmp_path_factory):
+    """Each Django test gets its own media folder (shared with the workers it starts)."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield None
+        return
+    settings = request.getfixturevalue("settings")
+    media = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = media
+    yield media
+
+
+@pytest.fixture
+def broker_is_empty(settings):
+    """Return the number of messages waiting in a queue of the configured broker."""
+    from config.celery import app
+
+    def count(queue: str = "render") -> int:
+        with app.connection_for_read() as conn:
+            try:
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except Exception:  # the queue does not exist yet: nothing was ever sent
+                return 0
+
+    return count
+
+
+# ----------------------------------------------------------------------------- material
+
+
+def device(x: np.ndarray) -> np.ndarray:
+    """A stand-in "device" for tests: asymmetric soft clipping."""
+    return (0.5 * np.tanh(3.0 * x + 0.2) - 0.5 * np.tanh(0.2)).astype(np.float32)
+
+
+@pytest.fixture
+def excerpt_files(tmp_path):
+    """A real guitar excerpt (shared fixture) and its "device" recording, as WAV files."""
+    import soundfile as sf
+
+    def make(seconds: float = 2.0, offset: float = 0.0, name: str = "guitar") -> tuple[Path, Path]:
+        audio, sr = sf.read(fixture_path("audio", "guitar_example_44k.wav"), dtype="float32", always_2d=True)
+        start = int(offset * sr)
+        n = int(seconds * sr)
+        dry = audio[start : start + n, :1]
+        if dry.shape[0] < n:
+            dry = np.resize(dry, (n, 1))
+        dry_path, ref_path = tmp_path / f"{name}_dry.wav", tmp_path / f"{name}_device.wav"
+        sf.write(dry_path, dry, sr, subtype="FLOAT")
+        sf.write(ref_path, device(dry), sr, subtype="FLOAT")
+        return dry_path, ref_path
+
+    return make
+
+
+@pytest.fixture
+def researcher(django_user_model):
+    return django_user_model.objects.create_user("researcher", "r@example.org", "a-long-password-1")
+
+
+@pytest.fixture
+def build_experiment(researcher, excerpt_files):
+    """An experiment with real excerpts and real checkpoints (not rendered)."""
+    from webmushra import services
+
+    def build(n_excerpts: int = 2, seconds: float = 2.0, checkpoints: tuple[str, ...] = ("ht1_lstm32.json",),
+              anchors: bool = True, config: dict | None = None):
+        exp = services.create_experiment(owner=researcher, title="Test", sample_rate=48000, anchors=anchors,
+                                         config=config or {})
+        for i in range(n_excerpts):
+            dry, ref = excerpt_files(seconds=seconds, offset=i * 1.0, name=f"x{i}")
+            services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
+        for j, name in enumerate(checkpoints):
+            ckpt = services.add_checkpoint(experiment=exp, name=name, file=fixture_path("models", "coreaudioml", name))
+            services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"Model {j + 1}",
+                                         knobs={k: 0.5 for k in ckpt.knob_names})
+        return exp
+
+    return build
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    require(os.path.exists(path), "Debian chromium is not installed (apt-get install chromium)")
+    return path

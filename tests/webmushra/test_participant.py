@@ -1,0 +1,131 @@
+"""Participant-side rules: validation of ratings, resume, blinding of stimulus responses."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from webmushra import services
+from webmushra.models import Participant, Rating, StimulusToken, TrialResponse
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client, url, body):
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+def good_body(p, index):
+    entry = p.plan[index]
+    return {"idempotency_key": entry["key"], "ratings": {k: 50 for k in services.signal_keys(entry)}}
+
+
+def test_ratings_are_validated_and_nothing_is_stored_on_error(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    url = reverse("participant:trial", args=[p.token, 1])
+    body = good_body(p, 0)
+    keys = list(body["ratings"])
+    cases = [
+        ({**body, "ratings": {**body["ratings"], keys[0]: 101}}, 400, "outside 0..100"),
+        ({**body, "ratings": {**body["ratings"], keys[0]: -1}}, 400, "outside 0..100"),
+        ({**body, "ratings": {**body["ratings"], "zz": 10}}, 400, "not a signal of this trial"),
+        ({**body, "ratings": {k: 10 for k in keys[:-1]}}, 400, "not rated"),
+        ({**body, "ratings": {**body["ratings"], keys[0]: "ten"}}, 400, "not a number"),
+        ({**body, "idempotency_key": ""}, 400, "idempotency_key"),
+    ]
+    for bad, status, reason in cases:
+        r = post(client, url, bad)
+        assert r.status_code == status and reason in r.json()["error"], (bad, r.content)
+    r = client.post(url, "{not json", content_type="application/json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert Rating.objects.count() == 0 and TrialResponse.objects.count() == 0
+
+
+def test_a_trial_saved_twice_with_another_key_is_refused(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    url = reverse("participant:trial", args=[p.token, 1])
+    assert post(client, url, good_body(p, 0)).status_code == 200
+    again = {**good_body(p, 0), "idempotency_key": "another-key-123"}
+    r = post(client, url, again)
+    assert r.status_code == 409 and "already submitted" in r.json()["error"]
+
+
+def test_reload_resumes_at_the_first_unsaved_trial(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=2, seconds=1.0)
+    assert len(p.plan) == 3  # one training trial + two test trials
+    assert post(client, reverse("participant:trial", args=[p.token, 1]), good_body(p, 0)).status_code == 200
+    r = client.get(reverse("participant:resume", args=[p.token]))
+    assert r.status_code == 302 and r.url == reverse("participant:trial", args=[p.token, 2])
+    # Asking for a later trial than the next unsaved one redirects back to it.
+    r = client.get(reverse("participant:trial", args=[p.token, 3]))
+    assert r.status_code == 302 and r.url == reverse("participant:trial", args=[p.token, 2])
+
+
+def test_ratings_after_close_are_refused(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    services.close_experiment(experiment=exp)
+    r = post(client, reverse("participant:trial", args=[p.token, 1]), good_body(p, 0))
+    assert r.status_code == 409 and "closed" in r.json()["error"]
+
+
+def test_another_participants_trial_cannot_be_rated_with_my_keys(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    other = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
+    other = services.set_level(participant=other, gain_db=0)
+    body = good_body(p, 0)  # p's idempotency key, posted to the other participant's URL
+    r = post(client, reverse("participant:trial", args=[other.token, 1]), body)
+    # Keys are per trial (a, b, ...) so the ratings themselves validate; the answer is stored for
+    # the participant named in the URL only, never for p.
+    assert r.status_code == 200
+    assert not TrialResponse.objects.filter(participant=p).exists()
+
+
+def test_stimulus_responses_do_not_tell_conditions_apart(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    tokens = list(StimulusToken.objects.filter(participant=p))
+    assert len(tokens) == exp.conditions.count()
+    lengths = set()
+    for t in tokens:
+        r = client.get(reverse("participant:stimulus", args=[t.token]))
+        assert r.status_code == 200
+        assert "ETag" not in r and "Last-Modified" not in r and "Content-Disposition" not in r
+        assert r["Cache-Control"] == "private, no-store" and r["Content-Type"] == "audio/wav"
+        body = b"".join(r.streaming_content)
+        assert len(body) == int(r["Content-Length"])
+        lengths.add(len(body))
+        for c in exp.conditions.all():
+            assert c.label.encode() not in body
+    assert len(lengths) == 1
+
+
+def test_stimulus_range_requests(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    t = StimulusToken.objects.filter(participant=p).first()
+    url = reverse("participant:stimulus", args=[t.token])
+    full = b"".join(client.get(url).streaming_content)
+    r = client.get(url, HTTP_RANGE="bytes=10-19")
+    assert r.status_code == 206 and r["Content-Range"] == f"bytes 10-19/{len(full)}"
+    assert b"".join(r.streaming_content) == full[10:20] and r["Content-Length"] == "10"
+    r = client.get(url, HTTP_RANGE="bytes=-5")
+    assert r.status_code == 206 and b"".join(r.streaming_content) == full[-5:]
+    r = client.get(url, HTTP_RANGE=f"bytes={len(full)}-")
+    assert r.status_code == 416 and r["Content-Range"] == f"bytes */{len(full)}"
+    assert client.get(reverse("participant:stimulus", args=["not-a-token"])).status_code == 404
+
+
+def test_nginx_mode_answers_with_x_accel_redirect(client, participant_at_trials, settings):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    settings.SERVE_MEDIA_WITH = "nginx"
+    t = StimulusToken.objects.filter(participant=p).first()
+    r = client.get(reverse("participant:stimulus", args=[t.token]))
+    assert r["X-Accel-Redirect"].startswith("/protected-media/stimuli/") and r["Cache-Control"] == "private, no-store"
+
+
+def test_declining_consent_records_nothing_more(client, open_experiment):
+    exp = open_experiment(n_excerpts=1, seconds=1.0)
+    client.post(reverse("participant:landing", args=[exp.public_token]))
+    p = Participant.objects.get()
+    r = client.post(reverse("participant:consent", args=[p.token]), {"agree": "no"})
+    p.refresh_from_db()
+    assert p.stage == "declined" and r.url == reverse("participant:done", args=[p.token])
