@@ -135,12 +135,12 @@ def _run_item(claim: services.Claim) -> None:
         if condition.kind == ConditionKind.MODEL:
             model_job = RenderJob.objects.get(kind=RenderJob.Kind.MODEL, condition=condition, excerpt=excerpt)
             audio, _ = read_audio(_media(model_job.output_file))
-            audio = audio[: reference.shape[0]]
-            if audio.shape[0] < reference.shape[0]:
-                audio = np.pad(audio, ((0, reference.shape[0] - audio.shape[0]), (0, 0)))
-            if audio.shape[1] != channels:
-                audio = np.repeat(audio.mean(axis=1, keepdims=True), channels, axis=1)
+            audio = _fit(audio, reference.shape)
             metrics_by_condition[condition.pk] = model_job.report.get("metrics", {})
+        elif condition.kind == ConditionKind.PRERENDERED:
+            pre = condition.prerendered_audio.get(excerpt=excerpt)
+            audio, _ = read_audio(pre.file.path)
+            audio = _fit(audio, reference.shape)
         else:
             audio = anchors.lowpass_anchor(reference, sr, ConditionKind.anchor_cutoff_hz(condition.kind))
         signals[str(condition.pk)] = np.asarray(audio, dtype=np.float32).reshape(reference.shape)
@@ -178,6 +178,17 @@ def _run_item(claim: services.Claim) -> None:
         raise ModelRunnerError(f"stimuli of one trial differ in byte length ({sorted(sizes)}); refusing to unblind")
     beat(0.95)
     services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
+
+
+def _fit(audio: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Trim or zero-pad to the reference's length; match its channel count."""
+    frames, channels = shape
+    audio = audio[:frames]
+    if audio.shape[0] < frames:
+        audio = np.pad(audio, ((0, frames - audio.shape[0]), (0, 0)))
+    if audio.shape[1] != channels:
+        audio = np.repeat(audio.mean(axis=1, keepdims=True), channels, axis=1)
+    return audio
 
 
 def _finite(x: float) -> float | None:

@@ -32,6 +32,8 @@ class ConditionKind(models.TextChoices):
     HIDDEN_REFERENCE = "hidden_reference", "Hidden reference"
     ANCHOR_35 = "anchor35", "3.5 kHz low-pass anchor"
     ANCHOR_70 = "anchor70", "7 kHz low-pass anchor"
+    #: A condition uploaded as audio files (e.g. imported from webMUSHRA), no checkpoint.
+    PRERENDERED = "prerendered", "Pre-rendered audio"
 
     @classmethod
     def anchor_cutoff_hz(cls, kind: str) -> float | None:
@@ -144,6 +146,19 @@ class Condition(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+
+class PrerenderedAudio(models.Model):
+    """The audio of a pre-rendered condition for one excerpt (as uploaded; aligned at render)."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="prerendered_audio")
+    excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="prerendered_audio")
+    file = models.FileField(upload_to=upload_path, max_length=300)
+    sample_rate = models.PositiveIntegerField()
+    frames = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["condition", "excerpt"], name="one_prerendered_per_cell")]
 
 
 class RenderJob(models.Model):

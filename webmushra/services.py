@@ -312,6 +312,61 @@ def add_model_condition(*, experiment: Experiment, checkpoint: Checkpoint, label
     return condition
 
 
+@transaction.atomic
+def add_prerendered_condition(*, experiment: Experiment, label: str) -> Condition:
+    """A condition whose audio is uploaded per excerpt rather than rendered from a checkpoint."""
+    _require_editable(experiment)
+    label = label.strip()
+    if not label:
+        raise ServiceError("label: a label is required")
+    if experiment.conditions.filter(label=label).exists():
+        raise ServiceError(f"label: {label!r} is already used in this experiment")
+    if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
+        raise ServiceError(f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3)")
+    condition = Condition.objects.create(experiment=experiment, kind=ConditionKind.PRERENDERED, label=label,
+                                         position=experiment.conditions.count())
+    _invalidate_renders(experiment)
+    return condition
+
+
+def add_prerendered_audio(*, condition: Condition, excerpt: Excerpt,
+                          audio: UploadedFile | str | os.PathLike) -> "PrerenderedAudio":
+    """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt)."""
+    from modelrunner.audio import read_audio
+
+    from .models import PrerenderedAudio
+
+    if condition.kind != ConditionKind.PRERENDERED:
+        raise ServiceError(f"condition {condition.label!r} is not a pre-rendered condition")
+    if excerpt.experiment_id != condition.experiment_id:
+        raise ServiceError("excerpt: it belongs to another experiment")
+    _require_editable(condition.experiment)
+    tmp, name = _save_upload(audio)
+    guard = _FileGuard()
+    try:
+        _check_size(tmp, name)
+        try:
+            data, sr = read_audio(tmp)
+        except ModelRunnerError as exc:
+            raise ServiceError(str(exc).replace(tmp.name, name)) from None
+        if sr != excerpt.sample_rate:
+            raise ServiceError(f"{name} is at {sr} Hz but the excerpt {excerpt.name!r} is at {excerpt.sample_rate} Hz")
+        with transaction.atomic():
+            row = PrerenderedAudio(condition=condition, excerpt=excerpt, sample_rate=sr, frames=data.shape[0])
+            with open(tmp, "rb") as fh:
+                row.file.save(_wav_name(name) if name.lower().endswith(".wav") else name, File(fh), save=False)
+            guard.stored(row.file)
+            PrerenderedAudio.objects.filter(condition=condition, excerpt=excerpt).delete()
+            row.save()
+            _invalidate_renders(condition.experiment)
+        return row
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _invalidate_renders(experiment: Experiment) -> None:
     """A change of excerpts or conditions makes earlier renders stale."""
     if experiment.status == Experiment.Status.READY:
@@ -346,8 +401,14 @@ def start_render(*, experiment: Experiment) -> list[RenderJob]:
     if not excerpts:
         raise ServiceError("add at least one excerpt before rendering")
     models = list(experiment.conditions.filter(kind=ConditionKind.MODEL))
-    if not models:
+    if not models and not experiment.conditions.filter(kind=ConditionKind.PRERENDERED).exists():
         raise ServiceError("add at least one model condition before rendering")
+    prerendered = experiment.conditions.filter(kind=ConditionKind.PRERENDERED)
+    for condition in prerendered:
+        have = set(condition.prerendered_audio.values_list("excerpt_id", flat=True))
+        lacking = [x.name for x in excerpts if x.pk not in have]
+        if lacking:
+            raise ServiceError(f"condition {condition.label!r} has no audio for {', '.join(lacking)}")
     RenderJob.objects.filter(experiment=experiment).delete()
     now = timezone.now()
     model_jobs = [
@@ -356,12 +417,18 @@ def start_render(*, experiment: Experiment) -> list[RenderJob]:
         for x in excerpts for c in models
     ]
     RenderJob.objects.bulk_create(model_jobs)
-    item_jobs = [RenderJob(experiment=experiment, kind=RenderJob.Kind.ITEM, excerpt=x) for x in excerpts]
+    # With no model to render, an item job can start at once.
+    item_status = RenderJob.Status.PENDING if model_jobs else RenderJob.Status.QUEUED
+    item_jobs = [RenderJob(experiment=experiment, kind=RenderJob.Kind.ITEM, excerpt=x, status=item_status,
+                           queued_at=None if model_jobs else now) for x in excerpts]
     RenderJob.objects.bulk_create(item_jobs)
     experiment.status = Experiment.Status.RENDERING
     experiment.save(update_fields=["status", "updated_at"])
     jobs = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.MODEL))
     _send([j.pk for j in jobs], RenderJob.Kind.MODEL)
+    if not model_jobs:
+        jobs = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.ITEM))
+        _send([j.pk for j in jobs], RenderJob.Kind.ITEM)
     return jobs
 
 

@@ -1,0 +1,102 @@
+"""Registry of the architectures a native or Lightning checkpoint may name.
+
+Each entry builds a streaming module (see :mod:`modelrunner.model`) from a ``params``
+dict and the number of knobs; unknown names and unknown or ill-typed parameters raise
+``CheckpointError`` naming them.
+
+============  =====================================================  ==================
+name          module                                                 params (defaults)
+============  =====================================================  ==================
+recurrent     :class:`recurrent.RecurrentModel` (Wright et al. 2019)  unit_type "LSTM",
+                                                                     hidden_size 32,
+                                                                     num_layers 1, skip 1,
+                                                                     bias true
+tcn           :class:`tcn.TCN` (Steinmetz & Reiss 2022)              channels 32,
+                                                                     kernel_size 13,
+                                                                     num_blocks 4,
+                                                                     dilation_growth 10,
+                                                                     dilations null,
+                                                                     cond_dim 32
+wavenet       :class:`wavenet.WaveNet` (van den Oord et al. 2016)    channels 16,
+                                                                     kernel_size 3,
+                                                                     dilations null,
+                                                                     dilation_depth 10,
+                                                                     num_repeat 1
+pedalnet      :class:`pedalnet.PedalNetWaveNet` (PedalNetRT)         num_channels 16,
+                                                                     dilation_depth 8,
+                                                                     num_repeat 1,
+                                                                     kernel_size 2
+============  =====================================================  ==================
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import CheckpointError
+from .pedalnet import PedalNetWaveNet
+from .recurrent import RecurrentModel
+from .tcn import TCN
+from .wavenet import WaveNet
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "recurrent": RecurrentModel,
+    "tcn": TCN,
+    "wavenet": WaveNet,
+    "pedalnet": PedalNetWaveNet,
+}
+
+# Generous bounds so a hostile config cannot ask for a gigantic module.
+_MAX_INT = {"hidden_size": 4096, "num_layers": 16, "channels": 1024, "num_channels": 1024,
+            "kernel_size": 4096, "num_blocks": 64, "dilation_depth": 24, "num_repeat": 16,
+            "dilation_growth": 1 << 16, "cond_dim": 1024}
+
+
+def build(name: str, params: dict[str, Any] | None, num_knobs: int) -> nn.Module:
+    """Construct the registered architecture ``name`` with ``params`` for ``num_knobs`` knobs."""
+    if name not in REGISTRY:
+        raise CheckpointError(f"unknown architecture {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    factory = REGISTRY[name]
+    params = dict(params or {})
+    accepted = [p for p in inspect.signature(factory).parameters if p != "num_knobs"]
+    for key, value in params.items():
+        if key not in accepted:
+            raise CheckpointError(f"architecture {name!r} has no parameter {key!r} (accepted: {', '.join(accepted)})")
+        if key in _MAX_INT:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT[key]:
+                raise CheckpointError(f"architecture {name!r}: {key}={value!r} must be a whole number in 1..{_MAX_INT[key]}")
+        if key == "dilations" and value is not None:
+            if not isinstance(value, list) or not value or not all(isinstance(d, int) and 1 <= d <= 1 << 16 for d in value):
+                raise CheckpointError(f"architecture {name!r}: dilations must be a non-empty list of positive integers")
+    try:
+        return factory(num_knobs=int(num_knobs), **params)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"architecture {name!r}: bad parameters ({exc})") from None
+
+
+def label(name: str, module: nn.Module) -> str:
+    """A short human-readable architecture name, e.g. ``LSTM-32`` or ``TCN (4 blocks)``."""
+    if isinstance(module, RecurrentModel):
+        return f"{module.unit_type}-{module.rec.hidden_size}" + (
+            f"x{module.rec.num_layers}" if module.rec.num_layers > 1 else ""
+        )
+    if isinstance(module, TCN):
+        return f"TCN ({len(module.blocks)} blocks)"
+    if isinstance(module, PedalNetWaveNet):
+        return "PedalNet WaveNet"
+    if isinstance(module, WaveNet):
+        return f"WaveNet ({len(module.layers)} layers)"
+    return name
+
+
+def is_stateful(module: nn.Module) -> bool:
+    """True for recurrent modules (unbounded memory), False for convolutional ones."""
+    return isinstance(module, RecurrentModel)
+
+
+def receptive_field(module: nn.Module) -> int:
+    """Input frames one output depends on; 1 for recurrent models."""
+    return int(getattr(module, "receptive_field", 1)) if not is_stateful(module) else 1

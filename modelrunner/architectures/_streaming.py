@@ -1,0 +1,114 @@
+"""Building blocks shared by the streaming architectures.
+
+Convolutional models stream by giving every dilated convolution its own left context:
+the last ``(kernel_size - 1) * dilation`` frames of that layer's input, carried in the
+state between calls (the "cached padding" of Steinmetz & Reiss 2022, section 3.2, and of
+NeuralAmpModelerCore's ring buffers). A whole-file call and any split into chunks then
+give the same output.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+
+
+class CausalConv1d(nn.Conv1d):
+    """``nn.Conv1d`` without padding, applied causally to ``cat(context, x)``.
+
+    ``x``: ``(batch, in_channels, frames)``; returns ``(batch, out_channels, frames)``.
+    """
+
+    @property
+    def context(self) -> int:
+        """Frames of past input this convolution needs: ``(kernel_size - 1) * dilation``."""
+        return (self.kernel_size[0] - 1) * self.dilation[0]
+
+
+class Caches:
+    """Hands each causal convolution its cached context in call order, collecting new ones."""
+
+    def __init__(self, state: State | None, batch: int, like: torch.Tensor) -> None:
+        self._old = list(state) if state is not None else None
+        self._batch = batch
+        self._like = like
+        self.new: list[torch.Tensor] = []
+
+    def __call__(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
+        n = conv.context
+        if n == 0:
+            return conv(x)
+        index = len(self.new)
+        if self._old is None:
+            cache = x.new_zeros(self._batch, conv.in_channels, n)
+        else:
+            if index >= len(self._old) or tuple(self._old[index].shape) != (self._batch, conv.in_channels, n):
+                raise ValueError("state does not belong to this model or batch size")
+            cache = self._old[index].to(x)
+        full = torch.cat([cache, x], dim=2)
+        self.new.append(full[:, :, full.shape[2] - n :].detach())
+        return conv(full)
+
+    def state(self) -> State:
+        return tuple(self.new)
+
+
+class StreamingConvNet(nn.Module):
+    """Base for convolutional models following the ``EffectModel`` streaming protocol.
+
+    Subclasses implement ``_forward(x (B, 1, T), knobs (B, K), caches) -> (B, 1, T)``,
+    passing every dilated convolution through ``caches``. With ``state=None`` the model
+    hears silence before the start: the input is prefixed with ``receptive_field - 1``
+    zeros whose outputs are dropped (``silence_is_input=True``), or each layer starts
+    from zero padding of its own input (``silence_is_input=False``, as in models trained
+    with per-layer zero padding such as PedalNet).
+    """
+
+    silence_is_input: bool = True
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + sum(m.context for m in self.modules() if isinstance(m, CausalConv1d))
+
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        batch = x.shape[0]
+        if knobs is None:
+            knobs = x.new_zeros(batch, 0)
+        skip = 0
+        if state is None and self.silence_is_input and self.receptive_field > 1:
+            skip = self.receptive_field - 1
+            x = torch.cat([x.new_zeros(batch, skip), x], dim=1)
+        caches = Caches(state, batch, x)
+        y = self._forward(x[:, None, :], knobs, caches)[:, 0, :]
+        return y[:, skip:], caches.state()
+
+    def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
+        raise NotImplementedError
+
+
+_ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "fasttanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "hardtanh": nn.Hardtanh,
+    "leakyrelu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "softsign": nn.Softsign,
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module from its (case-insensitive) torch class name."""
+    try:
+        return _ACTIVATIONS[name.lower().replace("_", "")]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r} (known: {', '.join(sorted(_ACTIVATIONS))})") from None

@@ -1,0 +1,199 @@
+"""NAM ``.nam`` files: identity models, independent numpy references, chunking, refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modelrunner.errors import CheckpointError
+from modelrunner.formats import detect_format, load
+from tests.modelrunner._helpers import assert_chunked_equals_whole, guitar, run_chunked, run_whole
+from tests.paths import fixture_path
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def lstm_reference(nam: dict, x: np.ndarray) -> np.ndarray:
+    """Per-sample LSTM as in NeuralAmpModelerCore's lstm.cpp, read straight from the flat weights."""
+    cfg, w = nam["config"], np.asarray(nam["weights"], dtype=np.float64)
+    H, L = cfg["hidden_size"], cfg["num_layers"]
+    i = 0
+    cells = []
+    for layer in range(L):
+        n_in = 1 if layer == 0 else H
+        W = w[i : i + 4 * H * (n_in + H)].reshape(4 * H, n_in + H); i += W.size
+        b = w[i : i + 4 * H]; i += 4 * H
+        h = w[i : i + H].copy(); i += H
+        c = w[i : i + H].copy(); i += H
+        cells.append([W, b, h, c])
+    head_w, head_b = w[i : i + H], w[i + H]
+    assert i + H + 1 == len(w)
+    out = np.empty_like(x, dtype=np.float64)
+    for t, sample in enumerate(x):
+        inp = np.array([sample])
+        for cell in cells:
+            W, b, h, c = cell
+            g = W @ np.concatenate([inp, h]) + b
+            c = _sigmoid(g[H : 2 * H]) * c + _sigmoid(g[:H]) * np.tanh(g[2 * H : 3 * H])
+            h = _sigmoid(g[3 * H :]) * np.tanh(c)
+            cell[2], cell[3] = h, c
+            inp = h
+        out[t] = head_w @ inp + head_b
+    return out
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, dilation: int = 1) -> np.ndarray:
+    """Valid 1-D cross-correlation: x (Cin, T), w (Cout, Cin, K) -> (Cout, T - (K-1)d)."""
+    k = w.shape[2]
+    span = (k - 1) * dilation
+    T = x.shape[1] - span
+    y = sum(w[:, :, j] @ x[:, j * dilation : j * dilation + T] for j in range(k))
+    return y + (b[:, None] if b is not None else 0.0)
+
+
+def wavenet_reference(nam: dict, x: np.ndarray) -> np.ndarray:
+    """NAM WaveNet with valid convolutions on a zero-padded input (neural-amp-modeler's forward)."""
+    cfg, w = nam["config"], np.asarray(nam["weights"], dtype=np.float64)
+    pos = 0
+
+    def take(*shape: int) -> np.ndarray:
+        nonlocal pos
+        n = int(np.prod(shape))
+        out = w[pos : pos + n].reshape(shape)
+        pos += n
+        return out
+
+    acts = {"Tanh": np.tanh, "ReLU": lambda v: np.maximum(v, 0.0)}
+    rf = 1 + sum((lc["kernel_size"] - 1) * sum(lc["dilations"]) for lc in cfg["layers"])
+    xp = np.concatenate([np.zeros(rf - 1), x])[None, :]
+    cond, y, head = xp, xp, None
+    for lc in cfg["layers"]:
+        C, K = lc["channels"], lc["kernel_size"]
+        y = take(C, lc["input_size"], 1)[:, :, 0] @ y
+        for d in lc["dilations"]:
+            mid = 2 * C if lc["gated"] else C
+            z = _conv(y, take(mid, C, K), take(mid), d)
+            T = z.shape[1]
+            z = z + take(mid, lc["condition_size"], 1)[:, :, 0] @ cond[:, -T:]
+            post = acts[lc["activation"]](z)
+            y = y[:, -T:] + take(C, C, 1)[:, :, 0] @ post + take(C)[:, None]
+            head = post if head is None else head[:, -T:] + post
+        if "head" in lc:
+            hk, hb, hout = lc["head"]["kernel_size"], lc["head"]["bias"], lc["head"]["out_channels"]
+        else:
+            hk, hb, hout = 1, lc["head_bias"], lc["head_size"]
+        hw = take(hout, C, hk)
+        head = _conv(head, hw, take(hout) if hb else None)
+    scale = take(1)[0]
+    assert pos == len(w)
+    return (scale * head)[0, -len(x) :]
+
+
+@pytest.mark.parametrize("name", ["identity_linear_1.nam", "identity_wavenet_minimal.nam"])
+def test_identity_models_return_input(name: str) -> None:
+    model = load(fixture_path("models", "nam", name))
+    x = guitar(1.0)
+    assert x.abs().max() < 1.0  # the minimal WaveNet is relu(1 + x) - 1: identity for x >= -1
+    y = run_whole(model, x)
+    assert torch.allclose(y, x, atol=1e-6)
+
+
+def test_lstm_matches_core_per_sample_reference() -> None:
+    path = fixture_path("models", "nam", "lstm_h3.nam")
+    model = load(path)
+    assert model.architecture == "NAM LSTM-3" and model.stateful and model.receptive_field == 1
+    x = guitar(0.05)
+    ref = lstm_reference(json.loads(path.read_text()), x[0].double().numpy())
+    y = run_whole(model, x)[0].numpy()
+    assert np.abs(y - ref).max() < 1e-5
+    assert np.abs(y).max() > 1e-3
+
+
+def test_wavenet_matches_reference() -> None:
+    path = fixture_path("models", "nam", "wavenet_tiny_v054.nam")
+    model = load(path)
+    assert model.receptive_field == 1 + 2 * (1 + 2) + 2 * 8
+    x = guitar(0.25)
+    ref = wavenet_reference(json.loads(path.read_text()), x[0].double().numpy())
+    y = run_whole(model, x)[0].numpy()
+    assert np.abs(y - ref).max() < 1e-5
+    assert np.abs(y).max() > 1e-3
+
+
+def test_metadata_and_sample_rate() -> None:
+    path = fixture_path("models", "nam", "wavenet_tiny_v054.nam")
+    assert detect_format(path) == "nam"
+    model = load(path)
+    assert model.format == "nam" and model.sample_rate == 48000
+    assert model.metadata["gear_make"] == "Darkglass Electronics"
+    assert model.metadata["training"]["validation_esr"] == pytest.approx(0.13345033695550146)
+    assert model.knob_names == []
+    json.dumps(model.summary())
+
+
+def test_sample_rate_defaults_to_48k(tmp_path) -> None:
+    data = json.loads(fixture_path("models", "nam", "identity_linear_1.nam").read_text())
+    del data["sample_rate"]
+    path = tmp_path / "old.nam"
+    path.write_text(json.dumps(data))
+    model = load(path)
+    assert model.sample_rate == 48000
+    assert any("48000" in w for w in model.provenance["warnings"])
+
+
+@pytest.mark.parametrize("name", ["lstm_h3.nam", "wavenet_tiny_v054.nam", "identity_linear_1.nam"])
+def test_chunked_equals_whole(name: str) -> None:
+    model = load(fixture_path("models", "nam", name))
+    assert_chunked_equals_whole(model, guitar(0.2))
+
+
+def test_linear_fir_with_bias(tmp_path) -> None:
+    taps = [0.5, -0.25, 2.0]
+    data = {"version": "0.5.4", "architecture": "Linear", "config": {"receptive_field": 3, "bias": True},
+            "weights": taps + [0.1], "sample_rate": 44100}
+    path = tmp_path / "fir.nam"
+    path.write_text(json.dumps(data))
+    model = load(path)
+    assert model.receptive_field == 3 and model.sample_rate == 44100
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0, 3.0]])
+    y = run_whole(model, x)
+    # torch-style correlation: the last tap multiplies the newest sample.
+    expected = np.convolve(x[0].numpy(), taps[::-1])[:5] + 0.1
+    assert np.allclose(y[0].numpy(), expected, atol=1e-6)
+    assert np.allclose(run_chunked(model, x, [1]).numpy(), y.numpy(), atol=1e-6)
+
+
+def _mutated(tmp_path, name: str, mutate) -> object:
+    data = json.loads(fixture_path("models", "nam", name).read_text())
+    mutate(data)
+    path = tmp_path / "bad.nam"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_wrong_weight_count_refused(tmp_path) -> None:
+    path = _mutated(tmp_path, "wavenet_tiny_v054.nam", lambda d: d["weights"].pop())
+    with pytest.raises(CheckpointError, match="implies 131 weights, file has 130"):
+        load(path)
+    path = _mutated(tmp_path, "lstm_h3.nam", lambda d: d["weights"].append(0.0))
+    with pytest.raises(CheckpointError, match="implies 70 weights, file has 71"):
+        load(path)
+
+
+def test_unknown_architecture_and_options_refused(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="'ConvNet' is not supported"):
+        load(_mutated(tmp_path, "lstm_h3.nam", lambda d: d.update(architecture="ConvNet")))
+
+    def film(d):
+        d["config"]["layers"][0]["film_params"] = {"conv_pre_film": {"active": True}}
+
+    with pytest.raises(CheckpointError, match="FiLM"):
+        load(_mutated(tmp_path, "wavenet_tiny_v054.nam", film))
+    path = _mutated(tmp_path, "identity_linear_1.nam", lambda d: d.update(weights=[12345.0]))
+    path.write_text(path.read_text().replace("12345.0", "1e999"))  # valid JSON, parses to inf
+    with pytest.raises(CheckpointError, match="weights\\[0\\] is NaN or infinite"):
+        load(path)
