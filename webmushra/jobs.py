@@ -196,12 +196,6 @@ def _finite(x: float) -> float | None:
 
 
 def _gain_for(report, key: str, kind: str) -> float:
-    data = report.to_dict()
-    try:
-        if kind == ConditionKind.HIDDEN_REFERENCE:
-            sig = data.get("reference") or {}
-        else:
-            sig = (data.get("signals") or {}).get(key) or {}
-        return float(sig.get("gain_db", 0.0)) + float(data.get("item_gain_db", 0.0))
-    except (TypeError, ValueError):
-        return 0.0
+    """Total gain applied to a signal (item headroom gain included), from the loudness report."""
+    sig = report.reference if kind == ConditionKind.HIDDEN_REFERENCE else report.conditions[key]
+    return float(sig.gain_db)
