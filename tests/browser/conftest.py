@@ -1,0 +1,124 @@
+"""Fixtures for browser tests: WAV stimuli, the harness server, and headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+SCREENSHOTS = REPO / "var" / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+]
+SAMPLE_RATE = 48000
+SECONDS = 3.0
+# One tone per stimulus, so a recording of the output tells which one played.
+TONES = {"ref": 440.0, "a": 440.0, "b": 550.0, "c": 660.0, "d": 770.0}
+
+
+def write_wav(path: Path, signal: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write a mono float signal in [-1, 1] as 16-bit PCM WAV."""
+    pcm = np.clip(np.round(signal * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+
+
+@pytest.fixture(scope="session")
+def wav_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("stimuli")
+    t = np.arange(int(SAMPLE_RATE * SECONDS)) / SAMPLE_RATE
+    for name, freq in TONES.items():
+        write_wav(folder / f"{name}.wav", 0.3 * np.sin(2 * np.pi * freq * t))
+    # A 44.1 kHz set: the player must open its AudioContext at the stimuli's rate.
+    t44 = np.arange(int(44100 * 2.0)) / 44100
+    for name in ("ref", "a", "b"):
+        write_wav(folder / f"{name}44.wav", 0.3 * np.sin(2 * np.pi * TONES[name] * t44), rate=44100)
+    return folder
+
+
+@dataclass
+class Harness:
+    """Handle on a running harness server."""
+
+    base_url: str
+
+    def configure(self, pages: dict[str, Any], saves: dict[str, Any] | None = None) -> None:
+        self._post("/__harness__/config", {"pages": pages, "saves": saves or {}})
+
+    def posts(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(self.base_url + "/__harness__/posts", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def _post(self, path: str, data: Any) -> None:
+        request = urllib.request.Request(self.base_url + path, data=json.dumps(data).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            reply.read()
+
+
+@pytest.fixture(scope="session")
+def harness(wav_dir: Path) -> Iterator[Harness]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("harness_server.py")), "--wav-dir", str(wav_dir)],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("READY "):
+            raise RuntimeError(f"the harness server did not start (it printed {line!r})")
+        yield Harness(line.split()[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        message = f"Chromium is not installed at {CHROMIUM}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # launch() gives every run a fresh temporary profile (user data dir).
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.js_errors = errors
+    yield tab
+    context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under var/test-artifacts/screenshots/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

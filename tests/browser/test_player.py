@@ -1,0 +1,457 @@
+"""Browser tests of the MUSHRA player and the headphone check (headless Chromium)."""
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from tests.browser.conftest import Harness, screenshot
+
+pytestmark = pytest.mark.browser
+
+KEYS = ["a", "b", "c", "d"]
+LABELS = {"a": "Hidden reference", "b": "Anchor 3.5 kHz", "c": "LSTM h32", "d": "WaveNet"}
+TRIAL: dict[str, Any] = {
+    "trial": {"number": 3, "total": 10, "training": False, "title": "Trial 3 of 10"},
+    "reference": {"url": "/s/ref.wav"},
+    "signals": [{"key": k, "url": f"/s/{k}.wav"} for k in KEYS],
+    "rules": {"must_play_all": True, "only_playing_slider_moves": True, "require_one_100": True,
+              "loop_min_seconds": 0.5},
+    "save_url": "/p/ptok/trial/3/",
+    "idempotency_key": "0b6f3f0e-3a41-4c1e-9d55-6a1f0b2c7d10",
+    "csrf_token": "csrf-123",
+    "instructions": "Rate each signal against the reference.",
+}
+
+
+def open_trial(page: Any, harness: Harness, trial: dict[str, Any] | None = None,
+               saves: dict[str, Any] | None = None) -> None:
+    harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": trial or TRIAL}}}, saves)
+    page.goto(harness.base_url + "/page/trial")
+    page.wait_for_function("window.mushra && window.mushra.state().ready")
+
+
+def state(page: Any) -> dict[str, Any]:
+    return page.evaluate("mushra.state()")
+
+
+def slider(page: Any, n: int) -> Any:
+    return page.get_by_label(f"Signal {n} rating", exact=True)
+
+
+def rate(page: Any, n: int, value: int) -> None:
+    """Play signal n (its key) and set its slider."""
+    if state(page)["current"] != KEYS[n - 1] or not state(page)["playing"]:
+        page.keyboard.press(str(n))
+    slider(page, n).fill(str(value))
+
+
+def test_progress_reaches_100_before_the_player_appears(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    log = state(page)["progress_log"]
+    assert log[-1] == 100 and log == sorted(log) and len(log) >= 3
+    assert page.locator(".wm-progress").get_attribute("value") == "100"
+    assert page.locator(".wm-player").is_visible() and not page.locator(".wm-loading").is_visible()
+    assert state(page)["context_state"] == "running"
+    assert page.evaluate("mushra.telemetry().audio") == {
+        "context_sample_rate": 48000, "stimulus_sample_rate": 48000, "stimulus_rates_differ": False,
+        "resampled": False, "base_latency": pytest.approx(page.evaluate("mushra.player.ctx.baseLatency")),
+        "output_latency": pytest.approx(page.evaluate("mushra.player.ctx.outputLatency"), abs=0.1)}
+    screenshot(page, "trial-loaded")
+    assert page.js_errors == []
+
+
+def test_sliders_open_only_for_the_played_signal_and_submit_waits(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    assert [slider(page, n).is_disabled() for n in range(1, 5)] == [True] * 4
+    assert page.locator(".wm-submit").is_disabled()
+    assert "Play signals 1, 2, 3, 4." in page.locator(".wm-missing").inner_text()
+    page.get_by_role("button", name="Play signal 1 (key 1)").click()
+    assert [slider(page, n).is_disabled() for n in range(1, 5)] == [False, True, True, True]
+    page.get_by_role("button", name="Play signal 2 (key 2)").click()
+    # Only the playing signal's slider moves.
+    assert [slider(page, n).is_disabled() for n in range(1, 5)] == [True, False, True, True]
+    assert state(page)["played"] == {"ref": False, "a": True, "b": True, "c": False, "d": False}
+    screenshot(page, "trial-playing")
+
+
+def test_untouched_slider_has_no_rating_and_blocks_submit(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    rate(page, 1, 100)
+    rate(page, 2, 40)
+    rate(page, 3, 20)
+    page.keyboard.press("4")
+    ratings = state(page)["ratings"]
+    assert ratings == {"a": 100, "b": 40, "c": 20, "d": None}
+    assert slider(page, 4).get_attribute("aria-valuetext") == "not rated"
+    assert slider(page, 2).get_attribute("aria-valuetext") == "40, Fair"
+    assert page.locator(".wm-signal[data-key=d] .wm-value").inner_text() == "\u2013"
+    assert page.locator(".wm-submit").is_disabled()
+    assert page.locator(".wm-missing").inner_text() == "Rate signal 4."
+    screenshot(page, "trial-one-unrated")
+    slider(page, 4).fill("55")
+    assert page.locator(".wm-submit").is_enabled()
+
+
+def test_requires_one_signal_at_100(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    for n, v in enumerate([90, 40, 20, 60], start=1):
+        rate(page, n, v)
+    assert page.locator(".wm-submit").is_disabled()
+    assert "at least one signal 100" in page.locator(".wm-missing").inner_text()
+
+
+def test_switching_signal_keeps_the_playhead(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    page.keyboard.press("1")
+    page.wait_for_timeout(700)
+    before = state(page)
+    page.keyboard.press("2")
+    page.wait_for_timeout(300)
+    after = state(page)
+    assert before["current"] == "a" and after["current"] == "b" and after["playing"]
+    elapsed = after["context_time"] - before["context_time"]
+    assert after["position_s"] - before["position_s"] == pytest.approx(elapsed, abs=0.05)
+    assert before["position_s"] > 0.4
+
+
+def test_keyboard_shortcuts(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    page.keyboard.press("r")
+    s = state(page)
+    assert (s["current"], s["playing"], s["played"]["ref"]) == ("ref", True, True)
+    page.keyboard.press("1")
+    assert (state(page)["current"], state(page)["playing"]) == ("a", True)
+    page.keyboard.press(" ")
+    assert state(page)["playing"] is False
+    page.keyboard.press(" ")
+    assert state(page)["playing"] is True
+    page.keyboard.press("ArrowUp")
+    assert state(page)["ratings"]["a"] == 51  # the first key press rates, starting mid-scale
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowLeft")
+    assert state(page)["ratings"]["a"] == 49
+    page.keyboard.press("PageUp")
+    page.keyboard.press("ArrowRight")
+    assert state(page)["ratings"]["a"] == 60
+    page.keyboard.press("PageDown")
+    assert state(page)["ratings"]["a"] == 50
+    page.keyboard.press("l")
+    assert state(page)["loop"]["enabled"] is False
+    assert state(page)["ratings"]["b"] is None
+
+
+def test_submit_posts_ratings_and_telemetry_then_navigates(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    page.keyboard.press("r")
+    page.wait_for_timeout(300)
+    wanted = {"a": 100, "b": 23, "c": 67, "d": 81}
+    for n, k in enumerate(KEYS, start=1):
+        rate(page, n, wanted[k])
+        page.wait_for_timeout(150)
+    screenshot(page, "trial-complete")
+    with page.expect_navigation(url="**/done/next"):
+        page.locator(".wm-submit").click()
+    posts = harness.posts()
+    assert len(posts) == 1
+    post = posts[0]
+    assert post["path"] == TRIAL["save_url"] and post["headers"]["X-CSRFToken"] == "csrf-123"
+    body = post["body"]
+    assert body["idempotency_key"] == TRIAL["idempotency_key"]
+    assert body["ratings"] == wanted
+    tel = body["telemetry"]
+    assert set(tel["signals"]) == set(KEYS)
+    for k in KEYS:
+        assert tel["signals"][k]["plays"] == 1
+        assert tel["signals"][k]["listen_ms"] > 50
+    assert tel["reference"]["plays"] == 1 and tel["reference"]["listen_ms"] >= 250
+    assert [m["value"] for m in tel["slider_moves"]] == [100, 23, 67, 81]
+    assert [m["key"] for m in tel["slider_moves"]] == KEYS
+    assert tel["time_on_page_ms"] > 500 and "Chrome" in tel["user_agent"]
+    assert tel["audio"]["context_sample_rate"] == 48000 and tel["audio"]["resampled"] is False
+    assert tel["loop"]["used"] is False and tel["screen"]["dpr"] == 1
+    assert tel["decode_ms"] >= 0
+
+
+def test_save_retries_after_503_and_navigates_only_after_success(page: Any, harness: Harness) -> None:
+    open_trial(page, harness, saves={"fail_first": 2, "fail_status": 503})
+    for n, v in enumerate([100, 50, 30, 10], start=1):
+        rate(page, n, v)
+    trial_url = page.url
+    page.locator(".wm-submit").click()
+    page.wait_for_function("document.querySelector('.wm-save-status').textContent.includes('retrying')")
+    assert page.url == trial_url
+    screenshot(page, "trial-save-retrying")
+    page.wait_for_url("**/done/next", timeout=10_000)
+    posts = harness.posts()
+    assert [p["status"] for p in posts] == [503, 503, 200]
+    assert {p["body"]["idempotency_key"] for p in posts} == {TRIAL["idempotency_key"]}
+    assert all(p["body"]["ratings"] == {"a": 100, "b": 50, "c": 30, "d": 10} for p in posts)
+
+
+def test_save_400_shows_the_reason_and_stays(page: Any, harness: Harness) -> None:
+    open_trial(page, harness, saves={"status": 400, "body": {"error": "this trial was already rated"}})
+    for n, v in enumerate([100, 50, 30, 10], start=1):
+        rate(page, n, v)
+    trial_url = page.url
+    page.locator(".wm-submit").click()
+    status = page.locator(".wm-save-status")
+    page.wait_for_function("document.querySelector('.wm-save-status').textContent.includes('Not saved')")
+    assert status.inner_text() == "Not saved: this trial was already rated"
+    page.wait_for_timeout(800)
+    assert page.url == trial_url and len(harness.posts()) == 1
+    assert page.locator(".wm-submit").is_enabled()
+    screenshot(page, "trial-save-refused")
+
+
+def test_no_condition_names_outside_training(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    html = page.content()
+    for name in LABELS.values():
+        assert name not in html
+    assert page.locator(".wm-label").count() == 0
+    assert page.locator(".wm-signal .wm-play").all_inner_texts() == ["\u25b71", "\u25b72", "\u25b73", "\u25b74"]
+
+    training = copy.deepcopy(TRIAL)
+    training["trial"].update(training=True, title="Training 1 of 2")
+    training["labels"] = LABELS
+    open_trial(page, harness, training)
+    assert page.locator(".wm-label").all_inner_texts() == [LABELS[k] for k in KEYS]
+    assert page.locator(".wm-training-note").is_visible()
+    screenshot(page, "training-trial")
+
+
+def test_phone_layout_fits_and_sliders_work(browser: Any, harness: Harness) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        open_trial(page, harness)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.get_by_role("button", name="Play signal 1 (key 1)").tap()
+        box = slider(page, 1).bounding_box()
+        assert box["width"] > 200 and box["width"] > 3 * box["height"]  # a horizontal row
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+        # Tap near the right end of the track: a high rating.
+        page.touchscreen.tap(box["x"] + box["width"] - 12, box["y"] + box["height"] / 2)
+        rating = state(page)["ratings"]["a"]
+        assert rating is not None and rating >= 95
+        for n in range(2, 5):
+            assert slider(page, n).bounding_box()["x"] == pytest.approx(box["x"], abs=1)
+        screenshot(page, "trial-phone")
+    finally:
+        context.close()
+
+
+def test_context_runs_at_the_stimulus_rate(page: Any, harness: Harness) -> None:
+    trial = copy.deepcopy(TRIAL)
+    trial["reference"]["url"] = "/s/ref44.wav"
+    trial["signals"] = [{"key": k, "url": f"/s/{k}44.wav"} for k in ("a", "b")]
+    open_trial(page, harness, trial)
+    audio = page.evaluate("mushra.telemetry().audio")
+    assert (audio["context_sample_rate"], audio["stimulus_sample_rate"], audio["resampled"]) == (44100, 44100, False)
+    assert page.evaluate("mushra.player.engine.duration") == pytest.approx(2.0)
+
+
+def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Harness) -> None:
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    args = [a for a in CHROMIUM_ARGS if not a.startswith("--autoplay-policy")]
+    strict = browser.browser_type.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+    try:
+        page = strict.new_page()
+        open_trial(page, harness)
+        assert state(page)["context_state"] == "suspended"
+        start = page.get_by_role("button", name="Start")
+        assert start.is_visible()
+        screenshot(page, "trial-start-overlay")
+        start.click()
+        page.wait_for_function("mushra.state().context_state === 'running'")
+        assert not start.is_visible()
+        page.keyboard.press("1")
+        page.wait_for_timeout(200)
+        assert state(page)["position_s"] > 0.05
+    finally:
+        strict.close()
+
+
+def test_loop_handles_and_click_to_seek(page: Any, harness: Harness) -> None:
+    open_trial(page, harness)
+    box = page.locator(".wm-wavebox").bounding_box()
+    x_at = lambda s: box["x"] + box["width"] * s / 3.0  # noqa: E731 - 3 s excerpt
+    mid_y = box["y"] + box["height"] / 2
+    handle = page.locator(".wm-handle-end").bounding_box()
+    page.mouse.move(handle["x"] + handle["width"] / 2, mid_y)
+    page.mouse.down()
+    page.mouse.move(x_at(1.5), mid_y, steps=5)
+    page.mouse.up()
+    assert state(page)["loop"]["end"] == pytest.approx(1.5, abs=0.03)
+    handle = page.locator(".wm-handle-start").bounding_box()
+    page.mouse.move(handle["x"] + handle["width"] / 2, mid_y)
+    page.mouse.down()
+    page.mouse.move(x_at(1.4), mid_y, steps=5)
+    page.mouse.up()
+    loop = state(page)["loop"]
+    assert loop["start"] == pytest.approx(1.0, abs=1e-6) and loop["enabled"]  # held 0.5 s from the end
+    page.locator(".wm-handle-end").focus()
+    page.keyboard.press("ArrowRight")
+    assert state(page)["loop"]["end"] == pytest.approx(1.6, abs=0.03)
+    page.mouse.click(x_at(1.25), box["y"] + 5)
+    assert state(page)["position_s"] == pytest.approx(1.25, abs=0.03)
+    page.keyboard.press("1")
+    positions = []
+    for _ in range(8):
+        page.wait_for_timeout(150)
+        positions.append(state(page)["position_s"])
+    # 1.2 s of playback inside a 0.6 s loop: it wrapped, and never left the region.
+    assert all(1.0 - 1e-6 <= p <= 1.6 + 1e-6 for p in positions)
+    assert any(b < a for a, b in zip(positions, positions[1:]))
+    screenshot(page, "trial-loop")
+    assert page.evaluate("mushra.telemetry().loop")["used"] is True
+
+
+def test_headphone_check_posts_the_chosen_answers(page: Any, harness: Harness) -> None:
+    data = {"post_url": "/p/ptok/headphones/", "csrf_token": "csrf-9", "idempotency_key": "hp-1",
+            "trials": [{"test": "antiphase", "target": 2, "seed": 7}, {"test": "huggins", "target": 3, "seed": 8}],
+            "duration_s": 0.25, "gap_s": 0.1}
+    harness.configure({"hp": {"template": "headphones.html", "context": {"headphone_data": data}}})
+    page.goto(harness.base_url + "/page/hp")
+    screenshot(page, "headphone-intro")
+    page.get_by_role("button", name="Begin").click()
+    chosen = [3, 3]
+    for i, answer in enumerate(chosen):
+        assert page.locator(".hp-progress").inner_text() == f"Question {i + 1} of 2"
+        page.get_by_role("button", name="Play the three sounds").click()
+        choice = page.get_by_role("button", name=str(answer), exact=True)
+        choice.click()  # waits until the sounds have played and the answers open
+        assert page.get_by_role("button", name="Play the three sounds").is_disabled()  # one play only
+        if i == 0:
+            screenshot(page, "headphone-question")
+        page.get_by_role("button", name="Next").click()
+    page.wait_for_url("**/done/next")
+    posts = harness.posts()
+    assert len(posts) == 1 and posts[0]["headers"]["X-CSRFToken"] == "csrf-9"
+    answers = posts[0]["body"]["answers"]
+    assert [(a["test"], a["trial"], a["target"], a["chosen"], a["plays"]) for a in answers] == [
+        ("antiphase", 1, 2, 3, 1), ("huggins", 2, 3, 3, 1)]
+    assert answers[0]["antiphase"] in (1, 3) and posts[0]["body"]["idempotency_key"] == "hp-1"
+
+
+def _engine_page(page: Any, harness: Harness) -> None:
+    harness.configure({"engine": {"template": "engine.html", "context": {}}})
+    page.goto(harness.base_url + "/page/engine")
+    page.wait_for_function("window.WebMushra && window.WebMushraHeadphone")
+    # Float32Arrays travel as base64: a JSON list of 10^5 numbers is slow to pass back.
+    page.evaluate("""() => { window.b64 = (x) => {
+      const bytes = new Uint8Array(Float32Array.from(x).buffer);
+      let s = '';
+      for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      return btoa(s);
+    }; }""")
+
+
+def _f32(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float64)
+
+
+def test_headphone_stimuli_match_their_definitions(page: Any, harness: Harness) -> None:
+    """Woods et al. 2017: one tone 6 dB down, one in antiphase; Milne et al. 2021: band 600 Hz +/-6 % inverted."""
+    _engine_page(page, harness)
+    rate_hz = 48000
+    tones = page.evaluate(
+        "r => WebMushraHeadphone.synthesise({test: 'antiphase', target: 2, antiphase: 3}, r, 1.0)"
+        ".map(p => p.map(b64))", rate_hz)
+    (l1, r1), (l2, r2), (l3, r3) = ([_f32(c) for c in pair] for pair in tones)
+    assert len(l1) == rate_hz
+    assert np.allclose(l1, r1) and np.allclose(l2, r2) and np.allclose(l3, -r3)
+    assert 20 * np.log10(np.sqrt(np.mean(l2**2)) / np.sqrt(np.mean(l1**2))) == pytest.approx(-6.0, abs=0.01)
+    assert np.sqrt(np.mean(l3**2)) == pytest.approx(np.sqrt(np.mean(l1**2)), rel=1e-6)
+    spectrum = np.abs(np.fft.rfft(l1))
+    assert np.argmax(spectrum) == 200  # 1 Hz bins: a 200 Hz tone
+
+    noise = page.evaluate(
+        "r => WebMushraHeadphone.synthesise({test: 'huggins', target: 1, seed: 5}, r, 1.0)"
+        ".map(p => p.map(b64))", rate_hz)
+    left, right = (_f32(c) for c in noise[0])
+    mid = slice(480, rate_hz - 480)  # leave out the 10 ms ramps
+    freqs, cross = scipy.signal.csd(left[mid], right[mid], fs=rate_hz, nperseg=4096)
+    _, auto_l = scipy.signal.welch(left[mid], fs=rate_hz, nperseg=4096)
+    _, auto_r = scipy.signal.welch(right[mid], fs=rate_hz, nperseg=4096)
+    band = (freqs > 600 * 0.94 + 12) & (freqs < 600 * 1.06 - 12)
+    outside = (freqs > 100) & ((freqs < 600 * 0.94 - 60) | (freqs > 600 * 1.06 + 60))
+    # Interaural phase: 180 degrees inside the band, 0 outside; equal spectra in both ears.
+    assert band.sum() >= 3 and np.all(np.abs(np.angle(cross[band])) > 0.95 * np.pi)
+    assert np.all(np.abs(np.angle(cross[outside])) < 0.05 * np.pi)
+    both = band | outside
+    assert np.allclose(auto_l[both], auto_r[both], rtol=0.05, atol=0)
+    assert np.sqrt(np.mean(right**2)) == pytest.approx(np.sqrt(np.mean(left**2)), rel=0.02)
+    for pair in noise[1:]:
+        assert np.array_equal(_f32(pair[0]), _f32(pair[1]))  # control intervals are diotic
+
+
+RENDER_SWITCH = """async ([switchAt, loop]) => {
+  const sr = 48000, dur = 2.0, n = sr * dur;
+  const ctx = new OfflineAudioContext(2, n, sr);
+  // Each stimulus is a ramp whose value encodes the playhead: 0.1 + 0.8 * pos / dur.
+  const make = (channel) => {
+    const b = ctx.createBuffer(2, n, sr);
+    const x = b.getChannelData(channel);
+    for (let i = 0; i < n; i++) x[i] = 0.1 + 0.8 * i / n;
+    return b;
+  };
+  const engine = new WebMushra.Engine(ctx, {a: make(0), b: make(1)}, {lead: 0, horizon: 10});
+  if (loop) engine.setLoop(loop[0], loop[1], true); else engine.setLoop(0, dur, false);
+  engine.play('a', 0);
+  let at = null;
+  if (switchAt !== null) {
+    ctx.suspend(switchAt).then(() => { at = ctx.currentTime; engine.switchTo('b'); ctx.resume(); });
+  }
+  const out = await ctx.startRendering();
+  return {at, left: b64(out.getChannelData(0)), right: b64(out.getChannelData(1))};
+}"""
+
+
+def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(page: Any, harness: Harness) -> None:
+    _engine_page(page, harness)
+    out = page.evaluate(RENDER_SWITCH, [0.5, None])
+    sr, n = 48000, 96000
+    left, right = _f32(out["left"]), _f32(out["right"])
+    ramp = 0.1 + 0.8 * np.arange(n) / n
+    start = int(round(out["at"] * sr))
+    fade = int(0.005 * sr)
+    # Before the switch only a plays, after it only b, each at the shared playhead.
+    assert np.allclose(left[fade:start], ramp[fade:start], atol=1e-4) and np.all(right[:start] == 0)
+    assert np.allclose(right[start + 2 * fade:n - fade], ramp[start + 2 * fade:n - fade], atol=1e-4)
+    assert right[-1] < 1e-3  # the end of the excerpt fades out too
+    assert np.all(left[start + fade:] == 0)
+    # Not a cross-fade: the two never sound together, and the output dips to silence.
+    assert np.max(np.minimum(np.abs(left), np.abs(right))) < 1e-6
+    total = left + right
+    assert np.min(total[start:start + 2 * fade]) < 1e-3
+    # Raised-cosine envelopes of 5 ms (240 samples), no step anywhere.
+    k = np.arange(fade)
+    expected_out = 0.5 + 0.5 * np.cos(np.pi * k / fade)
+    assert np.allclose(left[start:start + fade] / ramp[start:start + fade], expected_out, atol=0.02)
+    assert np.allclose(right[start + fade:start + 2 * fade] / ramp[start + fade:start + 2 * fade],
+                       expected_out[::-1], atol=0.02)
+    assert np.max(np.abs(np.diff(total))) < 0.01
+
+
+def test_loop_wrap_fades_out_at_the_end_and_in_at_the_start(page: Any, harness: Harness) -> None:
+    _engine_page(page, harness)
+    out = page.evaluate(RENDER_SWITCH, [None, [0.5, 1.0]])
+    sr, n, fade = 48000, 96000, 240
+    left = _f32(out["left"])
+    ramp = 0.1 + 0.8 * np.arange(n) / n
+    # Play starts at 0, outside the loop, so it begins at the loop start and wraps every 0.5 s.
+    period = int(0.5 * sr)
+    for w in range(4):
+        seg = left[w * period:(w + 1) * period]
+        pos = np.arange(period) + int(0.5 * sr)
+        assert np.allclose(seg[fade:-fade], ramp[pos][fade:-fade], atol=1e-4)
+        assert seg[0] < 1e-3 and seg[-1] < 0.01  # fade in from silence, fade out to silence
+    assert np.max(np.abs(np.diff(left))) < 0.01
