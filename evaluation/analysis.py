@@ -1,0 +1,265 @@
+"""The whole analysis of one experiment: screening, descriptives, tests, models, correlations.
+
+``analyse`` returns an ``Analysis`` holding every table; ``Analysis.stats()`` is the
+JSON-ready summary written to ``stats.json`` (every key is documented in
+docs/statistics.md).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import warnings as words
+from .correlation import correlate
+from .descriptives import describe_by_condition_item, describe_overall, participant_means
+from .equivalence import tost_paired
+from .errors import EvaluationError
+from .io import validate_metrics, validate_ratings
+from .kinds import HIDDEN_REFERENCE, MODEL, order_conditions
+from .mixed import fit_mixed_model, rm_anova
+from .nonparametric import all_pairs, friedman, pairwise_wilcoxon
+from .screening import ScreeningResult, post_screen
+from .settings import Settings
+
+Progress = Callable[[str, float], None]
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Analysis:
+    """Every result of one analysis, as tables and plain values."""
+
+    settings: Settings
+    ratings: pd.DataFrame
+    used: pd.DataFrame
+    kinds: dict[str, str]
+    conditions: list[str]
+    models: list[str]
+    screening: ScreeningResult
+    descriptives_item: pd.DataFrame
+    descriptives_overall: pd.DataFrame
+    wide: pd.DataFrame
+    friedman: dict[str, Any]
+    pairwise: pd.DataFrame
+    mixed: dict[str, Any] | None
+    rm_anova: dict[str, Any] | None
+    equivalence: pd.DataFrame
+    correlations: pd.DataFrame
+    correlation_points: pd.DataFrame
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        """The JSON-ready summary written to stats.json (see docs/statistics.md)."""
+        s = self.settings
+        overall = self.descriptives_overall.set_index("condition")
+        conditions = {}
+        for c in self.conditions:
+            row = overall.loc[c]
+            conditions[c] = {
+                "kind": self.kinds[c], "n": int(row["n"]), "mean": row["mean"], "sd": row["sd"],
+                "ci95": [row["ci_low"], row["ci_high"]], "bca95": [row["bca_low"], row["bca_high"]],
+                "median": row["median"], "iqr": [row["q1"], row["q3"]], "min": row["min"], "max": row["max"],
+            }
+        by_item = [
+            {"condition": r.condition, "item": r.item, "n": int(r.n), "mean": r.mean, "sd": r.sd,
+             "ci95": [r.ci_low, r.ci_high], "bca95": [r.bca_low, r.bca_high], "median": r.median,
+             "iqr": [r.q1, r.q3]}
+            for r in self.descriptives_item.itertuples(index=False)
+        ]
+        screening = self.screening
+        mixed = None
+        if self.mixed is not None:
+            mixed = {k: v for k, v in self.mixed.items() if k not in ("emms", "contrasts")}
+            mixed["emms"] = _records(self.mixed["emms"])
+            mixed["contrasts"] = _records(self.mixed["contrasts"])
+            for entry in mixed["emms"] + mixed["contrasts"]:
+                entry["ci95"] = [entry.pop("ci_low"), entry.pop("ci_high")]
+        pairwise = _records(self.pairwise)
+        correlations = _records(self.correlations)
+        for entry in correlations:
+            entry["ci95"] = [entry.pop("ci_low"), entry.pop("ci_high")]
+        equivalence = _records(self.equivalence)
+        for entry in equivalence:
+            entry["ci90"] = [entry.pop("ci_low"), entry.pop("ci_high")]
+        out = {
+            "schema_version": SCHEMA_VERSION,
+            "participants": {
+                "total": int(self.ratings["participant"].nunique()),
+                "retained": int(self.used["participant"].nunique()),
+                "excluded": len(screening.excluded),
+            },
+            "items": sorted(self.ratings["item"].unique().tolist()),
+            "n_ratings": {"total": int(len(self.ratings)), "used": int(len(self.used)),
+                          "dropped_empty": int(self.ratings.attrs.get("dropped_empty", 0))},
+            "screening": {
+                "excluded": list(screening.excluded),
+                "reasons": {r.participant: r.reason for r in screening.table.itertuples() if r.excluded},
+                "anchor_exempt_items": list(screening.anchor_exempt_items),
+                "outliers_flagged": int(len(screening.outliers)),
+                "rules": screening.rules,
+            },
+            "conditions": conditions,
+            "by_item": by_item,
+            "friedman": {**self.friedman, "conditions": list(self.models)},
+            "pairwise": pairwise,
+            "pairwise_method": {
+                "test": "Wilcoxon signed-rank, zero_method='pratt', two-sided",
+                "correction": "Holm (1979)",
+                "effect_size": "matched-pairs rank-biserial r (Kerby 2014), positive when a > b",
+                "shift": "Hodges-Lehmann median of Walsh averages of a - b",
+                "permutation": f"paired sign-flip permutation of the mean difference, "
+                               f"{s.permutation_resamples} resamples, seed {s.seed} (BS.1534-3 Attachment 3)",
+                "scope": s.pairwise_scope,
+                "unit": "per-participant means across items",
+            },
+            "mixed_model": mixed,
+            "rm_anova": self.rm_anova,
+            "equivalence": equivalence,
+            "correlations": correlations,
+            "warnings": self.warnings,
+            "seed": s.seed,
+        }
+        return _clean(out)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [] if frame is None or frame.empty else frame.to_dict(orient="records")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN: undefined statistics become null.
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value
+
+
+def _choose_baseline(settings: Settings, kinds: dict[str, str], models: list[str], conditions: list[str]) -> str:
+    if settings.baseline is not None:
+        if settings.baseline not in kinds:
+            raise EvaluationError(
+                f"baseline {settings.baseline!r} is not a condition; conditions are {', '.join(conditions)}"
+            )
+        return settings.baseline
+    references = [c for c in conditions if kinds[c] == HIDDEN_REFERENCE]
+    return references[0] if references else (models[0] if models else conditions[0])
+
+
+def analyse(ratings: pd.DataFrame, metrics: pd.DataFrame | None = None, settings: Settings | dict | None = None,
+            progress: Progress | None = None) -> Analysis:
+    """Run every step of the analysis on a ratings table (and optionally a metrics table)."""
+    settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
+    report = progress or (lambda message, fraction: None)
+    # Validation is cheap and idempotent; rows already dropped by an earlier pass still count.
+    dropped_before = int(ratings.attrs.get("dropped_empty", 0))
+    ratings = validate_ratings(ratings, kinds=settings.kinds)
+    ratings.attrs["dropped_empty"] = dropped_before + int(ratings.attrs.get("dropped_empty", 0))
+    if metrics is not None:
+        metrics = validate_metrics(metrics)
+    kinds = ratings.drop_duplicates("condition").set_index("condition")["kind"].to_dict()
+    conditions = order_conditions(kinds)
+    models = [c for c in conditions if kinds[c] == MODEL]
+
+    report("post-screening", 0.05)
+    screening = post_screen(ratings, settings)
+    used = ratings[~ratings["participant"].isin(screening.excluded)].copy()
+    if used.empty:
+        raise EvaluationError(
+            f"post-screening excluded all {ratings['participant'].nunique()} participants; "
+            "check the thresholds or the condition kinds"
+        )
+    used_kinds = used.drop_duplicates("condition").set_index("condition")["kind"].to_dict()
+    conditions = [c for c in conditions if c in used_kinds]
+    models = [c for c in models if c in used_kinds]
+
+    report("descriptives", 0.15)
+    by_item = describe_by_condition_item(used, settings)
+    overall = describe_overall(used, settings)
+    wide = participant_means(used)[conditions]
+
+    report("Friedman test", 0.3)
+    fried = friedman(wide[models]) if models else friedman(wide.iloc[:, :0])
+
+    report("pairwise tests", 0.35)
+    scope = models if settings.pairwise_scope == "models" else conditions
+    pairs = all_pairs(scope)
+    pairwise = pairwise_wilcoxon(wide, pairs, settings.permutation_resamples, settings.seed)
+
+    report("mixed model", 0.5)
+    baseline = _choose_baseline(settings, kinds, models, conditions)
+    mixed = None
+    if len(conditions) >= 2 and used["participant"].nunique() >= 2:
+        mixed = fit_mixed_model(used, conditions, baseline, settings.item_effect, settings.confidence_level)
+    anova = rm_anova(wide[models]) if settings.rm_anova and len(models) >= 2 else None
+
+    report("equivalence tests", 0.7)
+    eq_rows = []
+    if settings.equivalence_margin is not None:
+        eq_pairs = list(settings.equivalence_pairs) or all_pairs(models)
+        for a, b in eq_pairs:
+            for c in (a, b):
+                if c not in wide.columns:
+                    raise EvaluationError(f"equivalence pair names unknown condition {c!r}")
+            both = wide[[a, b]].dropna()
+            eq_rows.append({"a": a, "b": b, **tost_paired(both[a].to_numpy(), both[b].to_numpy(),
+                                                           settings.equivalence_margin, settings.alpha)})
+    equivalence = pd.DataFrame(eq_rows)
+
+    report("correlations", 0.8)
+    correlations = pd.DataFrame()
+    points = pd.DataFrame()
+    if metrics is not None and len(metrics) and models:
+        correlations, points = correlate(used[used["kind"] == MODEL], metrics, settings)
+
+    found: list[dict[str, str]] = []
+    if ratings.attrs.get("dropped_empty"):
+        found.append({"code": "empty_ratings",
+                      "message": f"{ratings.attrs['dropped_empty']} rows had no rating and were left out."})
+    if HIDDEN_REFERENCE not in kinds.values():
+        found.append({"code": "no_hidden_reference",
+                      "message": "No hidden reference condition: the BS.1534-3 §4.1.2 reference rule could not be applied."})
+    if settings.anchor_kind not in kinds.values():
+        found.append({"code": "no_anchor",
+                      "message": f"No {settings.anchor_kind} condition: the BS.1534-3 §4.1.2 anchor rule could not be applied."})
+    if screening.excluded:
+        found.append({"code": "excluded",
+                      "message": f"{len(screening.excluded)} of {ratings['participant'].nunique()} listeners were "
+                                 "excluded by post-screening (see screening.csv for each reason)."})
+    if len(screening.outliers):
+        found.append({"code": "outliers",
+                      "message": f"{len(screening.outliers)} ratings lie beyond {settings.outlier_iqr_factor:g} x IQR "
+                                 "of their (condition, item) cell; they are flagged and kept."})
+    for warning in (
+        words.too_few_listeners(int(pairwise["n"].min()) if len(pairwise) else wide.shape[0], len(pairs), settings.alpha),
+        words.missing_cells(used),
+    ):
+        if warning:
+            found.append(warning)
+    found += words.ceiling_effects(used, settings.ceiling_threshold, settings.ceiling_fraction)
+    if 0 < len(models) < 3:
+        found.append({"code": "few_conditions",
+                      "message": f"Only {len(models)} model condition(s): the Friedman test needs at least 3."})
+    if len(correlations):
+        warning = words.few_models(len(models), settings.min_models_for_correlation)
+        if warning:
+            found.append(warning)
+    if mixed is not None and not mixed["converged"]:
+        found.append({"code": "mixed_model_convergence",
+                      "message": "The mixed model did not converge cleanly: " + "; ".join(mixed["notes"] or ["no detail"])})
+    report("statistics done", 0.85)
+    return Analysis(settings=settings, ratings=ratings, used=used, kinds=kinds, conditions=conditions, models=models,
+                    screening=screening, descriptives_item=by_item, descriptives_overall=overall, wide=wide,
+                    friedman=fried, pairwise=pairwise, mixed=mixed, rm_anova=anova, equivalence=equivalence,
+                    correlations=correlations, correlation_points=points, warnings=found)

@@ -1,0 +1,354 @@
+"""The report bundle of one experiment: HTML with inline plots, CSVs, stats.json, LaTeX, provenance.
+
+``build_report`` writes into ``out_dir``:
+
+- ``report.html``: self-contained (CSS and PNG plots inline as base64),
+- ``stats.json``: the summary documented key by key in docs/statistics.md,
+- ``descriptives.csv``, ``pairwise.csv``, ``screening.csv``, ``correlations.csv``,
+  ``outliers.csv``, ``equivalence.csv``, ``mixed_model.csv``,
+- ``table.tex``: booktabs tables of the descriptives and the pairwise tests,
+- ``provenance.json``: settings, seed, package versions, input hashes.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import html
+import json
+import platform
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .analysis import Analysis, analyse
+from .kinds import HIDDEN_REFERENCE
+from .settings import Settings
+
+Progress = Callable[[str, float], None]
+PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib", "patsy")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".") \
+            if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _p(value: Any) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of a table's canonical CSV form (sorted rows), so equal data give equal hashes."""
+    canonical = frame.sort_values(list(frame.columns[:3])).to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def _latex_escape(text: str) -> str:
+    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(table.get(ch, ch) for ch in str(text))
+
+
+def latex_tables(analysis: Analysis) -> str:
+    """Booktabs tables (descriptives per condition; pairwise tests) ready to \\input into a paper."""
+    level = int(round(100 * analysis.settings.confidence_level))
+    lines = [
+        "% Requires \\usepackage{booktabs}.",
+        "\\begin{table}[t]", "\\centering",
+        f"\\caption{{Ratings per condition: mean of per-listener means with {level}\\,\\% t confidence interval, "
+        "median and interquartile range.}",
+        "\\label{tab:mushra-descriptives}",
+        "\\begin{tabular}{lrrcrc}", "\\toprule",
+        f"Condition & $n$ & Mean & {level}\\,\\% CI & Median & IQR \\\\", "\\midrule",
+    ]
+    for r in analysis.descriptives_overall.itertuples(index=False):
+        lines.append(f"{_latex_escape(r.condition)} & {r.n} & {r.mean:.1f} & [{r.ci_low:.1f}, {r.ci_high:.1f}] & "
+                     f"{r.median:.1f} & [{r.q1:.1f}, {r.q3:.1f}] \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    if len(analysis.pairwise):
+        lines += [
+            "\\begin{table}[t]", "\\centering",
+            "\\caption{Pairwise Wilcoxon signed-rank tests (Pratt) on per-listener means, Holm-corrected; "
+            "$r$: matched-pairs rank-biserial correlation; HL: Hodges--Lehmann shift.}",
+            "\\label{tab:mushra-pairwise}",
+            "\\begin{tabular}{llrrrrr}", "\\toprule",
+            "A & B & $n$ & $W$ & $p_\\mathrm{Holm}$ & $r$ & HL \\\\", "\\midrule",
+        ]
+        for r in analysis.pairwise.itertuples(index=False):
+            p = "$<0.001$" if r.pvalue_holm < 0.001 else f"{r.pvalue_holm:.3f}"
+            lines.append(f"{_latex_escape(r.a)} & {_latex_escape(r.b)} & {r.n} & {r.statistic:.1f} & {p} & "
+                         f"{r.effect_size:.2f} & {r.hodges_lehmann:.1f} \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
+    """A methods-and-results paragraph in plain words, for a paper's first draft."""
+    s = analysis.settings
+    parts = stats["participants"]
+    text = [
+        f"{parts['total']} listeners rated {len(stats['items'])} items. Following ITU-R BS.1534-3 §4.1.2, a listener "
+        f"was excluded if they rated the hidden reference below {s.reference_threshold:g} on more than "
+        f"{_pct(s.reference_max_fraction)} of the items they rated, or the {s.anchor_kind} anchor above "
+        f"{s.anchor_threshold:g} on more than {_pct(s.anchor_max_fraction)} of items (items on which more than "
+        f"{_pct(s.anchor_item_exception_fraction)} of listeners did so were exempt from this rule); "
+        f"{parts['excluded']} listener(s) were excluded and {parts['retained']} retained.",
+        "Ratings were averaged per listener across items, so that the listener is the unit of analysis.",
+    ]
+    f = stats["friedman"]
+    if f.get("statistic") is not None:
+        text.append(
+            f"A Friedman test over the {f['k']} models showed χ²({f['df']}) = {f['statistic']:.2f}, "
+            f"p {_p_words(f['pvalue'])}, Kendall's W = {f['kendall_w']:.2f} (n = {f['n']})."
+        )
+    if len(analysis.pairwise):
+        significant = int((analysis.pairwise["pvalue_holm"] < s.alpha).sum())
+        text.append(
+            f"Pairwise Wilcoxon signed-rank tests (Pratt's treatment of zero differences) with Holm's correction "
+            f"found {significant} of {len(analysis.pairwise)} pairs different at α = {s.alpha:g}; effect sizes are "
+            "matched-pairs rank-biserial correlations and Hodges–Lehmann shifts. The paired permutation test of "
+            f"BS.1534-3 ({s.permutation_resamples} resamples, seed {s.seed}) is reported alongside."
+        )
+    if analysis.mixed is not None:
+        text.append(
+            f"A linear mixed model ({analysis.mixed['formula']}, random intercept per listener, REML) gave estimated "
+            "marginal means averaged over items with Wald 95 % intervals."
+        )
+    if len(analysis.equivalence):
+        equivalent = int(analysis.equivalence["equivalent"].sum())
+        text.append(
+            f"Equivalence within ±{s.equivalence_margin:g} points was tested by two one-sided paired t-tests "
+            f"(TOST); {equivalent} of {len(analysis.equivalence)} pairs were shown equivalent."
+        )
+    return " ".join(text)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:g} %"
+
+
+def _p_words(value: float | None) -> str:
+    if value is None:
+        return "undefined"
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+def _table_html(frame: pd.DataFrame, columns: list[str] | None = None, pvalues: tuple[str, ...] = ()) -> str:
+    if frame is None or frame.empty:
+        return "<p>None.</p>"
+    columns = columns or list(frame.columns)
+    head = "".join(f"<th scope='col'>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for record in frame[columns].to_dict(orient="records"):
+        cells = "".join(
+            f"<td>{html.escape(_p(v) if c in pvalues else _fmt(v))}</td>" for c, v in record.items()
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;
+color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{padding:.2rem .5rem;border-bottom:1px solid #e5e5e5;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}
+.warn{background:#fff4e5;border-left:4px solid #E69F00;padding:.5rem 1rem}figure{margin:1rem 0}img{max-width:100%}
+figcaption{font-size:.85rem;color:#555}.methods{background:#f4f8fb;border-left:4px solid #0072B2;padding:.5rem 1rem}
+code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def render_html(analysis: Analysis, stats: Mapping[str, Any], figures: Mapping[str, bytes],
+                provenance: Mapping[str, Any]) -> str:
+    """The self-contained HTML report."""
+    s = analysis.settings
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>MUSHRA report</title><style>{CSS}</style></head><body>",
+        "<h1>MUSHRA listening test report</h1>",
+        f"<p>{stats['participants']['retained']} of {stats['participants']['total']} listeners retained, "
+        f"{len(stats['items'])} items, {len(analysis.conditions)} conditions. Seed {s.seed}.</p>",
+        "<h2>Methods and results in words</h2>",
+        f"<p class='methods'>{html.escape(methods_text(analysis, stats))}</p>",
+        "<h2>Warnings</h2>",
+    ]
+    if analysis.warnings:
+        out.append("<div class='warn'><ul>" + "".join(
+            f"<li>{html.escape(w['message'])}</li>" for w in analysis.warnings) + "</ul></div>")
+    else:
+        out.append("<p>None.</p>")
+    out += ["<h2>Post-screening (ITU-R BS.1534-3 §4.1.2)</h2>",
+            "<p>Exclusion follows the listener's reliability on the hidden reference and the anchor; "
+            "ratings beyond 1.5 × IQR of their cell are only flagged.</p>"]
+    if analysis.screening.anchor_exempt_items:
+        out.append("<p>Items exempt from the anchor rule: "
+                   + html.escape(", ".join(analysis.screening.anchor_exempt_items)) + "</p>")
+    out.append(_img(figures["screening"], "Share of items failing each screening rule, per assessor"))
+    out.append(_table_html(analysis.screening.table))
+    out += ["<h2>Descriptive statistics</h2>",
+            "<p>Per condition, from per-listener means across items (the listener is the unit). "
+            "ci: t interval; bca: BCa bootstrap interval.</p>",
+            _img(figures["means"], "Mean rating with 95 % confidence interval per condition"),
+            _table_html(analysis.descriptives_overall.drop(columns=["item"])),
+            _img(figures["boxplots"], "Ratings per item and condition"),
+            "<details><summary>Per condition and item</summary>",
+            _table_html(analysis.descriptives_item), "</details>"]
+    f = analysis.friedman
+    out += ["<h2>Friedman test over the models</h2>",
+            f"<p>χ²({f['df']}) = {_fmt(f['statistic'])}, p {_p_words(stats['friedman']['pvalue'])}, "
+            f"Kendall's W = {_fmt(f['kendall_w'])}, n = {f['n']} complete listeners, k = {f['k']} models.</p>"]
+    out += ["<h2>Pairwise comparisons</h2>",
+            "<p>Wilcoxon signed-rank tests (zero_method='pratt'), Holm-corrected; effect_size is the matched-pairs "
+            "rank-biserial r (positive when a is rated higher); hodges_lehmann the median of Walsh averages of a − b; "
+            f"perm_pvalue the paired permutation test of BS.1534-3 ({s.permutation_resamples} resamples).</p>"]
+    if "heatmap" in figures:
+        out.append(_img(figures["heatmap"], "Holm-corrected p-values of the pairwise Wilcoxon tests"))
+    out.append(_table_html(analysis.pairwise, pvalues=("pvalue", "pvalue_holm", "perm_pvalue", "perm_pvalue_holm")))
+    if analysis.mixed is not None:
+        m = analysis.mixed
+        out += ["<h2>Linear mixed model</h2>",
+                f"<p><code>{html.escape(m['formula'])}</code>, random intercept per participant, item effect: "
+                f"{html.escape(m['item_effect'])}, {m['method']}, {m['n_obs']} ratings. Variance components: "
+                + html.escape(", ".join(f"{k} {v:.2f}" for k, v in m["variance_components"].items())) + ".</p>",
+                "<h3>Estimated marginal means</h3>", _table_html(m["emms"]),
+                "<h3>Contrasts against the baseline</h3>", _table_html(m["contrasts"], pvalues=("pvalue",))]
+    if analysis.rm_anova is not None:
+        a = analysis.rm_anova
+        out += ["<h2>Repeated-measures ANOVA</h2>",
+                f"<p>F({a['df1']}, {a['df2']}) = {_fmt(a.get('F'))}, p {_p_words(a.get('pvalue'))}; "
+                f"Greenhouse–Geisser ε = {_fmt(a.get('eps_gg'))}, p {_p_words(a.get('pvalue_gg'))}; "
+                f"Huynh–Feldt ε = {_fmt(a.get('eps_hf'))}, p {_p_words(a.get('pvalue_hf'))}.</p>"]
+    if len(analysis.equivalence):
+        out += ["<h2>Equivalence tests (TOST)</h2>",
+                f"<p>Margin ±{s.equivalence_margin:g} points; equivalent when the {100 * (1 - 2 * s.alpha):g} % "
+                "interval of the mean difference lies inside the margin.</p>",
+                _table_html(analysis.equivalence, pvalues=("pvalue", "pvalue_lower", "pvalue_upper"))]
+    if len(analysis.correlations):
+        out += ["<h2>Objective metrics against ratings</h2>",
+                "<p>Bootstrap intervals resample listeners. Pearson's r is taken on log10 of metrics marked log10.</p>"]
+        for metric in sorted(analysis.correlations["metric"].unique()):
+            key = f"scatter:{metric}"
+            if key in figures:
+                out.append(_img(figures[key], f"Mean rating against {metric}"))
+        out.append(_table_html(analysis.correlations, pvalues=("pvalue",)))
+    out += ["<h2>Provenance</h2>", "<pre>" + html.escape(json.dumps(provenance, indent=2)) + "</pre>",
+            "</body></html>"]
+    return "\n".join(out)
+
+
+def build_report(ratings: pd.DataFrame, metrics: pd.DataFrame | None, settings: Settings | dict | None,
+                 out_dir: str | Path, progress: Progress | None = None, *,
+                 sources: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+    """Analyse one experiment and write the report bundle into ``out_dir``.
+
+    ``progress(message, fraction)`` is called as steps finish; ``sources`` names input
+    files whose SHA-256 goes into provenance.json. Returns ``{"out_dir", "files",
+    "stats"}`` where ``stats`` is what stats.json holds.
+    """
+    settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
+    report = progress or (lambda message, fraction: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(ratings, metrics, settings, progress=report)
+    stats = analysis.stats()
+
+    report("plots", 0.87)
+    figures: dict[str, bytes] = {
+        "screening": plots.screening_plot(analysis.screening.table, settings.reference_max_fraction,
+                                          settings.anchor_max_fraction),
+        "means": plots.means_with_ci(analysis.descriptives_overall, analysis.kinds),
+        "boxplots": plots.boxplots_per_item(analysis.used, analysis.conditions, analysis.kinds),
+    }
+    if len(analysis.pairwise):
+        figures["heatmap"] = plots.pvalue_heatmap(analysis.pairwise, analysis.conditions)
+    log_metrics = {m.lower() for m in settings.log_metrics}
+    for metric in sorted(analysis.correlations["metric"].unique()) if len(analysis.correlations) else []:
+        transform = analysis.correlations.loc[(analysis.correlations["metric"] == metric)
+                                              & (analysis.correlations["method"] == "pearson"), "transform"]
+        figures[f"scatter:{metric}"] = plots.objective_scatter(
+            analysis.correlation_points, analysis.correlations, metric,
+            log_scale=str(metric).lower() in log_metrics and (transform == "log10").any())
+
+    report("writing files", 0.96)
+    input_hashes: dict[str, Any] = {"ratings_table_sha256": frame_sha256(analysis.ratings[
+        ["participant", "item", "condition", "rating"]])}
+    if metrics is not None:
+        input_hashes["metrics_table_sha256"] = frame_sha256(metrics[["condition", "item", "metric", "value"]])
+    for name, path in (sources or {}).items():
+        input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
+    provenance = {
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": settings.seed,
+        "settings": settings.to_dict(),
+        "versions": _versions(),
+        "inputs": input_hashes,
+        "standard": "ITU-R BS.1534-3 (10/2015)",
+    }
+    files = {
+        "report.html": render_html(analysis, stats, figures, provenance),
+        "stats.json": json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False),
+        "provenance.json": json.dumps(provenance, indent=2),
+        "table.tex": latex_tables(analysis),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    tables = {
+        "descriptives.csv": pd.concat([analysis.descriptives_overall, analysis.descriptives_item], ignore_index=True),
+        "pairwise.csv": analysis.pairwise,
+        "screening.csv": analysis.screening.table,
+        "correlations.csv": analysis.correlations if len(analysis.correlations) else pd.DataFrame(
+            columns=["level", "metric", "method", "transform", "n", "rho", "ci_low", "ci_high", "pvalue"]),
+        "outliers.csv": analysis.screening.outliers,
+        "equivalence.csv": analysis.equivalence,
+    }
+    if analysis.mixed is not None:
+        tables["mixed_model.csv"] = pd.concat(
+            [analysis.mixed["emms"].assign(term="emm"), analysis.mixed["contrasts"].assign(term="contrast")],
+            ignore_index=True)
+    for name, frame in tables.items():
+        frame.to_csv(out / name, index=False, float_format="%.6g")
+    written = sorted(list(files) + list(tables))
+    report("done", 1.0)
+    return {"out_dir": str(out), "files": written, "stats": stats}
