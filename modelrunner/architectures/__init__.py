@@ -26,6 +26,14 @@ pedalnet      :class:`pedalnet.PedalNetWaveNet` (PedalNetRT)         num_channel
                                                                      dilation_depth 8,
                                                                      num_repeat 1,
                                                                      kernel_size 2
+sptmod        :class:`sptmod.SPTMod` (Bourdin et al. 2025)           the reference
+                                                                     code's constructor
+                                                                     arguments
+stn           :class:`stn.StateTrajectoryNetwork` (Parker et al.     state_size 8,
+              2019; Peussa et al. 2021)                              hidden_size 16, ...
+statematch    :class:`statematch.StateMatchingGRU` (Peussa et al.    hidden_size 16,
+              2021)                                                  init_len 256, ...
+armlp         :class:`armlp.ARMLP` (autoregressive MLP)              m 16, hidden [32, 32]
 ============  =====================================================  ==================
 """
 from __future__ import annotations
@@ -41,12 +49,20 @@ from .pedalnet import PedalNetWaveNet
 from .recurrent import RecurrentModel
 from .tcn import TCN
 from .wavenet import WaveNet
+from .armlp import ARMLP
+from .sptmod import SPTMod
+from .statematch import StateMatchingGRU
+from .stn import StateTrajectoryNetwork
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "recurrent": RecurrentModel,
     "tcn": TCN,
     "wavenet": WaveNet,
     "pedalnet": PedalNetWaveNet,
+    "sptmod": SPTMod,
+    "stn": StateTrajectoryNetwork,
+    "statematch": StateMatchingGRU,
+    "armlp": ARMLP,
 }
 
 # Generous bounds so a hostile config cannot ask for a gigantic module.
@@ -89,12 +105,14 @@ def label(name: str, module: nn.Module) -> str:
         return "PedalNet WaveNet"
     if isinstance(module, WaveNet):
         return f"WaveNet ({len(module.layers)} layers)"
+    if callable(getattr(module, "label", None)):
+        return module.label()
     return name
 
 
 def is_stateful(module: nn.Module) -> bool:
     """True for recurrent modules (unbounded memory), False for convolutional ones."""
-    return isinstance(module, RecurrentModel)
+    return isinstance(module, RecurrentModel) or bool(getattr(module, "stateful", False))
 
 
 def receptive_field(module: nn.Module) -> int:

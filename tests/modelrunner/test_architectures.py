@@ -9,7 +9,7 @@ from modelrunner.errors import CheckpointError
 
 
 def test_registry_names() -> None:
-    assert set(architectures.REGISTRY) == {"recurrent", "tcn", "wavenet", "pedalnet"}
+    assert set(architectures.REGISTRY) == {"recurrent", "tcn", "wavenet", "pedalnet", "sptmod", "stn", "statematch", "armlp"}
 
 
 @pytest.mark.parametrize(
