@@ -7,6 +7,7 @@ half-written file and a rerun is harmless.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from .errors import AudioError
 #: Formats accepted for upload. soundfile also reads others; we keep to lossless.
 ACCEPTED_FORMATS = {"WAV", "FLAC", "WAVEX", "AIFF"}
 MIN_SAMPLE_RATE = 8_000
-MAX_SAMPLE_RATE = 192_000
+#: The highest experiment rate is 96 kHz; a faster upload only adds storage and render time.
+MAX_SAMPLE_RATE = 96_000
 MAX_CHANNELS = 2
+#: Chunks walked before a WAV's data chunk; real files have a handful.
+_MAX_WAV_CHUNKS = 64
 
 
 def read_audio(
@@ -42,6 +46,7 @@ def read_audio(
         raise AudioError(f"{name}: not a readable audio file ({_short(exc)})") from None
     if info.format not in ACCEPTED_FORMATS:
         raise AudioError(f"{name}: format {info.format} is not accepted (use WAV or FLAC)")
+    _check_wav_data_size(Path(path), name)
     if info.channels > max_channels:
         raise AudioError(f"{name}: {info.channels} channels; at most {max_channels} are accepted")
     if not (MIN_SAMPLE_RATE <= info.samplerate <= max_sample_rate):
@@ -54,10 +59,41 @@ def read_audio(
     except Exception as exc:
         raise AudioError(f"{name}: audio data is damaged or truncated ({_short(exc)})") from None
     if data.shape[0] < min_frames:
-        raise AudioError(f"{name}: only {data.shape[0]} sample frames; at least {min_frames} needed")
+        frames = data.shape[0]
+        plural = "" if frames == 1 else "s"
+        raise AudioError(f"{name}: only {frames} sample frame{plural}; at least {min_frames} needed")
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
     return data, int(sr)
+
+
+def _check_wav_data_size(path: Path, name: str) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk declares more bytes than the file holds.
+
+    libsndfile quietly reads whatever is present, so a cut-off upload would otherwise pass
+    as a shorter (or, with a forged size, an ordinary-looking) file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        for _ in range(_MAX_WAV_CHUNKS):
+            fh.seek(pos)
+            raw = fh.read(8)
+            if len(raw) < 8:
+                return
+            chunk_id, chunk_size = struct.unpack("<4sI", raw)
+            if chunk_id == b"data":
+                available = size - pos - 8
+                if chunk_size > available:
+                    raise AudioError(
+                        f"{name}: the WAV header declares {chunk_size} bytes of audio but the file holds only "
+                        f"{available}; the file is truncated or its header is damaged"
+                    )
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
 
 
 def as_2d(audio: np.ndarray) -> np.ndarray:

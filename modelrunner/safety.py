@@ -142,6 +142,11 @@ def torch_load(path: str | os.PathLike, max_bytes: int | None = None) -> object:
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), None)
         detail = detail or (first[0] if first else type(exc).__name__)
+        operand = next((line.strip() for line in first if line.strip().startswith("Unsupported operand")), None)
+        if operand is not None:
+            # torch.save writes protocol 2; other opcodes mean a plain pickle (e.g. protocol 4 framing).
+            detail = (f"pickle opcode {operand.split()[-1]} is not allowed "
+                      "(a plain pickle, not a file written by torch.save)")
         raise CheckpointError(
             f"{p.name}: refused by the safe (weights_only) loader: {detail[:200]}. "
             "Only plain tensors and containers are accepted; save model.state_dict(), "
