@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("r/", include(researcher_patterns)),
+    path("api/", include("webmushra.api.urls")),
     path("", include(participant_patterns)),
 ]

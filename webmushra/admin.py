@@ -1,7 +1,8 @@
 from django.contrib import admin
 
 from .models import (
-    Checkpoint, Condition, Excerpt, Experiment, Participant, Rating, RenderJob, Stimulus, Trial, TrialResponse,
+    Checkpoint, Condition, Excerpt, Experiment, Participant, PrerenderedAudio, Rating, RenderJob, Report, Stimulus,
+    Trial, TrialResponse,
 )
 
 
@@ -63,3 +64,11 @@ admin.site.register(Excerpt)
 admin.site.register(Condition)
 admin.site.register(Trial)
 admin.site.register(TrialResponse)
+admin.site.register(PrerenderedAudio)
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    list_display = ("id", "experiment", "status", "progress", "created_at", "finished_at")
+    list_filter = ("status",)
+    readonly_fields = ("file", "summary", "error", "started_at", "finished_at")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from modelrunner import lookback
 from modelrunner.errors import ModelRunnerError
 
 from . import services
@@ -77,6 +78,37 @@ def run_job(job_id: int) -> str:
     return "done"
 
 
+def _to_rate(audio: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    if from_sr == to_sr:
+        return audio.astype(np.float32)
+    g = int(np.gcd(from_sr, to_sr))
+    return resample_poly(audio, to_sr // g, from_sr // g, axis=0).astype(np.float32)
+
+
+def _render_with_lookback(model, excerpt, dry: np.ndarray, sr: int, knobs: dict | None) -> tuple[np.ndarray, dict]:
+    """Render a model that estimates its start state from context before the excerpt.
+
+    Mono at the model's rate (``modelrunner.lookback``); the mode used ("lookback" or
+    "zero-warmup") and what was read are returned, to be stored with the stimulus.
+    """
+    from modelrunner.audio import read_audio
+
+    lb_dry = lb_target = None
+    if excerpt.lookback_dry_file:
+        a, _ = read_audio(excerpt.lookback_dry_file.path)
+        b, _ = read_audio(excerpt.lookback_reference_file.path)
+        lb_dry = _to_rate(a.mean(axis=1), sr, model.sample_rate)
+        lb_target = _to_rate(b.mean(axis=1), sr, model.sample_rate)
+    x = _to_rate(dry.mean(axis=1), sr, model.sample_rate)
+    y, mode, info = lookback.render_excerpt(model, x, lb_dry, lb_target, knobs=knobs)
+    y = _to_rate(y, model.sample_rate, sr)[: dry.shape[0]]
+    if y.shape[0] < dry.shape[0]:
+        y = np.pad(y, (0, dry.shape[0] - y.shape[0]))
+    return y[:, None], {"mode": mode, **info}
+
+
 def _run_model(claim: services.Claim) -> None:
     from modelrunner import metrics
     from modelrunner.audio import read_audio, write_wav
@@ -89,8 +121,14 @@ def _run_model(claim: services.Claim) -> None:
     model = services.load_checkpoint_model(job.condition.checkpoint)
     beat(0.05)
     started = time.perf_counter()
-    output = render(model, dry, sr, knobs=job.condition.knobs or None,
-                    progress=lambda p: beat(0.05 + 0.85 * float(p)))
+    needs = lookback.requirements(model)
+    if needs["supports_lookback"] or needs["needs_lookback"] or needs["latency_samples"]:
+        output, start_state = _render_with_lookback(model, job.excerpt, dry, sr, job.condition.knobs or None)
+    else:
+        output = render(model, dry, sr, knobs=job.condition.knobs or None,
+                        progress=lambda p: beat(0.05 + 0.85 * float(p)))
+        # Recurrent and convolutional models start from silence (the streaming protocol's zero state).
+        start_state = {"mode": "zero", "stateful": model.stateful, "receptive_field": model.receptive_field}
     seconds = time.perf_counter() - started
     output = np.asarray(output, dtype=np.float32)
     if output.ndim == 1:
@@ -110,6 +148,7 @@ def _run_model(claim: services.Claim) -> None:
         "realtime_factor": round((dry.shape[0] / sr) / seconds, 2) if seconds > 0 else None,
         "model": {"architecture": model.architecture, "sample_rate": model.sample_rate, "format": model.format},
         "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
+        "start_state": start_state,
     }
     services.complete_model_job(claim=claim, output_file=rel, report=report)
 
@@ -128,6 +167,7 @@ def _run_item(claim: services.Claim) -> None:
     channels = reference.shape[1]
     signals: dict[str, np.ndarray] = {}
     metrics_by_condition: dict[int, dict] = {}
+    info_by_condition: dict[int, dict] = {}
     conditions = list(experiment.conditions.all())
     for condition in conditions:
         if condition.kind == ConditionKind.HIDDEN_REFERENCE:
@@ -137,6 +177,9 @@ def _run_item(claim: services.Claim) -> None:
             audio, _ = read_audio(_media(model_job.output_file))
             audio = _fit(audio, reference.shape)
             metrics_by_condition[condition.pk] = model_job.report.get("metrics", {})
+            info_by_condition[condition.pk] = {
+                k: model_job.report.get(k) for k in ("start_state", "render_seconds", "realtime_factor", "model")
+            }
         elif condition.kind == ConditionKind.PRERENDERED:
             pre = condition.prerendered_audio.get(excerpt=excerpt)
             audio, _ = read_audio(pre.file.path)
@@ -172,6 +215,8 @@ def _run_item(claim: services.Claim) -> None:
             "gain_db": _gain_for(report, str(condition.pk), condition.kind),
             "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),
             "metrics": metrics_by_condition.get(condition.pk, {}),
+            "render_info": {**info_by_condition.get(condition.pk, {}), "loudness_gain_db": _gain_for(
+                report, str(condition.pk), condition.kind)},
         })
     sizes = {s["size"] for s in stimuli}
     if len(sizes) != 1:

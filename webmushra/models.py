@@ -14,6 +14,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from evaluation import kinds
+
 
 def new_token() -> str:
     """A random URL-safe token (128 bits): no ids, names or counters."""
@@ -26,18 +28,23 @@ def upload_path(instance: models.Model, filename: str) -> str:
 
 
 class ConditionKind(models.TextChoices):
-    """The one place that knows the condition kinds (BS.1534-3 §5)."""
+    """Condition kinds (BS.1534-3 §5); the values are those of ``evaluation.kinds``."""
 
-    MODEL = "model", "Model"
-    HIDDEN_REFERENCE = "hidden_reference", "Hidden reference"
-    ANCHOR_35 = "anchor35", "3.5 kHz low-pass anchor"
-    ANCHOR_70 = "anchor70", "7 kHz low-pass anchor"
+    MODEL = kinds.MODEL, "Model"
+    HIDDEN_REFERENCE = kinds.HIDDEN_REFERENCE, "Hidden reference"
+    ANCHOR_35 = kinds.ANCHOR35, "3.5 kHz low-pass anchor"
+    ANCHOR_70 = kinds.ANCHOR70, "7 kHz low-pass anchor"
     #: A condition uploaded as audio files (e.g. imported from webMUSHRA), no checkpoint.
     PRERENDERED = "prerendered", "Pre-rendered audio"
 
     @classmethod
     def anchor_cutoff_hz(cls, kind: str) -> float | None:
         return {cls.ANCHOR_35: 3500.0, cls.ANCHOR_70: 7000.0}.get(kind)
+
+    @classmethod
+    def analysis_kind(cls, kind: str) -> str:
+        """The kind the analysis sees: every system under test is a model."""
+        return kinds.MODEL if kind == cls.PRERENDERED else kind
 
 
 #: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial.
@@ -87,6 +94,10 @@ class Excerpt(models.Model):
     position = models.PositiveIntegerField(default=0)
     dry_file = models.FileField(upload_to=upload_path, max_length=300)
     reference_file = models.FileField(upload_to=upload_path, max_length=300)
+    #: Optional context recorded just before the excerpt, for models that estimate their
+    #: starting state from it (SPTMod's look-back; Bourdin et al.).
+    lookback_dry_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    lookback_reference_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
     sample_rate = models.PositiveIntegerField()
     frames = models.PositiveBigIntegerField()
     channels = models.PositiveSmallIntegerField(default=1)
@@ -220,6 +231,9 @@ class Stimulus(models.Model):
     peak_dbfs = models.FloatField(null=True)
     #: Objective metrics of the raw model output against the device recording.
     metrics = models.JSONField(default=dict, blank=True)
+    #: How it was made: the model's starting state (look-back or zero state with warm-up),
+    #: render path, loudness gain. Never shown to participants.
+    render_info = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -322,3 +336,32 @@ class Rating(models.Model):
             models.UniqueConstraint(fields=["participant", "trial", "condition"], name="one_rating_per_cell"),
             models.CheckConstraint(condition=Q(score__gte=0) & Q(score__lte=100), name="rating_in_range"),
         ]
+
+
+class Report(models.Model):
+    """A report bundle built in the background from an experiment's ratings and metrics."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Building"
+        DONE = "done", "Ready"
+        FAILED = "failed", "Failed"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="reports")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    #: Path of the zip bundle relative to MEDIA_ROOT.
+    file = models.CharField(max_length=300, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Report {self.pk} ({self.status})"

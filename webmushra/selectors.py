@@ -32,7 +32,7 @@ def ratings_rows(experiment: Experiment) -> list[dict]:
             "participant": f"P{r.participant_id}",
             "item": r.trial.excerpt.name,
             "condition": r.condition.label,
-            "kind": r.condition.kind,
+            "kind": ConditionKind.analysis_kind(r.condition.kind),
             "rating": r.score,
             "trial_position": r.trial.position,
             "submitted_at": r.response.submitted_at.isoformat(),
@@ -100,3 +100,67 @@ def participant_summary(experiment: Experiment) -> dict:
         "median_duration_s": median,
         "by_stage": counts,
     }
+
+
+# --- researcher workflow
+
+
+def metrics_table(experiment: Experiment) -> dict:
+    """Objective metrics as a wide table: one row per (condition, item), one column per metric."""
+    rows: dict[tuple[str, str], dict] = {}
+    names: list[str] = []
+    for r in metrics_rows(experiment):
+        if r["metric"] not in names:
+            names.append(r["metric"])
+        rows.setdefault((r["condition"], r["item"]), {"condition": r["condition"], "item": r["item"]})[r["metric"]] = r["value"]
+    table = list(rows.values())
+    for row in table:
+        row["values"] = [row.get(m) for m in names]
+    return {"metrics": names, "rows": table}
+
+
+def preview_items(experiment: Experiment) -> list[dict]:
+    """Per excerpt, its rendered stimuli in condition order (the researcher's preview)."""
+    stimuli = Stimulus.objects.filter(experiment=experiment).select_related("condition")
+    by_excerpt: dict[int, list[Stimulus]] = {}
+    for s in stimuli:
+        by_excerpt.setdefault(s.excerpt_id, []).append(s)
+    return [
+        {"excerpt": x, "stimuli": sorted(by_excerpt.get(x.pk, []), key=lambda s: (s.condition.position, s.condition_id))}
+        for x in experiment.excerpts.all()
+    ]
+
+
+def participants_detail(experiment: Experiment) -> list[dict]:
+    """One row per participant: stage, times, trials answered, screening and level results."""
+    answered = dict(
+        experiment.participants.annotate(n=Count("responses")).values_list("pk", "n")
+    )
+    out = []
+    for p in experiment.participants.all():
+        duration = (p.completed_at - p.started_at).total_seconds() if p.completed_at else None
+        out.append({
+            "id": f"P{p.pk}", "pk": p.pk, "stage": p.stage, "stage_display": p.get_stage_display(),
+            "started_at": p.started_at, "completed_at": p.completed_at, "duration_s": duration,
+            "trials_answered": answered.get(p.pk, 0), "trials_planned": len(p.plan or []),
+            "prolific_pid": p.prolific_pid, "headphone_check": p.screening, "level": p.level,
+            "questionnaire": p.questionnaire,
+        })
+    return out
+
+
+def post_screening(experiment: Experiment) -> dict | None:
+    """BS.1534-3 §4.1.2 post-screening of the ratings so far; None when there are no ratings."""
+    rows = ratings_rows(experiment)
+    if not rows:
+        return None
+    import pandas as pd
+
+    from evaluation.screening import post_screen
+    from evaluation.settings import Settings
+
+    analysis = experiment.config.get("analysis") or {}
+    result = post_screen(pd.DataFrame(rows), Settings.from_dict(analysis) if analysis else None)
+    table = result.table.astype(object).where(result.table.notna(), None)
+    return {"excluded": list(result.excluded), "rows": table.to_dict("records"),
+            "rules": {k: v for k, v in result.rules.items()}}

@@ -184,16 +184,34 @@ def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name:
 
 
 def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | os.PathLike,
-                reference: UploadedFile | str | os.PathLike) -> Excerpt:
-    """Validate and store an excerpt; on any problem nothing is left behind."""
+                reference: UploadedFile | str | os.PathLike,
+                lookback_dry: UploadedFile | str | os.PathLike | None = None,
+                lookback_reference: UploadedFile | str | os.PathLike | None = None) -> Excerpt:
+    """Validate and store an excerpt; on any problem nothing is left behind.
+
+    ``lookback_dry``/``lookback_reference``: optional context recorded immediately before
+    the excerpt, for models that estimate their starting state from it (SPTMod).
+    """
     _require_editable(experiment)
+    if (lookback_dry is None) != (lookback_reference is None):
+        raise ServiceError("look-back: give both the dry input and the device recording before the excerpt, or neither")
     dry_tmp, dry_name = _save_upload(dry)
     ref_tmp, ref_name = _save_upload(reference)
+    lb = [_save_upload(lookback_dry), _save_upload(lookback_reference)] if lookback_dry is not None else []
     guard = _FileGuard()
     try:
         _check_size(dry_tmp, dry_name)
         _check_size(ref_tmp, ref_name)
         check = check_excerpt_audio(dry_tmp, dry_name, ref_tmp, ref_name)
+        lookback = None
+        if lb:
+            (lbd_tmp, lbd_name), (lbr_tmp, lbr_name) = lb
+            _check_size(lbd_tmp, lbd_name)
+            _check_size(lbr_tmp, lbr_name)
+            lookback = check_excerpt_audio(lbd_tmp, lbd_name, lbr_tmp, lbr_name)
+            if lookback.sample_rate != check.sample_rate:
+                raise ServiceError(f"{lbd_name} is at {lookback.sample_rate} Hz but the excerpt is at "
+                                   f"{check.sample_rate} Hz; they must match")
         with transaction.atomic():
             excerpt = Excerpt(
                 experiment=experiment, name=(name or Path(dry_name).stem)[:200],
@@ -211,6 +229,15 @@ def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | 
             with open(ref_tmp, "rb") as fh:
                 excerpt.reference_file.save(_wav_name(ref_name), File(fh), save=False)
             guard.stored(excerpt.reference_file)
+            if lookback is not None:
+                for audio, (tmp, fname), field in ((lookback.dry, lb[0], excerpt.lookback_dry_file),
+                                                    (lookback.reference, lb[1], excerpt.lookback_reference_file)):
+                    write_wav(tmp, audio, lookback.sample_rate)
+                    with open(tmp, "rb") as fh:
+                        field.save(_wav_name(fname), File(fh), save=False)
+                    guard.stored(field)
+                excerpt.warnings = excerpt.warnings + [f"look-back: {w}" for w in lookback.warnings
+                                                       if "recommends" not in w]
             excerpt.save()
             _invalidate_renders(experiment)
         return excerpt
@@ -218,7 +245,7 @@ def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | 
         guard.rollback()
         raise
     finally:
-        for p in (dry_tmp, ref_tmp):
+        for p in (dry_tmp, ref_tmp, *(t for t, _ in lb)):
             p.unlink(missing_ok=True)
 
 
@@ -246,7 +273,7 @@ def add_checkpoint(*, experiment: Experiment, name: str, file: UploadedFile | st
             model = formats.load(tmp, sample_rate=sample_rate, config=cfg_tmp,
                                  max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024)
         except ModelRunnerError as exc:
-            raise ServiceError(f"{filename}: {str(exc).replace(str(tmp), filename).replace(tmp.name, filename)}") from None
+            raise ServiceError(_upload_message(str(exc), filename, {tmp: filename, cfg_tmp: cfg_name})) from None
         sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
         summary = model.summary()
         with transaction.atomic():
@@ -271,6 +298,15 @@ def add_checkpoint(*, experiment: Experiment, name: str, file: UploadedFile | st
         tmp.unlink(missing_ok=True)
         if cfg_tmp is not None:
             cfg_tmp.unlink(missing_ok=True)
+
+
+def _upload_message(message: str, filename: str, temp_names: dict) -> str:
+    """A loader's message in the researcher's terms: temp names replaced by the uploaded
+    names, prefixed with the file name once."""
+    for tmp, name in temp_names.items():
+        if tmp is not None:
+            message = message.replace(str(tmp), name).replace(Path(tmp).name, name)
+    return message if message.startswith(filename) else f"{filename}: {message}"
 
 
 def load_checkpoint_model(checkpoint: Checkpoint):
@@ -675,26 +711,88 @@ def start_participant(*, experiment: Experiment, prolific_pid: str = "", study_i
     return participant
 
 
-def _first_stage_after_consent(experiment: Experiment) -> str:
-    cfg = experiment.config
-    if cfg.get("headphone_check", {}).get("enabled", False):
+def _first_stage_after_consent(participant: Participant) -> str:
+    if participant.experiment.config.get("headphone_check", {}).get("enabled", False):
         return Participant.Stage.SCREENING
-    if cfg.get("level_setting", True):
-        return Participant.Stage.LEVEL
-    return Participant.Stage.TRIALS
+    return _stage_after_screening(participant)
 
 
 @transaction.atomic
 def give_consent(*, participant: Participant, agreed: bool) -> Participant:
-    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
     if participant.stage != Participant.Stage.CONSENT:
         return participant
     if not agreed:
         participant.stage = Participant.Stage.DECLINED
     else:
         participant.consented_at = timezone.now()
-        participant.stage = _first_stage_after_consent(participant.experiment)
+        participant.stage = _first_stage_after_consent(participant)
     participant.save(update_fields=["stage", "consented_at"])
+    return participant
+
+
+#: Defaults of the headphone check (Woods et al. 2017; Milne et al. 2021 use 6 trials, pass at 5).
+HEADPHONE_DEFAULTS = {"enabled": False, "tests": ["antiphase", "huggins"], "trials_per_test": 6,
+                      "pass_threshold": 5 / 6, "require": "all"}
+
+
+def headphone_settings(experiment: Experiment) -> dict:
+    return HEADPHONE_DEFAULTS | (experiment.config.get("headphone_check") or {})
+
+
+def headphone_trials(*, participant: Participant) -> list[dict]:
+    """The participant's screening trials (odd-one-out positions), made once and kept."""
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+        trials = participant.screening.get("trials")
+        if not trials:
+            cfg = headphone_settings(participant.experiment)
+            rng = random.Random(secrets.randbits(64))
+            trials = [{"test": test, "target": rng.randint(1, 3), "seed": rng.randrange(2**31)}
+                      for test in cfg["tests"] for _ in range(int(cfg["trials_per_test"]))]
+            participant.screening = {**participant.screening, "trials": trials}
+            participant.save(update_fields=["screening"])
+    return trials
+
+
+def _stage_after_screening(participant: Participant) -> str:
+    if participant.experiment.config.get("level_setting", True):
+        return Participant.Stage.LEVEL
+    return _trial_stage(participant)
+
+
+def _trial_stage(participant: Participant) -> str:
+    nxt = next_plan_index(participant)
+    if nxt is None:
+        return Participant.Stage.QUESTIONNAIRE
+    return Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
+
+
+@transaction.atomic
+def score_headphone_check(*, participant: Participant, answers: list[dict]) -> Participant:
+    """Score the screening against the server's own record of the targets; a fail ends politely."""
+    participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+    if participant.stage != Participant.Stage.SCREENING:
+        return participant
+    trials = participant.screening.get("trials") or []
+    if not isinstance(answers, list) or len(answers) != len(trials):
+        raise ServiceError(f"answers: expected {len(trials)} answers, got "
+                           f"{len(answers) if isinstance(answers, list) else 'none'}")
+    cfg = headphone_settings(participant.experiment)
+    per_test: dict[str, list[bool]] = {}
+    for i, (trial, answer) in enumerate(zip(trials, answers)):
+        chosen = answer.get("chosen") if isinstance(answer, dict) else None
+        if chosen not in (1, 2, 3):
+            raise ServiceError(f"answers: answer {i + 1} must choose 1, 2 or 3")
+        per_test.setdefault(trial["test"], []).append(chosen == trial["target"])
+    scores = {test: sum(ok) / len(ok) for test, ok in per_test.items()}
+    passed_tests = {test: score >= cfg["pass_threshold"] - 1e-9 for test, score in scores.items()}
+    passed = all(passed_tests.values()) if cfg["require"] == "all" else any(passed_tests.values())
+    participant.screening = {**participant.screening, "answers": answers, "scores": scores,
+                             "passed_tests": passed_tests, "passed": passed, "threshold": cfg["pass_threshold"],
+                             "scored_at": timezone.now().isoformat()}
+    participant.stage = _stage_after_screening(participant) if passed else Participant.Stage.SCREENED_OUT
+    participant.save(update_fields=["screening", "stage"])
     return participant
 
 
@@ -706,7 +804,7 @@ def set_level(*, participant: Participant, gain_db: float) -> Participant:
     if not (-40.0 <= float(gain_db) <= 12.0):
         raise ServiceError("gain_db must be between -40 and +12 dB")
     participant.level = {"gain_db": float(gain_db), "set_at": timezone.now().isoformat()}
-    participant.stage = Participant.Stage.TRIALS
+    participant.stage = _trial_stage(participant)
     participant.save(update_fields=["level", "stage"])
     return participant
 
@@ -803,3 +901,352 @@ def submit_questionnaire(*, participant: Participant, answers: dict[str, str]) -
     _complete(participant)
     participant.save(update_fields=["questionnaire", "stage", "completed_at", "completion_code"])
     return participant
+
+
+# --- researcher workflow
+
+#: Questionnaire field types the participant pages can render.
+QUESTION_TYPES = ("text", "number", "textarea", "select")
+#: Experiment fields a researcher edits on the settings page (besides ``config``).
+SETTINGS_FIELDS = ("title", "description", "instructions", "consent_text", "estimated_minutes",
+                   "loudness_target_lufs")
+HEADPHONE_TESTS = ("antiphase", "huggins")
+
+
+def validate_questionnaire(fields: Any) -> list[dict]:
+    """Check questionnaire fields ({name, label, type, options, required}); return them normalised."""
+    if not isinstance(fields, list):
+        raise ServiceError("questionnaire: expected a list of fields")
+    seen: set[str] = set()
+    out: list[dict] = []
+    for i, field in enumerate(fields, start=1):
+        if not isinstance(field, dict):
+            raise ServiceError(f"questionnaire: field {i} is not an object")
+        name = str(field.get("name", "")).strip()
+        if not name or not name.replace("_", "").isalnum():
+            raise ServiceError(f"questionnaire: field {i} needs a name of letters, digits and _ (got {name!r})")
+        if name in seen:
+            raise ServiceError(f"questionnaire: the name {name!r} is used twice")
+        seen.add(name)
+        kind = str(field.get("type", "text"))
+        if kind not in QUESTION_TYPES:
+            raise ServiceError(f"questionnaire: field {name!r} has type {kind!r}; use one of {', '.join(QUESTION_TYPES)}")
+        options = field.get("options") or []
+        if not isinstance(options, list) or not all(isinstance(o, (str, int, float)) for o in options):
+            raise ServiceError(f"questionnaire: the options of {name!r} must be a list of texts")
+        if kind == "select" and not options:
+            raise ServiceError(f"questionnaire: the select field {name!r} needs options")
+        out.append({"name": name, "label": str(field.get("label") or name)[:200], "type": kind,
+                    "options": [str(o) for o in options], "required": bool(field.get("required", False))})
+    return out
+
+
+def validate_config(config: dict) -> dict:
+    """Check the flow and rule settings read by the participant pages; return them normalised."""
+    if not isinstance(config, dict):
+        raise ServiceError("config: expected an object")
+    cfg = dict(config)
+    if "questionnaire" in cfg:
+        cfg["questionnaire"] = validate_questionnaire(cfg["questionnaire"])
+    if "trial_subset_size" in cfg:
+        try:
+            size = int(cfg["trial_subset_size"] or 0)
+        except (TypeError, ValueError):
+            raise ServiceError("trial_subset_size: expected a whole number (0 = every trial)") from None
+        if size < 0:
+            raise ServiceError("trial_subset_size: must be 0 (every trial) or more")
+        cfg["trial_subset_size"] = size
+    url = cfg.get("completion_url")
+    if url and not str(url).startswith(("https://", "http://")):
+        raise ServiceError("completion_url: must start with https://")
+    hc = cfg.get("headphone_check")
+    if hc is not None:
+        if not isinstance(hc, dict):
+            raise ServiceError("headphone_check: expected an object")
+        tests = hc.get("tests", list(HEADPHONE_TESTS))
+        bad = [t for t in tests if t not in HEADPHONE_TESTS]
+        if bad:
+            raise ServiceError(f"headphone_check: unknown test(s) {', '.join(map(str, bad))}")
+        try:
+            trials = int(hc.get("trials_per_test", 6))
+            threshold = float(hc.get("pass_threshold", 5 / 6))
+        except (TypeError, ValueError):
+            raise ServiceError("headphone_check: trials_per_test and pass_threshold must be numbers") from None
+        if trials < 1:
+            raise ServiceError("headphone_check: trials_per_test must be at least 1")
+        if not 0.0 <= threshold <= 1.0:
+            raise ServiceError("headphone_check: pass_threshold is a fraction between 0 and 1")
+        cfg["headphone_check"] = {"enabled": bool(hc.get("enabled", False)), "tests": list(tests),
+                                  "trials_per_test": trials, "pass_threshold": threshold}
+    rules = cfg.get("rules")
+    if rules is not None:
+        if not isinstance(rules, dict):
+            raise ServiceError("rules: expected an object")
+        cfg["rules"] = {k: bool(rules.get(k, d)) for k, d in
+                        (("must_play_all", True), ("only_playing_slider_moves", False), ("require_one_100", True))}
+    for key in ("level_setting", "training"):
+        if key in cfg:
+            cfg[key] = bool(cfg[key])
+    return cfg
+
+
+@transaction.atomic
+def update_experiment_settings(*, experiment: Experiment, config: dict | None = None, **fields: Any) -> Experiment:
+    """Change texts and settings; ``config`` keys are merged into the stored config."""
+    unknown = sorted(set(fields) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise ServiceError(f"{unknown[0]}: not a setting")
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if "title" in fields:
+        if not str(fields["title"] or "").strip():
+            raise ServiceError("title: a title is required")
+        fields["title"] = str(fields["title"]).strip()[:200]
+    if fields.get("estimated_minutes") is not None and int(fields["estimated_minutes"]) < 1:
+        raise ServiceError("estimated_minutes: at least 1 minute")
+    target = fields.get("loudness_target_lufs")
+    if target is not None and not (-70.0 <= float(target) <= 0.0):
+        raise ServiceError("loudness_target_lufs: must be between -70 and 0 LUFS")
+    for name, value in fields.items():
+        setattr(experiment, name, value)
+    if config is not None:
+        experiment.config = validate_config({**experiment.config, **config})
+    experiment.save()
+    return experiment
+
+
+def _reindex_conditions(experiment: Experiment) -> None:
+    for i, condition in enumerate(experiment.conditions.order_by("position", "id")):
+        if condition.position != i:
+            Condition.objects.filter(pk=condition.pk).update(position=i)
+
+
+@transaction.atomic
+def set_anchors(*, experiment: Experiment, anchor35: bool, anchor70: bool) -> Experiment:
+    """Switch the 3.5 kHz and 7 kHz low-pass anchors (BS.1534-3 §5.1) on or off."""
+    _require_editable(experiment)
+    wanted = {ConditionKind.ANCHOR_35: (anchor35, "Anchor 3.5 kHz"), ConditionKind.ANCHOR_70: (anchor70, "Anchor 7 kHz")}
+    changed = False
+    for kind, (on, label) in wanted.items():
+        existing = experiment.conditions.filter(kind=kind)
+        if on and not existing.exists():
+            if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
+                raise ServiceError(f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3); "
+                                   "remove a model condition before adding the anchor")
+            if experiment.conditions.filter(label=label).exists():
+                label = f"{label} ({kind})"
+            Condition.objects.create(experiment=experiment, kind=kind, label=label, position=1)
+            changed = True
+        elif not on and existing.exists():
+            existing.delete()
+            changed = True
+    if changed:
+        # Hidden reference first, anchors next, models after: the analysis reads them in this order.
+        order = {ConditionKind.HIDDEN_REFERENCE: 0, ConditionKind.ANCHOR_35: 1, ConditionKind.ANCHOR_70: 2}
+        conditions = sorted(experiment.conditions.all(), key=lambda c: (order.get(c.kind, 3), c.position, c.pk))
+        for i, c in enumerate(conditions):
+            Condition.objects.filter(pk=c.pk).update(position=i)
+        _invalidate_renders(experiment)
+    return experiment
+
+
+@transaction.atomic
+def remove_condition(*, condition: Condition) -> None:
+    """Delete a model, pre-rendered or anchor condition (the hidden reference always stays)."""
+    experiment = condition.experiment
+    _require_editable(experiment)
+    if condition.kind == ConditionKind.HIDDEN_REFERENCE:
+        raise ServiceError("the hidden reference is part of every MUSHRA trial (BS.1534-3 §5.1) and cannot be removed")
+    condition.delete()
+    _reindex_conditions(experiment)
+    _invalidate_renders(experiment)
+
+
+def _delete_files(*field_files) -> None:
+    for f in field_files:
+        if f:
+            try:
+                path = f.path
+                os.unlink(path)
+                os.rmdir(os.path.dirname(path))
+            except OSError:
+                pass
+
+
+def remove_excerpt(*, excerpt: Excerpt) -> None:
+    """Delete an excerpt, its pre-rendered audio and its renders."""
+    experiment = excerpt.experiment
+    _require_editable(experiment)
+    files = [excerpt.dry_file, excerpt.reference_file] + [p.file for p in excerpt.prerendered_audio.all()]
+    with transaction.atomic():
+        excerpt.delete()
+        _invalidate_renders(experiment)
+    _delete_files(*files)
+
+
+def remove_checkpoint(*, checkpoint: Checkpoint) -> None:
+    """Delete a checkpoint no condition uses."""
+    _require_editable(checkpoint.experiment)
+    used = list(checkpoint.conditions.values_list("label", flat=True))
+    if used:
+        raise ConflictError(f"{checkpoint.name}: used by condition(s) {', '.join(used)}; remove them first")
+    files = [checkpoint.file, checkpoint.config_file]
+    checkpoint.delete()
+    _delete_files(*files)
+
+
+def block_group(experiment: Experiment) -> list[Experiment]:
+    """The experiments of a blocked design, in block order (just this one when not blocked)."""
+    root_id = experiment.config.get("block_of") or experiment.pk
+    members = list(Experiment.objects.filter(Q(pk=root_id) | Q(config__block_of=root_id)))
+    return sorted(members, key=lambda e: (e.config.get("block", 1), e.pk))
+
+
+@transaction.atomic
+def split_into_blocks(*, experiment: Experiment) -> Experiment:
+    """Start the next block of a blocked design: a linked experiment with the same excerpts,
+    checkpoints, anchors, texts and settings and no model conditions yet.
+
+    BS.1534-3 §5.3 allows at most 12 signals per trial; more models are compared in
+    several blocks (separate tests) that share the hidden reference and anchors.
+    """
+    group = block_group(experiment)
+    root = group[0]
+    number = max(e.config.get("block", 1) for e in group) + 1
+    if "block" not in root.config:
+        Experiment.objects.filter(pk=root.pk).update(config={**root.config, "block": 1, "block_of": root.pk})
+        root.refresh_from_db()
+    kinds = set(root.conditions.values_list("kind", flat=True))
+    config = {**root.config, "block": number, "block_of": root.pk}
+    block = create_experiment(
+        owner=root.owner, title=f"{root.title} — block {number}"[:200], sample_rate=root.sample_rate,
+        description=root.description, anchors=False, instructions=root.instructions,
+        consent_text=root.consent_text, estimated_minutes=root.estimated_minutes,
+        loudness_target_lufs=root.loudness_target_lufs, config=config,
+    )
+    block.shared_with.set(root.shared_with.all())
+    for kind, label in ((ConditionKind.ANCHOR_35, "Anchor 3.5 kHz"), (ConditionKind.ANCHOR_70, "Anchor 7 kHz")):
+        if kind in kinds:
+            Condition.objects.create(experiment=block, kind=kind, label=label, position=block.conditions.count())
+    guard = _FileGuard()
+    try:
+        for x in root.excerpts.all():
+            copy = Excerpt(experiment=block, name=x.name, position=x.position, sample_rate=x.sample_rate,
+                           frames=x.frames, channels=x.channels, warnings=x.warnings)
+            for field in ("dry_file", "reference_file"):
+                with getattr(x, field).open("rb") as fh:
+                    getattr(copy, field).save(Path(getattr(x, field).name).name, File(fh), save=False)
+                guard.stored(getattr(copy, field))
+            copy.save()
+        for c in root.checkpoints.all():
+            copy = Checkpoint(experiment=block, name=c.name, format=c.format, architecture=c.architecture,
+                              summary=c.summary, sample_rate=c.sample_rate, knob_names=c.knob_names,
+                              sha256=c.sha256, size=c.size)
+            with c.file.open("rb") as fh:
+                copy.file.save(Path(c.file.name).name, File(fh), save=False)
+            guard.stored(copy.file)
+            if c.config_file:
+                with c.config_file.open("rb") as fh:
+                    copy.config_file.save(Path(c.config_file.name).name, File(fh), save=False)
+                guard.stored(copy.config_file)
+            copy.save()
+    except BaseException:
+        guard.rollback()
+        raise
+    return block
+
+
+def api_token_for(*, user, reset: bool = False) -> str:
+    """The user's API token (created on first use; ``reset`` replaces it)."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        if reset:
+            Token.objects.filter(user=user).delete()
+        token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def request_report(*, experiment: Experiment, user=None) -> "Report":
+    """Queue a report bundle build; a build already waiting or running is returned instead."""
+    from .models import Report
+
+    with transaction.atomic():
+        Experiment.objects.select_for_update().get(pk=experiment.pk)
+        busy = experiment.reports.filter(status__in=[Report.Status.QUEUED, Report.Status.RUNNING]).first()
+        if busy is not None:
+            return busy
+        if not Rating.objects.filter(participant__experiment=experiment).exists():
+            raise ServiceError("no ratings yet: a report needs at least one completed trial")
+        report = Report.objects.create(experiment=experiment, requested_by=user)
+
+        def send(report_id: int = report.pk) -> None:
+            from . import tasks
+
+            tasks.build_report.delay(report_id)
+
+        transaction.on_commit(send)
+    return report
+
+
+def build_report(*, report_id: int) -> str:
+    """Build a report bundle (zip) for a queued Report row; the row records progress and errors."""
+    import pandas as pd
+
+    from .models import Report
+    from .selectors import metrics_rows, ratings_rows
+
+    now = timezone.now()
+    if Report.objects.filter(pk=report_id, status=Report.Status.QUEUED).update(
+            status=Report.Status.RUNNING, started_at=now, progress=0.0, error="") != 1:
+        return "skipped"
+    report = Report.objects.select_related("experiment").get(pk=report_id)
+    experiment = report.experiment
+    out_root = Path(settings.MEDIA_ROOT) / "reports"
+    out_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"report-{report_id}-", dir=_tmp_dir()))
+    last = [0.0]
+
+    def progress(*args: Any) -> None:
+        # Called as progress(message, fraction); the fraction is the number among the arguments.
+        numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if not numbers:
+            return
+        fraction = max(0.0, min(1.0, float(numbers[-1])))
+        if fraction - last[0] >= 0.02 or fraction >= 1.0:
+            last[0] = fraction
+            Report.objects.filter(pk=report_id).update(progress=round(0.9 * fraction, 4))
+
+    try:
+        from evaluation.report import build_report as build
+
+        ratings = pd.DataFrame(ratings_rows(experiment))
+        metrics = pd.DataFrame(metrics_rows(experiment)) if metrics_rows(experiment) else None
+        settings_ = experiment.config.get("analysis") or None
+        bundle = work / "bundle"
+        bundle.mkdir()
+        summary = build(ratings, metrics, settings_, bundle, progress=progress)
+        stem = f"experiment-{experiment.pk}-report-{report_id}"
+        archive = shutil.make_archive(str(work / stem), "zip", root_dir=bundle)
+        final = out_root / f"{stem}.zip"
+        os.replace(archive, final)
+        Report.objects.filter(pk=report_id).update(
+            status=Report.Status.DONE, progress=1.0, finished_at=timezone.now(),
+            file=str(final.relative_to(settings.MEDIA_ROOT)),
+            summary=_json_safe({"files": sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()),
+                                "result": summary.get("stats", {}) if isinstance(summary, dict) else {}}),
+        )
+        return "done"
+    except Exception as exc:  # the row shows the researcher what went wrong
+        log.exception("report %s failed", report_id)
+        Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, finished_at=timezone.now(),
+                                                   error=f"{type(exc).__name__}: {exc}"[:4000])
+        return "failed"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _json_safe(value: Any) -> Any:
+    """Keep only what JSON can hold (summaries may carry numpy numbers or paths)."""
+    import json
+
+    return json.loads(json.dumps(value if isinstance(value, dict) else {"result": value}, default=str))

@@ -129,3 +129,46 @@ def test_declining_consent_records_nothing_more(client, open_experiment):
     r = client.post(reverse("participant:consent", args=[p.token]), {"agree": "no"})
     p.refresh_from_db()
     assert p.stage == "declined" and r.url == reverse("participant:done", args=[p.token])
+
+
+def screening_experiment(open_experiment, **cfg):
+    exp = open_experiment(n_excerpts=1, seconds=1.0)
+    exp.config = {**exp.config, "headphone_check": {"enabled": True, "trials_per_test": 6, **cfg}}
+    exp.save()
+    p = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
+    assert p.stage == "screening"
+    return exp, p
+
+
+@pytest.mark.parametrize("wrong, passes", [(0, True), (1, True), (2, False)])
+def test_headphone_check_is_scored_against_the_servers_targets(client, open_experiment, wrong, passes):
+    exp, p = screening_experiment(open_experiment)
+    url = reverse("participant:screening", args=[p.token])
+    page = client.get(url)
+    trials = page.context["headphone_data"]["trials"]
+    assert len(trials) == 12 and {t["test"] for t in trials} == {"antiphase", "huggins"}
+    # A reload shows the same trials.
+    assert client.get(url).context["headphone_data"]["trials"] == trials
+    answers = []
+    for i, t in enumerate(trials):
+        # Get `wrong` antiphase answers wrong; claim every target was 1 (ignored by the server).
+        chosen = t["target"] if not (t["test"] == "antiphase" and i < wrong) else t["target"] % 3 + 1
+        answers.append({"test": t["test"], "trial": i + 1, "target": 1, "chosen": chosen})
+    r = client.post(url, json.dumps({"answers": answers}), content_type="application/json")
+    assert r.status_code == 200
+    p.refresh_from_db()
+    assert p.screening["passed"] is passes
+    assert p.stage == ("level" if passes else "screened_out")
+    assert p.screening["scores"]["antiphase"] == pytest.approx((6 - wrong) / 6)
+    if not passes:
+        assert "cannot continue" in client.get(r.json()["next_url"]).content.decode()
+
+
+def test_headphone_check_refuses_malformed_answers(client, open_experiment):
+    exp, p = screening_experiment(open_experiment)
+    url = reverse("participant:screening", args=[p.token])
+    client.get(url)
+    r = client.post(url, json.dumps({"answers": [{"chosen": 1}]}), content_type="application/json")
+    assert r.status_code == 400 and "expected 12 answers" in r.json()["error"]
+    p.refresh_from_db()
+    assert p.stage == "screening"

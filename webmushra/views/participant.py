@@ -112,13 +112,34 @@ def _level_context(participant: Participant) -> dict:
             "experiment": participant.experiment}
 
 
+@require_http_methods(["GET", "POST"])
 def screening(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
+    if request.method == "POST":
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _error("the request body is not valid JSON")
+        if participant.stage == Participant.Stage.SCREENING:
+            try:
+                participant = services.score_headphone_check(
+                    participant=participant, answers=body.get("answers") if isinstance(body, dict) else None)
+            except services.ServiceError as exc:
+                return _error(str(exc))
+        return JsonResponse({"saved": True, "next_url": _where(participant)})
     if participant.stage != Participant.Stage.SCREENING:
         return redirect(_where(participant))
-    # Headphone screening is configured per experiment; its scoring lives in services.
-    return render(request, "webmushra/participant/screening.html", {"participant": participant,
-                                                                     "experiment": participant.experiment})
+    cfg = services.headphone_settings(participant.experiment)
+    # The targets are known to the page (as in published implementations); the server scores
+    # against its own stored copy, so editing the page changes nothing.
+    headphone_data = {
+        "post_url": reverse("participant:screening", args=[participant.token]),
+        "csrf_token": get_token(request),
+        "trials": services.headphone_trials(participant=participant),
+        "max_plays": int(cfg.get("max_plays", 1)),
+    }
+    return render(request, "webmushra/participant/screening.html",
+                  {"participant": participant, "experiment": participant.experiment, "headphone_data": headphone_data})
 
 
 def trial_data(request: HttpRequest, participant: Participant, index: int) -> dict:

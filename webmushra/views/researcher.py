@@ -1,15 +1,19 @@
-"""Researcher pages: list, detail with live render progress, publish/close, downloads."""
+"""Researcher pages: experiments, render progress and retry, preview, metrics, monitoring,
+publish/close, downloads, reports and the API token."""
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .. import selectors, services
-from ..models import Experiment
+from .. import interop, selectors, services
+from ..http import serve_blinded_file
+from ..models import Experiment, Report, RenderJob, Stimulus
+
+PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
 
 
 def experiment_for(user, pk: int) -> Experiment:
@@ -20,6 +24,12 @@ def experiment_for(user, pk: int) -> Experiment:
         raise Http404("no such experiment") from None
 
 
+def participant_links(request: HttpRequest, experiment: Experiment) -> tuple[str, str]:
+    """The participant link and the same link with Prolific's URL parameters."""
+    link = request.build_absolute_uri(reverse("participant:landing", args=[experiment.public_token]))
+    return link, f"{link}?{PROLIFIC_QUERY}"
+
+
 @login_required
 def experiments(request: HttpRequest) -> HttpResponse:
     return render(request, "webmushra/researcher/experiments.html",
@@ -28,13 +38,15 @@ def experiments(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from .builder import builder_context
+
     experiment = experiment_for(request.user, pk)
-    link = request.build_absolute_uri(reverse("participant:landing", args=[experiment.public_token]))
+    link, prolific = participant_links(request, experiment)
     return render(request, "webmushra/researcher/experiment.html", {
-        "experiment": experiment, "participant_link": link,
-        "prolific_link": link + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+        "experiment": experiment, "participant_link": link, "prolific_link": prolific,
         "progress": selectors.render_progress(experiment), "summary": selectors.participant_summary(experiment),
         "conditions": experiment.conditions.select_related("checkpoint"), "excerpts": experiment.excerpts.all(),
+        "checkpoints": experiment.checkpoints.all(), **builder_context(experiment),
     })
 
 
@@ -44,35 +56,118 @@ def experiment_progress(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)})
 
 
-def _action(request: HttpRequest, pk: int, fn) -> HttpResponse:
+def _action(request: HttpRequest, pk: int, fn, done: str) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    if experiment.owner_id != request.user.pk and not request.user.is_staff and \
-            not experiment.shared_with.filter(pk=request.user.pk).exists():
-        raise Http404("no such experiment")
     try:
         fn(experiment=experiment)
     except services.ServiceError as exc:
         messages.error(request, str(exc))
-        return redirect("researcher:experiment", pk=pk)
+    else:
+        messages.success(request, done)
     return redirect("researcher:experiment", pk=pk)
 
 
 @login_required
 @require_POST
 def start_render(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.start_render)
+    return _action(request, pk, services.start_render, "Rendering started.")
 
 
 @login_required
 @require_POST
 def open_experiment(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.open_experiment)
+    return _action(request, pk, services.open_experiment, "Published: the participant link is open.")
 
 
 @login_required
 @require_POST
 def close_experiment(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.close_experiment)
+    return _action(request, pk, services.close_experiment, "Closed: no new sessions start.")
+
+
+@login_required
+@require_POST
+def retry_job(request: HttpRequest, pk: int, job_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    job = RenderJob.objects.filter(experiment=experiment, pk=job_id).first()
+    if job is None:
+        raise Http404("no such job")
+    try:
+        services.retry_job(job=job)
+        messages.success(request, f"Job {job.pk} queued again.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("researcher:experiment", pk=pk)
+
+
+# --------------------------------------------------------------------------- preview and metrics
+
+
+@login_required
+def preview(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    return render(request, "webmushra/researcher/preview.html",
+                  {"experiment": experiment, "items": selectors.preview_items(experiment)})
+
+
+@login_required
+def stimulus_audio(request: HttpRequest, pk: int, stimulus_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    stimulus = Stimulus.objects.filter(experiment=experiment, pk=stimulus_id).first()
+    if stimulus is None:
+        raise Http404("no such stimulus")
+    return serve_blinded_file(request, stimulus.file)
+
+
+@login_required
+def excerpt_audio(request: HttpRequest, pk: int, excerpt_id: int, which: str) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
+    if excerpt is None or which not in ("dry", "reference"):
+        raise Http404("no such file")
+    field = excerpt.dry_file if which == "dry" else excerpt.reference_file
+    return serve_blinded_file(request, field.name)
+
+
+@login_required
+def metrics(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    return render(request, "webmushra/researcher/metrics.html",
+                  {"experiment": experiment, "table": selectors.metrics_table(experiment)})
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def _monitor_data(experiment: Experiment) -> dict:
+    try:
+        screening = selectors.post_screening(experiment)
+    except Exception as exc:  # ratings the analysis rejects must not break the monitoring page
+        screening = {"error": str(exc), "rows": [], "excluded": []}
+    return {"summary": selectors.participant_summary(experiment),
+            "participants": selectors.participants_detail(experiment), "screening": screening}
+
+
+@login_required
+def monitor(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    link, prolific = participant_links(request, experiment)
+    return render(request, "webmushra/researcher/monitor.html",
+                  {"experiment": experiment, "participant_link": link, "prolific_link": prolific,
+                   **_monitor_data(experiment)})
+
+
+@login_required
+def monitor_json(request: HttpRequest, pk: int) -> JsonResponse:
+    experiment = experiment_for(request.user, pk)
+    data = _monitor_data(experiment)
+    for p in data["participants"]:
+        for k in ("started_at", "completed_at"):
+            p[k] = p[k].isoformat() if p[k] else None
+    return JsonResponse({"status": experiment.status, **data})
+
+
+# --------------------------------------------------------------------------- downloads and reports
 
 
 @login_required
@@ -88,3 +183,76 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for(request.user, pk)
     return JsonResponse({"experiment": experiment.pk, "ratings": selectors.ratings_rows(experiment),
                          "metrics": selectors.metrics_rows(experiment)})
+
+
+@login_required
+def mushra_csv(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    response = HttpResponse(interop.mushra_csv(experiment), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="mushra.csv"'
+    return response
+
+
+@login_required
+def reports(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    if request.method == "POST":
+        try:
+            services.request_report(experiment=experiment, user=request.user)
+            messages.success(request, "The report is being built.")
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+        return redirect("researcher:reports", pk=pk)
+    rows = list(experiment.reports.all()[:20])
+    return render(request, "webmushra/researcher/reports.html", {
+        "experiment": experiment, "reports": rows,
+        "busy": any(r.status in (Report.Status.QUEUED, Report.Status.RUNNING) for r in rows),
+    })
+
+
+@login_required
+def reports_json(request: HttpRequest, pk: int) -> JsonResponse:
+    experiment = experiment_for(request.user, pk)
+    return JsonResponse({"reports": [report_dict(r) for r in experiment.reports.all()[:20]]})
+
+
+def report_dict(report: Report) -> dict:
+    return {"id": report.pk, "status": report.status, "progress": round(report.progress, 4), "error": report.error,
+            "created_at": report.created_at.isoformat(), "ready": report.status == Report.Status.DONE}
+
+
+def report_file_response(report: Report) -> FileResponse:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    if report.status != Report.Status.DONE or not report.file:
+        raise Http404("the report is not ready")
+    path = Path(settings.MEDIA_ROOT) / report.file
+    if not path.exists():
+        raise Http404("the report file is gone")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/zip")
+
+
+@login_required
+def report_download(request: HttpRequest, pk: int, report_id: int) -> FileResponse:
+    experiment = experiment_for(request.user, pk)
+    report = experiment.reports.filter(pk=report_id).first()
+    if report is None:
+        raise Http404("no such report")
+    return report_file_response(report)
+
+
+# --------------------------------------------------------------------------- account
+
+
+@login_required
+def api_token(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        services.api_token_for(user=request.user, reset=True)
+        messages.success(request, "A new API token was created; the old one no longer works.")
+        return redirect("researcher:api_token")
+    key = services.api_token_for(user=request.user)
+    return render(request, "webmushra/researcher/api_token.html", {
+        "token": key, "api_root": request.build_absolute_uri("/api/"),
+    })

@@ -1,0 +1,93 @@
+"""A researcher in Chromium: log in, create, upload, render with a real worker, preview,
+publish and download the ratings."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import screenshot
+from tests.paths import fixture_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sync_orm_beside_playwright():
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls here (and the
+    # database flush after the test) are plain sync calls, so Django's guard is lifted here.
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
+
+def test_researcher_builds_renders_previews_publishes_and_downloads(django_db_setup, live_server, page: Any, start_worker,
+                                                                    excerpt_files, researcher, tmp_path):
+    from webmushra.models import Experiment
+
+    start_worker()
+    base = live_server.url
+    pairs = [excerpt_files(seconds=1.5, offset=i * 1.0, name=f"take{i}") for i in range(2)]
+
+    page.goto(base + "/r/")
+    page.fill("#id_username", "researcher")
+    page.fill("#id_password", "a-long-password-1")
+    page.click("button[type=submit]")
+    page.click("#new-experiment")
+    page.fill("#id_title", "Three amps")
+    page.click("#create")
+    assert page.locator("h1").inner_text() == "Three amps"
+
+    page.set_input_files("#id_dry", [str(d) for d, _ in pairs])
+    page.set_input_files("#id_reference", [str(r) for _, r in pairs])
+    page.click("#upload-excerpts")
+    assert "Added 2 excerpt(s)." in page.locator(".messages").inner_text()
+
+    page.set_input_files("#id_file", str(fixture_path("models", "coreaudioml", "ht1_lstm32.json")))
+    page.fill("#id_name", "HT-1")
+    page.click("#upload-checkpoint")
+    assert "Recognised ht1_lstm32.json" in page.locator(".messages").inner_text()
+
+    page.select_option("#id_checkpoint", index=1)
+    page.fill("#id_label", "HT-1 LSTM")
+    page.click("#add-condition")
+    assert "Added condition 'HT-1 LSTM'." in page.locator(".messages").inner_text()
+    screenshot(page, "researcher-built")
+
+    page.click("#render")
+    # The page polls the progress and reloads itself once every job is done.
+    page.wait_for_function("document.getElementById('status').dataset.status === 'ready'", timeout=90_000)
+    assert page.locator("#overall-text").inner_text() == "100 %"
+    screenshot(page, "researcher-rendered")
+
+    page.click("#preview-link")
+    sources = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
+    assert len(sources) == 2 * 5  # per excerpt: the reference and four conditions
+    statuses = page.evaluate("srcs => Promise.all(srcs.map(s => fetch(s).then(r => r.status)))", sources)
+    assert set(statuses) == {200}
+    duration = page.evaluate("""src => new Promise((ok, fail) => {
+        const a = new Audio(src); a.onloadedmetadata = () => ok(a.duration); a.onerror = () => fail('no audio');
+    })""", sources[1])
+    assert duration == pytest.approx(1.5, abs=0.05)
+    screenshot(page, "researcher-preview")
+
+    page.go_back()
+    page.click("#publish")
+    link = page.locator("#participant-link").inner_text()
+    exp = Experiment.objects.get(title="Three amps")
+    assert exp.status == "open" and link.endswith(f"/t/{exp.public_token}/")
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in page.input_value("#prolific-url")
+    screenshot(page, "researcher-published")
+
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    path = tmp_path / "ratings.csv"
+    info.value.save_as(path)
+    assert re.match(r"participant,item,condition,kind,rating", path.read_text())
+    assert page.js_errors == []

@@ -1,0 +1,209 @@
+"""webMUSHRA configs import and run; ratings export in webMUSHRA's mushra.csv layout."""
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.paths import fixture_path
+from tests.webmushra.conftest import render_inline
+from tests.webmushra.test_builder import rate_all
+from webmushra import interop, services
+from webmushra.models import Condition, Experiment, PrerenderedAudio
+
+pytestmark = pytest.mark.django_db
+
+CONFIGS = ("webmushra", "configs")
+
+
+def files_under(root) -> list:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def kinds(exp) -> list[str]:
+    return list(exp.conditions.values_list("kind", flat=True))
+
+
+def run_one_participant(exp):
+    """Render (in process), publish, and let one participant rate every trial and answer the questionnaire."""
+    render_inline(exp)
+    assert exp.status == "ready"
+    exp = services.open_experiment(experiment=exp)
+    p = services.start_participant(experiment=exp)
+    p = services.give_consent(participant=p, agreed=True)
+    if p.stage == "level":
+        p = services.set_level(participant=p, gain_db=0.0)
+    p = rate_all(p, lambda kind: 100 if kind == "hidden_reference" else 60)
+    if p.stage == "questionnaire":
+        answers = {q["name"]: (q["options"][0] if q["options"] else "30") for q in exp.config["questionnaire"]}
+        p = services.submit_questionnaire(participant=p, answers=answers)
+    assert p.stage == "completed"
+    return exp, p
+
+
+def test_default_config_imports_as_blocks_by_signal_set_and_runs(researcher):
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "default.yaml"))
+    first, second = result.experiments
+    assert first.title == "webMUSHRA Example" and first.sample_rate == 48000
+    # trial1 has both anchors; the two random pages have none: different signal sets.
+    assert kinds(first) == ["hidden_reference", "anchor35", "anchor70", "prerendered", "prerendered", "prerendered"]
+    assert list(first.excerpts.values_list("name", flat=True)) == ["trial1"]
+    assert kinds(second) == ["hidden_reference"] + ["prerendered"] * 3
+    assert list(second.excerpts.values_list("name", flat=True)) == ["trial_random_1", "trial_random_2"]
+    assert second.config["block_of"] == first.pk and second.config["block"] == 2
+    assert first.description == "Welcome to webMUSHRA!"
+    assert first.config["webmushra"]["random_blocks"] == [["trial_random_1", "trial_random_2"]]
+    assert first.config["questionnaire"] == [
+        {"name": "email", "label": "eMail", "type": "text", "options": [], "required": True},
+        {"name": "age", "label": "Age", "type": "number", "options": [], "required": True},
+        {"name": "gender", "label": "Gender", "type": "select", "options": ["female", "male", "other"],
+         "required": True},
+    ]
+    assert PrerenderedAudio.objects.filter(condition__experiment=second).count() == 6
+    assert any("Random blocks recorded" in n for n in result.report.notes)
+    exp, p = run_one_participant(second)
+    assert p.ratings.count() == 2 * 4
+
+
+@pytest.mark.parametrize("name, signals", [("mushra_noloop.yaml", 12), ("mushra_nowav.yaml", 4)])
+def test_single_page_configs_import_and_run(researcher, name, signals):
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, name))
+    (exp,) = result.experiments
+    assert exp.conditions.count() == signals
+    assert exp.config["questionnaire"] == [] and exp.config["training"] is False
+    exp, p = run_one_participant(exp)
+    assert p.ratings.count() == signals
+    assert sorted(p.ratings.values_list("score", flat=True))[-1] == 100
+
+
+def test_unsupported_pages_are_refused_by_name_and_nothing_is_created(researcher, settings):
+    with pytest.raises(interop.ImportRefused) as err:
+        interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"))
+    message = str(err.value)
+    for expected in ("bs1116 page 'bs1116_nowav'", "paired_comparison page 'AB_noloop'",
+                     "paired_comparison page 'ABN'", "likert_multi_stimulus page 'lms1'",
+                     "likert_single_stimulus page 'lss2'"):
+        assert expected in message
+    assert len(err.value.report.unsupported) == 7
+    assert Experiment.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
+
+
+def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher):
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"),
+                                      allow_partial=True)
+    lines = result.report.lines()
+    assert lines[0].startswith("Skipped unsupported pages: bs1116 page 'bs1116_nowav'")
+    exps = result.experiments
+    # mushra (3 stimuli), mushra_nowav_noloop (3 + both anchors), and the two 11-stimulus pages with one
+    # anchor: 13 signals, split into two blocks of at most 12.
+    assert [e.conditions.count() for e in exps] == [4, 6, 8, 7]
+    assert all(e.conditions.count() <= 12 for e in exps)
+    assert list(exps[2].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false",
+                                                                   "mushra_randomize_true"]
+    assert any("13 signals per trial exceed the 12" in n for n in lines)
+    assert exps[0].config["level_setting"] is True  # the volume page
+    assert exps[0].config["webmushra"]["skipped"][0] == {"type": "bs1116", "id": "bs1116_nowav"}
+    assert {q["name"]: q["type"] for q in exps[0].config["questionnaire"]} == {
+        "email": "text", "age": "number", "gender": "select", "feedback": "textarea"}
+    assert exps[0].config["questionnaire"][1]["required"] is False
+    assert exps[3].config["import_notes"] == lines
+    exp, p = run_one_participant(exps[1])
+    assert p.ratings.count() == 6
+
+
+def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, settings):
+    text = fixture_path(*CONFIGS, "mushra_nowav.yaml").read_text().replace("mono_c3.wav", "missing_take.wav")
+    config = tmp_path / "configs" / "broken.yaml"
+    config.parent.mkdir()
+    config.write_text(text)
+    with pytest.raises(services.ServiceError, match="configs/resources/audio/missing_take.wav .page 'trial2'. was not found"):
+        interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
+    assert Experiment.objects.count() == 0 and Condition.objects.count() == 0
+    assert files_under(settings.MEDIA_ROOT / "uploads") == []
+
+
+def test_bad_yaml_is_refused_with_its_line(researcher):
+    with pytest.raises(services.ServiceError, match=r"broken.yaml: not valid YAML \(line 2\)"):
+        interop.import_config(owner=researcher, text="pages:\n  - [unclosed", resolve=lambda p: None,
+                              source="broken.yaml")
+    with pytest.raises(services.ServiceError, match="no 'pages' list"):
+        interop.import_config(owner=researcher, text="testname: x", resolve=lambda p: None)
+
+
+def audio_uploads():
+    folder = fixture_path(*CONFIGS, "resources", "audio")
+    return [SimpleUploadedFile(p.name, p.read_bytes(), content_type="audio/wav") for p in sorted(folder.glob("*.wav"))]
+
+
+def test_import_page_with_files_and_with_a_zip(client, researcher):
+    client.force_login(researcher)
+    config = fixture_path(*CONFIGS, "mushra_nowav.yaml")
+    r = client.post(reverse("researcher:import"), {"config": SimpleUploadedFile(config.name, config.read_bytes()),
+                                                   "audio": audio_uploads()})
+    exp = Experiment.objects.get()
+    assert r.status_code == 302 and r.url == reverse("researcher:experiment", args=[exp.pk])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in audio_uploads():
+            zf.writestr(f"resources/audio/{f.name}", f.read())
+    r = client.post(reverse("researcher:import"), {
+        "config": SimpleUploadedFile(config.name, config.read_bytes()),
+        "audio": [SimpleUploadedFile("audio.zip", buf.getvalue())]})
+    assert r.status_code == 302 and Experiment.objects.count() == 2
+    complete = fixture_path(*CONFIGS, "complete.yaml")
+    r = client.post(reverse("researcher:import"), {"config": SimpleUploadedFile(complete.name, complete.read_bytes()),
+                                                   "audio": audio_uploads()})
+    html = r.content.decode()
+    assert r.status_code == 200 and "paired_comparison page “AB_noloop”" in html and Experiment.objects.count() == 2
+
+
+def test_mushra_csv_has_webmushras_columns_and_names(researcher):
+    from evaluation.io import from_webmushra, is_webmushra
+
+    import pandas as pd
+
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "default.yaml"))
+    exp, p = run_one_participant(result.experiments[0])
+    text = interop.mushra_csv(exp)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["session_test_id", "session_uuid", "email", "age", "gender", "trial_id", "rating_stimulus",
+                       "rating_score", "rating_time", "rating_comment"]
+    body = [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert len(body) == 6
+    assert {r["rating_stimulus"] for r in body} == {"reference", "anchor35", "anchor70", "C1", "C2", "C3"}
+    ref = next(r for r in body if r["rating_stimulus"] == "reference")
+    assert ref == {"session_test_id": "default_example", "session_uuid": f"P{p.pk}", "email": "30",
+                   "age": "30", "gender": "female", "trial_id": "trial1", "rating_stimulus": "reference",
+                   "rating_score": "100", "rating_time": "4321", "rating_comment": ""}
+    frame = pd.read_csv(io.StringIO(text), dtype=str)
+    assert is_webmushra(frame) and set(from_webmushra(frame)["condition"]) >= {"reference", "C1"}
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_imported_config_renders_on_a_real_worker(researcher, start_worker):
+    from tests.conftest import wait_for
+    from webmushra.models import RenderJob
+
+    (exp,) = interop.import_directory(owner=researcher,
+                                      config_path=fixture_path(*CONFIGS, "mushra_nowav.yaml")).experiments
+    services.start_render(experiment=exp)
+    start_worker()
+
+    def ready():
+        exp.refresh_from_db()
+        failed = RenderJob.objects.filter(experiment=exp, status="failed").first()
+        assert failed is None, failed.error
+        return exp.status == "ready"
+
+    wait_for(ready, timeout=120, what="the imported experiment to render")
+    assert exp.stimuli.count() == 4
+    exp = services.open_experiment(experiment=exp)
+    p = services.start_participant(experiment=exp)
+    p = services.give_consent(participant=p, agreed=True)
+    p = rate_all(p, lambda kind: 100 if kind == "hidden_reference" else 50)
+    assert p.ratings.count() == 4 and p.stage == "completed"

@@ -1,0 +1,1 @@
+"""Token-authenticated JSON API for scripts (training loops, CI): see docs/api.md."""

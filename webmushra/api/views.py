@@ -1,0 +1,256 @@
+"""API views: thin wrappers around the services and selectors.
+
+Errors: 400 ``{"error": "file: problem"}`` for bad input, 409 for a request that
+conflicts with the experiment's state, 404 for an experiment the caller may not see
+(never 403, so its existence is not revealed), 401 without a valid token.
+"""
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import interop, selectors, services
+from ..models import Experiment, Report
+from ..views.researcher import report_file_response
+from . import serializers as s
+
+ERRORS = {400: OpenApiResponse(s.ErrorSerializer, description="Bad input; the message names the field or file."),
+          404: OpenApiResponse(description="No such experiment (or not yours)."),
+          409: OpenApiResponse(s.ErrorSerializer, description="Not possible in the experiment's current state.")}
+
+
+class CSVRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, (str, bytes)) else str(data)
+
+
+class ApiView(APIView):
+    """Maps service errors onto HTTP answers and finds the caller's experiment."""
+
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.ConflictError):
+            return Response({"error": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if isinstance(exc, services.ServiceError):
+            return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return super().handle_exception(exc)
+
+    def experiment(self, pk: int) -> Experiment:
+        try:
+            return selectors.experiments_for(self.request.user).get(pk=pk)
+        except Experiment.DoesNotExist:
+            raise NotFound("no such experiment") from None
+
+    def bad(self, serializer) -> Response:
+        field, errors = next(iter(serializer.errors.items()))
+        message = errors[0] if isinstance(errors, list) else errors
+        return Response({"error": f"{field}: {message}", "fields": serializer.errors}, status=400)
+
+
+class ExperimentList(ApiView):
+    @extend_schema(responses=s.ExperimentSerializer(many=True), summary="List your experiments")
+    def get(self, request):
+        return Response(s.ExperimentSerializer(selectors.experiments_for(request.user), many=True,
+                                               context={"request": request}).data)
+
+    @extend_schema(request=s.ExperimentCreateSerializer, responses={201: s.ExperimentDetailSerializer, **ERRORS},
+                   summary="Create an experiment")
+    def post(self, request):
+        form = s.ExperimentCreateSerializer(data=request.data)
+        if not form.is_valid():
+            return self.bad(form)
+        d = form.validated_data
+        config = services.validate_config(d["config"] or {})
+        experiment = services.create_experiment(owner=request.user, title=d["title"], description=d["description"],
+                                                sample_rate=d["sample_rate"], anchors=d["anchors"], config=config)
+        return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data, status=201)
+
+
+class ExperimentDetail(ApiView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(responses={200: s.ExperimentDetailSerializer, 404: ERRORS[404]}, summary="An experiment")
+    def get(self, request, pk: int):
+        return Response(s.ExperimentDetailSerializer(self.experiment(pk), context={"request": request}).data)
+
+    @extend_schema(request=s.ExperimentUpdateSerializer, responses={200: s.ExperimentDetailSerializer, **ERRORS},
+                   summary="Change texts and settings")
+    def patch(self, request, pk: int):
+        experiment = self.experiment(pk)
+        form = s.ExperimentUpdateSerializer(data=request.data, partial=True)
+        if not form.is_valid():
+            return self.bad(form)
+        experiment = services.update_experiment_settings(experiment=experiment, **form.validated_data)
+        return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data)
+
+
+class ExcerptList(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={200: s.ExcerptSerializer(many=True), 404: ERRORS[404]}, summary="List excerpts")
+    def get(self, request, pk: int):
+        return Response(s.ExcerptSerializer(self.experiment(pk).excerpts.all(), many=True).data)
+
+    @extend_schema(request={"multipart/form-data": s.ExcerptUploadSerializer},
+                   responses={201: s.ExcerptSerializer, **ERRORS}, summary="Upload an excerpt (dry + device recording)")
+    def post(self, request, pk: int):
+        experiment = self.experiment(pk)
+        form = s.ExcerptUploadSerializer(data=request.data)
+        if not form.is_valid():
+            return self.bad(form)
+        d = form.validated_data
+        excerpt = services.add_excerpt(experiment=experiment, name=d["name"], dry=d["dry"], reference=d["reference"])
+        return Response(s.ExcerptSerializer(excerpt).data, status=201)
+
+
+class CheckpointList(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={200: s.CheckpointSerializer(many=True), 404: ERRORS[404]}, summary="List checkpoints")
+    def get(self, request, pk: int):
+        return Response(s.CheckpointSerializer(self.experiment(pk).checkpoints.all(), many=True).data)
+
+    @extend_schema(request={"multipart/form-data": s.CheckpointUploadSerializer},
+                   responses={201: s.CheckpointSerializer, **ERRORS},
+                   summary="Upload a checkpoint (any format the model runner reads)")
+    def post(self, request, pk: int):
+        experiment = self.experiment(pk)
+        form = s.CheckpointUploadSerializer(data=request.data)
+        if not form.is_valid():
+            return self.bad(form)
+        d = form.validated_data
+        ckpt = services.add_checkpoint(experiment=experiment, name=d["name"], file=d["file"], config=d["config"],
+                                       sample_rate=d["sample_rate"])
+        return Response(s.CheckpointSerializer(ckpt).data, status=201)
+
+
+class ConditionList(ApiView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(responses={200: s.ConditionSerializer(many=True), 404: ERRORS[404]}, summary="List conditions")
+    def get(self, request, pk: int):
+        return Response(s.ConditionSerializer(self.experiment(pk).conditions.all(), many=True).data)
+
+    @extend_schema(request=s.ConditionCreateSerializer, responses={201: s.ConditionSerializer, **ERRORS},
+                   summary="Define a model condition (checkpoint + knob values + label)")
+    def post(self, request, pk: int):
+        experiment = self.experiment(pk)
+        form = s.ConditionCreateSerializer(data=request.data)
+        if not form.is_valid():
+            return self.bad(form)
+        d = form.validated_data
+        checkpoint = experiment.checkpoints.filter(pk=d["checkpoint"]).first()
+        if checkpoint is None:
+            raise services.ServiceError(f"checkpoint: {d['checkpoint']} is not a checkpoint of this experiment")
+        condition = services.add_model_condition(experiment=experiment, checkpoint=checkpoint, label=d["label"],
+                                                 knobs=d["knobs"])
+        return Response(s.ConditionSerializer(condition).data, status=201)
+
+
+class Render(ApiView):
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, **ERRORS},
+                   summary="Queue the render jobs (answers with the render status)")
+    def post(self, request, pk: int):
+        experiment = self.experiment(pk)
+        services.start_render(experiment=experiment)
+        return Response(selectors.render_progress(Experiment.objects.get(pk=experiment.pk)), status=202)
+
+
+class Open(ApiView):
+    @extend_schema(request=None, responses={200: s.ExperimentSerializer, **ERRORS},
+                   summary="Publish: open the participant link")
+    def post(self, request, pk: int):
+        experiment = services.open_experiment(experiment=self.experiment(pk))
+        return Response(s.ExperimentSerializer(experiment, context={"request": request}).data)
+
+
+class Close(ApiView):
+    @extend_schema(request=None, responses={200: s.ExperimentSerializer, **ERRORS}, summary="Close: stop new sessions")
+    def post(self, request, pk: int):
+        experiment = services.close_experiment(experiment=self.experiment(pk))
+        return Response(s.ExperimentSerializer(experiment, context={"request": request}).data)
+
+
+class Status(ApiView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+                   summary="Render progress (overall and per job) and participant counts")
+    def get(self, request, pk: int):
+        experiment = self.experiment(pk)
+        return Response(selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)})
+
+
+class Metrics(ApiView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+                   summary="Objective metrics: the long table (condition, item, metric, value)")
+    def get(self, request, pk: int):
+        return Response({"metrics": selectors.metrics_rows(self.experiment(pk))})
+
+
+class Ratings(ApiView):
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], required=False)],
+                   responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+                   summary="Ratings: the long table (participant, item, condition, kind, rating); ?format=csv for CSV")
+    def get(self, request, pk: int, as_csv: bool = False):
+        experiment = self.experiment(pk)
+        if as_csv or getattr(request.accepted_renderer, "format", "") == "csv":
+            response = HttpResponse(selectors.ratings_csv(experiment), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-ratings.csv"'
+            return response
+        return Response({"experiment": experiment.pk, "ratings": selectors.ratings_rows(experiment)})
+
+
+class RatingsCSV(Ratings):
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
+                   summary="Ratings as CSV")
+    def get(self, request, pk: int):
+        return super().get(request, pk, as_csv=True)
+
+
+class MushraCSV(ApiView):
+    renderer_classes = [CSVRenderer, JSONRenderer]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
+                   summary="Ratings in webMUSHRA's mushra.csv layout")
+    def get(self, request, pk: int):
+        response = HttpResponse(interop.mushra_csv(self.experiment(pk)), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="mushra.csv"'
+        return response
+
+
+class ReportView(ApiView):
+    @extend_schema(responses={200: s.ReportSerializer, 404: ERRORS[404]},
+                   summary="The latest report bundle's status (and its download URL when ready)")
+    def get(self, request, pk: int):
+        report = self.experiment(pk).reports.first()
+        if report is None:
+            raise NotFound("no report requested yet; POST to build one")
+        return Response(s.ReportSerializer(report, context={"request": request}).data)
+
+    @extend_schema(request=None, responses={202: s.ReportSerializer, **ERRORS}, summary="Build a report bundle")
+    def post(self, request, pk: int):
+        report = services.request_report(experiment=self.experiment(pk), user=request.user)
+        return Response(s.ReportSerializer(report, context={"request": request}).data, status=202)
+
+
+class ReportDownload(ApiView):
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: ERRORS[404]},
+                   summary="Download a finished report bundle (ZIP)")
+    def get(self, request, pk: int, report_id: int):
+        report = Report.objects.filter(experiment=self.experiment(pk), pk=report_id).first()
+        if report is None:
+            raise NotFound("no such report")
+        return report_file_response(report)

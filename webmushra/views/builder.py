@@ -1,0 +1,240 @@
+"""Experiment builder: create, upload excerpts and checkpoints, define conditions, settings."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from .. import forms, interop, services
+from ..models import MAX_SIGNALS_PER_TRIAL, ConditionKind
+from .researcher import experiment_for
+
+
+def _form_errors(request: HttpRequest, form) -> None:
+    for field, errors in form.errors.items():
+        label = form.fields[field].label or field if field in form.fields else ""
+        for e in errors:
+            messages.error(request, f"{label}: {e}" if label and field != "__all__" else e)
+
+
+def _back(pk: int, anchor: str = ""):
+    response = redirect("researcher:experiment", pk=pk)
+    if anchor:
+        response["Location"] += f"#{anchor}"
+    return response
+
+
+@login_required
+def experiment_new(request: HttpRequest) -> HttpResponse:
+    form = forms.ExperimentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            experiment = services.create_experiment(owner=request.user, title=d["title"], description=d["description"],
+                                                    sample_rate=d["sample_rate"])
+            if not (d["anchor35"] and d["anchor70"]):
+                services.set_anchors(experiment=experiment, anchor35=d["anchor35"], anchor70=d["anchor70"])
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Created “{experiment.title}”. Next: upload excerpts and checkpoints.")
+            return redirect("researcher:experiment", pk=experiment.pk)
+    return render(request, "webmushra/researcher/experiment_new.html", {"form": form})
+
+
+@login_required
+@require_POST
+def upload_excerpts(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    form = forms.ExcerptUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return _back(pk, "excerpts")
+    added = 0
+    for name, dry, ref in form.pairs():
+        # Each pair is stored on its own: a bad pair is reported and leaves nothing behind.
+        try:
+            excerpt = services.add_excerpt(experiment=experiment, name=name, dry=dry, reference=ref)
+        except services.ServiceError as exc:
+            messages.error(request, f"Excerpt {name!r} not added — {exc}")
+            continue
+        added += 1
+        for w in excerpt.warnings:
+            messages.warning(request, f"{excerpt.name}: {w}")
+    if added:
+        messages.success(request, f"Added {added} excerpt(s).")
+    return _back(pk, "excerpts")
+
+
+@login_required
+@require_POST
+def delete_excerpt(request: HttpRequest, pk: int, excerpt_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
+    if excerpt is None:
+        raise Http404("no such excerpt")
+    try:
+        services.remove_excerpt(excerpt=excerpt)
+        messages.success(request, f"Removed excerpt {excerpt.name!r}.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return _back(pk, "excerpts")
+
+
+@login_required
+@require_POST
+def upload_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    form = forms.CheckpointUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return _back(pk, "checkpoints")
+    d = form.cleaned_data
+    try:
+        ckpt = services.add_checkpoint(experiment=experiment, name=d["name"], file=d["file"],
+                                       config=d.get("config"), sample_rate=d.get("sample_rate"))
+    except services.ServiceError as exc:
+        messages.error(request, f"Checkpoint refused — {exc}")
+    else:
+        messages.success(request, f"Recognised {ckpt.file.name.rsplit('/', 1)[-1]}: {ckpt.architecture} "
+                                  f"({ckpt.format}, {ckpt.sample_rate} Hz"
+                                  f"{', knobs ' + ', '.join(ckpt.knob_names) if ckpt.knob_names else ''}).")
+    return _back(pk, "checkpoints")
+
+
+@login_required
+@require_POST
+def delete_checkpoint(request: HttpRequest, pk: int, checkpoint_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    ckpt = experiment.checkpoints.filter(pk=checkpoint_id).first()
+    if ckpt is None:
+        raise Http404("no such checkpoint")
+    try:
+        services.remove_checkpoint(checkpoint=ckpt)
+        messages.success(request, f"Removed checkpoint {ckpt.name!r}.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return _back(pk, "checkpoints")
+
+
+@login_required
+@require_POST
+def add_condition(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    form = forms.ConditionForm(request.POST, experiment=experiment)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return _back(pk, "conditions")
+    d = form.cleaned_data
+    try:
+        services.add_model_condition(experiment=experiment, checkpoint=d["checkpoint"], label=d["label"],
+                                     knobs=d["knobs"])
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Added condition {d['label']!r}.")
+    return _back(pk, "conditions")
+
+
+@login_required
+@require_POST
+def delete_condition(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    condition = experiment.conditions.filter(pk=condition_id).first()
+    if condition is None:
+        raise Http404("no such condition")
+    try:
+        services.remove_condition(condition=condition)
+        messages.success(request, f"Removed condition {condition.label!r}.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return _back(pk, "conditions")
+
+
+@login_required
+@require_POST
+def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    form = forms.AnchorsForm(request.POST)
+    form.is_valid()
+    try:
+        services.set_anchors(experiment=experiment, anchor35=form.cleaned_data.get("anchor35", False),
+                             anchor70=form.cleaned_data.get("anchor70", False))
+        messages.success(request, "Anchors updated.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return _back(pk, "conditions")
+
+
+@login_required
+@require_POST
+def split_blocks(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    block = services.split_into_blocks(experiment=experiment)
+    messages.success(request, f"Started {block.title}: add its model conditions here "
+                              f"(each block holds at most {MAX_SIGNALS_PER_TRIAL} signals per trial).")
+    return redirect("researcher:experiment", pk=block.pk)
+
+
+@login_required
+def experiment_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    if request.method == "POST":
+        form = forms.SettingsForm(request.POST)
+        if form.is_valid():
+            try:
+                services.update_experiment_settings(experiment=experiment, **form.service_arguments())
+            except services.ServiceError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect("researcher:experiment", pk=pk)
+        else:
+            _form_errors(request, form)
+    else:
+        form = forms.SettingsForm.for_experiment(experiment)
+    return render(request, "webmushra/researcher/settings.html", {"experiment": experiment, "form": form})
+
+
+@login_required
+def import_webmushra(request: HttpRequest) -> HttpResponse:
+    form = forms.WebMushraImportForm(request.POST or None, request.FILES or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            result = interop.import_uploads(owner=request.user, config=d["config"], audio=d["audio"],
+                                            allow_partial=d["allow_partial"])
+        except interop.ImportRefused as exc:
+            report = exc.report
+            messages.error(request, str(exc))
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            for line in result.report.lines():
+                messages.warning(request, line)
+            messages.success(request, f"Imported {len(result.experiments)} experiment(s) from "
+                                      f"{d['config'].name}.")
+            return redirect("researcher:experiment", pk=result.experiments[0].pk)
+    elif request.method == "POST":
+        _form_errors(request, form)
+    return render(request, "webmushra/researcher/import.html", {"form": form, "report": report})
+
+
+def builder_context(experiment) -> dict:
+    """What the experiment page needs to show the builder forms."""
+    conditions = list(experiment.conditions.select_related("checkpoint"))
+    kinds = {c.kind for c in conditions}
+    return {
+        "excerpt_form": forms.ExcerptUploadForm(),
+        "checkpoint_form": forms.CheckpointUploadForm(),
+        "condition_form": forms.ConditionForm(experiment=experiment),
+        "anchors_form": forms.AnchorsForm(initial={"anchor35": ConditionKind.ANCHOR_35 in kinds,
+                                                   "anchor70": ConditionKind.ANCHOR_70 in kinds}),
+        "trial_full": len(conditions) >= MAX_SIGNALS_PER_TRIAL,
+        "max_signals": MAX_SIGNALS_PER_TRIAL,
+        "blocks": services.block_group(experiment),
+        "editable": experiment.status in ("draft", "ready"),
+    }
