@@ -214,3 +214,73 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
 def parameter_count(module: torch.nn.Module) -> int:
     """Number of scalar parameters."""
     return int(sum(p.numel() for p in module.parameters()))
+
+
+#: Default largest model built, in scalar weights (parameters and buffers); override with
+#: the environment variable ``MODELRUNNER_MAX_PARAMETERS``.
+DEFAULT_MAX_PARAMETERS = 50_000_000
+MAX_PARAMETERS_ENV = "MODELRUNNER_MAX_PARAMETERS"
+
+
+def max_parameters() -> int:
+    """The model-size limit in force: the environment variable, else 50 M weights."""
+    env = os.environ.get(MAX_PARAMETERS_ENV)
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise CheckpointError(f"{MAX_PARAMETERS_ENV}={env!r} is not a whole number of weights") from None
+    return DEFAULT_MAX_PARAMETERS
+
+
+def check_model_size(implied: int, held: int, *, source: str = "checkpoint") -> None:
+    """Refuse a config implying more weights than the limit, before anything is allocated.
+
+    ``implied`` comes from the config (e.g. a module built on the meta device), ``held``
+    is what the file actually contains; both are named so a tiny file that declares a
+    gigantic model is recognisable as such.
+    """
+    limit = max_parameters()
+    if implied > limit:
+        raise CheckpointError(
+            f"{source}: config implies {implied} weights, file has {held}; the declared model is "
+            f"too large (limit {limit}, set {MAX_PARAMETERS_ENV} to change it)"
+        )
+
+
+def state_size(state_dict: Mapping[str, object]) -> int:
+    """Number of scalar weights in a state_dict (tensors only; other values count 0)."""
+    return int(sum(v.numel() for v in state_dict.values() if isinstance(v, torch.Tensor)))
+
+
+def check_weights_fit(
+    plan: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "checkpoint",
+) -> None:
+    """Check ``state_dict`` against a module built on the meta device, allocating nothing.
+
+    Refuses, in this order: a declared model over :func:`max_parameters`; missing or
+    unexpected keys; a weight whose shape differs from the architecture's. Every message
+    states how many weights the config implies and how many the file holds.
+    """
+    expected = plan.state_dict()
+    implied, held = state_size(expected), state_size(state_dict)
+    check_model_size(implied, held, source=source)
+    counts = f"config implies {implied} weights, file has {held}"
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        if unexpected:
+            parts.append("unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
+        raise CheckpointError(f"{source}: weights do not match the architecture ({'; '.join(parts)}); {counts}")
+    for key, ref in expected.items():
+        shape = getattr(state_dict[key], "shape", None)
+        if shape is not None and tuple(shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{source}: weight {key!r} has shape {tuple(shape)}, expected {tuple(ref.shape)} ({counts})"
+            )

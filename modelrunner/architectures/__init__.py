@@ -39,10 +39,14 @@ armlp         :class:`armlp.ARMLP` (autoregressive MLP)              m 16, hidde
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 
 from ..errors import CheckpointError
 from .pedalnet import PedalNetWaveNet
@@ -118,3 +122,63 @@ def is_stateful(module: nn.Module) -> bool:
 def receptive_field(module: nn.Module) -> int:
     """Input frames one output depends on; 1 for recurrent models."""
     return int(getattr(module, "receptive_field", 1)) if not is_stateful(module) else 1
+
+
+#: While a config is being sized, tensors of up to this many elements are created for real
+#: and larger ones on PyTorch's meta device (shape only, no memory). Keeping small tensors
+#: real keeps construction-time arithmetic (e.g. fixed interpolation kernels) on the CPU:
+#: many meta kernels are Python decompositions whose first use takes seconds.
+_PLAN_REAL_ELEMENTS = 1 << 16
+# Constructors whose meta kernels are cheap; others are sized from their arguments.
+_SHAPED = {"empty", "empty_strided", "empty_permuted", "zeros", "ones", "full", "rand", "randn", "randint"}
+# Constructors copying data that already exists in memory.
+_FROM_DATA = {"tensor", "as_tensor", "asarray", "scalar_tensor"}
+
+
+def _range_elements(func: Callable[..., Any], args: tuple, kwargs: dict) -> int | None:
+    """Elements ``torch.arange``/``torch.range`` will create, or None when not computable."""
+    try:
+        nums = [float(a) for a in args[:3]]
+        start, end, step = (0.0, nums[0], 1.0) if len(nums) == 1 else (nums + [1.0])[:3]
+        start = float(kwargs.get("start", start))
+        end = float(kwargs.get("end", end))
+        step = float(kwargs.get("step", step))
+        count = math.ceil((end - start) / step) + (1 if func.__name__ == "range" else 0)
+    except (TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
+        return None
+    return max(count, 0)
+
+
+class _SizingMode(TorchFunctionMode):
+    """Route every large tensor a constructor creates to the meta device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and kwargs.get("device") is None:
+            name = getattr(func, "__name__", "")
+            if name in _FROM_DATA:
+                return func(*args, **kwargs)
+            count = _range_elements(func, args, kwargs) if name in ("arange", "range") else None
+            if count is not None and count <= _PLAN_REAL_ELEMENTS:
+                return func(*args, **kwargs)
+            planned = func(*args, **{**kwargs, "device": "meta"})
+            if name not in _SHAPED or planned.numel() > _PLAN_REAL_ELEMENTS:
+                return planned
+        return func(*args, **kwargs)
+
+
+def build_plan(name: str, params: dict[str, Any] | None, num_knobs: int) -> nn.Module:
+    """Like :func:`build`, but every large tensor lives on the meta device: the module's
+    state_dict gives names, shapes and sizes while allocating at most a few small tensors.
+
+    Lets a loader compare what a config declares with what a file holds before the real
+    module is allocated.
+    """
+    try:
+        with _SizingMode():
+            return build(name, params, num_knobs)
+    except RuntimeError:
+        # A constructor combined a large (meta) tensor with a small (real) one: size it
+        # wholly on the meta device instead.
+        with torch.device("meta"):
+            return build(name, params, num_knobs)

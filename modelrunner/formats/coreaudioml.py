@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import safety
 from ..architectures.recurrent import UNITS, RecurrentModel
 from ..errors import CheckpointError
@@ -70,11 +72,15 @@ def load(
         raise CheckpointError(f"{p.name}: implausible sizes in model_data {md!r}")
     if skip not in (0, 1):
         raise CheckpointError(f"{p.name}: skip={skip} is not supported (0 or 1 for mono output)")
-    module = RecurrentModel(unit, hidden_size, num_layers, input_size - 1, skip, bias)
     sd = data["state_dict"]
     if not isinstance(sd, dict):
         raise CheckpointError(f"{p.name}: state_dict must be an object of weight lists")
     tensors = {k: as_tensor(v, k, p.name) for k, v in sd.items()}
+    # Shapes are checked on the meta device first: a small file may declare a huge network.
+    with torch.device("meta"):
+        plan = RecurrentModel(unit, hidden_size, num_layers, input_size - 1, skip, bias)
+    safety.check_weights_fit(plan, tensors, source=p.name)
+    module = RecurrentModel(unit, hidden_size, num_layers, input_size - 1, skip, bias)
     safety.load_state_dict_strict(module, tensors, source=p.name)
     rate = DEFAULT_SAMPLE_RATE if sample_rate is None else check_sample_rate(sample_rate, p.name)
     warnings = [] if sample_rate is not None else ["no sample rate stored; assumed 44100 Hz"]

@@ -134,7 +134,8 @@ def load(
             f"{p.name}: cannot tell the architecture from the hyper-parameters "
             f"({', '.join(sorted(map(str, hp))) or 'none'}); pass config= naming a registry architecture"
         )
-    expected = set(architectures.build(cfg["architecture"], cfg["params"], len(cfg["knobs"])).state_dict())
+    # Sized on the meta device: a config declaring a huge model allocates nothing here.
+    expected = set(architectures.build_plan(cfg["architecture"], cfg["params"], len(cfg["knobs"])).state_dict())
     state_dict = strip_prefix(state_dict, expected)
     warnings = []
     if cfg["architecture"] == "pedalnet" and sample_rate is None and "sample_rate" not in hp:

@@ -43,6 +43,10 @@ from ._common import check_sample_rate, make_model, read_json
 DEFAULT_SAMPLE_RATE = 48_000
 KNOWN_VERSIONS = ("0.5.", "0.6.", "0.7.")
 
+# Generous bounds (released NAM WaveNets use 16 channels, 2 arrays of 10 layers); they keep a
+# hostile config from asking for a network that is slow even to describe.
+_MAX_WAVENET = {"channels": 4096, "kernel_size": 4096, "dilation": 1 << 16, "layers": 1024}
+
 # Options of newer layer-array configs we accept only at their neutral value.
 _NEUTRAL = {
     "groups_input": 1,
@@ -81,19 +85,18 @@ def load(
     if not version.startswith(KNOWN_VERSIONS):
         warnings.append(f"NAM file version {version} is outside the versions read here (0.5-0.7)")
     try:
-        if arch == "Linear":
-            module, name, stateful = _linear(cfg, p.name), "NAM Linear", False
-        elif arch == "LSTM":
-            module, stateful = _lstm(cfg, p.name), True
-            name = f"NAM LSTM-{module.core.hidden_size}"
-        elif arch == "WaveNet":
-            module, name, stateful = _wavenet(cfg, p.name), "NAM WaveNet", False
-        else:
-            raise CheckpointError(f"{p.name}: NAM architecture {arch!r} is not supported (Linear, LSTM, WaveNet)")
+        # The config is sized on the meta device first: a small file may declare a huge network.
+        with torch.device("meta"):
+            plan, name, stateful = _build(arch, cfg, p.name)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"{p.name}: bad NAM {arch} config ({type(exc).__name__}: {exc})") from None
+    expected = _weight_count(plan)
+    safety.check_model_size(expected, flat.numel(), source=p.name)
+    if expected != flat.numel():
+        raise CheckpointError(f"{p.name}: config implies {expected} weights, file has {flat.numel()}")
+    module = _build(arch, cfg, p.name)[0]
     _import_weights(module, flat, p.name)
     if sample_rate is not None:
         rate = check_sample_rate(sample_rate, p.name)
@@ -118,6 +121,31 @@ def load(
         started=started,
         warnings=warnings,
     )
+
+
+def _build(arch: Any, cfg: dict, source: str) -> tuple[nn.Module, str, bool]:
+    """The module for ``arch``/``cfg`` with its label and whether it is stateful."""
+    if arch == "Linear":
+        return _linear(cfg, source), "NAM Linear", False
+    if arch == "LSTM":
+        module = _lstm(cfg, source)
+        return module, f"NAM LSTM-{module.core.hidden_size}", True
+    if arch == "WaveNet":
+        return _wavenet(cfg, source), "NAM WaveNet", False
+    raise CheckpointError(f"{source}: NAM architecture {arch!r} is not supported (Linear, LSTM, WaveNet)")
+
+
+def _lstm_weight_count(hidden: int, layers: int) -> int:
+    """Length of a NAM LSTM's flat weight list (see the module docstring)."""
+    per_layer = sum(4 * hidden * ((1 if i == 0 else hidden) + hidden) + 4 * hidden + 2 * hidden for i in range(layers))
+    return per_layer + hidden + 1
+
+
+def _weight_count(module: nn.Module) -> int:
+    """How many numbers the ``.nam`` weight list must hold for ``module`` (meta or real)."""
+    if isinstance(module, NamLSTM):
+        return _lstm_weight_count(module.core.hidden_size, module.core.num_layers)
+    return sum(t.numel() for t in _weight_order(module))
 
 
 def _linear(cfg: dict, source: str) -> NamLinear:
@@ -150,6 +178,7 @@ def _wavenet(cfg: dict, source: str) -> NamWaveNet:
     if cfg.get("condition_dsp") is not None:
         raise CheckpointError(f"{source}: NAM WaveNet option 'condition_dsp' is not supported")
     arrays = []
+    n_layers = 0
     for i, lc in enumerate(cfg["layers"]):
         for key, neutral in _NEUTRAL.items():
             if lc.get(key, neutral) != neutral:
@@ -179,12 +208,22 @@ def _wavenet(cfg: dict, source: str) -> NamWaveNet:
             head_out, head_kernel, head_bias = int(lc["head_size"]), 1, bool(lc["head_bias"])
         dilations = [int(d) for d in lc["dilations"]]
         kernel = int(lc["kernel_size"])
-        if not dilations or min(dilations) < 1 or kernel < 1 or channels < 1:
+        input_size, condition_size = int(lc["input_size"]), int(lc["condition_size"])
+        if not dilations or min(dilations) < 1 or min(kernel, channels, input_size, condition_size, head_out, head_kernel) < 1:
             raise CheckpointError(f"{source}: NAM WaveNet layer array {i} has bad sizes")
+        n_layers += len(dilations)
+        if (max(channels, input_size, condition_size, head_out) > _MAX_WAVENET["channels"]
+                or max(kernel, head_kernel) > _MAX_WAVENET["kernel_size"]
+                or max(dilations) > _MAX_WAVENET["dilation"] or n_layers > _MAX_WAVENET["layers"]):
+            raise CheckpointError(
+                f"{source}: NAM WaveNet layer array {i} has implausible sizes (channels {channels}, "
+                f"kernel_size {kernel}, {len(dilations)} layers, largest dilation {max(dilations)}; limits "
+                + ", ".join(f"{k} {v}" for k, v in _MAX_WAVENET.items()) + ")"
+            )
         arrays.append(
             NamLayerArray(
-                int(lc["input_size"]),
-                int(lc["condition_size"]),
+                input_size,
+                condition_size,
                 channels,
                 kernel,
                 dilations,
@@ -245,8 +284,7 @@ def _import_weights(module: nn.Module, flat: torch.Tensor, source: str) -> None:
 def _import_lstm(module: NamLSTM, flat: torch.Tensor, source: str) -> None:
     core = module.core
     hidden, layers = core.hidden_size, core.num_layers
-    expected = sum(4 * hidden * ((1 if i == 0 else hidden) + hidden) + 4 * hidden + 2 * hidden for i in range(layers))
-    expected += hidden + 1
+    expected = _lstm_weight_count(hidden, layers)
     if expected != flat.numel():
         raise CheckpointError(f"{source}: config implies {expected} weights, file has {flat.numel()}")
     i = 0

@@ -153,7 +153,10 @@ def build_model(
     metadata: dict | None = None,
     warnings: list[str] | None = None,
 ) -> EffectModel:
-    """Build the registry module for a validated config, load weights strictly, wrap it."""
+    """Check the weights against the config's architecture (sized on the meta device, so a
+    config declaring a gigantic model allocates nothing), then build it, load strictly, wrap it."""
+    plan = architectures.build_plan(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
+    safety.check_weights_fit(plan, state_dict, source=path.name)
     module = architectures.build(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
     safety.load_state_dict_strict(module, state_dict, source=path.name)
     rate = cfg["sample_rate"] if sample_rate is None else check_sample_rate(sample_rate, path.name)
@@ -201,8 +204,10 @@ def save(path: str | os.PathLike, module_state_dict: dict[str, torch.Tensor], co
     """Write ``module_state_dict`` as safetensors with ``config`` embedded, after checking
     that the config builds an architecture these weights fit exactly."""
     cfg = parse_config(config, source=Path(path).name)
-    module = architectures.build(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module_state_dict.items()}
+    plan = architectures.build_plan(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
+    safety.check_weights_fit(plan, tensors, source=Path(path).name)
+    module = architectures.build(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
     safety.load_state_dict_strict(module, tensors, source=Path(path).name)
     from safetensors.torch import save_file
 

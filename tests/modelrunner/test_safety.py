@@ -125,3 +125,95 @@ def test_state_dict_checks_name_the_key() -> None:
     with pytest.raises(CheckpointError, match="missing keys: bias"):
         safety.load_state_dict_strict(module, {"weight": good["weight"]})
     safety.load_state_dict_strict(module, good)
+
+
+# A child process loads files that each declare a ~2 G-weight model (8 GB of float32) while
+# holding a few kB. Its address space is capped at 1.5 GB above what it uses after
+# importing torch, so building any such module for real would fail with a RuntimeError
+# rather than a CheckpointError; the refusal must also come within a second.
+_HUGE_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from modelrunner import architectures
+from modelrunner.errors import CheckpointError
+from modelrunner.formats import load
+
+tmp = Path(sys.argv[1])
+small = architectures.build("recurrent", {"hidden_size": 8}, 0).state_dict()
+config = {"format_version": 1, "architecture": "recurrent", "sample_rate": 48000,
+          "params": {"hidden_size": 4096, "num_layers": 16}}
+save_file({k: v.contiguous() for k, v in small.items()}, str(tmp / "native.safetensors"),
+          metadata={"config": json.dumps(config)})
+cam_sd = {k: v.tolist() for k, v in small.items()}
+(tmp / "cam.json").write_text(json.dumps({"model_data": {
+    "model": "SimpleRNN", "unit_type": "LSTM", "input_size": 1, "hidden_size": 4096, "output_size": 1,
+    "skip": 1, "num_layers": 16, "bias_fl": True}, "state_dict": cam_sd}))
+(tmp / "lstm.nam").write_text(json.dumps({"version": "0.5.4", "architecture": "LSTM",
+    "config": {"input_size": 1, "hidden_size": 4096, "num_layers": 16}, "weights": [0.0], "sample_rate": 48000}))
+layer = {"input_size": 1, "condition_size": 1, "channels": 4096, "kernel_size": 3, "dilations": [1] * 64,
+         "activation": "Tanh", "gated": False, "head_size": 1, "head_bias": False}
+(tmp / "wavenet.nam").write_text(json.dumps({"version": "0.5.4", "architecture": "WaveNet",
+    "config": {"layers": [layer], "head": None, "head_scale": 1.0}, "weights": [0.0], "sample_rate": 48000}))
+
+with open("/proc/self/statm") as fh:
+    used = int(fh.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 1_500_000_000, resource.RLIM_INFINITY))
+for name in ("native.safetensors", "cam.json", "lstm.nam", "wavenet.nam"):
+    started = time.perf_counter()
+    try:
+        load(tmp / name)
+    except CheckpointError as exc:
+        print(f"{name}\t{time.perf_counter() - started:.3f}\t{exc}")
+    else:
+        print(f"{name}\tloaded")
+"""
+
+
+def test_huge_declared_model_refused_quickly_without_allocating(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _HUGE_CHILD, str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["native.safetensors", "cam.json", "lstm.nam", "wavenet.nam"]
+    for name, seconds, message in rows:
+        assert float(seconds) < 1.0, (name, seconds)
+        assert message.startswith(f"{name}: config implies "), message
+        assert "too large" in message, message
+    # The LSTM in each file: 16 layers of 4 * 4096 * (input + 4096) weights plus biases.
+    lstm = 16 * 4 * 4096 * 4096 + 4 * 4096 * 1 + 15 * 4 * 4096 * 4096 + 16 * 8 * 4096
+    assert f"config implies {lstm + 4097} weights" in rows[0][2]  # + output layer (4096 + bias)
+    assert "file has 1" in rows[2][2] and "file has 1" in rows[3][2]
+
+
+def test_parameter_limit_is_configurable(tmp_path: Path, monkeypatch) -> None:
+    from modelrunner import architectures
+    from modelrunner.formats import native
+
+    module = architectures.build("recurrent", {"hidden_size": 8}, 0)
+    config = {"format_version": 1, "architecture": "recurrent", "sample_rate": 48000, "params": {"hidden_size": 8}}
+    path = native.save(tmp_path / "small.safetensors", module.state_dict(), config)
+    n = safety.state_size(module.state_dict())
+    assert load(path).parameter_count == n
+    monkeypatch.setenv(safety.MAX_PARAMETERS_ENV, str(n - 1))
+    with pytest.raises(CheckpointError, match=rf"small\.safetensors: config implies {n} weights, file has {n}; .*too large"):
+        load(path)
+    monkeypatch.setenv(safety.MAX_PARAMETERS_ENV, "lots")
+    with pytest.raises(CheckpointError, match="MODELRUNNER_MAX_PARAMETERS='lots'"):
+        load(path)
+
+
+@pytest.mark.parametrize("name", ["recurrent", "tcn", "wavenet", "sptmod", "stn", "statematch", "armlp"])
+def test_sizing_plan_matches_the_real_module(name: str) -> None:
+    from modelrunner import architectures
+
+    plan = architectures.build_plan(name, {}, 1).state_dict()
+    real = architectures.build(name, {}, 1).state_dict()
+    assert {k: tuple(v.shape) for k, v in plan.items()} == {k: tuple(v.shape) for k, v in real.items()}
+    huge = architectures.build_plan("recurrent", {"hidden_size": 4096, "num_layers": 16}, 0)
+    assert huge.rec.weight_hh_l15.is_meta and huge.rec.weight_hh_l15.shape == (4 * 4096, 4096)
