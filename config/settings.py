@@ -226,6 +226,8 @@ CELERY_TASK_ROUTES = {
     "modelrunner.tasks.prepare_item": {"queue": "render"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A web request must not hang on a dead broker: give up quickly, the reaper re-sends.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "modelrunner.tasks.reap_stale_jobs", "schedule": REAPER_INTERVAL_SECONDS},

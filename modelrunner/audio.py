@@ -6,6 +6,7 @@ half-written file and a rerun is harmless.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -123,11 +124,15 @@ def write_wav(
         raise AudioError("refusing to write audio with NaN or infinite samples")
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Encode in memory, then write with plain file I/O: libsndfile reports a full disk as
+    # "System error." with no errno, while os-level writes raise a clear OSError.
+    buf = io.BytesIO()
+    sf.write(buf, a, int(sample_rate), subtype=subtype, format="WAV")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
-    os.close(fd)
     try:
-        sf.write(tmp, a, int(sample_rate), subtype=subtype, format="WAV")
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:

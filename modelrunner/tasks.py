@@ -6,7 +6,19 @@ serialisation, late acknowledgement and the time limits are set in
 """
 from __future__ import annotations
 
+import os
+
 from celery import shared_task
+from celery.signals import worker_process_init
+
+
+@worker_process_init.connect
+def _one_torch_thread_per_process(**_kwargs) -> None:
+    """Renders use ``RENDER_THREADS`` torch threads per worker process (default 1): scale with
+    ``--concurrency`` instead, as oversubscribed threads slow small kernels a hundredfold."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RENDER_THREADS", "1")))
 
 
 @shared_task(name="modelrunner.tasks.render_job", acks_late=True, reject_on_worker_lost=True)

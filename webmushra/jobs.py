@@ -154,10 +154,8 @@ def _run_model(claim: services.Claim) -> None:
 
 
 def _run_item(claim: services.Claim) -> None:
-    from scipy.signal import resample_poly
-
     from modelrunner import anchors, loudness
-    from modelrunner.audio import read_audio, write_wav
+    from modelrunner.audio import read_audio
 
     job = claim.job
     experiment = job.experiment
@@ -198,6 +196,27 @@ def _run_item(claim: services.Claim) -> None:
         if condition.kind == ConditionKind.HIDDEN_REFERENCE:
             everything[str(condition.pk)] = aligned_ref
     stimuli = []
+    written: list[Path] = []
+    try:
+        _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, report, metrics_by_condition,
+                       info_by_condition, stimuli, written)
+        beat(0.95)
+        services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
+    except BaseException:
+        # Complete files under their final names but with no Stimulus row would never be served;
+        # remove them anyway so a failed attempt leaves nothing behind.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, report, metrics_by_condition,
+                   info_by_condition, stimuli, written) -> None:
+    from scipy.signal import resample_poly
+
+    from modelrunner import loudness
+    from modelrunner.audio import write_wav
+
     for condition in conditions:
         audio = everything[str(condition.pk)]
         if out_sr != sr:
@@ -208,6 +227,7 @@ def _run_item(claim: services.Claim) -> None:
             raise ModelRunnerError(f"stimulus of {condition.label!r} would clip after resampling (peak {peak:.3f})")
         rel = f"stimuli/e{experiment.pk}/x{excerpt.pk}_c{condition.pk}.wav"
         path = write_wav(_media(rel), audio, out_sr, subtype=STIMULUS_SUBTYPE)
+        written.append(path)
         stimuli.append({
             "condition_id": condition.pk, "file": rel, "sample_rate": out_sr, "frames": audio.shape[0],
             "channels": audio.shape[1], "size": path.stat().st_size,
@@ -221,8 +241,6 @@ def _run_item(claim: services.Claim) -> None:
     sizes = {s["size"] for s in stimuli}
     if len(sizes) != 1:
         raise ModelRunnerError(f"stimuli of one trial differ in byte length ({sorted(sizes)}); refusing to unblind")
-    beat(0.95)
-    services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
 
 
 def _fit(audio: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

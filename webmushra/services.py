@@ -45,6 +45,14 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
+#: The MUSHRA page's rules and their defaults (one place; the settings page and the player read it).
+RULE_DEFAULTS: dict[str, bool | float] = {
+    "must_play_all": True,  # every signal must be played before the trial can be submitted
+    "only_playing_slider_moves": True,  # a slider moves only while its signal is the one playing
+    "require_one_100": True,  # at least one signal rated 100 (the hidden reference, BS.1534-3 §5.2)
+    "loop_min_seconds": 0.5,
+}
+
 #: Excerpts longer than this get a warning (BS.1534-3 recommends about 10 s).
 LONG_EXCERPT_SECONDS = 12.0
 
@@ -413,18 +421,34 @@ def _invalidate_renders(experiment: Experiment) -> None:
 # --------------------------------------------------------------------------- rendering jobs
 
 
-def _send(job_ids: Iterable[int], kind: str) -> None:
-    """Send job messages once the rows they name are committed."""
-    from modelrunner import tasks
+def send_on_commit(task, ids: Iterable[int]) -> None:
+    """Send task messages carrying row ids once the transaction that made the rows commits.
 
-    ids = list(job_ids)
-    task = tasks.render_job if kind == RenderJob.Kind.MODEL else tasks.prepare_item
+    If the broker is unreachable the rows stay queued and nothing fails: the reaper
+    re-sends queued work (``RENDER_RESEND_SECONDS``), and a duplicate is harmless because
+    every claim is a conditional UPDATE.
+    """
+    ids = list(ids)
 
     def send() -> None:
-        for job_id in ids:
-            task.delay(job_id)
+        from kombu.exceptions import OperationalError
+
+        for row_id in ids:
+            try:
+                task.delay(row_id)
+            except (OperationalError, OSError) as exc:
+                log.warning("broker unreachable (%s); %s row(s) stay queued for the reaper to re-send",
+                            exc, len(ids))
+                return
 
     transaction.on_commit(send)
+
+
+def _send(job_ids: Iterable[int], kind: str) -> None:
+    """Send render-job messages after commit."""
+    from modelrunner import tasks
+
+    send_on_commit(tasks.render_job if kind == RenderJob.Kind.MODEL else tasks.prepare_item, job_ids)
 
 
 @transaction.atomic
@@ -613,6 +637,13 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
             RenderJob.objects.filter(pk=job.pk).update(queued_at=now)
             _send([job.pk], job.kind)
         counts["resent"] = len(old)
+        from . import tasks as web_tasks
+        from .models import Report
+
+        old_reports = list(Report.objects.filter(status=Report.Status.QUEUED, created_at__lt=resend_before)
+                           .values_list("pk", flat=True))
+        send_on_commit(web_tasks.build_report, old_reports)
+        counts["reports_resent"] = len(old_reports)
         pending = RenderJob.objects.filter(kind=RenderJob.Kind.ITEM, status=RenderJob.Status.PENDING)
         for excerpt_id in set(pending.values_list("excerpt_id", flat=True)):
             before = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
@@ -621,7 +652,29 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
             after = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
                                              status=RenderJob.Status.QUEUED).count()
             counts["items_queued"] += after - before
+    counts["temp_files_removed"] = _sweep_temp_files(older_than=now - timedelta(hours=1))
     return counts
+
+
+def _sweep_temp_files(*, older_than) -> int:
+    """Remove temp files left by workers killed mid-write (never served: no row names them)."""
+    removed = 0
+    root = Path(settings.MEDIA_ROOT)
+    for sub in ("renders", "stimuli", "reports", "tmp"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob("*"):
+            name = path.name
+            if not (name.startswith(".tmp-") or (sub == "tmp" and name.startswith("upload-"))):
+                continue
+            try:
+                if path.is_file() and path.stat().st_mtime < older_than.timestamp():
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 # --------------------------------------------------------------------------- running the test
@@ -982,8 +1035,13 @@ def validate_config(config: dict) -> dict:
     if rules is not None:
         if not isinstance(rules, dict):
             raise ServiceError("rules: expected an object")
-        cfg["rules"] = {k: bool(rules.get(k, d)) for k, d in
-                        (("must_play_all", True), ("only_playing_slider_moves", False), ("require_one_100", True))}
+        unknown = sorted(set(rules) - set(RULE_DEFAULTS))
+        if unknown:
+            raise ServiceError(f"rules: {unknown[0]} is not a rule")
+        cfg["rules"] = {k: (bool(rules.get(k, d)) if isinstance(d, bool) else float(rules.get(k, d)))
+                        for k, d in RULE_DEFAULTS.items()}
+        if cfg["rules"]["loop_min_seconds"] < 0.1:
+            raise ServiceError("rules: loop_min_seconds must be at least 0.1 s")
     for key in ("level_setting", "training"):
         if key in cfg:
             cfg[key] = bool(cfg[key])
@@ -1179,12 +1237,9 @@ def request_report(*, experiment: Experiment, user=None) -> "Report":
             raise ServiceError("no ratings yet: a report needs at least one completed trial")
         report = Report.objects.create(experiment=experiment, requested_by=user)
 
-        def send(report_id: int = report.pk) -> None:
-            from . import tasks
+        from . import tasks
 
-            tasks.build_report.delay(report_id)
-
-        transaction.on_commit(send)
+        send_on_commit(tasks.build_report, [report.pk])
     return report
 
 

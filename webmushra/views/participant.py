@@ -100,14 +100,8 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _level_context(participant: Participant) -> dict:
-    entry = participant.plan[0] if participant.plan else None
-    url = None
-    if entry:
-        trial = Trial.objects.select_related("excerpt").get(pk=entry["trial"])
-        stim = Stimulus.objects.filter(excerpt=trial.excerpt, condition__kind="hidden_reference").first()
-        if stim:
-            tok = StimulusToken.objects.filter(participant=participant, stimulus=stim).first()
-            url = reverse("participant:stimulus", args=[tok.token]) if tok else None
+    """The level page plays the first trial's open reference: its own URL, never a signal's."""
+    url = reverse("participant:reference", args=[participant.token, 1]) if participant.plan else None
     return {"level_data": {"url": url, "post_url": reverse("participant:level", args=[participant.token])},
             "experiment": participant.experiment}
 
@@ -154,8 +148,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
-    rules = {"must_play_all": True, "only_playing_slider_moves": True, "require_one_100": True,
-             "loop_min_seconds": 0.5} | participant.experiment.config.get("rules", {})
+    rules = services.RULE_DEFAULTS | participant.experiment.config.get("rules", {})
     data = {
         "trial": {"number": number, "total": total, "training": bool(entry.get("training")),
                   "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}"},

@@ -36,9 +36,11 @@ class Command(BaseCommand):
             return p
 
         def stop_all(*_):
+            # SIGTERM to each leader only: celery and gunicorn then stop their own children
+            # (a warm shutdown); the whole group is killed only if that takes too long.
             for p in procs:
                 if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGTERM)
+                    os.kill(p.pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
             for p in procs:
                 try:

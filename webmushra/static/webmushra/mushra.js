@@ -391,29 +391,44 @@
       var fetched = known && sum > 0 ? bytes / sum : 0;
       onProgress(0.8 * fetched + (0.2 * decoded) / items.length);
     }
-    var raw = await Promise.all(
+    // Each file is decoded as soon as it has arrived (decodes run in parallel off the main
+    // thread); the context is made once the first file's header gives the stimulus rate.
+    var resolveCtx;
+    var ctxPromise = new Promise(function (resolve) {
+      resolveCtx = resolve;
+    });
+    var stimulusRate = null;
+    var buffers = {};
+    var decoded = 0;
+    var rates = {};
+    var t0 = null;
+    await Promise.all(
       items.map(function (item, i) {
         return fetchBytes(item.url, function (b, t) {
           loaded[i] = b;
           totals[i] = t;
-          report(0);
+          report(decoded);
+        }).then(function (bytes) {
+          var r = wavSampleRate(bytes);
+          if (r) rates[r] = true;
+          if (i === 0) {
+            stimulusRate = r;
+            resolveCtx(makeContext(r));
+          }
+          return ctxPromise.then(function (ctx) {
+            if (t0 === null) t0 = performance.now();
+            // decodeAudioData detaches its argument: hand it a private copy of the bytes.
+            var copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+            return ctx.decodeAudioData(copy).then(function (buffer) {
+              buffers[item.key] = buffer;
+              decoded += 1;
+              report(decoded);
+            });
+          });
         });
       })
     );
-    var stimulusRate = wavSampleRate(raw[0]);
-    var ctx = makeContext(stimulusRate);
-    var t0 = performance.now();
-    var buffers = {};
-    var decoded = 0;
-    var rates = {};
-    for (var i = 0; i < items.length; i++) {
-      var r = wavSampleRate(raw[i]);
-      if (r) rates[r] = true;
-      // decodeAudioData detaches its argument: hand it a private copy of the bytes.
-      buffers[items[i].key] = await ctx.decodeAudioData(raw[i].buffer.slice(raw[i].byteOffset, raw[i].byteOffset + raw[i].byteLength));
-      decoded += 1;
-      report(decoded);
-    }
+    var ctx = await ctxPromise;
     var decodeMs = performance.now() - t0;
     onProgress(1);
     return {

@@ -1,0 +1,429 @@
+"""A whole participant session in Chromium against a live server, with worker-rendered stimuli.
+
+Landing (with Prolific ids) -> consent -> headphone check -> level -> training trial ->
+three test trials (with a reload in the middle) -> questionnaire -> completion code, on a
+desktop and on a phone viewport. Checks blinding (ITU-R BS.1534-3 §5.2: no condition name
+reaches the participant outside training), the trial rules, resuming, and that the ratings
+stored are those set.
+
+The first test renders its stimuli with a real Celery worker; later tests in this module
+reuse those rendered files (the database is flushed between tests, the audio is not), so
+the module renders once. A test run on its own renders for itself.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.test import RequestFactory
+from django.urls import reverse
+
+from tests.browser.conftest import screenshot
+from tests.integration.test_pipeline import render_with_worker
+from webmushra import services
+from webmushra.models import (
+    Condition, ConditionKind, Experiment, Excerpt, Participant, Rating, Stimulus, TrialResponse,
+)
+from webmushra.views.participant import trial_data
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+N_EXCERPTS = 3
+SECONDS = 2.0
+CHECKPOINTS = ("ht1_lstm32.json",)
+COMPLETION_CODE = "C0MPL3TE"
+PROLIFIC = {"PROLIFIC_PID": "5f0c1e2d3b4a59687f6e5d4c", "STUDY_ID": "study-77", "SESSION_ID": "sess-9001"}
+QUESTIONNAIRE = [
+    {"name": "age", "label": "Your age", "type": "number", "required": True},
+    {"name": "experience", "label": "Years playing guitar", "type": "select",
+     "options": ["none", "1-5", "more than 5"], "required": True},
+    {"name": "comment", "label": "Comments", "type": "textarea", "required": False},
+]
+ANSWERS = {"age": "34", "experience": "1-5", "comment": "The third one hissed."}
+# Distinct scores for each trial, one at 100 (the rules ask for one signal at 100).
+SCORES = [[100, 85, 12, 47], [23, 100, 64, 8], [71, 36, 100, 55]]
+TRAINING_SCORES = [100, 60, 30, 90]
+# Signals rated with the keyboard on the desktop (by position); the rest with the slider.
+KEYBOARD_SIGNALS = {1, 3}
+
+#: Audio written by the worker in the first test: (excerpt position, condition kind) -> row.
+_RENDERED: dict[tuple[int, str], dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _orm_beside_playwright() -> Iterator[None]:
+    # Playwright's sync API keeps an event loop in this thread for the whole session (the
+    # browser fixture); the ORM calls made between browser steps are plain synchronous code.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+def _config(trials_per_test: int) -> dict[str, Any]:
+    return services.validate_config({
+        "headphone_check": {"enabled": True, "tests": ["antiphase", "huggins"],
+                            "trials_per_test": trials_per_test, "pass_threshold": 0.5},
+        "questionnaire": QUESTIONNAIRE,
+        "completion_code": COMPLETION_CODE,
+    })
+
+
+def _remember_render(exp: Experiment) -> None:
+    for s in Stimulus.objects.filter(experiment=exp).select_related("excerpt", "condition"):
+        _RENDERED[(s.excerpt.position, s.condition.kind)] = {
+            "audio": (Path(settings.MEDIA_ROOT) / s.file).read_bytes(),
+            **{f: getattr(s, f) for f in ("sample_rate", "frames", "channels", "size", "loudness_lufs",
+                                          "gain_db", "peak_dbfs", "metrics")},
+        }
+
+
+def _reuse_render(exp: Experiment) -> None:
+    """Store the worker's earlier output as this experiment's stimuli (same layout as the worker)."""
+    for excerpt in Excerpt.objects.filter(experiment=exp):
+        for condition in Condition.objects.filter(experiment=exp):
+            row = dict(_RENDERED[(excerpt.position, condition.kind)])
+            rel = f"stimuli/e{exp.pk}/x{excerpt.pk}_c{condition.pk}.wav"
+            path = Path(settings.MEDIA_ROOT) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(row.pop("audio"))
+            Stimulus.objects.create(experiment=exp, excerpt=excerpt, condition=condition, file=rel, **row)
+    Experiment.objects.filter(pk=exp.pk).update(status=Experiment.Status.READY)
+
+
+def open_rendered_experiment(build_experiment, start_worker, trials_per_test: int) -> Experiment:
+    exp = build_experiment(n_excerpts=N_EXCERPTS, seconds=SECONDS, checkpoints=CHECKPOINTS,
+                           config=_config(trials_per_test))
+    kinds = set(exp.conditions.values_list("kind", flat=True))
+    if _RENDERED and {k for _, k in _RENDERED} == kinds:
+        _reuse_render(exp)
+    else:
+        render_with_worker(exp, start_worker)
+        _remember_render(exp)
+    return services.open_experiment(experiment=exp)
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+class Traffic:
+    """Every request URL and response (URL, status, headers) of a browser context."""
+
+    def __init__(self, context: Any) -> None:
+        self.requests: list[str] = []
+        self.responses: list[tuple[str, int, dict[str, str]]] = []
+        context.on("request", lambda r: self.requests.append(r.url))
+        context.on("response", lambda r: self.responses.append((r.url, r.status, dict(r.headers))))
+
+    def for_urls(self, urls: set[str]) -> list[tuple[str, int, dict[str, str]]]:
+        return [r for r in self.responses if urlsplit(r[0]).path in urls]
+
+
+def forbidden_names(exp: Experiment) -> list[str]:
+    """Everything that would tell a participant which condition a signal is."""
+    names = {kind.value for kind in ConditionKind}
+    for c in exp.conditions.select_related("checkpoint"):
+        names.add(c.label)
+        if c.checkpoint is not None:
+            names.update({c.checkpoint.name, Path(c.checkpoint.name).stem, Path(c.checkpoint.file.name).name})
+    for s in Stimulus.objects.filter(experiment=exp):
+        names.add(Path(s.file).name)
+    return sorted(names)
+
+
+def assert_blind(text: str, names: list[str], where: str) -> None:
+    found = [n for n in names if re.search(rf"(?<![A-Za-z0-9]){re.escape(n)}(?![A-Za-z0-9])", text)]
+    assert not found, f"{where} names {found}"
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def state(page: Any) -> dict[str, Any]:
+    return page.evaluate("mushra.state()")
+
+
+def slider(page: Any, n: int) -> Any:
+    return page.get_by_label(f"Signal {n} rating", exact=True)
+
+
+def json_script(page: Any, element_id: str) -> dict[str, Any]:
+    return page.evaluate(f"JSON.parse(document.getElementById('{element_id}').textContent)")
+
+
+def keys_for(value: int) -> list[str]:
+    """Key presses that take an unrated slider (which starts at 50) to ``value``."""
+    diff = value - 50
+    tens = int(diff / 10)
+    ones = diff - 10 * tens
+    return ["PageUp" if tens > 0 else "PageDown"] * abs(tens) + ["ArrowUp" if ones > 0 else "ArrowDown"] * abs(ones)
+
+
+def play(page: Any, n: int, phone: bool) -> None:
+    if phone:
+        page.get_by_role("button", name=f"Play signal {n} (key {n})").tap()
+    else:
+        page.keyboard.press(str(n))
+
+
+def rate_trial(page: Any, scores: list[int], phone: bool) -> dict[str, int]:
+    """Play and rate every signal, checking that the rules hold at each step; return key -> score."""
+    page.wait_for_function("window.mushra && window.mushra.state().ready")
+    data = json_script(page, "trial-data")
+    keys = [s["key"] for s in data["signals"]]
+    assert len(keys) == len(scores)
+    n = len(keys)
+    submit = page.locator(".wm-submit")
+    assert [slider(page, i).is_disabled() for i in range(1, n + 1)] == [True] * n
+    assert submit.is_disabled()
+    for i, score in enumerate(scores, start=1):
+        play(page, i, phone)
+        # Only the playing signal's slider moves; unplayed ones stay shut.
+        assert [slider(page, j).is_disabled() for j in range(1, n + 1)] == [j != i for j in range(1, n + 1)]
+        if not phone and i in KEYBOARD_SIGNALS:
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            for key in keys_for(score):
+                page.keyboard.press(key)
+        else:
+            slider(page, i).fill(str(score))
+        if i < n:
+            assert submit.is_disabled(), "a trial with an unrated signal could be submitted"
+            assert f"Rate signal{'s' if n - i > 1 else ''} " in page.locator(".wm-missing").inner_text()
+    wanted = dict(zip(keys, scores))
+    assert state(page)["ratings"] == wanted
+    assert all(state(page)["played"][k] for k in keys)
+    assert submit.is_enabled()
+    return wanted
+
+
+def submit_and_wait(page: Any) -> None:
+    before = page.url
+    page.locator(".wm-submit").click()
+    page.wait_for_url(lambda url: url != before)
+
+
+def check_playhead_kept_on_switch(page: Any) -> None:
+    """BS.1534-3 §5.2: switching signals continues at the same playhead."""
+    page.locator(".wm-stop").click()  # back to the start, so the loop does not wrap meanwhile
+    page.keyboard.press("r")
+    page.wait_for_timeout(500)
+    before = state(page)
+    page.keyboard.press("1")
+    after = state(page)
+    assert (before["current"], after["current"], after["playing"]) == ("ref", "a", True)
+    elapsed = after["context_time"] - before["context_time"]
+    assert before["position_s"] > 0.3
+    assert after["position_s"] - before["position_s"] == pytest.approx(elapsed, abs=0.08)
+    page.keyboard.press("2")
+    page.wait_for_timeout(200)
+    later = state(page)
+    elapsed = later["context_time"] - after["context_time"]
+    assert later["current"] == "b" and later["position_s"] - after["position_s"] == pytest.approx(elapsed, abs=0.08)
+    page.locator(".wm-stop").click()
+
+
+def check_stimulus_responses(traffic: Traffic, data: dict[str, Any], names: list[str]) -> None:
+    urls = {data["reference"]["url"]} | {s["url"] for s in data["signals"]}
+    got = [r for r in traffic.for_urls(urls) if r[1] == 200]
+    assert {urlsplit(u).path for u, _, _ in got} == urls
+    lengths = {h.get("content-length") for _, _, h in got}
+    assert len(lengths) == 1 and None not in lengths, f"stimuli of one trial differ in length: {lengths}"
+    for url, _, headers in got:
+        assert "etag" not in headers and "last-modified" not in headers, (url, headers)
+        assert headers.get("cache-control") == "private, no-store"
+        assert_blind(json.dumps(headers), names, f"the headers of {url}")
+
+
+def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phone: bool,
+                wrong_first_screening_answer: bool) -> Participant:
+    """Take one participant through the whole test in a fresh browser context."""
+    if phone:
+        context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                      is_mobile=True, has_touch=True)
+    else:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    traffic = Traffic(context)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    names = forbidden_names(exp)
+    shots = iter(range(1, 100))
+
+    def snap(step: str) -> None:
+        screenshot(page, f"session-{name}-{next(shots):02d}-{step}")
+        if phone:
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{step} is wider than the phone"
+
+    def blind(step: str) -> None:
+        assert_blind(page.content(), names, f"the {step} page")
+
+    try:
+        query = "&".join(f"{k}={v}" for k, v in PROLIFIC.items())
+        page.goto(f"{live_server.url}{reverse('participant:landing', args=[exp.public_token])}?{query}")
+        snap("landing")
+        blind("landing")
+        page.locator("#start").click()
+        page.wait_for_url("**/consent/")
+        participant = Participant.objects.get(experiment=exp, prolific_pid=PROLIFIC["PROLIFIC_PID"])
+        assert (participant.prolific_study_id, participant.prolific_session_id) == (PROLIFIC["STUDY_ID"],
+                                                                                    PROLIFIC["SESSION_ID"])
+        snap("consent")
+        blind("consent")
+        page.locator("#agree").click()
+
+        # Headphone check: answer with the targets the page was given.
+        page.wait_for_url("**/headphones/")
+        hp = json_script(page, "headphone-data")
+        targets = [t["target"] for t in hp["trials"]]
+        blind("headphone check")
+        snap("headphones")
+        page.get_by_role("button", name="Begin").click()
+        for i, target in enumerate(targets):
+            answer = target % 3 + 1 if (i == 0 and wrong_first_screening_answer) else target
+            page.get_by_role("button", name="Play the three sounds").click()
+            page.get_by_role("button", name=str(answer), exact=True).click()
+            if i == 0:
+                snap("headphone-question")
+            page.get_by_role("button", name="Next").click()
+        page.wait_for_url("**/level/")
+        participant.refresh_from_db()
+        assert participant.screening["passed"] is True
+        assert [a["chosen"] == a["target"] for a in participant.screening["answers"]] == [
+            not (i == 0 and wrong_first_screening_answer) for i in range(len(targets))]
+
+        snap("level")
+        blind("level")
+        page.locator("#level-done").click()
+
+        # Training: the conditions are named.
+        page.wait_for_url("**/trial/1/")
+        page.wait_for_function("window.mushra && window.mushra.state().ready")
+        participant.refresh_from_db()
+        plan = participant.plan
+        assert [e["training"] for e in plan] == [True] + [False] * N_EXCERPTS
+        data = json_script(page, "trial-data")
+        labels = {c.pk: c.label for c in exp.conditions.all()}
+        keys = services.signal_keys(plan[0])
+        assert page.locator(".wm-label").all_inner_texts() == [labels[keys[s["key"]]] for s in data["signals"]]
+        assert page.locator(".wm-training-note").is_visible()
+        with pytest.raises(AssertionError):  # the check finds names where they are shown
+            blind("training")
+        rate_trial(page, TRAINING_SCORES, phone)
+        snap("training")
+        submit_and_wait(page)
+
+        sent: dict[tuple[int, int], int] = {}
+        for t in range(1, N_EXCERPTS + 1):
+            number = t + 1
+            page.wait_for_url(f"**/trial/{number}/")
+            if t == N_EXCERPTS:
+                # Reload mid-test (trials 1 and 2 saved): the same trial comes back, nothing doubles.
+                assert TrialResponse.objects.filter(participant=participant).count() == 3
+                assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
+                page.reload()
+                assert urlsplit(page.url).path.endswith(f"/trial/{number}/")
+                page.goto(live_server.url + reverse("participant:trial", args=[participant.token, number - 1]))
+                assert urlsplit(page.url).path.endswith(f"/trial/{number}/")
+                page.goto(live_server.url + reverse("participant:resume", args=[participant.token]))
+                assert urlsplit(page.url).path.endswith(f"/trial/{number}/")
+                assert TrialResponse.objects.filter(participant=participant).count() == 3
+                assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
+            page.wait_for_function("window.mushra && window.mushra.state().ready")
+            data = json_script(page, "trial-data")
+            assert data["trial"] == {"number": t, "total": N_EXCERPTS, "training": False,
+                                     "title": f"Trial {t} of {N_EXCERPTS}"}
+            assert page.locator(".wm-label").count() == 0
+            blind(f"trial {t}")
+            if t == 1 and not phone:
+                # The server refuses a trial with a signal unrated, whatever the page does.
+                partial = {s["key"]: 50 for s in data["signals"][:-1]}
+                reply = page.evaluate(
+                    """async ([url, key, csrf, ratings]) => {
+                         const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json',
+                           'X-CSRFToken': csrf}, body: JSON.stringify({idempotency_key: key, ratings})});
+                         return [r.status, await r.json()]; }""",
+                    [data["save_url"], data["idempotency_key"], data["csrf_token"], partial])
+                assert reply[0] == 400 and "not rated" in reply[1]["error"]
+                assert not TrialResponse.objects.filter(participant=participant, trial_id=plan[t]["trial"]).exists()
+            ratings = rate_trial(page, SCORES[t - 1], phone)
+            if t == 1 and not phone:
+                check_playhead_kept_on_switch(page)
+                assert state(page)["ratings"] == ratings
+            blind(f"rated trial {t}")
+            snap(f"trial-{t}")
+            keys = services.signal_keys(plan[t])
+            for key, score in ratings.items():
+                sent[(plan[t]["trial"], keys[key])] = score
+            submit_and_wait(page)
+            check_stimulus_responses(traffic, data, names)
+
+        page.wait_for_url("**/questionnaire/")
+        blind("questionnaire")
+        page.locator("#q-age").fill(ANSWERS["age"])
+        page.locator("#q-experience").select_option(ANSWERS["experience"])
+        page.locator("#q-comment").fill(ANSWERS["comment"])
+        snap("questionnaire")
+        page.locator("#finish").click()
+
+        page.wait_for_url("**/done/")
+        blind("done")
+        snap("done")
+        participant.refresh_from_db()
+        assert participant.stage == Participant.Stage.COMPLETED
+        assert page.locator("#completion-code").inner_text() == participant.completion_code == COMPLETION_CODE
+        assert participant.questionnaire == ANSWERS
+
+        stored = {(r.trial_id, r.condition_id): r.score for r in Rating.objects.filter(participant=participant)}
+        assert stored == sent
+        assert TrialResponse.objects.filter(participant=participant).count() == len(plan)
+        for response in TrialResponse.objects.filter(participant=participant):
+            tel = response.telemetry
+            assert all(v["plays"] >= 1 for v in tel["signals"].values())
+            assert tel["audio"]["context_sample_rate"] == exp.sample_rate
+
+        for url in traffic.requests:
+            assert_blind(url, names, f"the request {url}")
+        for url, _, headers in traffic.responses:
+            assert_blind(json.dumps(headers), names, f"the headers of {url}")
+        assert js_errors == []
+        return participant
+    finally:
+        context.close()
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_whole_session_on_a_desktop(browser, live_server, build_experiment, start_worker) -> None:
+    exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=2)
+    participant = run_session(browser, live_server, exp, "desktop", phone=False, wrong_first_screening_answer=True)
+    # One of two antiphase answers wrong: 0.5 passes a threshold of 0.5.
+    assert participant.screening["scores"] == {"antiphase": 0.5, "huggins": 1.0}
+
+
+def test_whole_session_on_a_phone(browser, live_server, build_experiment, start_worker) -> None:
+    exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=1)
+    participant = run_session(browser, live_server, exp, "phone", phone=True, wrong_first_screening_answer=False)
+    assert participant.screening["scores"] == {"antiphase": 1.0, "huggins": 1.0}
+
+
+def test_level_page_does_not_reuse_a_trial_signal_url(client, build_experiment, start_worker) -> None:
+    exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=1)
+    client.post(reverse("participant:landing", args=[exp.public_token]))
+    participant = Participant.objects.get(experiment=exp)
+    services.give_consent(participant=participant, agreed=True)
+    Participant.objects.filter(pk=participant.pk).update(stage=Participant.Stage.LEVEL)
+    level = client.get(reverse("participant:level", args=[participant.token]))
+    src = level.context["level_data"]["url"]
+    services.set_level(participant=participant, gain_db=0.0)
+    participant.refresh_from_db()
+    request = RequestFactory().get("/")
+    urls = {s["url"] for index, entry in enumerate(participant.plan) if not entry["training"]
+            for s in trial_data(request, participant, index)["signals"]}
+    assert src is not None and src not in urls
