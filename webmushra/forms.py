@@ -9,6 +9,7 @@ from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
 from .models import Checkpoint, Experiment
+from .services import RULE_DEFAULTS
 
 SAMPLE_RATES = [(44100, "44.1 kHz"), (48000, "48 kHz"), (88200, "88.2 kHz"), (96000, "96 kHz")]
 
@@ -196,9 +197,10 @@ class SettingsForm(forms.Form):
             "headphone_check": hc.get("enabled", False),
             "headphone_pass_threshold": hc.get("pass_threshold", 5 / 6),
             "headphone_trials": hc.get("trials_per_test", 6),
-            "must_play_all": rules.get("must_play_all", True),
-            "require_one_100": rules.get("require_one_100", True),
-            "only_playing_slider_moves": rules.get("only_playing_slider_moves", False),
+            "must_play_all": rules.get("must_play_all", RULE_DEFAULTS["must_play_all"]),
+            "require_one_100": rules.get("require_one_100", RULE_DEFAULTS["require_one_100"]),
+            "only_playing_slider_moves": rules.get("only_playing_slider_moves",
+                                                   RULE_DEFAULTS["only_playing_slider_moves"]),
             "reference_threshold": analysis.get("reference_threshold", 90),
             "reference_max_fraction": analysis.get("reference_max_fraction", 0.15),
             "anchor_threshold": analysis.get("anchor_threshold", 90),

@@ -210,7 +210,8 @@ def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
     assert cfg["completion_code"] == "C0DE" and cfg["training"] is True and cfg["level_setting"] is False
     assert cfg["headphone_check"] == {"enabled": True, "tests": ["antiphase", "huggins"], "trials_per_test": 4,
                                       "pass_threshold": 0.75}
-    assert cfg["rules"] == {"must_play_all": True, "only_playing_slider_moves": False, "require_one_100": True}
+    assert cfg["rules"] == {"must_play_all": True, "only_playing_slider_moves": False, "require_one_100": True,
+                            "loop_min_seconds": 0.5}
     assert cfg["questionnaire"][1] == {"name": "gear", "label": "Guitarist?", "type": "select",
                                        "options": ["yes", "no"], "required": False}
     assert cfg["analysis"]["reference_threshold"] == 85
