@@ -27,7 +27,6 @@ import pandas as pd
 
 from . import plots
 from .analysis import Analysis, analyse
-from .kinds import HIDDEN_REFERENCE
 from .settings import Settings
 
 Progress = Callable[[str, float], None]

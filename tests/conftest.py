@@ -38,21 +38,32 @@ def database_url_for_workers() -> str:
 
 
 class Worker:
-    """A real ``celery worker`` process consuming the render and default queues."""
+    """A real ``celery worker`` process consuming the render and default queues.
 
-    def __init__(self, env: dict[str, str], queues: str = "render,default") -> None:
+    ``beat`` embeds the periodic scheduler (the reaper); ``prefix`` runs it through another
+    command (e.g. ``setpriv``); ``preexec`` runs in the child before exec (resource limits).
+    """
+
+    def __init__(self, env: dict[str, str], queues: str = "render,default", *, beat: bool = False,
+                 prefix: list[str] | None = None, preexec=None) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.env = env
         self.queues = queues
+        self.beat = beat
+        self.prefix = prefix or []
+        self.preexec = preexec
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "Worker":
-        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "-c", "1",
+    def start(self, timeout: float = 90) -> "Worker":
+        cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "-c", "1",
                "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "-n", self.name, "-l", "INFO"]
+        if self.beat:
+            schedule = Path(self.env.get("VAR_DIR", "var")) / f"beat-{self.name.split('@')[0]}"
+            cmd += ["-B", "-s", str(schedule)]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True, preexec_fn=self.preexec)
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -162,7 +162,6 @@ def _run_item(claim: services.Claim) -> None:
     excerpt = job.excerpt
     beat = _Beat(claim)
     reference, sr = read_audio(excerpt.reference_file.path)
-    channels = reference.shape[1]
     signals: dict[str, np.ndarray] = {}
     metrics_by_condition: dict[int, dict] = {}
     info_by_condition: dict[int, dict] = {}

@@ -21,7 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -35,8 +35,10 @@ from .models import (
     Excerpt,
     Experiment,
     Participant,
+    PrerenderedAudio,
     Rating,
     RenderJob,
+    Report,
     Stimulus,
     StimulusToken,
     Trial,
@@ -374,11 +376,9 @@ def add_prerendered_condition(*, experiment: Experiment, label: str) -> Conditio
 
 
 def add_prerendered_audio(*, condition: Condition, excerpt: Excerpt,
-                          audio: UploadedFile | str | os.PathLike) -> "PrerenderedAudio":
+                          audio: UploadedFile | str | os.PathLike) -> PrerenderedAudio:
     """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt)."""
     from modelrunner.audio import read_audio
-
-    from .models import PrerenderedAudio
 
     if condition.kind != ConditionKind.PRERENDERED:
         raise ServiceError(f"condition {condition.label!r} is not a pre-rendered condition")

@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 State = tuple[torch.Tensor, ...]
 

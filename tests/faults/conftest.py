@@ -19,8 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,35 +114,8 @@ def trial_data(reply: Reply) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- processes
 
 
-class FaultWorker(Worker):
-    """A ``celery worker`` that can run with beat, as another user, or under a resource limit."""
-
-    def __init__(self, env: dict[str, str], *, beat: bool = False, prefix: list[str] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
-        super().__init__(env)
-        self.beat = beat
-        self.prefix = prefix or []
-        self.preexec = preexec
-
-    def start(self, timeout: float = 90) -> "FaultWorker":
-        cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "-c", "1",
-               "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
-               "-n", self.name, "-l", "INFO"]
-        if self.beat:
-            schedule = Path(self.env["VAR_DIR"]) / f"beat-{self.name.split('@')[0]}"
-            cmd += ["-B", "-s", str(schedule)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, preexec_fn=self.preexec)
-        threading.Thread(target=self._pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(" ready." in line for line in self.lines):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("celery worker did not start:\n" + "".join(self.lines[-40:]))
+#: Fault tests use the shared worker class with its beat, prefix and preexec options.
+FaultWorker = Worker
 
 
 @dataclass

@@ -110,7 +110,6 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == len(sent)
     labels = {c.pk: c.label for c in conditions}
-    trials = {e["trial"]: e for e in participant.plan}
     expected = sorted((labels[cid], score) for (tid, cid), score in sent.items())
     assert sorted((row["condition"], int(row["rating"])) for row in rows) == expected
 
@@ -153,7 +152,6 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
     # Not yet stale: the reaper leaves it alone.
     assert services.reap_stale_jobs()["requeued"] == 0
     # Once the heartbeat is older than RENDER_STALE_SECONDS the reaper requeues it.
-    later = timezone.now() + timedelta(seconds=settings.RENDER_STALE_SECONDS + 1)
     from django.core.management import call_command
 
     settings.RENDER_STALE_SECONDS = 0

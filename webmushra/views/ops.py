@@ -1,7 +1,6 @@
 """Operator endpoints."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from .. import services
 from ..http import serve_blinded_file
 from ..models import Experiment, Participant, Stimulus, StimulusToken, Trial
+from ..ratelimit import ratelimit
 
 STAGE_VIEWS = {
     Participant.Stage.CONSENT: "participant:consent",
@@ -47,6 +47,7 @@ def _where(participant: Participant) -> str:
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("start", methods=["POST"])
 def landing(request: HttpRequest, public_token: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, public_token=public_token)
     if experiment.status != Experiment.Status.OPEN:
@@ -71,6 +72,7 @@ def resume(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("save", methods=["POST"])
 def consent(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if participant.stage != Participant.Stage.CONSENT:
@@ -84,6 +86,7 @@ def consent(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("save", methods=["POST"])
 def level(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if participant.stage != Participant.Stage.LEVEL:
@@ -107,6 +110,7 @@ def _level_context(participant: Participant) -> dict:
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("save", methods=["POST"], as_json=True)
 def screening(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if request.method == "POST":
@@ -144,7 +148,6 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
     tokens = {t.stimulus_id: t.token for t in StimulusToken.objects.filter(participant=participant,
                                                                            stimulus__excerpt=trial.excerpt)}
     keys = services.signal_keys(entry)
-    reference = next(s for s in stimuli.values() if s.condition.kind == "hidden_reference")
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
@@ -169,6 +172,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("save", methods=["POST"], as_json=True)
 def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
     participant = _participant(token)
     index = number - 1
@@ -202,6 +206,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
                    "trial_data": trial_data(request, participant, index)})
 
 
+@ratelimit("media")
 def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
     """The open reference of a trial (same audio as the hidden reference, another URL)."""
     participant = _participant(token)
@@ -213,12 +218,14 @@ def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
     return serve_blinded_file(request, stim.file)
 
 
+@ratelimit("media")
 def stimulus(request: HttpRequest, token: str) -> HttpResponse:
     tok = get_object_or_404(StimulusToken.objects.select_related("stimulus"), token=token)
     return serve_blinded_file(request, tok.stimulus.file)
 
 
 @require_http_methods(["GET", "POST"])
+@ratelimit("save", methods=["POST"])
 def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if participant.stage != Participant.Stage.QUESTIONNAIRE:
