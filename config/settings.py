@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "webmushra.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -184,6 +185,37 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The pages read the CSRF token from the page itself, never from the cookie.
+CSRF_COOKIE_HTTPONLY = True
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Cache: a file cache under var/ that every web process on this machine shares (the rate
+# limits below need no server); CACHE_URL=redis://... moves it to Redis.
+CACHE_URL = env_str("CACHE_URL")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL:
+    raise ValueError(f"CACHE_URL {CACHE_URL!r}: only redis:// and rediss:// are supported (unset: a file cache)")
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 5000)},
+        }
+    }
+
+# Rate limits on the participant pages, per client address ("<requests>/<seconds>").
+# Generous on purpose: a lab or a campus NAT puts many participants behind one address.
+RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+RATELIMIT_CACHE = "default"
+RATELIMIT_RATES = {
+    "start": env_str("RATELIMIT_START", "30/60"),  # new sessions (the landing page's POST)
+    "save": env_str("RATELIMIT_SAVE", "300/60"),  # trial, headphone-check and form answers
+    "media": env_str("RATELIMIT_MEDIA", "3000/60"),  # stimuli and references (13 a trial, plus Range requests)
+}
 
 # Celery: the broker message carries only a row id; the database row is the truth.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
