@@ -99,6 +99,14 @@ class Worker:
         return "".join(self.lines)
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(request):
+    """Tests make many sessions from 127.0.0.1; the limiter's own tests switch it back on."""
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("settings").RATELIMIT_ENABLED = False
+    yield
+
+
 @pytest.fixture
 def worker_env(transactional_db, settings) -> dict[str, str]:
     env = dict(os.environ)
@@ -217,6 +225,46 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str =
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+#: Headless Chromium on a machine with no network: no background traffic, no sandbox (root).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Playwright and one headless Chromium for the whole run (two sync Playwrights clash)."""
+    require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the tests' own ORM calls are
+    # still synchronous, so Django's async-safety check must not refuse them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as pw:
+        # launch() gives every run a fresh temporary profile (user data dir).
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50) -> None:
+    """Wait until a JavaScript expression is truthy in ``page``.
+
+    Polls with ``page.evaluate`` (run by the browser's debugging protocol) instead of
+    Playwright's ``wait_for_function``, which the participant pages' Content-Security-Policy
+    rightly blocks as ``eval``.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        if page.evaluate(f"() => Boolean({expression})"):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {expression}")
+        page.wait_for_timeout(interval)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.conftest import wait_js
 from django.conf import settings
 from django.test import RequestFactory
 from django.urls import reverse
@@ -173,7 +175,7 @@ def play(page: Any, n: int, phone: bool) -> None:
 
 def rate_trial(page: Any, scores: list[int], phone: bool) -> dict[str, int]:
     """Play and rate every signal, checking that the rules hold at each step; return key -> score."""
-    page.wait_for_function("window.mushra && window.mushra.state().ready")
+    wait_js(page, "window.mushra && window.mushra.state().ready")
     data = json_script(page, "trial-data")
     keys = [s["key"] for s in data["signals"]]
     assert len(keys) == len(scores)
@@ -303,7 +305,7 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
 
         # Training: the conditions are named.
         page.wait_for_url("**/trial/1/")
-        page.wait_for_function("window.mushra && window.mushra.state().ready")
+        wait_js(page, "window.mushra && window.mushra.state().ready")
         participant.refresh_from_db()
         plan = participant.plan
         assert [e["training"] for e in plan] == [True] + [False] * N_EXCERPTS
@@ -334,7 +336,7 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
                 assert urlsplit(page.url).path.endswith(f"/trial/{number}/")
                 assert TrialResponse.objects.filter(participant=participant).count() == 3
                 assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
-            page.wait_for_function("window.mushra && window.mushra.state().ready")
+            wait_js(page, "window.mushra && window.mushra.state().ready")
             data = json_script(page, "trial-data")
             assert data["trial"] == {"number": t, "total": N_EXCERPTS, "training": False,
                                      "title": f"Trial {t} of {N_EXCERPTS}"}

@@ -2,24 +2,17 @@
 idempotency key until the database is back; nothing is lost or stored twice."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import wait_js
+
 from tests.faults.conftest import (
     Stack, expected_ratings, responses_per_trial, start_session, stored_ratings, trial_data,
 )
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-]
 
 
 def body(data: dict, ratings: dict[str, int]) -> dict:
@@ -64,44 +57,39 @@ def test_save_during_a_database_restart_is_retried_and_stored_once(fault_stack: 
 
 
 @pytest.mark.browser
-def test_player_retries_its_save_until_the_database_is_back(fault_stack: Stack, rating_experiment):
-    require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
+def test_player_retries_its_save_until_the_database_is_back(fault_stack: Stack, rating_experiment, browser):
     s = fault_stack
     client, token = start_session(s, rating_experiment["public_token"])
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            saves: list[int] = []
-            page.on("response", lambda r: saves.append(r.status) if r.request.method == "POST" else None)
-            page.goto(f"{s.web_url}/p/{token}/trial/1/")
-            page.wait_for_function("window.mushra && window.mushra.state().ready")
-            keys = [sig["key"] for sig in page.evaluate("mushra.player.data.signals")]
-            wanted = {k: 100 - 13 * i for i, k in enumerate(keys)}
-            for i, k in enumerate(keys, start=1):
-                page.get_by_label(f"Signal {i} rating", exact=True).fill(str(wanted[k]))
-            assert page.evaluate("mushra.state().ratings") == wanted
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        saves: list[int] = []
+        page.on("response", lambda r: saves.append(r.status) if r.request.method == "POST" else None)
+        page.goto(f"{s.web_url}/p/{token}/trial/1/")
+        wait_js(page, "window.mushra && window.mushra.state().ready")
+        keys = [sig["key"] for sig in page.evaluate("mushra.player.data.signals")]
+        wanted = {k: 100 - 13 * i for i, k in enumerate(keys)}
+        for i, k in enumerate(keys, start=1):
+            page.get_by_label(f"Signal {i} rating", exact=True).fill(str(wanted[k]))
+        assert page.evaluate("mushra.state().ratings") == wanted
 
-            s.pg.stop()
-            try:
-                page.locator(".wm-submit").click()
-                page.wait_for_function(
-                    "document.querySelector('.wm-save-status').textContent.includes('retrying')", timeout=20_000)
-                page.wait_for_timeout(1500)  # at least one more failed attempt while the database is down
-                assert page.url.endswith(f"/p/{token}/trial/1/")
-            finally:
-                s.pg.start()
-            page.wait_for_url(f"**/p/{token}/trial/2/", timeout=30_000)
-            assert errors == []
-            # Failed attempts while the database was down, then exactly one successful save.
-            assert len(saves) >= 3 and all(code >= 500 for code in saves[:-1]) and saves[-1] == 200, saves
+        s.pg.stop()
+        try:
+            page.locator(".wm-submit").click()
+            wait_js(page, "document.querySelector('.wm-save-status').textContent.includes('retrying')", timeout=20_000)
+            page.wait_for_timeout(1500)  # at least one more failed attempt while the database is down
+            assert page.url.endswith(f"/p/{token}/trial/1/")
         finally:
-            browser.close()
+            s.pg.start()
+        page.wait_for_url(f"**/p/{token}/trial/2/", timeout=30_000)
+        assert errors == []
+        # Failed attempts while the database was down, then exactly one successful save.
+        assert len(saves) >= 3 and all(code >= 500 for code in saves[:-1]) and saves[-1] == 200, saves
+    finally:
+        context.close()
 
     assert stored_ratings(s, token) == expected_ratings(s, token, {0: wanted})
     assert sum(responses_per_trial(s, token).values()) == 1

@@ -172,3 +172,11 @@ def test_headphone_check_refuses_malformed_answers(client, open_experiment):
     assert r.status_code == 400 and "expected 12 answers" in r.json()["error"]
     p.refresh_from_db()
     assert p.stage == "screening"
+
+
+def test_json_endpoints_refuse_form_posts_with_a_reason(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+    url = reverse("participant:trial", args=[p.token, 1])
+    r = client.post(url, {"ratings": "a=1"})  # multipart form data
+    assert r.status_code == 400 and "send JSON" in r.json()["error"]
+    assert TrialResponse.objects.count() == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, RawPostDataException
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -35,6 +35,18 @@ def _participant(token: str) -> Participant:
 
 def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def _json_body(request: HttpRequest):
+    """The request's JSON body, or a 400 response saying why it is not one."""
+    if request.content_type != "application/json":
+        return _error("send JSON (Content-Type: application/json)")
+    try:
+        return json.loads(request.body.decode("utf-8"))
+    except RawPostDataException:
+        return _error("send JSON (Content-Type: application/json)")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _error("the request body is not valid JSON")
 
 
 def _where(participant: Participant) -> str:
@@ -114,10 +126,9 @@ def _level_context(participant: Participant) -> dict:
 def screening(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if request.method == "POST":
-        try:
-            body = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return _error("the request body is not valid JSON")
+        body = _json_body(request)
+        if isinstance(body, JsonResponse):
+            return body
         if participant.stage == Participant.Stage.SCREENING:
             try:
                 participant = services.score_headphone_check(
@@ -179,10 +190,9 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
     if not (0 <= index < len(participant.plan)):
         raise Http404("no such trial")
     if request.method == "POST":
-        try:
-            body = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return _error("the request body is not valid JSON")
+        body = _json_body(request)
+        if isinstance(body, JsonResponse):
+            return body
         if not isinstance(body, dict):
             return _error("the request body must be a JSON object")
         try:
