@@ -21,7 +21,9 @@ PRODUCTION = {"SECURE": "1", "DEBUG": "0", "ALLOWED_HOSTS": "tests.example.org"}
 
 def run_django(tmp_path, args: list[str], **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("SECURE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CACHE_URL", "DATABASE_URL")
+             # DJANGO_ALLOW_ASYNC_UNSAFE is the test process's own (beside Playwright), not production's.
+             if k not in ("SECURE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CACHE_URL", "DATABASE_URL",
+                          "DJANGO_ALLOW_ASYNC_UNSAFE")
              and not k.startswith(("SECURE_", "SESSION_", "CSRF_"))}
     clean.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings",
                  DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", **env)
