@@ -112,3 +112,20 @@ def activation(name: str) -> nn.Module:
         return _ACTIVATIONS[name.lower().replace("_", "")]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r} (known: {', '.join(sorted(_ACTIVATIONS))})") from None
+
+
+def whole_number(name: str, value: object, top: int) -> int:
+    """A constructor argument that must be an ``int`` in ``1..top`` (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValueError(f"{name} must be a whole number in 1..{top}, got {value!r}")
+    return value
+
+
+def knob_matrix(x: torch.Tensor, knobs: torch.Tensor | None, num_knobs: int) -> torch.Tensor:
+    """The knobs of a forward call as ``(B, num_knobs)``: ``None`` means no knobs."""
+    batch = x.shape[0]
+    if knobs is None:
+        knobs = x.new_zeros(batch, 0)
+    if tuple(knobs.shape) != (batch, num_knobs):
+        raise ValueError(f"knobs must have shape ({batch}, {num_knobs})")
+    return knobs

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._streaming import activation as make_activation
+from ._streaming import knob_matrix, whole_number
 
 
 class ARMLP(nn.Module):
@@ -26,8 +27,7 @@ class ARMLP(nn.Module):
 
     def __init__(self, num_knobs: int = 0, m: int = 16, hidden_sizes: list[int] = (32, 32), activation: str = "tanh") -> None:  # type: ignore[assignment]
         super().__init__()
-        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 4096:
-            raise ValueError(f"m must be a whole number in 1..4096, got {m!r}")
+        whole_number("m", m, 4096)
         if not isinstance(hidden_sizes, (list, tuple)) or not hidden_sizes or not all(
             isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden_sizes
         ):
@@ -64,10 +64,7 @@ class ARMLP(nn.Module):
     def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None,
                 state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         batch, frames = x.shape
-        if knobs is None:
-            knobs = x.new_zeros(batch, 0)
-        if tuple(knobs.shape) != (batch, self.num_knobs):
-            raise ValueError(f"knobs must have shape ({batch}, {self.num_knobs})")
+        knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
             state = self._zero_state(batch, x)
         if not isinstance(state, tuple) or len(state) != 2 or any(tuple(s.shape) != (batch, self.m - 1) for s in state):

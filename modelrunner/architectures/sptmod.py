@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._streaming import knob_matrix, whole_number
+
 State = tuple[torch.Tensor, ...]
 
 #: Constructor arguments of the reference ``Model`` (all required there).
@@ -249,15 +251,13 @@ class SPTMod(nn.Module):
         dils = _int_list("s_dilation_list", s_dilation_list)
         if not chans or not len(chans) == len(kernels) == len(dils):
             raise ValueError("s_channels_list, s_kernel_size_list and s_dilation_list must be non-empty and of equal length")
-        if isinstance(tfilm_block_size, bool) or not isinstance(tfilm_block_size, int) or not 1 <= tfilm_block_size <= 1 << 16:
-            raise ValueError(f"tfilm_block_size must be a whole number in 1..65536, got {tfilm_block_size!r}")
+        whole_number("tfilm_block_size", tfilm_block_size, 1 << 16)
         for name, value in (("tfilm_pooling_type", tfilm_pooling_type), ("lbnet_pooling_type", lbnet_pooling_type)):
             if value not in ("max", "avg"):
                 raise ValueError(f"{name} must be 'max' or 'avg', got {value!r}")
         if rnn_cell not in ("LSTM", "GRU"):
             raise ValueError(f"rnn_cell must be 'LSTM' or 'GRU', got {rnn_cell!r}")
-        if isinstance(rnn_hidden_size, bool) or not isinstance(rnn_hidden_size, int) or not 1 <= rnn_hidden_size <= 4096:
-            raise ValueError(f"rnn_hidden_size must be a whole number in 1..4096, got {rnn_hidden_size!r}")
+        whole_number("rnn_hidden_size", rnn_hidden_size, 4096)
         if cond_size is not None and (not isinstance(cond_size, int) or not 1 <= cond_size <= 4096):
             raise ValueError(f"cond_size must be null or a whole number in 1..4096, got {cond_size!r}")
         for name, value in (("film_hidden_neurons_list", film_hidden_neurons_list),
@@ -390,10 +390,7 @@ class SPTMod(nn.Module):
 
     def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None) -> tuple[torch.Tensor, State]:
         batch, frames = x.shape
-        if knobs is None:
-            knobs = x.new_zeros(batch, 0)
-        if tuple(knobs.shape) != (batch, self.num_knobs):
-            raise ValueError(f"knobs must have shape ({batch}, {self.num_knobs})")
+        knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
             state = self._zero_state(batch, x)
         self._check_state(state, batch)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._streaming import knob_matrix, whole_number
+
 
 class StateMatchingGRU(nn.Module):
     """GRU effect model whose starting state comes from ``encoder``; state ``(1, B, H)``."""
@@ -36,8 +38,7 @@ class StateMatchingGRU(nn.Module):
         super().__init__()
         for name, value, top in (("hidden_size", hidden_size, 4096), ("init_len", init_len, 1 << 16),
                                  ("encoder_hidden", encoder_hidden, 4096)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(f"{name} must be a whole number in 1..{top}, got {value!r}")
+            whole_number(name, value, top)
         if skip not in (0, 1):
             raise ValueError(f"skip must be 0 or 1, got {skip!r}")
         if not isinstance(encoder_uses_target, bool):
@@ -83,10 +84,7 @@ class StateMatchingGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = x.shape
-        if knobs is None:
-            knobs = x.new_zeros(batch, 0)
-        if tuple(knobs.shape) != (batch, self.num_knobs):
-            raise ValueError(f"knobs must have shape ({batch}, {self.num_knobs})")
+        knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
             zeros = x.new_zeros(batch, self.init_len)
             state = self.encode(zeros, zeros if self.uses_target else None, knobs)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ._streaming import activation as make_activation
+from ._streaming import knob_matrix, whole_number
 
 
 class StateTrajectoryNetwork(nn.Module):
@@ -41,8 +42,7 @@ class StateTrajectoryNetwork(nn.Module):
         super().__init__()
         if readout not in ("linear", "state0"):
             raise ValueError(f"readout must be 'linear' or 'state0', got {readout!r}")
-        if isinstance(state_size, bool) or not isinstance(state_size, int) or not 1 <= state_size <= 1024:
-            raise ValueError(f"state_size must be a whole number in 1..1024, got {state_size!r}")
+        whole_number("state_size", state_size, 1024)
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < float(step) <= 1e3:
             raise ValueError(f"step must be a positive number, got {step!r}")
         self.num_knobs = int(num_knobs)
@@ -61,10 +61,7 @@ class StateTrajectoryNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = x.shape
-        if knobs is None:
-            knobs = x.new_zeros(batch, 0)
-        if tuple(knobs.shape) != (batch, self.num_knobs):
-            raise ValueError(f"knobs must have shape ({batch}, {self.num_knobs})")
+        knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
             state = x.new_zeros(batch, self.state_size)
         if tuple(state.shape) != (batch, self.state_size):
