@@ -23,18 +23,15 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_participant import Site
+from bench.bench_participant import Site, make_open_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_RATE = 48000
 N_MODELS = 3  # with the hidden reference and the two anchors: 6 signals a trial
 SAVE_P95_TARGET_MS = 100.0
 
@@ -47,52 +44,8 @@ def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
     import django
 
     django.setup()
-    import numpy as np
-    import soundfile as sf
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-
-    from webmushra import services
-    from webmushra.models import Checkpoint, Condition, ConditionKind, Experiment, Stimulus
-
-    call_command("migrate", verbosity=0, interactive=False)
-    owner = get_user_model().objects.create_user("bench", "bench@example.org", "a-long-bench-password")
-    exp = services.create_experiment(owner=owner, title="Load", sample_rate=SAMPLE_RATE, anchors=True,
-                                     config={"training": False})
-    for j in range(N_MODELS):
-        ckpt = Checkpoint.objects.create(experiment=exp, name=f"load-{j}", file=f"checkpoints/load-{j}.json",
-                                         format="bench", architecture="none", sample_rate=SAMPLE_RATE,
-                                         sha256="0" * 64, size=1)
-        Condition.objects.create(experiment=exp, kind=ConditionKind.MODEL, checkpoint=ckpt, label=f"Model {j + 1}",
-                                 position=exp.conditions.count())
-    rng = np.random.default_rng(0)
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    work = Path(tempfile.mkdtemp(dir=settings.VAR_DIR))
-    conditions = list(exp.conditions.all())
-    for i in range(excerpts):
-        dry = 0.3 * np.sin(2 * np.pi * (110 + 20 * i) * t) * np.exp(-t % 2.0) + 0.01 * rng.standard_normal(n)
-        ref = np.tanh(3 * dry) / 3
-        dry_path, ref_path = work / f"dry{i}.wav", work / f"ref{i}.wav"
-        sf.write(dry_path, dry.astype("float32"), SAMPLE_RATE, subtype="FLOAT")
-        sf.write(ref_path, ref.astype("float32"), SAMPLE_RATE, subtype="FLOAT")
-        excerpt = services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry_path, reference=ref_path)
-        sizes = set()
-        for k, condition in enumerate(conditions):
-            audio = ref * (1.0 - 0.03 * k) + 0.002 * k * rng.standard_normal(n)
-            rel = f"stimuli/e{exp.pk}/x{excerpt.pk}_c{condition.pk}.wav"
-            path = Path(settings.MEDIA_ROOT) / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, audio.astype("float32"), SAMPLE_RATE, subtype="PCM_24", format="WAV")
-            sizes.add(path.stat().st_size)
-            Stimulus.objects.create(experiment=exp, excerpt=excerpt, condition=condition, file=rel,
-                                    sample_rate=SAMPLE_RATE, frames=n, channels=1, size=path.stat().st_size)
-        assert len(sizes) == 1, f"stimuli of one trial differ in byte length: {sizes}"
-    shutil.rmtree(work)
-    Experiment.objects.filter(pk=exp.pk).update(status=Experiment.Status.READY)
-    exp = services.open_experiment(experiment=exp)
-    return {"public_token": exp.public_token, "signals": len(conditions), "trials": excerpts}
+    exp, _ = make_open_experiment(excerpts, seconds, N_MODELS, "Load")
+    return {"public_token": exp.public_token, "signals": exp.conditions.count(), "trials": excerpts}
 
 
 def _count(sessions_path: str) -> dict[str, Any]:

@@ -46,27 +46,25 @@ SAVE_P95_TARGET_MS = 50.0
 # --------------------------------------------------------------------------- inside Django
 
 
-def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
-    """Make an open experiment whose stimuli are written directly (nothing is rendered)."""
-    import django
+def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: str):
+    """An open experiment (no training) whose stimuli are written directly (nothing is rendered).
 
-    django.setup()
+    Runs inside Django. Returns the experiment and the byte length of one stimulus.
+    """
     import numpy as np
     import soundfile as sf
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from django.test import RequestFactory
 
     from webmushra import services
     from webmushra.models import Checkpoint, Condition, ConditionKind, Experiment, Stimulus
-    from webmushra.views.participant import trial_data
 
     call_command("migrate", verbosity=0, interactive=False)
     owner = get_user_model().objects.create_user("bench", "bench@example.org", "a-long-bench-password")
-    exp = services.create_experiment(owner=owner, title="Bench", sample_rate=SAMPLE_RATE, anchors=True,
+    exp = services.create_experiment(owner=owner, title=title, sample_rate=SAMPLE_RATE, anchors=True,
                                      config={"training": False})
-    for j in range(N_MODELS):
+    for j in range(n_models):
         ckpt = Checkpoint.objects.create(experiment=exp, name=f"bench-{j}", file=f"checkpoints/bench-{j}.json",
                                          format="bench", architecture="none", sample_rate=SAMPLE_RATE,
                                          sha256="0" * 64, size=1)
@@ -99,7 +97,20 @@ def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
         assert len(sizes) == 1, f"stimuli of one trial differ in byte length: {sizes}"
     shutil.rmtree(work)
     Experiment.objects.filter(pk=exp.pk).update(status=Experiment.Status.READY)
-    exp = services.open_experiment(experiment=exp)
+    return services.open_experiment(experiment=exp), size
+
+
+def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
+    """Make the open experiment and one participant at its first trial; return the trial's URLs."""
+    import django
+
+    django.setup()
+    from django.test import RequestFactory
+
+    from webmushra import services
+    from webmushra.views.participant import trial_data
+
+    exp, size = make_open_experiment(excerpts, seconds, N_MODELS, "Bench")
     participant = services.start_participant(experiment=exp)
     participant = services.give_consent(participant=participant, agreed=True)
     participant = services.set_level(participant=participant, gain_db=0.0)
