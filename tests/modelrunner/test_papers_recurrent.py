@@ -128,3 +128,13 @@ def test_wrong_knob_count_refused(tmp_path) -> None:
     torch.save(sd, tmp_path / "a.pt")
     with pytest.raises(CheckpointError, match="mlp.0.weight"):
         load(tmp_path / "a.pt", config=cfg)
+
+
+@pytest.mark.parametrize("name", ["stn", "statematch", "armlp", "sptmod"])
+def test_knobs_of_the_wrong_shape_are_refused(name: str) -> None:
+    model = architectures.build(name, {}, 1)
+    y, _ = model(torch.zeros(2, 64), torch.full((2, 1), 0.5))
+    assert y.shape == (2, 64)
+    for knobs in (torch.zeros(2, 3), torch.zeros(1, 1)):
+        with pytest.raises(ValueError, match=r"knobs must have shape \(2, 1\)"):
+            model(torch.zeros(2, 64), knobs)
