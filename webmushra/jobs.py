@@ -78,15 +78,6 @@ def run_job(job_id: int) -> str:
     return "done"
 
 
-def _to_rate(audio: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    if from_sr == to_sr:
-        return audio.astype(np.float32)
-    g = int(np.gcd(from_sr, to_sr))
-    return resample_poly(audio, to_sr // g, from_sr // g, axis=0).astype(np.float32)
-
-
 def _render_with_lookback(model, excerpt, dry: np.ndarray, sr: int, knobs: dict | None) -> tuple[np.ndarray, dict]:
     """Render a model that estimates its start state from context before the excerpt.
 
@@ -94,19 +85,18 @@ def _render_with_lookback(model, excerpt, dry: np.ndarray, sr: int, knobs: dict 
     "zero-warmup") and what was read are returned, to be stored with the stimulus.
     """
     from modelrunner.audio import read_audio
+    from modelrunner.render import resample
 
     lb_dry = lb_target = None
     if excerpt.lookback_dry_file:
         a, _ = read_audio(excerpt.lookback_dry_file.path)
         b, _ = read_audio(excerpt.lookback_reference_file.path)
-        lb_dry = _to_rate(a.mean(axis=1), sr, model.sample_rate)
-        lb_target = _to_rate(b.mean(axis=1), sr, model.sample_rate)
-    x = _to_rate(dry.mean(axis=1), sr, model.sample_rate)
+        lb_dry = resample(a.mean(axis=1), sr, model.sample_rate)
+        lb_target = resample(b.mean(axis=1), sr, model.sample_rate)
+    x = resample(dry.mean(axis=1), sr, model.sample_rate)
     y, mode, info = lookback.render_excerpt(model, x, lb_dry, lb_target, knobs=knobs)
-    y = _to_rate(y, model.sample_rate, sr)[: dry.shape[0]]
-    if y.shape[0] < dry.shape[0]:
-        y = np.pad(y, (0, dry.shape[0] - y.shape[0]))
-    return y[:, None], {"mode": mode, **info}
+    y = _fit(resample(y, model.sample_rate, sr)[:, None], (dry.shape[0], 1))
+    return y, {"mode": mode, **info}
 
 
 def _run_model(claim: services.Claim) -> None:
@@ -211,16 +201,13 @@ def _run_item(claim: services.Claim) -> None:
 
 def _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, report, metrics_by_condition,
                    info_by_condition, stimuli, written) -> None:
-    from scipy.signal import resample_poly
-
     from modelrunner import loudness
     from modelrunner.audio import write_wav
+    from modelrunner.render import resample
 
     for condition in conditions:
         audio = everything[str(condition.pk)]
-        if out_sr != sr:
-            g = np.gcd(out_sr, sr)
-            audio = resample_poly(audio, out_sr // g, sr // g, axis=0).astype(np.float32)
+        audio = resample(audio, sr, out_sr)
         peak = float(np.max(np.abs(audio)))
         if peak >= 1.0:
             raise ModelRunnerError(f"stimulus of {condition.label!r} would clip after resampling (peak {peak:.3f})")
