@@ -67,6 +67,10 @@ class ConflictError(ServiceError):
     """The request conflicts with the current state (HTTP 409)."""
 
 
+class TrialNotFound(ServiceError):
+    """The session has no trial of that number (HTTP 404)."""
+
+
 # --------------------------------------------------------------------------- experiments
 
 
@@ -864,9 +868,12 @@ def set_level(*, participant: Participant, gain_db: float) -> Participant:
 
 def next_plan_index(participant: Participant) -> int | None:
     """The first trial of the plan without a saved response (reload resumes here)."""
-    done = set(participant.responses.values_list("trial_id", flat=True))
+    return _first_unsaved(participant, set(participant.responses.values_list("trial_id", flat=True)))
+
+
+def _first_unsaved(participant: Participant, saved_trials) -> int | None:
     for i, entry in enumerate(participant.plan):
-        if entry["trial"] not in done:
+        if entry["trial"] not in saved_trials:
             return i
     return None
 
@@ -875,25 +882,31 @@ def next_plan_index(participant: Participant) -> int | None:
 class SaveResult:
     created: bool
     next_index: int | None
+    #: The participant as stored after the save (stage, completion code).
+    participant: Participant
 
 
-def submit_trial(*, participant: Participant, index: int, idempotency_key: str,
-                 ratings: dict[str, Any], telemetry: dict | None = None) -> SaveResult:
+def submit_trial(*, participant: Participant | None = None, token: str | None = None, index: int,
+                 idempotency_key: str, ratings: dict[str, Any], telemetry: dict | None = None) -> SaveResult:
     """Store one trial's ratings in one transaction; a replay of the same key is a no-op.
 
-    ``ratings`` maps the opaque per-trial signal keys the page was given to 0..100 scores.
+    The participant is given as an instance or by ``token`` (``Participant.DoesNotExist``
+    when there is none). ``ratings`` maps the opaque per-trial signal keys the page was
+    given to 0..100 scores.
     """
-    if not isinstance(idempotency_key, str) or not (8 <= len(idempotency_key) <= 64):
-        raise ServiceError("idempotency_key: missing or malformed")
+    lookup = {"pk": participant.pk} if participant is not None else {"token": token}
     with transaction.atomic():
-        participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+        participant = Participant.objects.select_for_update().select_related("experiment").get(**lookup)
+        if not isinstance(idempotency_key, str) or not (8 <= len(idempotency_key) <= 64):
+            raise ServiceError("idempotency_key: missing or malformed")
         if not (0 <= index < len(participant.plan)):
-            raise ServiceError(f"there is no trial {index + 1} in this session")
+            raise TrialNotFound(f"there is no trial {index + 1} in this session")
         entry = participant.plan[index]
-        existing = TrialResponse.objects.filter(participant=participant, trial_id=entry["trial"]).first()
-        if existing is not None:
-            if existing.idempotency_key == idempotency_key:
-                return SaveResult(created=False, next_index=next_plan_index(participant))
+        # trial id -> idempotency key of every trial this participant has saved (one query)
+        saved = dict(TrialResponse.objects.filter(participant=participant).values_list("trial_id", "idempotency_key"))
+        if entry["trial"] in saved:
+            if saved[entry["trial"]] == idempotency_key:
+                return SaveResult(created=False, next_index=_first_unsaved(participant, saved), participant=participant)
             raise ConflictError("this trial was already submitted")
         if participant.experiment.status != Experiment.Status.OPEN:
             raise ConflictError("this listening test is closed; no more ratings are accepted")
@@ -922,7 +935,7 @@ def submit_trial(*, participant: Participant, index: int, idempotency_key: str,
                 Rating(participant=participant, trial_id=entry["trial"], condition_id=cid, score=score, response=response)
                 for cid, score in scores.items()
             ])
-        nxt = next_plan_index(participant)
+        nxt = _first_unsaved(participant, {**saved, entry["trial"]: idempotency_key})
         if nxt is None:
             participant.stage = Participant.Stage.QUESTIONNAIRE if participant.experiment.config.get(
                 "questionnaire", [{"name": "comment"}]) else Participant.Stage.COMPLETED
@@ -931,7 +944,7 @@ def submit_trial(*, participant: Participant, index: int, idempotency_key: str,
         if participant.stage == Participant.Stage.COMPLETED:
             _complete(participant)
         participant.save(update_fields=["stage", "completed_at", "completion_code"])
-    return SaveResult(created=True, next_index=nxt)
+    return SaveResult(created=True, next_index=nxt, participant=participant)
 
 
 def signal_keys(entry: dict) -> dict[str, int]:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods
 
 from .. import services
 from ..http import serve_blinded_file
-from ..models import Experiment, Participant, Stimulus, StimulusToken, Trial
+from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken
 from ..ratelimit import ratelimit
 
 STAGE_VIEWS = {
@@ -49,9 +49,10 @@ def _json_body(request: HttpRequest):
         return _error("the request body is not valid JSON")
 
 
-def _where(participant: Participant) -> str:
+def _where(participant: Participant, next_index: int | None | bool = False) -> str:
+    """The URL of the participant's current step (``next_index``: the next unsaved trial, when known)."""
     if participant.stage in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
-        index = services.next_plan_index(participant)
+        index = services.next_plan_index(participant) if next_index is False else next_index
         if index is not None:
             return reverse("participant:trial", args=[participant.token, index + 1])
         return reverse("participant:questionnaire", args=[participant.token])
@@ -154,10 +155,9 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
 def trial_data(request: HttpRequest, participant: Participant, index: int) -> dict:
     """The JSON the player needs for one trial (no condition names unless training)."""
     entry = participant.plan[index]
-    trial = Trial.objects.select_related("excerpt").get(pk=entry["trial"])
-    stimuli = {s.condition_id: s for s in Stimulus.objects.filter(excerpt=trial.excerpt).select_related("condition")}
-    tokens = {t.stimulus_id: t.token for t in StimulusToken.objects.filter(participant=participant,
-                                                                           stimulus__excerpt=trial.excerpt)}
+    # condition id -> this participant's token for the condition's stimulus of this trial's excerpt
+    tokens = dict(StimulusToken.objects.filter(participant=participant, stimulus__excerpt__trials__pk=entry["trial"])
+                  .values_list("stimulus__condition_id", "token"))
     keys = services.signal_keys(entry)
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
@@ -168,7 +168,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
                   "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}"},
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
-        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[stimuli[cid].pk]])}
+        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])}
                     for k, cid in keys.items()],
         "rules": rules,
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
@@ -178,17 +178,15 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         "gain_db": participant.level.get("gain_db", 0.0),
     }
     if entry.get("training"):
-        data["labels"] = {k: stimuli[cid].condition.label for k, cid in keys.items()}
+        labels = dict(Condition.objects.filter(pk__in=keys.values()).values_list("pk", "label"))
+        data["labels"] = {k: labels[cid] for k, cid in keys.items()}
     return data
 
 
 @require_http_methods(["GET", "POST"])
 @ratelimit("save", methods=["POST"], as_json=True)
 def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
-    participant = _participant(token)
     index = number - 1
-    if not (0 <= index < len(participant.plan)):
-        raise Http404("no such trial")
     if request.method == "POST":
         body = _json_body(request)
         if isinstance(body, JsonResponse):
@@ -196,16 +194,24 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
         if not isinstance(body, dict):
             return _error("the request body must be a JSON object")
         try:
+            # The participant is read once, locked, inside the save's transaction.
             result = services.submit_trial(
-                participant=participant, index=index, idempotency_key=body.get("idempotency_key"),
+                token=token, index=index, idempotency_key=body.get("idempotency_key"),
                 ratings=body.get("ratings"), telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
             )
+        except Participant.DoesNotExist:
+            raise Http404("no such participant") from None
+        except services.TrialNotFound:
+            raise Http404("no such trial") from None
         except services.ConflictError as exc:
             return _error(str(exc), status=409)
         except services.ServiceError as exc:
             return _error(str(exc))
-        participant.refresh_from_db()
-        return JsonResponse({"saved": True, "replayed": not result.created, "next_url": _where(participant)})
+        return JsonResponse({"saved": True, "replayed": not result.created,
+                             "next_url": _where(result.participant, result.next_index)})
+    participant = _participant(token)
+    if not (0 <= index < len(participant.plan)):
+        raise Http404("no such trial")
     if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
         return redirect(_where(participant))
     expected = services.next_plan_index(participant)
@@ -223,15 +229,20 @@ def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
     index = number - 1
     if not (0 <= index < len(participant.plan)):
         raise Http404("no such trial")
-    trial = Trial.objects.get(pk=participant.plan[index]["trial"])
-    stim = get_object_or_404(Stimulus, excerpt_id=trial.excerpt_id, condition__kind="hidden_reference")
-    return serve_blinded_file(request, stim.file)
+    path = (Stimulus.objects.filter(excerpt__trials__pk=participant.plan[index]["trial"],
+                                    condition__kind="hidden_reference").values_list("file", flat=True)[:1])
+    if not path:
+        raise Http404("no reference for this trial")
+    return serve_blinded_file(request, path[0])
 
 
 @ratelimit("media")
 def stimulus(request: HttpRequest, token: str) -> HttpResponse:
-    tok = get_object_or_404(StimulusToken.objects.select_related("stimulus"), token=token)
-    return serve_blinded_file(request, tok.stimulus.file)
+    # One indexed lookup for the file path: this is the most frequent request of a session.
+    path = StimulusToken.objects.filter(token=token).values_list("stimulus__file", flat=True)[:1]
+    if not path:
+        raise Http404("no such stimulus")
+    return serve_blinded_file(request, path[0])
 
 
 @require_http_methods(["GET", "POST"])
