@@ -157,6 +157,11 @@ class Site:
                         RATELIMIT_ENABLED="0")
 
     @property
+    def log(self) -> Path:
+        """gunicorn's log (its stderr)."""
+        return self.var / "gunicorn.log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -180,17 +185,20 @@ class Site:
     def serve(self) -> None:
         import requests
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(self.workers),
-             "-k", "gthread", "--threads", str(self.threads), "--log-level", "warning", "--backlog", "512",
-             # Keep idle connections longer than a participant's pause, as the proxy in front
-             # would; gunicorn's 2 s default races the clients' reuse of a connection.
-             "--keep-alive", "75"],
-            cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # The log goes to a file: a pipe nobody reads fills up and then blocks the server.
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}",
+                 "-w", str(self.workers), "-k", "gthread", "--threads", str(self.threads),
+                 "--log-level", "warning", "--backlog", "512",
+                 # Keep idle connections longer than a participant's pause, as the proxy in front
+                 # would; gunicorn's 2 s default races the clients' reuse of a connection.
+                 "--keep-alive", "75"],
+                cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("gunicorn exited:\n" + (self.proc.stderr.read() if self.proc.stderr else ""))
+                raise RuntimeError("gunicorn exited:\n" + self.log.read_text(errors="replace")[-3000:])
             try:
                 if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return

@@ -8,7 +8,8 @@ server), or by hand against an open experiment without a headphone check::
 
 One task is one step of a session (start, or one trial), so ``--stop-timeout`` lets a save
 in flight finish and every save the server stored is counted. Requests are named
-``landing``, ``start``, ``consent``, ``level``, ``save``, ``trial page``, ``questionnaire``
+``landing``, ``start``, ``consent page``, ``consent``, ``level page``, ``level``, ``save``, ``trial page``,
+``questionnaire``
 and ``healthz`` (a trivial GET made at every step: the baseline). A save counts as a
 failure unless the server answers 200 with ``saved: true, replayed: false``; every save is
 sent with the idempotency key its trial page gave.
@@ -26,9 +27,10 @@ import os
 import random
 import re
 import secrets
+from urllib.parse import urlencode
 from typing import Any
 
-from locust import HttpUser, between, events, task
+from locust import FastHttpUser, between, events, task
 
 PUBLIC_TOKEN = os.environ.get("BENCH_PUBLIC_TOKEN", "")
 TRIAL_DATA = re.compile(r'<script id="trial-data" type="application/json">(.*?)</script>', re.S)
@@ -51,7 +53,7 @@ def _write_stats(environment, **_: Any) -> None:
         json.dump(stats, fh)
 
 
-class Participant(HttpUser):
+class Participant(FastHttpUser):
     wait_time = between(float(os.environ.get("BENCH_WAIT_MIN", "1")), float(os.environ.get("BENCH_WAIT_MAX", "2")))
 
     def on_start(self) -> None:
@@ -60,11 +62,18 @@ class Participant(HttpUser):
         self.trial: dict[str, Any] | None = None
 
     def _csrf(self) -> dict[str, str]:
-        return {"csrfmiddlewaretoken": self.client.cookies.get("csrftoken", "")}
+        token = next((c.value for c in self.client.cookiejar if c.name == "csrftoken"), "")
+        return {"csrfmiddlewaretoken": token}
+
+    def _post(self, url: str, data: dict[str, str], name: str) -> str:
+        """POST a form; the URL it redirects to ("" when it does not)."""
+        r = self.client.post(url, data=urlencode({**self._csrf(), **data}), name=name, allow_redirects=False,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        return r.headers.get("Location", "") if r.status_code in (302, 303) else ""
 
     def _at(self, response) -> None:
         """Remember the trial a page shows (None when the page is not a trial)."""
-        match = TRIAL_DATA.search(response.text) if "/trial/" in response.url else None
+        match = TRIAL_DATA.search(response.text or "")
         self.trial = json.loads(match.group(1)) if match else None
 
     @task
@@ -76,17 +85,21 @@ class Participant(HttpUser):
             self.save_trial()
 
     def start_session(self) -> None:
-        self.client.cookies.clear()
+        self.client.cookiejar.clear()
         pid = secrets.token_hex(12)
         ids = {"PROLIFIC_PID": pid, "STUDY_ID": "bench", "SESSION_ID": pid[:8]}
         landing = f"/t/{PUBLIC_TOKEN}/"
-        self.client.get(landing, params=ids, name="landing")
-        r = self.client.post(landing, {**self._csrf(), **ids}, name="start")
-        if r.url.endswith("/consent/"):
-            r = self.client.post(r.url, {**self._csrf(), "agree": "yes"}, name="consent")
-        if r.url.endswith("/level/"):
-            r = self.client.post(r.url, {**self._csrf(), "gain_db": "0"}, name="level")
-        self._at(r)
+        self.client.get(f"{landing}?{urlencode(ids)}", name="landing")
+        where = self._post(landing, ids, "start")
+        if where.endswith("/consent/"):
+            self.client.get(where, name="consent page")
+            where = self._post(where, {"agree": "yes"}, "consent")
+        if where.endswith("/level/"):
+            self.client.get(where, name="level page")
+            where = self._post(where, {"gain_db": "0"}, "level")
+        self.trial = None
+        if "/trial/" in where:
+            self._at(self.client.get(where, name="trial page"))
 
     def save_trial(self) -> None:
         data = self.trial
@@ -105,7 +118,6 @@ class Participant(HttpUser):
         next_url = answer["next_url"]
         if "/trial/" in next_url:
             self._at(self.client.get(next_url, name="trial page"))
-        else:
-            r = self.client.get(next_url, name="questionnaire")
-            if r.url.endswith("/questionnaire/"):
-                self.client.post(r.url, {**self._csrf(), "comment": "bench"}, name="questionnaire")
+        elif next_url.endswith("/questionnaire/"):
+            self.client.get(next_url, name="questionnaire")
+            self._post(next_url, {"comment": "bench"}, "questionnaire")

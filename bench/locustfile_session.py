@@ -33,9 +33,9 @@ import os
 import random
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from locust import HttpUser, between, events, task
+from locust import FastHttpUser, between, events, task
 
 PUBLIC_TOKEN = os.environ.get("BENCH_PUBLIC_TOKEN", "")
 RANGE = {"Range": "bytes=0-1023"}
@@ -63,7 +63,7 @@ def _write_stats(environment, **_: Any) -> None:
         json.dump({"stats": stats, "errors": errors, "sessions": SESSIONS}, fh)
 
 
-class Participant(HttpUser):
+class Participant(FastHttpUser):
     wait_time = between(float(os.environ.get("BENCH_THINK_MIN", "3")), float(os.environ.get("BENCH_THINK_MAX", "8")))
 
     def on_start(self) -> None:
@@ -87,7 +87,8 @@ class Participant(HttpUser):
         """POST a form with the CSRF token its page gave; the redirect target, or None."""
         token = CSRF_INPUT.search(page_text)
         body = {"csrfmiddlewaretoken": token.group(1) if token else "", **data}
-        with self.client.post(url, body, name=name, allow_redirects=False, catch_response=True) as r:
+        with self.client.post(url, data=urlencode(body), name=name, allow_redirects=False, catch_response=True,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
             if not self._expect(r, 302, name):
                 return None
             return r.headers["Location"]
@@ -101,7 +102,7 @@ class Participant(HttpUser):
             self.save_and_continue()
 
     def start_session(self) -> None:
-        self.client.cookies.clear()
+        self.client.cookiejar.clear()
         landing = f"/t/{PUBLIC_TOKEN}/"
         ok, page = self._get(landing, "landing")
         if not ok:
