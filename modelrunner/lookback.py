@@ -152,9 +152,10 @@ def render_excerpt(
     x = torch.cat([x, x.new_zeros(1, latency)], dim=1)
     k = model.knob_tensor(knobs, 1)
     outs = []
+    step = model.streaming_call()
     with torch.inference_mode():
         for start in range(0, x.shape[1], int(chunk_size)):
-            y, state = model.module(x[:, start:start + int(chunk_size)], k, state)
+            y, state = step(x[:, start:start + int(chunk_size)], k, state)
             outs.append(y)
     y = torch.cat(outs, dim=1)[0, latency:] if outs else x.new_zeros(0)
     if not bool(torch.isfinite(y).all()):

@@ -18,6 +18,7 @@ the batch in dimension 0 or 1 and is detached.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,13 @@ class EffectModel:
                 "provenance": self.provenance,
             }
         )
+
+    def streaming_call(self) -> Callable[..., tuple[torch.Tensor, Any]]:
+        """What chunked renders call: the module's ``fast_forward`` where it has one (the
+        same outputs and state as ``forward`` to float rounding, checked in the tests), else
+        the module itself. The reference pass (``render.reference_forward``) always calls
+        the module itself."""
+        return getattr(self.module, "fast_forward", None) or self.module
 
     def default_knobs(self) -> dict[str, float]:
         """Knob settings used when none are given: the stored default, else mid-range."""

@@ -126,6 +126,11 @@ def _check_rate(sample_rate: int) -> int:
     return rate
 
 
+def _chunk_budget(model: EffectModel) -> int:
+    """Frames per call across the batch (the module may say what suits its kernels)."""
+    return int(getattr(model.module, "batch_chunk_budget", BATCH_CHUNK_BUDGET))
+
+
 def _forward_stream(
     model: EffectModel,
     x: torch.Tensor,
@@ -139,10 +144,11 @@ def _forward_stream(
     batch, frames = x.shape
     out = torch.empty_like(x)
     state = None
+    step = model.streaming_call()
     with torch.inference_mode():
         for start in range(0, frames, chunk_size):
             stop = min(frames, start + chunk_size)
-            y, state = model.module(x[:, start:stop], knobs, state)
+            y, state = step(x[:, start:stop], knobs, state)
             if tuple(y.shape) != (batch, stop - start):
                 raise RenderError(
                     f"model returned shape {tuple(y.shape)} for input {(batch, stop - start)}"
@@ -409,7 +415,7 @@ def render_batch(
         x = np.zeros((len(todo), longest), dtype=np.float32)
         for r, j in enumerate(todo):
             x[r, : signals[j].shape[0]] = signals[j]
-        step = chunk_size or max(1, BATCH_CHUNK_BUDGET // len(todo))
+        step = chunk_size or max(1, _chunk_budget(model) // len(todo))
         y = _forward_stream(model, torch.from_numpy(x), knob_row.repeat(len(todo), 1), step, meter.frames)
         yn = y.numpy()
         for r, j in enumerate(todo):
@@ -455,7 +461,7 @@ def _render_rows(
     for r, row in enumerate(rows):
         piece = signals[row.signal][row.start : row.start + length]
         x[r, : piece.shape[0]] = piece
-    step = chunk_size or max(1, BATCH_CHUNK_BUDGET // len(rows))
+    step = chunk_size or max(1, _chunk_budget(model) // len(rows))
     y = _forward_stream(model, torch.from_numpy(x), knob_row.repeat(len(rows), 1), step, meter.frames)
     return y.numpy()
 

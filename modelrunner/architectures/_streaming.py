@@ -8,6 +8,8 @@ give the same output.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -36,9 +38,13 @@ class Caches:
         self.new: list[torch.Tensor] = []
 
     def __call__(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
-        n = conv.context
-        if n == 0:
+        if conv.context == 0:
             return conv(x)
+        return conv(self.with_context(conv, x))
+
+    def with_context(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
+        """``cat(context, x)`` for ``conv`` (``(B, C, context + T)``), keeping the new context."""
+        n = conv.context
         index = len(self.new)
         if self._old is None:
             cache = x.new_zeros(self._batch, conv.in_channels, n)
@@ -48,7 +54,7 @@ class Caches:
             cache = self._old[index].to(x)
         full = torch.cat([cache, x], dim=2)
         self.new.append(full[:, :, full.shape[2] - n :].detach())
-        return conv(full)
+        return full
 
     def state(self) -> State:
         return tuple(self.new)
@@ -74,6 +80,13 @@ class StreamingConvNet(nn.Module):
     def forward(
         self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None
     ) -> tuple[torch.Tensor, State]:
+        return self._stream(self._forward, x, knobs, state)
+
+    def _stream(
+        self, body: Callable[[torch.Tensor, torch.Tensor, Caches], torch.Tensor],
+        x: torch.Tensor, knobs: torch.Tensor | None, state: State | None,
+    ) -> tuple[torch.Tensor, State]:
+        """The streaming protocol around ``body`` (``_forward`` or a faster equivalent)."""
         batch = x.shape[0]
         if knobs is None:
             knobs = x.new_zeros(batch, 0)
@@ -82,7 +95,7 @@ class StreamingConvNet(nn.Module):
             skip = self.receptive_field - 1
             x = torch.cat([x.new_zeros(batch, skip), x], dim=1)
         caches = Caches(state, batch, x)
-        y = self._forward(x[:, None, :], knobs, caches)[:, 0, :]
+        y = body(x[:, None, :], knobs, caches)[:, 0, :]
         return y[:, skip:], caches.state()
 
     def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:

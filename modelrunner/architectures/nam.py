@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._streaming import Caches, CausalConv1d, StreamingConvNet, activation
+from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation
 
 
 class NamLinear(StreamingConvNet):
@@ -121,5 +121,75 @@ class NamWaveNet(StreamingConvNet):
                     post = layer.activation(z)
                 y = y + layer.layer1x1(post)
                 head = post if head is None else head + post
+            head = caches(arr.head_rechannel, head)
+        return self.head_scale * head
+
+    #: Frames per forward call, all batch rows together, for the fast path: the
+    #: activations of one call then stay in cache (2**15 beat 2**16 by about 1.2x on one core).
+    batch_chunk_budget = 1 << 15
+
+    def fast_forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """``forward``'s output and state (to float rounding, ~1e-7) in fewer, cheaper kernels.
+
+        Used by the renderer; ``forward`` stays the plain reference. Each dilated
+        convolution is one batched matrix product per tap, on views of the cached input (no
+        copies); the input mixer is one fused multiply-add; a tanh layer computes
+        ``tanh(z) = 2 sigmoid(2z) - 1`` with both factors folded into the weights (PyTorch's
+        CPU sigmoid is about 3.5x cheaper than its tanh) and the ``-1`` into the 1x1 bias and
+        the head sum; 1x1 convolutions are batched matrix products.
+        """
+        return self._stream(self._fast_forward, x, knobs, state)
+
+    def _fast_forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
+        batch = x.shape[0]
+        condition = x
+        y = x
+        head: torch.Tensor | None = None
+        for arr in self.arrays:
+            y = arr.rechannel(y)
+            sig_sum: torch.Tensor | None = None  # sum of sigmoid(2z) over tanh layers
+            tanh_layers = 0
+            post_sum: torch.Tensor | None = None  # sum of the other layers' outputs
+            for layer in arr.layers:
+                conv = layer.conv
+                folded = layer.gated is False and isinstance(layer.activation, nn.Tanh)
+                k = 2.0 if folded else 1.0
+                full = caches.with_context(conv, y)
+                frames = y.shape[2]
+                d = conv.dilation[0]
+                weight = conv.weight * k if folded else conv.weight
+                z = None
+                for tap in range(conv.kernel_size[0]):
+                    w = weight[:, :, tap].expand(batch, -1, -1).contiguous()
+                    view = full[:, :, tap * d : tap * d + frames]
+                    z = torch.bmm(w, view) if z is None else z.baddbmm_(w, view)
+                mixer = layer.input_mixer.weight * k  # (mid, condition, 1)
+                if mixer.shape[1] == 1:
+                    z.addcmul_(mixer[None, :, 0, :], condition)
+                else:
+                    z.baddbmm_(mixer[:, :, 0].expand(batch, -1, -1).contiguous(), condition)
+                if conv.bias is not None:
+                    z.add_((conv.bias * k)[None, :, None])
+                w1 = layer.layer1x1.weight[:, :, 0]
+                b1 = layer.layer1x1.bias
+                if folded:
+                    post = z.sigmoid_()  # tanh(z0) = 2 * post - 1
+                    w1, b1 = w1 * 2.0, b1 - w1.sum(dim=1)
+                    tanh_layers += 1
+                    sig_sum = post if sig_sum is None else sig_sum.add_(post)
+                else:
+                    if layer.gated:
+                        post = layer.activation(z[:, : layer.channels]) * torch.sigmoid(z[:, layer.channels :])
+                    else:
+                        post = layer.activation(z)
+                    post_sum = post.clone() if post_sum is None else post_sum.add_(post)
+                y = torch.baddbmm(y, w1.expand(batch, -1, -1).contiguous(), post).add_(b1[None, :, None])
+            if sig_sum is not None:
+                sig_sum = sig_sum.mul_(2.0).sub_(float(tanh_layers))
+            for part in (sig_sum, post_sum):
+                if part is not None:
+                    head = part if head is None else head.add_(part)
             head = caches(arr.head_rechannel, head)
         return self.head_scale * head

@@ -25,9 +25,14 @@ def run_whole(model: EffectModel, x: torch.Tensor, knobs: dict | None = None) ->
     return y
 
 
-def run_chunked(model: EffectModel, x: torch.Tensor, sizes: list[int], knobs: dict | None = None) -> torch.Tensor:
-    """Render ``x`` in chunks cycling through ``sizes``, carrying the state."""
+def run_chunked(model: EffectModel, x: torch.Tensor, sizes: list[int], knobs: dict | None = None,
+                fast: bool = False) -> torch.Tensor:
+    """Render ``x`` in chunks cycling through ``sizes``, carrying the state.
+
+    ``fast``: call what the renderer calls (``model.streaming_call()``) instead of the module.
+    """
     k = model.knob_tensor(knobs, x.shape[0])
+    step = model.streaming_call() if fast else model.module
     state = None
     out = []
     pos = 0
@@ -35,7 +40,7 @@ def run_chunked(model: EffectModel, x: torch.Tensor, sizes: list[int], knobs: di
     with torch.no_grad():
         while pos < x.shape[1]:
             n = sizes[i % len(sizes)]
-            y, state = model.module(x[:, pos : pos + n], k, state)
+            y, state = step(x[:, pos : pos + n], k, state)
             out.append(y)
             pos += n
             i += 1

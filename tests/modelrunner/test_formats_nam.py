@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.errors import CheckpointError
 from modelrunner.formats import detect_format, load
+from modelrunner.model import EffectModel
 from tests.modelrunner._helpers import assert_chunked_equals_whole, guitar, run_chunked, run_whole
 from tests.paths import fixture_path
 
@@ -197,3 +199,59 @@ def test_unknown_architecture_and_options_refused(tmp_path) -> None:
     path.write_text(path.read_text().replace("12345.0", "1e999"))  # valid JSON, parses to inf
     with pytest.raises(CheckpointError, match="weights\\[0\\] is NaN or infinite"):
         load(path)
+
+
+# --- the renderer's fast WaveNet path (NamWaveNet.fast_forward) against the plain module
+
+
+def _random_wavenet(seed: int, arrays: list[tuple]) -> NamWaveNet:
+    """A NamWaveNet with random weights; ``arrays``: (in, channels, kernel, dilations, act, gated, head_out, head_kernel, head_bias)."""
+    torch.manual_seed(seed)
+    net = NamWaveNet([NamLayerArray(i, 1, c, k, d, act, g, ho, hk, hb) for i, c, k, d, act, g, ho, hk, hb in arrays], 0.3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.4)
+    return net.eval()
+
+
+FAST_CASES = {
+    # NAM's "standard" shape, shrunk: tanh, not gated, two arrays
+    "tanh": [(1, 6, 3, [1, 2, 4, 8], "Tanh", False, 4, 1, False), (6, 4, 3, [1, 2, 4], "Tanh", False, 1, 1, True)],
+    "gated": [(1, 5, 3, [1, 3, 9], "Tanh", True, 1, 1, True)],
+    "relu, head kernel 3": [(1, 4, 2, [1, 2, 4, 8, 16], "ReLU", False, 1, 3, True)],
+    "mixed activations": [(1, 4, 3, [1, 2], "Tanh", False, 3, 1, False), (4, 3, 3, [4, 8], "SiLU", False, 1, 2, True)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+def test_fast_forward_matches_forward_in_any_chunking(case: str) -> None:
+    net = _random_wavenet(7, FAST_CASES[case])
+    model = EffectModel(net, 48000, [], [], False, net.receptive_field, "nam", "NAM WaveNet", 0)
+    assert model.streaming_call() == net.fast_forward  # what render and render_batch call
+    x = torch.cat([guitar(0.2), guitar(0.2, offset=2.0)])  # two batch rows
+    whole = run_whole(model, x)
+    assert float(whole.abs().max()) > 1e-2
+    for sizes in ([1], [7], [4096], [3, 1, 50, 333]):
+        fast = run_chunked(model, x, sizes, fast=True)
+        diff = float((fast - whole).abs().max())
+        assert diff <= 1e-5, f"{case}, chunks {sizes}: max abs diff {diff}"
+    # The state it carries is the plain module's state: the two can take over from each other.
+    with torch.no_grad():
+        _, plain_state = net(x[:, :1000])
+        _, fast_state = net.fast_forward(x[:, :1000])
+        assert len(plain_state) == len(fast_state)
+        for a, b in zip(plain_state, fast_state):
+            assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-5
+        y_plain, _ = net(x[:, 1000:3000], None, fast_state)
+    assert float((y_plain - whole[:, 1000:3000]).abs().max()) <= 1e-5
+
+
+def test_fast_forward_matches_the_numpy_reference() -> None:
+    path = fixture_path("models", "nam", "wavenet_tiny_v054.nam")
+    model = load(path)
+    x = guitar(0.25)
+    ref = wavenet_reference(json.loads(path.read_text()), x[0].double().numpy())
+    y = run_chunked(model, x, [4096], fast=True)[0].numpy()
+    assert np.abs(y - ref).max() < 1e-5
+    identity = load(fixture_path("models", "nam", "identity_wavenet_minimal.nam"))
+    assert torch.allclose(run_chunked(identity, x, [1000], fast=True), x, atol=1e-6)
