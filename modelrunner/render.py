@@ -47,11 +47,12 @@ Progress = Callable[[float], None]
 
 #: Samples per call when rendering a batch (batch * chunk stays near this): large enough
 #: that per-call overhead vanishes, small enough that activations stay in cache (on one
-#: core, 2**16 beat 2**18 by about 1.4x for both LSTM-32 and NAM's standard WaveNet).
+#: core, 2**16 beat 2**18 by about 1.4x for both LSTM-32 and NAM's standard WaveNet). A
+#: module may set its own (``batch_chunk_budget``; the recurrent and NAM WaveNet ones do).
 BATCH_CHUNK_BUDGET = 1 << 16
 #: Batch size aimed at when cutting recurrent models' signals into segments: matrix-matrix
 #: products pay off up to about this many rows on one CPU core, while every extra row
-#: adds a warm-up.
+#: adds a warm-up. A module may set its own (``batch_rows``).
 RECURRENT_ROWS = 64
 #: Default error-to-signal ratio above which parallel output is refused.
 MAX_ESR = 1e-7
@@ -380,7 +381,8 @@ def render_batch(
             context = max(context, int(round(warmup_seconds * sr)))
         check = max(1, int(round(check_seconds * sr)))
         if segment_seconds is None:
-            segment = _auto_segment(model.stateful, [s.shape[0] for s in signals], context + check)
+            segment = _auto_segment(model.stateful, [s.shape[0] for s in signals], context + check,
+                                    int(getattr(model.module, "batch_rows", RECURRENT_ROWS)))
         else:
             segment = int(round(segment_seconds * sr))
         segment = max(segment, check)
@@ -431,19 +433,20 @@ def render_batch(
     return (outputs, report) if with_report else outputs
 
 
-def _auto_segment(stateful: bool, lengths: list[int], overlap: int) -> int:
+def _auto_segment(stateful: bool, lengths: list[int], overlap: int, rows: int = RECURRENT_ROWS) -> int:
     """Segment length when none is given.
 
     Recurrent models gain from many batch rows (one matrix-matrix product per step
     instead of a matrix-vector product per signal), so their signals are cut into about
-    ``RECURRENT_ROWS`` rows, each at least four times its warm-up. Convolutional models
+    ``rows`` rows (the module's ``batch_rows``, else ``RECURRENT_ROWS``), each at least
+    four times its warm-up. Convolutional models
     are already parallel over time, so cutting only evens out unequal lengths: segments
     are the median signal length, and at least 16 times the context. The plan depends
     only on the model's description and the lengths, never on timings, so the same
     render gives the same samples every time.
     """
     if stateful:
-        return max(4 * overlap, math.ceil(sum(lengths) / RECURRENT_ROWS))
+        return max(4 * overlap, math.ceil(sum(lengths) / rows))
     return max(16 * overlap, int(np.median(lengths)))
 
 

@@ -246,3 +246,21 @@ def test_batch_render_is_reproducible_bit_for_bit():
     second = render_batch(model, items, model.sample_rate, warmup_seconds=0.05)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_module_sets_its_rows_and_chunk_budget():
+    # RecurrentModel asks for 24 rows for an LSTM and 64 for a GRU, and 2**14 frames a call.
+    from modelrunner.architectures.recurrent import RecurrentModel
+    from modelrunner.model import EffectModel
+
+    items = [noise(8000 * 6, seed=s) for s in range(2)]
+    for unit, rows in (("LSTM", 24), ("GRU", 64)):
+        torch.manual_seed(3)
+        module = RecurrentModel(unit, 6).eval()
+        assert module.batch_rows == rows and module.batch_chunk_budget == 1 << 14
+        model = EffectModel(module, 8000, [], [], True, 1, "native", unit, 0)
+        got, report = render_batch(model, items, 8000, warmup_seconds=0.02, with_report=True)
+        assert report.path == "parallel"
+        assert rows * 0.7 <= report.segments <= rows * 1.1, (unit, report.segments)
+        for g, a in zip(got, items):
+            np.testing.assert_allclose(g, reference_forward(model, a), atol=1e-5, rtol=0)
