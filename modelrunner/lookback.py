@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import AudioError, RenderError
+from .errors import AudioError
 from .model import EffectModel
+from .render import _forward_stream
 
 LOOKBACK = "lookback"
 ZERO_WARMUP = "zero-warmup"
@@ -123,6 +124,11 @@ class _StartFrom(nn.Module):
     def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
         return self.inner(x, knobs, self.initial if state is None else state)
 
+    def fast_forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """The inner module's fast path (see ``EffectModel.streaming_call``), from the same state."""
+        step = getattr(self.inner, "fast_forward", None) or self.inner
+        return step(x, knobs, self.initial if state is None else state)
+
 
 def bind(model: EffectModel, state: Any) -> EffectModel:
     """A copy of ``model`` whose module starts from ``state`` (batch 1) instead of silence,
@@ -150,15 +156,6 @@ def render_excerpt(
     x = _as_tensor(dry, "dry excerpt")
     latency = requirements(model)["latency_samples"]
     x = torch.cat([x, x.new_zeros(1, latency)], dim=1)
-    k = model.knob_tensor(knobs, 1)
-    outs = []
-    step = model.streaming_call()
-    with torch.inference_mode():
-        for start in range(0, x.shape[1], int(chunk_size)):
-            y, state = step(x[:, start:start + int(chunk_size)], k, state)
-            outs.append(y)
-    y = torch.cat(outs, dim=1)[0, latency:] if outs else x.new_zeros(0)
-    if not bool(torch.isfinite(y).all()):
-        raise RenderError("model produced NaN or infinite output")
+    y = _forward_stream(model, x, model.knob_tensor(knobs, 1), int(chunk_size), state=state)[0, latency:]
     info["latency_compensated"] = latency
     return y.numpy().astype(np.float32), mode, info

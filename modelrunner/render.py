@@ -132,19 +132,25 @@ def _chunk_budget(model: EffectModel) -> int:
     return int(getattr(model.module, "batch_chunk_budget", BATCH_CHUNK_BUDGET))
 
 
+def _batch_rows(model: EffectModel) -> int:
+    """Rows a recurrent model's signals are cut into (the module may say what suits it)."""
+    return int(getattr(model.module, "batch_rows", RECURRENT_ROWS))
+
+
 def _forward_stream(
     model: EffectModel,
     x: torch.Tensor,
     knobs: torch.Tensor,
     chunk_size: int,
     on_frames: Callable[[int], None] | None = None,
+    state: object = None,
 ) -> torch.Tensor:
-    """Run ``x`` ``(B, T)`` through the module in chunks of ``chunk_size`` frames, carrying state."""
+    """Run ``x`` ``(B, T)`` through the module in chunks of ``chunk_size`` frames, carrying
+    state from ``state`` (``None``: silence)."""
     if chunk_size < 1:
         raise RenderError(f"chunk_size must be >= 1, got {chunk_size}")
     batch, frames = x.shape
     out = torch.empty_like(x)
-    state = None
     step = model.streaming_call()
     with torch.inference_mode():
         for start in range(0, frames, chunk_size):
@@ -382,7 +388,7 @@ def render_batch(
         check = max(1, int(round(check_seconds * sr)))
         if segment_seconds is None:
             segment = _auto_segment(model.stateful, [s.shape[0] for s in signals], context + check,
-                                    int(getattr(model.module, "batch_rows", RECURRENT_ROWS)))
+                                    _batch_rows(model))
         else:
             segment = int(round(segment_seconds * sr))
         segment = max(segment, check)
