@@ -33,9 +33,10 @@ STFT_EPS = 1e-8
 PREEMPH_COEFF = 0.85
 #: IEC 61672-1:2013 Annex E pole frequencies of the A-weighting curve, in Hz.
 A_WEIGHTING_POLES_HZ = (20.598997, 107.65265, 737.86223, 12194.217)
-#: Frame energy windows and hops of the MR-EESR; the MR-STFT windows, so both look at
-#: the signal on the same time scales.
-MR_EESR_WINDOWS = tuple(zip(MR_STFT_WIN_LENGTHS, MR_STFT_HOP_SIZES))
+#: MR-EESR frame lengths and hops (75 % overlap) and the floor under a frame's energy,
+#: as in the SPTMod training loss (see ``mr_eesr``).
+MR_EESR_WINDOWS = ((512, 128), (1024, 256), (2048, 512))
+MR_EESR_EPS = 1e-8
 
 
 def _as_2d_f64(x: np.ndarray, name: str) -> np.ndarray:
@@ -179,18 +180,20 @@ def mr_stft(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
 
 
 def _frame_energy(x: np.ndarray, win: int, hop: int) -> np.ndarray:
-    """Sum of squares over rectangular frames of ``win`` samples every ``hop`` samples, per channel."""
+    """Mean square over rectangular frames of ``win`` samples every ``hop`` samples, per channel."""
     frames = np.lib.stride_tricks.sliding_window_view(x * x, win, axis=0)[::hop]
-    return frames.sum(axis=-1)
+    return frames.mean(axis=-1)
 
 
 def mr_eesr(output: np.ndarray, target: np.ndarray, sample_rate: int | None = None) -> float:
-    """Multi-resolution energy-envelope ESR: ESR of frame energies, averaged over resolutions (after Bourdin, Legrand & Roche, DAFx 2025).
+    """Multi-resolution energy ESR (Bourdin, Legrand & Roche, DAFx 2025, eq. 4, the SPTMod loss term).
 
-    For each (window, hop) in ``MR_EESR_WINDOWS`` the short-time energies E[m] of
-    rectangular frames are compared as sum((E_y - E_ŷ)²) / sum(E_y²); the result is the
-    mean over resolutions. It scores the energy envelope, which matters for dynamic
-    effects (compressors), independently of waveform phase. ``sample_rate`` is unused.
+    For each (window W, hop W/4) in ``MR_EESR_WINDOWS`` the frame energies
+    E_k = (1/W) Σ y[τ]² over rectangular frames k = 1..K are compared as
+    (1/K) Σ_k |Ê_k − E_k| / (E_k + ε), ε = ``MR_EESR_EPS``, averaged over channels; the
+    result is the mean over the three resolutions. It scores the energy envelope (what
+    a compressor model must get right) and ignores waveform phase. ``sample_rate`` is
+    unused.
     """
     o, t = _pair(output, target)
     if o.shape[0] < max(w for w, _ in MR_EESR_WINDOWS):
@@ -200,7 +203,7 @@ def mr_eesr(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
     values = []
     for win, hop in MR_EESR_WINDOWS:
         e_o, e_t = _frame_energy(o, win, hop), _frame_energy(t, win, hop)
-        values.append(_esr(e_o, e_t))
+        values.append(float(np.mean(np.abs(e_o - e_t) / (e_t + MR_EESR_EPS))))
     return float(np.mean(values))
 
 
