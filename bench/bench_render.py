@@ -1,8 +1,9 @@
 """Render speed: one test set through LSTM-32, GRU-32 and NAM's standard WaveNet.
 
 A test set is ``--excerpts`` excerpts of ``--seconds`` at 44.1 kHz, on one thread.
-The baseline is the plain way: one whole-file forward call per excerpt, one excerpt
-after the other (``reference_forward``), measured in the same process. The candidate
+Recurrent models run through the compiled kernel (``modelrunner.native``) where it
+builds; ``MODELRUNNER_NATIVE=0`` measures PyTorch's path instead. The baseline is the
+plain way: one whole-file forward call per excerpt, one excerpt after the other (``reference_forward``), measured in the same process. The candidate
 is ``render_batch`` (all excerpts in one batch, long excerpts cut into segments with
 context/warm-up and a boundary check). For each model this prints the real-time
 factor of both, their ratio, the ESR of the candidate against the baseline and the
@@ -25,6 +26,7 @@ from torch import nn
 
 from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.architectures.recurrent import RecurrentModel
+from modelrunner import native
 from modelrunner.cli import bench_excerpts
 from modelrunner.model import EffectModel
 from modelrunner.render import reference_forward, render_batch
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(list(run(excerpts, seconds, args.only)), indent=2))
         return 0
     print(f"{excerpts} excerpts x {seconds:g} s at {SAMPLE_RATE} Hz, 1 thread; baseline = whole-file call per excerpt")
+    print(f"recurrent models: {native.reason()}")
     print(
         f"{'model':<22}{'kFLOP/smp':>10}{'naive xRT':>11}{'GFLOP/s':>9}{'batched xRT':>13}{'GFLOP/s':>9}"
         f"{'vs naive':>10}{'target':>8}  path (rows), ESR vs naive"

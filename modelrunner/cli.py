@@ -151,6 +151,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     info = model.summary()
     info["state_size"] = state_size(model)
     info["load_seconds"] = round(seconds, 6)
+    info["render_kernel"] = str(getattr(model.module, "render_kernel", "PyTorch"))
     info.update(_paper_facts(model))
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -189,6 +190,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                      + (" and target" if lb["uses_target"] else "") + (" (needed)" if lb["needs_lookback"] else "")))
     if info.get("latency_samples"):
         rows.append(("latency", f"{info['latency_samples']} samples (removed by modelrunner.lookback.render_excerpt)"))
+    rows.append(("render kernel", info["render_kernel"]))
     rows.append(("load time", f"{seconds:.3f} s"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

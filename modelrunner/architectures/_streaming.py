@@ -45,16 +45,28 @@ class Caches:
     def with_context(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
         """``cat(context, x)`` for ``conv`` (``(B, C, context + T)``), keeping the new context."""
         n = conv.context
-        index = len(self.new)
-        if self._old is None:
-            cache = x.new_zeros(self._batch, conv.in_channels, n)
-        else:
-            if index >= len(self._old) or tuple(self._old[index].shape) != (self._batch, conv.in_channels, n):
-                raise ValueError("state does not belong to this model or batch size")
-            cache = self._old[index].to(x)
-        full = torch.cat([cache, x], dim=2)
+        full = torch.cat([self._stored(conv, 0).to(x), x], dim=2)
         self.new.append(full[:, :, full.shape[2] - n :].detach())
         return full
+
+    def take(self, conv: CausalConv1d, offset: int = 0) -> torch.Tensor:
+        """A copy the caller may overwrite of the context stored for the convolution
+        ``offset`` places after the next one (zeros at the start of a stream):
+        ``(B, in_channels, context)``, contiguous. ``keep`` then stores the new ones."""
+        return self._stored(conv, offset).clone(memory_format=torch.contiguous_format)
+
+    def _stored(self, conv: CausalConv1d, offset: int) -> torch.Tensor:
+        """The context stored for the convolution ``offset`` places after the next one."""
+        shape = (self._batch, conv.in_channels, conv.context)
+        if self._old is None:
+            return self._like.new_zeros(shape)
+        index = len(self.new) + offset
+        if index >= len(self._old) or tuple(self._old[index].shape) != shape:
+            raise ValueError("state does not belong to this model or batch size")
+        return self._old[index].to(self._like)
+
+    def keep(self, contexts: list[torch.Tensor]) -> None:
+        self.new.extend(c.detach() for c in contexts)
 
     def state(self) -> State:
         return tuple(self.new)

@@ -11,10 +11,81 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import native
+
 UNITS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
 
 
-class RecurrentModel(nn.Module):
+class CompiledRecurrent:
+    """For modules computing ``y = lin(rnn(x, knobs)) + skip * x``: the compiled kernel
+    (``modelrunner.native``) with weights packed once (again if they change), and the
+    render plan that suits whichever kernel runs. Subclasses name their parts."""
+
+    _packed: native.PackedRecurrent | None = None
+
+    def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
+        raise NotImplementedError
+
+    def _kernel_inputs(
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: object
+    ) -> tuple[torch.Tensor | None, object]:
+        """The knobs (``None`` for none) and start state the kernel gets for this call."""
+        raise NotImplementedError
+
+    def fast_forward(
+        self,
+        x: torch.Tensor,
+        knobs: torch.Tensor | None = None,
+        state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """``forward`` through the compiled kernel where it runs, else ``forward`` itself;
+        same outputs to float rounding and the same state layout."""
+        kernel = self._kernel()
+        if kernel is None or x.device.type != "cpu":
+            return self.forward(x, knobs, state)
+        y, state = native.run_recurrent(*kernel, x, *self._kernel_inputs(x, knobs, state))
+        return y.to(x.dtype), state
+
+    def _kernel(self) -> tuple[object, native.PackedRecurrent] | None:
+        """The compiled library and this model's packed weights, or ``None`` (PyTorch's path)."""
+        lib = native.library()
+        rnn, lin, skip = self._recurrent_parts()
+        if lib is None or not native.supports(rnn):
+            return None
+        packed = self._packed
+        if packed is None or packed.key != native.version_key([rnn, lin]):
+            packed = self._packed = native.pack_recurrent(rnn, lin, skip, lib.rnn_vector_width())
+        return lib, packed
+
+    @property
+    def render_kernel(self) -> str:
+        """Which kernel renders this model, for ``inspect``."""
+        return "compiled recurrent kernel" if self._kernel() is not None else f"PyTorch ({native.reason()})"
+
+    @property
+    def batch_chunk_budget(self) -> int:
+        """Frames per forward call over all batch rows: PyTorch's CPU RNN kernels run about
+        1.2x faster on 2**14 than on 2**16 (measured with 12 x 10 s, one core); the compiled
+        kernel keeps its state in registers and only streams input and output, so it takes
+        larger calls."""
+        return 1 << 16 if self._kernel() is not None else 1 << 14
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows the renderer aims at when cutting signals into segments with warm-ups.
+
+        Each row adds a warm-up. The compiled kernel steps tiles of 4 rows on one thread:
+        LSTM-32 runs 123x real time on 1 row, 130x on 4 and no faster on 64 (GRU-32: 148x,
+        172x, 170x), so it wants 4. ``torch.nn.LSTM`` runs as fast per frame at 24 rows as at 64 (so
+        fewer warm-ups win: 36x against 31x real time), ``torch.nn.GRU`` gains up to about
+        64 rows (26x against 20x at 24).
+        """
+        if self._kernel() is not None:
+            return 4
+        return 64 if isinstance(self._recurrent_parts()[0], nn.GRU) else 24
+
+
+class RecurrentModel(CompiledRecurrent, nn.Module):
     """Single-output RNN with optional residual ``skip`` from the audio input.
 
     ``forward(x (B, T), knobs (B, K), state) -> (y (B, T), state)``; the state is the
@@ -44,19 +115,14 @@ class RecurrentModel(nn.Module):
         self.rec = UNITS[unit](1 + self.num_knobs, int(hidden_size), int(num_layers), batch_first=True)
         self.lin = nn.Linear(int(hidden_size), 1, bias=bool(bias))
 
-    #: Frames per forward call over all batch rows: PyTorch's CPU RNN kernels run about
-    #: 1.2x faster on 2**14 than on 2**16 (measured with 12 x 10 s, one core).
-    batch_chunk_budget = 1 << 14
+    def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
+        return self.rec, self.lin, self.skip
 
-    @property
-    def batch_rows(self) -> int:
-        """Rows the renderer aims at when cutting signals into segments with warm-ups.
-
-        Each row adds a warm-up; ``torch.nn.LSTM`` runs as fast per frame at 24 rows as at
-        64 (so fewer warm-ups win: 36x against 31x real time), ``torch.nn.GRU`` gains up
-        to about 64 rows (26x against 20x at 24).
-        """
-        return 24 if self.unit_type == "LSTM" else 64
+    def _kernel_inputs(
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: object
+    ) -> tuple[torch.Tensor | None, object]:
+        # The kernel checks the knobs' shape as forward does (the same message).
+        return (knobs if self.num_knobs else None), state
 
     def forward(
         self,

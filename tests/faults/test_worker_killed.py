@@ -49,7 +49,7 @@ class MediaWatcher(threading.Thread):
 
 def test_killed_worker_job_is_requeued_completes_once_and_nothing_partial_is_served(fault_stack: Stack, tmp_path):
     s = fault_stack
-    built = s.build(tmp_path, excerpts=1, seconds=10.0, title="Killed mid-job")
+    built = s.build(tmp_path, excerpts=1, seconds=30.0, title="Killed mid-job")
     exp, public = built["experiment"], built["public_token"]
     renders, stimuli = s.media / "renders" / f"e{exp}", s.media / "stimuli" / f"e{exp}"
     watcher = MediaWatcher([renders, stimuli])
@@ -61,7 +61,9 @@ def test_killed_worker_job_is_requeued_completes_once_and_nothing_partial_is_ser
     # tokens made when a session starts, and a session only starts on an open (rendered) experiment.
     assert participant.get(f"/t/{public}/").status == 404
     assert participant.post_form(f"/t/{public}/", {}).status == 404
-    worker = s.worker()
+    # PyTorch's kernels, so that the render lasts long enough to be killed in: the compiled
+    # kernel renders this 30 s excerpt in about 0.25 s, in a few progress steps.
+    worker = s.worker(MODELRUNNER_NATIVE="0")
     model_job = next(j for j in s.jobs(exp) if j["kind"] == "model")
     # Killed while rendering: claimed and past loading the checkpoint (progress 0.05), not yet written.
     wait_for(lambda: s.sql("SELECT progress FROM webmushra_renderjob WHERE id = %s AND status = 'running' "

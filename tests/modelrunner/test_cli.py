@@ -86,6 +86,7 @@ def test_inspect_json_describes_the_model(capsys):
     assert info["stateful"] is False and info["receptive_field"] > 1
     assert info["parameter_count"] > 0 and info["load_seconds"] >= 0
     assert info["state_size"] >= info["receptive_field"] - 1  # cached context of every layer
+    assert info["render_kernel"] == "compiled WaveNet kernel"
 
 
 def test_inspect_text_lists_knobs_and_state(capsys):
@@ -94,6 +95,17 @@ def test_inspect_text_lists_knobs_and_state(capsys):
     assert "LSTM-20" in out and "p1 [0, 1] default 0.5" in out
     assert "recurrent, 40 values per channel" in out  # h and c of 20 units
     assert "44100 Hz" in out
+    assert "render kernel    compiled recurrent kernel" in out
+
+
+def test_inspect_says_when_renders_fall_back_to_torch():
+    path = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelrunner", "inspect", str(path), "--json"], cwd=REPO, capture_output=True,
+        text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MODELRUNNER_NATIVE": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["render_kernel"] == "PyTorch (switched off by MODELRUNNER_NATIVE)"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from modelrunner import native
 from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.errors import CheckpointError
 from modelrunner.formats import detect_format, load
@@ -113,6 +114,22 @@ def test_lstm_matches_core_per_sample_reference() -> None:
     y = run_whole(model, x)[0].numpy()
     assert np.abs(y - ref).max() < 1e-5
     assert np.abs(y).max() > 1e-3
+
+
+def test_lstm_compiled_kernel_matches_core_reference_in_chunks() -> None:
+    # What renders call (the compiled kernel, from NAM's learned initial state) against
+    # the per-sample reference, in uneven chunks carrying the state.
+    path = fixture_path("models", "nam", "lstm_h3.nam")
+    model = load(path)
+    assert model.streaming_call() == model.module.fast_forward and model.module._kernel() is not None
+    x = guitar(0.05)
+    ref = lstm_reference(json.loads(path.read_text()), x[0].double().numpy())
+    state, outs = None, []
+    with torch.inference_mode():
+        for a, b in ((0, 1), (1, 8), (8, 1000), (1000, x.shape[1])):
+            y, state = model.module.fast_forward(x[:, a:b], None, state)
+            outs.append(y[0].numpy())
+    assert np.abs(np.concatenate(outs) - ref).max() < 1e-5
 
 
 def test_wavenet_matches_reference() -> None:
@@ -223,11 +240,22 @@ FAST_CASES = {
 }
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "torch"])
 @pytest.mark.parametrize("case", sorted(FAST_CASES))
-def test_fast_forward_matches_forward_in_any_chunking(case: str) -> None:
+def test_fast_forward_matches_forward_in_any_chunking(case: str, kernel: str, monkeypatch) -> None:
+    # Both fast paths: the compiled kernel (kernels/wavenet.c, tanh and ReLU layers, gated
+    # or not) and PyTorch's (what runs without a compiler, or for other activations).
+    if kernel == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
     net = _random_wavenet(7, FAST_CASES[case])
     model = EffectModel(net, 48000, [], [], False, net.receptive_field, "nam", "NAM WaveNet", 0)
     assert model.streaming_call() == net.fast_forward  # what render and render_batch call
+    if kernel == "compiled" and case != "mixed activations":
+        assert net.render_kernel == "compiled WaveNet kernel"
+    elif kernel == "compiled":
+        assert net.render_kernel == "PyTorch (an activation the kernel lacks)"
+    else:
+        assert net.render_kernel.startswith("PyTorch") and net._compiled() is None
     x = torch.cat([guitar(0.2), guitar(0.2, offset=2.0)])  # two batch rows
     whole = run_whole(model, x)
     assert float(whole.abs().max()) > 1e-2
@@ -249,6 +277,7 @@ def test_fast_forward_matches_forward_in_any_chunking(case: str) -> None:
 def test_fast_forward_matches_the_numpy_reference() -> None:
     path = fixture_path("models", "nam", "wavenet_tiny_v054.nam")
     model = load(path)
+    assert model.module.render_kernel == "compiled WaveNet kernel"
     x = guitar(0.25)
     ref = wavenet_reference(json.loads(path.read_text()), x[0].double().numpy())
     y = run_chunked(model, x, [4096], fast=True)[0].numpy()

@@ -248,16 +248,23 @@ def test_batch_render_is_reproducible_bit_for_bit():
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_module_sets_its_rows_and_chunk_budget():
-    # RecurrentModel asks for 24 rows for an LSTM and 64 for a GRU, and 2**14 frames a call.
+@pytest.mark.parametrize("kernel", ["compiled", "torch"])
+def test_the_module_sets_its_rows_and_chunk_budget(kernel, monkeypatch):
+    # RecurrentModel asks for 4 rows and 2**16 frames a call with the compiled kernel;
+    # through PyTorch, 24 rows for an LSTM and 64 for a GRU, and 2**14 frames a call.
+    from modelrunner import native
     from modelrunner.architectures.recurrent import RecurrentModel
     from modelrunner.model import EffectModel
 
+    if kernel == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
     items = [noise(8000 * 6, seed=s) for s in range(2)]
-    for unit, rows in (("LSTM", 24), ("GRU", 64)):
+    plans = {"compiled": {"LSTM": (4, 1 << 16), "GRU": (4, 1 << 16)},
+             "torch": {"LSTM": (24, 1 << 14), "GRU": (64, 1 << 14)}}[kernel]
+    for unit, (rows, budget) in plans.items():
         torch.manual_seed(3)
         module = RecurrentModel(unit, 6).eval()
-        assert module.batch_rows == rows and module.batch_chunk_budget == 1 << 14
+        assert module.batch_rows == rows and module.batch_chunk_budget == budget
         model = EffectModel(module, 8000, [], [], True, 1, "native", unit, 0)
         got, report = render_batch(model, items, 8000, warmup_seconds=0.02, with_report=True)
         assert report.path == "parallel"

@@ -79,7 +79,9 @@ def test_knob_model_renders_each_setting():
     low = render(model, x, 44100, knobs={"p1": 0.0})
     high = render(model, x, 44100, knobs={"p1": 1.0})
     assert esr(low, high) > 1e-3
-    np.testing.assert_allclose(high, reference_forward(model, x, {"p1": 1.0}), atol=1e-6, rtol=0)
+    # 1e-5: the bound. The compiled kernel and PyTorch's float32 LSTM each differ
+    # from a float64 pass by about 2e-6 here (test_native checks the kernel's share).
+    np.testing.assert_allclose(high, reference_forward(model, x, {"p1": 1.0}), atol=1e-5, rtol=0)
 
 
 def test_identity_model_through_resampling_returns_the_input():

@@ -1,0 +1,52 @@
+/*
+ * Vector helpers shared by the render kernels: GCC/Clang vector extensions, so the same
+ * source compiles to AVX-512, AVX2 or SSE for the CPU at hand (-march=native).
+ */
+#ifndef MODELRUNNER_VEC_H
+#define MODELRUNNER_VEC_H
+
+#include <stdint.h>
+
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vfu __attribute__((vector_size(VL * 4), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+
+static inline vf ld(const float *p) { return *(const vfu *)p; }
+static inline void st(float *p, vf v) { *(vfu *)p = v; }
+static inline vf splat(float a) { return (vf){0} + a; }
+static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+
+/* exp(x) for float32: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by the Cephes expf
+ * polynomial, 2**n built in the exponent bits. Within 2 ulp of expf over [-87, 88];
+ * outside, the argument is clamped (sigmoid is 0 or 1 there in float32 anyway). */
+static inline vf vexp(vf x) {
+    x = vmax(vmin(x, splat(88.0f)), splat(-87.0f));
+    const vf magic = splat(12582912.0f); /* 1.5 * 2**23: adding it rounds to an integer */
+    vf n = (x * splat(1.44269504088896341f) + magic) - magic;
+    vf r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + splat(1.3981999507e-3f);
+    p = p * r + splat(8.3334519073e-3f);
+    p = p * r + splat(4.1665795894e-2f);
+    p = p * r + splat(1.6666665459e-1f);
+    p = p * r + splat(5.0000001201e-1f);
+    p = p * (r * r) + r + splat(1.0f);
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
+static inline vf vsigmoid(vf a) { return splat(1.0f) / (splat(1.0f) + vexp(-a)); }
+/* tanh(a) given 2a: 2 sigmoid(2a) - 1. */
+static inline vf vtanh_of_double(vf a2) { return splat(2.0f) * vsigmoid(a2) - splat(1.0f); }
+
+#endif

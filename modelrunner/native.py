@@ -1,0 +1,329 @@
+"""Compiled render kernels: built on first use for the machine that runs them.
+
+``kernels/rnn.c`` steps LSTM, GRU and Elman cells over many signals at once (see its
+header for why); ``kernels/wavenet.c`` runs the layers of NAM's WaveNet. They are compiled with the system C compiler (``$CC``, else ``cc``) and
+``-O3 -march=native`` into a per-user cache (``$MODELRUNNER_CACHE_DIR``, else
+``$XDG_CACHE_HOME/modelrunner``, else ``~/.cache/modelrunner``), keyed by the source,
+the compiler and the CPU, and loaded with ctypes. Without a compiler, or with
+``MODELRUNNER_NATIVE=0``, renders use PyTorch's kernels instead: the same samples to
+float rounding, only slower. ``python -m modelrunner inspect`` says which is in use.
+
+Only our own source is ever compiled or loaded; nothing from an upload is.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+KERNELS = Path(__file__).with_name("kernels")
+SOURCES = [KERNELS / name for name in ("rnn.c", "wavenet.c")]
+#: Everything the build reads, for the cache key.
+INPUTS = [*SOURCES, KERNELS / "vec.h"]
+FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-shared"]
+CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+#: Gates whose pre-activation is doubled in the packed weights, because the kernel
+#: evaluates tanh(a) as 2 sigmoid(2a) - 1: LSTM's cell gate g, GRU's candidate n.
+_DOUBLED = {"LSTM": (2,), "GRU": (2,), "RNN_TANH": (0,), "RNN_RELU": ()}
+
+_lock = threading.Lock()
+_loaded: ctypes.CDLL | None = None
+_tried = False
+_reason = ""
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("MODELRUNNER_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "modelrunner"
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _build(cc: str, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            raise OSError(f"{cc} failed: {proc.stderr.strip()[:500]}")
+        os.replace(tmp, out)  # atomic: concurrent workers never load a half-written library
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, building them once per machine; ``None`` where that fails
+    or is switched off (``reason()`` says why)."""
+    global _loaded, _tried, _reason
+    if _tried:
+        return _loaded
+    with _lock:
+        if _tried:
+            return _loaded
+        _tried = True
+        if os.environ.get("MODELRUNNER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+            _reason = "switched off by MODELRUNNER_NATIVE"
+            return None
+        cc = os.environ.get("CC", "cc")
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+            key = hashlib.sha256(
+                "\0".join([*(src.read_text() for src in INPUTS), cc, version, " ".join(FLAGS),
+                            _cpu_signature()]).encode()
+            ).hexdigest()[:16]
+            path = _cache_dir() / f"kernels-{key}.so"
+            if not path.exists():
+                _build(cc, path)
+            if path.stat().st_uid != os.getuid():
+                raise OSError(f"{path} belongs to another user; not loading it")
+            lib = ctypes.CDLL(str(path))
+        except (OSError, subprocess.SubprocessError) as exc:
+            _reason = f"no compiled kernels ({exc}); using PyTorch's"
+            log.warning("modelrunner: %s", _reason)
+            return None
+        p = ctypes.c_void_p
+        lib.rnn_run.restype = ctypes.c_int
+        lib.rnn_run.argtypes = [ctypes.c_int] * 6 + [p, ctypes.c_long, p, p, p, p, p, p, p, p, ctypes.c_float,
+                                                     ctypes.c_int, p]
+        lib.rnn_vector_width.restype = ctypes.c_int
+        lib.rnn_exp.restype = None
+        lib.rnn_exp.argtypes = [p, p, ctypes.c_long]
+        lib.wavenet_layers.restype = ctypes.c_int
+        lib.wavenet_layers.argtypes = [ctypes.c_int] * 5 + [p] * 12
+        _loaded = lib
+        _reason = f"compiled kernels in use ({path.name}, {lib.rnn_vector_width()} floats per vector)"
+        return lib
+
+
+def reason() -> str:
+    """Whether the compiled kernels are in use, and if not, why."""
+    library()
+    return _reason
+
+
+def _cell_name(rnn: nn.RNNBase) -> str:
+    """PyTorch's own name for the cell (``RNNBase.mode``): LSTM, GRU, RNN_TANH or RNN_RELU."""
+    return str(getattr(rnn, "mode", ""))
+
+
+def supports(rnn: nn.RNNBase) -> bool:
+    """Whether ``rnn`` is a shape the kernel runs: unidirectional, float32 on the CPU,
+    no LSTM projection."""
+    return (
+        _cell_name(rnn) in CELLS
+        and not rnn.bidirectional
+        and getattr(rnn, "proj_size", 0) == 0
+        and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in rnn.parameters())
+    )
+
+
+@dataclass
+class PackedRecurrent:
+    """Weights of ``y = lin(rnn(x)) + skip * x`` in the kernel's padded layout."""
+
+    key: tuple
+    cell: str
+    layers: int
+    hidden: int
+    padded: int
+    inputs: int
+    #: Per layer: (wx, bx, wh, bh). Plain tensors, so a module holding this still copies.
+    weights: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    lin_w: torch.Tensor
+    lin_b: float
+    skip: int
+
+
+def version_key(modules: list[nn.Module]) -> tuple:
+    """Identifies the modules' current weights: packed copies are remade when it changes."""
+    return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+
+
+def pack_recurrent(rnn: nn.RNNBase, lin: nn.Linear, skip: int, vector_width: int) -> PackedRecurrent:
+    """Lay out PyTorch's ``weight_ih_l{k}`` / ``weight_hh_l{k}`` / biases (gate order of the
+    PyTorch docs) as zero-padded ``(inputs, gates * padded)`` matrices, doubling the
+    pre-activations evaluated through ``tanh(a) = 2 sigmoid(2a) - 1``."""
+    cell = _cell_name(rnn)
+    gates, hidden = GATES[cell], rnn.hidden_size
+    hp = -(-hidden // vector_width) * vector_width
+    weights = []
+    with torch.no_grad():
+        for layer in range(rnn.num_layers):
+            w_ih = getattr(rnn, f"weight_ih_l{layer}").float()
+            w_hh = getattr(rnn, f"weight_hh_l{layer}").float()
+            b_ih = getattr(rnn, f"bias_ih_l{layer}", None)
+            b_hh = getattr(rnn, f"bias_hh_l{layer}", None)
+            n_in = w_ih.shape[1] if layer == 0 else hp
+            wx = torch.zeros(n_in, gates * hp)
+            wh = torch.zeros(hp, gates * hp)
+            bx = torch.zeros(gates * hp)
+            bh = torch.zeros(gates * hp)
+            for g in range(gates):
+                scale = 2.0 if g in _DOUBLED[cell] else 1.0
+                rows = slice(g * hidden, (g + 1) * hidden)
+                cols = slice(g * hp, g * hp + hidden)
+                wx[: w_ih.shape[1], cols] = w_ih[rows].T * scale
+                wh[:hidden, cols] = w_hh[rows].T * scale
+                if b_ih is not None:
+                    bx[cols] = b_ih[rows].float() * scale
+                if b_hh is not None:
+                    bh[cols] = b_hh[rows].float() * scale
+            if cell != "GRU":  # LSTM and Elman cells add both biases before the nonlinearity
+                bx, bh = bx + bh, torch.zeros_like(bh)
+            weights.append((wx.contiguous(), bx.contiguous(), wh.contiguous(), bh.contiguous()))
+        lin_w = torch.zeros(hp)
+        lin_w[:hidden] = lin.weight.detach().float()[0]
+        lin_b = float(lin.bias.detach()[0]) if lin.bias is not None else 0.0
+    return PackedRecurrent(
+        key=version_key([rnn, lin]),
+        cell=cell,
+        layers=rnn.num_layers,
+        hidden=hidden,
+        padded=hp,
+        inputs=rnn.input_size,
+        weights=weights,
+        lin_w=lin_w,
+        lin_b=lin_b,
+        skip=int(skip),
+    )
+
+
+def run_recurrent(
+    lib: ctypes.CDLL,
+    packed: PackedRecurrent,
+    x: torch.Tensor,
+    knobs: torch.Tensor | None,
+    state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    """``y (B, T)`` and the end state, in ``nn.LSTM``/``nn.GRU``'s state layout."""
+    batch, frames = x.shape
+    layers, hidden, hp = packed.layers, packed.hidden, packed.padded
+    x = x.float()
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    kn = (knobs.float() if knobs is not None else torch.zeros(batch, 0)).contiguous()
+    if tuple(kn.shape) != (batch, packed.inputs - 1):
+        raise ValueError(f"knobs must have shape ({batch}, {packed.inputs - 1})")
+    lstm = packed.cell == "LSTM"
+    h = torch.zeros(layers, batch, hp)
+    c = torch.zeros(layers, batch, hp) if lstm else None
+    if state is not None:
+        hs, cs = state if lstm else (state, None)
+        if tuple(hs.shape) != (layers, batch, hidden):
+            raise ValueError(f"state has shape {tuple(hs.shape)}, expected {(layers, batch, hidden)}")
+        h[:, :, :hidden] = hs
+        if lstm:
+            c[:, :, :hidden] = cs
+    y = torch.empty(batch, frames)
+    arr = ctypes.c_void_p * layers
+    wx, bx, wh, bh = (arr(*(w[i].data_ptr() for w in packed.weights)) for i in range(4))
+    if batch and frames:
+        rc = lib.rnn_run(
+            CELLS[packed.cell], layers, batch, frames, packed.inputs, hp,
+            x.data_ptr(), x.stride(0), kn.data_ptr(),
+            wx, bx, wh, bh,
+            h.data_ptr(), c.data_ptr() if lstm else None,
+            packed.lin_w.data_ptr(), packed.lin_b, packed.skip, y.data_ptr(),
+        )
+        if rc != 0:
+            raise MemoryError("the recurrent kernel could not allocate its scratch memory")
+    h_out = h[:, :, :hidden].contiguous()
+    if lstm:
+        return y, (h_out, c[:, :, :hidden].contiguous())
+    return y, h_out
+
+
+#: WaveNet activations the compiled kernel evaluates (its ``act`` codes).
+WAVENET_ACTIVATIONS = {nn.Tanh: 0, nn.ReLU: 1}
+
+
+@dataclass
+class PackedLayerArray:
+    """One NAM layer array's layers in the kernel's layout (see ``kernels/wavenet.c``)."""
+
+    channels: int
+    conditions: int
+    contexts: list[int]
+    ints: list[ctypes.Array]
+    weights: list[list[torch.Tensor]]
+
+
+def pack_wavenet_array(layers: list[nn.Module]) -> PackedLayerArray | None:
+    """``layers`` (``NamWaveNetLayer``) packed for ``wavenet_layers``, or ``None`` when one
+    of them has an activation or dtype the kernel does not run."""
+    ks, dil, act, gated, weights = [], [], [], [], []
+    channels = layers[0].channels
+    conditions = layers[0].input_mixer.in_channels
+    with torch.no_grad():
+        for layer in layers:
+            code = WAVENET_ACTIVATIONS.get(type(layer.activation))
+            params = list(layer.parameters())
+            if code is None or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
+                return None
+            if layer.channels != channels or layer.input_mixer.in_channels != conditions:
+                return None
+            conv = layer.conv
+            mid = conv.out_channels
+            k = conv.kernel_size[0]
+            taps = conv.weight.permute(0, 2, 1).reshape(mid, k * channels)  # column j * C + c
+            w = torch.cat([taps, layer.input_mixer.weight[:, :, 0]], dim=1).contiguous()
+            bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(mid)
+            weights.append([w, bias.contiguous(), layer.layer1x1.weight[:, :, 0].contiguous(),
+                            layer.layer1x1.bias.detach().contiguous()])
+            ks.append(k)
+            dil.append(conv.dilation[0])
+            act.append(code)
+            gated.append(int(bool(layer.gated)))
+    ints = [(ctypes.c_int * len(v))(*v) for v in (ks, dil, act, gated)]
+    return PackedLayerArray(channels, conditions, [(k - 1) * d for k, d in zip(ks, dil)], ints, weights)
+
+
+def run_wavenet_array(
+    lib: ctypes.CDLL, packed: PackedLayerArray, y: torch.Tensor, condition: torch.Tensor,
+    head: torch.Tensor, contexts: list[torch.Tensor],
+) -> None:
+    """Run the layers in place: ``y`` ``(B, C, T)`` becomes the last layer's output, ``head``
+    ``(B, C, T)`` gains every layer's output, each ``contexts[l]`` ``(B, C, n_l)`` becomes
+    the layer's next context. All must be contiguous float32 tensors the caller owns."""
+    batch, channels, frames = y.shape
+    for t in (y, condition, head, *contexts):
+        if t.dtype != torch.float32 or not t.is_contiguous():
+            raise ValueError("run_wavenet_array needs contiguous float32 tensors")
+    count = len(packed.weights)
+    arr = ctypes.c_void_p * count
+    w, bias, w1, b1 = (arr(*(layer[i].data_ptr() for layer in packed.weights)) for i in range(4))
+    ctx = arr(*(c.data_ptr() for c in contexts))
+    rc = lib.wavenet_layers(batch, channels, frames, packed.conditions, count, *packed.ints,
+                            y.data_ptr(), condition.data_ptr(), head.data_ptr(), ctx, w, bias, w1, b1)
+    if rc != 0:
+        raise MemoryError("the WaveNet kernel could not allocate its scratch memory")
