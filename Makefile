@@ -29,10 +29,20 @@ run: $(VENV)/.installed
 	$(PY) manage.py load_demo
 	$(PY) manage.py serve --demo
 
-# Debian chromium for the browser tests; redis-server and PostgreSQL for the throwaway test servers.
+# The browser tests' engines: Debian chromium, firefox-esr, and WebKitGTK's MiniBrowser
+# (webkit2gtk-driver) on Xvfb with GStreamer's WAV and PulseAudio plugins; pulseaudio gives
+# Firefox and WebKit a null sink to play into. redis-server and PostgreSQL for the
+# throwaway test servers.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
+	command -v pulseaudio >/dev/null || missing="$$missing pulseaudio"; \
+	command -v WebKitWebDriver >/dev/null || missing="$$missing webkit2gtk-driver"; \
+	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	for p in gstreamer1.0-plugins-good gstreamer1.0-pulseaudio; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

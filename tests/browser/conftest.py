@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 - re-exported for the browser tests
+from tests.browser.firefox import FIREFOX, Firefox
+from tests.browser.webkit import DRIVER, MINIBROWSER, WebKit
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, require  # noqa: F401 - re-exported for the browser tests
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "var" / "test-artifacts" / "screenshots"
@@ -95,6 +98,51 @@ def page(browser: Any) -> Iterator[Any]:
     tab.js_errors = errors
     yield tab
     context.close()
+
+
+@pytest.fixture
+def firefox() -> Iterator[Firefox]:
+    """Debian's Firefox ESR, headless, driven over WebDriver BiDi (tests/browser/firefox.py).
+
+    A fresh browser for every test (about 2 s): one that hangs cannot take the others with it."""
+    require(FIREFOX.exists(), f"Firefox is not installed at {FIREFOX} (apt-get install firefox-esr)")
+    require(shutil.which("pulseaudio") is not None, "PulseAudio is not installed (apt-get install pulseaudio)")
+    browser = Firefox()
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def webkit() -> Iterator[WebKit]:
+    """WebKitGTK's MiniBrowser on Xvfb, driven over WebDriver (tests/browser/webkit.py)."""
+    require(DRIVER.exists() and MINIBROWSER.exists(),
+            f"WebKitGTK's WebDriver is not installed ({DRIVER}, {MINIBROWSER}; apt-get install webkit2gtk-driver)")
+    require(shutil.which("Xvfb") is not None, "Xvfb is not installed (apt-get install xvfb)")
+    require(shutil.which("pulseaudio") is not None, "PulseAudio is not installed (apt-get install pulseaudio)")
+    browser = WebKit()
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(params=["chromium", "firefox", "webkit"])
+def any_page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A tab in each engine, for the tests that need only JavaScript, keys and clicks."""
+    if request.param == "chromium":
+        yield request.getfixturevalue("page")
+        return
+    tab = request.getfixturevalue(request.param).new_page()
+    yield tab
+    tab.close()
+
+
+def keys_for(value: int) -> list[str]:
+    """Key presses that take an unrated slider (the first press rates it from 50) to ``value``."""
+    if value == 50:
+        return ["ArrowUp", "ArrowDown"]
+    diff = value - 50
+    tens = int(diff / 10)
+    ones = diff - 10 * tens
+    return ["PageUp" if tens > 0 else "PageDown"] * abs(tens) + ["ArrowUp" if ones > 0 else "ArrowDown"] * abs(ones)
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.signal
 
-from tests.browser.conftest import Harness, screenshot
+from tests.browser.conftest import Harness, keys_for, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -29,10 +31,17 @@ TRIAL: dict[str, Any] = {
 
 
 def open_trial(page: Any, harness: Harness, trial: dict[str, Any] | None = None,
-               saves: dict[str, Any] | None = None) -> None:
+               saves: dict[str, Any] | None = None, running: bool = True) -> None:
+    """Open the trial page; with ``running``, also wait for the AudioContext to run (Firefox
+    starts its audio device asynchronously, a second or so after ``resume()``)."""
     harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": trial or TRIAL}}}, saves)
     page.goto(harness.base_url + "/page/trial")
     page.wait_for_function("window.mushra && window.mushra.state().ready")
+    if running:
+        page.wait_for_function("mushra.state().context_state === 'running'")
+        settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
+        if settle is not None:
+            settle("mushra.player.ctx")
 
 
 def state(page: Any) -> dict[str, Any]:
@@ -50,18 +59,67 @@ def rate(page: Any, n: int, value: int) -> None:
     slider(page, n).fill(str(value))
 
 
-def test_progress_reaches_100_before_the_player_appears(page: Any, harness: Harness) -> None:
+def test_progress_reaches_100_before_the_player_appears(any_page: Any, harness: Harness) -> None:
+    page = any_page
     open_trial(page, harness)
     log = state(page)["progress_log"]
     assert log[-1] == 100 and log == sorted(log) and len(log) >= 3
-    assert page.locator(".wm-progress").get_attribute("value") == "100"
-    assert page.locator(".wm-player").is_visible() and not page.locator(".wm-loading").is_visible()
+    assert page.evaluate("document.querySelector('.wm-progress').getAttribute('value')") == "100"
+    assert page.evaluate("[document.querySelector('.wm-player'), document.querySelector('.wm-loading')]"
+                         ".map(e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden')"
+                         ) == [True, False]
     assert state(page)["context_state"] == "running"
     assert page.evaluate("mushra.telemetry().audio") == {
         "context_sample_rate": 48000, "stimulus_sample_rate": 48000, "stimulus_rates_differ": False,
         "resampled": False, "base_latency": pytest.approx(page.evaluate("mushra.player.ctx.baseLatency")),
         "output_latency": pytest.approx(page.evaluate("mushra.player.ctx.outputLatency"), abs=0.1)}
-    screenshot(page, "trial-loaded")
+    screenshot(page, f"trial-loaded-{_engine(page)}")
+    assert page.js_errors == []
+
+
+def _engine(page: Any) -> str:
+    agent = page.evaluate("navigator.userAgent")
+    return "firefox" if "Firefox/" in agent else "chromium" if "Chrome/" in agent else "webkit"
+
+
+def _pathname_during_navigation(page: Any) -> str:
+    """The page's path, or "" while a navigation has torn down the context being asked."""
+    try:
+        return str(page.evaluate("location.pathname"))
+    except Exception as error:  # each driver names a context lost to navigation its own way
+        if "navigat" in str(error).lower() or "destroyed" in str(error).lower():
+            return ""
+        raise
+
+
+def test_rating_by_keyboard_and_submit(any_page: Any, harness: Harness) -> None:
+    # Keys only (play 1-4, PageUp/PageDown/arrows rate the playing signal) and a real click.
+    page = any_page
+    open_trial(page, harness)
+    page.keyboard.press("r")
+    page.wait_for_timeout(300)
+    wanted = {"a": 100, "b": 30, "c": 70, "d": 50}
+    for n, value in enumerate(wanted.values(), start=1):
+        page.keyboard.press(str(n))
+        page.wait_for_timeout(150)
+        for move in keys_for(value):
+            page.keyboard.press(move)
+    assert state(page)["ratings"] == wanted
+    assert page.evaluate("document.querySelector('.wm-submit').disabled") is False
+    engine = _engine(page)
+    screenshot(page, f"trial-complete-{engine}")
+    page.click(".wm-submit")
+    deadline = time.monotonic() + 10
+    while not _pathname_during_navigation(page).endswith("/done/next"):
+        assert time.monotonic() < deadline, "the page did not move on after the save"
+        time.sleep(0.05)
+    post = harness.posts()[-1]
+    assert post["path"] == TRIAL["save_url"] and post["body"]["ratings"] == wanted
+    tel = post["body"]["telemetry"]
+    assert all(tel["signals"][k]["plays"] == 1 and tel["signals"][k]["listen_ms"] > 50 for k in KEYS)
+    assert [m["key"] for m in tel["slider_moves"]][:1] == ["a"] and tel["slider_moves"][-1]["value"] == 50
+    assert tel["audio"]["context_sample_rate"] == 48000 and tel["audio"]["resampled"] is False
+    assert ("Firefox/" in tel["user_agent"]) == (engine == "firefox")
     assert page.js_errors == []
 
 
@@ -105,7 +163,53 @@ def test_requires_one_signal_at_100(page: Any, harness: Harness) -> None:
     assert "at least one signal 100" in page.locator(".wm-missing").inner_text()
 
 
-def test_switching_signal_keeps_the_playhead(page: Any, harness: Harness) -> None:
+def _thumb_centres(page: Any, shot: Path) -> list[float | None]:
+    """Where each slider's thumb is drawn, as a fraction of its travel from the bottom
+    (0) to the top (1), read from the pixels: the thumb is the only strongly blue thing
+    inside a track (blue minus red above 80 at any opacity the page gives it)."""
+    from PIL import Image
+
+    rects = page.evaluate("""() => { const dpr = devicePixelRatio;
+        const thumb = parseFloat(getComputedStyle(document.querySelector('.wm')).getPropertyValue('--wm-thumb'));
+        return [...document.querySelectorAll('.wm-track')].map(t => { const r = t.getBoundingClientRect();
+          return [r.left * dpr, r.top * dpr, r.right * dpr, r.bottom * dpr, thumb * dpr]; }); }""")
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    out: list[float | None] = []
+    for left, top, right, bottom, thumb in rects:
+        box = image[int(top):int(bottom), int(left):int(right)]
+        rows = np.nonzero(((box[:, :, 2] - box[:, :, 0]) > 80).any(axis=1))[0]
+        if rows.size == 0:
+            out.append(None)
+            continue
+        centre = (rows.min() + rows.max()) / 2
+        travel = (bottom - top) - thumb
+        out.append(1 - (centre - thumb / 2) / travel)
+    return out
+
+
+def test_slider_thumbs_show_the_ratings(any_page: Any, harness: Harness, tmp_path: Path) -> None:
+    # The rating a participant set is where the thumb is drawn, in every engine (vertical
+    # range inputs are drawn differently by each).
+    page = any_page
+    open_trial(page, harness)
+    wanted = {"1": 100, "2": 30, "3": 70, "4": 0}
+    for key, value in wanted.items():
+        page.keyboard.press(key)
+        for move in keys_for(value):
+            page.keyboard.press(move)
+    page.keyboard.press(" ")  # pause: nothing moves while the picture is taken
+    assert list(state(page)["ratings"].values()) == list(wanted.values())
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # painted
+    shot = tmp_path / "sliders.png"
+    page.screenshot(path=str(shot))
+    screenshot(page, f"trial-sliders-{_engine(page)}")
+    got = _thumb_centres(page, shot)
+    assert all(g is not None for g in got), got
+    assert got == pytest.approx([v / 100 for v in wanted.values()], abs=0.04), got
+
+
+def test_switching_signal_keeps_the_playhead(any_page: Any, harness: Harness) -> None:
+    page = any_page
     open_trial(page, harness)
     page.keyboard.press("1")
     page.wait_for_timeout(700)
@@ -119,7 +223,8 @@ def test_switching_signal_keeps_the_playhead(page: Any, harness: Harness) -> Non
     assert before["position_s"] > 0.4
 
 
-def test_keyboard_shortcuts(page: Any, harness: Harness) -> None:
+def test_keyboard_shortcuts(any_page: Any, harness: Harness) -> None:
+    page = any_page
     open_trial(page, harness)
     page.keyboard.press("r")
     s = state(page)
@@ -247,7 +352,8 @@ def test_phone_layout_fits_and_sliders_work(browser: Any, harness: Harness) -> N
         context.close()
 
 
-def test_context_runs_at_the_stimulus_rate(page: Any, harness: Harness) -> None:
+def test_context_runs_at_the_stimulus_rate(any_page: Any, harness: Harness) -> None:
+    page = any_page
     trial = copy.deepcopy(TRIAL)
     trial["reference"]["url"] = "/s/ref44.wav"
     trial["signals"] = [{"key": k, "url": f"/s/{k}44.wav"} for k in ("a", "b")]
@@ -264,7 +370,7 @@ def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Ha
     strict = browser.browser_type.launch(executable_path=str(CHROMIUM), args=args, headless=True)
     try:
         page = strict.new_page()
-        open_trial(page, harness)
+        open_trial(page, harness, running=False)
         assert state(page)["context_state"] == "suspended"
         start = page.get_by_role("button", name="Start")
         assert start.is_visible()
@@ -358,8 +464,9 @@ def _f32(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float64)
 
 
-def test_headphone_stimuli_match_their_definitions(page: Any, harness: Harness) -> None:
+def test_headphone_stimuli_match_their_definitions(any_page: Any, harness: Harness) -> None:
     """Woods et al. 2017: one tone 6 dB down, one in antiphase; Milne et al. 2021: band 600 Hz +/-6 % inverted."""
+    page = any_page
     _engine_page(page, harness)
     rate_hz = 48000
     tones = page.evaluate(
@@ -415,7 +522,13 @@ RENDER_SWITCH = """async ([switchAt, loop]) => {
 }"""
 
 
-def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(page: Any, harness: Harness) -> None:
+@pytest.mark.parametrize("any_page", ["chromium", "webkit"], indirect=True)
+def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(any_page: Any, harness: Harness) -> None:
+    # Not in Firefox: the render switches at an exact time with OfflineAudioContext.suspend(),
+    # which Firefox does not implement (Mozilla bug 1265405). There the switch is checked in
+    # real time (test_switching_signal_keeps_the_playhead) and the same fade code runs at
+    # every loop wrap (test_loop_wrap_fades_out_at_the_end_and_in_at_the_start).
+    page = any_page
     _engine_page(page, harness)
     out = page.evaluate(RENDER_SWITCH, [0.5, None])
     sr, n = 48000, 96000
@@ -441,7 +554,8 @@ def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(page: Any, harness
     assert np.max(np.abs(np.diff(total))) < 0.01
 
 
-def test_loop_wrap_fades_out_at_the_end_and_in_at_the_start(page: Any, harness: Harness) -> None:
+def test_loop_wrap_fades_out_at_the_end_and_in_at_the_start(any_page: Any, harness: Harness) -> None:
+    page = any_page
     _engine_page(page, harness)
     out = page.evaluate(RENDER_SWITCH, [None, [0.5, 1.0]])
     sr, n, fade = 48000, 96000, 240

@@ -1,4 +1,4 @@
-"""A whole participant session in Chromium against a live server, with worker-rendered stimuli.
+"""A whole participant session in Chromium (Firefox and WebKit too) against a live server, with worker-rendered stimuli.
 
 Landing (with Prolific ids) -> consent -> headphone check -> level -> training trial ->
 three test trials (with a reload in the middle) -> questionnaire -> completion code, on a
@@ -26,7 +26,7 @@ from django.conf import settings
 from django.test import RequestFactory
 from django.urls import reverse
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import SCREENSHOTS, keys_for, screenshot
 from tests.integration.test_pipeline import render_with_worker
 from webmushra import services
 from webmushra.models import (
@@ -146,6 +146,10 @@ def assert_blind(text: str, names: list[str], where: str) -> None:
 # ----------------------------------------------------------------------------- pages
 
 
+def screenshot_path(name: str) -> Path:
+    return SCREENSHOTS / f"{name}.png"
+
+
 def state(page: Any) -> dict[str, Any]:
     return page.evaluate("mushra.state()")
 
@@ -156,14 +160,6 @@ def slider(page: Any, n: int) -> Any:
 
 def json_script(page: Any, element_id: str) -> dict[str, Any]:
     return page.evaluate(f"JSON.parse(document.getElementById('{element_id}').textContent)")
-
-
-def keys_for(value: int) -> list[str]:
-    """Key presses that take an unrated slider (which starts at 50) to ``value``."""
-    diff = value - 50
-    tens = int(diff / 10)
-    ones = diff - 10 * tens
-    return ["PageUp" if tens > 0 else "PageDown"] * abs(tens) + ["ArrowUp" if ones > 0 else "ArrowDown"] * abs(ones)
 
 
 def play(page: Any, n: int, phone: bool) -> None:
@@ -412,6 +408,136 @@ def test_whole_session_on_a_desktop(browser, live_server, build_experiment, star
 def test_whole_session_on_a_phone(browser, live_server, build_experiment, start_worker) -> None:
     exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=1)
     participant = run_session(browser, live_server, exp, "phone", phone=True, wrong_first_screening_answer=False)
+    assert participant.screening["scores"] == {"antiphase": 1.0, "huggins": 1.0}
+
+
+def rate_by_keyboard(page: Any, scores: list[int]) -> dict[str, int]:
+    """Play each signal with its digit key and rate it with the keys, checking the rules."""
+    page.wait_for("window.mushra && mushra.state().ready && mushra.state().context_state === 'running'")
+    settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
+    if settle is not None:
+        settle("mushra.player.ctx")
+    data = json_script(page, "trial-data")
+    keys = [s["key"] for s in data["signals"]]
+    n = len(keys)
+    disabled = f"[...Array({n}).keys()].map(i => document.querySelector(`[aria-label='Signal ${{i + 1}} rating']`).disabled)"
+    assert page.evaluate(disabled) == [True] * n
+    for i, score in enumerate(scores, start=1):
+        page.keyboard.press(str(i))
+        assert page.evaluate(disabled) == [j != i for j in range(1, n + 1)]
+        for key in keys_for(score):
+            page.keyboard.press(key)
+        assert page.evaluate("document.querySelector('.wm-submit').disabled") is (i < n)
+    wanted = dict(zip(keys, scores))
+    assert state(page)["ratings"] == wanted
+    return wanted
+
+
+#: What the page itself saw of its requests (Resource Timing): URL and body bytes.
+RESOURCES = "performance.getEntriesByType('resource').map(e => [e.name, e.encodedBodySize])"
+
+
+def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experiment) -> Participant:
+    """The whole test in Firefox or WebKit: key presses as WebDriver input; clicks as
+    WebDriver clicks in WebKit, the element's click() in Firefox (see FirefoxPage._click)."""
+    names = forbidden_names(exp)
+    shots = iter(range(1, 100))
+    requested: set[str] = set()
+    stimulus_paths: set[str] = set()
+
+    def step(name: str, blind_too: bool = True) -> None:
+        page.screenshot(path=screenshot_path(f"session-{engine}-{next(shots):02d}-{name}"))
+        requested.update(url for url, _ in page.evaluate(RESOURCES))
+        if blind_too:
+            assert_blind(page.content(), names, f"the {name} page in {engine}")
+
+    query = "&".join(f"{k}={v}" for k, v in PROLIFIC.items())
+    page.goto(f"{live_server.url}{reverse('participant:landing', args=[exp.public_token])}?{query}")
+    step("landing")
+    page.click("#start")
+    page.wait_for_path("/consent/")
+    participant = Participant.objects.get(experiment=exp, prolific_pid=PROLIFIC["PROLIFIC_PID"])
+    step("consent")
+    page.click("#agree")
+    page.wait_for_path("/headphones/")
+    targets = [t["target"] for t in json_script(page, "headphone-data")["trials"]]
+    step("headphones")
+    page.click_button("Begin")
+    for target in targets:
+        page.click_button("Play the three sounds")
+        page.wait_for(f"[...document.querySelectorAll('button')].some(b => b.textContent.trim() === '{target}'"
+                      " && !b.disabled && b.getClientRects().length > 0)")
+        page.click_button(str(target))
+        page.click_button("Next")
+    page.wait_for_path("/level/")
+    step("level")
+    page.click("#level-done")
+
+    page.wait_for_path("/trial/1/")
+    participant.refresh_from_db()
+    plan = participant.plan
+    assert participant.screening["passed"] is True
+    rate_by_keyboard(page, TRAINING_SCORES)
+    step("training", blind_too=False)
+    page.click(".wm-submit")
+    sent: dict[tuple[int, int], int] = {}
+    for t in range(1, N_EXCERPTS + 1):
+        page.wait_for_path(f"/trial/{t + 1}/")
+        if t == N_EXCERPTS:  # a reload comes back to the same trial, nothing doubled
+            page.goto(page.url)
+            assert page.wait_for_path(f"/trial/{t + 1}/")
+            assert TrialResponse.objects.filter(participant=participant).count() == N_EXCERPTS
+        ratings = rate_by_keyboard(page, SCORES[t - 1])
+        step(f"trial-{t}")
+        data = json_script(page, "trial-data")
+        # Every stimulus of the trial was fetched, all with the same number of bytes.
+        urls = {data["reference"]["url"]} | {x["url"] for x in data["signals"]}
+        sizes = {urlsplit(u).path: n for u, n in page.evaluate(RESOURCES) if urlsplit(u).path in urls}
+        assert set(sizes) == urls and len(set(sizes.values())) == 1 and min(sizes.values()) > 44
+        stimulus_paths.update(urls)
+        keys = services.signal_keys(plan[t])
+        sent.update({(plan[t]["trial"], keys[k]): v for k, v in ratings.items()})
+        page.click(".wm-submit")
+        page.wait_for(f"!location.pathname.endsWith('/trial/{t + 1}/')")
+
+    page.wait_for_path("/questionnaire/")
+    page.type_into("#q-age", ANSWERS["age"])
+    page.evaluate("v => { const s = document.querySelector('#q-experience'); s.value = v;"
+                  " s.dispatchEvent(new Event('change', {bubbles: true})); }", ANSWERS["experience"])
+    page.type_into("#q-comment", ANSWERS["comment"])
+    step("questionnaire")
+    page.click("#finish")
+    page.wait_for_path("/done/")
+    step("done")
+    participant.refresh_from_db()
+    assert participant.stage == Participant.Stage.COMPLETED and participant.questionnaire == ANSWERS
+    assert page.evaluate("document.querySelector('#completion-code').textContent.trim()") == COMPLETION_CODE
+    stored = {(r.trial_id, r.condition_id): r.score for r in Rating.objects.filter(participant=participant)}
+    assert stored == sent
+    agent = "Firefox/" if engine == "firefox" else "AppleWebKit/"
+    for response in TrialResponse.objects.filter(participant=participant):
+        tel = response.telemetry
+        assert agent in tel["user_agent"] and "Chrome/" not in tel["user_agent"]
+        assert tel["audio"]["context_sample_rate"] == exp.sample_rate
+        assert all(v["plays"] >= 1 for v in tel["signals"].values())
+    for url in requested:
+        assert_blind(url, names, f"the request {url}")
+    for url, _, headers in getattr(page, "responses", list)():  # Firefox: headers too
+        assert_blind(json.dumps(headers), names, f"the headers of {url}")
+        if urlsplit(url).path in stimulus_paths:
+            assert "etag" not in headers and "last-modified" not in headers, (url, headers)
+    assert page.js_errors == []
+    return participant
+
+
+@pytest.mark.parametrize("engine", ["firefox", "webkit"])
+def test_whole_session_in_firefox_and_webkit(engine, request, live_server, build_experiment, start_worker) -> None:
+    exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=1)
+    page = request.getfixturevalue(engine).new_page()
+    try:
+        participant = run_keyboard_session(page, engine, live_server, exp)
+    finally:
+        page.close()
     assert participant.screening["scores"] == {"antiphase": 1.0, "huggins": 1.0}
 
 

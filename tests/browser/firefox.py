@@ -1,0 +1,240 @@
+"""Drive Debian's Firefox ESR headless over WebDriver BiDi (W3C), for the player tests.
+
+Playwright's Firefox needs its own patched build, which cannot be downloaded here, and
+its BiDi mode expects commands newer than ESR has; so the tests speak the standard
+protocol themselves, through a small synchronous client over one WebSocket
+(``websocket-client``). ``FirefoxPage`` offers the few page operations the tests use,
+with the same names as Playwright's: ``goto``, ``evaluate``, ``keyboard.press``,
+``click``, ``wait_for_timeout``, ``screenshot``, and ``js_errors`` (see ``driven``).
+
+Firefox only runs an AudioContext on a working audio device, so each browser gets a
+private PulseAudio server with a null sink (``driven.PulseAudio``).
+
+Protocol: https://w3c.github.io/webdriver-bidi/ (session.new, browsingContext.*,
+script.evaluate, input.performActions, log.entryAdded).
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import websocket
+
+from tests.browser.driven import DriverError, PulseAudio, ScriptedPage, stop_process
+
+FIREFOX = Path(os.environ.get("FIREFOX_PATH", "/usr/bin/firefox-esr"))
+
+#: A quiet, offline profile that lets audio start without a gesture (as the Chromium
+#: tests pass --autoplay-policy=no-user-gesture-required).
+PREFS = {
+    "media.autoplay.default": 0,
+    "media.autoplay.block-webaudio": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.aboutwelcome.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "app.update.disabledForTesting": True,
+    "network.captive-portal-service.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "browser.safebrowsing.update.enabled": False,
+    "extensions.update.enabled": False,
+    "browser.region.network.url": "",
+    "remote.prefs.recommended": True,
+}
+
+class Firefox:
+    """One headless Firefox process with a fresh profile and one BiDi session."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.profile = Path(tempfile.mkdtemp(prefix="firefox-profile-"))
+        (self.profile / "user.js").write_text(
+            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in PREFS.items()))
+        self.sound = PulseAudio(self.profile / "pulse")
+        env = {**os.environ, "MOZ_HEADLESS": "1", "HOME": str(self.profile), "PULSE_SERVER": self.sound.server}
+        self.proc = subprocess.Popen(
+            [str(FIREFOX), "--headless", "--no-remote", "--remote-debugging-port=0", "--profile", str(self.profile),
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        url = self._listening_url(timeout)
+        self.ws = websocket.create_connection(url + "/session", timeout=timeout, suppress_origin=True)
+        self.ws.settimeout(None)  # the reader waits for as long as the session lasts; send() has its own timeout
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._ready = threading.Condition()
+        self.events: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.capabilities = self.send("session.new", {"capabilities": {}})["capabilities"]
+        self.send("session.subscribe", {"events": ["log.entryAdded", "network.responseCompleted"]})
+
+    @property
+    def version(self) -> str:
+        return str(self.capabilities.get("browserVersion", ""))
+
+    def _listening_url(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stderr is not None
+        seen = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            seen.append(line)
+            match = re.search(r"WebDriver BiDi listening on (ws://\S+)", line)
+            if match:
+                # Keep draining stderr so Firefox never blocks on a full pipe.
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+                return match.group(1)
+        self.close()
+        raise DriverError("Firefox did not open its WebDriver BiDi port:\n" + "".join(seen[-20:]))
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = json.loads(self.ws.recv())
+            except Exception:  # noqa: BLE001 - socket closed: wake every waiter
+                with self._ready:
+                    self._replies[-1] = {"type": "error", "error": "connection closed", "message": ""}
+                    self._ready.notify_all()
+                return
+            if "id" in message and message.get("type") in ("success", "error"):
+                with self._ready:
+                    self._replies[message["id"]] = message
+                    self._ready.notify_all()
+            else:
+                self.events.append(message)
+
+    def send(self, method: str, params: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        with self._lock:
+            ident = next(self._ids)
+            self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while ident not in self._replies and -1 not in self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DriverError(f"{method}: no reply within {timeout} s")
+                self._ready.wait(left)
+            reply = self._replies.pop(ident, None) or self._replies[-1]
+        if reply["type"] == "error":
+            raise DriverError(f"{method}: {reply.get('error')}: {reply.get('message')}")
+        return reply["result"]
+
+    def new_page(self, width: int = 1280, height: int = 900, device_pixel_ratio: float | None = None) -> FirefoxPage:
+        context = self.send("browsingContext.create", {"type": "tab"})["context"]
+        viewport: dict[str, Any] = {"context": context, "viewport": {"width": width, "height": height}}
+        if device_pixel_ratio is not None:
+            viewport["devicePixelRatio"] = device_pixel_ratio
+        self.send("browsingContext.setViewport", viewport)
+        return FirefoxPage(self, context)
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "ws", None) is not None:
+                try:
+                    self.send("session.end", {}, timeout=5)
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
+                self.ws.close()
+        finally:
+            stop_process(self.proc)
+            self.sound.close()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class FirefoxPage(ScriptedPage):
+    """A tab; JavaScript runs in the page's own realm, as the page's scripts do."""
+
+    def __init__(self, browser: Firefox, context: str) -> None:
+        self.browser = browser
+        self.context = context
+        self._events_seen = len(browser.events)
+
+    @property
+    def js_errors(self) -> list[str]:
+        """Uncaught errors logged by this tab since it opened."""
+        out = []
+        for event in self.browser.events[self._events_seen:]:
+            params = event.get("params", {})
+            if (event.get("method") == "log.entryAdded" and params.get("type") == "javascript"
+                    and params.get("level") == "error" and params.get("source", {}).get("context") == self.context):
+                out.append(params.get("text", ""))
+        return out
+
+    def responses(self) -> list[tuple[str, int, dict[str, str]]]:
+        """(URL, status, headers) of every response this tab received since it opened."""
+        out = []
+        for event in self.browser.events[self._events_seen:]:
+            params = event.get("params", {})
+            if event.get("method") == "network.responseCompleted" and params.get("context") == self.context:
+                response = params["response"]
+                headers = {h["name"].lower(): h["value"].get("value", "") for h in response.get("headers", [])}
+                out.append((params["request"]["url"], int(response["status"]), headers))
+        return out
+
+    def goto(self, url: str) -> None:
+        self.browser.send("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+
+    def _run(self, source: str) -> Any:
+        reply = self.browser.send("script.evaluate", {
+            "expression": source, "target": {"context": self.context}, "awaitPromise": True,
+            "resultOwnership": "none",
+        })
+        if reply["type"] == "exception":
+            raise DriverError(f"JavaScript error: {reply['exceptionDetails'].get('text')}")
+        value = reply["result"]
+        return value["value"] if value.get("type") == "string" else None
+
+    def click(self, selector: str) -> None:
+        """Click the first element matching ``selector``."""
+        self._click(f"document.querySelector({json.dumps(selector)})", selector)
+
+    def click_button(self, name: str) -> None:
+        """Click the visible button whose accessible name (aria-label, else text) is ``name``."""
+        self._click(self.button_expression(name), f"button {name!r}")
+
+    def _click(self, expression: str, what: str) -> None:
+        # The page's own click() (a synthetic click event), run after this command returns:
+        # a BiDi pointer action whose click navigates away can leave Firefox ESR waiting
+        # for ever (seen under load), and then the whole session with it. Key presses stay
+        # real input actions; Chromium and WebKit click with real pointer input.
+        found = self.evaluate(f"() => {{ const el = {expression}; if (!el) return false;"
+                              " setTimeout(() => el.click(), 0); return true; }")
+        if not found:
+            raise DriverError(f"no element for {what}")
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus a field, then type ``text`` key by key."""
+        if not self.evaluate(f"() => {{ const el = document.querySelector({json.dumps(selector)});"
+                             " if (!el) return false; el.focus(); return document.activeElement === el; }"):
+            raise DriverError(f"cannot focus {selector!r}")
+        self.key_actions([{"type": kind, "value": char} for char in text for kind in ("keyDown", "keyUp")])
+
+    def key_actions(self, actions: list[dict[str, str]]) -> None:
+        self.browser.send("input.performActions", {
+            "context": self.context, "actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
+    def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
+        path = Path(path)
+        data = self.browser.send("browsingContext.captureScreenshot", {"context": self.context})["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        self.browser.send("browsingContext.close", {"context": self.context})
