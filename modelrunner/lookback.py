@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import AudioError
-from .model import EffectModel
+from .model import EffectModel, fast_path
 from .render import _forward_stream
 
 LOOKBACK = "lookback"
@@ -125,9 +125,8 @@ class _StartFrom(nn.Module):
         return self.inner(x, knobs, self.initial if state is None else state)
 
     def fast_forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """The inner module's fast path (see ``EffectModel.streaming_call``), from the same state."""
-        step = getattr(self.inner, "fast_forward", None) or self.inner
-        return step(x, knobs, self.initial if state is None else state)
+        """The inner module's fast path, from the same state."""
+        return fast_path(self.inner)(x, knobs, self.initial if state is None else state)
 
 
 def bind(model: EffectModel, state: Any) -> EffectModel:

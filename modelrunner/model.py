@@ -27,6 +27,12 @@ import torch
 from .errors import RenderError
 
 
+def fast_path(module: torch.nn.Module) -> Callable[..., tuple[torch.Tensor, Any]]:
+    """The module's ``fast_forward`` where it has one (the same outputs and state as
+    ``forward`` to float rounding, checked in the tests), else the module itself."""
+    return getattr(module, "fast_forward", None) or module
+
+
 @dataclass
 class EffectModel:
     """A loaded neural audio effect: a streaming torch module plus what a renderer needs."""
@@ -63,11 +69,9 @@ class EffectModel:
         )
 
     def streaming_call(self) -> Callable[..., tuple[torch.Tensor, Any]]:
-        """What chunked renders call: the module's ``fast_forward`` where it has one (the
-        same outputs and state as ``forward`` to float rounding, checked in the tests), else
-        the module itself. The reference pass (``render.reference_forward``) always calls
-        the module itself."""
-        return getattr(self.module, "fast_forward", None) or self.module
+        """What chunked renders call (``fast_path`` of the module). The reference pass
+        (``render.reference_forward``) always calls the module itself."""
+        return fast_path(self.module)
 
     def default_knobs(self) -> dict[str, float]:
         """Knob settings used when none are given: the stored default, else mid-range."""

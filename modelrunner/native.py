@@ -19,13 +19,16 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = [KERNELS / name for name in ("rnn.c", "wavenet.c")]
@@ -151,7 +154,6 @@ def supports(rnn: nn.RNNBase) -> bool:
 class PackedRecurrent:
     """Weights of ``y = lin(rnn(x)) + skip * x`` in the kernel's padded layout."""
 
-    key: tuple
     cell: str
     layers: int
     hidden: int
@@ -167,6 +169,16 @@ class PackedRecurrent:
 def version_key(modules: list[nn.Module]) -> tuple:
     """Identifies the modules' current weights: packed copies are remade when it changes."""
     return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+
+
+def kept(owner: object, attr: str, key: tuple, make: Callable[[], T]) -> T:
+    """``make()``, kept on ``owner`` as ``attr`` and made again only once ``key`` (say the
+    ``version_key`` of the weights it was made from) changes."""
+    cached = owner.__dict__.get(attr)
+    if cached is None or cached[0] != key:
+        cached = (key, make())
+        setattr(owner, attr, cached)
+    return cached[1]
 
 
 def pack_recurrent(rnn: nn.RNNBase, lin: nn.Linear, skip: int, vector_width: int) -> PackedRecurrent:
@@ -205,7 +217,6 @@ def pack_recurrent(rnn: nn.RNNBase, lin: nn.Linear, skip: int, vector_width: int
         lin_w[:hidden] = lin.weight.detach().float()[0]
         lin_b = float(lin.bias.detach()[0]) if lin.bias is not None else 0.0
     return PackedRecurrent(
-        key=version_key([rnn, lin]),
         cell=cell,
         layers=rnn.num_layers,
         hidden=hidden,

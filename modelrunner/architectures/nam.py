@@ -8,6 +8,8 @@ form of Atkinson's neural-amp-modeler.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -159,8 +161,9 @@ class NamWaveNet(StreamingConvNet):
         cheaper than its tanh) and the ``-1`` into the 1x1 bias and the head sum; 1x1
         convolutions are batched matrix products.
         """
-        if x.device.type == "cpu" and self._compiled() is not None:
-            return self._stream(self._compiled_forward, x, knobs, state)
+        packed = self._compiled() if x.device.type == "cpu" else None
+        if packed is not None:
+            return self._stream(functools.partial(self._compiled_forward, packed), x, knobs, state)
         return self._stream(self._fast_forward, x, knobs, state)
 
     @property
@@ -176,19 +179,21 @@ class NamWaveNet(StreamingConvNet):
         or ``None`` where the kernel is missing or does not run every layer."""
         if native.library() is None:
             return None
-        key = native.version_key([self])
-        cached = getattr(self, "_compiled_cache", None)
-        if cached is None or cached[0] != key:
-            packed = [native.pack_wavenet_array(list(arr.layers)) for arr in self.arrays]
-            cached = self._compiled_cache = (key, None if any(p is None for p in packed) else packed)
-        return cached[1]
 
-    def _compiled_forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
+        def pack() -> list[native.PackedLayerArray] | None:
+            packed = [native.pack_wavenet_array(list(arr.layers)) for arr in self.arrays]
+            return None if any(p is None for p in packed) else packed
+
+        return native.kept(self, "_compiled_cache", native.version_key([self]), pack)
+
+    def _compiled_forward(
+        self, arrays: list[native.PackedLayerArray], x: torch.Tensor, knobs: torch.Tensor, caches: Caches
+    ) -> torch.Tensor:
         lib = native.library()
         condition = x.contiguous()
         y = x
         head: torch.Tensor | None = None
-        for arr, packed in zip(self.arrays, self._compiled()):
+        for arr, packed in zip(self.arrays, arrays):
             y = arr.rechannel(y).contiguous()
             # As Caches.__call__ does, only convolutions with a context carry one in the state.
             kept = []
@@ -210,10 +215,10 @@ class NamWaveNet(StreamingConvNet):
 
         Made once per batch size and kept while the parameters are unchanged (a render
         makes hundreds of calls with the same batch)."""
-        key = (batch, native.version_key([self]))
-        cached = getattr(self, "_fast_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        return native.kept(self, "_fast_cache", (batch, native.version_key([self])),
+                           lambda: self._fold_weights(batch))
+
+    def _fold_weights(self, batch: int) -> list[list[dict[str, torch.Tensor | bool | float]]]:
         prepared = []
         with torch.no_grad():
             for arr in self.arrays:
@@ -238,7 +243,6 @@ class NamWaveNet(StreamingConvNet):
                         "b1": b1[None, :, None],
                     })
                 prepared.append(layers)
-        self._fast_cache = (key, prepared)
         return prepared
 
     def _fast_forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:

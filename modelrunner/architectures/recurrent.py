@@ -21,8 +21,6 @@ class CompiledRecurrent:
     (``modelrunner.native``) with weights packed once (again if they change), and the
     render plan that suits whichever kernel runs. Subclasses name their parts."""
 
-    _packed: native.PackedRecurrent | None = None
-
     def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
         raise NotImplementedError
 
@@ -52,9 +50,8 @@ class CompiledRecurrent:
         rnn, lin, skip = self._recurrent_parts()
         if lib is None or not native.supports(rnn):
             return None
-        packed = self._packed
-        if packed is None or packed.key != native.version_key([rnn, lin]):
-            packed = self._packed = native.pack_recurrent(rnn, lin, skip, lib.rnn_vector_width())
+        packed = native.kept(self, "_packed", native.version_key([rnn, lin]),
+                             lambda: native.pack_recurrent(rnn, lin, skip, lib.rnn_vector_width()))
         return lib, packed
 
     @property

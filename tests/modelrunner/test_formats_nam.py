@@ -284,3 +284,22 @@ def test_fast_forward_matches_the_numpy_reference() -> None:
     assert np.abs(y - ref).max() < 1e-5
     identity = load(fixture_path("models", "nam", "identity_wavenet_minimal.nam"))
     assert torch.allclose(run_chunked(identity, x, [1000], fast=True), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "torch"])
+def test_fast_forward_follows_changed_weights(kernel: str, monkeypatch) -> None:
+    # The packed (compiled) and folded (PyTorch) weights are kept between calls; changing a
+    # parameter in place must remake them, or renders would use the old weights.
+    if kernel == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    net = _random_wavenet(11, FAST_CASES["tanh"])
+    x = guitar(0.1)
+    with torch.inference_mode():
+        before, _ = net.fast_forward(x)
+    with torch.no_grad():
+        net.arrays[0].layers[1].conv.weight.mul_(0.5)
+    with torch.inference_mode():
+        after, _ = net.fast_forward(x)
+        want, _ = net(x)
+    assert float((after - before).abs().max()) > 1e-3
+    assert float((after - want).abs().max()) <= 1e-5
