@@ -8,6 +8,7 @@ The tests use the same page methods as Playwright's (``goto``, ``evaluate``,
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.stack import stop_process
 
 #: WebDriver key codes for the special keys the tests press.
 KEYS = {"ArrowLeft": "\ue012", "ArrowUp": "\ue013", "ArrowRight": "\ue014", "ArrowDown": "\ue015",
@@ -25,13 +28,8 @@ class DriverError(RuntimeError):
     pass
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+class NavigatedAway(DriverError):
+    """A script's result was lost because its page navigated while it ran."""
 
 
 class PulseAudio:
@@ -79,14 +77,27 @@ class ScriptedPage:
     """Page operations made of JavaScript and key input; a driver supplies ``_run`` and
     ``key_actions``."""
 
-    def _run(self, source: str) -> Any:
+    def _run(self, source: str, poll: bool = False) -> Any:
         """Run ``source`` (an expression whose value is a promise of a JSON string) in the
-        page; return that string, or ``None`` for ``undefined``."""
+        page; return that string, or ``None`` for ``undefined``. ``NavigatedAway`` where a
+        navigation lost the result; a ``poll`` (short, and asked again) may be given up
+        sooner than other scripts once its page has navigated."""
         raise NotImplementedError
 
     def key_actions(self, actions: list[dict[str, str]]) -> None:
         """Perform WebDriver key actions (``keyDown``/``keyUp``) as real input."""
         raise NotImplementedError
+
+    def _capture(self) -> str:
+        """A PNG of the viewport, base64-encoded (as both protocols send it)."""
+        raise NotImplementedError
+
+    def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
+        """As Playwright's, of the viewport only (``full_page`` is accepted and ignored)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self._capture()))
+        return path
 
     @property
     def keyboard(self) -> Keyboard:
@@ -95,19 +106,30 @@ class ScriptedPage:
     def evaluate(self, expression: str, *arg: Any) -> Any:
         """As Playwright's: the value of a JavaScript expression or, when it is a function,
         of calling it with ``arg``; awaited, and passed back through JSON."""
+        return self._evaluate(expression, arg)
+
+    def _evaluate(self, expression: str, arg: tuple[Any, ...], poll: bool = False) -> Any:
         argument = json.dumps(arg[0]) if arg else "undefined"
         value = self._run(f"(async () => {{ const v = ({expression.strip()});"
-                          f" return JSON.stringify(typeof v === 'function' ? await v({argument}) : await v); }})()")
+                          f" return JSON.stringify(typeof v === 'function' ? await v({argument}) : await v); }})()",
+                          poll)
         return None if value is None else json.loads(value)
 
     def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.05) -> bool:
-        """Poll until the JavaScript expression is truthy (in JavaScript's sense)."""
+        """Poll until the JavaScript expression is truthy (in JavaScript's sense); a poll
+        lost to a navigation counts as not yet."""
         deadline = time.monotonic() + timeout
-        while not self.evaluate(f"!!({expression})"):
+        while not self._poll(f"!!({expression})"):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {expression}")
             time.sleep(interval)
         return True
+
+    def _poll(self, expression: str) -> Any:
+        try:
+            return self._evaluate(expression, (), poll=True)
+        except NavigatedAway:
+            return None
 
     def wait_for_function(self, expression: str, timeout: float = 30_000) -> bool:
         """Playwright's name for ``wait_for`` (timeout in ms)."""

@@ -15,7 +15,6 @@ script.evaluate, input.performActions, log.entryAdded).
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import os
@@ -30,7 +29,8 @@ from typing import Any
 
 import websocket
 
-from tests.browser.driven import DriverError, PulseAudio, ScriptedPage, stop_process
+from tests.browser.driven import DriverError, NavigatedAway, PulseAudio, ScriptedPage
+from tests.stack import stop_process
 
 FIREFOX = Path(os.environ.get("FIREFOX_PATH", "/usr/bin/firefox-esr"))
 
@@ -52,6 +52,10 @@ PREFS = {
     "browser.region.network.url": "",
     "remote.prefs.recommended": True,
 }
+#: Events that mark a tab's navigation; see ``Firefox.send``.
+NAVIGATION_EVENTS = ("browsingContext.navigationStarted", "browsingContext.domContentLoaded", "browsingContext.load")
+#: How long a reply may still come after its tab navigated before it counts as lost.
+NAVIGATION_GRACE = 2.0
 
 class Firefox:
     """One headless Firefox process with a fresh profile and one BiDi session."""
@@ -75,10 +79,11 @@ class Firefox:
         self._replies: dict[int, dict[str, Any]] = {}
         self._ready = threading.Condition()
         self.events: list[dict[str, Any]] = []
+        self._navigations: dict[str, int] = {}  # per tab: navigation events seen so far
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.capabilities = self.send("session.new", {"capabilities": {}})["capabilities"]
-        self.send("session.subscribe", {"events": ["log.entryAdded", "network.responseCompleted"]})
+        self.send("session.subscribe", {"events": ["log.entryAdded", "network.responseCompleted", *NAVIGATION_EVENTS]})
 
     @property
     def version(self) -> str:
@@ -117,22 +122,47 @@ class Firefox:
                     self._replies[message["id"]] = message
                     self._ready.notify_all()
             else:
+                if message.get("method") in NAVIGATION_EVENTS:
+                    with self._ready:
+                        tab = message.get("params", {}).get("context", "")
+                        self._navigations[tab] = self._navigations.get(tab, 0) + 1
+                        self._ready.notify_all()
                 self.events.append(message)
 
-    def send(self, method: str, params: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    def send(self, method: str, params: dict[str, Any], timeout: float = 60.0,
+             tab: str | None = None, poll: bool = False) -> dict[str, Any]:
+        """Send one command and wait for its reply.
+
+        With ``tab``: a script command whose page navigates while the script's promise is
+        pending ends in ``NavigatedAway``. Firefox answers it with "no such frame", or
+        never (w3c/webdriver-bidi#378); so a ``poll`` whose tab has navigated since it was
+        sent is given up once ``NAVIGATION_GRACE`` s pass without its reply. (Only polls:
+        a longer script sent during a navigation may run on the new page and answer
+        later.)"""
         with self._lock:
             ident = next(self._ids)
+            with self._ready:
+                navigations = self._navigations.get(tab, 0) if tab is not None else 0
             self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
         deadline = time.monotonic() + timeout
+        navigated = False
         with self._ready:
             while ident not in self._replies and -1 not in self._replies:
+                if poll and not navigated and self._navigations.get(tab, 0) != navigations:
+                    navigated = True
+                    deadline = min(deadline, time.monotonic() + NAVIGATION_GRACE)
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if navigated:
+                        raise NavigatedAway(f"{method}: the page navigated away before the reply came")
                     raise DriverError(f"{method}: no reply within {timeout} s")
                 self._ready.wait(left)
             reply = self._replies.pop(ident, None) or self._replies[-1]
         if reply["type"] == "error":
-            raise DriverError(f"{method}: {reply.get('error')}: {reply.get('message')}")
+            message = f"{method}: {reply.get('error')}: {reply.get('message')}"
+            if tab is not None and reply.get("error") == "no such frame":  # its document was discarded
+                raise NavigatedAway(message)
+            raise DriverError(message)
         return reply["result"]
 
     def new_page(self, width: int = 1280, height: int = 900, device_pixel_ratio: float | None = None) -> FirefoxPage:
@@ -190,11 +220,11 @@ class FirefoxPage(ScriptedPage):
     def goto(self, url: str) -> None:
         self.browser.send("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
 
-    def _run(self, source: str) -> Any:
+    def _run(self, source: str, poll: bool = False) -> Any:
         reply = self.browser.send("script.evaluate", {
             "expression": source, "target": {"context": self.context}, "awaitPromise": True,
             "resultOwnership": "none",
-        })
+        }, tab=self.context, poll=poll)
         if reply["type"] == "exception":
             raise DriverError(f"JavaScript error: {reply['exceptionDetails'].get('text')}")
         value = reply["result"]
@@ -229,12 +259,8 @@ class FirefoxPage(ScriptedPage):
         self.browser.send("input.performActions", {
             "context": self.context, "actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
 
-    def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
-        path = Path(path)
-        data = self.browser.send("browsingContext.captureScreenshot", {"context": self.context})["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-        return path
+    def _capture(self) -> str:
+        return self.browser.send("browsingContext.captureScreenshot", {"context": self.context})["data"]
 
     def close(self) -> None:
         self.browser.send("browsingContext.close", {"context": self.context})

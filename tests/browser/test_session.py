@@ -26,7 +26,7 @@ from django.conf import settings
 from django.test import RequestFactory
 from django.urls import reverse
 
-from tests.browser.conftest import SCREENSHOTS, keys_for, screenshot
+from tests.browser.conftest import keys_for, screenshot
 from tests.integration.test_pipeline import render_with_worker
 from webmushra import services
 from webmushra.models import (
@@ -144,10 +144,6 @@ def assert_blind(text: str, names: list[str], where: str) -> None:
 
 
 # ----------------------------------------------------------------------------- pages
-
-
-def screenshot_path(name: str) -> Path:
-    return SCREENSHOTS / f"{name}.png"
 
 
 def state(page: Any) -> dict[str, Any]:
@@ -446,7 +442,7 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
     stimulus_paths: set[str] = set()
 
     def step(name: str, blind_too: bool = True) -> None:
-        page.screenshot(path=screenshot_path(f"session-{engine}-{next(shots):02d}-{name}"))
+        screenshot(page, f"session-{engine}-{next(shots):02d}-{name}")
         requested.update(url for url, _ in page.evaluate(RESOURCES))
         if blind_too:
             assert_blind(page.content(), names, f"the {name} page in {engine}")

@@ -11,11 +11,9 @@ actions, element click, screenshot).
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,17 +22,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.browser.driven import DriverError, PulseAudio, ScriptedPage, stop_process
+from tests.browser.driven import DriverError, PulseAudio, ScriptedPage
+from tests.stack import free_port, stop_process
 
 DRIVER = Path(os.environ.get("WEBKIT_DRIVER_PATH", "/usr/bin/WebKitWebDriver"))
 MINIBROWSER = Path(os.environ.get("WEBKIT_BROWSER_PATH", "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"))
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WebKit:
@@ -44,7 +37,7 @@ class WebKit:
         self.home = Path(tempfile.mkdtemp(prefix="webkit-"))
         self.sound = PulseAudio(self.home / "pulse")
         display = self._start_xvfb(timeout)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "HOME": str(self.home), "DISPLAY": display, "PULSE_SERVER": self.sound.server,
                "XDG_RUNTIME_DIR": str(self.home / "pulse")}
         self.driver = subprocess.Popen([str(DRIVER), f"--port={port}", "--host=127.0.0.1"],
@@ -132,7 +125,7 @@ class WebKitPage(ScriptedPage):
     def js_errors(self) -> list[str]:
         return self.evaluate("window.__errors || []")
 
-    def _run(self, source: str) -> Any:
+    def _run(self, source: str, poll: bool = False) -> Any:
         script = ("const done = arguments[arguments.length - 1];"
                   f"({source}).then(done, e => done({{__error: String(e && e.stack || e)}}));")
         value = self.call("POST", "/execute/async", {"script": script, "args": []})
@@ -176,11 +169,8 @@ class WebKitPage(ScriptedPage):
         self.call("POST", f"/element/{element[ELEMENT]}/click", {})
         self.call("POST", f"/element/{element[ELEMENT]}/value", {"text": text})
 
-    def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(self.call("GET", "/screenshot")))
-        return path
+    def _capture(self) -> str:
+        return self.call("GET", "/screenshot")
 
     def close(self) -> None:
         self.call("DELETE", "")

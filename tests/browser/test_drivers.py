@@ -1,0 +1,26 @@
+"""The test drivers themselves: what the engine tests rely on them to do."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.browser.conftest import Harness
+from tests.browser.driven import NavigatedAway
+from tests.browser.firefox import NAVIGATION_GRACE, Firefox
+
+
+def test_firefox_script_lost_to_navigation_is_named_and_polls_go_on(firefox: Firefox, harness: Harness) -> None:
+    # A script whose page navigates while its promise is pending is answered "no such
+    # frame" (or, w3c/webdriver-bidi#378, not at all): the driver says the page navigated
+    # away, and waiting for the new page still works.
+    page = firefox.new_page()
+    harness.configure({"engine": {"template": "engine.html", "context": {}}})
+    page.goto(harness.base_url + "/page/engine")
+    started = time.monotonic()
+    with pytest.raises(NavigatedAway):
+        page.evaluate("() => { setTimeout(() => location.assign('/done/next'), 100);"
+                      " return new Promise(done => setTimeout(() => done(1), 5000)); }")
+    assert time.monotonic() - started < NAVIGATION_GRACE + 3
+    assert page.wait_for_path("/done/next").endswith("/done/next")
+    page.close()
