@@ -8,6 +8,7 @@ of the statistics budget the batching saves.
 
 Run: ``python bench/bench_evaluation.py`` from the repository root.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,15 +44,21 @@ def _timed(function) -> tuple[float, float, object]:
 def baseline(ratings, n_boot: int, n_perm: int) -> None:
     """Per-cell scipy bootstrap (BCa) and per-pair scipy permutation tests."""
     for _, frame in ratings.groupby(["condition", "item"]):
-        stats.bootstrap((frame["rating"].to_numpy(),), np.mean, n_resamples=n_boot, method="BCa",
-                        rng=np.random.default_rng(0))
+        stats.bootstrap(
+            (frame["rating"].to_numpy(),), np.mean, n_resamples=n_boot, method="BCa", rng=np.random.default_rng(0)
+        )
     wide = ratings.pivot_table(index="participant", columns="condition", values="rating")
     models = [c for c in wide.columns if c.startswith("model_")]
     for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            stats.permutation_test((wide[a].to_numpy(), wide[b].to_numpy()),
-                                   lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples",
-                                   n_resamples=n_perm, vectorized=True, rng=np.random.default_rng(0))
+        for b in models[i + 1 :]:
+            stats.permutation_test(
+                (wide[a].to_numpy(), wide[b].to_numpy()),
+                lambda x, y, axis: np.mean(x - y, axis=axis),
+                permutation_type="samples",
+                n_resamples=n_perm,
+                vectorized=True,
+                rng=np.random.default_rng(0),
+            )
 
 
 def main() -> int:
@@ -64,8 +71,10 @@ def main() -> int:
         report_wall, report_cpu, _ = _timed(lambda: build_report(ratings, metrics, None, Path(out)))
     print(f"data: 200 participants x 12 items x 10 conditions ({len(ratings)} ratings), 7 models, 1 metric")
     print(f"baseline (per-cell scipy BCa + per-pair scipy permutation): wall {base_wall:.2f} s, cpu {base_cpu:.2f} s")
-    print(f"statistics (all of analyse): wall {stats_wall:.2f} s, cpu {stats_cpu:.2f} s, "
-          f"target 2 s, ratio to baseline {stats_cpu / base_cpu:.2f}")
+    print(
+        f"statistics (all of analyse): wall {stats_wall:.2f} s, cpu {stats_cpu:.2f} s, "
+        f"target 2 s, ratio to baseline {stats_cpu / base_cpu:.2f}"
+    )
     print(f"report with plots:           wall {report_wall:.2f} s, cpu {report_cpu:.2f} s, target 15 s")
     ok = stats_cpu < 2.0 and report_cpu < 15.0
     print("within targets (cpu time)" if ok else "OVER TARGET")

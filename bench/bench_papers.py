@@ -14,6 +14,7 @@ between the two outputs.
 
 Run: ``python -m bench.bench_papers [--quick] [--json]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     count, seconds = (1, 0.5) if args.quick else (args.excerpts, args.seconds)
     rate = 44100
-    x = torch.from_numpy(np.stack([np.asarray(e, dtype=np.float32).reshape(-1) for e in bench_excerpts(count, int(seconds * rate), rate)]))
+    x = torch.from_numpy(
+        np.stack(
+            [np.asarray(e, dtype=np.float32).reshape(-1) for e in bench_excerpts(count, int(seconds * rate), rate)]
+        )
+    )
     audio = count * x.shape[1] / rate
     results: dict[str, dict] = {}
     models = {
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     t_small, y_small = _time(small, x, 3)
     results["pruned LSTM-48 (baseline)"] = {"realtime_factor": audio / t_masked, "seconds_rendered": audio}
     results[f"compressed LSTM-{small.module.rec.hidden_size}"] = {
-        "realtime_factor": audio / t_small, "seconds_rendered": audio,
+        "realtime_factor": audio / t_small,
+        "seconds_rendered": audio,
         "speedup_vs_baseline": t_masked / t_small,
         "max_abs_diff_vs_baseline": float((y_small - y_masked).abs().max()),
     }
@@ -85,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         note = f"{r['seconds_rendered']:.2f} s of audio"
         if "speedup_vs_baseline" in r:
-            note += f"; {r['speedup_vs_baseline']:.2f}x the pruned model, max |diff| {r['max_abs_diff_vs_baseline']:.1e}"
+            note += (
+                f"; {r['speedup_vs_baseline']:.2f}x the pruned model, max |diff| {r['max_abs_diff_vs_baseline']:.1e}"
+            )
         print(f"{name:28s} {r['realtime_factor']:16.1f}  {note}")
     return 0
 

@@ -18,6 +18,7 @@ removed at the end; nothing is written into the repository.
 Run: ``python -m bench.bench_participant [ready|saves|all] [--runs 7] [--users 100]
 [--spawn-rate 50] [--seconds 30] [--postgres] [--json]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--autoplay-policy=no-user-gesture-required",
+]
 SAMPLE_RATE = 48000
 N_MODELS = 9
 #: Targets: a trial playable within 1 s of navigation; a save answered within 50 ms (p95).
@@ -62,14 +68,27 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
 
     call_command("migrate", verbosity=0, interactive=False)
     owner = get_user_model().objects.create_user("bench", "bench@example.org", "a-long-bench-password")
-    exp = services.create_experiment(owner=owner, title=title, sample_rate=SAMPLE_RATE, anchors=True,
-                                     config={"training": False})
+    exp = services.create_experiment(
+        owner=owner, title=title, sample_rate=SAMPLE_RATE, anchors=True, config={"training": False}
+    )
     for j in range(n_models):
-        ckpt = Checkpoint.objects.create(experiment=exp, name=f"bench-{j}", file=f"checkpoints/bench-{j}.json",
-                                         format="bench", architecture="none", sample_rate=SAMPLE_RATE,
-                                         sha256="0" * 64, size=1)
-        Condition.objects.create(experiment=exp, kind=ConditionKind.MODEL, checkpoint=ckpt, label=f"Model {j + 1}",
-                                 position=exp.conditions.count())
+        ckpt = Checkpoint.objects.create(
+            experiment=exp,
+            name=f"bench-{j}",
+            file=f"checkpoints/bench-{j}.json",
+            format="bench",
+            architecture="none",
+            sample_rate=SAMPLE_RATE,
+            sha256="0" * 64,
+            size=1,
+        )
+        Condition.objects.create(
+            experiment=exp,
+            kind=ConditionKind.MODEL,
+            checkpoint=ckpt,
+            label=f"Model {j + 1}",
+            position=exp.conditions.count(),
+        )
     rng = np.random.default_rng(0)
     n = int(seconds * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
@@ -77,7 +96,7 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
     conditions = list(exp.conditions.all())
     for i in range(excerpts):
         # A plucked-string-like tone with noise: something real to decode, not silence.
-        dry = (0.3 * np.sin(2 * np.pi * (110 + 20 * i) * t) * np.exp(-t % 2.0) + 0.01 * rng.standard_normal(n))
+        dry = 0.3 * np.sin(2 * np.pi * (110 + 20 * i) * t) * np.exp(-t % 2.0) + 0.01 * rng.standard_normal(n)
         ref = np.tanh(3 * dry) / 3
         dry_path, ref_path = work / f"dry{i}.wav", work / f"ref{i}.wav"
         sf.write(dry_path, dry.astype("float32"), SAMPLE_RATE, subtype="FLOAT")
@@ -92,8 +111,16 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
             sf.write(path, audio.astype("float32"), SAMPLE_RATE, subtype="PCM_24", format="WAV")
             size = path.stat().st_size
             sizes.add(size)
-            Stimulus.objects.create(experiment=exp, excerpt=excerpt, condition=condition, file=rel,
-                                    sample_rate=SAMPLE_RATE, frames=n, channels=1, size=size)
+            Stimulus.objects.create(
+                experiment=exp,
+                excerpt=excerpt,
+                condition=condition,
+                file=rel,
+                sample_rate=SAMPLE_RATE,
+                frames=n,
+                channels=1,
+                size=size,
+            )
         assert len(sizes) == 1, f"stimuli of one trial differ in byte length: {sizes}"
     shutil.rmtree(work)
     Experiment.objects.filter(pk=exp.pk).update(status=Experiment.Status.READY)
@@ -115,9 +142,14 @@ def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
     participant = services.give_consent(participant=participant, agreed=True)
     participant = services.set_level(participant=participant, gain_db=0.0)
     data = trial_data(RequestFactory().get("/"), participant, 0)
-    return {"public_token": exp.public_token, "trial_url": data["save_url"],
-            "stimulus_urls": [data["reference"]["url"]] + [s["url"] for s in data["signals"]],
-            "signals": len(data["signals"]), "trials": len(participant.plan), "stimulus_bytes": size}
+    return {
+        "public_token": exp.public_token,
+        "trial_url": data["save_url"],
+        "stimulus_urls": [data["reference"]["url"]] + [s["url"] for s in data["signals"]],
+        "signals": len(data["signals"]),
+        "trials": len(participant.plan),
+        "stimulus_bytes": size,
+    }
 
 
 def _count() -> dict[str, int]:
@@ -130,8 +162,12 @@ def _count() -> dict[str, int]:
     from webmushra.models import Participant, Rating, TrialResponse
 
     per_response = set(Rating.objects.values("response").annotate(n=Count("id")).values_list("n", flat=True))
-    return {"ratings": Rating.objects.count(), "responses": TrialResponse.objects.count(),
-            "participants": Participant.objects.count(), "ratings_per_response": sorted(per_response)}
+    return {
+        "ratings": Rating.objects.count(),
+        "responses": TrialResponse.objects.count(),
+        "participants": Participant.objects.count(),
+        "ratings_per_response": sorted(per_response),
+    }
 
 
 # --------------------------------------------------------------------------- processes
@@ -149,12 +185,18 @@ class Site:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-        self.env.update(VAR_DIR=str(self.var), DJANGO_SETTINGS_MODULE="config.settings", DEBUG="0",
-                        LOG_LEVEL="WARNING", SECRET_KEY="bench-" + "x" * 50, PYTHONUNBUFFERED="1",
-                        # Persistent connections, as docker/compose.yml runs the site.
-                        DB_CONN_MAX_AGE=str(conn_max_age),
-                        # Every simulated participant comes from 127.0.0.1: per-address limits off.
-                        RATELIMIT_ENABLED="0")
+        self.env.update(
+            VAR_DIR=str(self.var),
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DEBUG="0",
+            LOG_LEVEL="WARNING",
+            SECRET_KEY="bench-" + "x" * 50,
+            PYTHONUNBUFFERED="1",
+            # Persistent connections, as docker/compose.yml runs the site.
+            DB_CONN_MAX_AGE=str(conn_max_age),
+            # Every simulated participant comes from 127.0.0.1: per-address limits off.
+            RATELIMIT_ENABLED="0",
+        )
 
     @property
     def log(self) -> Path:
@@ -167,13 +209,19 @@ class Site:
 
     def django(self, what: str, *args: str) -> dict[str, Any]:
         """Run ``_prepare`` / ``_count`` in a child process with this site's settings."""
-        out = subprocess.run([sys.executable, "-m", "bench.bench_participant", what, *args], cwd=REPO, env=self.env,
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.bench_participant", what, *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def __enter__(self) -> "Site":
+    def __enter__(self) -> Site:
         from tests.stack import PostgresServer, free_port
 
         if self.postgres:
@@ -188,13 +236,33 @@ class Site:
         # The log goes to a file: a pipe nobody reads fills up and then blocks the server.
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}",
-                 "-w", str(self.workers), "-k", "gthread", "--threads", str(self.threads),
-                 "--log-level", "warning", "--backlog", "512",
-                 # Keep idle connections longer than a participant's pause, as the proxy in front
-                 # would; gunicorn's 2 s default races the clients' reuse of a connection.
-                 "--keep-alive", "75"],
-                cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi",
+                    "-b",
+                    f"127.0.0.1:{self.port}",
+                    "-w",
+                    str(self.workers),
+                    "-k",
+                    "gthread",
+                    "--threads",
+                    str(self.threads),
+                    "--log-level",
+                    "warning",
+                    "--backlog",
+                    "512",
+                    # Keep idle connections longer than a participant's pause, as the proxy in front
+                    # would; gunicorn's 2 s default races the clients' reuse of a connection.
+                    "--keep-alive",
+                    "75",
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -261,25 +329,38 @@ def bench_ready(runs: int) -> dict[str, Any]:
                     page.wait_for_function(
                         "() => window.mushra && window.mushra.state().ready"
                         " && (window.__readyAt = window.__readyAt || performance.now())",
-                        polling="raf", timeout=30_000)
+                        polling="raf",
+                        timeout=30_000,
+                    )
                     if i > 0:  # the first load warms Chromium up
                         ready.append(page.evaluate("window.__readyAt"))
-                        dom.append(page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"))
+                        dom.append(
+                            page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+                        )
                         decode.append(page.evaluate("mushra.telemetry().decode_ms"))
                         first_byte.append(page.evaluate("performance.getEntriesByType('navigation')[0].responseStart"))
-                        fetched.append(page.evaluate(
-                            "Math.max(...performance.getEntriesByType('resource')"
-                            ".filter(e => e.initiatorType === 'fetch').map(e => e.responseEnd))"))
+                        fetched.append(
+                            page.evaluate(
+                                "Math.max(...performance.getEntriesByType('resource')"
+                                ".filter(e => e.initiatorType === 'fetch').map(e => e.responseEnd))"
+                            )
+                        )
                         assert page.evaluate("Object.keys(mushra.player.engine.buffers).length") == len(urls)
                     context.close()
             finally:
                 browser.close()
     result = {
-        "signals": info["signals"], "files": len(urls), "file_bytes": info["stimulus_bytes"],
-        "ready_ms": statistics.median(ready), "ready_runs_ms": [round(x, 1) for x in ready],
-        "dom_content_loaded_ms": statistics.median(dom), "decode_ms": statistics.median(decode),
-        "first_byte_ms": statistics.median(first_byte), "fetched_ms": statistics.median(fetched),
-        "baseline_fetch_ms": statistics.median(baseline), "baseline_runs_ms": [round(x, 1) for x in baseline],
+        "signals": info["signals"],
+        "files": len(urls),
+        "file_bytes": info["stimulus_bytes"],
+        "ready_ms": statistics.median(ready),
+        "ready_runs_ms": [round(x, 1) for x in ready],
+        "dom_content_loaded_ms": statistics.median(dom),
+        "decode_ms": statistics.median(decode),
+        "first_byte_ms": statistics.median(first_byte),
+        "fetched_ms": statistics.median(fetched),
+        "baseline_fetch_ms": statistics.median(baseline),
+        "baseline_runs_ms": [round(x, 1) for x in baseline],
     }
     result["ratio"] = result["ready_ms"] / result["baseline_fetch_ms"]
     return result
@@ -287,13 +368,19 @@ def bench_ready(runs: int) -> dict[str, Any]:
 
 def print_ready(r: dict[str, Any]) -> None:
     mb = r["file_bytes"] / 1e6
-    print(f"Trial page: {r['signals']} signals + open reference = {r['files']} files of {mb:.2f} MB "
-          f"(10 s, 48 kHz, 24-bit PCM WAV), gunicorn on 127.0.0.1, headless Chromium")
-    print(f"  baseline: the {r['files']} files fetched one after another (requests): "
-          f"{r['baseline_fetch_ms']:.0f} ms median of {len(r['baseline_runs_ms'])}")
-    print(f"  page (medians from navigation start): first byte {r['first_byte_ms']:.0f} ms, DOMContentLoaded "
-          f"{r['dom_content_loaded_ms']:.0f} ms, all files fetched {r['fetched_ms']:.0f} ms, "
-          f"then decoding {r['decode_ms']:.0f} ms")
+    print(
+        f"Trial page: {r['signals']} signals + open reference = {r['files']} files of {mb:.2f} MB "
+        f"(10 s, 48 kHz, 24-bit PCM WAV), gunicorn on 127.0.0.1, headless Chromium"
+    )
+    print(
+        f"  baseline: the {r['files']} files fetched one after another (requests): "
+        f"{r['baseline_fetch_ms']:.0f} ms median of {len(r['baseline_runs_ms'])}"
+    )
+    print(
+        f"  page (medians from navigation start): first byte {r['first_byte_ms']:.0f} ms, DOMContentLoaded "
+        f"{r['dom_content_loaded_ms']:.0f} ms, all files fetched {r['fetched_ms']:.0f} ms, "
+        f"then decoding {r['decode_ms']:.0f} ms"
+    )
     flag = "" if r["ready_ms"] < READY_TARGET_MS else f"  ABOVE TARGET ({READY_TARGET_MS:.0f} ms)"
     print(f"ready-to-play: {r['ready_ms']:.0f} ms (ratio vs baseline: {r['ratio']:.2f}){flag}")
 
@@ -301,17 +388,48 @@ def print_ready(r: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- saves under load
 
 
-def bench_saves(users: int, spawn_rate: int, seconds: int, postgres: bool, trials: int,
-                wait: tuple[float, float], workers: int, conn_max_age: int) -> dict[str, Any]:
+def bench_saves(
+    users: int,
+    spawn_rate: int,
+    seconds: int,
+    postgres: bool,
+    trials: int,
+    wait: tuple[float, float],
+    workers: int,
+    conn_max_age: int,
+) -> dict[str, Any]:
     with Site(postgres=postgres, workers=workers, conn_max_age=conn_max_age) as site:
         info = site.django("_prepare", "--excerpts", str(trials), "--excerpt-seconds", "1")
         site.serve()
         stats_path = site.var / "locust-stats.json"
-        env = {**site.env, "BENCH_PUBLIC_TOKEN": info["public_token"], "BENCH_WAIT_MIN": str(wait[0]),
-               "BENCH_WAIT_MAX": str(wait[1]), "BENCH_STATS_OUT": str(stats_path)}
-        cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile_participant.py"), "--headless",
-               "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds}s", "--stop-timeout", "30",
-               "--host", site.url, "--only-summary", "--loglevel", "WARNING"]
+        env = {
+            **site.env,
+            "BENCH_PUBLIC_TOKEN": info["public_token"],
+            "BENCH_WAIT_MIN": str(wait[0]),
+            "BENCH_WAIT_MAX": str(wait[1]),
+            "BENCH_STATS_OUT": str(stats_path),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO / "bench" / "locustfile_participant.py"),
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(spawn_rate),
+            "-t",
+            f"{seconds}s",
+            "--stop-timeout",
+            "30",
+            "--host",
+            site.url,
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ]
         run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 300)
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         if not stats.get("save", {}).get("count"):
@@ -320,13 +438,22 @@ def bench_saves(users: int, spawn_rate: int, seconds: int, postgres: bool, trial
     save, health, total = stats["save"], stats["healthz"], stats["Aggregated"]
     saves_ok = save["count"] - save["failures"]
     result = {
-        "database": "PostgreSQL" if postgres else "SQLite", "users": users, "seconds": seconds,
+        "database": "PostgreSQL" if postgres else "SQLite",
+        "users": users,
+        "seconds": seconds,
         "conn_max_age": conn_max_age,
-        "signals": info["signals"], "trials_per_session": info["trials"],
-        "save": save, "healthz": health, "errors": total["failures"], "requests": total["count"],
-        "ratings_stored": counts["ratings"], "ratings_expected": saves_ok * info["signals"],
-        "responses_stored": counts["responses"], "saves_acknowledged": saves_ok,
-        "ratings_per_response": counts["ratings_per_response"], "error_kinds": stats.pop("errors", {}),
+        "signals": info["signals"],
+        "trials_per_session": info["trials"],
+        "save": save,
+        "healthz": health,
+        "errors": total["failures"],
+        "requests": total["count"],
+        "ratings_stored": counts["ratings"],
+        "ratings_expected": saves_ok * info["signals"],
+        "responses_stored": counts["responses"],
+        "saves_acknowledged": saves_ok,
+        "ratings_per_response": counts["ratings_per_response"],
+        "error_kinds": stats.pop("errors", {}),
         "by_name": stats,
     }
     result["ratio_p95"] = result["save"]["p95_ms"] / max(result["healthz"]["p95_ms"], 1e-9)
@@ -335,15 +462,23 @@ def bench_saves(users: int, spawn_rate: int, seconds: int, postgres: bool, trial
 
 def print_saves(r: dict[str, Any]) -> None:
     s, h = r["save"], r["healthz"]
-    print(f"Trial saves: {r['users']} participants for {r['seconds']} s, {r['trials_per_session']} trials of "
-          f"{r['signals']} signals per session, gunicorn + {r['database']} (DB_CONN_MAX_AGE={r['conn_max_age']})")
-    print(f"  baseline GET /healthz under the same load: p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, "
-          f"p99 {h['p99_ms']:.0f} ms ({h['count']} requests)")
-    print(f"  save: {s['count']} requests ({s['rps']:.1f}/s): p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
-          f"p99 {s['p99_ms']:.0f} ms")
+    print(
+        f"Trial saves: {r['users']} participants for {r['seconds']} s, {r['trials_per_session']} trials of "
+        f"{r['signals']} signals per session, gunicorn + {r['database']} (DB_CONN_MAX_AGE={r['conn_max_age']})"
+    )
+    print(
+        f"  baseline GET /healthz under the same load: p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, "
+        f"p99 {h['p99_ms']:.0f} ms ({h['count']} requests)"
+    )
+    print(
+        f"  save: {s['count']} requests ({s['rps']:.1f}/s): p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
+        f"p99 {s['p99_ms']:.0f} ms"
+    )
     ok = r["ratings_stored"] == r["ratings_expected"] and r["responses_stored"] == r["saves_acknowledged"]
-    print(f"  errors: {r['errors']} of {r['requests']} requests; ratings stored {r['ratings_stored']}, expected "
-          f"{r['ratings_expected']} ({'match' if ok else 'MISMATCH'})")
+    print(
+        f"  errors: {r['errors']} of {r['requests']} requests; ratings stored {r['ratings_stored']}, expected "
+        f"{r['ratings_expected']} ({'match' if ok else 'MISMATCH'})"
+    )
     for kind, n in sorted(r["error_kinds"].items(), key=lambda kv: -kv[1])[:5]:
         print(f"    {n} x {kind}")
     flags = []
@@ -351,8 +486,10 @@ def print_saves(r: dict[str, Any]) -> None:
         flags.append(f"ABOVE TARGET ({SAVE_P95_TARGET_MS:.0f} ms)")
     if r["errors"] or not ok:
         flags.append("ERRORS")
-    print(f"save p95 [{r['database']}]: {s['p95_ms']:.0f} ms (ratio vs /healthz p95: {r['ratio_p95']:.2f})"
-          + ("  " + ", ".join(flags) if flags else ""))
+    print(
+        f"save p95 [{r['database']}]: {s['p95_ms']:.0f} ms (ratio vs /healthz p95: {r['ratio_p95']:.2f})"
+        + ("  " + ", ".join(flags) if flags else "")
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -366,11 +503,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--trials", type=int, default=8, help="trials per session in the load run")
-    parser.add_argument("--wait", type=float, nargs=2, default=(1.0, 2.0), metavar=("MIN", "MAX"),
-                        help="seconds a simulated participant spends between steps")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        nargs=2,
+        default=(1.0, 2.0),
+        metavar=("MIN", "MAX"),
+        help="seconds a simulated participant spends between steps",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (4 threads each)")
-    parser.add_argument("--conn-max-age", type=int, default=60,
-                        help="DB_CONN_MAX_AGE of the server (60 as in docker/compose.yml; 0 = a connection per request)")
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=60,
+        help="DB_CONN_MAX_AGE of the server (60 as in docker/compose.yml; 0 = a connection per request)",
+    )
     parser.add_argument("--postgres", action="store_true", help="also run the load on a throwaway PostgreSQL")
     parser.add_argument("--excerpts", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--excerpt-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -388,10 +535,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print_ready(results["ready"])
     if args.what in ("all", "saves"):
-        for postgres in ([False, True] if args.postgres else [False]):
+        for postgres in [False, True] if args.postgres else [False]:
             key = "saves_postgres" if postgres else "saves_sqlite"
-            results[key] = bench_saves(args.users, args.spawn_rate, int(args.seconds), postgres, args.trials,
-                                       tuple(args.wait), args.workers, args.conn_max_age)
+            results[key] = bench_saves(
+                args.users,
+                args.spawn_rate,
+                int(args.seconds),
+                postgres,
+                args.trials,
+                tuple(args.wait),
+                args.workers,
+                args.conn_max_age,
+            )
             if not args.json:
                 print_saves(results[key])
     if args.json:

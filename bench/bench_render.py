@@ -3,7 +3,8 @@
 A test set is ``--excerpts`` excerpts of ``--seconds`` at 44.1 kHz, on one thread.
 Recurrent models run through the compiled kernel (``modelrunner.native``) where it
 builds; ``MODELRUNNER_NATIVE=0`` measures PyTorch's path instead. The baseline is the
-plain way: one whole-file forward call per excerpt, one excerpt after the other (``reference_forward``), measured in the same process. The candidate
+plain way: one whole-file forward call per excerpt, one excerpt after the other
+(``reference_forward``), measured in the same process. The candidate
 is ``render_batch`` (all excerpts in one batch, long excerpts cut into segments with
 context/warm-up and a boundary check). For each model this prints the real-time
 factor of both, their ratio, the ESR of the candidate against the baseline and the
@@ -12,21 +13,22 @@ two, every bias add, nonlinearity and elementwise product as one).
 
 Run: ``python -m bench.bench_render [--quick] [--json]``.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from modelrunner import native
 from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.architectures.recurrent import RecurrentModel
-from modelrunner import native
 from modelrunner.cli import bench_excerpts
 from modelrunner.model import EffectModel
 from modelrunner.render import reference_forward, render_batch
@@ -75,7 +77,9 @@ def wavenet_flops(module: NamWaveNet) -> float:
             total += 2 * c * c + c + c  # 1x1 + bias + residual add
             total += c  # head accumulation
         hr = arr.head_rechannel
-        total += 2 * hr.in_channels * hr.out_channels * hr.kernel_size[0] + (hr.out_channels if hr.bias is not None else 0)
+        total += 2 * hr.in_channels * hr.out_channels * hr.kernel_size[0] + (
+            hr.out_channels if hr.bias is not None else 0
+        )
     return total + 1  # head scale
 
 
@@ -91,8 +95,14 @@ def standard_wavenet() -> NamWaveNet:
 
 def _effect(module: nn.Module, name: str, stateful: bool, receptive_field: int) -> EffectModel:
     return EffectModel(
-        module=module.eval(), sample_rate=SAMPLE_RATE, knob_names=[], knob_ranges=[], stateful=stateful,
-        receptive_field=receptive_field, format="bench", architecture=name,
+        module=module.eval(),
+        sample_rate=SAMPLE_RATE,
+        knob_names=[],
+        knob_ranges=[],
+        stateful=stateful,
+        receptive_field=receptive_field,
+        format="bench",
+        architecture=name,
         parameter_count=sum(p.numel() for p in module.parameters()),
     )
 

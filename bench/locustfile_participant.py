@@ -20,6 +20,7 @@ Environment: ``BENCH_PUBLIC_TOKEN`` (required), ``BENCH_WAIT_MIN`` / ``BENCH_WAI
 quits, after ``--stop-timeout``, so they count every request; ``--csv`` files are written
 before the last users finish).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ import os
 import random
 import re
 import secrets
-from urllib.parse import urlencode
 from typing import Any
+from urllib.parse import urlencode
 
 from locust import FastHttpUser, between, events, task
 
@@ -43,12 +44,21 @@ def _write_stats(environment, **_: Any) -> None:
         return
     entries = list(environment.stats.entries.values()) + [environment.stats.total]
     stats = {
-        e.name: {"method": e.method, "count": e.num_requests, "failures": e.num_failures,
-                 "p50_ms": e.get_response_time_percentile(0.5), "p95_ms": e.get_response_time_percentile(0.95),
-                 "p99_ms": e.get_response_time_percentile(0.99), "rps": e.total_rps}
-        for e in entries if e.name != "questionnaire"
+        e.name: {
+            "method": e.method,
+            "count": e.num_requests,
+            "failures": e.num_failures,
+            "p50_ms": e.get_response_time_percentile(0.5),
+            "p95_ms": e.get_response_time_percentile(0.95),
+            "p99_ms": e.get_response_time_percentile(0.99),
+            "rps": e.total_rps,
+        }
+        for e in entries
+        if e.name != "questionnaire"
     }
-    stats["errors"] = {f"{e.method} {e.name}: {e.error}"[:300]: e.occurrences for e in environment.stats.errors.values()}
+    stats["errors"] = {
+        f"{e.method} {e.name}: {e.error}"[:300]: e.occurrences for e in environment.stats.errors.values()
+    }
     with open(out, "w") as fh:
         json.dump(stats, fh)
 
@@ -67,8 +77,13 @@ class Participant(FastHttpUser):
 
     def _post(self, url: str, data: dict[str, str], name: str) -> str:
         """POST a form; the URL it redirects to ("" when it does not)."""
-        r = self.client.post(url, data=urlencode({**self._csrf(), **data}), name=name, allow_redirects=False,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = self.client.post(
+            url,
+            data=urlencode({**self._csrf(), **data}),
+            name=name,
+            allow_redirects=False,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         return r.headers.get("Location", "") if r.status_code in (302, 303) else ""
 
     def _at(self, response) -> None:
@@ -105,12 +120,19 @@ class Participant(FastHttpUser):
         data = self.trial
         scores = [random.randint(0, 100) for _ in data["signals"]]
         scores[random.randrange(len(scores))] = 100  # one signal at 100, as the page requires
-        body = {"idempotency_key": data["idempotency_key"],
-                "ratings": {s["key"]: v for s, v in zip(data["signals"], scores)},
-                "telemetry": {"time_on_page_ms": 1}}
+        body = {
+            "idempotency_key": data["idempotency_key"],
+            "ratings": {s["key"]: v for s, v in zip(data["signals"], scores)},
+            "telemetry": {"time_on_page_ms": 1},
+        }
         self.trial = None
-        with self.client.post(data["save_url"], data=json.dumps(body), name="save", catch_response=True,
-                              headers={"Content-Type": "application/json", "X-CSRFToken": data["csrf_token"]}) as s:
+        with self.client.post(
+            data["save_url"],
+            data=json.dumps(body),
+            name="save",
+            catch_response=True,
+            headers={"Content-Type": "application/json", "X-CSRFToken": data["csrf_token"]},
+        ) as s:
             answer = s.json() if s.status_code == 200 else {}
             if answer.get("saved") is not True or answer.get("replayed") is not False:
                 s.failure(f"HTTP {s.status_code}: {s.text[:200]}")

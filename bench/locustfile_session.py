@@ -26,6 +26,7 @@ A save counts as a failure unless the answer is 200 with ``saved: true, replayed
 When locust quits, ``BENCH_STATS_OUT`` (a path) receives the statistics of every request
 name and, per participant token, the saves acknowledged and whether the session finished.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,14 @@ def _write_stats(environment, **_: Any) -> None:
     entries = list(environment.stats.entries.values()) + [environment.stats.total]
     stats = {
         f"{e.method} {e.name}" if e.method else e.name: {
-            "count": e.num_requests, "failures": e.num_failures, "rps": e.total_rps,
-            "p50_ms": e.get_response_time_percentile(0.5), "p95_ms": e.get_response_time_percentile(0.95),
-            "p99_ms": e.get_response_time_percentile(0.99), "max_ms": e.max_response_time}
+            "count": e.num_requests,
+            "failures": e.num_failures,
+            "rps": e.total_rps,
+            "p50_ms": e.get_response_time_percentile(0.5),
+            "p95_ms": e.get_response_time_percentile(0.95),
+            "p99_ms": e.get_response_time_percentile(0.99),
+            "max_ms": e.max_response_time,
+        }
         for e in entries
     }
     errors = {f"{e.method} {e.name}: {e.error}"[:300]: e.occurrences for e in environment.stats.errors.values()}
@@ -87,8 +93,14 @@ class Participant(FastHttpUser):
         """POST a form with the CSRF token its page gave; the redirect target, or None."""
         token = CSRF_INPUT.search(page_text)
         body = {"csrfmiddlewaretoken": token.group(1) if token else "", **data}
-        with self.client.post(url, data=urlencode(body), name=name, allow_redirects=False, catch_response=True,
-                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+        with self.client.post(
+            url,
+            data=urlencode(body),
+            name=name,
+            allow_redirects=False,
+            catch_response=True,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ) as r:
             if not self._expect(r, 302, name):
                 return None
             return r.headers["Location"]
@@ -129,8 +141,9 @@ class Participant(FastHttpUser):
             return
         data = json.loads(match.group(1))
         for stimulus in [data["reference"], *data["signals"]]:
-            with self.client.get(stimulus["url"], name="stimulus (first 1 kB)", headers=RANGE,
-                                 catch_response=True) as r:
+            with self.client.get(
+                stimulus["url"], name="stimulus (first 1 kB)", headers=RANGE, catch_response=True
+            ) as r:
                 if self._expect(r, 206, "stimulus") and len(r.content) != 1024:
                     r.failure(f"stimulus: {len(r.content)} bytes, expected 1024")
         self.trial = data
@@ -141,8 +154,13 @@ class Participant(FastHttpUser):
         scores = {k: random.randint(0, 100) for k in keys}
         scores[random.choice(keys)] = 100  # the page asks for one signal at 100
         body = {"idempotency_key": data["idempotency_key"], "ratings": scores, "telemetry": {"time_on_page_ms": 5000}}
-        with self.client.post(data["save_url"], data=json.dumps(body), name="save", catch_response=True,
-                              headers={"Content-Type": "application/json", "X-CSRFToken": data["csrf_token"]}) as r:
+        with self.client.post(
+            data["save_url"],
+            data=json.dumps(body),
+            name="save",
+            catch_response=True,
+            headers={"Content-Type": "application/json", "X-CSRFToken": data["csrf_token"]},
+        ) as r:
             answer = r.json() if r.status_code == 200 else {}
             if answer.get("saved") is not True or answer.get("replayed") is not False:
                 r.failure(f"save: HTTP {r.status_code}: {r.text[:200]}")

@@ -1,5 +1,6 @@
 """The Celery application. Tasks live in ``modelrunner/tasks.py``; settings come from
 ``config.settings`` (the ``CELERY_`` names)."""
+
 import os
 
 from celery import Celery

@@ -6,6 +6,7 @@ With nothing set, everything runs on one machine: SQLite in WAL mode and media u
 ``DATABASE_URL=postgres://...`` and ``CELERY_BROKER_URL=redis://...`` switch to
 PostgreSQL and Redis with no code change.
 """
+
 from __future__ import annotations
 
 import os

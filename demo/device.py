@@ -17,6 +17,7 @@ pedals", DAFx 2007):
 Audio is float32 mono ``(frames,)``; any sample rate from 8 kHz to 192 kHz works (the
 filters are designed for it), 44.1 and 48 kHz are what the demo uses.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

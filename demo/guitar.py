@@ -12,6 +12,7 @@ directly recorded (DI) electric guitar rather than a harpsichord.
 
 Everything is deterministic given the seed. Audio is float32 mono ``(frames,)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ def pluck(
 
     pad = delay + len(taps)
     y = np.zeros(pad + n_total)
-    y[pad:pad + min(n_exc, n_total)] += burst[:n_total]
+    y[pad : pad + min(n_exc, n_total)] += burst[:n_total]
     release_at = n_total if release is None else int(round(release * sample_rate))
     # The loop only looks back >= `delay` samples, so a whole block can be computed at once.
     for start in range(pad, pad + n_total, delay):
@@ -150,7 +151,7 @@ def pluck(
         g = rho if start - pad < release_at else rho_damped
         acc = np.zeros(stop - start)
         for k, c in enumerate(taps):
-            acc += c * y[start - delay - k: stop - delay - k]
+            acc += c * y[start - delay - k : stop - delay - k]
         y[start:stop] += g * acc
     y = y[pad:]
     lag = max(1, int(round(pickup_position * period)))
@@ -233,8 +234,17 @@ def _riff(phrase: Phrase, rng: np.random.Generator, root: int, t: float, eighth:
         nxt = notes[j + 1][0] if j + 1 < len(notes) else t + 8 * eighth
         muted = palm and midi == root
         length = (nxt - onset) * (0.55 if muted else 0.95)
-        phrase.notes.append(Note(onset, midi, _accent(rng, step) * (0.85 if muted else 1.0), onset + length,
-                                 float(rng.uniform(0.1, 0.2)), float(rng.uniform(0.08, 0.2)), muted))
+        phrase.notes.append(
+            Note(
+                onset,
+                midi,
+                _accent(rng, step) * (0.85 if muted else 1.0),
+                onset + length,
+                float(rng.uniform(0.1, 0.2)),
+                float(rng.uniform(0.08, 0.2)),
+                muted,
+            )
+        )
 
 
 def _power_chords(phrase: Phrase, rng: np.random.Generator, root: int, t: float, eighth: float) -> None:
@@ -249,8 +259,9 @@ def _power_chords(phrase: Phrase, rng: np.random.Generator, root: int, t: float,
         pos = float(rng.uniform(0.1, 0.18))
         for s, interval in enumerate((0, 7, 12)):
             start = onset + s * float(rng.uniform(0.004, 0.009))  # a downstroke reaches strings in turn
-            phrase.notes.append(Note(start, base + interval, vel * (1.0 - 0.06 * s),
-                                     onset + dur_steps * eighth * 0.93, pos, 0.1))
+            phrase.notes.append(
+                Note(start, base + interval, vel * (1.0 - 0.06 * s), onset + dur_steps * eighth * 0.93, pos, 0.1)
+            )
 
 
 def _strum(phrase: Phrase, rng: np.random.Generator, root: int, t: float, length: float) -> None:
@@ -267,8 +278,16 @@ def _strum(phrase: Phrase, rng: np.random.Generator, root: int, t: float, length
         vel = float(np.clip(0.9 - 0.15 * (direction < 0) + rng.normal(0, 0.05), 0.4, 1.0))
         spacing = float(rng.uniform(0.008, 0.018))
         for s, midi in enumerate(order):
-            phrase.notes.append(Note(t + offset + s * spacing, midi, vel * (1.0 - 0.04 * s), release,
-                                     float(rng.uniform(0.12, 0.22)), 0.15))
+            phrase.notes.append(
+                Note(
+                    t + offset + s * spacing,
+                    midi,
+                    vel * (1.0 - 0.04 * s),
+                    release,
+                    float(rng.uniform(0.12, 0.22)),
+                    0.15,
+                )
+            )
 
 
 def _lead(phrase: Phrase, rng: np.random.Generator, root: int, t: float, eighth: float) -> None:
@@ -277,8 +296,11 @@ def _lead(phrase: Phrase, rng: np.random.Generator, root: int, t: float, eighth:
     for onset_steps, dur in steps:
         midi = int(rng.choice(pool))
         onset = t + onset_steps * eighth
-        phrase.notes.append(Note(onset, midi, _accent(rng, onset_steps), onset + dur * eighth * 0.97,
-                                 float(rng.uniform(0.08, 0.16)), 0.1))
+        phrase.notes.append(
+            Note(
+                onset, midi, _accent(rng, onset_steps), onset + dur * eighth * 0.97, float(rng.uniform(0.08, 0.16)), 0.1
+            )
+        )
 
 
 def render_phrase(phrase: Phrase, sample_rate: int) -> np.ndarray:
@@ -293,9 +315,17 @@ def render_phrase(phrase: Phrase, sample_rate: int) -> np.ndarray:
             continue
         ring = note.release - note.onset
         length = min(ring + 0.3, phrase.seconds - note.onset)
-        tone = pluck(midi_to_hz(note.midi), length, sample_rate, velocity=note.velocity, release=ring,
-                     pick_position=note.pick_position, pickup_position=note.pickup_position,
-                     muted=note.muted, seed=phrase.seed * 1000 + j)
+        tone = pluck(
+            midi_to_hz(note.midi),
+            length,
+            sample_rate,
+            velocity=note.velocity,
+            release=ring,
+            pick_position=note.pick_position,
+            pickup_position=note.pickup_position,
+            muted=note.muted,
+            seed=phrase.seed * 1000 + j,
+        )
         stop = min(n_total, start + len(tone))
         out[start:stop] += tone[: stop - start]
     out = _pickup_filter(out, sample_rate)

@@ -5,6 +5,7 @@ pedal (``demo.device``); the pedal's output is the reference. Their seeds (1..99
 disjoint from those ``demo.train`` trains (1000..) and validates (900..) on, so the
 models are heard on phrases they never saw.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,10 +55,22 @@ def make_demo_excerpts(
 def demo_checkpoints() -> list[dict]:
     """The committed demo models, best first, with their knob settings for the demo (gain 0.5)."""
     return [
-        {"path": CHECKPOINT_DIR / "demo_lstm16_gain.json", "label": "LSTM-16 (gain 0.5)",
-         "knobs": {"p1": 0.5}, "sample_rate": CHECKPOINT_SAMPLE_RATE},
-        {"path": CHECKPOINT_DIR / "demo_gru8.json", "label": "GRU-8",
-         "knobs": {}, "sample_rate": CHECKPOINT_SAMPLE_RATE},
-        {"path": CHECKPOINT_DIR / "demo_lstm4_undertrained.json", "label": "LSTM-4 (under-trained)",
-         "knobs": {}, "sample_rate": CHECKPOINT_SAMPLE_RATE},
+        {
+            "path": CHECKPOINT_DIR / "demo_lstm16_gain.json",
+            "label": "LSTM-16 (gain 0.5)",
+            "knobs": {"p1": 0.5},
+            "sample_rate": CHECKPOINT_SAMPLE_RATE,
+        },
+        {
+            "path": CHECKPOINT_DIR / "demo_gru8.json",
+            "label": "GRU-8",
+            "knobs": {},
+            "sample_rate": CHECKPOINT_SAMPLE_RATE,
+        },
+        {
+            "path": CHECKPOINT_DIR / "demo_lstm4_undertrained.json",
+            "label": "LSTM-4 (under-trained)",
+            "knobs": {},
+            "sample_rate": CHECKPOINT_SAMPLE_RATE,
+        },
     ]

@@ -14,6 +14,7 @@ ignore; it records the sample rate (48 kHz) and the training summary.
 The committed checkpoints in ``demo/checkpoints/`` were written by this script; it is
 deterministic given its seeds (on the same torch build and thread count).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,10 @@ class Recipe:
 RECIPES = {
     "lstm16": Recipe("lstm16", "demo_lstm16_gain.json", "LSTM", 16, True, steps=3000, batch_size=16, lr=5e-3, seed=16),
     # torch's CPU GRU is several times slower per time step than its LSTM: shorter TBPTT, more updates.
-    "gru8": Recipe("gru8", "demo_gru8.json", "GRU", 8, False, steps=300, batch_size=32, lr=1e-2, seed=8,
-                   tbptt=1024),
-    "lstm4": Recipe("lstm4", "demo_lstm4_undertrained.json", "LSTM", 4, False, steps=400, batch_size=16, lr=5e-3, seed=4),
+    "gru8": Recipe("gru8", "demo_gru8.json", "GRU", 8, False, steps=300, batch_size=32, lr=1e-2, seed=8, tbptt=1024),
+    "lstm4": Recipe(
+        "lstm4", "demo_lstm4_undertrained.json", "LSTM", 4, False, steps=400, batch_size=16, lr=5e-3, seed=4
+    ),
 }
 
 
@@ -143,13 +145,13 @@ def train(recipe: Recipe, data: dict, log: Callable[[str], None] = print) -> tup
         epoch += 1
         order = torch.randperm(xs.shape[0], generator=gen)
         for b in range(0, len(order) - recipe.batch_size + 1, recipe.batch_size):
-            idx = order[b: b + recipe.batch_size]
+            idx = order[b : b + recipe.batch_size]
             xb, yb = xs[idx], ys[idx]
             with torch.no_grad():
                 _, state = model(xb[:, :WARMUP])
             for t0 in range(WARMUP, SEGMENT - recipe.tbptt + 1, recipe.tbptt):
-                pred, state = model(xb[:, t0: t0 + recipe.tbptt], state)
-                target = yb[:, t0: t0 + recipe.tbptt]
+                pred, state = model(xb[:, t0 : t0 + recipe.tbptt], state)
+                target = yb[:, t0 : t0 + recipe.tbptt]
                 loss = esr(target, pred[..., 0]) + dc_loss(target, pred[..., 0])
                 opt.zero_grad()
                 loss.backward()
@@ -159,8 +161,10 @@ def train(recipe: Recipe, data: dict, log: Callable[[str], None] = print) -> tup
                 running.append(float(loss.detach()))
                 step += 1
                 if step % 25 == 0 or step == recipe.steps:
-                    log(f"  {recipe.name}: step {step}/{recipe.steps} epoch {epoch} "
-                        f"loss {np.mean(running[-25:]):.4f} ({time.perf_counter() - started:.0f} s)")
+                    log(
+                        f"  {recipe.name}: step {step}/{recipe.steps} epoch {epoch} "
+                        f"loss {np.mean(running[-25:]):.4f} ({time.perf_counter() - started:.0f} s)"
+                    )
                 if step >= recipe.steps:
                     break
             if step >= recipe.steps:
@@ -231,8 +235,10 @@ def build_data(log: Callable[[str], None] = print) -> dict:
     y_all = torch.cat([y_half, torch.from_numpy(wet2)])
     train_cond = segments(x_all, y_all)
     vdry, vknobs, vwet = render_pairs(VALID_SEEDS, VALID_SECONDS, [VALID_GAIN] * len(VALID_SEEDS))
-    log(f"rendered {n} training phrases ({n * TRAIN_SECONDS:.0f} s, at gain 0.5 and at {sorted(set(other))}) "
-        f"and {len(VALID_SEEDS)} validation phrases in {time.perf_counter() - started:.0f} s")
+    log(
+        f"rendered {n} training phrases ({n * TRAIN_SECONDS:.0f} s, at gain 0.5 and at {sorted(set(other))}) "
+        f"and {len(VALID_SEEDS)} validation phrases in {time.perf_counter() - started:.0f} s"
+    )
     return {"train": train, "train_cond": train_cond, "valid": (model_input(vdry, vknobs), torch.from_numpy(vwet))}
 
 
@@ -255,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         model, summary = train(recipe, data, log=lambda m: print(m, flush=True))
         path = args.out / recipe.filename
         path.write_text(json.dumps(coreaudioml_json(model, recipe, summary)) + "\n")
-        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): validation ESR {summary['validation_esr']}",
-              flush=True)
+        print(
+            f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): validation ESR {summary['validation_esr']}",
+            flush=True,
+        )
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -6,6 +6,7 @@ optional metrics long table (condition, item, metric, value).
 
 The top-level names are imported lazily, so ``evaluation.kinds`` stays cheap to import.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -2,6 +2,7 @@
 
 Exit status 0 on success, 2 on bad input (one line on stderr naming the problem).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,11 @@ class ProgressLine:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation",
-                                     description="Statistics and reports for MUSHRA tests (ITU-R BS.1534-3).")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation", description="Statistics and reports for MUSHRA tests (ITU-R BS.1534-3)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("report", "write the report bundle into a directory"),
-                       ("stats", "print the statistics")):
+    for name, text in (("report", "write the report bundle into a directory"), ("stats", "print the statistics")):
         command = sub.add_parser(name, help=text)
         command.add_argument("ratings", type=Path, help="ratings CSV (ours or webMUSHRA's mushra.csv)")
         command.add_argument("--metrics", type=Path, help="metrics CSV: condition, item, metric, value")
@@ -53,18 +54,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(stats: dict) -> str:
-    lines = [f"participants: {stats['participants']['retained']} retained of {stats['participants']['total']} "
-             f"(excluded: {', '.join(stats['screening']['excluded']) or 'none'})"]
+    lines = [
+        f"participants: {stats['participants']['retained']} retained of {stats['participants']['total']} "
+        f"(excluded: {', '.join(stats['screening']['excluded']) or 'none'})"
+    ]
     for name, c in stats["conditions"].items():
         lo, hi = c["ci95"]
         interval = f"[{lo:.1f}, {hi:.1f}]" if lo is not None else "[-, -]"
         lines.append(f"  {name:<24} {c['kind']:<17} n={c['n']:<4} mean={c['mean']:.1f} 95% CI {interval}")
     f = stats["friedman"]
     if f.get("statistic") is not None:
-        lines.append(f"Friedman chi2({f['df']}) = {f['statistic']:.2f}, p = {f['pvalue']:.3g}, W = {f['kendall_w']:.2f}")
+        lines.append(
+            f"Friedman chi2({f['df']}) = {f['statistic']:.2f}, p = {f['pvalue']:.3g}, W = {f['kendall_w']:.2f}"
+        )
     for p in stats["pairwise"]:
-        lines.append(f"  {p['a']} vs {p['b']}: W = {p['statistic']}, p_holm = {p['pvalue_holm']:.3g}, "
-                     f"r = {p['effect_size']:.2f}")
+        lines.append(
+            f"  {p['a']} vs {p['b']}: W = {p['statistic']}, p_holm = {p['pvalue_holm']:.3g}, r = {p['effect_size']:.2f}"
+        )
     for w in stats["warnings"]:
         lines.append(f"warning: {w['message']}")
     return "\n".join(lines)

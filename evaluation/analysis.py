@@ -4,6 +4,7 @@
 JSON-ready summary written to ``stats.json`` (every key is documented in
 docs/statistics.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,14 +62,29 @@ class Analysis:
         for c in self.conditions:
             row = overall.loc[c]
             conditions[c] = {
-                "kind": self.kinds[c], "n": int(row["n"]), "mean": row["mean"], "sd": row["sd"],
-                "ci95": [row["ci_low"], row["ci_high"]], "bca95": [row["bca_low"], row["bca_high"]],
-                "median": row["median"], "iqr": [row["q1"], row["q3"]], "min": row["min"], "max": row["max"],
+                "kind": self.kinds[c],
+                "n": int(row["n"]),
+                "mean": row["mean"],
+                "sd": row["sd"],
+                "ci95": [row["ci_low"], row["ci_high"]],
+                "bca95": [row["bca_low"], row["bca_high"]],
+                "median": row["median"],
+                "iqr": [row["q1"], row["q3"]],
+                "min": row["min"],
+                "max": row["max"],
             }
         by_item = [
-            {"condition": r.condition, "item": r.item, "n": int(r.n), "mean": r.mean, "sd": r.sd,
-             "ci95": [r.ci_low, r.ci_high], "bca95": [r.bca_low, r.bca_high], "median": r.median,
-             "iqr": [r.q1, r.q3]}
+            {
+                "condition": r.condition,
+                "item": r.item,
+                "n": int(r.n),
+                "mean": r.mean,
+                "sd": r.sd,
+                "ci95": [r.ci_low, r.ci_high],
+                "bca95": [r.bca_low, r.bca_high],
+                "median": r.median,
+                "iqr": [r.q1, r.q3],
+            }
             for r in self.descriptives_item.itertuples(index=False)
         ]
         screening = self.screening
@@ -94,8 +110,11 @@ class Analysis:
                 "excluded": len(screening.excluded),
             },
             "items": sorted(self.ratings["item"].unique().tolist()),
-            "n_ratings": {"total": int(len(self.ratings)), "used": int(len(self.used)),
-                          "dropped_empty": int(self.ratings.attrs.get("dropped_empty", 0))},
+            "n_ratings": {
+                "total": int(len(self.ratings)),
+                "used": int(len(self.used)),
+                "dropped_empty": int(self.ratings.attrs.get("dropped_empty", 0)),
+            },
             "screening": {
                 "excluded": list(screening.excluded),
                 "reasons": {r.participant: r.reason for r in screening.table.itertuples() if r.excluded},
@@ -113,7 +132,7 @@ class Analysis:
                 "effect_size": "matched-pairs rank-biserial r (Kerby 2014), positive when a > b",
                 "shift": "Hodges-Lehmann median of Walsh averages of a - b",
                 "permutation": f"paired sign-flip permutation of the mean difference, "
-                               f"{s.permutation_resamples} resamples, seed {s.seed} (BS.1534-3 Attachment 3)",
+                f"{s.permutation_resamples} resamples, seed {s.seed} (BS.1534-3 Attachment 3)",
                 "scope": s.pairwise_scope,
                 "unit": "per-participant means across items",
             },
@@ -157,8 +176,12 @@ def _choose_baseline(settings: Settings, kinds: dict[str, str], models: list[str
     return references[0] if references else (models[0] if models else conditions[0])
 
 
-def analyse(ratings: pd.DataFrame, metrics: pd.DataFrame | None = None, settings: Settings | dict | None = None,
-            progress: Progress | None = None) -> Analysis:
+def analyse(
+    ratings: pd.DataFrame,
+    metrics: pd.DataFrame | None = None,
+    settings: Settings | dict | None = None,
+    progress: Progress | None = None,
+) -> Analysis:
     """Run every step of the analysis on a ratings table (and optionally a metrics table)."""
     settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
     report = progress or (lambda message, fraction: None)
@@ -213,8 +236,13 @@ def analyse(ratings: pd.DataFrame, metrics: pd.DataFrame | None = None, settings
                 if c not in wide.columns:
                     raise EvaluationError(f"equivalence pair names unknown condition {c!r}")
             both = wide[[a, b]].dropna()
-            eq_rows.append({"a": a, "b": b, **tost_paired(both[a].to_numpy(), both[b].to_numpy(),
-                                                           settings.equivalence_margin, settings.alpha)})
+            eq_rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    **tost_paired(both[a].to_numpy(), both[b].to_numpy(), settings.equivalence_margin, settings.alpha),
+                }
+            )
     equivalence = pd.DataFrame(eq_rows)
 
     report("correlations", 0.8)
@@ -225,41 +253,88 @@ def analyse(ratings: pd.DataFrame, metrics: pd.DataFrame | None = None, settings
 
     found: list[dict[str, str]] = []
     if ratings.attrs.get("dropped_empty"):
-        found.append({"code": "empty_ratings",
-                      "message": f"{ratings.attrs['dropped_empty']} rows had no rating and were left out."})
+        found.append(
+            {
+                "code": "empty_ratings",
+                "message": f"{ratings.attrs['dropped_empty']} rows had no rating and were left out.",
+            }
+        )
     if HIDDEN_REFERENCE not in kinds.values():
-        found.append({"code": "no_hidden_reference",
-                      "message": "No hidden reference condition: the BS.1534-3 §4.1.2 reference rule could not be applied."})
+        found.append(
+            {
+                "code": "no_hidden_reference",
+                "message": "No hidden reference condition: the BS.1534-3 §4.1.2 reference rule could not be applied.",
+            }
+        )
     if settings.anchor_kind not in kinds.values():
-        found.append({"code": "no_anchor",
-                      "message": f"No {settings.anchor_kind} condition: the BS.1534-3 §4.1.2 anchor rule could not be applied."})
+        found.append(
+            {
+                "code": "no_anchor",
+                "message": f"No {settings.anchor_kind} condition: "
+                "the BS.1534-3 §4.1.2 anchor rule could not be applied.",
+            }
+        )
     if screening.excluded:
-        found.append({"code": "excluded",
-                      "message": f"{len(screening.excluded)} of {ratings['participant'].nunique()} listeners were "
-                                 "excluded by post-screening (see screening.csv for each reason)."})
+        found.append(
+            {
+                "code": "excluded",
+                "message": f"{len(screening.excluded)} of {ratings['participant'].nunique()} listeners were "
+                "excluded by post-screening (see screening.csv for each reason).",
+            }
+        )
     if len(screening.outliers):
-        found.append({"code": "outliers",
-                      "message": f"{len(screening.outliers)} ratings lie beyond {settings.outlier_iqr_factor:g} x IQR "
-                                 "of their (condition, item) cell; they are flagged and kept."})
+        found.append(
+            {
+                "code": "outliers",
+                "message": f"{len(screening.outliers)} ratings lie beyond {settings.outlier_iqr_factor:g} x IQR "
+                "of their (condition, item) cell; they are flagged and kept.",
+            }
+        )
     for warning in (
-        words.too_few_listeners(int(pairwise["n"].min()) if len(pairwise) else wide.shape[0], len(pairs), settings.alpha),
+        words.too_few_listeners(
+            int(pairwise["n"].min()) if len(pairwise) else wide.shape[0], len(pairs), settings.alpha
+        ),
         words.missing_cells(used),
     ):
         if warning:
             found.append(warning)
     found += words.ceiling_effects(used, settings.ceiling_threshold, settings.ceiling_fraction)
     if 0 < len(models) < 3:
-        found.append({"code": "few_conditions",
-                      "message": f"Only {len(models)} model condition(s): the Friedman test needs at least 3."})
+        found.append(
+            {
+                "code": "few_conditions",
+                "message": f"Only {len(models)} model condition(s): the Friedman test needs at least 3.",
+            }
+        )
     if len(correlations):
         warning = words.few_models(len(models), settings.min_models_for_correlation)
         if warning:
             found.append(warning)
     if mixed is not None and not mixed["converged"]:
-        found.append({"code": "mixed_model_convergence",
-                      "message": "The mixed model did not converge cleanly: " + "; ".join(mixed["notes"] or ["no detail"])})
+        found.append(
+            {
+                "code": "mixed_model_convergence",
+                "message": "The mixed model did not converge cleanly: " + "; ".join(mixed["notes"] or ["no detail"]),
+            }
+        )
     report("statistics done", 0.85)
-    return Analysis(settings=settings, ratings=ratings, used=used, kinds=kinds, conditions=conditions, models=models,
-                    screening=screening, descriptives_item=by_item, descriptives_overall=overall, wide=wide,
-                    friedman=fried, pairwise=pairwise, mixed=mixed, rm_anova=anova, equivalence=equivalence,
-                    correlations=correlations, correlation_points=points, warnings=found)
+    return Analysis(
+        settings=settings,
+        ratings=ratings,
+        used=used,
+        kinds=kinds,
+        conditions=conditions,
+        models=models,
+        screening=screening,
+        descriptives_item=by_item,
+        descriptives_overall=overall,
+        wide=wide,
+        friedman=fried,
+        pairwise=pairwise,
+        mixed=mixed,
+        rm_anova=anova,
+        equivalence=equivalence,
+        correlations=correlations,
+        correlation_points=points,
+        warnings=found,
+    )

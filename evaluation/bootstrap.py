@@ -8,6 +8,7 @@ gives the same numbers as ``scipy.stats.bootstrap(method='BCa')`` when fed the s
 resample indices, but resamples every sample of equal length with one matrix
 product, which keeps 120 (condition, item) cells well under a second.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,7 @@ def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.nd
     return counts
 
 
-def bca_mean(samples: np.ndarray, n_resamples: int = 2000, confidence_level: float = 0.95,
-             seed: int = 0) -> np.ndarray:
+def bca_mean(samples: np.ndarray, n_resamples: int = 2000, confidence_level: float = 0.95, seed: int = 0) -> np.ndarray:
     """BCa bootstrap interval of the mean of each row of ``samples`` (groups, n) -> (groups, 2).
 
     Efron & Tibshirani (1993) §14.3. Rows with fewer than 3 values or no spread get NaN,
@@ -44,7 +44,7 @@ def bca_mean(samples: np.ndarray, n_resamples: int = 2000, confidence_level: flo
         # Jackknife means have a closed form: leave-one-out of a mean.
         jack = (samples.sum(axis=1, keepdims=True) - samples) / (n - 1)
         u = (n - 1) * (jack.mean(axis=1, keepdims=True) - jack)
-        accel = (np.sum(u ** 3, axis=1) / n ** 3) / (6 * (np.sum(u ** 2, axis=1) / n ** 2) ** 1.5)
+        accel = (np.sum(u**3, axis=1) / n**3) / (6 * (np.sum(u**2, axis=1) / n**2) ** 1.5)
         z_lo = ndtri((1 - confidence_level) / 2)
         z_hi = -z_lo
         alpha1 = ndtr(z0 + (z0 + z_lo) / (1 - accel * (z0 + z_lo)))

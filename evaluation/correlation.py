@@ -14,6 +14,7 @@ for the cell level assume an independence the data lack and are descriptive only
 the model level the p-value is a permutation p-value (Pitman 1937), exact when the
 number of orderings of the models is within the resample budget.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,15 +28,26 @@ from .bootstrap import resample_counts
 from .settings import Settings
 
 METHODS = ("spearman", "kendall", "pearson")
-CORRELATION_COLUMNS = ["level", "metric", "method", "transform", "n", "rho", "ci_low", "ci_high", "pvalue",
-                       "pvalue_method", "resamples_valid"]
+CORRELATION_COLUMNS = [
+    "level",
+    "metric",
+    "method",
+    "transform",
+    "n",
+    "rho",
+    "ci_low",
+    "ci_high",
+    "pvalue",
+    "pvalue_method",
+    "resamples_valid",
+]
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xc = x - x.mean(axis=1, keepdims=True)
     yc = y - y.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (xc @ yc) / np.sqrt((xc ** 2).sum(axis=1) * (yc ** 2).sum())
+        return (xc @ yc) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum())
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -51,10 +63,10 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty(x.shape[0])
     chunk = max(1, int(4_000_000 // max(n0, 1)))
     for start in range(0, x.shape[0], chunk):
-        sx = np.sign(x[start:start + chunk, i] - x[start:start + chunk, j])
+        sx = np.sign(x[start : start + chunk, i] - x[start : start + chunk, j])
         ties_x = np.count_nonzero(sx == 0, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + chunk] = (sx @ sy) / np.sqrt((n0 - ties_x) * (n0 - ties_y))
+            out[start : start + chunk] = (sx @ sy) / np.sqrt((n0 - ties_x) * (n0 - ties_y))
     return out
 
 
@@ -105,8 +117,9 @@ def cell_means(ratings: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndar
     return wide, mask, means
 
 
-def correlate(ratings: pd.DataFrame, metrics: pd.DataFrame, settings: Settings | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def correlate(
+    ratings: pd.DataFrame, metrics: pd.DataFrame, settings: Settings | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Correlations of model ratings with each metric at the (model, item) and model levels.
 
     ``ratings`` should hold the model conditions of the retained participants. Returns
@@ -139,8 +152,18 @@ def correlate(ratings: pd.DataFrame, metrics: pd.DataFrame, settings: Settings |
         transform = "log10" if is_log else "none"
         # Cell level.
         x_cell, b_cell = point[index], boot[:, index]
-        points.append(pd.DataFrame({"level": "model_item", "metric": metric, "condition": table["condition"].to_numpy(),
-                                    "item": table["item"].to_numpy(), "mean_rating": x_cell, "value": raw}))
+        points.append(
+            pd.DataFrame(
+                {
+                    "level": "model_item",
+                    "metric": metric,
+                    "condition": table["condition"].to_numpy(),
+                    "item": table["item"].to_numpy(),
+                    "mean_rating": x_cell,
+                    "value": raw,
+                }
+            )
+        )
         rows += _level_rows("model_item", metric, x_cell, b_cell, raw, scaled, transform, settings, None)
         # Model level: equal weight per item, over the items that have the metric.
         conditions = sorted(table["condition"].unique())
@@ -148,28 +171,59 @@ def correlate(ratings: pd.DataFrame, metrics: pd.DataFrame, settings: Settings |
         x_model = np.array([x_cell[owner == c].mean() for c in conditions])
         b_model = np.column_stack([b_cell[:, owner == c].mean(axis=1) for c in conditions])
         y_scaled = np.array([scaled[owner == c].mean() for c in conditions])
-        y_raw = 10 ** y_scaled if is_log else y_scaled
-        points.append(pd.DataFrame({"level": "model", "metric": metric, "condition": conditions, "item": "all",
-                                    "mean_rating": x_model, "value": y_raw}))
+        y_raw = 10**y_scaled if is_log else y_scaled
+        points.append(
+            pd.DataFrame(
+                {
+                    "level": "model",
+                    "metric": metric,
+                    "condition": conditions,
+                    "item": "all",
+                    "mean_rating": x_model,
+                    "value": y_raw,
+                }
+            )
+        )
         rows += _level_rows("model", metric, x_model, b_model, y_raw, y_scaled, transform, settings, settings.seed)
     table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
-    points_table = pd.concat(points, ignore_index=True) if points else pd.DataFrame(
-        columns=["level", "metric", "condition", "item", "mean_rating", "value"])
+    points_table = (
+        pd.concat(points, ignore_index=True)
+        if points
+        else pd.DataFrame(columns=["level", "metric", "condition", "item", "mean_rating", "value"])
+    )
     return table, points_table
 
 
-def _level_rows(level: str, metric: str, x: np.ndarray, boot: np.ndarray, y_raw: np.ndarray, y_scaled: np.ndarray,
-                transform: str, settings: Settings, permutation_seed: int | None) -> list[dict[str, object]]:
+def _level_rows(
+    level: str,
+    metric: str,
+    x: np.ndarray,
+    boot: np.ndarray,
+    y_raw: np.ndarray,
+    y_scaled: np.ndarray,
+    transform: str,
+    settings: Settings,
+    permutation_seed: int | None,
+) -> list[dict[str, object]]:
     rows = []
     valid = np.all(np.isfinite(boot), axis=1)
     alpha = 1 - settings.confidence_level
     for method in METHODS:
         y = y_scaled if method == "pearson" else y_raw
         n = x.size
-        row: dict[str, object] = {"level": level, "metric": metric, "method": method,
-                                  "transform": transform if method == "pearson" else "none", "n": int(n),
-                                  "rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "pvalue": np.nan,
-                                  "pvalue_method": "", "resamples_valid": int(valid.sum())}
+        row: dict[str, object] = {
+            "level": level,
+            "metric": metric,
+            "method": method,
+            "transform": transform if method == "pearson" else "none",
+            "n": int(n),
+            "rho": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "pvalue": np.nan,
+            "pvalue_method": "",
+            "resamples_valid": int(valid.sum()),
+        }
         if n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             row["rho"] = correlation(x, y, method)
             replicates = ROW_FUNCTIONS[method](boot[valid], y)
@@ -182,6 +236,8 @@ def _level_rows(level: str, metric: str, x: np.ndarray, boot: np.ndarray, y_raw:
             else:
                 p, exact = permutation_pvalue(x, y, method, settings.permutation_resamples, permutation_seed)
                 row["pvalue"] = p
-                row["pvalue_method"] = "permutation (exact)" if exact else f"permutation ({settings.permutation_resamples})"
+                row["pvalue_method"] = (
+                    "permutation (exact)" if exact else f"permutation ({settings.permutation_resamples})"
+                )
         rows.append(row)
     return rows

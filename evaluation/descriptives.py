@@ -7,6 +7,7 @@ Each row gives n, mean, SD, the t-based 95 % confidence interval of the mean
 (BS.1534-3 §9.2), the BCa bootstrap interval (Efron & Tibshirani 1993, §14.3), the
 median and the quartiles (linear interpolation, numpy's default).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,18 @@ from .kinds import order_conditions
 from .settings import Settings
 
 DESCRIPTIVE_COLUMNS = [
-    "n", "mean", "sd", "ci_low", "ci_high", "bca_low", "bca_high", "median", "q1", "q3", "min", "max",
+    "n",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "bca_low",
+    "bca_high",
+    "median",
+    "q1",
+    "q3",
+    "min",
+    "max",
 ]
 
 
@@ -38,13 +50,18 @@ def _describe_groups(groups: list[np.ndarray], settings: Settings, seed_offset: 
     for values in groups:
         n = values.size
         q1, median, q3 = np.percentile(values, [25, 50, 75]) if n else (np.nan,) * 3
-        rows.append({
-            "n": n,
-            "mean": values.mean() if n else np.nan,
-            "sd": values.std(ddof=1) if n > 1 else np.nan,
-            "median": median, "q1": q1, "q3": q3,
-            "min": values.min() if n else np.nan, "max": values.max() if n else np.nan,
-        })
+        rows.append(
+            {
+                "n": n,
+                "mean": values.mean() if n else np.nan,
+                "sd": values.std(ddof=1) if n > 1 else np.nan,
+                "median": median,
+                "q1": q1,
+                "q3": q3,
+                "min": values.min() if n else np.nan,
+                "max": values.max() if n else np.nan,
+            }
+        )
     frame = pd.DataFrame(rows, columns=["n", "mean", "sd", "median", "q1", "q3", "min", "max"])
     # t interval of the mean (BS.1534-3 §9.2), one vectorised quantile call for all groups.
     n = frame["n"].to_numpy(dtype=float)
@@ -60,8 +77,9 @@ def _describe_groups(groups: list[np.ndarray], settings: Settings, seed_offset: 
     for size in np.unique(sizes):
         where = np.flatnonzero(sizes == size)
         block = np.vstack([groups[i] for i in where]) if size else np.empty((len(where), 0))
-        interval = bca_mean(block, settings.bootstrap_resamples, settings.confidence_level,
-                            seed=settings.seed + seed_offset + int(size))
+        interval = bca_mean(
+            block, settings.bootstrap_resamples, settings.confidence_level, seed=settings.seed + seed_offset + int(size)
+        )
         frame.loc[where, "bca_low"] = interval[:, 0]
         frame.loc[where, "bca_high"] = interval[:, 1]
     return frame

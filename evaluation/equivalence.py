@@ -7,6 +7,7 @@ of the mean difference lies inside (-delta, +delta). This is the test behind a c
 such as "pruning does not degrade quality by more than delta MUSHRA points"; a
 non-significant difference test is no such evidence.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,17 +21,34 @@ def tost_paired(a: np.ndarray, b: np.ndarray, margin: float, alpha: float = 0.05
     n = d.size
     out: dict[str, float | bool | int] = {"n": n, "margin": float(margin), "alpha": float(alpha)}
     if n < 2:
-        out.update(mean_difference=np.nan, ci_low=np.nan, ci_high=np.nan, t_lower=np.nan, t_upper=np.nan,
-                   pvalue_lower=np.nan, pvalue_upper=np.nan, pvalue=np.nan, equivalent=False)
+        out.update(
+            mean_difference=np.nan,
+            ci_low=np.nan,
+            ci_high=np.nan,
+            t_lower=np.nan,
+            t_upper=np.nan,
+            pvalue_lower=np.nan,
+            pvalue_upper=np.nan,
+            pvalue=np.nan,
+            equivalent=False,
+        )
         return out
     mean = d.mean()
     se = d.std(ddof=1) / np.sqrt(n)
     df = n - 1
     if se == 0:
         inside = abs(mean) < margin
-        out.update(mean_difference=float(mean), ci_low=float(mean), ci_high=float(mean), t_lower=np.inf,
-                   t_upper=-np.inf, pvalue_lower=0.0 if inside else 1.0, pvalue_upper=0.0 if inside else 1.0,
-                   pvalue=0.0 if inside else 1.0, equivalent=bool(inside))
+        out.update(
+            mean_difference=float(mean),
+            ci_low=float(mean),
+            ci_high=float(mean),
+            t_lower=np.inf,
+            t_upper=-np.inf,
+            pvalue_lower=0.0 if inside else 1.0,
+            pvalue_upper=0.0 if inside else 1.0,
+            pvalue=0.0 if inside else 1.0,
+            equivalent=bool(inside),
+        )
         return out
     t_lower = (mean + margin) / se
     t_upper = (mean - margin) / se
@@ -38,7 +56,15 @@ def tost_paired(a: np.ndarray, b: np.ndarray, margin: float, alpha: float = 0.05
     p_upper = stats.t.cdf(t_upper, df)
     half = stats.t.ppf(1 - alpha, df) * se
     pvalue = max(p_lower, p_upper)
-    out.update(mean_difference=float(mean), ci_low=float(mean - half), ci_high=float(mean + half),
-               t_lower=float(t_lower), t_upper=float(t_upper), pvalue_lower=float(p_lower),
-               pvalue_upper=float(p_upper), pvalue=float(pvalue), equivalent=bool(pvalue < alpha))
+    out.update(
+        mean_difference=float(mean),
+        ci_low=float(mean - half),
+        ci_high=float(mean + half),
+        t_lower=float(t_lower),
+        t_upper=float(t_upper),
+        pvalue_lower=float(p_lower),
+        pvalue_upper=float(p_upper),
+        pvalue=float(pvalue),
+        equivalent=bool(pvalue < alpha),
+    )
     return out

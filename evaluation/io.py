@@ -8,6 +8,7 @@ MUSHRA scale (ITU-R BS.1534-3 §5.4), optionally ``kind``, ``page``, ``started_a
 ``session_uuid``, ``trial_id``, ``rating_stimulus``, ``rating_score``): the session is
 the participant, the trial the item, the stimulus the condition.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -55,9 +56,7 @@ def from_webmushra(frame: pd.DataFrame) -> pd.DataFrame:
     """Rename webMUSHRA's mushra.csv columns to the ratings long table's columns."""
     clashes = [ours for theirs, ours in WEBMUSHRA_RENAME.items() if ours in frame.columns and theirs in frame.columns]
     if clashes:
-        raise EvaluationError(
-            f"webMUSHRA table also has column(s) {', '.join(clashes)}; cannot tell which to use"
-        )
+        raise EvaluationError(f"webMUSHRA table also has column(s) {', '.join(clashes)}; cannot tell which to use")
     return frame.rename(columns=WEBMUSHRA_RENAME)
 
 
@@ -149,9 +148,7 @@ def validate_ratings(
                 f"ratings table {source}: unknown kind(s) {', '.join(unknown)}; expected {', '.join(KINDS)}"
             )
         if kinds:
-            given = pd.Series(
-                [kinds.get(c, k) for c, k in zip(frame["condition"], given)], index=frame.index
-            )
+            given = pd.Series([kinds.get(c, k) for c, k in zip(frame["condition"], given)], index=frame.index)
         frame["kind"] = given
         conflicting = frame.groupby("condition")["kind"].nunique()
         conflicting = conflicting[conflicting > 1]

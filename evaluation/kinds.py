@@ -5,6 +5,7 @@ ITU-R BS.1534-3 §5.1 and §5.2 ask for a hidden reference and at least two anch
 reference. Every other condition is a system under test (here: a model). webMUSHRA
 names them ``reference``, ``anchor35`` and ``anchor70``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -44,8 +45,7 @@ def infer_kind(condition: str, explicit: Mapping[str, str] | None = None) -> str
         kind = explicit[condition]
         if kind not in KINDS:
             raise EvaluationError(
-                f"condition {condition!r} is mapped to unknown kind {kind!r}; "
-                f"expected one of {', '.join(KINDS)}"
+                f"condition {condition!r} is mapped to unknown kind {kind!r}; expected one of {', '.join(KINDS)}"
             )
         return kind
     return _NAME_TO_KIND.get(str(condition).strip().lower(), MODEL)

@@ -11,6 +11,7 @@ The repeated-measures ANOVA works on per-participant means (participants x
 conditions) and reports the Greenhouse-Geisser (1959) and Huynh-Feldt (1976) epsilon
 corrections of the degrees of freedom for non-sphericity.
 """
+
 from __future__ import annotations
 
 import warnings as _warnings
@@ -36,8 +37,13 @@ def _moment_start(model: MixedLM, groups: np.ndarray) -> MixedLMParams:
     return MixedLMParams.from_components(fe_params=beta, cov_re=np.array([[ratio]]))
 
 
-def fit_mixed_model(ratings: pd.DataFrame, conditions: list[str], baseline: str,
-                    item_effect: str = "fixed", confidence_level: float = 0.95) -> dict[str, object]:
+def fit_mixed_model(
+    ratings: pd.DataFrame,
+    conditions: list[str],
+    baseline: str,
+    item_effect: str = "fixed",
+    confidence_level: float = 0.95,
+) -> dict[str, object]:
     """Fit the LMM and return EMMs and contrasts against ``baseline`` (Laird & Ware 1982)."""
     data = ratings[ratings["condition"].isin(conditions)][["participant", "item", "condition", "rating"]].copy()
     data["condition"] = pd.Categorical(data["condition"], categories=conditions)
@@ -66,13 +72,17 @@ def fit_mixed_model(ratings: pd.DataFrame, conditions: list[str], baseline: str,
             participant_codes = pd.Categorical(data["participant"]).codes
             item_codes = data["item"].cat.codes.to_numpy()
             blocks = {
-                "participant": [(participant_codes == k).astype(float)[:, None]
-                                for k in range(participant_codes.max() + 1)],
+                "participant": [
+                    (participant_codes == k).astype(float)[:, None] for k in range(participant_codes.max() + 1)
+                ],
                 "item": [(item_codes == k).astype(float)[:, None] for k in range(len(items))],
             }
             vc_names = sorted(blocks)
-            spec = VCSpec(vc_names, [[[f"{n}{k}" for k in range(len(blocks[n]))]] for n in vc_names],
-                          [[np.hstack(blocks[n])] for n in vc_names])
+            spec = VCSpec(
+                vc_names,
+                [[[f"{n}{k}" for k in range(len(blocks[n]))]] for n in vc_names],
+                [[np.hstack(blocks[n])] for n in vc_names],
+            )
             model = MixedLM(endog, exog, groups=np.ones(len(data)), exog_vc=spec)
             result = model.fit(reml=True)
         else:
@@ -100,8 +110,9 @@ def fit_mixed_model(ratings: pd.DataFrame, conditions: list[str], baseline: str,
     z = stats.norm.ppf(0.5 + confidence_level / 2)
     emm = L @ fe.to_numpy()
     se = np.sqrt(np.einsum("ij,jk,ik->i", L, cov, L))
-    emms = pd.DataFrame({"condition": conditions, "emm": emm, "se": se,
-                         "ci_low": emm - z * se, "ci_high": emm + z * se})
+    emms = pd.DataFrame(
+        {"condition": conditions, "emm": emm, "se": se, "ci_low": emm - z * se, "ci_high": emm + z * se}
+    )
     base = conditions.index(baseline)
     contrast_rows = []
     for i, c in enumerate(conditions):
@@ -111,9 +122,18 @@ def fit_mixed_model(ratings: pd.DataFrame, conditions: list[str], baseline: str,
         estimate = float(vector @ fe.to_numpy())
         error = float(np.sqrt(vector @ cov @ vector))
         zstat = estimate / error if error > 0 else np.nan
-        contrast_rows.append({"condition": c, "baseline": baseline, "estimate": estimate, "se": error,
-                              "z": zstat, "pvalue": float(2 * stats.norm.sf(abs(zstat))),
-                              "ci_low": estimate - z * error, "ci_high": estimate + z * error})
+        contrast_rows.append(
+            {
+                "condition": c,
+                "baseline": baseline,
+                "estimate": estimate,
+                "se": error,
+                "z": zstat,
+                "pvalue": float(2 * stats.norm.sf(abs(zstat))),
+                "ci_low": estimate - z * error,
+                "ci_high": estimate + z * error,
+            }
+        )
     variance = {"residual": float(result.scale)}
     if item_effect == "random" and len(items) > 1:
         for name, value in zip(model.exog_vc.names, result.vcomp):
@@ -141,7 +161,7 @@ def _epsilons(matrix: np.ndarray) -> tuple[float, float]:
     cov = np.cov(matrix, rowvar=False)
     centre = np.eye(k) - np.ones((k, k)) / k
     dc = centre @ cov @ centre
-    gg = np.trace(dc) ** 2 / ((k - 1) * np.sum(dc ** 2))
+    gg = np.trace(dc) ** 2 / ((k - 1) * np.sum(dc**2))
     hf = (n * (k - 1) * gg - 2) / ((k - 1) * (n - 1 - (k - 1) * gg))
     return float(gg), float(min(hf, 1.0))
 
@@ -165,9 +185,16 @@ def rm_anova(wide: pd.DataFrame) -> dict[str, float | int]:
     f = (ss_cond / df1) / (ss_error / df2)
     gg, hf = _epsilons(matrix) if k > 2 else (1.0, 1.0)
     return {
-        "F": float(f), "df1": df1, "df2": df2, "pvalue": float(stats.f.sf(f, df1, df2)),
-        "eps_gg": gg, "pvalue_gg": float(stats.f.sf(f, gg * df1, gg * df2)),
-        "eps_hf": hf, "pvalue_hf": float(stats.f.sf(f, hf * df1, hf * df2)),
-        "partial_eta2": float(ss_cond / (ss_cond + ss_error)), "n": n, "k": k,
+        "F": float(f),
+        "df1": df1,
+        "df2": df2,
+        "pvalue": float(stats.f.sf(f, df1, df2)),
+        "eps_gg": gg,
+        "pvalue_gg": float(stats.f.sf(f, gg * df1, gg * df2)),
+        "eps_hf": hf,
+        "pvalue_hf": float(stats.f.sf(f, hf * df1, hf * df2)),
+        "partial_eta2": float(ss_cond / (ss_cond + ss_error)),
+        "n": n,
+        "k": k,
         "n_incomplete": int(len(wide) - n),
     }

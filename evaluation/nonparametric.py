@@ -5,6 +5,7 @@ are all within-participant (Friedman, Wilcoxon signed-rank, paired permutation),
 the between-groups one-way ANOVA that treats the ratings as independent samples
 (Mendonça & Delikaris-Manias 2018, "Statistical tests with MUSHRA data", AES 144).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,13 +25,19 @@ def friedman(wide: pd.DataFrame) -> dict[str, float | int]:
     """
     complete = wide.dropna()
     n, k = complete.shape
-    result = {"statistic": np.nan, "pvalue": np.nan, "kendall_w": np.nan, "df": k - 1, "n": n, "k": k,
-              "n_incomplete": int(len(wide) - n)}
+    result = {
+        "statistic": np.nan,
+        "pvalue": np.nan,
+        "kendall_w": np.nan,
+        "df": k - 1,
+        "n": n,
+        "k": k,
+        "n_incomplete": int(len(wide) - n),
+    }
     if k < 3 or n < 2:
         return result
     statistic, pvalue = stats.friedmanchisquare(*[complete[c].to_numpy() for c in complete.columns])
-    result.update(statistic=float(statistic), pvalue=float(pvalue),
-                  kendall_w=float(statistic / (n * (k - 1))))
+    result.update(statistic=float(statistic), pvalue=float(pvalue), kendall_w=float(statistic / (n * (k - 1))))
     return result
 
 
@@ -71,15 +78,16 @@ def hodges_lehmann(differences: np.ndarray) -> float:
 def _sign_matrix(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, bool]:
     # All 2^n sign patterns when that is no more than the resamples asked for (an exact
     # test), otherwise random ones; the same matrix serves every pair.
-    if 2 ** n <= n_resamples:
+    if 2**n <= n_resamples:
         patterns = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
         return patterns, True
     rng = np.random.default_rng(seed)
     return rng.choice(np.array([1.0, -1.0]), size=(n_resamples, n)), False
 
 
-def permutation_test_paired(a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000,
-                            seed: int = 0) -> dict[str, float | bool]:
+def permutation_test_paired(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, seed: int = 0
+) -> dict[str, float | bool]:
     """Paired permutation test of the mean difference a - b (ITU-R BS.1534-3, Annex 1, Attachment 3).
 
     Under the null hypothesis the two labels are exchangeable within each participant,
@@ -98,17 +106,22 @@ def permutation_test_paired(a: np.ndarray, b: np.ndarray, n_resamples: int = 10_
     # A relative tolerance keeps ties (e.g. the identity permutation) counted as ties.
     hits = np.count_nonzero(np.abs(null) >= abs(observed) * (1 - 1e-12) - 1e-12)
     pvalue = hits / len(signs) if exact else (hits + 1) / (len(signs) + 1)
-    return {"mean_difference": float(observed), "pvalue": float(min(pvalue, 1.0)), "exact": exact,
-            "resamples": int(len(signs))}
+    return {
+        "mean_difference": float(observed),
+        "pvalue": float(min(pvalue, 1.0)),
+        "exact": exact,
+        "resamples": int(len(signs)),
+    }
 
 
 def smallest_exact_wilcoxon_p(n: int) -> float:
     """Smallest two-sided p-value an exact Wilcoxon signed-rank (or sign-flip) test can give with n pairs: 2 / 2^n."""
-    return min(1.0, 2.0 / 2.0 ** n) if n > 0 else 1.0
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
 
 
-def pairwise_wilcoxon(wide: pd.DataFrame, pairs: list[tuple[str, str]], n_resamples: int = 10_000,
-                      seed: int = 0) -> pd.DataFrame:
+def pairwise_wilcoxon(
+    wide: pd.DataFrame, pairs: list[tuple[str, str]], n_resamples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
     """Wilcoxon signed-rank tests (zero_method='pratt') for each pair, Holm-corrected, with effect sizes.
 
     Wilcoxon (1945) with Pratt's (1959) treatment of zero differences; p-values are
@@ -118,14 +131,20 @@ def pairwise_wilcoxon(wide: pd.DataFrame, pairs: list[tuple[str, str]], n_resamp
     Pairs use every participant who has both conditions (pairwise complete cases).
     """
     rows = []
-    for index, (a, b) in enumerate(pairs):
+    for a, b in pairs:
         both = wide[[a, b]].dropna()
         x, y = both[a].to_numpy(dtype=float), both[b].to_numpy(dtype=float)
         d = x - y
-        row = {"a": a, "b": b, "n": int(d.size), "mean_a": float(x.mean()) if d.size else np.nan,
-               "mean_b": float(y.mean()) if d.size else np.nan,
-               "mean_difference": float(d.mean()) if d.size else np.nan,
-               "statistic": np.nan, "pvalue": np.nan}
+        row = {
+            "a": a,
+            "b": b,
+            "n": int(d.size),
+            "mean_a": float(x.mean()) if d.size else np.nan,
+            "mean_b": float(y.mean()) if d.size else np.nan,
+            "mean_difference": float(d.mean()) if d.size else np.nan,
+            "statistic": np.nan,
+            "pvalue": np.nan,
+        }
         if d.size and np.any(d != 0):
             result = stats.wilcoxon(x, y, zero_method="pratt", alternative="two-sided")
             row.update(statistic=float(result.statistic), pvalue=float(result.pvalue))
@@ -137,8 +156,22 @@ def pairwise_wilcoxon(wide: pd.DataFrame, pairs: list[tuple[str, str]], n_resamp
         row["perm_pvalue"] = perm["pvalue"]
         row["perm_exact"] = perm["exact"]
         rows.append(row)
-    columns = ["a", "b", "n", "mean_a", "mean_b", "mean_difference", "statistic", "pvalue", "pvalue_holm",
-               "effect_size", "hodges_lehmann", "perm_pvalue", "perm_pvalue_holm", "perm_exact"]
+    columns = [
+        "a",
+        "b",
+        "n",
+        "mean_a",
+        "mean_b",
+        "mean_difference",
+        "statistic",
+        "pvalue",
+        "pvalue_holm",
+        "effect_size",
+        "hodges_lehmann",
+        "perm_pvalue",
+        "perm_pvalue_holm",
+        "perm_exact",
+    ]
     table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("pvalue_holm", "perm_pvalue_holm")])
     table["pvalue_holm"] = holm(table["pvalue"].to_numpy()) if len(table) else []
     table["perm_pvalue_holm"] = holm(table["perm_pvalue"].to_numpy()) if len(table) else []

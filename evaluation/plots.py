@@ -3,6 +3,7 @@
 Colours come from the Okabe & Ito (2008) colour-blind-safe palette; each condition kind
 keeps one colour in every figure.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,9 @@ def boxplots_per_item(ratings: pd.DataFrame, conditions: list[str], kinds: dict[
     grouped = {key: frame["rating"].to_numpy() for key, frame in ratings.groupby(["item", "condition"])}
     for ax, item in zip(axes.ravel(), items):
         data = [grouped.get((item, c), np.array([])) for c in conditions]
-        parts = ax.boxplot(data, patch_artist=True, widths=0.6, flierprops={"markersize": 2},
-                           medianprops={"color": "black"})
+        parts = ax.boxplot(
+            data, patch_artist=True, widths=0.6, flierprops={"markersize": 2}, medianprops={"color": "black"}
+        )
         for patch, c in zip(parts["boxes"], conditions):
             patch.set_facecolor(KIND_COLOURS[kinds[c]])
             patch.set_alpha(0.7)
@@ -48,7 +50,7 @@ def boxplots_per_item(ratings: pd.DataFrame, conditions: list[str], kinds: dict[
         ax.set_xticklabels(conditions, rotation=60, ha="right", fontsize=7)
         ax.set_ylim(-2, 102)
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes.ravel()[len(items):]:
+    for ax in axes.ravel()[len(items) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("Rating")
@@ -62,8 +64,15 @@ def means_with_ci(overall: pd.DataFrame, kinds: dict[str, str]) -> bytes:
     x = np.arange(len(overall))
     for i, row in enumerate(overall.itertuples(index=False)):
         colour = KIND_COLOURS[kinds[row.condition]]
-        ax.errorbar(i, row.mean, yerr=[[row.mean - row.ci_low], [row.ci_high - row.mean]], fmt="o",
-                    color=colour, capsize=4, markersize=6)
+        ax.errorbar(
+            i,
+            row.mean,
+            yerr=[[row.mean - row.ci_low], [row.ci_high - row.mean]],
+            fmt="o",
+            color=colour,
+            capsize=4,
+            markersize=6,
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(overall["condition"], rotation=45, ha="right")
     ax.set_ylabel("Mean rating (95 % CI)")
@@ -83,10 +92,22 @@ def screening_plot(table: pd.DataFrame, reference_limit: float | None, anchor_li
     excluded = table["excluded"].to_numpy(dtype=bool)
     # A little jitter so assessors with identical shares stay visible.
     jitter = np.random.default_rng(0).uniform(-0.6, 0.6, (2, len(x)))
-    ax.scatter(x[~excluded] + jitter[0][~excluded], y[~excluded] + jitter[1][~excluded], s=18, color="#0072B2",
-               label="kept", alpha=0.8)
-    ax.scatter(x[excluded] + jitter[0][excluded], y[excluded] + jitter[1][excluded], s=30, color="#D55E00",
-               marker="x", label="excluded")
+    ax.scatter(
+        x[~excluded] + jitter[0][~excluded],
+        y[~excluded] + jitter[1][~excluded],
+        s=18,
+        color="#0072B2",
+        label="kept",
+        alpha=0.8,
+    )
+    ax.scatter(
+        x[excluded] + jitter[0][excluded],
+        y[excluded] + jitter[1][excluded],
+        s=30,
+        color="#D55E00",
+        marker="x",
+        label="excluded",
+    )
     if reference_limit is not None:
         ax.axvline(100 * reference_limit, color="grey", ls="--", lw=1)
     if anchor_limit is not None:
@@ -117,8 +138,15 @@ def pvalue_heatmap(pairwise: pd.DataFrame, conditions: list[str], column: str = 
     for i in range(k):
         for j in range(k):
             if np.isfinite(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=6,
-                        color="white" if shown[i, j] < -3 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2g}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if shown[i, j] < -3 else "black",
+                )
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
@@ -139,12 +167,23 @@ def objective_scatter(points: pd.DataFrame, correlations: pd.DataFrame, metric: 
         palette = plt.get_cmap("tab10")
         for k, c in enumerate(conditions):
             subset = data[data["condition"] == c]
-            ax.scatter(subset["value"], subset["mean_rating"], s=16 if level == "model_item" else 40,
-                       color=palette(k % 10), label=c)
-        row = correlations[(correlations["metric"] == metric) & (correlations["level"] == level)
-                           & (correlations["method"] == "spearman")]
-        rho = f"rho = {row['rho'].iloc[0]:.2f} [{row['ci_low'].iloc[0]:.2f}, {row['ci_high'].iloc[0]:.2f}]" \
-            if len(row) and np.isfinite(row["rho"].iloc[0]) else "rho undefined"
+            ax.scatter(
+                subset["value"],
+                subset["mean_rating"],
+                s=16 if level == "model_item" else 40,
+                color=palette(k % 10),
+                label=c,
+            )
+        row = correlations[
+            (correlations["metric"] == metric)
+            & (correlations["level"] == level)
+            & (correlations["method"] == "spearman")
+        ]
+        rho = (
+            f"rho = {row['rho'].iloc[0]:.2f} [{row['ci_low'].iloc[0]:.2f}, {row['ci_high'].iloc[0]:.2f}]"
+            if len(row) and np.isfinite(row["rho"].iloc[0])
+            else "rho undefined"
+        )
         ax.set_title(f"{title}: Spearman {rho}", fontsize=9)
         if log_scale:
             ax.set_xscale("log")

@@ -9,6 +9,7 @@
 - ``table.tex``: booktabs tables of the descriptives and the pairwise tests,
 - ``provenance.json``: settings, seed, package versions, input hashes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,8 +42,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".") \
-            if abs(value) < 1000 else f"{value:.0f}"
+        return (
+            f"{value:.{digits}g}"
+            if abs(value) < 1e-3 and value != 0
+            else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+            if abs(value) < 1000
+            else f"{value:.0f}"
+        )
     return str(value)
 
 
@@ -78,8 +84,18 @@ def _versions() -> dict[str, str]:
 
 
 def _latex_escape(text: str) -> str:
-    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    table = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
     return "".join(table.get(ch, ch) for ch in str(text))
 
 
@@ -88,30 +104,40 @@ def latex_tables(analysis: Analysis) -> str:
     level = int(round(100 * analysis.settings.confidence_level))
     lines = [
         "% Requires \\usepackage{booktabs}.",
-        "\\begin{table}[t]", "\\centering",
+        "\\begin{table}[t]",
+        "\\centering",
         f"\\caption{{Ratings per condition: mean of per-listener means with {level}\\,\\% t confidence interval, "
         "median and interquartile range.}",
         "\\label{tab:mushra-descriptives}",
-        "\\begin{tabular}{lrrcrc}", "\\toprule",
-        f"Condition & $n$ & Mean & {level}\\,\\% CI & Median & IQR \\\\", "\\midrule",
+        "\\begin{tabular}{lrrcrc}",
+        "\\toprule",
+        f"Condition & $n$ & Mean & {level}\\,\\% CI & Median & IQR \\\\",
+        "\\midrule",
     ]
     for r in analysis.descriptives_overall.itertuples(index=False):
-        lines.append(f"{_latex_escape(r.condition)} & {r.n} & {r.mean:.1f} & [{r.ci_low:.1f}, {r.ci_high:.1f}] & "
-                     f"{r.median:.1f} & [{r.q1:.1f}, {r.q3:.1f}] \\\\")
+        lines.append(
+            f"{_latex_escape(r.condition)} & {r.n} & {r.mean:.1f} & [{r.ci_low:.1f}, {r.ci_high:.1f}] & "
+            f"{r.median:.1f} & [{r.q1:.1f}, {r.q3:.1f}] \\\\"
+        )
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     if len(analysis.pairwise):
         lines += [
-            "\\begin{table}[t]", "\\centering",
+            "\\begin{table}[t]",
+            "\\centering",
             "\\caption{Pairwise Wilcoxon signed-rank tests (Pratt) on per-listener means, Holm-corrected; "
             "$r$: matched-pairs rank-biserial correlation; HL: Hodges--Lehmann shift.}",
             "\\label{tab:mushra-pairwise}",
-            "\\begin{tabular}{llrrrrr}", "\\toprule",
-            "A & B & $n$ & $W$ & $p_\\mathrm{Holm}$ & $r$ & HL \\\\", "\\midrule",
+            "\\begin{tabular}{llrrrrr}",
+            "\\toprule",
+            "A & B & $n$ & $W$ & $p_\\mathrm{Holm}$ & $r$ & HL \\\\",
+            "\\midrule",
         ]
         for r in analysis.pairwise.itertuples(index=False):
             p = "$<0.001$" if r.pvalue_holm < 0.001 else f"{r.pvalue_holm:.3f}"
-            lines.append(f"{_latex_escape(r.a)} & {_latex_escape(r.b)} & {r.n} & {r.statistic:.1f} & {p} & "
-                         f"{r.effect_size:.2f} & {r.hodges_lehmann:.1f} \\\\")
+            lines.append(
+                f"{_latex_escape(r.a)} & {_latex_escape(r.b)} & {r.n} & {r.statistic:.1f} & {p} & "
+                f"{r.effect_size:.2f} & {r.hodges_lehmann:.1f} \\\\"
+            )
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)
 
@@ -174,23 +200,23 @@ def _table_html(frame: pd.DataFrame, columns: list[str] | None = None, pvalues: 
     head = "".join(f"<th scope='col'>{html.escape(c)}</th>" for c in columns)
     body = []
     for record in frame[columns].to_dict(orient="records"):
-        cells = "".join(
-            f"<td>{html.escape(_p(v) if c in pvalues else _fmt(v))}</td>" for c, v in record.items()
-        )
+        cells = "".join(f"<td>{html.escape(_p(v) if c in pvalues else _fmt(v))}</td>" for c, v in record.items())
         body.append(f"<tr>{cells}</tr>")
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(alt)}</figcaption></figure>"
+    label = html.escape(alt)
+    return f"<figure><img alt='{label}' src='data:image/png;base64,{data}'><figcaption>{label}</figcaption></figure>"
 
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;
 color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{padding:.2rem .5rem;border-bottom:1px solid #e5e5e5;
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+th,td{padding:.2rem .5rem;border-bottom:1px solid #e5e5e5;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}
 .warn{background:#fff4e5;border-left:4px solid #E69F00;padding:.5rem 1rem}figure{margin:1rem 0}img{max-width:100%}
 figcaption{font-size:.85rem;color:#555}.methods{background:#f4f8fb;border-left:4px solid #0072B2;padding:.5rem 1rem}
@@ -198,8 +224,9 @@ code{background:#f4f4f4;padding:0 .2rem}
 """
 
 
-def render_html(analysis: Analysis, stats: Mapping[str, Any], figures: Mapping[str, bytes],
-                provenance: Mapping[str, Any]) -> str:
+def render_html(
+    analysis: Analysis, stats: Mapping[str, Any], figures: Mapping[str, bytes], provenance: Mapping[str, Any]
+) -> str:
     """The self-contained HTML report."""
     s = analysis.settings
     out = [
@@ -214,72 +241,103 @@ def render_html(analysis: Analysis, stats: Mapping[str, Any], figures: Mapping[s
         "<h2>Warnings</h2>",
     ]
     if analysis.warnings:
-        out.append("<div class='warn'><ul>" + "".join(
-            f"<li>{html.escape(w['message'])}</li>" for w in analysis.warnings) + "</ul></div>")
+        out.append(
+            "<div class='warn'><ul>"
+            + "".join(f"<li>{html.escape(w['message'])}</li>" for w in analysis.warnings)
+            + "</ul></div>"
+        )
     else:
         out.append("<p>None.</p>")
-    out += ["<h2>Post-screening (ITU-R BS.1534-3 §4.1.2)</h2>",
-            "<p>Exclusion follows the listener's reliability on the hidden reference and the anchor; "
-            "ratings beyond 1.5 × IQR of their cell are only flagged.</p>"]
+    out += [
+        "<h2>Post-screening (ITU-R BS.1534-3 §4.1.2)</h2>",
+        "<p>Exclusion follows the listener's reliability on the hidden reference and the anchor; "
+        "ratings beyond 1.5 × IQR of their cell are only flagged.</p>",
+    ]
     if analysis.screening.anchor_exempt_items:
-        out.append("<p>Items exempt from the anchor rule: "
-                   + html.escape(", ".join(analysis.screening.anchor_exempt_items)) + "</p>")
+        out.append(
+            "<p>Items exempt from the anchor rule: "
+            + html.escape(", ".join(analysis.screening.anchor_exempt_items))
+            + "</p>"
+        )
     out.append(_img(figures["screening"], "Share of items failing each screening rule, per assessor"))
     out.append(_table_html(analysis.screening.table))
-    out += ["<h2>Descriptive statistics</h2>",
-            "<p>Per condition, from per-listener means across items (the listener is the unit). "
-            "ci: t interval; bca: BCa bootstrap interval.</p>",
-            _img(figures["means"], "Mean rating with 95 % confidence interval per condition"),
-            _table_html(analysis.descriptives_overall.drop(columns=["item"])),
-            _img(figures["boxplots"], "Ratings per item and condition"),
-            "<details><summary>Per condition and item</summary>",
-            _table_html(analysis.descriptives_item), "</details>"]
+    out += [
+        "<h2>Descriptive statistics</h2>",
+        "<p>Per condition, from per-listener means across items (the listener is the unit). "
+        "ci: t interval; bca: BCa bootstrap interval.</p>",
+        _img(figures["means"], "Mean rating with 95 % confidence interval per condition"),
+        _table_html(analysis.descriptives_overall.drop(columns=["item"])),
+        _img(figures["boxplots"], "Ratings per item and condition"),
+        "<details><summary>Per condition and item</summary>",
+        _table_html(analysis.descriptives_item),
+        "</details>",
+    ]
     f = analysis.friedman
-    out += ["<h2>Friedman test over the models</h2>",
-            f"<p>χ²({f['df']}) = {_fmt(f['statistic'])}, p {_p_words(stats['friedman']['pvalue'])}, "
-            f"Kendall's W = {_fmt(f['kendall_w'])}, n = {f['n']} complete listeners, k = {f['k']} models.</p>"]
-    out += ["<h2>Pairwise comparisons</h2>",
-            "<p>Wilcoxon signed-rank tests (zero_method='pratt'), Holm-corrected; effect_size is the matched-pairs "
-            "rank-biserial r (positive when a is rated higher); hodges_lehmann the median of Walsh averages of a − b; "
-            f"perm_pvalue the paired permutation test of BS.1534-3 ({s.permutation_resamples} resamples).</p>"]
+    out += [
+        "<h2>Friedman test over the models</h2>",
+        f"<p>χ²({f['df']}) = {_fmt(f['statistic'])}, p {_p_words(stats['friedman']['pvalue'])}, "
+        f"Kendall's W = {_fmt(f['kendall_w'])}, n = {f['n']} complete listeners, k = {f['k']} models.</p>",
+    ]
+    out += [
+        "<h2>Pairwise comparisons</h2>",
+        "<p>Wilcoxon signed-rank tests (zero_method='pratt'), Holm-corrected; effect_size is the matched-pairs "
+        "rank-biserial r (positive when a is rated higher); hodges_lehmann the median of Walsh averages of a − b; "
+        f"perm_pvalue the paired permutation test of BS.1534-3 ({s.permutation_resamples} resamples).</p>",
+    ]
     if "heatmap" in figures:
         out.append(_img(figures["heatmap"], "Holm-corrected p-values of the pairwise Wilcoxon tests"))
     out.append(_table_html(analysis.pairwise, pvalues=("pvalue", "pvalue_holm", "perm_pvalue", "perm_pvalue_holm")))
     if analysis.mixed is not None:
         m = analysis.mixed
-        out += ["<h2>Linear mixed model</h2>",
-                f"<p><code>{html.escape(m['formula'])}</code>, random intercept per participant, item effect: "
-                f"{html.escape(m['item_effect'])}, {m['method']}, {m['n_obs']} ratings. Variance components: "
-                + html.escape(", ".join(f"{k} {v:.2f}" for k, v in m["variance_components"].items())) + ".</p>",
-                "<h3>Estimated marginal means</h3>", _table_html(m["emms"]),
-                "<h3>Contrasts against the baseline</h3>", _table_html(m["contrasts"], pvalues=("pvalue",))]
+        out += [
+            "<h2>Linear mixed model</h2>",
+            f"<p><code>{html.escape(m['formula'])}</code>, random intercept per participant, item effect: "
+            f"{html.escape(m['item_effect'])}, {m['method']}, {m['n_obs']} ratings. Variance components: "
+            + html.escape(", ".join(f"{k} {v:.2f}" for k, v in m["variance_components"].items()))
+            + ".</p>",
+            "<h3>Estimated marginal means</h3>",
+            _table_html(m["emms"]),
+            "<h3>Contrasts against the baseline</h3>",
+            _table_html(m["contrasts"], pvalues=("pvalue",)),
+        ]
     if analysis.rm_anova is not None:
         a = analysis.rm_anova
-        out += ["<h2>Repeated-measures ANOVA</h2>",
-                f"<p>F({a['df1']}, {a['df2']}) = {_fmt(a.get('F'))}, p {_p_words(a.get('pvalue'))}; "
-                f"Greenhouse–Geisser ε = {_fmt(a.get('eps_gg'))}, p {_p_words(a.get('pvalue_gg'))}; "
-                f"Huynh–Feldt ε = {_fmt(a.get('eps_hf'))}, p {_p_words(a.get('pvalue_hf'))}.</p>"]
+        out += [
+            "<h2>Repeated-measures ANOVA</h2>",
+            f"<p>F({a['df1']}, {a['df2']}) = {_fmt(a.get('F'))}, p {_p_words(a.get('pvalue'))}; "
+            f"Greenhouse–Geisser ε = {_fmt(a.get('eps_gg'))}, p {_p_words(a.get('pvalue_gg'))}; "
+            f"Huynh–Feldt ε = {_fmt(a.get('eps_hf'))}, p {_p_words(a.get('pvalue_hf'))}.</p>",
+        ]
     if len(analysis.equivalence):
-        out += ["<h2>Equivalence tests (TOST)</h2>",
-                f"<p>Margin ±{s.equivalence_margin:g} points; equivalent when the {100 * (1 - 2 * s.alpha):g} % "
-                "interval of the mean difference lies inside the margin.</p>",
-                _table_html(analysis.equivalence, pvalues=("pvalue", "pvalue_lower", "pvalue_upper"))]
+        out += [
+            "<h2>Equivalence tests (TOST)</h2>",
+            f"<p>Margin ±{s.equivalence_margin:g} points; equivalent when the {100 * (1 - 2 * s.alpha):g} % "
+            "interval of the mean difference lies inside the margin.</p>",
+            _table_html(analysis.equivalence, pvalues=("pvalue", "pvalue_lower", "pvalue_upper")),
+        ]
     if len(analysis.correlations):
-        out += ["<h2>Objective metrics against ratings</h2>",
-                "<p>Bootstrap intervals resample listeners. Pearson's r is taken on log10 of metrics marked log10.</p>"]
+        out += [
+            "<h2>Objective metrics against ratings</h2>",
+            "<p>Bootstrap intervals resample listeners. Pearson's r is taken on log10 of metrics marked log10.</p>",
+        ]
         for metric in sorted(analysis.correlations["metric"].unique()):
             key = f"scatter:{metric}"
             if key in figures:
                 out.append(_img(figures[key], f"Mean rating against {metric}"))
         out.append(_table_html(analysis.correlations, pvalues=("pvalue",)))
-    out += ["<h2>Provenance</h2>", "<pre>" + html.escape(json.dumps(provenance, indent=2)) + "</pre>",
-            "</body></html>"]
+    out += ["<h2>Provenance</h2>", "<pre>" + html.escape(json.dumps(provenance, indent=2)) + "</pre>", "</body></html>"]
     return "\n".join(out)
 
 
-def build_report(ratings: pd.DataFrame, metrics: pd.DataFrame | None, settings: Settings | dict | None,
-                 out_dir: str | Path, progress: Progress | None = None, *,
-                 sources: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+def build_report(
+    ratings: pd.DataFrame,
+    metrics: pd.DataFrame | None,
+    settings: Settings | dict | None,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    sources: Mapping[str, str | Path] | None = None,
+) -> dict[str, Any]:
     """Analyse one experiment and write the report bundle into ``out_dir``.
 
     ``progress(message, fraction)`` is called as steps finish; ``sources`` names input
@@ -295,8 +353,9 @@ def build_report(ratings: pd.DataFrame, metrics: pd.DataFrame | None, settings: 
 
     report("plots", 0.87)
     figures: dict[str, bytes] = {
-        "screening": plots.screening_plot(analysis.screening.table, settings.reference_max_fraction,
-                                          settings.anchor_max_fraction),
+        "screening": plots.screening_plot(
+            analysis.screening.table, settings.reference_max_fraction, settings.anchor_max_fraction
+        ),
         "means": plots.means_with_ci(analysis.descriptives_overall, analysis.kinds),
         "boxplots": plots.boxplots_per_item(analysis.used, analysis.conditions, analysis.kinds),
     }
@@ -304,21 +363,26 @@ def build_report(ratings: pd.DataFrame, metrics: pd.DataFrame | None, settings: 
         figures["heatmap"] = plots.pvalue_heatmap(analysis.pairwise, analysis.conditions)
     log_metrics = {m.lower() for m in settings.log_metrics}
     for metric in sorted(analysis.correlations["metric"].unique()) if len(analysis.correlations) else []:
-        transform = analysis.correlations.loc[(analysis.correlations["metric"] == metric)
-                                              & (analysis.correlations["method"] == "pearson"), "transform"]
+        transform = analysis.correlations.loc[
+            (analysis.correlations["metric"] == metric) & (analysis.correlations["method"] == "pearson"), "transform"
+        ]
         figures[f"scatter:{metric}"] = plots.objective_scatter(
-            analysis.correlation_points, analysis.correlations, metric,
-            log_scale=str(metric).lower() in log_metrics and (transform == "log10").any())
+            analysis.correlation_points,
+            analysis.correlations,
+            metric,
+            log_scale=str(metric).lower() in log_metrics and (transform == "log10").any(),
+        )
 
     report("writing files", 0.96)
-    input_hashes: dict[str, Any] = {"ratings_table_sha256": frame_sha256(analysis.ratings[
-        ["participant", "item", "condition", "rating"]])}
+    input_hashes: dict[str, Any] = {
+        "ratings_table_sha256": frame_sha256(analysis.ratings[["participant", "item", "condition", "rating"]])
+    }
     if metrics is not None:
         input_hashes["metrics_table_sha256"] = frame_sha256(metrics[["condition", "item", "metric", "value"]])
     for name, path in (sources or {}).items():
         input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
     provenance = {
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": settings.seed,
         "settings": settings.to_dict(),
         "versions": _versions(),
@@ -337,15 +401,19 @@ def build_report(ratings: pd.DataFrame, metrics: pd.DataFrame | None, settings: 
         "descriptives.csv": pd.concat([analysis.descriptives_overall, analysis.descriptives_item], ignore_index=True),
         "pairwise.csv": analysis.pairwise,
         "screening.csv": analysis.screening.table,
-        "correlations.csv": analysis.correlations if len(analysis.correlations) else pd.DataFrame(
-            columns=["level", "metric", "method", "transform", "n", "rho", "ci_low", "ci_high", "pvalue"]),
+        "correlations.csv": analysis.correlations
+        if len(analysis.correlations)
+        else pd.DataFrame(
+            columns=["level", "metric", "method", "transform", "n", "rho", "ci_low", "ci_high", "pvalue"]
+        ),
         "outliers.csv": analysis.screening.outliers,
         "equivalence.csv": analysis.equivalence,
     }
     if analysis.mixed is not None:
         tables["mixed_model.csv"] = pd.concat(
             [analysis.mixed["emms"].assign(term="emm"), analysis.mixed["contrasts"].assign(term="contrast")],
-            ignore_index=True)
+            ignore_index=True,
+        )
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False, float_format="%.6g")
     written = sorted(list(files) + list(tables))

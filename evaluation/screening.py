@@ -14,6 +14,7 @@ Ratings outside 1.5 x IQR of their (condition, item) cell (Tukey 1977) are flagg
 inspection and never removed: BS.1534-3 bases exclusion on the assessor's reliability,
 not on disagreement with the panel.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,17 @@ from .settings import Settings
 _EPS = 1e-9
 
 SCREENING_COLUMNS = [
-    "participant", "n_items", "reference_items", "reference_below", "reference_below_fraction",
-    "anchor_items", "anchor_above", "anchor_above_fraction", "outlier_ratings", "excluded", "reason",
+    "participant",
+    "n_items",
+    "reference_items",
+    "reference_below",
+    "reference_below_fraction",
+    "anchor_items",
+    "anchor_above",
+    "anchor_above_fraction",
+    "outlier_ratings",
+    "excluded",
+    "reason",
 ]
 
 
@@ -121,19 +131,21 @@ def post_screen(ratings: pd.DataFrame, settings: Settings | None = None) -> Scre
                 )
         if reasons:
             excluded.append(p)
-        rows.append({
-            "participant": p,
-            "n_items": int(n_items.get(p, 0)),
-            "reference_items": r_total,
-            "reference_below": r_count,
-            "reference_below_fraction": r_count / r_total if r_total else np.nan,
-            "anchor_items": a_total,
-            "anchor_above": a_count,
-            "anchor_above_fraction": a_count / a_total if a_total else np.nan,
-            "outlier_ratings": int(outlier_counts.get(p, 0)),
-            "excluded": bool(reasons),
-            "reason": "; ".join(reasons),
-        })
+        rows.append(
+            {
+                "participant": p,
+                "n_items": int(n_items.get(p, 0)),
+                "reference_items": r_total,
+                "reference_below": r_count,
+                "reference_below_fraction": r_count / r_total if r_total else np.nan,
+                "anchor_items": a_total,
+                "anchor_above": a_count,
+                "anchor_above_fraction": a_count / a_total if a_total else np.nan,
+                "outlier_ratings": int(outlier_counts.get(p, 0)),
+                "excluded": bool(reasons),
+                "reason": "; ".join(reasons),
+            }
+        )
     rules = {
         "section": "ITU-R BS.1534-3 §4.1.2",
         "applied": settings.apply_screening,

@@ -5,6 +5,7 @@ its Attachment 3. Settings are loaded from a JSON object whose keys are the fiel
 names below; an unknown key or a value out of range is an ``EvaluationError`` so a
 typo never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,9 +73,7 @@ class Settings:
         if not 0.0 < self.alpha < 1.0:
             raise EvaluationError(f"setting alpha must be in (0, 1), got {self.alpha!r}")
         if not 0.5 <= self.confidence_level < 1.0:
-            raise EvaluationError(
-                f"setting confidence_level must be in [0.5, 1), got {self.confidence_level!r}"
-            )
+            raise EvaluationError(f"setting confidence_level must be in [0.5, 1), got {self.confidence_level!r}")
         for name in ("reference_threshold", "anchor_threshold", "ceiling_threshold"):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 100.0:
@@ -83,8 +82,7 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise EvaluationError(f"setting {name} must be a non-negative integer or null, got {value!r}")
-        for name, low in (("bootstrap_resamples", 100), ("permutation_resamples", 100),
-                          ("correlation_resamples", 100)):
+        for name, low in (("bootstrap_resamples", 100), ("permutation_resamples", 100), ("correlation_resamples", 100)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise EvaluationError(f"setting {name} must be an integer >= {low}, got {value!r}")
@@ -99,7 +97,9 @@ class Settings:
         if self.item_effect not in ("fixed", "random"):
             raise EvaluationError(f"setting item_effect must be 'fixed' or 'random', got {self.item_effect!r}")
         if self.equivalence_margin is not None and self.equivalence_margin <= 0:
-            raise EvaluationError(f"setting equivalence_margin must be positive or null, got {self.equivalence_margin!r}")
+            raise EvaluationError(
+                f"setting equivalence_margin must be positive or null, got {self.equivalence_margin!r}"
+            )
         if self.min_models_for_correlation < 3:
             raise EvaluationError("setting min_models_for_correlation must be at least 3")
         for condition, kind in self.kinds.items():
@@ -109,7 +109,7 @@ class Settings:
                 )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Settings":
+    def from_dict(cls, data: dict[str, Any] | None) -> Settings:
         """Settings from a plain mapping; unknown keys are refused by name."""
         if data is None:
             return cls()
@@ -136,8 +136,15 @@ class Settings:
             if not isinstance(values["kinds"], dict):
                 raise EvaluationError("setting kinds must be an object mapping condition names to kinds")
             values["kinds"] = {str(k): str(v) for k, v in values["kinds"].items()}
-        for name in ("seed", "reference_max_items", "anchor_max_items", "bootstrap_resamples",
-                     "permutation_resamples", "correlation_resamples", "min_models_for_correlation"):
+        for name in (
+            "seed",
+            "reference_max_items",
+            "anchor_max_items",
+            "bootstrap_resamples",
+            "permutation_resamples",
+            "correlation_resamples",
+            "min_models_for_correlation",
+        ):
             value = values.get(name)
             if isinstance(value, float) and value.is_integer():
                 values[name] = int(value)
@@ -147,7 +154,7 @@ class Settings:
             raise EvaluationError(f"invalid settings: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Settings":
+    def from_json(cls, path: str | Path) -> Settings:
         """Settings from a JSON file holding one object."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 Each warning is ``{"code": ..., "message": ...}``; the message is a sentence a
 researcher can act on.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -44,14 +45,17 @@ def ceiling_effects(ratings: pd.DataFrame, threshold: float, fraction: float) ->
     share = (models["rating"] >= threshold).groupby(models["condition"]).mean()
     for condition, value in share.items():
         if value > fraction:
-            out.append({
-                "code": "ceiling_effect",
-                "message": (
-                    f"Ceiling effect: {100 * value:.0f} % of the ratings of {condition} are at or above {threshold:g}; "
-                    "differences among the best conditions are compressed and means understate them. "
-                    "Rank-based tests are less affected than means."
-                ),
-            })
+            out.append(
+                {
+                    "code": "ceiling_effect",
+                    "message": (
+                        f"Ceiling effect: {100 * value:.0f} % of the ratings of {condition} "
+                        f"are at or above {threshold:g}; "
+                        "differences among the best conditions are compressed and means understate them. "
+                        "Rank-based tests are less affected than means."
+                    ),
+                }
+            )
     return out
 
 

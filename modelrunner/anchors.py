@@ -20,6 +20,7 @@ with the reference and the other conditions: switching between stimuli in the pl
 must not move the music in time. Arrays are ``(frames,)`` or ``(frames, channels)``;
 the anchor has the input's shape and is float32.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,17 +47,14 @@ def _taps(sample_rate: int, cutoff_hz: float) -> np.ndarray:
     stop_25 = cutoff_hz * MASK_25DB_RATIO
     if stop_25 >= nyquist:
         raise AudioError(
-            f"a {cutoff_hz:g} Hz anchor needs a sample rate above {2 * stop_25:.0f} Hz, "
-            f"got {sample_rate} Hz"
+            f"a {cutoff_hz:g} Hz anchor needs a sample rate above {2 * stop_25:.0f} Hz, got {sample_rate} Hz"
         )
     # The full design attenuation is reached just below the 25 dB mask point, which
     # then also clears the 50 dB point with room to spare.
     stop_edge = cutoff_hz + 0.92 * (stop_25 - cutoff_hz)
     numtaps, beta = signal.kaiserord(DESIGN_ATTENUATION_DB, (stop_edge - cutoff_hz) / nyquist)
     numtaps |= 1  # odd length: integer group delay, removable exactly
-    taps = signal.firwin(
-        numtaps, (cutoff_hz + stop_edge) / 2.0, window=("kaiser", beta), fs=sample_rate
-    )
+    taps = signal.firwin(numtaps, (cutoff_hz + stop_edge) / 2.0, window=("kaiser", beta), fs=sample_rate)
     taps.setflags(write=False)
     return taps
 

@@ -4,6 +4,7 @@ Arrays are float32 shaped ``(frames, channels)``. Writes go to a temporary file 
 the destination folder and are renamed into place, so a reader never sees a
 half-written file and a rerun is harmless.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,10 +52,7 @@ def read_audio(
     if info.channels > max_channels:
         raise AudioError(f"{name}: {info.channels} channels; at most {max_channels} are accepted")
     if not (MIN_SAMPLE_RATE <= info.samplerate <= max_sample_rate):
-        raise AudioError(
-            f"{name}: sample rate {info.samplerate} Hz is outside "
-            f"{MIN_SAMPLE_RATE}..{max_sample_rate} Hz"
-        )
+        raise AudioError(f"{name}: sample rate {info.samplerate} Hz is outside {MIN_SAMPLE_RATE}..{max_sample_rate} Hz")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:

@@ -4,6 +4,7 @@ Bad input (a missing or unreadable file, a malformed ``--param``, an unknown kno
 checkpoint the loaders refuse) ends with exit status 2 and one line on stderr; long
 work shows a progress bar on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="knob setting; repeatable")
     p.add_argument("--sequential", action="store_true", help="stream the whole file instead of parallel segments")
     p.add_argument(
-        "--threads", type=int, default=1, metavar="N",
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
         help="torch threads (default 1: the batch is already parallel, and extra threads contend on busy machines)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -175,19 +180,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rows.append(("state", f"recurrent, {info['state_size']} values per channel"))
     elif info["state_size"]:
         rows.append(("state", f"cached context, {info['state_size']} values per channel"))
-    rows.append(
-        ("receptive field", f"{model.receptive_field} samples ({1000 * model.receptive_field / sr:.1f} ms)")
-    )
+    rows.append(("receptive field", f"{model.receptive_field} samples ({1000 * model.receptive_field / sr:.1f} ms)"))
     if "pruning" in info:
         pr = info["pruning"]
-        dead = "; ".join(f"{layer}: {len(units)} of {size} ({', '.join(map(str, units)) or 'none'})"
-                         for (layer, units), size in zip(pr["dead_units"].items(), pr["hidden_sizes"]))
+        dead = "; ".join(
+            f"{layer}: {len(units)} of {size} ({', '.join(map(str, units)) or 'none'})"
+            for (layer, units), size in zip(pr["dead_units"].items(), pr["hidden_sizes"])
+        )
         rows.append(("sparsity", f"{pr['overall_sparsity']:.1%} of {pr['parameters']:,} weights are zero"))
         rows.append(("dead units", dead or "none"))
     if "lookback" in info:
         lb = info["lookback"]
-        rows.append(("look-back", f"{lb['lookback_samples']} samples of input"
-                     + (" and target" if lb["uses_target"] else "") + (" (needed)" if lb["needs_lookback"] else "")))
+        rows.append(
+            (
+                "look-back",
+                f"{lb['lookback_samples']} samples of input"
+                + (" and target" if lb["uses_target"] else "")
+                + (" (needed)" if lb["needs_lookback"] else ""),
+            )
+        )
     if info.get("latency_samples"):
         rows.append(("latency", f"{info['latency_samples']} samples (removed by modelrunner.lookback.render_excerpt)"))
     rows.append(("render kernel", info["render_kernel"]))
@@ -205,9 +216,13 @@ def _paper_facts(model: EffectModel) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "rec.weight_hh_l0" in model.module.state_dict():
         report = pruning.analyse(model)
-        out["pruning"] = {"overall_sparsity": report["overall_sparsity"], "parameters": report["parameters"],
-                          "dead_units": report["dead_units"], "dead_unit_count": report["dead_unit_count"],
-                          "hidden_sizes": [layer["hidden_size"] for layer in report["layers"]]}
+        out["pruning"] = {
+            "overall_sparsity": report["overall_sparsity"],
+            "parameters": report["parameters"],
+            "dead_units": report["dead_units"],
+            "dead_unit_count": report["dead_unit_count"],
+            "hidden_sizes": [layer["hidden_size"] for layer in report["layers"]],
+        }
     req = lookback.requirements(model)
     if req["supports_lookback"]:
         out["lookback"] = {k: req[k] for k in ("needs_lookback", "lookback_samples", "uses_target")}
@@ -230,8 +245,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     x = resample(audio, rate, model.sample_rate)
     with progress_bar("render", enabled=not args.no_progress) as update:
         (y,), report = render_batch(
-            model, [x], model.sample_rate, knobs=knobs, progress=update,
-            parallel=not args.sequential, with_report=True,
+            model,
+            [x],
+            model.sample_rate,
+            knobs=knobs,
+            progress=update,
+            parallel=not args.sequential,
+            with_report=True,
         )
     out = write_wav(args.output, y, model.sample_rate, subtype="FLOAT")
     for warning in report.warnings:

@@ -22,6 +22,7 @@ lags the reference by ``latency_samples`` (SPTMod processes whole blocks) are
 rendered by :func:`render_excerpt` with that lag removed, so the output lines up with
 the dry excerpt frame for frame.
 """
+
 from __future__ import annotations
 
 import copy
@@ -108,7 +109,7 @@ def prepare(
         used = x_ctx.shape[1] if warmup_samples is None else max(0, min(int(warmup_samples), x_ctx.shape[1]))
         if used:
             with torch.no_grad():
-                _, state = model.module(x_ctx[:, x_ctx.shape[1] - used:], k, None)
+                _, state = model.module(x_ctx[:, x_ctx.shape[1] - used :], k, None)
     info.update({"warmup_samples": used, "warmup_source": "lookback_dry" if used else "none"})
     return state, ZERO_WARMUP, info
 
@@ -121,10 +122,14 @@ class _StartFrom(nn.Module):
         self.inner = inner
         self.initial = initial
 
-    def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None
+    ) -> tuple[torch.Tensor, Any]:
         return self.inner(x, knobs, self.initial if state is None else state)
 
-    def fast_forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def fast_forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None
+    ) -> tuple[torch.Tensor, Any]:
         """The inner module's fast path, from the same state."""
         return fast_path(self.inner)(x, knobs, self.initial if state is None else state)
 

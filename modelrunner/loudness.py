@@ -10,6 +10,7 @@ ITU-R BS.1534-3 asks that the stimuli of a trial are presented at equal loudness
 that listeners judge quality rather than level; :func:`align_item` does that for the
 hidden reference, the model outputs and the anchors of one item.
 """
+
 from __future__ import annotations
 
 import math
@@ -156,7 +157,7 @@ def align_item(
     peak_ceiling_dbfs: float = -1.0,
     tolerance_lu: float = 0.1,
     true_peak: bool = False,
-) -> tuple[np.ndarray, dict[str, np.ndarray], "LoudnessReport"]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], LoudnessReport]:
     """Gain-align the stimuli of one item to equal integrated loudness (ITU-R BS.1770-4).
 
     Each condition is brought to the reference's integrated loudness, or, when
@@ -181,9 +182,7 @@ def align_item(
         a = _checked(audio, sample_rate, label)
         lufs = integrated_loudness(a, sample_rate)
         if not math.isfinite(lufs):
-            raise AudioError(
-                f"{label} is silent (below the -70 LUFS gate of BS.1770) and cannot be loudness-aligned"
-            )
+            raise AudioError(f"{label} is silent (below the -70 LUFS gate of BS.1770) and cannot be loudness-aligned")
         signals[key], shapes[key], before[key] = a, np.shape(audio), lufs
 
     goal = before[None] if target_lufs is None else float(target_lufs)
@@ -217,9 +216,7 @@ def align_item(
         )
     ref_result = results.pop(None)
     aligned = all(abs(r.lufs_after - ref_result.lufs_after) <= tolerance_lu for r in results.values())
-    target_met = aligned and (
-        target_lufs is None or abs(ref_result.lufs_after - float(target_lufs)) <= tolerance_lu
-    )
+    target_met = aligned and (target_lufs is None or abs(ref_result.lufs_after - float(target_lufs)) <= tolerance_lu)
     report = LoudnessReport(
         sample_rate=int(sample_rate),
         target_lufs=None if target_lufs is None else float(target_lufs),

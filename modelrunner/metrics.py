@@ -5,16 +5,19 @@ recording) as arrays of equal shape, ``(frames,)`` or ``(frames, channels)``, an
 returns a Python float; lower is better for all of them. Channels are treated like a
 batch, as auraloss does with its default ``reduction="mean"``: ratios (ESR, DC, EESR)
 are taken per channel and averaged; MAE/MSE average over every sample; the MR-STFT
-spectral convergence is one Frobenius-norm ratio over all channels, as in auraloss. The metrics are computed on the raw output, before any loudness
+spectral convergence is one Frobenius-norm ratio over all channels, as in auraloss. The
+metrics are computed on the raw output, before any loudness
 alignment, because a level error is part of a model's error.
 
 ``compute_all`` returns every metric under a stable key; ``METRICS`` maps each key to
 ``(function, human name, citation, lower_is_better)`` for reports and the web app.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -163,9 +166,7 @@ def mr_stft(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
     """
     o, t = _pair(output, target)
     if o.shape[0] <= max(MR_STFT_FFT_SIZES) // 2:
-        raise AudioError(
-            f"MR-STFT needs more than {max(MR_STFT_FFT_SIZES) // 2} frames, got {o.shape[0]}"
-        )
+        raise AudioError(f"MR-STFT needs more than {max(MR_STFT_FFT_SIZES) // 2} frames, got {o.shape[0]}")
     # channels act as the batch, as in auraloss
     x = torch.from_numpy(np.ascontiguousarray(o.T))
     y = torch.from_numpy(np.ascontiguousarray(t.T))
@@ -197,9 +198,7 @@ def mr_eesr(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
     """
     o, t = _pair(output, target)
     if o.shape[0] < max(w for w, _ in MR_EESR_WINDOWS):
-        raise AudioError(
-            f"MR-EESR needs at least {max(w for w, _ in MR_EESR_WINDOWS)} frames, got {o.shape[0]}"
-        )
+        raise AudioError(f"MR-EESR needs at least {max(w for w, _ in MR_EESR_WINDOWS)} frames, got {o.shape[0]}")
     values = []
     for win, hop in MR_EESR_WINDOWS:
         e_o, e_t = _frame_energy(o, win, hop), _frame_energy(t, win, hop)
@@ -252,22 +251,20 @@ class MetricInfo(NamedTuple):
 
 
 _WRIGHT_2019 = (
-    "A. Wright, E.-P. Damskägg, V. Välimäki, \"Real-time black-box modelling with recurrent "
-    "neural networks\", DAFx 2019; A. Wright et al., \"Real-time guitar amplifier emulation "
-    "with deep learning\", Applied Sciences 10(3):766, 2020"
+    'A. Wright, E.-P. Damskägg, V. Välimäki, "Real-time black-box modelling with recurrent '
+    'neural networks", DAFx 2019; A. Wright et al., "Real-time guitar amplifier emulation '
+    'with deep learning", Applied Sciences 10(3):766, 2020'
 )
 
 #: key -> (function, human name, citation, lower_is_better); keys are stable.
 METRICS: dict[str, MetricInfo] = {
     "esr": MetricInfo(esr, "Error-to-signal ratio", _WRIGHT_2019, True),
-    "esr_preemph": MetricInfo(
-        esr_preemph, "ESR with 1 - 0.85 z⁻¹ pre-emphasis", _WRIGHT_2019, True
-    ),
+    "esr_preemph": MetricInfo(esr_preemph, "ESR with 1 - 0.85 z⁻¹ pre-emphasis", _WRIGHT_2019, True),
     "esr_aweighted": MetricInfo(
         esr_aweighted,
         "ESR with A-weighting",
-        "A. Wright, V. Välimäki, \"Perceptual loss function for neural modelling of audio "
-        "systems\", ICASSP 2020; A-weighting per IEC 61672-1:2013",
+        'A. Wright, V. Välimäki, "Perceptual loss function for neural modelling of audio '
+        'systems", ICASSP 2020; A-weighting per IEC 61672-1:2013',
         True,
     ),
     "dc": MetricInfo(dc_loss, "DC error", _WRIGHT_2019, True),
@@ -276,23 +273,19 @@ METRICS: dict[str, MetricInfo] = {
     "mr_stft": MetricInfo(
         mr_stft,
         "Multi-resolution STFT loss",
-        "R. Yamamoto, E. Song, J.-M. Kim, \"Parallel WaveGAN\", ICASSP 2020; "
+        'R. Yamamoto, E. Song, J.-M. Kim, "Parallel WaveGAN", ICASSP 2020; '
         "defaults of C. Steinmetz, J. Reiss, auraloss 0.4.0",
         True,
     ),
     "mr_eesr": MetricInfo(
         mr_eesr,
         "Multi-resolution energy-envelope ESR",
-        "after Y. Bourdin, P. Legrand, F. Roche, \"Empirical results for adjusting truncated "
-        "backpropagation through time while training neural audio effects\", DAFx 2025",
+        'after Y. Bourdin, P. Legrand, F. Roche, "Empirical results for adjusting truncated '
+        'backpropagation through time while training neural audio effects", DAFx 2025',
         True,
     ),
-    "delta_lufs": MetricInfo(
-        delta_lufs, "Loudness difference (LU)", "ITU-R BS.1770-4 integrated loudness", True
-    ),
-    "delta_crest_db": MetricInfo(
-        delta_crest_db, "Crest factor difference (dB)", "crest factor = peak / RMS", True
-    ),
+    "delta_lufs": MetricInfo(delta_lufs, "Loudness difference (LU)", "ITU-R BS.1770-4 integrated loudness", True),
+    "delta_crest_db": MetricInfo(delta_crest_db, "Crest factor difference (dB)", "crest factor = peak / RMS", True),
 }
 
 _NEEDS_RATE = {"esr_aweighted", "mr_stft", "mr_eesr", "delta_lufs"}

@@ -16,6 +16,7 @@ hidden (and cell) state; convolutional models carry, per layer, the last
 ``(kernel_size - 1) * dilation`` input frames of that layer. Every tensor in a state has
 the batch in dimension 0 or 1 and is detached.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

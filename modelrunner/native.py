@@ -1,7 +1,8 @@
 """Compiled render kernels: built on first use for the machine that runs them.
 
 ``kernels/rnn.c`` steps LSTM, GRU and Elman cells over many signals at once (see its
-header for why); ``kernels/wavenet.c`` runs the layers of NAM's WaveNet. They are compiled with the system C compiler (``$CC``, else ``cc``) and
+header for why); ``kernels/wavenet.c`` runs the layers of NAM's WaveNet. They are compiled
+with the system C compiler (``$CC``, else ``cc``) and
 ``-O3 -march=native`` into a per-user cache (``$MODELRUNNER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/modelrunner``, else ``~/.cache/modelrunner``), keyed by the source,
 the compiler and the CPU, and loaded with ctypes. Without a compiler, or with
@@ -10,6 +11,7 @@ float rounding, only slower. ``python -m modelrunner inspect`` says which is in 
 
 Only our own source is ever compiled or loaded; nothing from an upload is.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -74,8 +76,7 @@ def _build(cc: str, out: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise OSError(f"{cc} failed: {proc.stderr.strip()[:500]}")
         os.replace(tmp, out)  # atomic: concurrent workers never load a half-written library
@@ -101,8 +102,9 @@ def library() -> ctypes.CDLL | None:
         try:
             version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
             key = hashlib.sha256(
-                "\0".join([*(src.read_text() for src in INPUTS), cc, version, " ".join(FLAGS),
-                            _cpu_signature()]).encode()
+                "\0".join(
+                    [*(src.read_text() for src in INPUTS), cc, version, " ".join(FLAGS), _cpu_signature()]
+                ).encode()
             ).hexdigest()[:16]
             path = _cache_dir() / f"kernels-{key}.so"
             if not path.exists():
@@ -116,8 +118,21 @@ def library() -> ctypes.CDLL | None:
             return None
         p = ctypes.c_void_p
         lib.rnn_run.restype = ctypes.c_int
-        lib.rnn_run.argtypes = [ctypes.c_int] * 6 + [p, ctypes.c_long, p, p, p, p, p, p, p, p, ctypes.c_float,
-                                                     ctypes.c_int, p]
+        lib.rnn_run.argtypes = [ctypes.c_int] * 6 + [
+            p,
+            ctypes.c_long,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            ctypes.c_float,
+            ctypes.c_int,
+            p,
+        ]
         lib.rnn_vector_width.restype = ctypes.c_int
         lib.rnn_exp.restype = None
         lib.rnn_exp.argtypes = [p, p, ctypes.c_long]
@@ -260,11 +275,25 @@ def run_recurrent(
     wx, bx, wh, bh = (arr(*(w[i].data_ptr() for w in packed.weights)) for i in range(4))
     if batch and frames:
         rc = lib.rnn_run(
-            CELLS[packed.cell], layers, batch, frames, packed.inputs, hp,
-            x.data_ptr(), x.stride(0), kn.data_ptr(),
-            wx, bx, wh, bh,
-            h.data_ptr(), c.data_ptr() if lstm else None,
-            packed.lin_w.data_ptr(), packed.lin_b, packed.skip, y.data_ptr(),
+            CELLS[packed.cell],
+            layers,
+            batch,
+            frames,
+            packed.inputs,
+            hp,
+            x.data_ptr(),
+            x.stride(0),
+            kn.data_ptr(),
+            wx,
+            bx,
+            wh,
+            bh,
+            h.data_ptr(),
+            c.data_ptr() if lstm else None,
+            packed.lin_w.data_ptr(),
+            packed.lin_b,
+            packed.skip,
+            y.data_ptr(),
         )
         if rc != 0:
             raise MemoryError("the recurrent kernel could not allocate its scratch memory")
@@ -309,8 +338,14 @@ def pack_wavenet_array(layers: list[nn.Module]) -> PackedLayerArray | None:
             taps = conv.weight.permute(0, 2, 1).reshape(mid, k * channels)  # column j * C + c
             w = torch.cat([taps, layer.input_mixer.weight[:, :, 0]], dim=1).contiguous()
             bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(mid)
-            weights.append([w, bias.contiguous(), layer.layer1x1.weight[:, :, 0].contiguous(),
-                            layer.layer1x1.bias.detach().contiguous()])
+            weights.append(
+                [
+                    w,
+                    bias.contiguous(),
+                    layer.layer1x1.weight[:, :, 0].contiguous(),
+                    layer.layer1x1.bias.detach().contiguous(),
+                ]
+            )
             ks.append(k)
             dil.append(conv.dilation[0])
             act.append(code)
@@ -320,8 +355,12 @@ def pack_wavenet_array(layers: list[nn.Module]) -> PackedLayerArray | None:
 
 
 def run_wavenet_array(
-    lib: ctypes.CDLL, packed: PackedLayerArray, y: torch.Tensor, condition: torch.Tensor,
-    head: torch.Tensor, contexts: list[torch.Tensor],
+    lib: ctypes.CDLL,
+    packed: PackedLayerArray,
+    y: torch.Tensor,
+    condition: torch.Tensor,
+    head: torch.Tensor,
+    contexts: list[torch.Tensor],
 ) -> None:
     """Run the layers in place: ``y`` ``(B, C, T)`` becomes the last layer's output, ``head``
     ``(B, C, T)`` gains every layer's output, each ``contexts[l]`` ``(B, C, n_l)`` becomes
@@ -334,7 +373,21 @@ def run_wavenet_array(
     arr = ctypes.c_void_p * count
     w, bias, w1, b1 = (arr(*(layer[i].data_ptr() for layer in packed.weights)) for i in range(4))
     ctx = arr(*(c.data_ptr() for c in contexts))
-    rc = lib.wavenet_layers(batch, channels, frames, packed.conditions, count, *packed.ints,
-                            y.data_ptr(), condition.data_ptr(), head.data_ptr(), ctx, w, bias, w1, b1)
+    rc = lib.wavenet_layers(
+        batch,
+        channels,
+        frames,
+        packed.conditions,
+        count,
+        *packed.ints,
+        y.data_ptr(),
+        condition.data_ptr(),
+        head.data_ptr(),
+        ctx,
+        w,
+        bias,
+        w1,
+        b1,
+    )
     if rc != 0:
         raise MemoryError("the WaveNet kernel could not allocate its scratch memory")

@@ -1,9 +1,10 @@
 """A progress bar on stderr for long renders, fed by the renderer's fraction callback."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -16,8 +17,13 @@ def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable
     callback does nothing visible.
     """
     bar = tqdm(
-        total=1000, desc=description, unit="‰", file=sys.stderr, disable=not enabled or None,
-        leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+        total=1000,
+        desc=description,
+        unit="‰",
+        file=sys.stderr,
+        disable=not enabled or None,
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
     )
     shown = 0
 

@@ -16,6 +16,7 @@ unit (its gate rows in ``weight_ih``, ``weight_hh`` and the biases, its column i
 Units whose *incoming* weights are all pruned are not dead by this definition (their
 bias still drives a trajectory that reaches the output) and are only counted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -111,8 +112,15 @@ def analyse(obj: Any) -> dict[str, Any]:
         if w_ih is not None:
             rows_in = (w_ih != 0).any(dim=1) | (w_hh != 0).any(dim=1)
             no_input = [j for j in range(hidden) if not bool(rows_in[[g * hidden + j for g in range(gates)]].any())]
-        layers.append({"layer": f"{prefix}l{layer}", "hidden_size": hidden, "dead_units": dead,
-                       "no_input_units": no_input, "note": note})
+        layers.append(
+            {
+                "layer": f"{prefix}l{layer}",
+                "hidden_size": hidden,
+                "dead_units": dead,
+                "no_input_units": no_input,
+                "note": note,
+            }
+        )
     return {
         "tensors": tensors,
         "overall_sparsity": zeros / total if total else 0.0,
@@ -161,6 +169,7 @@ def compress_lstm(model: EffectModel) -> EffectModel:
     out.module = small
     out.architecture = f"{small.unit_type}-{len(live)} (compressed from {hidden})"
     out.parameter_count = safety.parameter_count(small)
-    out.metadata = dict(model.metadata, compressed={"from_hidden": hidden, "to_hidden": len(live),
-                                                    "dropped_units": sorted(dead)})
+    out.metadata = dict(
+        model.metadata, compressed={"from_hidden": hidden, "to_hidden": len(live), "dropped_units": sorted(dead)}
+    )
     return out

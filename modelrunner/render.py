@@ -28,12 +28,14 @@ is resampled with a polyphase filter (``scipy.signal.resample_poly`` with the ex
 rational ratio) to the model's rate, and the output back to the input rate, trimmed
 to the input's length.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence, overload
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -157,9 +159,7 @@ def _forward_stream(
             stop = min(frames, start + chunk_size)
             y, state = step(x[:, start:stop], knobs, state)
             if tuple(y.shape) != (batch, stop - start):
-                raise RenderError(
-                    f"model returned shape {tuple(y.shape)} for input {(batch, stop - start)}"
-                )
+                raise RenderError(f"model returned shape {tuple(y.shape)} for input {(batch, stop - start)}")
             out[:, start:stop] = y
             if on_frames is not None:
                 on_frames(stop - start)
@@ -228,21 +228,31 @@ def _finish_report(report: RenderReport, outputs: Sequence[np.ndarray], seconds_
     report.peak = float(max((np.abs(o).max() if o.size else 0.0) for o in outputs))
     report.clipped = report.peak > 1.0
     if report.clipped:
-        report.warnings.append(
-            f"output peaks at {report.peak:.3f} (above full scale); kept as float, not clipped"
-        )
+        report.warnings.append(f"output peaks at {report.peak:.3f} (above full scale); kept as float, not clipped")
 
 
 @overload
 def render(
-    model: EffectModel, audio: np.ndarray, sample_rate: int, *, knobs: dict[str, float] | None = ...,
-    chunk_size: int = ..., progress: Progress | None = ..., parallel: bool = ...,
+    model: EffectModel,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    knobs: dict[str, float] | None = ...,
+    chunk_size: int = ...,
+    progress: Progress | None = ...,
+    parallel: bool = ...,
     with_report: Literal[False] = ...,
 ) -> np.ndarray: ...
 @overload
 def render(
-    model: EffectModel, audio: np.ndarray, sample_rate: int, *, knobs: dict[str, float] | None = ...,
-    chunk_size: int = ..., progress: Progress | None = ..., parallel: bool = ...,
+    model: EffectModel,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    knobs: dict[str, float] | None = ...,
+    chunk_size: int = ...,
+    progress: Progress | None = ...,
+    parallel: bool = ...,
     with_report: Literal[True],
 ) -> tuple[np.ndarray, RenderReport]: ...
 
@@ -318,17 +328,35 @@ def plan_segments(frames: int, segment: int, context: int, check: int) -> list[t
 
 @overload
 def render_batch(
-    model: EffectModel, items: Sequence[np.ndarray], sample_rate: int, *,
-    knobs: dict[str, float] | None = ..., progress: Progress | None = ..., parallel: bool = ...,
-    segment_seconds: float | None = ..., warmup_seconds: float = ..., check_seconds: float = ...,
-    max_esr: float = ..., chunk_size: int | None = ..., with_report: Literal[False] = ...,
+    model: EffectModel,
+    items: Sequence[np.ndarray],
+    sample_rate: int,
+    *,
+    knobs: dict[str, float] | None = ...,
+    progress: Progress | None = ...,
+    parallel: bool = ...,
+    segment_seconds: float | None = ...,
+    warmup_seconds: float = ...,
+    check_seconds: float = ...,
+    max_esr: float = ...,
+    chunk_size: int | None = ...,
+    with_report: Literal[False] = ...,
 ) -> list[np.ndarray]: ...
 @overload
 def render_batch(
-    model: EffectModel, items: Sequence[np.ndarray], sample_rate: int, *,
-    knobs: dict[str, float] | None = ..., progress: Progress | None = ..., parallel: bool = ...,
-    segment_seconds: float | None = ..., warmup_seconds: float = ..., check_seconds: float = ...,
-    max_esr: float = ..., chunk_size: int | None = ..., with_report: Literal[True],
+    model: EffectModel,
+    items: Sequence[np.ndarray],
+    sample_rate: int,
+    *,
+    knobs: dict[str, float] | None = ...,
+    progress: Progress | None = ...,
+    parallel: bool = ...,
+    segment_seconds: float | None = ...,
+    warmup_seconds: float = ...,
+    check_seconds: float = ...,
+    max_esr: float = ...,
+    chunk_size: int | None = ...,
+    with_report: Literal[True],
 ) -> tuple[list[np.ndarray], RenderReport]: ...
 
 
@@ -387,8 +415,7 @@ def render_batch(
             context = max(context, int(round(warmup_seconds * sr)))
         check = max(1, int(round(check_seconds * sr)))
         if segment_seconds is None:
-            segment = _auto_segment(model.stateful, [s.shape[0] for s in signals], context + check,
-                                    _batch_rows(model))
+            segment = _auto_segment(model.stateful, [s.shape[0] for s in signals], context + check, _batch_rows(model))
         else:
             segment = int(round(segment_seconds * sr))
         segment = max(segment, check)

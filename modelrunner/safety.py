@@ -9,6 +9,7 @@ central directory (entry count, unpacked size, TorchScript members), and every f
 checked against a size limit. After loading, weights are checked for NaN/Inf and
 against the architecture's expected keys and shapes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,9 +52,7 @@ def max_checkpoint_bytes(max_bytes: int | None = None) -> int:
         try:
             return int(env)
         except ValueError:
-            raise CheckpointError(
-                f"MODELRUNNER_MAX_CHECKPOINT_BYTES={env!r} is not a whole number of bytes"
-            ) from None
+            raise CheckpointError(f"MODELRUNNER_MAX_CHECKPOINT_BYTES={env!r} is not a whole number of bytes") from None
     return DEFAULT_MAX_BYTES
 
 
@@ -80,9 +79,7 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_zip(
-    path: str | os.PathLike, max_bytes: int | None = None, *, data: bytes | None = None
-) -> None:
+def check_zip(path: str | os.PathLike, max_bytes: int | None = None, *, data: bytes | None = None) -> None:
     """Inspect a zip archive's central directory without unpacking anything.
 
     Refuses TorchScript archives (``constants.pkl`` or a ``code/`` folder: they carry
@@ -113,13 +110,9 @@ def check_zip(
     packed = max(len(data) if data is not None else p.stat().st_size, 1)
     limit = max_checkpoint_bytes(max_bytes)
     if unpacked > limit:
-        raise CheckpointError(
-            f"{p.name}: zip archive unpacks to {unpacked} bytes, over the {limit}-byte limit"
-        )
+        raise CheckpointError(f"{p.name}: zip archive unpacks to {unpacked} bytes, over the {limit}-byte limit")
     if unpacked > 1_000_000 and unpacked / packed > MAX_ZIP_RATIO:
-        raise CheckpointError(
-            f"{p.name}: zip archive unpacks to {unpacked / packed:.0f}x its size (zip bomb?)"
-        )
+        raise CheckpointError(f"{p.name}: zip archive unpacks to {unpacked / packed:.0f}x its size (zip bomb?)")
 
 
 def torch_load(path: str | os.PathLike, max_bytes: int | None = None) -> object:
@@ -145,8 +138,9 @@ def torch_load(path: str | os.PathLike, max_bytes: int | None = None) -> object:
         operand = next((line.strip() for line in first if line.strip().startswith("Unsupported operand")), None)
         if operand is not None:
             # torch.save writes protocol 2; other opcodes mean a plain pickle (e.g. protocol 4 framing).
-            detail = (f"pickle opcode {operand.split()[-1]} is not allowed "
-                      "(a plain pickle, not a file written by torch.save)")
+            detail = (
+                f"pickle opcode {operand.split()[-1]} is not allowed (a plain pickle, not a file written by torch.save)"
+            )
         raise CheckpointError(
             f"{p.name}: refused by the safe (weights_only) loader: {detail[:200]}. "
             "Only plain tensors and containers are accepted; save model.state_dict(), "
@@ -181,9 +175,7 @@ def load_state_dict_strict(
         if missing:
             parts.append("missing keys: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
         if unexpected:
-            parts.append(
-                "unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
-            )
+            parts.append("unexpected keys: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
         raise CheckpointError(f"{source}: weights do not match the architecture ({'; '.join(parts)})")
     converted: dict[str, torch.Tensor] = {}
     for key, ref in expected.items():
@@ -195,8 +187,7 @@ def load_state_dict_strict(
                 raise CheckpointError(f"{source}: weight {key!r} is not numeric") from None
         if tuple(value.shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"{source}: weight {key!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(ref.shape)}"
+                f"{source}: weight {key!r} has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
             )
         converted[key] = value.to(ref.dtype)
     check_finite(converted, source=source)

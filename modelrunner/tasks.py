@@ -4,6 +4,7 @@ Tasks receive row ids, never objects; the database row is the truth. JSON
 serialisation, late acknowledgement and the time limits are set in
 ``config/settings.py``.
 """
+
 from __future__ import annotations
 
 import os

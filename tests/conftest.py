@@ -1,4 +1,5 @@
 """Shared fixtures: real Celery worker processes, services required under CI, test material."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,15 @@ class Worker:
     command (e.g. ``setpriv``); ``preexec`` runs in the child before exec (resource limits).
     """
 
-    def __init__(self, env: dict[str, str], queues: str = "render,default", *, beat: bool = False,
-                 prefix: list[str] | None = None, preexec=None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        queues: str = "render,default",
+        *,
+        beat: bool = False,
+        prefix: list[str] | None = None,
+        preexec=None,
+    ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.env = env
         self.queues = queues
@@ -55,15 +63,42 @@ class Worker:
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "Worker":
-        cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "-c", "1",
-               "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
-               "-n", self.name, "-l", "INFO"]
+    def start(self, timeout: float = 90) -> Worker:
+        cmd = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            self.queues,
+            "-c",
+            "1",
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            self.name,
+            "-l",
+            "INFO",
+        ]
         if self.beat:
             schedule = Path(self.env.get("VAR_DIR", "var")) / f"beat-{self.name.split('@')[0]}"
             cmd += ["-B", "-s", str(schedule)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, preexec_fn=self.preexec)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=self.preexec,
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -201,17 +236,24 @@ def build_experiment(researcher, excerpt_files):
     """An experiment with real excerpts and real checkpoints (not rendered)."""
     from webmushra import services
 
-    def build(n_excerpts: int = 2, seconds: float = 2.0, checkpoints: tuple[str, ...] = ("ht1_lstm32.json",),
-              anchors: bool = True, config: dict | None = None):
-        exp = services.create_experiment(owner=researcher, title="Test", sample_rate=48000, anchors=anchors,
-                                         config=config or {})
+    def build(
+        n_excerpts: int = 2,
+        seconds: float = 2.0,
+        checkpoints: tuple[str, ...] = ("ht1_lstm32.json",),
+        anchors: bool = True,
+        config: dict | None = None,
+    ):
+        exp = services.create_experiment(
+            owner=researcher, title="Test", sample_rate=48000, anchors=anchors, config=config or {}
+        )
         for i in range(n_excerpts):
             dry, ref = excerpt_files(seconds=seconds, offset=i * 1.0, name=f"x{i}")
             services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
         for j, name in enumerate(checkpoints):
             ckpt = services.add_checkpoint(experiment=exp, name=name, file=fixture_path("models", "coreaudioml", name))
-            services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"Model {j + 1}",
-                                         knobs={k: 0.5 for k in ckpt.knob_names})
+            services.add_model_condition(
+                experiment=exp, checkpoint=ckpt, label=f"Model {j + 1}", knobs={k: 0.5 for k in ckpt.knob_names}
+            )
         return exp
 
     return build
@@ -230,8 +272,14 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str =
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 #: Headless Chromium on a machine with no network: no background traffic, no sandbox (root).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 
 

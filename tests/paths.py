@@ -1,4 +1,5 @@
 """Where tests find the shared public fixtures (``../shared/fixtures`` beside the checkout)."""
+
 from __future__ import annotations
 
 import os

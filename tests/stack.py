@@ -8,6 +8,7 @@ which starts the servers, exports ``CELERY_BROKER_URL`` / ``DATABASE_URL`` (and
 ``TEST_REDIS_URL`` / ``TEST_POSTGRES_URL``), runs the command and stops them again.
 Never touches the machine's own services.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,14 +64,28 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port, 15, self.proc)
         return self
@@ -113,16 +128,45 @@ class PostgresServer:
     def initdb(self) -> None:
         if self._as_other_user:
             shutil.chown(self.dir, "postgres")
-        self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust", "--no-sync",
-                   "-E", "UTF8", "--locale", "C"])
+        self._run(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ]
+        )
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if not self.data.exists():
             self.initdb()
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -F "
-                "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
-        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w",
-                   "-t", "60", "start"])
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -F "
+            "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200"
+        )
+        self._run(
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         _wait_port(self.port, 30)
         return self
 

@@ -4,6 +4,7 @@ compose.yml is read with PyYAML (merge keys resolved), the Dockerfile and nginx.
 When the `docker compose` CLI is installed, `docker compose config -q` validates the file
 against the Compose specification as well.
 """
+
 from __future__ import annotations
 
 import re
@@ -185,20 +186,38 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     for path in (COMPOSE, DOCKERFILE, NGINX):
         shutil.copy(path, project / path.name)
     shutil.copy(ENV_EXAMPLE, project / ".env")
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path),
-           "SECRET_KEY": "k" * 50, "POSTGRES_PASSWORD": "p", "ALLOWED_HOSTS": "example.org"}
-    result = subprocess.run([docker, "compose", "-f", str(project / "compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(tmp_path),
+        "SECRET_KEY": "k" * 50,
+        "POSTGRES_PASSWORD": "p",
+        "ALLOWED_HOSTS": "example.org",
+    }
+    result = subprocess.run(
+        [docker, "compose", "-f", str(project / "compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     output = result.stdout + result.stderr
-    if result.returncode != 0 and re.search(r"unknown (command|shorthand flag)|is not a docker command|"
-                                            r"Cannot connect to the Docker daemon", output):
+    if result.returncode != 0 and re.search(
+        r"unknown (command|shorthand flag)|is not a docker command|"
+        r"Cannot connect to the Docker daemon",
+        output,
+    ):
         pytest.skip("docker compose plugin not available")
     assert result.returncode == 0, output
     # The required values must really be required.
     del env["SECRET_KEY"]
     (project / ".env").write_text(ENV_EXAMPLE.read_text())
-    result = subprocess.run([docker, "compose", "-f", str(project / "compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [docker, "compose", "-f", str(project / "compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode != 0 and "SECRET_KEY" in result.stdout + result.stderr
 
 
@@ -213,13 +232,15 @@ def dockerfile() -> list[str]:
 
 
 def instructions(lines: list[str], keyword: str) -> list[str]:
-    return [line[len(keyword):].strip() for line in lines if line.split()[0].upper() == keyword]
+    return [line[len(keyword) :].strip() for line in lines if line.split()[0].upper() == keyword]
 
 
 def test_dockerfile_base_image(dockerfile: list[str]) -> None:
     args = dict(arg.split("=", 1) for arg in instructions(dockerfile, "ARG") if "=" in arg)
-    bases = [base.split()[0].replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", ""))
-             for base in instructions(dockerfile, "FROM")]
+    bases = [
+        base.split()[0].replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", ""))
+        for base in instructions(dockerfile, "FROM")
+    ]
     assert bases and all(base == "python:3.11-slim" for base in bases)
 
 
@@ -236,8 +257,9 @@ def test_dockerfile_collects_static_with_a_build_only_key(dockerfile: list[str])
     # The dummy key must not persist into the image's environment.
     assert not any("SECRET_KEY" in env for env in instructions(dockerfile, "ENV"))
     # collectstatic runs as the app user, after the USER switch.
-    assert dockerfile.index(next(l for l in dockerfile if "collectstatic" in l)) > dockerfile.index(
-        next(l for l in dockerfile if l.startswith("USER")))
+    assert dockerfile.index(next(line for line in dockerfile if "collectstatic" in line)) > dockerfile.index(
+        next(line for line in dockerfile if line.startswith("USER"))
+    )
 
 
 def test_dockerfile_environment_and_ports(dockerfile: list[str]) -> None:

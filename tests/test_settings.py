@@ -1,4 +1,5 @@
 """Settings come from the environment alone; the science packages stay free of Django."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,15 @@ print(json.dumps({
 
 
 def probe(tmp_path, **env) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
-                                                               "DEBUG", "MEDIA_ROOT", "VAR_DIR"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG", "MEDIA_ROOT", "VAR_DIR"}
+    }
     clean.update(VAR_DIR=str(tmp_path), **env)
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -68,8 +73,13 @@ def test_celery_is_configured_for_reliable_jobs(tmp_path):
 
 
 def test_urls_switch_to_postgres_and_redis_without_code_change(tmp_path):
-    s = probe(tmp_path, DATABASE_URL="postgres://u@127.0.0.1:1/none", CELERY_BROKER_URL="redis://127.0.0.1:1/0",
-              DEBUG="1", SECRET_KEY="x" * 60)
+    s = probe(
+        tmp_path,
+        DATABASE_URL="postgres://u@127.0.0.1:1/none",
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+        DEBUG="1",
+        SECRET_KEY="x" * 60,
+    )
     # Nothing listens there: only the parsed settings are checked (the suite itself runs on both).
     assert s["engine"] == "django.db.backends.postgresql"
     assert s["broker"] == "redis://127.0.0.1:1/0" and s["visibility"] > s["hard"]
@@ -77,14 +87,16 @@ def test_urls_switch_to_postgres_and_redis_without_code_change(tmp_path):
 
 
 def test_science_packages_import_nothing_from_django():
-    code = ("import sys, importlib, pkgutil\n"
-            "import modelrunner, evaluation\n"
-            "for pkg in (modelrunner, evaluation):\n"
-            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-            "        if m.name != 'modelrunner.tasks' and not m.name.endswith('__main__'):\n"
-            "            importlib.import_module(m.name)\n"
-            "bad = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))\n"
-            "print(bad)\n")
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "import modelrunner, evaluation\n"
+        "for pkg in (modelrunner, evaluation):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if m.name != 'modelrunner.tasks' and not m.name.endswith('__main__'):\n"
+        "            importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))\n"
+        "print(bad)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -92,9 +104,23 @@ def test_science_packages_import_nothing_from_django():
 
 
 def test_layout():
-    for path in ["manage.py", "config/settings.py", "config/urls.py", "config/celery.py", "config/wsgi.py",
-                 "webmushra", "modelrunner", "evaluation", "tests", "bench", "docker", "requirements.txt",
-                 "Makefile", "README.md", ".ci/run"]:
+    for path in [
+        "manage.py",
+        "config/settings.py",
+        "config/urls.py",
+        "config/celery.py",
+        "config/wsgi.py",
+        "webmushra",
+        "modelrunner",
+        "evaluation",
+        "tests",
+        "bench",
+        "docker",
+        "requirements.txt",
+        "Makefile",
+        "README.md",
+        ".ci/run",
+    ]:
         assert (REPO / path).exists(), path
     req = (REPO / "requirements.txt").read_text()
     assert "torch==2.13.0" in req

@@ -1,8 +1,18 @@
 from django.contrib import admin
 
 from .models import (
-    Checkpoint, Condition, Excerpt, Experiment, Participant, PrerenderedAudio, Rating, RenderJob, Report, Stimulus,
-    Trial, TrialResponse,
+    Checkpoint,
+    Condition,
+    Excerpt,
+    Experiment,
+    Participant,
+    PrerenderedAudio,
+    Rating,
+    RenderJob,
+    Report,
+    Stimulus,
+    Trial,
+    TrialResponse,
 )
 
 

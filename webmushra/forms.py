@@ -1,4 +1,5 @@
 """Researcher forms: they check the shape of the input; the services check its meaning."""
+
 from __future__ import annotations
 
 import json
@@ -37,19 +38,23 @@ class MultipleFileField(forms.FileField):
 
 class ExperimentForm(forms.Form):
     title = forms.CharField(max_length=200)
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                                  help_text="Shown to participants on the landing page.")
-    sample_rate = forms.TypedChoiceField(choices=SAMPLE_RATES, coerce=int, initial=48000,
-                                         help_text="Rate of the stimuli participants hear.")
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Shown to participants on the landing page."
+    )
+    sample_rate = forms.TypedChoiceField(
+        choices=SAMPLE_RATES, coerce=int, initial=48000, help_text="Rate of the stimuli participants hear."
+    )
     anchor35 = forms.BooleanField(required=False, initial=True, label="3.5 kHz low-pass anchor")
     anchor70 = forms.BooleanField(required=False, initial=True, label="7 kHz low-pass anchor")
 
 
 class ExcerptUploadForm(forms.Form):
-    dry = MultipleFileField(label="Dry inputs (WAV or FLAC)",
-                            help_text="One or more files; paired with the recordings in name order.")
-    reference = MultipleFileField(label="Device recordings (WAV or FLAC)",
-                                  help_text="The real device's output for each dry input.")
+    dry = MultipleFileField(
+        label="Dry inputs (WAV or FLAC)", help_text="One or more files; paired with the recordings in name order."
+    )
+    reference = MultipleFileField(
+        label="Device recordings (WAV or FLAC)", help_text="The real device's output for each dry input."
+    )
 
     def clean(self) -> dict:
         data = super().clean()
@@ -78,13 +83,18 @@ def excerpt_name(filename: str) -> str:
 
 class CheckpointUploadForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Empty: the file name.")
-    file = forms.FileField(label="Checkpoint file",
-                           help_text="NAM (.nam), CoreAudioML / GuitarML JSON, PyTorch Lightning (.ckpt) or a "
-                                     "native checkpoint.")
-    config = forms.FileField(required=False, label="Config file (optional)",
-                             help_text="For formats whose hyper-parameters live in a separate file.")
-    sample_rate = forms.IntegerField(required=False, min_value=8000, max_value=384000,
-                                     help_text="Only when the file does not say.")
+    file = forms.FileField(
+        label="Checkpoint file",
+        help_text="NAM (.nam), CoreAudioML / GuitarML JSON, PyTorch Lightning (.ckpt) or a native checkpoint.",
+    )
+    config = forms.FileField(
+        required=False,
+        label="Config file (optional)",
+        help_text="For formats whose hyper-parameters live in a separate file.",
+    )
+    sample_rate = forms.IntegerField(
+        required=False, min_value=8000, max_value=384000, help_text="Only when the file does not say."
+    )
 
 
 def parse_knobs(text: str) -> dict[str, float]:
@@ -151,56 +161,80 @@ class SettingsForm(forms.Form):
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), required=False)
     consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Consent text")
     estimated_minutes = forms.IntegerField(min_value=1, max_value=600, label="Estimated duration (minutes)")
-    loudness_target_lufs = forms.FloatField(required=False, min_value=-70, max_value=0,
-                                            label="Loudness target (LUFS)",
-                                            help_text="Empty: align every condition to its reference.")
-    trial_subset_size = forms.IntegerField(required=False, min_value=0, label="Trials per participant",
-                                           help_text="Empty or 0: every excerpt; otherwise a balanced subset.")
-    completion_url = forms.URLField(required=False, label="Prolific completion URL", assume_scheme="https",
-                                    help_text="Participants are sent here when they finish.")
+    loudness_target_lufs = forms.FloatField(
+        required=False,
+        min_value=-70,
+        max_value=0,
+        label="Loudness target (LUFS)",
+        help_text="Empty: align every condition to its reference.",
+    )
+    trial_subset_size = forms.IntegerField(
+        required=False,
+        min_value=0,
+        label="Trials per participant",
+        help_text="Empty or 0: every excerpt; otherwise a balanced subset.",
+    )
+    completion_url = forms.URLField(
+        required=False,
+        label="Prolific completion URL",
+        assume_scheme="https",
+        help_text="Participants are sent here when they finish.",
+    )
     completion_code = forms.CharField(required=False, max_length=32, label="Completion code")
     training = forms.BooleanField(required=False, label="Training trial before the test")
     level_setting = forms.BooleanField(required=False, label="Listening-level page")
     headphone_check = forms.BooleanField(required=False, label="Headphone screening")
-    headphone_pass_threshold = forms.FloatField(min_value=0, max_value=1, initial=5 / 6,
-                                                label="Headphone check: share of correct answers to pass")
-    headphone_trials = forms.IntegerField(min_value=1, max_value=20, initial=6,
-                                          label="Headphone check: trials per test")
+    headphone_pass_threshold = forms.FloatField(
+        min_value=0, max_value=1, initial=5 / 6, label="Headphone check: share of correct answers to pass"
+    )
+    headphone_trials = forms.IntegerField(
+        min_value=1, max_value=20, initial=6, label="Headphone check: trials per test"
+    )
     must_play_all = forms.BooleanField(required=False, label="Every signal must be played before rating")
     require_one_100 = forms.BooleanField(required=False, label="At least one signal rated 100 (BS.1534-3 §5.4)")
     only_playing_slider_moves = forms.BooleanField(required=False, label="Only the playing signal's slider moves")
-    reference_threshold = forms.FloatField(min_value=0, max_value=100, initial=90,
-                                           label="Post-screening: hidden reference rated below")
-    reference_max_fraction = forms.FloatField(min_value=0, max_value=1, initial=0.15,
-                                              label="... on more than this share of items")
-    anchor_threshold = forms.FloatField(min_value=0, max_value=100, initial=90,
-                                        label="Post-screening: 7 kHz anchor rated above")
-    anchor_max_fraction = forms.FloatField(min_value=0, max_value=1, initial=0.15,
-                                           label="... on more than this share of items")
-    questionnaire = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), required=False,
-                                    help_text=QUESTIONNAIRE_HELP)
+    reference_threshold = forms.FloatField(
+        min_value=0, max_value=100, initial=90, label="Post-screening: hidden reference rated below"
+    )
+    reference_max_fraction = forms.FloatField(
+        min_value=0, max_value=1, initial=0.15, label="... on more than this share of items"
+    )
+    anchor_threshold = forms.FloatField(
+        min_value=0, max_value=100, initial=90, label="Post-screening: 7 kHz anchor rated above"
+    )
+    anchor_max_fraction = forms.FloatField(
+        min_value=0, max_value=1, initial=0.15, label="... on more than this share of items"
+    )
+    questionnaire = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6}), required=False, help_text=QUESTIONNAIRE_HELP
+    )
 
     @classmethod
-    def for_experiment(cls, experiment: Experiment) -> "SettingsForm":
+    def for_experiment(cls, experiment: Experiment) -> SettingsForm:
         cfg = experiment.config
         hc = cfg.get("headphone_check") or {}
         rules = cfg.get("rules") or {}
         analysis = cfg.get("analysis") or {}
         initial = {
-            "title": experiment.title, "description": experiment.description,
-            "instructions": experiment.instructions, "consent_text": experiment.consent_text,
+            "title": experiment.title,
+            "description": experiment.description,
+            "instructions": experiment.instructions,
+            "consent_text": experiment.consent_text,
             "estimated_minutes": experiment.estimated_minutes,
             "loudness_target_lufs": experiment.loudness_target_lufs,
             "trial_subset_size": cfg.get("trial_subset_size") or None,
-            "completion_url": cfg.get("completion_url", ""), "completion_code": cfg.get("completion_code", ""),
-            "training": cfg.get("training", True), "level_setting": cfg.get("level_setting", True),
+            "completion_url": cfg.get("completion_url", ""),
+            "completion_code": cfg.get("completion_code", ""),
+            "training": cfg.get("training", True),
+            "level_setting": cfg.get("level_setting", True),
             "headphone_check": hc.get("enabled", False),
             "headphone_pass_threshold": hc.get("pass_threshold", 5 / 6),
             "headphone_trials": hc.get("trials_per_test", 6),
             "must_play_all": rules.get("must_play_all", RULE_DEFAULTS["must_play_all"]),
             "require_one_100": rules.get("require_one_100", RULE_DEFAULTS["require_one_100"]),
-            "only_playing_slider_moves": rules.get("only_playing_slider_moves",
-                                                   RULE_DEFAULTS["only_playing_slider_moves"]),
+            "only_playing_slider_moves": rules.get(
+                "only_playing_slider_moves", RULE_DEFAULTS["only_playing_slider_moves"]
+            ),
             "reference_threshold": analysis.get("reference_threshold", 90),
             "reference_max_fraction": analysis.get("reference_max_fraction", 0.15),
             "anchor_threshold": analysis.get("anchor_threshold", 90),
@@ -228,28 +262,50 @@ class SettingsForm(forms.Form):
             "trial_subset_size": d.get("trial_subset_size") or 0,
             "completion_url": d.get("completion_url") or "",
             "completion_code": d.get("completion_code") or "",
-            "training": d["training"], "level_setting": d["level_setting"],
-            "headphone_check": {"enabled": d["headphone_check"], "tests": ["antiphase", "huggins"],
-                                "trials_per_test": d["headphone_trials"],
-                                "pass_threshold": d["headphone_pass_threshold"]},
-            "rules": {"must_play_all": d["must_play_all"], "require_one_100": d["require_one_100"],
-                      "only_playing_slider_moves": d["only_playing_slider_moves"]},
-            "analysis": {"reference_threshold": d["reference_threshold"],
-                         "reference_max_fraction": d["reference_max_fraction"],
-                         "anchor_threshold": d["anchor_threshold"],
-                         "anchor_max_fraction": d["anchor_max_fraction"]},
+            "training": d["training"],
+            "level_setting": d["level_setting"],
+            "headphone_check": {
+                "enabled": d["headphone_check"],
+                "tests": ["antiphase", "huggins"],
+                "trials_per_test": d["headphone_trials"],
+                "pass_threshold": d["headphone_pass_threshold"],
+            },
+            "rules": {
+                "must_play_all": d["must_play_all"],
+                "require_one_100": d["require_one_100"],
+                "only_playing_slider_moves": d["only_playing_slider_moves"],
+            },
+            "analysis": {
+                "reference_threshold": d["reference_threshold"],
+                "reference_max_fraction": d["reference_max_fraction"],
+                "anchor_threshold": d["anchor_threshold"],
+                "anchor_max_fraction": d["anchor_max_fraction"],
+            },
             "questionnaire": d["questionnaire"],
         }
-        fields = {k: d[k] for k in ("title", "description", "instructions", "consent_text", "estimated_minutes",
-                                    "loudness_target_lufs")}
+        fields = {
+            k: d[k]
+            for k in (
+                "title",
+                "description",
+                "instructions",
+                "consent_text",
+                "estimated_minutes",
+                "loudness_target_lufs",
+            )
+        }
         return {"config": config, **fields}
 
 
 class WebMushraImportForm(forms.Form):
     config = forms.FileField(label="webMUSHRA config (YAML)")
-    audio = MultipleFileField(required=False, label="Audio files",
-                              help_text="Every WAV the config names (matched by file name), or one ZIP of them.")
+    audio = MultipleFileField(
+        required=False,
+        label="Audio files",
+        help_text="Every WAV the config names (matched by file name), or one ZIP of them.",
+    )
     allow_partial = forms.BooleanField(
-        required=False, label="Import the supported pages and list the others",
+        required=False,
+        label="Import the supported pages and list the others",
         help_text="Without this, a config with page types this platform does not run is refused.",
     )

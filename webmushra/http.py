@@ -3,6 +3,7 @@
 With ``SERVE_MEDIA_WITH=nginx`` the response is an ``X-Accel-Redirect`` to nginx's
 internal location; nginx then serves the bytes (Range included) with the same headers.
 """
+
 from __future__ import annotations
 
 import os

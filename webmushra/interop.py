@@ -21,6 +21,7 @@ Export writes the columns of webMUSHRA's ``service/write.php`` for mushra pages:
 rating_score, rating_time, rating_comment``, naming the hidden reference ``reference``
 and the anchors ``anchor35`` / ``anchor70`` as webMUSHRA does.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,9 +31,10 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from django.conf import settings
@@ -59,7 +61,7 @@ MUSHRA_COLUMNS_AFTER = ["trial_id", "rating_stimulus", "rating_score", "rating_t
 class ImportRefused(services.ServiceError):
     """The config uses page types this platform does not run (and partial import was not asked for)."""
 
-    def __init__(self, message: str, report: "ImportReport") -> None:
+    def __init__(self, message: str, report: ImportReport) -> None:
         super().__init__(message)
         self.report = report
 
@@ -112,7 +114,8 @@ def _refuse_aliases(text: str, source: str) -> None:
         for event in yaml.parse(text):
             if isinstance(event, yaml.AliasEvent):
                 raise services.ServiceError(
-                    f"{source}: YAML aliases (*{event.anchor}) are not accepted; write the values out")
+                    f"{source}: YAML aliases (*{event.anchor}) are not accepted; write the values out"
+                )
     except yaml.YAMLError:
         return  # a syntax error is reported by the parse below, with its line
 
@@ -172,8 +175,9 @@ def flatten_pages(pages: list, source: str = "config") -> list[Page]:
                 kind = str(item.get("type", "")).strip()
                 if not kind:
                     raise services.ServiceError(f"{source}: a page has no type ({item.get('id', 'no id')})")
-                out.append(Page(type=kind, id=str(item.get("id") or item.get("name") or kind), data=item,
-                                random_block=block))
+                out.append(
+                    Page(type=kind, id=str(item.get("id") or item.get("name") or kind), data=item, random_block=block)
+                )
             elif item is None:
                 continue
             else:
@@ -189,11 +193,19 @@ def questionnaire_from(finish: dict) -> list[dict]:
     for q in finish.get("questionnaire") or []:
         kind = QUESTION_TYPES.get(str(q.get("type", "text")))
         if kind is None:
-            raise services.ServiceError(f"finish page: questionnaire type {q.get('type')!r} of "
-                                        f"{q.get('name')!r} is not supported")
+            raise services.ServiceError(
+                f"finish page: questionnaire type {q.get('type')!r} of {q.get('name')!r} is not supported"
+            )
         options = [str(r.get("value", r.get("label", ""))) for r in q.get("response") or []]
-        fields.append({"name": str(q.get("name", "")), "label": str(q.get("label") or q.get("name", "")),
-                       "type": kind, "options": options, "required": not bool(q.get("optional", False))})
+        fields.append(
+            {
+                "name": str(q.get("name", "")),
+                "label": str(q.get("label") or q.get("name", "")),
+                "type": kind,
+                "options": options,
+                "required": not bool(q.get("optional", False)),
+            }
+        )
     return services.validate_questionnaire(fields)
 
 
@@ -216,8 +228,9 @@ def _chunks(keys: list[str], size: int) -> list[list[str]]:
 # --------------------------------------------------------------------------- importing
 
 
-def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], allow_partial: bool = False,
-                  source: str = "config") -> ImportResult:
+def import_config(
+    *, owner, text: str | bytes, resolve: Callable[[str], Path], allow_partial: bool = False, source: str = "config"
+) -> ImportResult:
     """Create experiments from a webMUSHRA config; ``resolve`` maps a config path to a local file.
 
     Nothing is left behind when any page, file or setting is refused.
@@ -227,8 +240,11 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
     report = ImportReport(test_name=str(config.get("testname") or ""), test_id=str(config.get("testId") or ""))
     report.unsupported = [(p.type, p.id) for p in pages if p.type not in SUPPORTED_PAGES]
     if report.unsupported and not allow_partial:
-        raise ImportRefused(f"{source}: unsupported page types: {report.unsupported_text()}. "
-                            "Import the supported part with partial import, or remove those pages.", report)
+        raise ImportRefused(
+            f"{source}: unsupported page types: {report.unsupported_text()}. "
+            "Import the supported part with partial import, or remove those pages.",
+            report,
+        )
     mushra = [p for p in pages if p.type == "mushra"]
     if not mushra:
         raise ImportRefused(f"{source}: no mushra page to import", report)
@@ -244,8 +260,10 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
     if random_blocks:
         report.notes.append("Random blocks recorded; here every participant gets every trial in a random order.")
     elif len(mushra) > 1:
-        report.notes.append("webMUSHRA shows these pages in a fixed order; here trial order is randomised "
-                            "per participant (ITU-R BS.1534-3 §5.2).")
+        report.notes.append(
+            "webMUSHRA shows these pages in a fixed order; here trial order is randomised "
+            "per participant (ITU-R BS.1534-3 §5.2)."
+        )
     for p in mushra:
         ignored = [k for k in ("showConditionNames",) if p.data.get(k)]
         if ignored:
@@ -266,19 +284,34 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
         groups.setdefault(key, []).append(p)
 
     base_config = {
-        "questionnaire": questionnaire, "training": False, "level_setting": volume,
-        "pages": [{"id": p.id, "type": p.type, "name": str(p.data.get("name") or ""),
-                   "content": str(p.data.get("content") or "")} for p in pages if p.type in ("generic", "consent")],
-        "webmushra": {"testId": report.test_id, "testname": report.test_name,
-                      "page_order": [p.id for p in pages], "random_blocks": list(random_blocks.values()),
-                      "skipped": [{"type": t, "id": i} for t, i in report.unsupported]},
+        "questionnaire": questionnaire,
+        "training": False,
+        "level_setting": volume,
+        "pages": [
+            {
+                "id": p.id,
+                "type": p.type,
+                "name": str(p.data.get("name") or ""),
+                "content": str(p.data.get("content") or ""),
+            }
+            for p in pages
+            if p.type in ("generic", "consent")
+        ],
+        "webmushra": {
+            "testId": report.test_id,
+            "testname": report.test_name,
+            "page_order": [p.id for p in pages],
+            "random_blocks": list(random_blocks.values()),
+            "skipped": [{"type": t, "id": i} for t, i in report.unsupported],
+        },
     }
     if finish and finish.data.get("content"):
         base_config["finish_text"] = _text(finish.data["content"])
     title = report.test_name or report.test_id or Path(source).stem
     description = _text(generic[0].data.get("content")) if generic else ""
-    instructions = "\n\n".join(_text(p.data.get("content")) for p in generic[1:] if p.data.get("content")) \
-        or _text(mushra[0].data.get("content"))
+    instructions = "\n\n".join(_text(p.data.get("content")) for p in generic[1:] if p.data.get("content")) or _text(
+        mushra[0].data.get("content")
+    )
     consent_text = "\n\n".join(_text(p.data.get("content")) for p in consent)
 
     stored: list[str] = []
@@ -290,11 +323,23 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
                 fixed = 1 + int(a35) + int(a70)
                 for chunk in _chunks(list(keys), MAX_SIGNALS_PER_TRIAL - fixed):
                     part += 1
-                    experiments.append(_build_experiment(
-                        owner=owner, title=title, part=part, chunk=chunk, anchors=(a35, a70), pages=group_pages,
-                        resolve=resolve, source=source, description=description, instructions=instructions,
-                        consent_text=consent_text, config=base_config, stored=stored,
-                    ))
+                    experiments.append(
+                        _build_experiment(
+                            owner=owner,
+                            title=title,
+                            part=part,
+                            chunk=chunk,
+                            anchors=(a35, a70),
+                            pages=group_pages,
+                            resolve=resolve,
+                            source=source,
+                            description=description,
+                            instructions=instructions,
+                            consent_text=consent_text,
+                            config=base_config,
+                            stored=stored,
+                        )
+                    )
                 if len(keys) + fixed > MAX_SIGNALS_PER_TRIAL:
                     report.notes.append(
                         f"pages {', '.join(p.id for p in group_pages)}: {len(keys) + fixed} signals per trial exceed "
@@ -306,8 +351,9 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
                 for i, e in enumerate(experiments, start=1):
                     e.config = {**e.config, "block": i, "block_of": root.pk}
                     e.save(update_fields=["config"])
-                report.notes.append(f"The pages differ in their signals, so they became {len(experiments)} linked "
-                                    "experiments (blocks).")
+                report.notes.append(
+                    f"The pages differ in their signals, so they became {len(experiments)} linked experiments (blocks)."
+                )
             for e in experiments:
                 e.config = {**e.config, "import_notes": report.lines()}
                 e.save(update_fields=["config"])
@@ -322,9 +368,22 @@ def import_config(*, owner, text: str | bytes, resolve: Callable[[str], Path], a
     return ImportResult(experiments=experiments, report=report)
 
 
-def _build_experiment(*, owner, title: str, part: int, chunk: list[str], anchors: tuple[bool, bool],
-                      pages: list[Page], resolve: Callable[[str], Path], source: str, description: str,
-                      instructions: str, consent_text: str, config: dict, stored: list[str]) -> Experiment:
+def _build_experiment(
+    *,
+    owner,
+    title: str,
+    part: int,
+    chunk: list[str],
+    anchors: tuple[bool, bool],
+    pages: list[Page],
+    resolve: Callable[[str], Path],
+    source: str,
+    description: str,
+    instructions: str,
+    consent_text: str,
+    config: dict,
+    stored: list[str],
+) -> Experiment:
     from modelrunner.audio import read_audio
     from modelrunner.errors import ModelRunnerError
 
@@ -334,8 +393,13 @@ def _build_experiment(*, owner, title: str, part: int, chunk: list[str], anchors
     except ModelRunnerError as exc:
         raise services.ServiceError(f"{pages[0].data['reference']}: {exc}") from None
     experiment = services.create_experiment(
-        owner=owner, title=(title if part == 1 else f"{title} — part {part}")[:200], sample_rate=sample_rate,
-        description=description, anchors=False, instructions=instructions, consent_text=consent_text,
+        owner=owner,
+        title=(title if part == 1 else f"{title} — part {part}")[:200],
+        sample_rate=sample_rate,
+        description=description,
+        anchors=False,
+        instructions=instructions,
+        consent_text=consent_text,
         config=dict(config),
     )
     services.set_anchors(experiment=experiment, anchor35=anchors[0], anchor70=anchors[1])
@@ -364,8 +428,9 @@ def _resolve(resolve: Callable[[str], Path], name: Any, page: Page, source: str)
         raise services.ServiceError(f"{source}: {text} (page {page.id!r}) points outside the config's folder")
     path = resolve(text)
     if path is None or not Path(path).is_file():
-        raise services.ServiceError(f"{source}: {str(name).strip()} (page {page.id!r}) was not found among the "
-                                    "audio files")
+        raise services.ServiceError(
+            f"{source}: {str(name).strip()} (page {page.id!r}) was not found among the audio files"
+        )
     return Path(path)
 
 
@@ -388,13 +453,18 @@ def directory_resolver(config_path: Path, root: Path | None = None) -> Callable[
     return resolve
 
 
-def import_directory(*, owner, config_path: str | os.PathLike, root: str | os.PathLike | None = None,
-                     allow_partial: bool = False) -> ImportResult:
+def import_directory(
+    *, owner, config_path: str | os.PathLike, root: str | os.PathLike | None = None, allow_partial: bool = False
+) -> ImportResult:
     """Import a webMUSHRA config from disk (audio paths as in the config)."""
     config_path = Path(config_path)
-    return import_config(owner=owner, text=config_path.read_bytes(), allow_partial=allow_partial,
-                         resolve=directory_resolver(config_path, Path(root) if root else None),
-                         source=config_path.name)
+    return import_config(
+        owner=owner,
+        text=config_path.read_bytes(),
+        allow_partial=allow_partial,
+        resolve=directory_resolver(config_path, Path(root) if root else None),
+        source=config_path.name,
+    )
 
 
 def import_uploads(*, owner, config, audio: list, allow_partial: bool = False) -> ImportResult:
@@ -418,8 +488,9 @@ def import_uploads(*, owner, config, audio: list, allow_partial: bool = False) -
             name = Path(path).name
             return by_name.get(name) or next((p for n, p in by_name.items() if n.lower() == name.lower()), None)
 
-        return import_config(owner=owner, text=text, resolve=resolve, allow_partial=allow_partial,
-                             source=Path(config.name).name)
+        return import_config(
+            owner=owner, text=text, resolve=resolve, allow_partial=allow_partial, source=Path(config.name).name
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -468,9 +539,14 @@ def mushra_csv(experiment: Experiment) -> str:
     for r in ratings:
         answers = r.participant.questionnaire or {}
         writer.writerow(
-            [test_id, f"P{r.participant_id}"] + [answers.get(q, "") for q in questions]
-            + [r.trial.excerpt.name, stimulus_name(r.condition), r.score,
-               (r.response.telemetry or {}).get("time_on_page_ms", ""), ""]
+            [test_id, f"P{r.participant_id}"]
+            + [answers.get(q, "") for q in questions]
+            + [
+                r.trial.excerpt.name,
+                stimulus_name(r.condition),
+                r.score,
+                (r.response.telemetry or {}).get("time_on_page_ms", ""),
+                "",
+            ]
         )
     return buf.getvalue()
-

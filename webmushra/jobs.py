@@ -4,6 +4,7 @@ Called by the Celery tasks in ``modelrunner/tasks.py``. Every file is written to
 temporary name and renamed into place (``modelrunner.audio.write_wav``), so a rerun
 after a crash is harmless and no half-written stimulus is ever served.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,9 @@ def run_job(job_id: int) -> str:
         return "failed"
     except OSError as exc:
         # Disk full, permissions: say so plainly; nothing was renamed into place.
-        services.fail_job(claim=claim, error=f"could not write the result: {exc.strerror or exc} ({exc.filename or ''})")
+        services.fail_job(
+            claim=claim, error=f"could not write the result: {exc.strerror or exc} ({exc.filename or ''})"
+        )
         return "failed"
     except Exception as exc:  # an unexpected bug: keep the trace for the operator
         log.exception("render job %s failed", job_id)
@@ -115,8 +118,9 @@ def _run_model(claim: services.Claim) -> None:
     if needs["supports_lookback"] or needs["needs_lookback"] or needs["latency_samples"]:
         output, start_state = _render_with_lookback(model, job.excerpt, dry, sr, job.condition.knobs or None)
     else:
-        output = render(model, dry, sr, knobs=job.condition.knobs or None,
-                        progress=lambda p: beat(0.05 + 0.85 * float(p)))
+        output = render(
+            model, dry, sr, knobs=job.condition.knobs or None, progress=lambda p: beat(0.05 + 0.85 * float(p))
+        )
         # Recurrent and convolutional models start from silence (the streaming protocol's zero state).
         start_state = {"mode": "zero", "stateful": model.stateful, "receptive_field": model.receptive_field}
     seconds = time.perf_counter() - started
@@ -187,8 +191,19 @@ def _run_item(claim: services.Claim) -> None:
     stimuli = []
     written: list[Path] = []
     try:
-        _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, report, metrics_by_condition,
-                       info_by_condition, stimuli, written)
+        _write_stimuli(
+            conditions,
+            everything,
+            sr,
+            out_sr,
+            experiment,
+            excerpt,
+            report,
+            metrics_by_condition,
+            info_by_condition,
+            stimuli,
+            written,
+        )
         beat(0.95)
         services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
     except BaseException:
@@ -199,8 +214,19 @@ def _run_item(claim: services.Claim) -> None:
         raise
 
 
-def _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, report, metrics_by_condition,
-                   info_by_condition, stimuli, written) -> None:
+def _write_stimuli(
+    conditions,
+    everything,
+    sr,
+    out_sr,
+    experiment,
+    excerpt,
+    report,
+    metrics_by_condition,
+    info_by_condition,
+    stimuli,
+    written,
+) -> None:
     from modelrunner import loudness
     from modelrunner.audio import write_wav
     from modelrunner.render import resample
@@ -214,16 +240,24 @@ def _write_stimuli(conditions, everything, sr, out_sr, experiment, excerpt, repo
         rel = f"stimuli/e{experiment.pk}/x{excerpt.pk}_c{condition.pk}.wav"
         path = write_wav(_media(rel), audio, out_sr, subtype=STIMULUS_SUBTYPE)
         written.append(path)
-        stimuli.append({
-            "condition_id": condition.pk, "file": rel, "sample_rate": out_sr, "frames": audio.shape[0],
-            "channels": audio.shape[1], "size": path.stat().st_size,
-            "loudness_lufs": _finite(loudness.integrated_loudness(audio, out_sr)),
-            "gain_db": _gain_for(report, str(condition.pk), condition.kind),
-            "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),
-            "metrics": metrics_by_condition.get(condition.pk, {}),
-            "render_info": {**info_by_condition.get(condition.pk, {}), "loudness_gain_db": _gain_for(
-                report, str(condition.pk), condition.kind)},
-        })
+        stimuli.append(
+            {
+                "condition_id": condition.pk,
+                "file": rel,
+                "sample_rate": out_sr,
+                "frames": audio.shape[0],
+                "channels": audio.shape[1],
+                "size": path.stat().st_size,
+                "loudness_lufs": _finite(loudness.integrated_loudness(audio, out_sr)),
+                "gain_db": _gain_for(report, str(condition.pk), condition.kind),
+                "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),
+                "metrics": metrics_by_condition.get(condition.pk, {}),
+                "render_info": {
+                    **info_by_condition.get(condition.pk, {}),
+                    "loudness_gain_db": _gain_for(report, str(condition.pk), condition.kind),
+                },
+            }
+        )
     sizes = {s["size"] for s in stimuli}
     if len(sizes) != 1:
         raise ModelRunnerError(f"stimuli of one trial differ in byte length ({sorted(sizes)}); refusing to unblind")

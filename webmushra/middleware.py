@@ -5,6 +5,7 @@ blocks are ``type="application/json"``: data, never executed), so the policy for
 inline code and every other origin. It is scoped to the ``participant`` URL namespace:
 the admin and the API documentation pages load code the policy would block.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Vocabulary follows ITU-R BS.1534-3: an *excerpt* (item) is rated on one MUSHRA *
 against the open *reference*; the blinded *conditions* are the hidden reference, the
 3.5 kHz and 7 kHz low-pass *anchors* (§5.1) and the models under test.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -139,7 +140,9 @@ class Checkpoint(models.Model):
 class Condition(models.Model):
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="conditions")
     kind = models.CharField(max_length=20, choices=ConditionKind.choices)
-    checkpoint = models.ForeignKey(Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="conditions")
+    checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="conditions"
+    )
     knobs = models.JSONField(default=dict, blank=True)
     #: Used only in analysis and on training trials; never shown on test trials.
     label = models.CharField(max_length=120)
@@ -188,7 +191,9 @@ class RenderJob(models.Model):
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="render_jobs")
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    condition = models.ForeignKey(Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="render_jobs")
+    condition = models.ForeignKey(
+        Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="render_jobs"
+    )
     excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="render_jobs")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -207,7 +212,9 @@ class RenderJob(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["condition", "excerpt"], condition=Q(kind="model"), name="one_model_job_per_cell"),
+            models.UniqueConstraint(
+                fields=["condition", "excerpt"], condition=Q(kind="model"), name="one_model_job_per_cell"
+            ),
             models.UniqueConstraint(fields=["excerpt"], condition=Q(kind="item"), name="one_item_job_per_excerpt"),
         ]
 
@@ -348,8 +355,9 @@ class Report(models.Model):
         FAILED = "failed", "Failed"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="reports")
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)

@@ -11,6 +11,7 @@ a limit can be overshot by the number of requests in flight, never undershot.
 When the cache fails the request is let through and the failure logged: a broken cache
 must not stop participants from saving their ratings.
 """
+
 from __future__ import annotations
 
 import functools
@@ -116,9 +117,11 @@ def too_many(request: HttpRequest, retry_after: int, as_json: bool) -> HttpRespo
         response: HttpResponse = JsonResponse({"error": message}, status=429)
     else:
         response = HttpResponse(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Too many requests</title></head>"
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Too many requests</title></head>'
             f"<body><h1>Too many requests</h1><p>{escape(message.capitalize())}.</p></body></html>",
-            status=429, content_type="text/html; charset=utf-8")
+            status=429,
+            content_type="text/html; charset=utf-8",
+        )
     response["Retry-After"] = str(retry_after)
     response["Cache-Control"] = "no-store"
     return response
@@ -139,8 +142,9 @@ def ratelimit(group: str, methods: Iterable[str] | None = None, as_json: bool = 
             if settings.RATELIMIT_ENABLED and (counted is None or request.method in counted):
                 decision = hit(group, client_address(request))
                 if not decision.allowed:
-                    log.warning("rate limit %s exceeded by %s (%d requests)", group, client_address(request),
-                                decision.count)
+                    log.warning(
+                        "rate limit %s exceeded by %s (%d requests)", group, client_address(request), decision.count
+                    )
                     return too_many(request, decision.retry_after, as_json)
             return view(request, *args, **kwargs)
 

@@ -1,9 +1,10 @@
 """Reads: tables and summaries built from the database (no writes here)."""
+
 from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable
+from collections.abc import Iterable
 
 from django.db.models import Count, Q
 
@@ -14,9 +15,11 @@ RATING_COLUMNS = ["participant", "item", "condition", "kind", "rating", "trial_p
 
 def experiments_for(user) -> Iterable[Experiment]:
     """Experiments a researcher may see: their own and those shared with them (staff: all)."""
-    qs = Experiment.objects.all() if user.is_staff else Experiment.objects.filter(
-        Q(owner=user) | Q(shared_with=user)
-    ).distinct()
+    qs = (
+        Experiment.objects.all()
+        if user.is_staff
+        else Experiment.objects.filter(Q(owner=user) | Q(shared_with=user)).distinct()
+    )
     return qs.select_related("owner")
 
 
@@ -74,9 +77,14 @@ def render_progress(experiment: Experiment) -> dict:
         "counts": by_status,
         "jobs": [
             {
-                "id": j.pk, "kind": j.kind, "status": j.status, "progress": round(j.progress, 4),
-                "condition": j.condition.label if j.condition else None, "excerpt": j.excerpt.name,
-                "attempts": j.attempts, "error": j.error if j.status == RenderJob.Status.FAILED else "",
+                "id": j.pk,
+                "kind": j.kind,
+                "status": j.status,
+                "progress": round(j.progress, 4),
+                "condition": j.condition.label if j.condition else None,
+                "excerpt": j.excerpt.name,
+                "attempts": j.attempts,
+                "error": j.error if j.status == RenderJob.Status.FAILED else "",
             }
             for j in jobs
         ],
@@ -84,9 +92,7 @@ def render_progress(experiment: Experiment) -> dict:
 
 
 def participant_summary(experiment: Experiment) -> dict:
-    counts = dict(
-        experiment.participants.values_list("stage").annotate(n=Count("id")).values_list("stage", "n")
-    )
+    counts = dict(experiment.participants.values_list("stage").annotate(n=Count("id")).values_list("stage", "n"))
     durations = sorted(
         (p.completed_at - p.started_at).total_seconds()
         for p in experiment.participants.filter(stage=Participant.Stage.COMPLETED)
@@ -112,7 +118,9 @@ def metrics_table(experiment: Experiment) -> dict:
     for r in metrics_rows(experiment):
         if r["metric"] not in names:
             names.append(r["metric"])
-        rows.setdefault((r["condition"], r["item"]), {"condition": r["condition"], "item": r["item"]})[r["metric"]] = r["value"]
+        rows.setdefault((r["condition"], r["item"]), {"condition": r["condition"], "item": r["item"]})[r["metric"]] = r[
+            "value"
+        ]
     table = list(rows.values())
     for row in table:
         row["values"] = [row.get(m) for m in names]
@@ -126,26 +134,37 @@ def preview_items(experiment: Experiment) -> list[dict]:
     for s in stimuli:
         by_excerpt.setdefault(s.excerpt_id, []).append(s)
     return [
-        {"excerpt": x, "stimuli": sorted(by_excerpt.get(x.pk, []), key=lambda s: (s.condition.position, s.condition_id))}
+        {
+            "excerpt": x,
+            "stimuli": sorted(by_excerpt.get(x.pk, []), key=lambda s: (s.condition.position, s.condition_id)),
+        }
         for x in experiment.excerpts.all()
     ]
 
 
 def participants_detail(experiment: Experiment) -> list[dict]:
     """One row per participant: stage, times, trials answered, screening and level results."""
-    answered = dict(
-        experiment.participants.annotate(n=Count("responses")).values_list("pk", "n")
-    )
+    answered = dict(experiment.participants.annotate(n=Count("responses")).values_list("pk", "n"))
     out = []
     for p in experiment.participants.all():
         duration = (p.completed_at - p.started_at).total_seconds() if p.completed_at else None
-        out.append({
-            "id": f"P{p.pk}", "pk": p.pk, "stage": p.stage, "stage_display": p.get_stage_display(),
-            "started_at": p.started_at, "completed_at": p.completed_at, "duration_s": duration,
-            "trials_answered": answered.get(p.pk, 0), "trials_planned": len(p.plan or []),
-            "prolific_pid": p.prolific_pid, "headphone_check": p.screening, "level": p.level,
-            "questionnaire": p.questionnaire,
-        })
+        out.append(
+            {
+                "id": f"P{p.pk}",
+                "pk": p.pk,
+                "stage": p.stage,
+                "stage_display": p.get_stage_display(),
+                "started_at": p.started_at,
+                "completed_at": p.completed_at,
+                "duration_s": duration,
+                "trials_answered": answered.get(p.pk, 0),
+                "trials_planned": len(p.plan or []),
+                "prolific_pid": p.prolific_pid,
+                "headphone_check": p.screening,
+                "level": p.level,
+                "questionnaire": p.questionnaire,
+            }
+        )
     return out
 
 
@@ -162,5 +181,8 @@ def post_screening(experiment: Experiment) -> dict | None:
     analysis = experiment.config.get("analysis") or {}
     result = post_screen(pd.DataFrame(rows), Settings.from_dict(analysis) if analysis else None)
     table = result.table.astype(object).where(result.table.notna(), None)
-    return {"excluded": list(result.excluded), "rows": table.to_dict("records"),
-            "rules": {k: v for k, v in result.rules.items()}}
+    return {
+        "excluded": list(result.excluded),
+        "rows": table.to_dict("records"),
+        "rules": {k: v for k, v in result.rules.items()},
+    }

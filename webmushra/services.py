@@ -3,6 +3,7 @@
 Views, the API, management commands and Celery tasks stay thin and call these
 functions (keyword-only arguments, one transaction each).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,11 @@ import random
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -75,8 +77,9 @@ class TrialNotFound(ServiceError):
 
 
 @transaction.atomic
-def create_experiment(*, owner, title: str, sample_rate: int = 48000, description: str = "",
-                      anchors: bool = True, **fields: Any) -> Experiment:
+def create_experiment(
+    *, owner, title: str, sample_rate: int = 48000, description: str = "", anchors: bool = True, **fields: Any
+) -> Experiment:
     if not title.strip():
         raise ServiceError("title: a title is required")
     if sample_rate not in (44100, 48000, 88200, 96000):
@@ -84,10 +87,13 @@ def create_experiment(*, owner, title: str, sample_rate: int = 48000, descriptio
     experiment = Experiment.objects.create(
         owner=owner, title=title.strip(), sample_rate=sample_rate, description=description, **fields
     )
-    Condition.objects.create(experiment=experiment, kind=ConditionKind.HIDDEN_REFERENCE,
-                             label="Hidden reference", position=0)
+    Condition.objects.create(
+        experiment=experiment, kind=ConditionKind.HIDDEN_REFERENCE, label="Hidden reference", position=0
+    )
     if anchors:
-        Condition.objects.create(experiment=experiment, kind=ConditionKind.ANCHOR_35, label="Anchor 3.5 kHz", position=1)
+        Condition.objects.create(
+            experiment=experiment, kind=ConditionKind.ANCHOR_35, label="Anchor 3.5 kHz", position=1
+        )
         Condition.objects.create(experiment=experiment, kind=ConditionKind.ANCHOR_70, label="Anchor 7 kHz", position=2)
     return experiment
 
@@ -197,10 +203,15 @@ def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name:
     return ExcerptCheck(dry=dry, reference=ref, sample_rate=dry_sr, warnings=warnings)
 
 
-def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | os.PathLike,
-                reference: UploadedFile | str | os.PathLike,
-                lookback_dry: UploadedFile | str | os.PathLike | None = None,
-                lookback_reference: UploadedFile | str | os.PathLike | None = None) -> Excerpt:
+def add_excerpt(
+    *,
+    experiment: Experiment,
+    name: str,
+    dry: UploadedFile | str | os.PathLike,
+    reference: UploadedFile | str | os.PathLike,
+    lookback_dry: UploadedFile | str | os.PathLike | None = None,
+    lookback_reference: UploadedFile | str | os.PathLike | None = None,
+) -> Excerpt:
     """Validate and store an excerpt; on any problem nothing is left behind.
 
     ``lookback_dry``/``lookback_reference``: optional context recorded immediately before
@@ -224,13 +235,19 @@ def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | 
             _check_size(lbr_tmp, lbr_name)
             lookback = check_excerpt_audio(lbd_tmp, lbd_name, lbr_tmp, lbr_name)
             if lookback.sample_rate != check.sample_rate:
-                raise ServiceError(f"{lbd_name} is at {lookback.sample_rate} Hz but the excerpt is at "
-                                   f"{check.sample_rate} Hz; they must match")
+                raise ServiceError(
+                    f"{lbd_name} is at {lookback.sample_rate} Hz but the excerpt is at "
+                    f"{check.sample_rate} Hz; they must match"
+                )
         with transaction.atomic():
             excerpt = Excerpt(
-                experiment=experiment, name=(name or Path(dry_name).stem)[:200],
-                position=experiment.excerpts.count(), sample_rate=check.sample_rate,
-                frames=check.dry.shape[0], channels=check.reference.shape[1], warnings=check.warnings,
+                experiment=experiment,
+                name=(name or Path(dry_name).stem)[:200],
+                position=experiment.excerpts.count(),
+                sample_rate=check.sample_rate,
+                frames=check.dry.shape[0],
+                channels=check.reference.shape[1],
+                warnings=check.warnings,
             )
             from modelrunner.audio import write_wav
 
@@ -244,14 +261,17 @@ def add_excerpt(*, experiment: Experiment, name: str, dry: UploadedFile | str | 
                 excerpt.reference_file.save(_wav_name(ref_name), File(fh), save=False)
             guard.stored(excerpt.reference_file)
             if lookback is not None:
-                for audio, (tmp, fname), field in ((lookback.dry, lb[0], excerpt.lookback_dry_file),
-                                                    (lookback.reference, lb[1], excerpt.lookback_reference_file)):
+                for audio, (tmp, fname), field in (
+                    (lookback.dry, lb[0], excerpt.lookback_dry_file),
+                    (lookback.reference, lb[1], excerpt.lookback_reference_file),
+                ):
                     write_wav(tmp, audio, lookback.sample_rate)
                     with open(tmp, "rb") as fh:
                         field.save(_wav_name(fname), File(fh), save=False)
                     guard.stored(field)
-                excerpt.warnings = excerpt.warnings + [f"look-back: {w}" for w in lookback.warnings
-                                                       if "recommends" not in w]
+                excerpt.warnings = excerpt.warnings + [
+                    f"look-back: {w}" for w in lookback.warnings if "recommends" not in w
+                ]
             excerpt.save()
             _invalidate_renders(experiment)
         return excerpt
@@ -267,9 +287,14 @@ def _wav_name(name: str) -> str:
     return Path(name).stem[:80] + ".wav"
 
 
-def add_checkpoint(*, experiment: Experiment, name: str, file: UploadedFile | str | os.PathLike,
-                   config: UploadedFile | str | os.PathLike | None = None,
-                   sample_rate: int | None = None) -> Checkpoint:
+def add_checkpoint(
+    *,
+    experiment: Experiment,
+    name: str,
+    file: UploadedFile | str | os.PathLike,
+    config: UploadedFile | str | os.PathLike | None = None,
+    sample_rate: int | None = None,
+) -> Checkpoint:
     """Validate (safe load, architecture recognised) and store a checkpoint."""
     from modelrunner import formats
 
@@ -284,17 +309,24 @@ def add_checkpoint(*, experiment: Experiment, name: str, file: UploadedFile | st
         tmp.rename(hinted)
         tmp = hinted
         try:
-            model = formats.load(tmp, sample_rate=sample_rate, config=cfg_tmp,
-                                 max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024)
+            model = formats.load(
+                tmp, sample_rate=sample_rate, config=cfg_tmp, max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024
+            )
         except ModelRunnerError as exc:
             raise ServiceError(_upload_message(str(exc), filename, {tmp: filename, cfg_tmp: cfg_name})) from None
         sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
         summary = model.summary()
         with transaction.atomic():
             ckpt = Checkpoint(
-                experiment=experiment, name=(name or Path(filename).stem)[:200], format=model.format,
-                architecture=model.architecture[:120], summary=summary, sample_rate=model.sample_rate,
-                knob_names=list(model.knob_names), sha256=sha, size=size,
+                experiment=experiment,
+                name=(name or Path(filename).stem)[:200],
+                format=model.format,
+                architecture=model.architecture[:120],
+                summary=summary,
+                sample_rate=model.sample_rate,
+                knob_names=list(model.knob_names),
+                sha256=sha,
+                size=size,
             )
             with open(tmp, "rb") as fh:
                 ckpt.file.save(filename, File(fh), save=False)
@@ -332,8 +364,9 @@ def load_checkpoint_model(checkpoint: Checkpoint):
 
 
 @transaction.atomic
-def add_model_condition(*, experiment: Experiment, checkpoint: Checkpoint, label: str,
-                        knobs: dict[str, float] | None = None) -> Condition:
+def add_model_condition(
+    *, experiment: Experiment, checkpoint: Checkpoint, label: str, knobs: dict[str, float] | None = None
+) -> Condition:
     _require_editable(experiment)
     if checkpoint.experiment_id != experiment.pk:
         raise ServiceError("checkpoint: it belongs to another experiment")
@@ -355,8 +388,12 @@ def add_model_condition(*, experiment: Experiment, checkpoint: Checkpoint, label
             "split the models into blocks (separate experiments) instead"
         )
     condition = Condition.objects.create(
-        experiment=experiment, kind=ConditionKind.MODEL, checkpoint=checkpoint, knobs=knobs,
-        label=label, position=experiment.conditions.count(),
+        experiment=experiment,
+        kind=ConditionKind.MODEL,
+        checkpoint=checkpoint,
+        knobs=knobs,
+        label=label,
+        position=experiment.conditions.count(),
     )
     _invalidate_renders(experiment)
     return condition
@@ -373,14 +410,16 @@ def add_prerendered_condition(*, experiment: Experiment, label: str) -> Conditio
         raise ServiceError(f"label: {label!r} is already used in this experiment")
     if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
         raise ServiceError(f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3)")
-    condition = Condition.objects.create(experiment=experiment, kind=ConditionKind.PRERENDERED, label=label,
-                                         position=experiment.conditions.count())
+    condition = Condition.objects.create(
+        experiment=experiment, kind=ConditionKind.PRERENDERED, label=label, position=experiment.conditions.count()
+    )
     _invalidate_renders(experiment)
     return condition
 
 
-def add_prerendered_audio(*, condition: Condition, excerpt: Excerpt,
-                          audio: UploadedFile | str | os.PathLike) -> PrerenderedAudio:
+def add_prerendered_audio(
+    *, condition: Condition, excerpt: Excerpt, audio: UploadedFile | str | os.PathLike
+) -> PrerenderedAudio:
     """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt)."""
     from modelrunner.audio import read_audio
 
@@ -441,8 +480,7 @@ def send_on_commit(task, ids: Iterable[int]) -> None:
             try:
                 task.delay(row_id)
             except (OperationalError, OSError) as exc:
-                log.warning("broker unreachable (%s); %s row(s) stay queued for the reaper to re-send",
-                            exc, len(ids))
+                log.warning("broker unreachable (%s); %s row(s) stay queued for the reaper to re-send", exc, len(ids))
                 return
 
     transaction.on_commit(send)
@@ -476,15 +514,30 @@ def start_render(*, experiment: Experiment) -> list[RenderJob]:
     RenderJob.objects.filter(experiment=experiment).delete()
     now = timezone.now()
     model_jobs = [
-        RenderJob(experiment=experiment, kind=RenderJob.Kind.MODEL, condition=c, excerpt=x,
-                  status=RenderJob.Status.QUEUED, queued_at=now)
-        for x in excerpts for c in models
+        RenderJob(
+            experiment=experiment,
+            kind=RenderJob.Kind.MODEL,
+            condition=c,
+            excerpt=x,
+            status=RenderJob.Status.QUEUED,
+            queued_at=now,
+        )
+        for x in excerpts
+        for c in models
     ]
     RenderJob.objects.bulk_create(model_jobs)
     # With no model to render, an item job can start at once.
     item_status = RenderJob.Status.PENDING if model_jobs else RenderJob.Status.QUEUED
-    item_jobs = [RenderJob(experiment=experiment, kind=RenderJob.Kind.ITEM, excerpt=x, status=item_status,
-                           queued_at=None if model_jobs else now) for x in excerpts]
+    item_jobs = [
+        RenderJob(
+            experiment=experiment,
+            kind=RenderJob.Kind.ITEM,
+            excerpt=x,
+            status=item_status,
+            queued_at=None if model_jobs else now,
+        )
+        for x in excerpts
+    ]
     RenderJob.objects.bulk_create(item_jobs)
     experiment.status = Experiment.Status.RENDERING
     experiment.save(update_fields=["status", "updated_at"])
@@ -508,13 +561,21 @@ def claim_job(*, job_id: int, worker: str) -> Claim | None:
     now = timezone.now()
     with transaction.atomic():
         claimed = RenderJob.objects.filter(pk=job_id, status=RenderJob.Status.QUEUED).update(
-            status=RenderJob.Status.RUNNING, claim_token=token, worker=worker[:200], heartbeat=now,
-            started_at=now, attempts=F("attempts") + 1, progress=0.0, error="",
+            status=RenderJob.Status.RUNNING,
+            claim_token=token,
+            worker=worker[:200],
+            heartbeat=now,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            progress=0.0,
+            error="",
         )
     if claimed != 1:
         return None
-    return Claim(job=RenderJob.objects.select_related("experiment", "excerpt", "condition__checkpoint").get(pk=job_id),
-                 token=token)
+    return Claim(
+        job=RenderJob.objects.select_related("experiment", "excerpt", "condition__checkpoint").get(pk=job_id),
+        token=token,
+    )
 
 
 class JobLost(RuntimeError):
@@ -522,9 +583,9 @@ class JobLost(RuntimeError):
 
 
 def heartbeat(*, claim: Claim, progress: float) -> None:
-    updated = RenderJob.objects.filter(pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING).update(
-        heartbeat=timezone.now(), progress=max(0.0, min(1.0, float(progress)))
-    )
+    updated = RenderJob.objects.filter(
+        pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING
+    ).update(heartbeat=timezone.now(), progress=max(0.0, min(1.0, float(progress))))
     if updated != 1:
         raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
 
@@ -533,8 +594,14 @@ def complete_model_job(*, claim: Claim, output_file: str, report: dict) -> None:
     with transaction.atomic():
         updated = RenderJob.objects.filter(
             pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING
-        ).update(status=RenderJob.Status.DONE, progress=1.0, finished_at=timezone.now(),
-                 output_file=output_file, report=report, heartbeat=timezone.now())
+        ).update(
+            status=RenderJob.Status.DONE,
+            progress=1.0,
+            finished_at=timezone.now(),
+            output_file=output_file,
+            report=report,
+            heartbeat=timezone.now(),
+        )
         if updated != 1:
             raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
         _queue_ready_items(claim.job.excerpt_id)
@@ -542,12 +609,17 @@ def complete_model_job(*, claim: Claim, output_file: str, report: dict) -> None:
 
 def _queue_ready_items(excerpt_id: int) -> None:
     """Queue the item job of an excerpt once all its model jobs are done."""
-    if RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.MODEL).exclude(
-        status=RenderJob.Status.DONE
-    ).exists():
+    if (
+        RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.MODEL)
+        .exclude(status=RenderJob.Status.DONE)
+        .exists()
+    ):
         return
-    ids = list(RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
-                                        status=RenderJob.Status.PENDING).values_list("pk", flat=True))
+    ids = list(
+        RenderJob.objects.filter(
+            excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.PENDING
+        ).values_list("pk", flat=True)
+    )
     if ids and RenderJob.objects.filter(pk__in=ids, status=RenderJob.Status.PENDING).update(
         status=RenderJob.Status.QUEUED, queued_at=timezone.now()
     ):
@@ -564,8 +636,10 @@ def complete_item_job(*, claim: Claim, stimuli: list[dict], report: dict) -> Non
             raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
         for s in stimuli:
             Stimulus.objects.update_or_create(
-                excerpt_id=claim.job.excerpt_id, condition_id=s["condition_id"],
-                defaults={k: v for k, v in s.items() if k != "condition_id"} | {"experiment_id": claim.job.experiment_id},
+                excerpt_id=claim.job.excerpt_id,
+                condition_id=s["condition_id"],
+                defaults={k: v for k, v in s.items() if k != "condition_id"}
+                | {"experiment_id": claim.job.experiment_id},
             )
         experiment_id = claim.job.experiment_id
         if not RenderJob.objects.filter(experiment_id=experiment_id).exclude(status=RenderJob.Status.DONE).exists():
@@ -623,8 +697,10 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
         for job in stale.select_for_update(skip_locked=True):
             if job.attempts >= settings.RENDER_MAX_ATTEMPTS:
                 job.status = RenderJob.Status.FAILED
-                job.error = (f"the worker stopped answering {job.attempts} times "
-                             f"(last seen {job.worker or 'unknown'}); giving up")
+                job.error = (
+                    f"the worker stopped answering {job.attempts} times "
+                    f"(last seen {job.worker or 'unknown'}); giving up"
+                )
                 job.finished_at = now
                 job.save(update_fields=["status", "error", "finished_at"])
                 counts["failed"] += 1
@@ -632,7 +708,9 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                 job.status = RenderJob.Status.QUEUED
                 job.queued_at = now
                 job.claim_token = ""
-                job.error = f"requeued: no heartbeat from {job.worker or 'the worker'} since {job.heartbeat:%H:%M:%S} UTC"
+                job.error = (
+                    f"requeued: no heartbeat from {job.worker or 'the worker'} since {job.heartbeat:%H:%M:%S} UTC"
+                )
                 job.save(update_fields=["status", "queued_at", "claim_token", "error"])
                 _send([job.pk], job.kind)
                 counts["requeued"] += 1
@@ -644,17 +722,22 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
         from . import tasks as web_tasks
         from .models import Report
 
-        old_reports = list(Report.objects.filter(status=Report.Status.QUEUED, created_at__lt=resend_before)
-                           .values_list("pk", flat=True))
+        old_reports = list(
+            Report.objects.filter(status=Report.Status.QUEUED, created_at__lt=resend_before).values_list(
+                "pk", flat=True
+            )
+        )
         send_on_commit(web_tasks.build_report, old_reports)
         counts["reports_resent"] = len(old_reports)
         pending = RenderJob.objects.filter(kind=RenderJob.Kind.ITEM, status=RenderJob.Status.PENDING)
         for excerpt_id in set(pending.values_list("excerpt_id", flat=True)):
-            before = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
-                                              status=RenderJob.Status.QUEUED).count()
+            before = RenderJob.objects.filter(
+                excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.QUEUED
+            ).count()
             _queue_ready_items(excerpt_id)
-            after = RenderJob.objects.filter(excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM,
-                                             status=RenderJob.Status.QUEUED).count()
+            after = RenderJob.objects.filter(
+                excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.QUEUED
+            ).count()
             counts["items_queued"] += after - before
     counts["temp_files_removed"] = _sweep_temp_files(older_than=now - timedelta(hours=1))
     return counts
@@ -691,7 +774,9 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     if experiment.status == Experiment.Status.OPEN:
         return experiment
     if experiment.status not in (Experiment.Status.READY, Experiment.Status.CLOSED):
-        raise ConflictError(f"cannot open: the experiment is {experiment.get_status_display().lower()}; render it first")
+        raise ConflictError(
+            f"cannot open: the experiment is {experiment.get_status_display().lower()}; render it first"
+        )
     conditions = experiment.conditions.count()
     excerpts = list(experiment.excerpts.all())
     have = Stimulus.objects.filter(experiment=experiment).count()
@@ -703,7 +788,9 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     for i, excerpt in enumerate(excerpts):
         Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i})
         if excerpt.pk in training_excerpt_ids:
-            Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i})
+            Trial.objects.get_or_create(
+                experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i}
+            )
     experiment.status = Experiment.Status.OPEN
     experiment.opened_at = experiment.opened_at or timezone.now()
     experiment.save(update_fields=["status", "opened_at", "updated_at"])
@@ -729,7 +816,9 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
     if 0 < subset < len(trials):
         # Balanced subset: the items least used so far first, ties broken at random.
         counts = {t: 0 for t in trials}
-        for plan in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list("plan", flat=True):
+        for plan in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list(
+            "plan", flat=True
+        ):
             for entry in plan:
                 if entry.get("trial") in counts and not entry.get("training"):
                     counts[entry["trial"]] += 1
@@ -749,8 +838,9 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
 
 
 @transaction.atomic
-def start_participant(*, experiment: Experiment, prolific_pid: str = "", study_id: str = "",
-                      session_id: str = "", user_agent: str = "") -> Participant:
+def start_participant(
+    *, experiment: Experiment, prolific_pid: str = "", study_id: str = "", session_id: str = "", user_agent: str = ""
+) -> Participant:
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status != Experiment.Status.OPEN:
         raise ConflictError("this listening test is not open")
@@ -760,8 +850,12 @@ def start_participant(*, experiment: Experiment, prolific_pid: str = "", study_i
             return existing
     rng = random.Random(secrets.randbits(64))
     participant = Participant.objects.create(
-        experiment=experiment, prolific_pid=prolific_pid[:64], prolific_study_id=study_id[:64],
-        prolific_session_id=session_id[:64], user_agent=user_agent[:400], plan=_make_plan(experiment, rng),
+        experiment=experiment,
+        prolific_pid=prolific_pid[:64],
+        prolific_study_id=study_id[:64],
+        prolific_session_id=session_id[:64],
+        user_agent=user_agent[:400],
+        plan=_make_plan(experiment, rng),
     )
     stimuli = Stimulus.objects.filter(experiment=experiment)
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
@@ -789,8 +883,13 @@ def give_consent(*, participant: Participant, agreed: bool) -> Participant:
 
 
 #: Defaults of the headphone check (Woods et al. 2017; Milne et al. 2021 use 6 trials, pass at 5).
-HEADPHONE_DEFAULTS = {"enabled": False, "tests": ["antiphase", "huggins"], "trials_per_test": 6,
-                      "pass_threshold": 5 / 6, "require": "all"}
+HEADPHONE_DEFAULTS = {
+    "enabled": False,
+    "tests": ["antiphase", "huggins"],
+    "trials_per_test": 6,
+    "pass_threshold": 5 / 6,
+    "require": "all",
+}
 
 
 def headphone_settings(experiment: Experiment) -> dict:
@@ -805,8 +904,11 @@ def headphone_trials(*, participant: Participant) -> list[dict]:
         if not trials:
             cfg = headphone_settings(participant.experiment)
             rng = random.Random(secrets.randbits(64))
-            trials = [{"test": test, "target": rng.randint(1, 3), "seed": rng.randrange(2**31)}
-                      for test in cfg["tests"] for _ in range(int(cfg["trials_per_test"]))]
+            trials = [
+                {"test": test, "target": rng.randint(1, 3), "seed": rng.randrange(2**31)}
+                for test in cfg["tests"]
+                for _ in range(int(cfg["trials_per_test"]))
+            ]
             participant.screening = {**participant.screening, "trials": trials}
             participant.save(update_fields=["screening"])
     return trials
@@ -833,8 +935,9 @@ def score_headphone_check(*, participant: Participant, answers: list[dict]) -> P
         return participant
     trials = participant.screening.get("trials") or []
     if not isinstance(answers, list) or len(answers) != len(trials):
-        raise ServiceError(f"answers: expected {len(trials)} answers, got "
-                           f"{len(answers) if isinstance(answers, list) else 'none'}")
+        raise ServiceError(
+            f"answers: expected {len(trials)} answers, got {len(answers) if isinstance(answers, list) else 'none'}"
+        )
     cfg = headphone_settings(participant.experiment)
     per_test: dict[str, list[bool]] = {}
     for i, (trial, answer) in enumerate(zip(trials, answers)):
@@ -845,9 +948,15 @@ def score_headphone_check(*, participant: Participant, answers: list[dict]) -> P
     scores = {test: sum(ok) / len(ok) for test, ok in per_test.items()}
     passed_tests = {test: score >= cfg["pass_threshold"] - 1e-9 for test, score in scores.items()}
     passed = all(passed_tests.values()) if cfg["require"] == "all" else any(passed_tests.values())
-    participant.screening = {**participant.screening, "answers": answers, "scores": scores,
-                             "passed_tests": passed_tests, "passed": passed, "threshold": cfg["pass_threshold"],
-                             "scored_at": timezone.now().isoformat()}
+    participant.screening = {
+        **participant.screening,
+        "answers": answers,
+        "scores": scores,
+        "passed_tests": passed_tests,
+        "passed": passed,
+        "threshold": cfg["pass_threshold"],
+        "scored_at": timezone.now().isoformat(),
+    }
     participant.stage = _stage_after_screening(participant) if passed else Participant.Stage.SCREENED_OUT
     participant.save(update_fields=["screening", "stage"])
     return participant
@@ -886,8 +995,15 @@ class SaveResult:
     participant: Participant
 
 
-def submit_trial(*, participant: Participant | None = None, token: str | None = None, index: int,
-                 idempotency_key: str, ratings: dict[str, Any], telemetry: dict | None = None) -> SaveResult:
+def submit_trial(
+    *,
+    participant: Participant | None = None,
+    token: str | None = None,
+    index: int,
+    idempotency_key: str,
+    ratings: dict[str, Any],
+    telemetry: dict | None = None,
+) -> SaveResult:
     """Store one trial's ratings in one transaction; a replay of the same key is a no-op.
 
     The participant is given as an instance or by ``token`` (``Participant.DoesNotExist``
@@ -928,19 +1044,33 @@ def submit_trial(*, participant: Participant | None = None, token: str | None = 
             if not (0 <= value <= 100):
                 raise ServiceError(f"ratings: the score of {key} ({value}) is outside 0..100")
             scores[keys[key]] = int(round(value))
-        response = TrialResponse.objects.create(participant=participant, trial_id=entry["trial"],
-                                                idempotency_key=idempotency_key, telemetry=telemetry or {})
+        response = TrialResponse.objects.create(
+            participant=participant, trial_id=entry["trial"], idempotency_key=idempotency_key, telemetry=telemetry or {}
+        )
         if not entry.get("training"):
-            Rating.objects.bulk_create([
-                Rating(participant=participant, trial_id=entry["trial"], condition_id=cid, score=score, response=response)
-                for cid, score in scores.items()
-            ])
+            Rating.objects.bulk_create(
+                [
+                    Rating(
+                        participant=participant,
+                        trial_id=entry["trial"],
+                        condition_id=cid,
+                        score=score,
+                        response=response,
+                    )
+                    for cid, score in scores.items()
+                ]
+            )
         nxt = _first_unsaved(participant, {**saved, entry["trial"]: idempotency_key})
         if nxt is None:
-            participant.stage = Participant.Stage.QUESTIONNAIRE if participant.experiment.config.get(
-                "questionnaire", [{"name": "comment"}]) else Participant.Stage.COMPLETED
+            participant.stage = (
+                Participant.Stage.QUESTIONNAIRE
+                if participant.experiment.config.get("questionnaire", [{"name": "comment"}])
+                else Participant.Stage.COMPLETED
+            )
         else:
-            participant.stage = Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
+            participant.stage = (
+                Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
+            )
         if participant.stage == Participant.Stage.COMPLETED:
             _complete(participant)
         participant.save(update_fields=["stage", "completed_at", "completion_code"])
@@ -974,8 +1104,7 @@ def submit_questionnaire(*, participant: Participant, answers: dict[str, str]) -
 #: Questionnaire field types the participant pages can render.
 QUESTION_TYPES = ("text", "number", "textarea", "select")
 #: Experiment fields a researcher edits on the settings page (besides ``config``).
-SETTINGS_FIELDS = ("title", "description", "instructions", "consent_text", "estimated_minutes",
-                   "loudness_target_lufs")
+SETTINGS_FIELDS = ("title", "description", "instructions", "consent_text", "estimated_minutes", "loudness_target_lufs")
 HEADPHONE_TESTS = ("antiphase", "huggins")
 
 
@@ -996,14 +1125,23 @@ def validate_questionnaire(fields: Any) -> list[dict]:
         seen.add(name)
         kind = str(field.get("type", "text"))
         if kind not in QUESTION_TYPES:
-            raise ServiceError(f"questionnaire: field {name!r} has type {kind!r}; use one of {', '.join(QUESTION_TYPES)}")
+            raise ServiceError(
+                f"questionnaire: field {name!r} has type {kind!r}; use one of {', '.join(QUESTION_TYPES)}"
+            )
         options = field.get("options") or []
         if not isinstance(options, list) or not all(isinstance(o, (str, int, float)) for o in options):
             raise ServiceError(f"questionnaire: the options of {name!r} must be a list of texts")
         if kind == "select" and not options:
             raise ServiceError(f"questionnaire: the select field {name!r} needs options")
-        out.append({"name": name, "label": str(field.get("label") or name)[:200], "type": kind,
-                    "options": [str(o) for o in options], "required": bool(field.get("required", False))})
+        out.append(
+            {
+                "name": name,
+                "label": str(field.get("label") or name)[:200],
+                "type": kind,
+                "options": [str(o) for o in options],
+                "required": bool(field.get("required", False)),
+            }
+        )
     return out
 
 
@@ -1042,8 +1180,12 @@ def validate_config(config: dict) -> dict:
             raise ServiceError("headphone_check: trials_per_test must be at least 1")
         if not 0.0 <= threshold <= 1.0:
             raise ServiceError("headphone_check: pass_threshold is a fraction between 0 and 1")
-        cfg["headphone_check"] = {"enabled": bool(hc.get("enabled", False)), "tests": list(tests),
-                                  "trials_per_test": trials, "pass_threshold": threshold}
+        cfg["headphone_check"] = {
+            "enabled": bool(hc.get("enabled", False)),
+            "tests": list(tests),
+            "trials_per_test": trials,
+            "pass_threshold": threshold,
+        }
     rules = cfg.get("rules")
     if rules is not None:
         if not isinstance(rules, dict):
@@ -1051,8 +1193,10 @@ def validate_config(config: dict) -> dict:
         unknown = sorted(set(rules) - set(RULE_DEFAULTS))
         if unknown:
             raise ServiceError(f"rules: {unknown[0]} is not a rule")
-        cfg["rules"] = {k: (bool(rules.get(k, d)) if isinstance(d, bool) else float(rules.get(k, d)))
-                        for k, d in RULE_DEFAULTS.items()}
+        cfg["rules"] = {
+            k: (bool(rules.get(k, d)) if isinstance(d, bool) else float(rules.get(k, d)))
+            for k, d in RULE_DEFAULTS.items()
+        }
         if cfg["rules"]["loop_min_seconds"] < 0.1:
             raise ServiceError("rules: loop_min_seconds must be at least 0.1 s")
     for key in ("level_setting", "training"):
@@ -1095,14 +1239,19 @@ def _reindex_conditions(experiment: Experiment) -> None:
 def set_anchors(*, experiment: Experiment, anchor35: bool, anchor70: bool) -> Experiment:
     """Switch the 3.5 kHz and 7 kHz low-pass anchors (BS.1534-3 §5.1) on or off."""
     _require_editable(experiment)
-    wanted = {ConditionKind.ANCHOR_35: (anchor35, "Anchor 3.5 kHz"), ConditionKind.ANCHOR_70: (anchor70, "Anchor 7 kHz")}
+    wanted = {
+        ConditionKind.ANCHOR_35: (anchor35, "Anchor 3.5 kHz"),
+        ConditionKind.ANCHOR_70: (anchor70, "Anchor 7 kHz"),
+    }
     changed = False
     for kind, (on, label) in wanted.items():
         existing = experiment.conditions.filter(kind=kind)
         if on and not existing.exists():
             if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
-                raise ServiceError(f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3); "
-                                   "remove a model condition before adding the anchor")
+                raise ServiceError(
+                    f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3); "
+                    "remove a model condition before adding the anchor"
+                )
             if experiment.conditions.filter(label=label).exists():
                 label = f"{label} ({kind})"
             Condition.objects.create(experiment=experiment, kind=kind, label=label, position=1)
@@ -1189,10 +1338,16 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
     kinds = set(root.conditions.values_list("kind", flat=True))
     config = {**root.config, "block": number, "block_of": root.pk}
     block = create_experiment(
-        owner=root.owner, title=f"{root.title} — block {number}"[:200], sample_rate=root.sample_rate,
-        description=root.description, anchors=False, instructions=root.instructions,
-        consent_text=root.consent_text, estimated_minutes=root.estimated_minutes,
-        loudness_target_lufs=root.loudness_target_lufs, config=config,
+        owner=root.owner,
+        title=f"{root.title} — block {number}"[:200],
+        sample_rate=root.sample_rate,
+        description=root.description,
+        anchors=False,
+        instructions=root.instructions,
+        consent_text=root.consent_text,
+        estimated_minutes=root.estimated_minutes,
+        loudness_target_lufs=root.loudness_target_lufs,
+        config=config,
     )
     block.shared_with.set(root.shared_with.all())
     for kind, label in ((ConditionKind.ANCHOR_35, "Anchor 3.5 kHz"), (ConditionKind.ANCHOR_70, "Anchor 7 kHz")):
@@ -1201,17 +1356,32 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
     guard = _FileGuard()
     try:
         for x in root.excerpts.all():
-            copy = Excerpt(experiment=block, name=x.name, position=x.position, sample_rate=x.sample_rate,
-                           frames=x.frames, channels=x.channels, warnings=x.warnings)
+            copy = Excerpt(
+                experiment=block,
+                name=x.name,
+                position=x.position,
+                sample_rate=x.sample_rate,
+                frames=x.frames,
+                channels=x.channels,
+                warnings=x.warnings,
+            )
             for field in ("dry_file", "reference_file"):
                 with getattr(x, field).open("rb") as fh:
                     getattr(copy, field).save(Path(getattr(x, field).name).name, File(fh), save=False)
                 guard.stored(getattr(copy, field))
             copy.save()
         for c in root.checkpoints.all():
-            copy = Checkpoint(experiment=block, name=c.name, format=c.format, architecture=c.architecture,
-                              summary=c.summary, sample_rate=c.sample_rate, knob_names=c.knob_names,
-                              sha256=c.sha256, size=c.size)
+            copy = Checkpoint(
+                experiment=block,
+                name=c.name,
+                format=c.format,
+                architecture=c.architecture,
+                summary=c.summary,
+                sample_rate=c.sample_rate,
+                knob_names=c.knob_names,
+                sha256=c.sha256,
+                size=c.size,
+            )
             with c.file.open("rb") as fh:
                 copy.file.save(Path(c.file.name).name, File(fh), save=False)
             guard.stored(copy.file)
@@ -1237,7 +1407,7 @@ def api_token_for(*, user, reset: bool = False) -> str:
     return token.key
 
 
-def request_report(*, experiment: Experiment, user=None) -> "Report":
+def request_report(*, experiment: Experiment, user=None) -> Report:
     """Queue a report bundle build; a build already waiting or running is returned instead."""
     from .models import Report
 
@@ -1264,8 +1434,12 @@ def build_report(*, report_id: int) -> str:
     from .selectors import metrics_rows, ratings_rows
 
     now = timezone.now()
-    if Report.objects.filter(pk=report_id, status=Report.Status.QUEUED).update(
-            status=Report.Status.RUNNING, started_at=now, progress=0.0, error="") != 1:
+    if (
+        Report.objects.filter(pk=report_id, status=Report.Status.QUEUED).update(
+            status=Report.Status.RUNNING, started_at=now, progress=0.0, error=""
+        )
+        != 1
+    ):
         return "skipped"
     report = Report.objects.select_related("experiment").get(pk=report_id)
     experiment = report.experiment
@@ -1298,16 +1472,23 @@ def build_report(*, report_id: int) -> str:
         final = out_root / f"{stem}.zip"
         os.replace(archive, final)
         Report.objects.filter(pk=report_id).update(
-            status=Report.Status.DONE, progress=1.0, finished_at=timezone.now(),
+            status=Report.Status.DONE,
+            progress=1.0,
+            finished_at=timezone.now(),
             file=str(final.relative_to(settings.MEDIA_ROOT)),
-            summary=_json_safe({"files": sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()),
-                                "result": summary.get("stats", {}) if isinstance(summary, dict) else {}}),
+            summary=_json_safe(
+                {
+                    "files": sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()),
+                    "result": summary.get("stats", {}) if isinstance(summary, dict) else {},
+                }
+            ),
         )
         return "done"
     except Exception as exc:  # the row shows the researcher what went wrong
         log.exception("report %s failed", report_id)
-        Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, finished_at=timezone.now(),
-                                                   error=f"{type(exc).__name__}: {exc}"[:4000])
+        Report.objects.filter(pk=report_id).update(
+            status=Report.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:4000]
+        )
         return "failed"
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,5 @@
 """Celery tasks of the web app (the render tasks live in ``modelrunner/tasks.py``)."""
+
 from __future__ import annotations
 
 from celery import shared_task

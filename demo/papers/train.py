@@ -15,6 +15,7 @@ Tiny models, a few hundred optimiser steps each, one CPU thread, fixed seeds: th
 is that the files are real training output of each architecture, not that they sound
 like the pedal. Run time is about two minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,38 @@ GAINS = (0.2, 0.5, 0.8)
 OUT = Path(__file__).resolve().parent / "checkpoints"
 
 SPTMOD_PARAMS = {
-    "input_channels": 1, "sidechain_channels": 0, "n_params": 1,
-    "s_channels_list": [6, 6], "s_kernel_size_list": [5, 5], "s_dilation_list": [1, 4],
-    "tfilm_block_size": 64, "tfilm_pooling_type": "max", "cond_size": 8, "film_hidden_neurons_list": [8],
-    "rnn_cell": "LSTM", "rnn_hidden_size": 8, "lbnet": True, "lbnet_dropout": 0.0,
-    "lbnet_dropout_full_items": False, "lbnet_linear_end": True,
-    "lbnet_out_channels_list": [8, 8], "lbnet_kernel_size_list": [9, 9], "lbnet_dilation_list": [1, 1],
-    "lbnet_stride_list": [4, 4], "lbnet_pooling_list": [4, 4], "lbnet_pooling_type": "max",
+    "input_channels": 1,
+    "sidechain_channels": 0,
+    "n_params": 1,
+    "s_channels_list": [6, 6],
+    "s_kernel_size_list": [5, 5],
+    "s_dilation_list": [1, 4],
+    "tfilm_block_size": 64,
+    "tfilm_pooling_type": "max",
+    "cond_size": 8,
+    "film_hidden_neurons_list": [8],
+    "rnn_cell": "LSTM",
+    "rnn_hidden_size": 8,
+    "lbnet": True,
+    "lbnet_dropout": 0.0,
+    "lbnet_dropout_full_items": False,
+    "lbnet_linear_end": True,
+    "lbnet_out_channels_list": [8, 8],
+    "lbnet_kernel_size_list": [9, 9],
+    "lbnet_dilation_list": [1, 1],
+    "lbnet_stride_list": [4, 4],
+    "lbnet_pooling_list": [4, 4],
+    "lbnet_pooling_type": "max",
     "lbnet_film_hidden_neurons_list": [8],
 }
-STN_PARAMS = {"state_size": 6, "hidden_size": 16, "num_layers": 2, "activation": "tanh", "readout": "linear", "step": 0.1}
+STN_PARAMS = {
+    "state_size": 6,
+    "hidden_size": 16,
+    "num_layers": 2,
+    "activation": "tanh",
+    "readout": "linear",
+    "step": 0.1,
+}
 STATEMATCH_PARAMS = {"hidden_size": 12, "init_len": 128, "encoder_hidden": 16, "encoder_uses_target": True, "skip": 1}
 ARMLP_PARAMS = {"m": 12, "hidden_sizes": [16, 16], "activation": "tanh"}
 LSTM_HIDDEN, LSTM_LIVE = 48, 12
@@ -64,15 +87,16 @@ def dataset(seconds: float = 6.0) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return torch.tensor(np.stack(xs)), torch.tensor(np.stack(ys)), torch.tensor(ks, dtype=torch.float32)
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, length: int, batch: int, context: int,
-            gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+def batches(
+    x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, length: int, batch: int, context: int, gen: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Random excerpts with ``context`` frames before them: (x_ctx, y_ctx, x, y, knobs)."""
     rows = torch.randint(0, x.shape[0], (batch,), generator=gen)
     starts = torch.randint(context, x.shape[1] - length, (batch,), generator=gen)
-    xc = torch.stack([x[r, s - context:s] for r, s in zip(rows, starts)])
-    yc = torch.stack([y[r, s - context:s] for r, s in zip(rows, starts)])
-    xs = torch.stack([x[r, s:s + length] for r, s in zip(rows, starts)])
-    ys = torch.stack([y[r, s:s + length] for r, s in zip(rows, starts)])
+    xc = torch.stack([x[r, s - context : s] for r, s in zip(rows, starts)])
+    yc = torch.stack([y[r, s - context : s] for r, s in zip(rows, starts)])
+    xs = torch.stack([x[r, s : s + length] for r, s in zip(rows, starts)])
+    ys = torch.stack([y[r, s : s + length] for r, s in zip(rows, starts)])
     return xc, yc, xs, ys, k[rows]
 
 
@@ -135,8 +159,16 @@ def train_pruned_lstm(data, out: Path, steps: int, gen: torch.Generator) -> None
     prune.custom_from_mask(model.rec, "weight_hh_l0", hh_mask * (w > threshold).float())
     fit(step, model.parameters(), steps // 3, 2e-3, "lstm-pruned")
     sd = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"epoch": 0, "global_step": steps + steps // 3, "pytorch-lightning_version": "2.4.0",
-                "state_dict": sd, "hyper_parameters": config("recurrent", params)}, out / "lstm_pruned.ckpt")
+    torch.save(
+        {
+            "epoch": 0,
+            "global_step": steps + steps // 3,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": sd,
+            "hyper_parameters": config("recurrent", params),
+        },
+        out / "lstm_pruned.ckpt",
+    )
 
 
 def train_stn(data, out: Path, steps: int, gen: torch.Generator) -> None:
@@ -186,8 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     scale = 0.1 if args.quick else 1.0
     data = dataset()
-    for fn, steps in ((train_sptmod, 150), (train_pruned_lstm, 90), (train_stn, 60),
-                      (train_statematch, 60), (train_armlp, 600)):
+    for fn, steps in (
+        (train_sptmod, 150),
+        (train_pruned_lstm, 90),
+        (train_stn, 60),
+        (train_statematch, 60),
+        (train_armlp, 600),
+    ):
         gen = torch.Generator().manual_seed(1)
         torch.manual_seed(1)
         fn(data, args.out, max(3, int(steps * scale)), gen)

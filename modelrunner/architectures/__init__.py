@@ -36,6 +36,7 @@ statematch    :class:`statematch.StateMatchingGRU` (Peussa et al.    hidden_size
 armlp         :class:`armlp.ARMLP` (autoregressive MLP)              m 16, hidden [32, 32]
 ============  =====================================================  ==================
 """
+
 from __future__ import annotations
 
 import inspect
@@ -49,14 +50,14 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from ..errors import CheckpointError
+from .armlp import ARMLP
 from .pedalnet import PedalNetWaveNet
 from .recurrent import RecurrentModel
-from .tcn import TCN
-from .wavenet import WaveNet
-from .armlp import ARMLP
 from .sptmod import SPTMod
 from .statematch import StateMatchingGRU
 from .stn import StateTrajectoryNetwork
+from .tcn import TCN
+from .wavenet import WaveNet
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "recurrent": RecurrentModel,
@@ -70,9 +71,18 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 }
 
 # Generous bounds so a hostile config cannot ask for a gigantic module.
-_MAX_INT = {"hidden_size": 4096, "num_layers": 16, "channels": 1024, "num_channels": 1024,
-            "kernel_size": 4096, "num_blocks": 64, "dilation_depth": 24, "num_repeat": 16,
-            "dilation_growth": 1 << 16, "cond_dim": 1024}
+_MAX_INT = {
+    "hidden_size": 4096,
+    "num_layers": 16,
+    "channels": 1024,
+    "num_channels": 1024,
+    "kernel_size": 4096,
+    "num_blocks": 64,
+    "dilation_depth": 24,
+    "num_repeat": 16,
+    "dilation_growth": 1 << 16,
+    "cond_dim": 1024,
+}
 
 
 def build(name: str, params: dict[str, Any] | None, num_knobs: int) -> nn.Module:
@@ -87,9 +97,15 @@ def build(name: str, params: dict[str, Any] | None, num_knobs: int) -> nn.Module
             raise CheckpointError(f"architecture {name!r} has no parameter {key!r} (accepted: {', '.join(accepted)})")
         if key in _MAX_INT:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT[key]:
-                raise CheckpointError(f"architecture {name!r}: {key}={value!r} must be a whole number in 1..{_MAX_INT[key]}")
+                raise CheckpointError(
+                    f"architecture {name!r}: {key}={value!r} must be a whole number in 1..{_MAX_INT[key]}"
+                )
         if key == "dilations" and value is not None:
-            if not isinstance(value, list) or not value or not all(isinstance(d, int) and 1 <= d <= 1 << 16 for d in value):
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(d, int) and 1 <= d <= 1 << 16 for d in value)
+            ):
                 raise CheckpointError(f"architecture {name!r}: dilations must be a non-empty list of positive integers")
     try:
         return factory(num_knobs=int(num_knobs), **params)

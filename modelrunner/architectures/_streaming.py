@@ -6,6 +6,7 @@ state between calls (the "cached padding" of Steinmetz & Reiss 2022, section 3.2
 NeuralAmpModelerCore's ring buffers). A whole-file call and any split into chunks then
 give the same output.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -95,8 +96,11 @@ class StreamingConvNet(nn.Module):
         return self._stream(self._forward, x, knobs, state)
 
     def _stream(
-        self, body: Callable[[torch.Tensor, torch.Tensor, Caches], torch.Tensor],
-        x: torch.Tensor, knobs: torch.Tensor | None, state: State | None,
+        self,
+        body: Callable[[torch.Tensor, torch.Tensor, Caches], torch.Tensor],
+        x: torch.Tensor,
+        knobs: torch.Tensor | None,
+        state: State | None,
     ) -> tuple[torch.Tensor, State]:
         """The streaming protocol around ``body`` (``_forward`` or a faster equivalent)."""
         batch = x.shape[0]

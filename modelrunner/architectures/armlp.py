@@ -10,6 +10,7 @@ once (a convolution), so the loop only does the output feedback and the later la
 ``forward(x (B, T), knobs (B, K), state) -> (y (B, T), state)``; the state is the pair
 ``(last m - 1 inputs (B, m-1), last m - 1 outputs (B, m-1))``, zeros for silence.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,11 +26,15 @@ class ARMLP(nn.Module):
 
     stateful = True
 
-    def __init__(self, num_knobs: int = 0, m: int = 16, hidden_sizes: list[int] = (32, 32), activation: str = "tanh") -> None:  # type: ignore[assignment]
+    def __init__(
+        self, num_knobs: int = 0, m: int = 16, hidden_sizes: list[int] = (32, 32), activation: str = "tanh"
+    ) -> None:  # type: ignore[assignment]
         super().__init__()
         whole_number("m", m, 4096)
-        if not isinstance(hidden_sizes, (list, tuple)) or not hidden_sizes or not all(
-            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden_sizes
+        if (
+            not isinstance(hidden_sizes, (list, tuple))
+            or not hidden_sizes
+            or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden_sizes)
         ):
             raise ValueError(f"hidden_sizes must be a non-empty list of whole numbers in 1..4096, got {hidden_sizes!r}")
         self.num_knobs = int(num_knobs)
@@ -54,15 +59,18 @@ class ARMLP(nn.Module):
     def _zero_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return like.new_zeros(batch, self.m - 1), like.new_zeros(batch, self.m - 1)
 
-    def state_after_context(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor | None, knobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def state_after_context(
+        self, x_ctx: torch.Tensor, y_ctx: torch.Tensor | None, knobs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced state: the last ``m - 1`` frames of input and of the device's output."""
         n = self.m - 1
         if y_ctx is None or x_ctx.shape[1] < n or y_ctx.shape[1] < n:
             raise ValueError(f"the look-back needs at least {n} frames of input and target")
-        return x_ctx[:, x_ctx.shape[1] - n:].clone(), y_ctx[:, y_ctx.shape[1] - n:].to(x_ctx).clone()
+        return x_ctx[:, x_ctx.shape[1] - n :].clone(), y_ctx[:, y_ctx.shape[1] - n :].to(x_ctx).clone()
 
-    def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         batch, frames = x.shape
         knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
@@ -71,7 +79,7 @@ class ARMLP(nn.Module):
             raise ValueError("state does not belong to this model or batch size")
         m = self.m
         first = self.mlp[0]
-        w_x, w_y, w_k = first.weight[:, :m], first.weight[:, m:2 * m - 1], first.weight[:, 2 * m - 1:]
+        w_x, w_y, w_k = first.weight[:, :m], first.weight[:, m : 2 * m - 1], first.weight[:, 2 * m - 1 :]
         x_hist = torch.cat([state[0].to(x), x], dim=1)
         # pre[:, :, n] = w_x @ x[n-m+1..n] + w_k @ knobs + bias, for every n at once.
         pre = F.conv1d(x_hist[:, None, :], w_x[:, None, :]) + (knobs.to(x) @ w_k.T + first.bias)[:, :, None]
@@ -86,5 +94,5 @@ class ARMLP(nn.Module):
             out[:, n] = y[:, 0]
             if m > 1:
                 y_hist = torch.cat([y_hist[:, 1:], y], dim=1)
-        new_x = x_hist[:, x_hist.shape[1] - (m - 1):] if m > 1 else x.new_zeros(batch, 0)
+        new_x = x_hist[:, x_hist.shape[1] - (m - 1) :] if m > 1 else x.new_zeros(batch, 0)
         return out, (new_x.detach().clone(), y_hist.detach().clone())

@@ -6,6 +6,7 @@ layout lives in :mod:`modelrunner.formats.nam`. WaveNet: van den Oord et al.,
 "WaveNet: a generative model for raw audio", arXiv:1609.03499 (2016), in the layer-array
 form of Atkinson's neural-amp-modeler.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,8 @@ import functools
 import torch
 from torch import nn
 
-from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation
 from .. import native
+from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation
 from .recurrent import CompiledRecurrent
 
 
@@ -60,8 +61,10 @@ class NamLSTM(CompiledRecurrent, nn.Module):
         if state is not None:
             return state
         batch = x.shape[0]
-        return (self.initial_hidden[:, None, :].expand(-1, batch, -1).contiguous(),
-                self.initial_cell[:, None, :].expand(-1, batch, -1).contiguous())
+        return (
+            self.initial_hidden[:, None, :].expand(-1, batch, -1).contiguous(),
+            self.initial_cell[:, None, :].expand(-1, batch, -1).contiguous(),
+        )
 
     def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
         return self.core, self.head, 0
@@ -215,8 +218,7 @@ class NamWaveNet(StreamingConvNet):
 
         Made once per batch size and kept while the parameters are unchanged (a render
         makes hundreds of calls with the same batch)."""
-        return native.kept(self, "_fast_cache", (batch, native.version_key([self])),
-                           lambda: self._fold_weights(batch))
+        return native.kept(self, "_fast_cache", (batch, native.version_key([self])), lambda: self._fold_weights(batch))
 
     def _fold_weights(self, batch: int) -> list[list[dict[str, torch.Tensor | bool | float]]]:
         prepared = []
@@ -233,15 +235,19 @@ class NamWaveNet(StreamingConvNet):
                     b1 = layer.layer1x1.bias
                     if folded:  # tanh(z0) = 2 sigmoid(2 z0) - 1: the 2 and the -1 go into the 1x1
                         w1, b1 = w1 * 2.0, b1 - w1.sum(dim=1)
-                    layers.append({
-                        "folded": folded,
-                        "taps": [weight[:, :, t].expand(batch, -1, -1).contiguous() for t in range(conv.kernel_size[0])],
-                        "mixer_scalar": mixer[None, :, 0, :] if mixer.shape[1] == 1 else None,
-                        "mixer": mixer[:, :, 0].expand(batch, -1, -1).contiguous() if mixer.shape[1] != 1 else None,
-                        "bias": (conv.bias * k)[None, :, None] if conv.bias is not None else None,
-                        "w1": w1.expand(batch, -1, -1).contiguous(),
-                        "b1": b1[None, :, None],
-                    })
+                    layers.append(
+                        {
+                            "folded": folded,
+                            "taps": [
+                                weight[:, :, t].expand(batch, -1, -1).contiguous() for t in range(conv.kernel_size[0])
+                            ],
+                            "mixer_scalar": mixer[None, :, 0, :] if mixer.shape[1] == 1 else None,
+                            "mixer": mixer[:, :, 0].expand(batch, -1, -1).contiguous() if mixer.shape[1] != 1 else None,
+                            "bias": (conv.bias * k)[None, :, None] if conv.bias is not None else None,
+                            "w1": w1.expand(batch, -1, -1).contiguous(),
+                            "b1": b1[None, :, None],
+                        }
+                    )
                 prepared.append(layers)
         return prepared
 

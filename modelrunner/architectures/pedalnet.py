@@ -9,6 +9,7 @@ at the start each layer hears zeros of its own input (``silence_is_input=False``
 streaming state carries each layer's last ``(kernel_size - 1) * dilation`` inputs.
 ``(B, T) -> (B, T)``; no knobs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,12 @@ class PedalNetWaveNet(StreamingConvNet):
     silence_is_input = False
 
     def __init__(
-        self, num_knobs: int = 0, num_channels: int = 16, dilation_depth: int = 8, num_repeat: int = 1, kernel_size: int = 2
+        self,
+        num_knobs: int = 0,
+        num_channels: int = 16,
+        dilation_depth: int = 8,
+        num_repeat: int = 1,
+        kernel_size: int = 2,
     ) -> None:
         super().__init__()
         if num_knobs:

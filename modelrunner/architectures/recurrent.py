@@ -6,6 +6,7 @@ the input (Wright et al., "Real-time guitar amplifier emulation with deep learni
 Applied Sciences 10(3), 2020). The parameter names (``rec.*``, ``lin.*``) are those of
 CoreAudioML's ``SimpleRNN``, so its JSON files load into this module unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,12 @@ class CompiledRecurrent:
         rnn, lin, skip = self._recurrent_parts()
         if lib is None or not native.supports(rnn):
             return None
-        packed = native.kept(self, "_packed", native.version_key([rnn, lin]),
-                             lambda: native.pack_recurrent(rnn, lin, skip, lib.rnn_vector_width()))
+        packed = native.kept(
+            self,
+            "_packed",
+            native.version_key([rnn, lin]),
+            lambda: native.pack_recurrent(rnn, lin, skip, lib.rnn_vector_width()),
+        )
         return lib, packed
 
     @property

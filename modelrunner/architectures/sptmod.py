@@ -29,6 +29,7 @@ removes the delay. ``state=None`` means zero RNN states and zero caches (silence
 :func:`initial_state_from_lookback` gives the state the reference reaches when it runs
 with ``use_spn=True`` in ``NoPadding`` mode over the look-back context.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,11 +45,29 @@ State = tuple[torch.Tensor, ...]
 
 #: Constructor arguments of the reference ``Model`` (all required there).
 REFERENCE_ARGS = (
-    "input_channels", "sidechain_channels", "n_params", "s_channels_list", "s_kernel_size_list",
-    "s_dilation_list", "tfilm_block_size", "tfilm_pooling_type", "cond_size", "film_hidden_neurons_list",
-    "rnn_cell", "rnn_hidden_size", "lbnet", "lbnet_dropout", "lbnet_dropout_full_items", "lbnet_linear_end",
-    "lbnet_out_channels_list", "lbnet_kernel_size_list", "lbnet_dilation_list", "lbnet_stride_list",
-    "lbnet_pooling_list", "lbnet_pooling_type", "lbnet_film_hidden_neurons_list",
+    "input_channels",
+    "sidechain_channels",
+    "n_params",
+    "s_channels_list",
+    "s_kernel_size_list",
+    "s_dilation_list",
+    "tfilm_block_size",
+    "tfilm_pooling_type",
+    "cond_size",
+    "film_hidden_neurons_list",
+    "rnn_cell",
+    "rnn_hidden_size",
+    "lbnet",
+    "lbnet_dropout",
+    "lbnet_dropout_full_items",
+    "lbnet_linear_end",
+    "lbnet_out_channels_list",
+    "lbnet_kernel_size_list",
+    "lbnet_dilation_list",
+    "lbnet_stride_list",
+    "lbnet_pooling_list",
+    "lbnet_pooling_type",
+    "lbnet_film_hidden_neurons_list",
 )
 
 
@@ -110,8 +129,13 @@ class LinearInterp(nn.Module):
     def __init__(self, channels: int, size_factor: int) -> None:
         super().__init__()
         self.convt = nn.ConvTranspose1d(
-            channels, channels, 2 * size_factor, stride=size_factor, padding=size_factor,
-            groups=channels, bias=False,
+            channels,
+            channels,
+            2 * size_factor,
+            stride=size_factor,
+            padding=size_factor,
+            groups=channels,
+            bias=False,
         )
         ramp = torch.arange(0, size_factor) / size_factor
         with torch.no_grad():
@@ -128,8 +152,16 @@ class LinearInterp(nn.Module):
 class TFiLM(nn.Module):
     """Pool blocks -> FiLM(controls) -> RNN per block -> interpolate (reference ``TurboCachedTFiLM``)."""
 
-    def __init__(self, in_channels: int, block_size: int, cond_dim: int, pooling_type: str, rnn_cell: str,
-                 rnn_hidden_size: int, film_hidden_neurons_list: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        block_size: int,
+        cond_dim: int,
+        pooling_type: str,
+        rnn_cell: str,
+        rnn_hidden_size: int,
+        film_hidden_neurons_list: Sequence[int] | None,
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.block_size = block_size
@@ -149,30 +181,48 @@ class TFiLM(nn.Module):
 class LookbackNetwork(nn.Module):
     """The State Prediction Network: strided convs -> PReLU -> FiLM -> pool, down to one frame."""
 
-    def __init__(self, in_channels: int, state_size: int, linear_end: bool, cond_dim: int,
-                 out_channels_list: list[int], kernel_size_list: list[int], dilation_list: list[int],
-                 stride_list: list[int], pooling_list: list[int], pooling_type: str,
-                 film_hidden_neurons_list: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        state_size: int,
+        linear_end: bool,
+        cond_dim: int,
+        out_channels_list: list[int],
+        kernel_size_list: list[int],
+        dilation_list: list[int],
+        stride_list: list[int],
+        pooling_list: list[int],
+        pooling_type: str,
+        film_hidden_neurons_list: Sequence[int] | None,
+    ) -> None:
         super().__init__()
         lists = (out_channels_list, kernel_size_list, dilation_list, stride_list, pooling_list)
         if len({len(v) for v in lists}) != 1 or not out_channels_list:
-            raise ValueError("lbnet_out_channels_list, lbnet_kernel_size_list, lbnet_dilation_list, "
-                             "lbnet_stride_list and lbnet_pooling_list must be non-empty and of equal length")
+            raise ValueError(
+                "lbnet_out_channels_list, lbnet_kernel_size_list, lbnet_dilation_list, "
+                "lbnet_stride_list and lbnet_pooling_list must be non-empty and of equal length"
+            )
         self.out_channels_list = list(out_channels_list)
         self.expected_input_length = lookback_length(kernel_size_list, dilation_list, stride_list, pooling_list)
         self.linear_end = bool(linear_end)
         if self.linear_end:
             self.linear_end_module = nn.Linear(out_channels_list[-1], state_size)
         elif out_channels_list[-1] != state_size:
-            raise ValueError(f"lbnet_out_channels_list[-1]={out_channels_list[-1]} must equal the total RNN "
-                             f"state size {state_size} when lbnet_linear_end is false")
+            raise ValueError(
+                f"lbnet_out_channels_list[-1]={out_channels_list[-1]} must equal the total RNN "
+                f"state size {state_size} when lbnet_linear_end is false"
+            )
         self.convs = nn.ModuleList(
             nn.Conv1d(i, o, k, stride=s, dilation=d)
-            for i, o, k, s, d in zip([in_channels] + out_channels_list[:-1], out_channels_list,
-                                     kernel_size_list, stride_list, dilation_list)
+            for i, o, k, s, d in zip(
+                [in_channels] + out_channels_list[:-1], out_channels_list, kernel_size_list, stride_list, dilation_list
+            )
         )
-        self.films = (nn.ModuleList(_film_mlp(cond_dim, film_hidden_neurons_list, 2 * c) for c in out_channels_list)
-                      if cond_dim > 0 else None)
+        self.films = (
+            nn.ModuleList(_film_mlp(cond_dim, film_hidden_neurons_list, 2 * c) for c in out_channels_list)
+            if cond_dim > 0
+            else None
+        )
         self.acts = nn.ModuleList(nn.PReLU(o) for o in out_channels_list)
         pool = nn.MaxPool1d if pooling_type == "max" else nn.AvgPool1d
         self.pools = nn.ModuleList(pool(p) for p in pooling_list)
@@ -189,8 +239,12 @@ class LookbackNetwork(nn.Module):
         return self.linear_end_module(v) if self.linear_end else v
 
 
-def lookback_length(kernel_size_list: Sequence[int], dilation_list: Sequence[int],
-                    stride_list: Sequence[int], pooling_list: Sequence[int]) -> int:
+def lookback_length(
+    kernel_size_list: Sequence[int],
+    dilation_list: Sequence[int],
+    stride_list: Sequence[int],
+    pooling_list: Sequence[int],
+) -> int:
     """Input frames the State Prediction Network reduces to exactly one frame."""
     n = 1
     for k, d, s, p in list(zip(kernel_size_list, dilation_list, stride_list, pooling_list))[::-1]:
@@ -240,8 +294,10 @@ class SPTMod(nn.Module):
     ) -> None:
         super().__init__()
         if input_channels != 1 or sidechain_channels != 0:
-            raise ValueError(f"only mono effects load: input_channels must be 1 and sidechain_channels 0 "
-                             f"(got {input_channels!r} and {sidechain_channels!r})")
+            raise ValueError(
+                f"only mono effects load: input_channels must be 1 and sidechain_channels 0 "
+                f"(got {input_channels!r} and {sidechain_channels!r})"
+            )
         if n_params is None:
             n_params = num_knobs
         if n_params != num_knobs:
@@ -250,7 +306,9 @@ class SPTMod(nn.Module):
         kernels = _int_list("s_kernel_size_list", s_kernel_size_list)
         dils = _int_list("s_dilation_list", s_dilation_list)
         if not chans or not len(chans) == len(kernels) == len(dils):
-            raise ValueError("s_channels_list, s_kernel_size_list and s_dilation_list must be non-empty and of equal length")
+            raise ValueError(
+                "s_channels_list, s_kernel_size_list and s_dilation_list must be non-empty and of equal length"
+            )
         whole_number("tfilm_block_size", tfilm_block_size, 1 << 16)
         for name, value in (("tfilm_pooling_type", tfilm_pooling_type), ("lbnet_pooling_type", lbnet_pooling_type)):
             if value not in ("max", "avg"):
@@ -260,8 +318,10 @@ class SPTMod(nn.Module):
         whole_number("rnn_hidden_size", rnn_hidden_size, 4096)
         if cond_size is not None and (not isinstance(cond_size, int) or not 1 <= cond_size <= 4096):
             raise ValueError(f"cond_size must be null or a whole number in 1..4096, got {cond_size!r}")
-        for name, value in (("film_hidden_neurons_list", film_hidden_neurons_list),
-                            ("lbnet_film_hidden_neurons_list", lbnet_film_hidden_neurons_list)):
+        for name, value in (
+            ("film_hidden_neurons_list", film_hidden_neurons_list),
+            ("lbnet_film_hidden_neurons_list", lbnet_film_hidden_neurons_list),
+        ):
             if value is not None and value and value[0]:
                 _int_list(name, value)
         self.input_channels = 1
@@ -273,33 +333,55 @@ class SPTMod(nn.Module):
         self.state_size = (2 if rnn_cell == "LSTM" else 1) * self.rnn_hidden_size
         self.s_channels_list = chans
         self.s_convs = nn.ModuleList(
-            CachedConv1d(1 if i == 0 else chans[i - 1], c, k, d) for i, (c, k, d) in enumerate(zip(chans, kernels, dils))
+            CachedConv1d(1 if i == 0 else chans[i - 1], c, k, d)
+            for i, (c, k, d) in enumerate(zip(chans, kernels, dils))
         )
         self.s_conv11f = nn.ModuleList(nn.Conv1d(rnn_hidden_size, 2, 1) for _ in chans)
         self.s_conv11s = nn.ModuleList(nn.Conv1d(rnn_hidden_size, 2 * c, 1) for c in chans)
         self.condnet: nn.Module = (
-            nn.Sequential(nn.Linear(n_params, cond_size), nn.PReLU(cond_size), nn.Linear(cond_size, cond_size),
-                          nn.PReLU(cond_size), nn.Linear(cond_size, cond_size), nn.PReLU(cond_size))
-            if n_params > 0 and cond_size is not None else nn.Identity()
+            nn.Sequential(
+                nn.Linear(n_params, cond_size),
+                nn.PReLU(cond_size),
+                nn.Linear(cond_size, cond_size),
+                nn.PReLU(cond_size),
+                nn.Linear(cond_size, cond_size),
+                nn.PReLU(cond_size),
+            )
+            if n_params > 0 and cond_size is not None
+            else nn.Identity()
         )
         cond_dim = cond_size if cond_size is not None else n_params
         if n_params == 0 and cond_dim:
             raise ValueError("cond_size must be null for a model without controls (n_params 0)")
         self.s_tfilms = nn.ModuleList(
-            TFiLM(c, self.tfilm_block_size, cond_dim, tfilm_pooling_type, rnn_cell, rnn_hidden_size,
-                  film_hidden_neurons_list)
+            TFiLM(
+                c,
+                self.tfilm_block_size,
+                cond_dim,
+                tfilm_pooling_type,
+                rnn_cell,
+                rnn_hidden_size,
+                film_hidden_neurons_list,
+            )
             for c in chans
         )
         self.s_acts = nn.ModuleList(nn.PReLU(c) for c in chans)
         self.lookback_net = (
-            LookbackNetwork(2, len(chans) * self.state_size, lbnet_linear_end, cond_dim,
-                            _int_list("lbnet_out_channels_list", lbnet_out_channels_list),
-                            _int_list("lbnet_kernel_size_list", lbnet_kernel_size_list),
-                            _int_list("lbnet_dilation_list", lbnet_dilation_list),
-                            _int_list("lbnet_stride_list", lbnet_stride_list),
-                            _int_list("lbnet_pooling_list", lbnet_pooling_list),
-                            lbnet_pooling_type, lbnet_film_hidden_neurons_list)
-            if lbnet else None
+            LookbackNetwork(
+                2,
+                len(chans) * self.state_size,
+                lbnet_linear_end,
+                cond_dim,
+                _int_list("lbnet_out_channels_list", lbnet_out_channels_list),
+                _int_list("lbnet_kernel_size_list", lbnet_kernel_size_list),
+                _int_list("lbnet_dilation_list", lbnet_dilation_list),
+                _int_list("lbnet_stride_list", lbnet_stride_list),
+                _int_list("lbnet_pooling_list", lbnet_pooling_list),
+                lbnet_pooling_type,
+                lbnet_film_hidden_neurons_list,
+            )
+            if lbnet
+            else None
         )
 
     # -- facts a renderer needs ---------------------------------------------------------
@@ -334,7 +416,7 @@ class SPTMod(nn.Module):
         km[-1] = 1 + ceil(L / P)
         cmm[-1] = cma[-1] = -L + (km[-1] - 1) * P
         for j in range(N - 2, -1, -1):
-            sum_sm, sum_sa, sum_cmm = sum(sm[j + 1:]), sum(sa[j + 1:]), sum(cmm[j + 1:])
+            sum_sm, sum_sa, sum_cmm = sum(sm[j + 1 :]), sum(sa[j + 1 :]), sum(cmm[j + 1 :])
             km[j] = max(N - j + ceil((L + sum_sm + sum_cmm) / P), 1 + ceil((L + sum_sa) / P))
             cmm[j] = -L + (km[j] - (N - j)) * P - sum_sm - sum_cmm
             cma[j] = -L - sum_sa + (km[j] - 1) * P
@@ -348,15 +430,19 @@ class SPTMod(nn.Module):
     def _zero_state(self, batch: int, like: torch.Tensor) -> State:
         parts: list[torch.Tensor] = [like.new_zeros(batch, 0), like.new_zeros(batch, self.latency_samples)]
         for conv in self.s_convs:
-            parts += [like.new_zeros(batch, conv.conv.in_channels, conv.context),
-                      like.new_zeros(batch, self.state_size),
-                      like.new_zeros(batch, self.rnn_hidden_size, 1)]
+            parts += [
+                like.new_zeros(batch, conv.conv.in_channels, conv.context),
+                like.new_zeros(batch, self.state_size),
+                like.new_zeros(batch, self.rnn_hidden_size, 1),
+            ]
         return tuple(parts)
 
     def _check_state(self, state: State, batch: int) -> None:
         n = len(self.s_convs)
-        if not isinstance(state, tuple) or len(state) != 2 + 3 * n or any(
-            not isinstance(s, torch.Tensor) or s.shape[0] != batch for s in state
+        if (
+            not isinstance(state, tuple)
+            or len(state) != 2 + 3 * n
+            or any(not isinstance(s, torch.Tensor) or s.shape[0] != batch for s in state)
         ):
             raise ValueError("state does not belong to this model or batch size")
         if state[0].shape[1] + state[1].shape[1] != self.latency_samples:
@@ -366,21 +452,23 @@ class SPTMod(nn.Module):
         return self.condnet(knobs.to(like)) if self.n_params > 0 else knobs.to(like)
 
     # -- forward passes -----------------------------------------------------------------
-    def _blocks(self, x: torch.Tensor, zp: torch.Tensor, layers: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _blocks(
+        self, x: torch.Tensor, zp: torch.Tensor, layers: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Reference forward in ``CachedPadding`` mode over ``x`` ``(B, L)``, ``L`` a multiple of P."""
         va = x[:, None, :]
         vm = va
         new: list[torch.Tensor] = []
         n = len(self.s_convs)
         for j in range(n):
-            cache, rnn_state, last = layers[3 * j: 3 * j + 3]
+            cache, rnn_state, last = layers[3 * j : 3 * j + 3]
             conv = self.s_convs[j]
             full = torch.cat([cache, vm], dim=2)
             vm = self.s_acts[j](conv.conv(full))
             tf = self.s_tfilms[j]
             out, rnn_state = tf.step(vm, zp, rnn_state)
             tfilm = tf.upsample(torch.cat([last, out], dim=2))
-            new += [full[:, :, full.shape[2] - conv.context:], rnn_state, out[:, :, -1:]]
+            new += [full[:, :, full.shape[2] - conv.context :], rnn_state, out[:, :, -1:]]
             mul, plus = torch.split(self.s_conv11f[j](tfilm), 1, dim=1)
             va = va * mul + plus
             if j < n - 1:
@@ -388,7 +476,9 @@ class SPTMod(nn.Module):
                 vm = vm * mul + plus
         return va[:, 0, :], new
 
-    def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         batch, frames = x.shape
         knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:
@@ -413,13 +503,15 @@ class SPTMod(nn.Module):
         input_length, i0m, _, i0l, cmm, _ = self.calc_indices(0)
         if x_ctx.shape[1] < input_length:
             raise ValueError(f"the look-back needs at least {input_length} frames, got {x_ctx.shape[1]}")
-        x_ctx = x_ctx[:, x_ctx.shape[1] - input_length:]
+        x_ctx = x_ctx[:, x_ctx.shape[1] - input_length :]
         zp = self._zp(knobs, x_ctx)
         n, size = len(self.s_convs), self.state_size
         if self.lookback_net is not None:
             if y_ctx is None or tuple(y_ctx.shape[:1]) != (batch,) or y_ctx.shape[1] < input_length:
-                raise ValueError(f"the State Prediction Network needs {input_length} frames of target before the excerpt")
-            y_ctx = y_ctx[:, y_ctx.shape[1] - input_length:].to(x_ctx)
+                raise ValueError(
+                    f"the State Prediction Network needs {input_length} frames of target before the excerpt"
+                )
+            y_ctx = y_ctx[:, y_ctx.shape[1] - input_length :].to(x_ctx)
             stop = i0l + self.lookback_net.expected_input_length
             window = torch.stack([x_ctx[:, i0l:stop], y_ctx[:, i0l:stop]], dim=1)
             lbstate = self.lookback_net(window, zp)
@@ -430,22 +522,23 @@ class SPTMod(nn.Module):
         P = self.tfilm_block_size
         for j in range(n):
             conv = self.s_convs[j]
-            layers.append(vm[:, :, vm.shape[2] - conv.context:])
+            layers.append(vm[:, :, vm.shape[2] - conv.context :])
             vm = self.s_acts[j](conv.conv(vm))
             tf = self.s_tfilms[j]
-            out, rnn_state = tf.step(vm, zp, lbstate[:, j * size:(j + 1) * size])
+            out, rnn_state = tf.step(vm, zp, lbstate[:, j * size : (j + 1) * size])
             layers += [rnn_state, out[:, :, -1:]]
             if j < n - 1:
                 tfilm = tf.upsample(out)
                 mul, plus = torch.split(self.s_conv11s[j](tfilm), self.s_channels_list[j], dim=1)
-                vm = (vm[:, :, P:] * mul + plus)[:, :, cmm[j]:]
+                vm = (vm[:, :, P:] * mul + plus)[:, :, cmm[j] :]
         pending = x_ctx.new_zeros(batch, 0)
         fifo = x_ctx.new_zeros(batch, self.latency_samples)
         return tuple(s.detach() for s in (pending, fifo, *layers))
 
 
-def initial_state_from_lookback(module: SPTMod, x_lookback: torch.Tensor, y_lookback: torch.Tensor | None,
-                                knobs: torch.Tensor) -> State:
+def initial_state_from_lookback(
+    module: SPTMod, x_lookback: torch.Tensor, y_lookback: torch.Tensor | None, knobs: torch.Tensor
+) -> State:
     """State at the excerpt start predicted from ``(B, N)`` input and target look-back (see
     :meth:`SPTMod.state_after_context`); ``N >= module.lookback_samples``."""
     with torch.no_grad():

@@ -13,6 +13,7 @@ Assumption where the paper leaves the encoder open: an MLP
 ``state=None`` (silence before the start) is the encoder's estimate from an all-zero
 segment; :meth:`StateMatchingGRU.state_after_context` estimates it from real context.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,11 @@ class StateMatchingGRU(nn.Module):
         skip: int = 1,
     ) -> None:
         super().__init__()
-        for name, value, top in (("hidden_size", hidden_size, 4096), ("init_len", init_len, 1 << 16),
-                                 ("encoder_hidden", encoder_hidden, 4096)):
+        for name, value, top in (
+            ("hidden_size", hidden_size, 4096),
+            ("init_len", init_len, 1 << 16),
+            ("encoder_hidden", encoder_hidden, 4096),
+        ):
             whole_number(name, value, top)
         if skip not in (0, 1):
             raise ValueError(f"skip must be 0 or 1, got {skip!r}")
@@ -50,8 +54,9 @@ class StateMatchingGRU(nn.Module):
         self.rec = nn.GRU(1 + self.num_knobs, hidden_size, 1, batch_first=True)
         self.lin = nn.Linear(hidden_size, 1)
         width = self.init_len * (2 if encoder_uses_target else 1) + self.num_knobs
-        self.encoder = nn.Sequential(nn.Linear(width, encoder_hidden), nn.Tanh(),
-                                     nn.Linear(encoder_hidden, hidden_size), nn.Tanh())
+        self.encoder = nn.Sequential(
+            nn.Linear(width, encoder_hidden), nn.Tanh(), nn.Linear(encoder_hidden, hidden_size), nn.Tanh()
+        )
 
     @property
     def lookback_samples(self) -> int:
@@ -82,7 +87,9 @@ class StateMatchingGRU(nn.Module):
         with torch.no_grad():
             return self.encode(x_ctx[:, -n:], None if y_ctx is None else y_ctx[:, -n:], knobs).detach()
 
-    def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = x.shape
         knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:

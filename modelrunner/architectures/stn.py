@@ -15,6 +15,7 @@ train the output as one of the states), ``"linear"`` a learned linear map.
 ``forward(x (B, T), knobs (B, K), state (B, S)) -> (y (B, T), state)``; the loop is per
 sample, with the input's share of the first layer computed for all frames at once.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,7 +60,9 @@ class StateTrajectoryNetwork(nn.Module):
     def label(self) -> str:
         return f"STN (state {self.state_size})"
 
-    def forward(self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = x.shape
         knobs = knob_matrix(x, knobs, self.num_knobs)
         if state is None:

@@ -7,6 +7,7 @@ MLP of the knob values, a PReLU, and a 1x1 residual path. The batch normalisatio
 original FiLM blocks is left out: at inference it is a fixed per-channel affine map that
 the convolution can absorb. ``(B, T), (B, K) -> (B, T)``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,12 @@ class TCN(StreamingConvNet):
         cdim = int(cond_dim) if self.num_knobs else 0
         self.cond = (
             nn.Sequential(
-                nn.Linear(self.num_knobs, 16), nn.ReLU(), nn.Linear(16, 32), nn.ReLU(),
-                nn.Linear(32, cdim), nn.ReLU(),
+                nn.Linear(self.num_knobs, 16),
+                nn.ReLU(),
+                nn.Linear(16, 32),
+                nn.ReLU(),
+                nn.Linear(32, cdim),
+                nn.ReLU(),
             )
             if self.num_knobs
             else None

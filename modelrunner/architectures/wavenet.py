@@ -6,6 +6,7 @@ with global conditioning ``k``), used for guitar effects by Damskägg et al., "R
 modeling of audio distortion circuits with deep learning", SMC 2019 (PedalNet, NAM).
 ``(B, T), (B, K) -> (B, T)``.
 """
+
 from __future__ import annotations
 
 import torch

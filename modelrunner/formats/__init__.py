@@ -16,6 +16,7 @@ format          recognised by                                   module
 Torch files are only ever opened through :func:`modelrunner.safety.torch_load`
 (``weights_only=True``); see ``docs/formats.md`` for the formats and the native schema.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def _sniff(path: Path) -> str:
 
 
 def _torch_kind(obj: Any) -> str:
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and (
-        "hparams" in obj or "hyper_parameters" in obj
+    if (
+        isinstance(obj, dict)
+        and isinstance(obj.get("state_dict"), dict)
+        and ("hparams" in obj or "hyper_parameters" in obj)
     ):
         return "lightning"
     return "native"
@@ -74,8 +77,7 @@ def detect_format(path: str | os.PathLike, *, max_bytes: int | None = None) -> s
         if "architecture" in data and "weights" in data:
             return "nam"
         raise CheckpointError(
-            f"{p.name}: JSON file is neither CoreAudioML (model_data + state_dict) "
-            "nor NAM (architecture + weights)"
+            f"{p.name}: JSON file is neither CoreAudioML (model_data + state_dict) nor NAM (architecture + weights)"
         )
     if kind == "safetensors":
         return "native"

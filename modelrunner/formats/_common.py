@@ -1,4 +1,5 @@
 """What every loader shares: reading JSON safely and wrapping a module as an EffectModel."""
+
 from __future__ import annotations
 
 import json

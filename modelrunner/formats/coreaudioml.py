@@ -12,6 +12,7 @@ The model is ``y = lin(rnn([x, p1, p2, ...])) + x[..., :skip]``: knobs are extra
 input channels in [0, 1], named ``p1``, ``p2``... in channel order. The file stores no
 sample rate: 44.1 kHz is assumed unless the caller passes ``sample_rate=``.
 """
+
 from __future__ import annotations
 
 import os

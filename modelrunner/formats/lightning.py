@@ -16,6 +16,7 @@ The Lightning module's attribute prefix (``wavenet.``, ``model.``...) is strippe
 Pruned weights (``torch.nn.utils.prune``: ``name_orig`` and ``name_mask``) are folded
 into ``name = name_orig * name_mask``.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,8 +99,13 @@ def _config_from_hparams(hp: dict[str, Any], state_dict: dict[str, torch.Tensor]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{source}: PedalNet hparams need integer {', '.join(_PEDALNET_KEYS)}") from None
         return parse_config(
-            {"format_version": 1, "architecture": "pedalnet", "sample_rate": hp.get("sample_rate", PEDALNET_SAMPLE_RATE),
-             "knobs": [], "params": params},
+            {
+                "format_version": 1,
+                "architecture": "pedalnet",
+                "sample_rate": hp.get("sample_rate", PEDALNET_SAMPLE_RATE),
+                "knobs": [],
+                "params": params,
+            },
             source=source,
         )
     return None
@@ -141,7 +147,9 @@ def load(
     if cfg["architecture"] == "pedalnet" and sample_rate is None and "sample_rate" not in hp:
         warnings.append("no sample rate stored; PedalNet's 44100 Hz assumed")
     lightning_meta = {k: obj[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in obj}
-    lightning_meta["hyper_parameters"] = {str(k): v for k, v in hp.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    lightning_meta["hyper_parameters"] = {
+        str(k): v for k, v in hp.items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
     return build_model(
         path=p,
         state_dict=state_dict,

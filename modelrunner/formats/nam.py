@@ -24,6 +24,7 @@ order neural-amp-modeler's ``export_weights`` writes); every convolution weight 
 
 A count of weights different from what the config implies is refused, naming both.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,9 @@ def load(
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{p.name}: NAM 'config' must be an object")
     weights = data["weights"]
-    if not isinstance(weights, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+    if not isinstance(weights, list) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
+    ):
         raise CheckpointError(f"{p.name}: NAM 'weights' must be a flat list of numbers")
     flat = torch.tensor(weights, dtype=torch.float64).float()
     if not bool(torch.isfinite(flat).all()):
@@ -203,22 +206,34 @@ def _wavenet(cfg: dict, source: str) -> NamWaveNet:
             raise CheckpointError(f"{source}: NAM WaveNet gating_mode {gating!r} is not supported")
         head = lc.get("head")
         if isinstance(head, dict):
-            head_out, head_kernel, head_bias = int(head["out_channels"]), int(head.get("kernel_size", 1)), bool(head["bias"])
+            head_out, head_kernel, head_bias = (
+                int(head["out_channels"]),
+                int(head.get("kernel_size", 1)),
+                bool(head["bias"]),
+            )
         else:
             head_out, head_kernel, head_bias = int(lc["head_size"]), 1, bool(lc["head_bias"])
         dilations = [int(d) for d in lc["dilations"]]
         kernel = int(lc["kernel_size"])
         input_size, condition_size = int(lc["input_size"]), int(lc["condition_size"])
-        if not dilations or min(dilations) < 1 or min(kernel, channels, input_size, condition_size, head_out, head_kernel) < 1:
+        if (
+            not dilations
+            or min(dilations) < 1
+            or min(kernel, channels, input_size, condition_size, head_out, head_kernel) < 1
+        ):
             raise CheckpointError(f"{source}: NAM WaveNet layer array {i} has bad sizes")
         n_layers += len(dilations)
-        if (max(channels, input_size, condition_size, head_out) > _MAX_WAVENET["channels"]
-                or max(kernel, head_kernel) > _MAX_WAVENET["kernel_size"]
-                or max(dilations) > _MAX_WAVENET["dilation"] or n_layers > _MAX_WAVENET["layers"]):
+        if (
+            max(channels, input_size, condition_size, head_out) > _MAX_WAVENET["channels"]
+            or max(kernel, head_kernel) > _MAX_WAVENET["kernel_size"]
+            or max(dilations) > _MAX_WAVENET["dilation"]
+            or n_layers > _MAX_WAVENET["layers"]
+        ):
             raise CheckpointError(
                 f"{source}: NAM WaveNet layer array {i} has implausible sizes (channels {channels}, "
                 f"kernel_size {kernel}, {len(dilations)} layers, largest dilation {max(dilations)}; limits "
-                + ", ".join(f"{k} {v}" for k, v in _MAX_WAVENET.items()) + ")"
+                + ", ".join(f"{k} {v}" for k, v in _MAX_WAVENET.items())
+                + ")"
             )
         arrays.append(
             NamLayerArray(
@@ -239,7 +254,10 @@ def _wavenet(cfg: dict, source: str) -> NamWaveNet:
     if arrays[0].rechannel.in_channels != 1 or arrays[-1].head_rechannel.out_channels != 1:
         raise CheckpointError(f"{source}: NAM WaveNet must take and return one channel")
     for a, b in zip(arrays, arrays[1:]):
-        if b.rechannel.in_channels != a.rechannel.out_channels or a.head_rechannel.out_channels != b.rechannel.out_channels:
+        if (
+            b.rechannel.in_channels != a.rechannel.out_channels
+            or a.head_rechannel.out_channels != b.rechannel.out_channels
+        ):
             raise CheckpointError(f"{source}: NAM WaveNet layer arrays do not chain (channel counts differ)")
     return NamWaveNet(arrays, 1.0)
 

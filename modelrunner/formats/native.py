@@ -15,6 +15,7 @@ the safetensors header's ``__metadata__["config"]`` (a JSON string); the ``"conf
 entry of a ``.pt`` file saved as ``{"state_dict": ..., "config": ...}``. :func:`save`
 writes the safetensors form. Knob values are passed to the module in the order listed.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def parse_config(config: Any, *, source: str = "config") -> dict[str, Any]:
         raise CheckpointError(f"{source}: config must be a JSON object")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{source}: config format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{source}: config format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
     unknown = set(config) - {"format_version", "architecture", "sample_rate", "knobs", "params", "metadata"}
     if unknown:
         raise CheckpointError(f"{source}: unknown config keys: {', '.join(sorted(unknown))}")

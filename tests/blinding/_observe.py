@@ -6,6 +6,7 @@ status, headers, cookies, body, and the time each response took. Training trials
 but kept apart, because they name the conditions by design (ITU-R BS.1534-3 §5.2 allows a
 training phase with the conditions known).
 """
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,15 @@ def fetch(client: Client, method: str, url: str, **kw: Any) -> Seen:
     response = getattr(client, method.lower())(url, **kw)
     body = b"".join(response.streaming_content) if response.streaming else response.content
     seconds = time.perf_counter() - t0
-    return Seen(method=method, url=url, status=response.status_code, headers=dict(response.headers),
-                cookies=response.cookies.output(), body=body, seconds=seconds)
+    return Seen(
+        method=method,
+        url=url,
+        status=response.status_code,
+        headers=dict(response.headers),
+        cookies=response.cookies.output(),
+        body=body,
+        seconds=seconds,
+    )
 
 
 def json_scripts(html: str) -> dict[str, Any]:
@@ -154,8 +162,11 @@ def walk(client: Client, public_token: str, *, fetch_stimuli: bool = True, seed:
                             trial.ranged[(key, spec)] = fetch(client, "GET", url, HTTP_RANGE=spec)
                             record(trial.ranged[(key, spec)])
                 seen.trials.append(trial)
-            body = {"idempotency_key": data["idempotency_key"], "ratings": ratings_for(data, rng),
-                    "telemetry": {"time_on_page_ms": 1000}}
+            body = {
+                "idempotency_key": data["idempotency_key"],
+                "ratings": ratings_for(data, rng),
+                "telemetry": {"time_on_page_ms": 1000},
+            }
             saved = fetch(client, "POST", data["save_url"], data=json.dumps(body), content_type="application/json")
             assert saved.status == 200, f"save {where}: {saved.status} {saved.text}"
             record(saved)

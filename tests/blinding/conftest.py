@@ -9,7 +9,13 @@ from django.db import connection
 from tests.webmushra.conftest import render_inline
 from webmushra import services
 from webmushra.models import (
-    Checkpoint, Condition, ConditionKind, Excerpt, Experiment, Stimulus, Trial,
+    Checkpoint,
+    Condition,
+    ConditionKind,
+    Excerpt,
+    Experiment,
+    Stimulus,
+    Trial,
 )
 
 #: Rows are numbered from here on, so an id that reaches a participant is unmistakable
@@ -23,14 +29,40 @@ CHECKPOINTS = ("ht1_lstm32.json", "ts9_lstm20_gain.json")
 def _distinctive_ids(owner) -> None:
     """Insert one placeholder row per table with a high id and move the id sequences past it."""
     exp = Experiment.objects.create(pk=FIRST_IDS[Experiment], owner=owner, title="placeholder")
-    excerpt = Excerpt.objects.create(pk=FIRST_IDS[Excerpt], experiment=exp, name="placeholder", dry_file="-",
-                                     reference_file="-", sample_rate=48000, frames=1)
-    ckpt = Checkpoint.objects.create(pk=FIRST_IDS[Checkpoint], experiment=exp, name="placeholder", file="-",
-                                     format="-", architecture="-", sample_rate=48000, sha256="0" * 64, size=1)
-    cond = Condition.objects.create(pk=FIRST_IDS[Condition], experiment=exp, kind=ConditionKind.MODEL,
-                                    checkpoint=ckpt, label="placeholder")
-    Stimulus.objects.create(pk=FIRST_IDS[Stimulus], experiment=exp, excerpt=excerpt, condition=cond, file="-",
-                            sample_rate=48000, frames=1, channels=1, size=1)
+    excerpt = Excerpt.objects.create(
+        pk=FIRST_IDS[Excerpt],
+        experiment=exp,
+        name="placeholder",
+        dry_file="-",
+        reference_file="-",
+        sample_rate=48000,
+        frames=1,
+    )
+    ckpt = Checkpoint.objects.create(
+        pk=FIRST_IDS[Checkpoint],
+        experiment=exp,
+        name="placeholder",
+        file="-",
+        format="-",
+        architecture="-",
+        sample_rate=48000,
+        sha256="0" * 64,
+        size=1,
+    )
+    cond = Condition.objects.create(
+        pk=FIRST_IDS[Condition], experiment=exp, kind=ConditionKind.MODEL, checkpoint=ckpt, label="placeholder"
+    )
+    Stimulus.objects.create(
+        pk=FIRST_IDS[Stimulus],
+        experiment=exp,
+        excerpt=excerpt,
+        condition=cond,
+        file="-",
+        sample_rate=48000,
+        frames=1,
+        channels=1,
+        size=1,
+    )
     Trial.objects.create(pk=FIRST_IDS[Trial], experiment=exp, excerpt=excerpt)
     # SQLite's AUTOINCREMENT follows the highest id by itself; PostgreSQL's sequences do not.
     with connection.cursor() as cursor:
@@ -64,8 +96,16 @@ def forbidden_names(exp: Experiment) -> list[str]:
     for c in exp.conditions.select_related("checkpoint"):
         names.update({c.label, str(c.pk)})
         if c.checkpoint is not None:
-            names.update({c.checkpoint.name, Path(c.checkpoint.name).stem, Path(c.checkpoint.file.name).name,
-                          c.checkpoint.sha256, c.checkpoint.sha256[:12], str(c.checkpoint.pk)})
+            names.update(
+                {
+                    c.checkpoint.name,
+                    Path(c.checkpoint.name).stem,
+                    Path(c.checkpoint.file.name).name,
+                    c.checkpoint.sha256,
+                    c.checkpoint.sha256[:12],
+                    str(c.checkpoint.pk),
+                }
+            )
     for s in Stimulus.objects.filter(experiment=exp):
         names.update({s.file, Path(s.file).name, Path(s.file).stem, str(s.pk)})
     names.discard("")

@@ -19,6 +19,7 @@ participant's side of whole sessions (``_observe.walk``) and checks everything r
 Everything except the audio itself is checked: the hidden reference is by definition the
 same audio as the open reference (BS.1534-3 §5.1), so its samples can always be matched.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,9 +93,9 @@ def wav_header(body: bytes) -> bytes:
     assert body[:4] == b"RIFF" and body[8:12] == b"WAVE", "not a RIFF/WAVE file"
     pos = 12
     while pos + 8 <= len(body):
-        chunk, size = body[pos:pos + 4], int.from_bytes(body[pos + 4:pos + 8], "little")
+        chunk, size = body[pos : pos + 4], int.from_bytes(body[pos + 4 : pos + 8], "little")
         if chunk == b"data":
-            return body[:pos + 8]
+            return body[: pos + 8]
         pos += 8 + size + (size & 1)
     raise AssertionError("WAV file without a data chunk")
 
@@ -112,7 +113,9 @@ def check_stimuli_alike(seen: SessionSeen) -> None:
         assert int(first.headers["Content-Length"]) == len(first.body)
         for key, r in t.full.items():
             where = f"trial {t.index + 1}, signal {key}"
-            assert comparable(r) == comparable(first), f"{where}: headers differ: {comparable(r)} vs {comparable(first)}"
+            assert comparable(r) == comparable(first), (
+                f"{where}: headers differ: {comparable(r)} vs {comparable(first)}"
+            )
             assert len(r.body) == len(first.body), f"{where}: {len(r.body)} bytes vs {len(first.body)}"
             assert wav_header(r.body) == wav_header(first.body), f"{where}: WAV header differs"
             for forbidden in ("ETag", "Last-Modified", "Content-Disposition"):
@@ -179,8 +182,9 @@ def timing_separates(samples: dict[Any, list[float]]) -> tuple[bool, float, floa
     return bool(p < TIMING_ALPHA and ratio > TIMING_MAX_RATIO), float(p), float(ratio)
 
 
-def time_stimuli(client: Client, seen: SessionSeen, exp, repeats: int = TIMING_REPEATS,
-                 rng: random.Random | None = None) -> dict[int, dict[int, list[float]]]:
+def time_stimuli(
+    client: Client, seen: SessionSeen, exp, repeats: int = TIMING_REPEATS, rng: random.Random | None = None
+) -> dict[int, dict[int, list[float]]]:
     """Fetch every signal of every trial ``repeats`` times in random interleaved order; seconds by condition."""
     rng = rng or random.Random(1)
     plan = Participant.objects.get(token=seen.token).plan
@@ -242,7 +246,9 @@ def test_response_times_do_not_separate_conditions(blind_experiment) -> None:
     for index, times in time_stimuli(client, seen, blind_experiment).items():
         separates, p, ratio = timing_separates(times)
         medians = {cid: round(1000 * statistics.median(v), 3) for cid, v in times.items()}
-        assert not separates, f"trial {index + 1}: times separate conditions (p={p:.2g}, ratio {ratio:.2f}): {medians} ms"
+        assert not separates, (
+            f"trial {index + 1}: times separate conditions (p={p:.2g}, ratio {ratio:.2f}): {medians} ms"
+        )
 
 
 def test_the_level_page_and_the_reference_never_use_a_signal_url(blind_experiment) -> None:

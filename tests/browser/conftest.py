@@ -1,4 +1,5 @@
 """Fixtures for browser tests: WAV stimuli, the harness server, and headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,12 @@ class Harness:
             return json.loads(reply.read())
 
     def _post(self, path: str, data: Any) -> None:
-        request = urllib.request.Request(self.base_url + path, data=json.dumps(data).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(data).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=5) as reply:
             reply.read()
 
@@ -76,7 +81,10 @@ def harness(wav_dir: Path) -> Iterator[Harness]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("harness_server.py")), "--wav-dir", str(wav_dir)],
-        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -115,8 +123,10 @@ def firefox() -> Iterator[Firefox]:
 @pytest.fixture(scope="session")
 def webkit() -> Iterator[WebKit]:
     """WebKitGTK's MiniBrowser on Xvfb, driven over WebDriver (tests/browser/webkit.py)."""
-    require(DRIVER.exists() and MINIBROWSER.exists(),
-            f"WebKitGTK's WebDriver is not installed ({DRIVER}, {MINIBROWSER}; apt-get install webkit2gtk-driver)")
+    require(
+        DRIVER.exists() and MINIBROWSER.exists(),
+        f"WebKitGTK's WebDriver is not installed ({DRIVER}, {MINIBROWSER}; apt-get install webkit2gtk-driver)",
+    )
     require(shutil.which("Xvfb") is not None, "Xvfb is not installed (apt-get install xvfb)")
     require(shutil.which("pulseaudio") is not None, "PulseAudio is not installed (apt-get install pulseaudio)")
     browser = WebKit()

@@ -6,6 +6,7 @@ The tests use the same page methods as Playwright's (``goto``, ``evaluate``,
 ``js_errors``) plus a few of their own (``click``, ``click_button``, ``type_into``,
 ``content``, ``wait_for_path``), so an engine-level test takes any of the three.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,16 @@ from typing import Any
 from tests.stack import stop_process
 
 #: WebDriver key codes for the special keys the tests press.
-KEYS = {"ArrowLeft": "\ue012", "ArrowUp": "\ue013", "ArrowRight": "\ue014", "ArrowDown": "\ue015",
-        "PageUp": "\ue00e", "PageDown": "\ue00f", "Enter": "\ue007", "Space": " "}
+KEYS = {
+    "ArrowLeft": "\ue012",
+    "ArrowUp": "\ue013",
+    "ArrowRight": "\ue014",
+    "ArrowDown": "\ue015",
+    "PageUp": "\ue00e",
+    "PageDown": "\ue00f",
+    "Enter": "\ue007",
+    "Space": " ",
+}
 
 
 class DriverError(RuntimeError):
@@ -46,10 +55,21 @@ class PulseAudio:
         self.server = f"unix:{socket}"
         env = {**os.environ, "HOME": str(folder), "XDG_RUNTIME_DIR": str(folder)}
         self.proc = subprocess.Popen(
-            [shutil.which("pulseaudio") or "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1",
-             "--use-pid-file=no", "--log-target=stderr", "-L", "module-null-sink sink_name=null",
-             "-L", f"module-native-protocol-unix socket={socket} auth-anonymous=1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                shutil.which("pulseaudio") or "pulseaudio",
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--log-target=stderr",
+                "-L",
+                "module-null-sink sink_name=null",
+                "-L",
+                f"module-native-protocol-unix socket={socket} auth-anonymous=1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while not socket.exists():
@@ -110,9 +130,11 @@ class ScriptedPage:
 
     def _evaluate(self, expression: str, arg: tuple[Any, ...], poll: bool = False) -> Any:
         argument = json.dumps(arg[0]) if arg else "undefined"
-        value = self._run(f"(async () => {{ const v = ({expression.strip()});"
-                          f" return JSON.stringify(typeof v === 'function' ? await v({argument}) : await v); }})()",
-                          poll)
+        value = self._run(
+            f"(async () => {{ const v = ({expression.strip()});"
+            f" return JSON.stringify(typeof v === 'function' ? await v({argument}) : await v); }})()",
+            poll,
+        )
         return None if value is None else json.loads(value)
 
     def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.05) -> bool:
@@ -147,12 +169,15 @@ class ScriptedPage:
 
     def wait_for_path(self, suffix: str, timeout: float = 15.0) -> str:
         """Wait until the page's path ends with ``suffix`` and it has loaded; returns the path."""
-        self.wait_for(f"location.pathname.endsWith({json.dumps(suffix)}) && document.readyState === 'complete'",
-                      timeout)
+        self.wait_for(
+            f"location.pathname.endsWith({json.dumps(suffix)}) && document.readyState === 'complete'", timeout
+        )
         return self.evaluate("location.pathname")
 
     @staticmethod
     def button_expression(name: str) -> str:
         """JavaScript for the visible button whose accessible name (aria-label, else text) is ``name``."""
-        return ("[...document.querySelectorAll('button')].find(b => b.getClientRects().length > 0 && "
-                f"(b.getAttribute('aria-label') || b.textContent).trim() === {json.dumps(name)})")
+        return (
+            "[...document.querySelectorAll('button')].find(b => b.getClientRects().length > 0 && "
+            f"(b.getAttribute('aria-label') || b.textContent).trim() === {json.dumps(name)})"
+        )

@@ -13,6 +13,7 @@ private PulseAudio server with a null sink (``driven.PulseAudio``).
 Protocol: https://w3c.github.io/webdriver-bidi/ (session.new, browsingContext.*,
 script.evaluate, input.performActions, log.entryAdded).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -57,19 +58,31 @@ NAVIGATION_EVENTS = ("browsingContext.navigationStarted", "browsingContext.domCo
 #: How long a reply may still come after its tab navigated before it counts as lost.
 NAVIGATION_GRACE = 2.0
 
+
 class Firefox:
     """One headless Firefox process with a fresh profile and one BiDi session."""
 
     def __init__(self, timeout: float = 60.0) -> None:
         self.profile = Path(tempfile.mkdtemp(prefix="firefox-profile-"))
         (self.profile / "user.js").write_text(
-            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in PREFS.items()))
+            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in PREFS.items())
+        )
         self.sound = PulseAudio(self.profile / "pulse")
         env = {**os.environ, "MOZ_HEADLESS": "1", "HOME": str(self.profile), "PULSE_SERVER": self.sound.server}
         self.proc = subprocess.Popen(
-            [str(FIREFOX), "--headless", "--no-remote", "--remote-debugging-port=0", "--profile", str(self.profile),
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                str(FIREFOX),
+                "--headless",
+                "--no-remote",
+                "--remote-debugging-port=0",
+                "--profile",
+                str(self.profile),
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         url = self._listening_url(timeout)
         self.ws = websocket.create_connection(url + "/session", timeout=timeout, suppress_origin=True)
@@ -129,8 +142,9 @@ class Firefox:
                         self._ready.notify_all()
                 self.events.append(message)
 
-    def send(self, method: str, params: dict[str, Any], timeout: float = 60.0,
-             tab: str | None = None, poll: bool = False) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any], timeout: float = 60.0, tab: str | None = None, poll: bool = False
+    ) -> dict[str, Any]:
         """Send one command and wait for its reply.
 
         With ``tab``: a script command whose page navigates while the script's promise is
@@ -199,17 +213,21 @@ class FirefoxPage(ScriptedPage):
     def js_errors(self) -> list[str]:
         """Uncaught errors logged by this tab since it opened."""
         out = []
-        for event in self.browser.events[self._events_seen:]:
+        for event in self.browser.events[self._events_seen :]:
             params = event.get("params", {})
-            if (event.get("method") == "log.entryAdded" and params.get("type") == "javascript"
-                    and params.get("level") == "error" and params.get("source", {}).get("context") == self.context):
+            if (
+                event.get("method") == "log.entryAdded"
+                and params.get("type") == "javascript"
+                and params.get("level") == "error"
+                and params.get("source", {}).get("context") == self.context
+            ):
                 out.append(params.get("text", ""))
         return out
 
     def responses(self) -> list[tuple[str, int, dict[str, str]]]:
         """(URL, status, headers) of every response this tab received since it opened."""
         out = []
-        for event in self.browser.events[self._events_seen:]:
+        for event in self.browser.events[self._events_seen :]:
             params = event.get("params", {})
             if event.get("method") == "network.responseCompleted" and params.get("context") == self.context:
                 response = params["response"]
@@ -221,10 +239,17 @@ class FirefoxPage(ScriptedPage):
         self.browser.send("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
 
     def _run(self, source: str, poll: bool = False) -> Any:
-        reply = self.browser.send("script.evaluate", {
-            "expression": source, "target": {"context": self.context}, "awaitPromise": True,
-            "resultOwnership": "none",
-        }, tab=self.context, poll=poll)
+        reply = self.browser.send(
+            "script.evaluate",
+            {
+                "expression": source,
+                "target": {"context": self.context},
+                "awaitPromise": True,
+                "resultOwnership": "none",
+            },
+            tab=self.context,
+            poll=poll,
+        )
         if reply["type"] == "exception":
             raise DriverError(f"JavaScript error: {reply['exceptionDetails'].get('text')}")
         value = reply["result"]
@@ -243,21 +268,26 @@ class FirefoxPage(ScriptedPage):
         # a BiDi pointer action whose click navigates away can leave Firefox ESR waiting
         # for ever (seen under load), and then the whole session with it. Key presses stay
         # real input actions; Chromium and WebKit click with real pointer input.
-        found = self.evaluate(f"() => {{ const el = {expression}; if (!el) return false;"
-                              " setTimeout(() => el.click(), 0); return true; }")
+        found = self.evaluate(
+            f"() => {{ const el = {expression}; if (!el) return false; setTimeout(() => el.click(), 0); return true; }}"
+        )
         if not found:
             raise DriverError(f"no element for {what}")
 
     def type_into(self, selector: str, text: str) -> None:
         """Focus a field, then type ``text`` key by key."""
-        if not self.evaluate(f"() => {{ const el = document.querySelector({json.dumps(selector)});"
-                             " if (!el) return false; el.focus(); return document.activeElement === el; }"):
+        if not self.evaluate(
+            f"() => {{ const el = document.querySelector({json.dumps(selector)});"
+            " if (!el) return false; el.focus(); return document.activeElement === el; }"
+        ):
             raise DriverError(f"cannot focus {selector!r}")
         self.key_actions([{"type": kind, "value": char} for char in text for kind in ("keyDown", "keyUp")])
 
     def key_actions(self, actions: list[dict[str, str]]) -> None:
-        self.browser.send("input.performActions", {
-            "context": self.context, "actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+        self.browser.send(
+            "input.performActions",
+            {"context": self.context, "actions": [{"type": "key", "id": "keyboard", "actions": actions}]},
+        )
 
     def _capture(self) -> str:
         return self.browser.send("browsingContext.captureScreenshot", {"context": self.context})["data"]

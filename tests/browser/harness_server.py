@@ -16,6 +16,7 @@ Pages: GET /page/<name> renders the configured page; GET /done/... is a plain "n
 Run standalone: ``python tests/browser/harness_server.py --wav-dir DIR [--port 8000]``;
 prints ``READY http://127.0.0.1:<port>`` once it listens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,7 @@ def _template_engine() -> Any:
         django.setup()
     from django.template import Engine
 
-    return Engine(dirs=[str(d) for d in TEMPLATE_DIRS], libraries={"static": "django.templatetags.static"},
-                  debug=True)
+    return Engine(dirs=[str(d) for d in TEMPLATE_DIRS], libraries={"static": "django.templatetags.static"}, debug=True)
 
 
 class HarnessState:
@@ -126,11 +126,11 @@ class Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         state = self.state
         if path.startswith("/static/"):
-            self._file(STATIC_DIR, path[len("/static/"):])
+            self._file(STATIC_DIR, path[len("/static/") :])
         elif path.startswith("/s/"):
-            self._file(state.wav_dir, path[len("/s/"):])
+            self._file(state.wav_dir, path[len("/s/") :])
         elif path.startswith("/page/"):
-            page = state.config["pages"].get(path[len("/page/"):])
+            page = state.config["pages"].get(path[len("/page/") :])
             if page is None:
                 self._send(404, b"no such page configured", "text/plain")
                 return

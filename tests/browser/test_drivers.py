@@ -1,4 +1,5 @@
 """The test drivers themselves: what the engine tests rely on them to do."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,10 @@ def test_firefox_script_lost_to_navigation_is_named_and_polls_go_on(firefox: Fir
     page.goto(harness.base_url + "/page/engine")
     started = time.monotonic()
     with pytest.raises(NavigatedAway):
-        page.evaluate("() => { setTimeout(() => location.assign('/done/next'), 100);"
-                      " return new Promise(done => setTimeout(() => done(1), 5000)); }")
+        page.evaluate(
+            "() => { setTimeout(() => location.assign('/done/next'), 100);"
+            " return new Promise(done => setTimeout(() => done(1), 5000)); }"
+        )
     assert time.monotonic() - started < NAVIGATION_GRACE + 3
     assert page.wait_for_path("/done/next").endswith("/done/next")
     page.close()

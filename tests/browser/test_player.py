@@ -1,4 +1,5 @@
 """Browser tests of the MUSHRA player and the headphone check (headless Chromium)."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,12 @@ TRIAL: dict[str, Any] = {
     "trial": {"number": 3, "total": 10, "training": False, "title": "Trial 3 of 10"},
     "reference": {"url": "/s/ref.wav"},
     "signals": [{"key": k, "url": f"/s/{k}.wav"} for k in KEYS],
-    "rules": {"must_play_all": True, "only_playing_slider_moves": True, "require_one_100": True,
-              "loop_min_seconds": 0.5},
+    "rules": {
+        "must_play_all": True,
+        "only_playing_slider_moves": True,
+        "require_one_100": True,
+        "loop_min_seconds": 0.5,
+    },
     "save_url": "/p/ptok/trial/3/",
     "idempotency_key": "0b6f3f0e-3a41-4c1e-9d55-6a1f0b2c7d10",
     "csrf_token": "csrf-123",
@@ -30,8 +35,13 @@ TRIAL: dict[str, Any] = {
 }
 
 
-def open_trial(page: Any, harness: Harness, trial: dict[str, Any] | None = None,
-               saves: dict[str, Any] | None = None, running: bool = True) -> None:
+def open_trial(
+    page: Any,
+    harness: Harness,
+    trial: dict[str, Any] | None = None,
+    saves: dict[str, Any] | None = None,
+    running: bool = True,
+) -> None:
     """Open the trial page; with ``running``, also wait for the AudioContext to run (Firefox
     starts its audio device asynchronously, a second or so after ``resume()``)."""
     harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": trial or TRIAL}}}, saves)
@@ -65,14 +75,19 @@ def test_progress_reaches_100_before_the_player_appears(any_page: Any, harness: 
     log = state(page)["progress_log"]
     assert log[-1] == 100 and log == sorted(log) and len(log) >= 3
     assert page.evaluate("document.querySelector('.wm-progress').getAttribute('value')") == "100"
-    assert page.evaluate("[document.querySelector('.wm-player'), document.querySelector('.wm-loading')]"
-                         ".map(e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden')"
-                         ) == [True, False]
+    assert page.evaluate(
+        "[document.querySelector('.wm-player'), document.querySelector('.wm-loading')]"
+        ".map(e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden')"
+    ) == [True, False]
     assert state(page)["context_state"] == "running"
     assert page.evaluate("mushra.telemetry().audio") == {
-        "context_sample_rate": 48000, "stimulus_sample_rate": 48000, "stimulus_rates_differ": False,
-        "resampled": False, "base_latency": pytest.approx(page.evaluate("mushra.player.ctx.baseLatency")),
-        "output_latency": pytest.approx(page.evaluate("mushra.player.ctx.outputLatency"), abs=0.1)}
+        "context_sample_rate": 48000,
+        "stimulus_sample_rate": 48000,
+        "stimulus_rates_differ": False,
+        "resampled": False,
+        "base_latency": pytest.approx(page.evaluate("mushra.player.ctx.baseLatency")),
+        "output_latency": pytest.approx(page.evaluate("mushra.player.ctx.outputLatency"), abs=0.1),
+    }
     screenshot(page, f"trial-loaded-{_engine(page)}")
     assert page.js_errors == []
 
@@ -167,7 +182,7 @@ def _thumb_centres(page: Any, shot: Path) -> list[float | None]:
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     out: list[float | None] = []
     for left, top, right, bottom, thumb in rects:
-        box = image[int(top):int(bottom), int(left):int(right)]
+        box = image[int(top) : int(bottom), int(left) : int(right)]
         rows = np.nonzero(((box[:, :, 2] - box[:, :, 0]) > 80).any(axis=1))[0]
         if rows.size == 0:
             out.append(None)
@@ -322,8 +337,9 @@ def test_no_condition_names_outside_training(page: Any, harness: Harness) -> Non
 
 
 def test_phone_layout_fits_and_sliders_work(browser: Any, harness: Harness) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                  is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     try:
         page = context.new_page()
         open_trial(page, harness)
@@ -412,9 +428,14 @@ def test_loop_handles_and_click_to_seek(page: Any, harness: Harness) -> None:
 
 
 def test_headphone_check_posts_the_chosen_answers(page: Any, harness: Harness) -> None:
-    data = {"post_url": "/p/ptok/headphones/", "csrf_token": "csrf-9", "idempotency_key": "hp-1",
-            "trials": [{"test": "antiphase", "target": 2, "seed": 7}, {"test": "huggins", "target": 3, "seed": 8}],
-            "duration_s": 0.25, "gap_s": 0.1}
+    data = {
+        "post_url": "/p/ptok/headphones/",
+        "csrf_token": "csrf-9",
+        "idempotency_key": "hp-1",
+        "trials": [{"test": "antiphase", "target": 2, "seed": 7}, {"test": "huggins", "target": 3, "seed": 8}],
+        "duration_s": 0.25,
+        "gap_s": 0.1,
+    }
     harness.configure({"hp": {"template": "headphones.html", "context": {"headphone_data": data}}})
     page.goto(harness.base_url + "/page/hp")
     screenshot(page, "headphone-intro")
@@ -434,7 +455,9 @@ def test_headphone_check_posts_the_chosen_answers(page: Any, harness: Harness) -
     assert len(posts) == 1 and posts[0]["headers"]["X-CSRFToken"] == "csrf-9"
     answers = posts[0]["body"]["answers"]
     assert [(a["test"], a["trial"], a["target"], a["chosen"], a["plays"]) for a in answers] == [
-        ("antiphase", 1, 2, 3, 1), ("huggins", 2, 3, 3, 1)]
+        ("antiphase", 1, 2, 3, 1),
+        ("huggins", 2, 3, 3, 1),
+    ]
     assert answers[0]["antiphase"] in (1, 3) and posts[0]["body"]["idempotency_key"] == "hp-1"
 
 
@@ -446,7 +469,8 @@ def _engine_page(page: Any, harness: Harness) -> None:
     page.evaluate("""() => { window.b64 = (x) => {
       const bytes = new Uint8Array(Float32Array.from(x).buffer);
       let s = '';
-      for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      for (let i = 0; i < bytes.length; i += 0x8000)
+        s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
       return btoa(s);
     }; }""")
 
@@ -461,8 +485,9 @@ def test_headphone_stimuli_match_their_definitions(any_page: Any, harness: Harne
     _engine_page(page, harness)
     rate_hz = 48000
     tones = page.evaluate(
-        "r => WebMushraHeadphone.synthesise({test: 'antiphase', target: 2, antiphase: 3}, r, 1.0)"
-        ".map(p => p.map(b64))", rate_hz)
+        "r => WebMushraHeadphone.synthesise({test: 'antiphase', target: 2, antiphase: 3}, r, 1.0).map(p => p.map(b64))",
+        rate_hz,
+    )
     (l1, r1), (l2, r2), (l3, r3) = ([_f32(c) for c in pair] for pair in tones)
     assert len(l1) == rate_hz
     assert np.allclose(l1, r1) and np.allclose(l2, r2) and np.allclose(l3, -r3)
@@ -472,8 +497,9 @@ def test_headphone_stimuli_match_their_definitions(any_page: Any, harness: Harne
     assert np.argmax(spectrum) == 200  # 1 Hz bins: a 200 Hz tone
 
     noise = page.evaluate(
-        "r => WebMushraHeadphone.synthesise({test: 'huggins', target: 1, seed: 5}, r, 1.0)"
-        ".map(p => p.map(b64))", rate_hz)
+        "r => WebMushraHeadphone.synthesise({test: 'huggins', target: 1, seed: 5}, r, 1.0).map(p => p.map(b64))",
+        rate_hz,
+    )
     left, right = (_f32(c) for c in noise[0])
     mid = slice(480, rate_hz - 480)  # leave out the 10 ms ramps
     freqs, cross = scipy.signal.csd(left[mid], right[mid], fs=rate_hz, nperseg=4096)
@@ -529,19 +555,20 @@ def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(any_page: Any, har
     fade = int(0.005 * sr)
     # Before the switch only a plays, after it only b, each at the shared playhead.
     assert np.allclose(left[fade:start], ramp[fade:start], atol=1e-4) and np.all(right[:start] == 0)
-    assert np.allclose(right[start + 2 * fade:n - fade], ramp[start + 2 * fade:n - fade], atol=1e-4)
+    assert np.allclose(right[start + 2 * fade : n - fade], ramp[start + 2 * fade : n - fade], atol=1e-4)
     assert right[-1] < 1e-3  # the end of the excerpt fades out too
-    assert np.all(left[start + fade:] == 0)
+    assert np.all(left[start + fade :] == 0)
     # Not a cross-fade: the two never sound together, and the output dips to silence.
     assert np.max(np.minimum(np.abs(left), np.abs(right))) < 1e-6
     total = left + right
-    assert np.min(total[start:start + 2 * fade]) < 1e-3
+    assert np.min(total[start : start + 2 * fade]) < 1e-3
     # Raised-cosine envelopes of 5 ms (240 samples), no step anywhere.
     k = np.arange(fade)
     expected_out = 0.5 + 0.5 * np.cos(np.pi * k / fade)
-    assert np.allclose(left[start:start + fade] / ramp[start:start + fade], expected_out, atol=0.02)
-    assert np.allclose(right[start + fade:start + 2 * fade] / ramp[start + fade:start + 2 * fade],
-                       expected_out[::-1], atol=0.02)
+    assert np.allclose(left[start : start + fade] / ramp[start : start + fade], expected_out, atol=0.02)
+    assert np.allclose(
+        right[start + fade : start + 2 * fade] / ramp[start + fade : start + 2 * fade], expected_out[::-1], atol=0.02
+    )
     assert np.max(np.abs(np.diff(total))) < 0.01
 
 
@@ -555,7 +582,7 @@ def test_loop_wrap_fades_out_at_the_end_and_in_at_the_start(any_page: Any, harne
     # Play starts at 0, outside the loop, so it begins at the loop start and wraps every 0.5 s.
     period = int(0.5 * sr)
     for w in range(4):
-        seg = left[w * period:(w + 1) * period]
+        seg = left[w * period : (w + 1) * period]
         pos = np.arange(period) + int(0.5 * sr)
         assert np.allclose(seg[fade:-fade], ramp[pos][fade:-fade], atol=1e-4)
         assert seg[0] < 1e-3 and seg[-1] < 0.01  # fade in from silence, fade out to silence

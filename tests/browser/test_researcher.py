@@ -1,5 +1,6 @@
 """A researcher in Chromium: log in, create, upload, render with a real worker, preview,
 publish and download the ratings."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def _sync_orm_beside_playwright():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
-def test_researcher_builds_renders_previews_publishes_and_downloads(django_db_setup, live_server, page: Any, start_worker,
-                                                                    excerpt_files, researcher, tmp_path):
+def test_researcher_builds_renders_previews_publishes_and_downloads(
+    django_db_setup, live_server, page: Any, start_worker, excerpt_files, researcher, tmp_path
+):
     from webmushra.models import Experiment
 
     start_worker()
@@ -71,9 +73,12 @@ def test_researcher_builds_renders_previews_publishes_and_downloads(django_db_se
     assert len(sources) == 2 * 5  # per excerpt: the reference and four conditions
     statuses = page.evaluate("srcs => Promise.all(srcs.map(s => fetch(s).then(r => r.status)))", sources)
     assert set(statuses) == {200}
-    duration = page.evaluate("""src => new Promise((ok, fail) => {
+    duration = page.evaluate(
+        """src => new Promise((ok, fail) => {
         const a = new Audio(src); a.onloadedmetadata = () => ok(a.duration); a.onerror = () => fail('no audio');
-    })""", sources[1])
+    })""",
+        sources[1],
+    )
     assert duration == pytest.approx(1.5, abs=0.05)
     screenshot(page, "researcher-preview")
 

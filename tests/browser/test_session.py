@@ -10,6 +10,7 @@ The first test renders its stimuli with a real Celery worker; later tests in thi
 reuse those rendered files (the database is flushed between tests, the audio is not), so
 the module renders once. A test run on its own renders for itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
-from tests.conftest import wait_js
 from django.conf import settings
 from django.test import RequestFactory
 from django.urls import reverse
 
 from tests.browser.conftest import keys_for, screenshot
+from tests.conftest import wait_js
 from tests.integration.test_pipeline import render_with_worker
 from webmushra import services
 from webmushra.models import (
-    Condition, ConditionKind, Experiment, Excerpt, Participant, Rating, Stimulus, TrialResponse,
+    Condition,
+    ConditionKind,
+    Excerpt,
+    Experiment,
+    Participant,
+    Rating,
+    Stimulus,
+    TrialResponse,
 )
 from webmushra.views.participant import trial_data
 
@@ -43,8 +50,13 @@ COMPLETION_CODE = "C0MPL3TE"
 PROLIFIC = {"PROLIFIC_PID": "5f0c1e2d3b4a59687f6e5d4c", "STUDY_ID": "study-77", "SESSION_ID": "sess-9001"}
 QUESTIONNAIRE = [
     {"name": "age", "label": "Your age", "type": "number", "required": True},
-    {"name": "experience", "label": "Years playing guitar", "type": "select",
-     "options": ["none", "1-5", "more than 5"], "required": True},
+    {
+        "name": "experience",
+        "label": "Years playing guitar",
+        "type": "select",
+        "options": ["none", "1-5", "more than 5"],
+        "required": True,
+    },
     {"name": "comment", "label": "Comments", "type": "textarea", "required": False},
 ]
 ANSWERS = {"age": "34", "experience": "1-5", "comment": "The third one hissed."}
@@ -68,20 +80,37 @@ def _orm_beside_playwright() -> Iterator[None]:
 
 
 def _config(trials_per_test: int) -> dict[str, Any]:
-    return services.validate_config({
-        "headphone_check": {"enabled": True, "tests": ["antiphase", "huggins"],
-                            "trials_per_test": trials_per_test, "pass_threshold": 0.5},
-        "questionnaire": QUESTIONNAIRE,
-        "completion_code": COMPLETION_CODE,
-    })
+    return services.validate_config(
+        {
+            "headphone_check": {
+                "enabled": True,
+                "tests": ["antiphase", "huggins"],
+                "trials_per_test": trials_per_test,
+                "pass_threshold": 0.5,
+            },
+            "questionnaire": QUESTIONNAIRE,
+            "completion_code": COMPLETION_CODE,
+        }
+    )
 
 
 def _remember_render(exp: Experiment) -> None:
     for s in Stimulus.objects.filter(experiment=exp).select_related("excerpt", "condition"):
         _RENDERED[(s.excerpt.position, s.condition.kind)] = {
             "audio": (Path(settings.MEDIA_ROOT) / s.file).read_bytes(),
-            **{f: getattr(s, f) for f in ("sample_rate", "frames", "channels", "size", "loudness_lufs",
-                                          "gain_db", "peak_dbfs", "metrics")},
+            **{
+                f: getattr(s, f)
+                for f in (
+                    "sample_rate",
+                    "frames",
+                    "channels",
+                    "size",
+                    "loudness_lufs",
+                    "gain_db",
+                    "peak_dbfs",
+                    "metrics",
+                )
+            },
         }
 
 
@@ -99,8 +128,9 @@ def _reuse_render(exp: Experiment) -> None:
 
 
 def open_rendered_experiment(build_experiment, start_worker, trials_per_test: int) -> Experiment:
-    exp = build_experiment(n_excerpts=N_EXCERPTS, seconds=SECONDS, checkpoints=CHECKPOINTS,
-                           config=_config(trials_per_test))
+    exp = build_experiment(
+        n_excerpts=N_EXCERPTS, seconds=SECONDS, checkpoints=CHECKPOINTS, config=_config(trials_per_test)
+    )
     kinds = set(exp.conditions.values_list("kind", flat=True))
     if _RENDERED and {k for _, k in _RENDERED} == kinds:
         _reuse_render(exp)
@@ -233,12 +263,14 @@ def check_stimulus_responses(traffic: Traffic, data: dict[str, Any], names: list
         assert_blind(json.dumps(headers), names, f"the headers of {url}")
 
 
-def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phone: bool,
-                wrong_first_screening_answer: bool) -> Participant:
+def run_session(
+    browser: Any, live_server: Any, exp: Experiment, name: str, phone: bool, wrong_first_screening_answer: bool
+) -> Participant:
     """Take one participant through the whole test in a fresh browser context."""
     if phone:
-        context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                      is_mobile=True, has_touch=True)
+        context = browser.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+        )
     else:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
     traffic = Traffic(context)
@@ -265,8 +297,10 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
         page.locator("#start").click()
         page.wait_for_url("**/consent/")
         participant = Participant.objects.get(experiment=exp, prolific_pid=PROLIFIC["PROLIFIC_PID"])
-        assert (participant.prolific_study_id, participant.prolific_session_id) == (PROLIFIC["STUDY_ID"],
-                                                                                    PROLIFIC["SESSION_ID"])
+        assert (participant.prolific_study_id, participant.prolific_session_id) == (
+            PROLIFIC["STUDY_ID"],
+            PROLIFIC["SESSION_ID"],
+        )
         snap("consent")
         blind("consent")
         page.locator("#agree").click()
@@ -289,7 +323,8 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
         participant.refresh_from_db()
         assert participant.screening["passed"] is True
         assert [a["chosen"] == a["target"] for a in participant.screening["answers"]] == [
-            not (i == 0 and wrong_first_screening_answer) for i in range(len(targets))]
+            not (i == 0 and wrong_first_screening_answer) for i in range(len(targets))
+        ]
 
         snap("level")
         blind("level")
@@ -330,8 +365,12 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
                 assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
             wait_js(page, "window.mushra && window.mushra.state().ready")
             data = json_script(page, "trial-data")
-            assert data["trial"] == {"number": t, "total": N_EXCERPTS, "training": False,
-                                     "title": f"Trial {t} of {N_EXCERPTS}"}
+            assert data["trial"] == {
+                "number": t,
+                "total": N_EXCERPTS,
+                "training": False,
+                "title": f"Trial {t} of {N_EXCERPTS}",
+            }
             assert page.locator(".wm-label").count() == 0
             blind(f"trial {t}")
             if t == 1 and not phone:
@@ -342,7 +381,8 @@ def run_session(browser: Any, live_server: Any, exp: Experiment, name: str, phon
                          const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json',
                            'X-CSRFToken': csrf}, body: JSON.stringify({idempotency_key: key, ratings})});
                          return [r.status, await r.json()]; }""",
-                    [data["save_url"], data["idempotency_key"], data["csrf_token"], partial])
+                    [data["save_url"], data["idempotency_key"], data["csrf_token"], partial],
+                )
                 assert reply[0] == 400 and "not rated" in reply[1]["error"]
                 assert not TrialResponse.objects.filter(participant=participant, trial_id=plan[t]["trial"]).exists()
             ratings = rate_trial(page, SCORES[t - 1], phone)
@@ -416,7 +456,9 @@ def rate_by_keyboard(page: Any, scores: list[int]) -> dict[str, int]:
     data = json_script(page, "trial-data")
     keys = [s["key"] for s in data["signals"]]
     n = len(keys)
-    disabled = f"[...Array({n}).keys()].map(i => document.querySelector(`[aria-label='Signal ${{i + 1}} rating']`).disabled)"
+    disabled = (
+        f"[...Array({n}).keys()].map(i => document.querySelector(`[aria-label='Signal ${{i + 1}} rating']`).disabled)"
+    )
     assert page.evaluate(disabled) == [True] * n
     for i, score in enumerate(scores, start=1):
         page.keyboard.press(str(i))
@@ -461,8 +503,10 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
     page.click_button("Begin")
     for target in targets:
         page.click_button("Play the three sounds")
-        page.wait_for(f"[...document.querySelectorAll('button')].some(b => b.textContent.trim() === '{target}'"
-                      " && !b.disabled && b.getClientRects().length > 0)")
+        page.wait_for(
+            f"[...document.querySelectorAll('button')].some(b => b.textContent.trim() === '{target}'"
+            " && !b.disabled && b.getClientRects().length > 0)"
+        )
         page.click_button(str(target))
         page.click_button("Next")
     page.wait_for_path("/level/")
@@ -498,8 +542,11 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
 
     page.wait_for_path("/questionnaire/")
     page.type_into("#q-age", ANSWERS["age"])
-    page.evaluate("v => { const s = document.querySelector('#q-experience'); s.value = v;"
-                  " s.dispatchEvent(new Event('change', {bubbles: true})); }", ANSWERS["experience"])
+    page.evaluate(
+        "v => { const s = document.querySelector('#q-experience'); s.value = v;"
+        " s.dispatchEvent(new Event('change', {bubbles: true})); }",
+        ANSWERS["experience"],
+    )
     page.type_into("#q-comment", ANSWERS["comment"])
     step("questionnaire")
     page.click("#finish")
@@ -548,6 +595,10 @@ def test_level_page_does_not_reuse_a_trial_signal_url(client, build_experiment, 
     services.set_level(participant=participant, gain_db=0.0)
     participant.refresh_from_db()
     request = RequestFactory().get("/")
-    urls = {s["url"] for index, entry in enumerate(participant.plan) if not entry["training"]
-            for s in trial_data(request, participant, index)["signals"]}
+    urls = {
+        s["url"]
+        for index, entry in enumerate(participant.plan)
+        if not entry["training"]
+        for s in trial_data(request, participant, index)["signals"]
+    }
     assert src is not None and src not in urls

@@ -9,6 +9,7 @@ media code is WebKit's own, the platform layer (GStreamer decoding, GTK) is not 
 Protocol: https://www.w3.org/TR/webdriver2/ (sessions, navigation, execute/async,
 actions, element click, screenshot).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,19 @@ class WebKit:
         self.sound = PulseAudio(self.home / "pulse")
         display = self._start_xvfb(timeout)
         port = free_port()
-        env = {**os.environ, "HOME": str(self.home), "DISPLAY": display, "PULSE_SERVER": self.sound.server,
-               "XDG_RUNTIME_DIR": str(self.home / "pulse")}
-        self.driver = subprocess.Popen([str(DRIVER), f"--port={port}", "--host=127.0.0.1"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "DISPLAY": display,
+            "PULSE_SERVER": self.sound.server,
+            "XDG_RUNTIME_DIR": str(self.home / "pulse"),
+        }
+        self.driver = subprocess.Popen(
+            [str(DRIVER), f"--port={port}", "--host=127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
         while True:
@@ -58,8 +68,11 @@ class WebKit:
         for number in range(90, 140):
             if Path(f"/tmp/.X11-unix/X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists():
                 continue
-            self.xvfb = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1400x1000x24", "-nolisten", "tcp"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.xvfb = subprocess.Popen(
+                ["Xvfb", f":{number}", "-screen", "0", "1400x1000x24", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + timeout
             while not Path(f"/tmp/.X11-unix/X{number}").exists():
                 if self.xvfb.poll() is not None or time.monotonic() > deadline:
@@ -72,8 +85,9 @@ class WebKit:
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
                 return json.loads(reply.read() or b"{}").get("value")
@@ -82,8 +96,20 @@ class WebKit:
             raise DriverError(f"{method} {path}: {detail.get('error')}: {detail.get('message')}") from None
 
     def new_page(self, width: int = 1280, height: int = 900) -> WebKitPage:
-        session = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {
-            "binary": str(MINIBROWSER), "args": ["--automation", "--autoplay-policy=allow"]}}}})
+        session = self.call(
+            "POST",
+            "/session",
+            {
+                "capabilities": {
+                    "alwaysMatch": {
+                        "webkitgtk:browserOptions": {
+                            "binary": str(MINIBROWSER),
+                            "args": ["--automation", "--autoplay-policy=allow"],
+                        }
+                    }
+                }
+            },
+        )
         page = WebKitPage(self, session["sessionId"], session["capabilities"])
         page.call("POST", "/timeouts", {"script": 120_000, "pageLoad": 60_000})
         page.call("POST", "/window/rect", {"width": width, "height": height})
@@ -101,9 +127,11 @@ class WebKitPage(ScriptedPage):
     """One browser session; JavaScript runs in the page as WebDriver's scripts do."""
 
     #: Errors thrown after the page loaded (WebDriver has no log of load-time ones).
-    _COLLECT = ("() => { if (!window.__errors) { window.__errors = [];"
-                " addEventListener('error', e => window.__errors.push(String(e.message)));"
-                " addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason))); } }")
+    _COLLECT = (
+        "() => { if (!window.__errors) { window.__errors = [];"
+        " addEventListener('error', e => window.__errors.push(String(e.message)));"
+        " addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason))); } }"
+    )
 
     def __init__(self, browser: WebKit, session: str, capabilities: dict[str, Any]) -> None:
         self.browser = browser
@@ -126,8 +154,10 @@ class WebKitPage(ScriptedPage):
         return self.evaluate("window.__errors || []")
 
     def _run(self, source: str, poll: bool = False) -> Any:
-        script = ("const done = arguments[arguments.length - 1];"
-                  f"({source}).then(done, e => done({{__error: String(e && e.stack || e)}}));")
+        script = (
+            "const done = arguments[arguments.length - 1];"
+            f"({source}).then(done, e => done({{__error: String(e && e.stack || e)}}));"
+        )
         value = self.call("POST", "/execute/async", {"script": script, "args": []})
         if isinstance(value, dict) and "__error" in value:
             raise DriverError(f"JavaScript error: {value['__error']}")
@@ -147,7 +177,8 @@ class WebKitPage(ScriptedPage):
             s.connect(c.destination);
             s.start();
             const t0 = c.currentTime, w0 = performance.now();
-            while (c.currentTime - t0 < 0.3 && performance.now() - w0 < 10000) await new Promise(r => setTimeout(r, 20));
+            while (c.currentTime - t0 < 0.3 && performance.now() - w0 < 10000)
+              await new Promise(r => setTimeout(r, 20));
             s.stop();
             s.disconnect();
         }}""")

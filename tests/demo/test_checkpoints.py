@@ -1,4 +1,5 @@
 """The committed demo checkpoints: CoreAudioML layout, and their quality as recorded and ranked."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,8 @@ def reference_model(data: dict) -> tuple[torch.nn.Module, torch.nn.Linear]:
     rnn_cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[md["unit_type"]]
     rnn = rnn_cls(md["input_size"], md["hidden_size"], md["num_layers"], batch_first=True)
     lin = torch.nn.Linear(md["hidden_size"], md["output_size"], bias=md["bias_fl"])
-    rnn.load_state_dict({k[len("rec."):]: torch.tensor(v) for k, v in sd.items() if k.startswith("rec.")})
-    lin.load_state_dict({k[len("lin."):]: torch.tensor(v) for k, v in sd.items() if k.startswith("lin.")})
+    rnn.load_state_dict({k[len("rec.") :]: torch.tensor(v) for k, v in sd.items() if k.startswith("rec.")})
+    lin.load_state_dict({k[len("lin.") :]: torch.tensor(v) for k, v in sd.items() if k.startswith("lin.")})
     return rnn, lin
 
 
@@ -111,7 +112,11 @@ def test_quality_is_ranked_on_a_held_out_demo_phrase(material: dict, outputs: di
     n = material["held_frames"]
     y = material["wet"][-1, :n]
     scores = {name: esr(y, out[-1, :n]) for name, out in outputs.items()}
-    good, medium, poor = scores["demo_lstm16_gain.json"], scores["demo_gru8.json"], scores["demo_lstm4_undertrained.json"]
+    good, medium, poor = (
+        scores["demo_lstm16_gain.json"],
+        scores["demo_gru8.json"],
+        scores["demo_lstm4_undertrained.json"],
+    )
     assert good < 0.1 and good < medium < poor, scores
     assert poor > 2 * good and 0.15 < poor < 0.8, scores
     # unseen phrases score close to the validation phrases
@@ -123,7 +128,7 @@ def test_quality_is_ranked_on_a_held_out_demo_phrase(material: dict, outputs: di
 def test_conditioned_model_follows_its_gain_knob(material: dict) -> None:
     """At gain 0.2 the LSTM-16 must be closer to the pedal at 0.2 than its own output at 0.5 is."""
     rnn, lin = reference_model(load("demo_lstm16_gain.json"))
-    dry = material["dry"][0, : SAMPLE_RATE]
+    dry = material["dry"][0, :SAMPLE_RATE]
     wet_low = DemoDevice().process(dry, SAMPLE_RATE, 0.2)
     x = torch.from_numpy(dry)[None, :, None]
     preds = {}

@@ -1,4 +1,5 @@
 """The demo pedal: nonlinear (THD rises with gain, even harmonics), with memory, stable."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,15 @@ def sine(freq: float, seconds: float, rate: int, amp: float) -> np.ndarray:
 def harmonic_levels(y: np.ndarray, freq: float, rate: int, n: int = 8) -> np.ndarray:
     """Amplitudes of harmonics 1..n from a Blackman-Harris windowed FFT over a whole number of periods."""
     periods = int(len(y) * freq / rate)
-    seg = y[-int(round(periods * rate / freq)):].astype(np.float64)
+    seg = y[-int(round(periods * rate / freq)) :].astype(np.float64)
     spec = np.abs(np.fft.rfft(seg * signal.windows.blackmanharris(len(seg))))
     bins = np.fft.rfftfreq(len(seg), 1 / rate)
-    return np.array([spec[np.argmin(np.abs(bins - k * freq)) - 2: np.argmin(np.abs(bins - k * freq)) + 3].max()
-                     for k in range(1, n + 1)])
+    return np.array(
+        [
+            spec[np.argmin(np.abs(bins - k * freq)) - 2 : np.argmin(np.abs(bins - k * freq)) + 3].max()
+            for k in range(1, n + 1)
+        ]
+    )
 
 
 def thd(y: np.ndarray, freq: float, rate: int) -> float:
@@ -61,11 +66,11 @@ def test_compressor_gives_the_device_memory() -> None:
     loud = sine(440.0, 0.5, rate, 0.5)
     quiet = sine(440.0, 0.6, rate, 0.02)
     dev = DemoDevice()
-    after_loud = dev.process(np.concatenate([loud, quiet]), rate, 0.0)[len(loud):]
-    alone = dev.process(np.concatenate([np.zeros_like(loud), quiet]), rate, 0.0)[len(loud):]
+    after_loud = dev.process(np.concatenate([loud, quiet]), rate, 0.0)[len(loud) :]
+    alone = dev.process(np.concatenate([np.zeros_like(loud), quiet]), rate, 0.0)[len(loud) :]
 
     def rms(x: np.ndarray, t0: float, t1: float) -> float:
-        return float(np.sqrt(np.mean(x[int(t0 * rate): int(t1 * rate)].astype(np.float64) ** 2)))
+        return float(np.sqrt(np.mean(x[int(t0 * rate) : int(t1 * rate)].astype(np.float64) ** 2)))
 
     # Right after the loud part the gain is still reduced; 0.5 s later it has recovered.
     assert 20 * np.log10(rms(after_loud, 0.01, 0.03) / rms(alone, 0.01, 0.03)) < -3.0

@@ -1,4 +1,5 @@
 """The synthesised guitar: deterministic, in tune, decaying, at the stated level."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from demo.guitar import (
 def autocorrelation_pitch(x: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 1000.0) -> float:
     """Fundamental from the autocorrelation's highest peak, refined by a parabola through it."""
     x = x - x.mean()
-    ac = signal.correlate(x, x, mode="full", method="fft")[len(x) - 1:]
+    ac = signal.correlate(x, x, mode="full", method="fft")[len(x) - 1 :]
     lo, hi = int(sample_rate / fmax), int(sample_rate / fmin)
     k = lo + int(np.argmax(ac[lo:hi]))
     a, b, c = ac[k - 1], ac[k], ac[k + 1]
@@ -51,7 +52,7 @@ def test_peak_is_minus_six_dbfs_at_both_rates() -> None:
 def test_plucked_string_is_in_tune(midi: int, rate: int) -> None:
     target = midi_to_hz(midi)
     y = pluck(target, 1.2, rate, seed=midi).astype(np.float64)
-    f0 = autocorrelation_pitch(y[int(0.2 * rate):], rate)
+    f0 = autocorrelation_pitch(y[int(0.2 * rate) :], rate)
     assert f0 == pytest.approx(target, rel=0.005), note_name(midi)
 
 
@@ -59,7 +60,7 @@ def test_rendered_phrase_sounds_the_requested_note() -> None:
     # A3 alone, through the pickup filter and normalisation of a whole phrase.
     phrase = Phrase(seed=5, key="A minor", bpm=100.0, seconds=2.0, notes=[Note(0.05, 57, 0.8, 1.8)])
     x = render_phrase(phrase, 48000).astype(np.float64)
-    f0 = autocorrelation_pitch(x[int(0.3 * 48000): int(1.5 * 48000)], 48000)
+    f0 = autocorrelation_pitch(x[int(0.3 * 48000) : int(1.5 * 48000)], 48000)
     assert f0 == pytest.approx(220.0, rel=0.005)
     # Its spectrum's strongest low partial is the fundamental or a harmonic of it, never a buzz in between.
     f, p = signal.welch(x, 48000, nperseg=16384)
@@ -73,7 +74,7 @@ def test_strings_decay_and_a_release_damps_them() -> None:
     damped = pluck(110.0, 3.0, rate, seed=1, release=0.5).astype(np.float64)
 
     def rms(x: np.ndarray, t0: float, t1: float) -> float:
-        return float(np.sqrt(np.mean(x[int(t0 * rate): int(t1 * rate)] ** 2)))
+        return float(np.sqrt(np.mean(x[int(t0 * rate) : int(t1 * rate)] ** 2)))
 
     assert 20 * np.log10(rms(ring, 2.6, 3.0) / rms(ring, 0.05, 0.45)) < -6.0
     assert 20 * np.log10(rms(ring, 2.6, 3.0) / rms(ring, 0.05, 0.45)) > -40.0  # it sustains

@@ -1,4 +1,5 @@
 """Demo excerpts: written as float32 WAV pairs whose reference is the pedal's output."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Hand-built and generated tables shared by the evaluation tests."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -8,8 +9,9 @@ from evaluation.kinds import kind_map
 from evaluation.simulate import simulate_ratings
 
 
-def screening_table(reference: dict[str, list[float]], anchor: dict[str, list[float]] | None = None,
-                    items: list[str] | None = None) -> pd.DataFrame:
+def screening_table(
+    reference: dict[str, list[float]], anchor: dict[str, list[float]] | None = None, items: list[str] | None = None
+) -> pd.DataFrame:
     """Ratings of a hidden reference and a 7 kHz anchor per assessor; None marks a skipped item."""
     rows = []
     for participant, values in reference.items():

@@ -1,4 +1,5 @@
 """Objective-against-subjective correlations against scipy and the permutation definition."""
+
 from __future__ import annotations
 
 import itertools
@@ -42,8 +43,12 @@ def test_correlate_levels_and_log_pearson() -> None:
     table, points = correlate(models, metrics, Settings(correlation_resamples=500))
     cell = table[(table["level"] == "model_item")].set_index("method")
     merged = points[points["level"] == "model_item"]
-    assert cell.loc["spearman", "rho"] == pytest.approx(stats.spearmanr(merged["mean_rating"], merged["value"]).statistic)
-    assert cell.loc["pearson", "rho"] == pytest.approx(stats.pearsonr(merged["mean_rating"], np.log10(merged["value"])).statistic)
+    assert cell.loc["spearman", "rho"] == pytest.approx(
+        stats.spearmanr(merged["mean_rating"], merged["value"]).statistic
+    )
+    assert cell.loc["pearson", "rho"] == pytest.approx(
+        stats.pearsonr(merged["mean_rating"], np.log10(merged["value"])).statistic
+    )
     assert cell.loc["pearson", "transform"] == "log10"
     assert cell.loc["spearman", "rho"] < -0.8  # lower ESR, higher rating by construction
     for row in table.itertuples():
@@ -62,8 +67,9 @@ def test_bootstrap_resamples_participants() -> None:
         for k, c in enumerate(["m1", "m2", "m3", "m4"]):
             rows.append((f"p{p}", "i", c, 50.0 + (30.0 * k if p == 0 else 0.0) + p, "model"))
     ratings = pd.DataFrame(rows, columns=["participant", "item", "condition", "rating", "kind"])
-    metrics = pd.DataFrame({"condition": ["m1", "m2", "m3", "m4"], "item": "i", "metric": "mae",
-                            "value": [4.0, 3.0, 2.0, 1.0]})
+    metrics = pd.DataFrame(
+        {"condition": ["m1", "m2", "m3", "m4"], "item": "i", "metric": "mae", "value": [4.0, 3.0, 2.0, 1.0]}
+    )
     table, _ = correlate(ratings, metrics, Settings(correlation_resamples=400))
     row = table[(table["level"] == "model_item") & (table["method"] == "spearman")].iloc[0]
     assert row["rho"] == pytest.approx(-1.0)

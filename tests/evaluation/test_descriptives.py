@@ -1,4 +1,5 @@
 """Descriptives checked against scipy and numpy on generated data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ def test_bca_matches_scipy_bootstrap_with_the_same_draws() -> None:
     samples = rng.gamma(2.0, 10.0, (3, 25))
     ours = bca_mean(samples, n_resamples=3000, seed=11)
     for row, interval in zip(samples, ours):
-        reference = stats.bootstrap((row,), np.mean, n_resamples=3000, method="BCa",
-                                    rng=np.random.default_rng(11), vectorized=True).confidence_interval
+        reference = stats.bootstrap(
+            (row,), np.mean, n_resamples=3000, method="BCa", rng=np.random.default_rng(11), vectorized=True
+        ).confidence_interval
         assert interval == pytest.approx([reference.low, reference.high], rel=1e-12)
 
 
@@ -34,10 +36,15 @@ def test_cell_descriptives_match_scipy_and_numpy() -> None:
     row = table[(table["condition"] == "model_b") & (table["item"] == "item02")].iloc[0]
     values = ratings[(ratings["condition"] == "model_b") & (ratings["item"] == "item02")]["rating"].to_numpy()
     low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    assert (row["n"], row["mean"], row["sd"]) == (len(values), pytest.approx(values.mean()),
-                                                  pytest.approx(values.std(ddof=1)))
+    assert (row["n"], row["mean"], row["sd"]) == (
+        len(values),
+        pytest.approx(values.mean()),
+        pytest.approx(values.std(ddof=1)),
+    )
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert (row["median"], row["q1"], row["q3"]) == tuple(pytest.approx(v) for v in np.percentile(values, [25, 50, 75])[[1, 0, 2]])
+    assert (row["median"], row["q1"], row["q3"]) == tuple(
+        pytest.approx(v) for v in np.percentile(values, [25, 50, 75])[[1, 0, 2]]
+    )
     boot = stats.bootstrap((values,), np.mean, n_resamples=20_000, method="BCa", rng=np.random.default_rng(1))
     # Different draws: the intervals agree to bootstrap precision.
     assert row["bca_low"] == pytest.approx(boot.confidence_interval.low, abs=0.6)

@@ -47,24 +47,42 @@ def test_webmushra_csv_maps_columns_and_kinds(tmp_path: Path) -> None:
 
 
 def test_our_csv_keeps_identifiers_as_text(tmp_path: Path) -> None:
-    path = _write(tmp_path / "r.csv", "participant,item,condition,rating,page\n007,01,lp35,10,3\n007,01,hidden reference,99,3\n")
+    path = _write(
+        tmp_path / "r.csv", "participant,item,condition,rating,page\n007,01,lp35,10,3\n007,01,hidden reference,99,3\n"
+    )
     ratings = read_ratings(path)
     assert ratings["participant"].tolist() == ["007", "007"]
     assert ratings["item"].tolist() == ["01", "01"]
-    assert dict(zip(ratings["condition"], ratings["kind"])) == {"lp35": "anchor35", "hidden reference": "hidden_reference"}
+    assert dict(zip(ratings["condition"], ratings["kind"])) == {
+        "lp35": "anchor35",
+        "hidden reference": "hidden_reference",
+    }
     assert "page" in ratings.columns
 
 
 def test_kind_inference_and_explicit_mapping() -> None:
-    frame = pd.DataFrame({"participant": ["p"] * 5, "item": ["i"] * 5,
-                          "condition": ["Anchor_70", "anchor7", "LP70", "ref_hidden", "net"],
-                          "rating": [50, 50, 50, 99, 70]})
+    frame = pd.DataFrame(
+        {
+            "participant": ["p"] * 5,
+            "item": ["i"] * 5,
+            "condition": ["Anchor_70", "anchor7", "LP70", "ref_hidden", "net"],
+            "rating": [50, 50, 50, 99, 70],
+        }
+    )
+
     def kinds_of(table: pd.DataFrame) -> dict[str, str]:
         return dict(zip(table["condition"], table["kind"]))
 
-    assert kinds_of(validate_ratings(frame)) == {"Anchor_70": "anchor70", "anchor7": "anchor70", "LP70": "anchor70",
-                                                 "ref_hidden": "model", "net": "model"}
-    assert kinds_of(validate_ratings(frame, kinds={"ref_hidden": "hidden_reference"}))["ref_hidden"] == "hidden_reference"
+    assert kinds_of(validate_ratings(frame)) == {
+        "Anchor_70": "anchor70",
+        "anchor7": "anchor70",
+        "LP70": "anchor70",
+        "ref_hidden": "model",
+        "net": "model",
+    }
+    assert (
+        kinds_of(validate_ratings(frame, kinds={"ref_hidden": "hidden_reference"}))["ref_hidden"] == "hidden_reference"
+    )
     with pytest.raises(EvaluationError, match="unknown kind"):
         validate_ratings(frame, kinds={"net": "teacher"})
 

@@ -1,4 +1,5 @@
 """Mixed model and RM-ANOVA against statsmodels' formula interface, pingouin and closed forms."""
+
 from __future__ import annotations
 
 import warnings
@@ -86,9 +87,12 @@ def test_rm_anova_matches_statsmodels_and_pingouin_epsilons() -> None:
     reference = AnovaRM(long, "rating", "participant", within=["condition"]).fit().anova_table
     assert ours["F"] == pytest.approx(reference["F Value"].iloc[0])
     assert ours["pvalue"] == pytest.approx(reference["Pr > F"].iloc[0])
-    assert ours["eps_gg"] == pytest.approx(pg.epsilon(long, dv="rating", within="condition", subject="participant",
-                                                      correction="gg"))
+    assert ours["eps_gg"] == pytest.approx(
+        pg.epsilon(long, dv="rating", within="condition", subject="participant", correction="gg")
+    )
     hf = pg.epsilon(long, dv="rating", within="condition", subject="participant", correction="hf")
     assert ours["eps_hf"] == pytest.approx(min(hf, 1.0))
     table = pg.rm_anova(long, dv="rating", within="condition", subject="participant", correction=True)
-    assert ours["pvalue_gg"] == pytest.approx(table["p_GG_corr"].iloc[0] if "p_GG_corr" in table else table["p-GG-corr"].iloc[0])
+    assert ours["pvalue_gg"] == pytest.approx(
+        table["p_GG_corr"].iloc[0] if "p_GG_corr" in table else table["p-GG-corr"].iloc[0]
+    )

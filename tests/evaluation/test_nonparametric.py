@@ -1,4 +1,5 @@
 """Friedman, Wilcoxon, Holm, effect sizes and the permutation test against scipy, statsmodels, pingouin."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,13 @@ from statsmodels.stats.multitest import multipletests
 
 from evaluation.descriptives import participant_means
 from evaluation.nonparametric import (
-    all_pairs, friedman, hodges_lehmann, holm, pairwise_wilcoxon, permutation_test_paired, rank_biserial,
+    all_pairs,
+    friedman,
+    hodges_lehmann,
+    holm,
+    pairwise_wilcoxon,
+    permutation_test_paired,
+    rank_biserial,
     smallest_exact_wilcoxon_p,
 )
 
@@ -81,8 +88,13 @@ def test_exact_permutation_test_matches_scipy() -> None:
     b = a - rng.normal(2, 5, 10)
     ours = permutation_test_paired(a, b, n_resamples=10_000, seed=0)
     assert ours["exact"]  # 2^10 sign patterns <= 10 000
-    reference = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
-                                       permutation_type="samples", n_resamples=10_000, vectorized=True)
+    reference = stats.permutation_test(
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        n_resamples=10_000,
+        vectorized=True,
+    )
     assert ours["pvalue"] == pytest.approx(reference.pvalue)
 
 
@@ -93,9 +105,14 @@ def test_random_permutation_test_is_seeded_and_close_to_scipy() -> None:
     first = permutation_test_paired(a, b, n_resamples=10_000, seed=9)
     assert not first["exact"] and first["resamples"] == 10_000
     assert first == permutation_test_paired(a, b, n_resamples=10_000, seed=9)
-    reference = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
-                                       permutation_type="samples", n_resamples=10_000, vectorized=True,
-                                       rng=np.random.default_rng(0))
+    reference = stats.permutation_test(
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        n_resamples=10_000,
+        vectorized=True,
+        rng=np.random.default_rng(0),
+    )
     assert first["pvalue"] == pytest.approx(reference.pvalue, abs=0.02)
 
 

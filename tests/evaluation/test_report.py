@@ -1,4 +1,5 @@
 """The analysis end to end and the report bundle."""
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,16 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, data) -> tuple[Path, dict]:
 
 def test_bundle_files(bundle) -> None:
     out, result = bundle
-    for name in ("report.html", "stats.json", "descriptives.csv", "pairwise.csv", "screening.csv",
-                 "correlations.csv", "table.tex", "provenance.json"):
+    for name in (
+        "report.html",
+        "stats.json",
+        "descriptives.csv",
+        "pairwise.csv",
+        "screening.csv",
+        "correlations.csv",
+        "table.tex",
+        "provenance.json",
+    ):
         assert (out / name).stat().st_size > 0, name
         assert name in result["files"]
 
@@ -132,8 +141,20 @@ def test_cli_report(tmp_path: Path, data) -> None:
     data[1].to_csv(tmp_path / "metrics.csv", index=False)
     (tmp_path / "settings.json").write_text(json.dumps(SETTINGS))
     out, err = io.StringIO(), io.StringIO()
-    code = main(["report", str(tmp_path / "ratings.csv"), "--metrics", str(tmp_path / "metrics.csv"),
-                 "--settings", str(tmp_path / "settings.json"), "--out", str(tmp_path / "out")], stdout=out, stderr=err)
+    code = main(
+        [
+            "report",
+            str(tmp_path / "ratings.csv"),
+            "--metrics",
+            str(tmp_path / "metrics.csv"),
+            "--settings",
+            str(tmp_path / "settings.json"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        stdout=out,
+        stderr=err,
+    )
     assert code == 0
     assert "[100%] done" in err.getvalue()
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())

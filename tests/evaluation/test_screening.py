@@ -1,4 +1,5 @@
 """Post-screening rules of ITU-R BS.1534-3 §4.1.2 on hand-built edge cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,8 +89,9 @@ def test_screening_can_be_switched_off_and_thresholds_moved() -> None:
 
 def test_outliers_are_flagged_with_tukey_fences_and_never_excluded() -> None:
     values = [50.0, 52.0, 54.0, 56.0, 58.0, 60.0, 99.0]
-    frame = pd.DataFrame({"participant": [f"p{k}" for k in range(7)], "item": "i", "condition": "net",
-                          "rating": values, "kind": "model"})
+    frame = pd.DataFrame(
+        {"participant": [f"p{k}" for k in range(7)], "item": "i", "condition": "net", "rating": values, "kind": "model"}
+    )
     q1, q3 = np.percentile(values, [25, 75])
     flagged = flag_outliers(frame)
     assert flagged["participant"].tolist() == ["p6"]

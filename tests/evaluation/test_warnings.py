@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 from evaluation import warnings as words
 
 from ._data import known

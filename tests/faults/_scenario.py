@@ -8,6 +8,7 @@ through pytest-django; they run this script with the server's environment instea
 
 Each command prints one JSON object on one line of stdout.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RESEARCHER = "researcher"
 RESEARCHER_PASSWORD = "a-long-password-1"
@@ -51,7 +53,7 @@ def _excerpt_files(guitar: str, folder: Path, index: int, seconds: float) -> tup
     audio, sr = sf.read(guitar, dtype="float32", always_2d=True)
     n = int(seconds * sr)
     start = int(index * 1.0 * sr)
-    dry = audio[start:start + n, :1]
+    dry = audio[start : start + n, :1]
     if dry.shape[0] < n:
         dry = np.resize(dry, (n, 1))
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,8 +63,17 @@ def _excerpt_files(guitar: str, folder: Path, index: int, seconds: float) -> tup
     return dry_path, ref_path
 
 
-def build(*, guitar: str, checkpoint: str, material: str, excerpts: int = 1, seconds: float = 1.0,
-          config: dict | None = None, title: str = "Fault test", render: bool = False) -> dict[str, Any]:
+def build(
+    *,
+    guitar: str,
+    checkpoint: str,
+    material: str,
+    excerpts: int = 1,
+    seconds: float = 1.0,
+    config: dict | None = None,
+    title: str = "Fault test",
+    render: bool = False,
+) -> dict[str, Any]:
     """An experiment with real excerpts and one real checkpoint; rendering queued on request."""
     from django.contrib.auth import get_user_model
 
@@ -75,8 +86,9 @@ def build(*, guitar: str, checkpoint: str, material: str, excerpts: int = 1, sec
         dry, ref = _excerpt_files(guitar, Path(material) / f"e{exp.pk}", i, seconds)
         services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
     ckpt = services.add_checkpoint(experiment=exp, name=Path(checkpoint).name, file=checkpoint)
-    services.add_model_condition(experiment=exp, checkpoint=ckpt, label="Model 1",
-                                 knobs={k: 0.5 for k in ckpt.knob_names})
+    services.add_model_condition(
+        experiment=exp, checkpoint=ckpt, label="Model 1", knobs={k: 0.5 for k in ckpt.knob_names}
+    )
     if render:
         services.start_render(experiment=exp)
     return {"experiment": exp.pk, "public_token": exp.public_token}
@@ -107,7 +119,11 @@ def retry(*, job: int) -> dict[str, Any]:
 
 
 COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
-    "researcher": researcher, "build": build, "render": render, "open": open_, "retry": retry,
+    "researcher": researcher,
+    "build": build,
+    "render": render,
+    "open": open_,
+    "retry": retry,
 }
 
 
@@ -137,8 +153,10 @@ def serve() -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] != ["--serve"] and (len(argv) < 1 or argv[0] not in COMMANDS):
-        print(f"usage: python -m tests.faults._scenario {{--serve,{','.join(COMMANDS)}}} [JSON arguments]",
-              file=sys.stderr)
+        print(
+            f"usage: python -m tests.faults._scenario {{--serve,{','.join(COMMANDS)}}} [JSON arguments]",
+            file=sys.stderr,
+        )
         return 2
     _setup()
     if argv[0] == "--serve":

@@ -6,6 +6,7 @@ starts with its own settings. The tests talk to the web server over HTTP, read t
 database with plain SQL, and set up experiments through ``tests/faults/_scenario.py``
 run with the server's environment. Nothing here uses pytest-django's database.
 """
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -81,23 +82,49 @@ class Client:
             self.get(path)
         if not self.cookie("csrftoken"):
             host = urllib.parse.urlsplit(self.base_url).hostname or "127.0.0.1"
-            self.jar.set_cookie(http.cookiejar.Cookie(
-                0, "csrftoken", secrets.token_hex(16), None, False, host, False, False, "/", True, False, None,
-                False, None, None, {}))
+            self.jar.set_cookie(
+                http.cookiejar.Cookie(
+                    0,
+                    "csrftoken",
+                    secrets.token_hex(16),
+                    None,
+                    False,
+                    host,
+                    False,
+                    False,
+                    "/",
+                    True,
+                    False,
+                    None,
+                    False,
+                    None,
+                    None,
+                    {},
+                )
+            )
 
     def post_form(self, path: str, data: dict[str, str], timeout: float = 30) -> Reply:
         self.ensure_csrf_cookie(path)
         body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": self.cookie("csrftoken")}).encode()
-        request = urllib.request.Request(self.base_url + path, data=body, method="POST",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded",
-                                                  "Referer": self.base_url + path})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Referer": self.base_url + path},
+        )
         return self._send(request, timeout)
 
     def post_json(self, path: str, data: Any, timeout: float = 30) -> Reply:
-        request = urllib.request.Request(self.base_url + path, data=json.dumps(data).encode(), method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "X-CSRFToken": self.cookie("csrftoken"),
-                                                  "Referer": self.base_url + path})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(data).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-CSRFToken": self.cookie("csrftoken"),
+                "Referer": self.base_url + path,
+            },
+        )
         return self._send(request, timeout)
 
 
@@ -140,9 +167,15 @@ class Stack:
     def scenario(self, command: str, timeout: float = 180, **kwargs: Any) -> dict[str, Any]:
         """Run a set-up step of ``_scenario.py`` in its long-lived process (started on first use)."""
         if self.setup_proc is None or self.setup_proc.poll() is not None:
-            self.setup_proc = subprocess.Popen([sys.executable, "-m", "tests.faults._scenario", "--serve"], cwd=REPO,
-                                           env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                           start_new_session=True)
+            self.setup_proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.faults._scenario", "--serve"],
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
         assert self.setup_proc.stdin and self.setup_proc.stdout
         self.setup_proc.stdin.write(json.dumps({"command": command, "kwargs": kwargs}) + "\n")
         self.setup_proc.stdin.flush()
@@ -159,25 +192,42 @@ class Stack:
         return answer["ok"]
 
     def manage(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def build(self, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
-        return self.scenario("build", guitar=str(fixture_path(*GUITAR)), checkpoint=str(fixture_path(*CHECKPOINT)),
-                             material=str(tmp_path), **kwargs)
+        return self.scenario(
+            "build",
+            guitar=str(fixture_path(*GUITAR)),
+            checkpoint=str(fixture_path(*CHECKPOINT)),
+            material=str(tmp_path),
+            **kwargs,
+        )
 
     # -- reading the database directly
 
     def sql(self, query: str, params: tuple | dict = ()) -> list[tuple]:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.pg.port} user={self.pg.user} dbname=postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.pg.port} user={self.pg.user} dbname=postgres",
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
             return conn.execute(query, params).fetchall()
 
     def jobs(self, experiment: int) -> list[dict[str, Any]]:
-        rows = self.sql("SELECT id, kind, status, attempts, error, condition_id, excerpt_id, output_file "
-                        "FROM webmushra_renderjob WHERE experiment_id = %s ORDER BY id", (experiment,))
+        rows = self.sql(
+            "SELECT id, kind, status, attempts, error, condition_id, excerpt_id, output_file "
+            "FROM webmushra_renderjob WHERE experiment_id = %s ORDER BY id",
+            (experiment,),
+        )
         keys = ("id", "kind", "status", "attempts", "error", "condition_id", "excerpt_id", "output_file")
         return [dict(zip(keys, row)) for row in rows]
 
@@ -186,25 +236,37 @@ class Stack:
 
     def stimuli(self, experiment: int) -> list[tuple[int, int, str, int]]:
         """(excerpt, condition, file, size) of every stimulus row of an experiment."""
-        return self.sql("SELECT excerpt_id, condition_id, file, size FROM webmushra_stimulus "
-                        "WHERE experiment_id = %s ORDER BY excerpt_id, condition_id", (experiment,))
+        return self.sql(
+            "SELECT excerpt_id, condition_id, file, size FROM webmushra_stimulus "
+            "WHERE experiment_id = %s ORDER BY excerpt_id, condition_id",
+            (experiment,),
+        )
 
-    def wait_for_jobs(self, experiment: int, statuses: set[str], timeout: float = 180,
-                      worker: Worker | None = None) -> list[dict[str, Any]]:
+    def wait_for_jobs(
+        self, experiment: int, statuses: set[str], timeout: float = 180, worker: Worker | None = None
+    ) -> list[dict[str, Any]]:
         def settled() -> list[dict[str, Any]] | None:
             jobs = self.jobs(experiment)
             return jobs if jobs and all(j["status"] in statuses for j in jobs) else None
 
         try:
-            return wait_for(settled, timeout=timeout, interval=0.2, what=f"jobs of experiment {experiment} to be {statuses}")
+            return wait_for(
+                settled, timeout=timeout, interval=0.2, what=f"jobs of experiment {experiment} to be {statuses}"
+            )
         except AssertionError as exc:
             log = worker.log[-3000:] if worker else ""
             raise AssertionError(f"{exc}; jobs: {self.jobs(experiment)}\n{log}") from None
 
     # -- processes
 
-    def worker(self, *, beat: bool = False, prefix: list[str] | None = None,
-               preexec: Callable[[], None] | None = None, **env: str) -> FaultWorker:
+    def worker(
+        self,
+        *,
+        beat: bool = False,
+        prefix: list[str] | None = None,
+        preexec: Callable[[], None] | None = None,
+        **env: str,
+    ) -> FaultWorker:
         w = FaultWorker({**self.env, **env}, beat=beat, prefix=prefix, preexec=preexec)
         self.workers.append(w)
         return w.start()
@@ -229,15 +291,37 @@ def _start_web(stack: Stack) -> None:
     port = free_port()
     log = open(stack.var_dir / "web.log", "ab")
     stack.web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--threads", "4", "--timeout", "60", "--graceful-timeout", "5"],
-        cwd=REPO, env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+        ],
+        cwd=REPO,
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log.close()
     _wait_port(port, 60, stack.web)
     stack.web_url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: Client(stack.web_url).get("/healthz").status == 200, timeout=60, interval=0.2,
-             what="the web server to answer /healthz")
+    wait_for(
+        lambda: Client(stack.web_url).get("/healthz").status == 200,
+        timeout=60,
+        interval=0.2,
+        what="the web server to answer /healthz",
+    )
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -253,8 +337,10 @@ def _stop(proc: subprocess.Popen | None) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     require(shutil.which("redis-server") is not None, "redis-server is not installed")
-    require(any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb") is not None,
-            "PostgreSQL is not installed")
+    require(
+        any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb") is not None,
+        "PostgreSQL is not installed",
+    )
     fixture_path(*CHECKPOINT)
     fixture_path(*GUITAR)
     # Outside pytest's private (0700) temp root, so a worker running as another user can reach it.
@@ -265,9 +351,16 @@ def stack() -> Iterator[Stack]:
     for name in ("DJANGO_SETTINGS_MODULE", "RENDER_STALE_SECONDS", "RENDER_RESEND_SECONDS", "REAPER_INTERVAL_SECONDS"):
         env.pop(name, None)
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL=pg.url, CELERY_BROKER_URL=redis.url,
-        VAR_DIR=str(var_dir), MEDIA_ROOT=str(var_dir / "media"), SECRET_KEY="fault-tests-" + "x" * 40,
-        PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", LOG_LEVEL="WARNING", DEBUG="",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=pg.url,
+        CELERY_BROKER_URL=redis.url,
+        VAR_DIR=str(var_dir),
+        MEDIA_ROOT=str(var_dir / "media"),
+        SECRET_KEY="fault-tests-" + "x" * 40,
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        LOG_LEVEL="WARNING",
+        DEBUG="",
     )
     s = Stack(pg=pg, redis=redis, var_dir=var_dir, env=env)
     try:
@@ -304,10 +397,18 @@ def rating_experiment(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     without listening; the trials and the saving path are unchanged.
     """
     material = tmp_path_factory.mktemp("rating-material")
-    built = stack.build(material, excerpts=RATING_EXCERPTS, seconds=1.0, render=True, title="Rating",
-                        config={"training": False, "level_setting": True,
-                                "rules": {"must_play_all": False, "only_playing_slider_moves": False,
-                                          "require_one_100": False}})
+    built = stack.build(
+        material,
+        excerpts=RATING_EXCERPTS,
+        seconds=1.0,
+        render=True,
+        title="Rating",
+        config={
+            "training": False,
+            "level_setting": True,
+            "rules": {"must_play_all": False, "only_playing_slider_moves": False, "require_one_100": False},
+        },
+    )
     worker = stack.worker()
     try:
         stack.wait_for_jobs(built["experiment"], {"done"}, timeout=240, worker=worker)
@@ -346,21 +447,29 @@ def expected_ratings(stack: Stack, token: str, sent: dict[int, dict[str, int]]) 
 
 
 def stored_ratings(stack: Stack, token: str) -> dict[tuple[int, int], int]:
-    rows = stack.sql("SELECT r.trial_id, r.condition_id, r.score FROM webmushra_rating r "
-                     "JOIN webmushra_participant p ON p.id = r.participant_id WHERE p.token = %s", (token,))
+    rows = stack.sql(
+        "SELECT r.trial_id, r.condition_id, r.score FROM webmushra_rating r "
+        "JOIN webmushra_participant p ON p.id = r.participant_id WHERE p.token = %s",
+        (token,),
+    )
     return {(t, c): s for t, c, s in rows}
 
 
 def responses_per_trial(stack: Stack, token: str) -> dict[int, int]:
-    rows = stack.sql("SELECT r.trial_id, count(*) FROM webmushra_trialresponse r "
-                     "JOIN webmushra_participant p ON p.id = r.participant_id WHERE p.token = %s "
-                     "GROUP BY r.trial_id", (token,))
+    rows = stack.sql(
+        "SELECT r.trial_id, count(*) FROM webmushra_trialresponse r "
+        "JOIN webmushra_participant p ON p.id = r.participant_id WHERE p.token = %s "
+        "GROUP BY r.trial_id",
+        (token,),
+    )
     return dict(rows)
 
 
 def media_leftovers(root: Path) -> list[Path]:
     """Temporary files a writer left behind under a media folder."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and (p.name.startswith(".tmp-") or p.name.startswith("tmp")))
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and (p.name.startswith(".tmp-") or p.name.startswith("tmp"))
+    )
 
 
 def wav_is_complete(path: Path) -> bool:
@@ -374,7 +483,7 @@ def wav_is_complete(path: Path) -> bool:
         return False
     pos = 12
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if chunk == b"data":
             return pos + 8 + size <= len(data)
         pos += 8 + size + (size & 1)

@@ -10,6 +10,7 @@ Three ways to make writes fail, all against a real worker process:
 * an output folder the worker may not write (``EACCES``); root writes through any mode
   bits, so a root worker then runs without ``CAP_DAC_OVERRIDE``.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,11 @@ def tiny_filesystem():
 
     def mount(folder: Path, size: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
         mounted.append(folder)

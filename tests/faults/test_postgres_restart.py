@@ -1,18 +1,21 @@
 """PostgreSQL restarted mid-session: the participant's save is retried with the same
 idempotency key until the database is back; nothing is lost or stored twice."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
 from tests.conftest import wait_js
-
 from tests.faults.conftest import (
-    Stack, expected_ratings, responses_per_trial, start_session, stored_ratings, trial_data,
+    Stack,
+    expected_ratings,
+    responses_per_trial,
+    start_session,
+    stored_ratings,
+    trial_data,
 )
 
 pytestmark = pytest.mark.integration
-
 
 
 def body(data: dict, ratings: dict[str, int]) -> dict:

@@ -1,12 +1,20 @@
 """Redis stopped while participants rate: ratings never touch the broker, and render jobs
 asked for during the outage run once Redis is back (the reaper re-sends them from the rows)."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.faults._scenario import RESEARCHER, RESEARCHER_PASSWORD
 from tests.faults.conftest import (
-    RATING_EXCERPTS, Client, Stack, expected_ratings, responses_per_trial, start_session, stored_ratings, trial_data,
+    RATING_EXCERPTS,
+    Client,
+    Stack,
+    expected_ratings,
+    responses_per_trial,
+    start_session,
+    stored_ratings,
+    trial_data,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,8 +45,10 @@ def test_participants_rate_while_redis_is_down(fault_stack: Stack, rating_experi
             sizes.add(len(audio.body))
         assert len(sizes) == 1
         ratings = {sig["key"]: (37 * index + 23 * i + 5) % 101 for i, sig in enumerate(data["signals"])}
-        reply = client.post_json(data["save_url"], {"idempotency_key": data["idempotency_key"], "ratings": ratings,
-                                                    "telemetry": {"time_on_page_ms": 1000}})
+        reply = client.post_json(
+            data["save_url"],
+            {"idempotency_key": data["idempotency_key"], "ratings": ratings, "telemetry": {"time_on_page_ms": 1000}},
+        )
         assert reply.status == 200, (reply.status, reply.body[:500], s.web_log())
         assert reply.json()["saved"] is True and reply.json()["replayed"] is False
         sent[index] = ratings

@@ -1,5 +1,6 @@
 """A render worker SIGKILLed mid-job: the job is requeued and completes once, and no
 partial stimulus is ever served."""
+
 from __future__ import annotations
 
 import re
@@ -66,18 +67,31 @@ def test_killed_worker_job_is_requeued_completes_once_and_nothing_partial_is_ser
     worker = s.worker(MODELRUNNER_NATIVE="0")
     model_job = next(j for j in s.jobs(exp) if j["kind"] == "model")
     # Killed while rendering: claimed and past loading the checkpoint (progress 0.05), not yet written.
-    wait_for(lambda: s.sql("SELECT progress FROM webmushra_renderjob WHERE id = %s AND status = 'running' "
-                           "AND progress > 0.05", (model_job["id"],)),
-             timeout=120, interval=0.01, what="the worker to start rendering")
+    wait_for(
+        lambda: s.sql(
+            "SELECT progress FROM webmushra_renderjob WHERE id = %s AND status = 'running' AND progress > 0.05",
+            (model_job["id"],),
+        ),
+        timeout=120,
+        interval=0.01,
+        what="the worker to start rendering",
+    )
     worker.kill()
 
     jobs = {j["kind"]: j for j in s.jobs(exp)}
     assert jobs["model"]["status"] == "running" and jobs["model"]["attempts"] == 1, (
-        f"the job was no longer running when the worker was killed ({jobs['model']}); make the excerpt longer")
+        f"the job was no longer running when the worker was killed ({jobs['model']}); make the excerpt longer"
+    )
     assert jobs["item"]["status"] == "pending"
     assert s.stimuli(exp) == [] and not list(stimuli.glob("*.wav"))
-    assert s.sql("SELECT count(*) FROM webmushra_stimulustoken t JOIN webmushra_stimulus st ON st.id = t.stimulus_id "
-                 "WHERE st.experiment_id = %s", (exp,))[0][0] == 0
+    assert (
+        s.sql(
+            "SELECT count(*) FROM webmushra_stimulustoken t JOIN webmushra_stimulus st ON st.id = t.stimulus_id "
+            "WHERE st.experiment_id = %s",
+            (exp,),
+        )[0][0]
+        == 0
+    )
     assert participant.get(f"/t/{public}/").status == 404
 
     # The operator's reaper (the same code beat runs) requeues the job once its heartbeat is stale.
@@ -103,7 +117,9 @@ def test_killed_worker_job_is_requeued_completes_once_and_nothing_partial_is_ser
         path = s.media / rel
         assert wav_is_complete(path) and path.stat().st_size == size
     assert len({size for *_, size in rows}) == 1
-    assert watcher.incomplete == [], f"files seen under their final name before they were complete: {watcher.incomplete}"
+    assert watcher.incomplete == [], (
+        f"files seen under their final name before they were complete: {watcher.incomplete}"
+    )
     assert media_leftovers(s.media / "renders") + media_leftovers(s.media / "stimuli") == []
 
     # Once open, a participant hears exactly the stored files.

@@ -16,6 +16,7 @@ kept in the repository) and names the service that receives it (``kind``):
 pickle or YAML document whose construction would create ``marker_path(folder)``; the test
 asserts that file never appears. ``docs/hostile-inputs.md`` lists the same cases.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -73,8 +74,9 @@ def tone(seconds: float = GOOD_SECONDS, rate: int = GOOD_RATE, channels: int = 1
     return np.repeat(x[:, None], channels, axis=1)
 
 
-def write(folder: Path, name: str, audio: np.ndarray, rate: int = GOOD_RATE, subtype: str = "FLOAT",
-          fmt: str = "WAV") -> Path:
+def write(
+    folder: Path, name: str, audio: np.ndarray, rate: int = GOOD_RATE, subtype: str = "FLOAT", fmt: str = "WAV"
+) -> Path:
     path = folder / name
     sf.write(path, audio, rate, subtype=subtype, format=fmt)
     return path
@@ -92,9 +94,15 @@ def pcm16_header(frames_bytes: int, rate: int = GOOD_RATE, channels: int = 1, ri
     """A canonical 44-byte RIFF/WAVE header for 16-bit PCM declaring ``frames_bytes`` of data."""
     block = 2 * channels
     riff = 36 + frames_bytes if riff_size is None else riff_size
-    return (b"RIFF" + struct.pack("<I", riff & 0xFFFFFFFF) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
-            + b"data" + struct.pack("<I", frames_bytes & 0xFFFFFFFF))
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff & 0xFFFFFFFF)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
+        + b"data"
+        + struct.pack("<I", frames_bytes & 0xFFFFFFFF)
+    )
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -110,8 +118,9 @@ def _bytes(name: str, content: bytes) -> Callable[[Path], Path]:
     return make
 
 
-def _wav(name: str, audio_fn: Callable[[], np.ndarray], rate: int = GOOD_RATE, subtype: str = "FLOAT",
-         fmt: str = "WAV") -> Callable[[Path], Path]:
+def _wav(
+    name: str, audio_fn: Callable[[], np.ndarray], rate: int = GOOD_RATE, subtype: str = "FLOAT", fmt: str = "WAV"
+) -> Callable[[Path], Path]:
     return lambda folder: write(folder, name, audio_fn(), rate, subtype, fmt)
 
 
@@ -139,8 +148,12 @@ def png_bytes() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = b"".join(b"\x00" + bytes(3 * 8) for _ in range(8))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _real_encoded(name: str, fmt: str, subtype: str) -> Callable[[Path], Path]:
@@ -236,7 +249,7 @@ def _zip_bomb_forged(folder: Path) -> Path:
         zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     data = bytearray(path.read_bytes())
     at = data.rfind(b"PK\x01\x02")
-    data[at + 24:at + 28] = struct.pack("<I", 0xFFFFFFF0)
+    data[at + 24 : at + 28] = struct.pack("<I", 0xFFFFFFF0)
     path.write_bytes(bytes(data))
     return path
 
@@ -270,8 +283,12 @@ def _torchscript(folder: Path) -> Path:
 # ----------------------------------------------------------------------------- weights
 
 
-NATIVE_CONFIG = {"format_version": 1, "architecture": "recurrent", "sample_rate": 48000,
-                 "params": {"unit_type": "LSTM", "hidden_size": 2}}
+NATIVE_CONFIG = {
+    "format_version": 1,
+    "architecture": "recurrent",
+    "sample_rate": 48000,
+    "params": {"unit_type": "LSTM", "hidden_size": 2},
+}
 
 
 def recurrent_state_dict(hidden: int = 2) -> dict:
@@ -279,9 +296,14 @@ def recurrent_state_dict(hidden: int = 2) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(0)
-    shapes = {"rec.weight_ih_l0": (4 * hidden, 1), "rec.weight_hh_l0": (4 * hidden, hidden),
-              "rec.bias_ih_l0": (4 * hidden,), "rec.bias_hh_l0": (4 * hidden,),
-              "lin.weight": (1, hidden), "lin.bias": (1,)}
+    shapes = {
+        "rec.weight_ih_l0": (4 * hidden, 1),
+        "rec.weight_hh_l0": (4 * hidden, hidden),
+        "rec.bias_ih_l0": (4 * hidden,),
+        "rec.bias_hh_l0": (4 * hidden,),
+        "lin.weight": (1, hidden),
+        "lin.bias": (1,),
+    }
     return {k: 0.1 * torch.randn(s, generator=g) for k, s in shapes.items()}
 
 
@@ -320,16 +342,27 @@ def _safetensors_raw(name: str, header_len: int, rest: bytes) -> Callable[[Path]
 
 
 def _safetensors_truncated_data(folder: Path) -> Path:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]},
-                         "__metadata__": {"config": json.dumps(NATIVE_CONFIG)}}).encode()
+    header = json.dumps(
+        {
+            "w": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]},
+            "__metadata__": {"config": json.dumps(NATIVE_CONFIG)},
+        }
+    ).encode()
     path = folder / "cut.safetensors"
     path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
     return path
 
 
 def _lightning(name: str, state: Callable[[], dict], hparams: dict) -> Callable[[Path], Path]:
-    return _torch_save(name, lambda folder: {"state_dict": state(), "hyper_parameters": hparams,
-                                             "epoch": 3, "pytorch-lightning_version": "2.1.0"})
+    return _torch_save(
+        name,
+        lambda folder: {
+            "state_dict": state(),
+            "hyper_parameters": hparams,
+            "epoch": 3,
+            "pytorch-lightning_version": "2.1.0",
+        },
+    )
 
 
 def _pruned_without_mask() -> dict:
@@ -346,8 +379,17 @@ LIGHTNING_HP = {"architecture": "recurrent", "sample_rate": 48000, "params": {"h
 
 def coreaudioml(hidden: int = 2, **model_data) -> dict:
     """A valid CoreAudioML SimpleRNN export (LSTM, ``hidden`` units, skip 1)."""
-    md = {"model": "SimpleRNN", "unit_type": "LSTM", "input_size": 1, "hidden_size": hidden, "output_size": 1,
-          "skip": 1, "num_layers": 1, "bias_fl": True, **model_data}
+    md = {
+        "model": "SimpleRNN",
+        "unit_type": "LSTM",
+        "input_size": 1,
+        "hidden_size": hidden,
+        "output_size": 1,
+        "skip": 1,
+        "num_layers": 1,
+        "bias_fl": True,
+        **model_data,
+    }
     sd = {k: v.tolist() for k, v in recurrent_state_dict(hidden).items()}
     return {"model_data": md, "state_dict": sd}
 
@@ -384,8 +426,13 @@ def _set_md(key: str, value) -> Callable[[dict], None]:
 
 def nam_linear(weights: list | None = None, **extra) -> dict:
     """A valid NAM ``Linear`` file: 4 taps and a bias."""
-    doc = {"version": "0.5.4", "architecture": "Linear", "config": {"receptive_field": 4, "bias": True},
-           "weights": [0.5, 0.25, 0.125, 0.0625, 0.0] if weights is None else weights, "sample_rate": 48000}
+    doc = {
+        "version": "0.5.4",
+        "architecture": "Linear",
+        "config": {"receptive_field": 4, "bias": True},
+        "weights": [0.5, 0.25, 0.125, 0.0625, 0.0] if weights is None else weights,
+        "sample_rate": 48000,
+    }
     doc.update(extra)
     return doc
 
@@ -395,10 +442,27 @@ def _nam_text(name: str, text: str) -> Callable[[Path], Path]:
 
 
 NAM_WAVENET_HUGE = {
-    "version": "0.5.4", "architecture": "WaveNet", "sample_rate": 48000, "weights": [0.0],
-    "config": {"head": None, "head_scale": 0.02, "layers": [{
-        "input_size": 1, "condition_size": 1, "channels": 100_000, "kernel_size": 3, "dilations": [1],
-        "activation": "Tanh", "gated": False, "head_size": 1, "head_bias": True}]},
+    "version": "0.5.4",
+    "architecture": "WaveNet",
+    "sample_rate": 48000,
+    "weights": [0.0],
+    "config": {
+        "head": None,
+        "head_scale": 0.02,
+        "layers": [
+            {
+                "input_size": 1,
+                "condition_size": 1,
+                "channels": 100_000,
+                "kernel_size": 3,
+                "dilations": [1],
+                "activation": "Tanh",
+                "gated": False,
+                "head_size": 1,
+                "head_bias": True,
+            }
+        ],
+    },
 }
 
 
@@ -412,8 +476,10 @@ def _site(folder: Path, pages: str, extra_audio: bool = True) -> Path:
     if extra_audio:
         write(audio, "ref.wav", tone())
         write(audio, "c1.wav", np.tanh(2.0 * tone()) * 0.5)
-    return _write_text(folder / "site" / "configs" / "test.yaml",
-                       "testname: Hostile\ntestId: hostile\nbufferSize: 2048\npages:\n" + pages)
+    return _write_text(
+        folder / "site" / "configs" / "test.yaml",
+        "testname: Hostile\ntestId: hostile\nbufferSize: 2048\npages:\n" + pages,
+    )
 
 
 MUSHRA_PAGE = """\
@@ -434,8 +500,7 @@ def _yaml(pages: str) -> Callable[[Path], Path]:
 
 
 def _yaml_with_marker(template: str) -> Callable[[Path], Path]:
-    return lambda folder: _site(folder, template.format(cmd=f"touch {marker_path(folder)}",
-                                                        marker=marker_path(folder)))
+    return lambda folder: _site(folder, template.format(cmd=f"touch {marker_path(folder)}", marker=marker_path(folder)))
 
 
 def _billion_laughs(folder: Path) -> Path:
@@ -456,13 +521,21 @@ def _outside_folder(folder: Path) -> Path:
     outside = folder / "outside"
     outside.mkdir()
     write(outside, "secret.wav", tone())
-    return _site(folder, MUSHRA_PAGE.replace("configs/resources/audio/ref.wav", "../../outside/secret.wav")
-                 .format(stimulus="configs/resources/audio/c1.wav"))
+    return _site(
+        folder,
+        MUSHRA_PAGE.replace("configs/resources/audio/ref.wav", "../../outside/secret.wav").format(
+            stimulus="configs/resources/audio/c1.wav"
+        ),
+    )
 
 
 def _absolute_path(folder: Path) -> Path:
-    return _site(folder, MUSHRA_PAGE.replace("configs/resources/audio/ref.wav", "/etc/passwd")
-                 .format(stimulus="configs/resources/audio/c1.wav"))
+    return _site(
+        folder,
+        MUSHRA_PAGE.replace("configs/resources/audio/ref.wav", "/etc/passwd").format(
+            stimulus="configs/resources/audio/c1.wav"
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- the corpus
@@ -478,236 +551,617 @@ def _pair_192k(folder: Path) -> Path:
 
 CASES: list[Case] = [
     # --- excerpts: not audio, or damaged audio
-    Case("wav-empty", "excerpt_dry", _bytes("take.wav", b""), r"take\.wav: the file is empty",
-         "a zero-byte `take.wav` as the dry input"),
-    Case("wav-header-only", "excerpt_dry", _bytes("take.wav", pcm16_header(0)), r"take\.wav: only 0 sample frames",
-         "a 44-byte RIFF/WAVE header declaring no data"),
-    Case("wav-truncated-data", "excerpt_dry",
-         _bytes("take.wav", pcm16_header(2 * GOOD_RATE) + pcm16(tone(0.01))),
-         r"take\.wav: .*declares 96000 bytes of audio but the file holds only 960",
-         "a 16-bit WAV whose header declares 1 s of samples but which is cut off after 10 ms"),
-    Case("wav-absurd-data-size", "excerpt_dry",
-         _bytes("take.wav", pcm16_header(0xFFFFFFF0) + pcm16(tone())),
-         r"take\.wav: .*declares 4294967280 bytes of audio but the file holds only 96000",
-         "a WAV whose data chunk claims 4 GB while the file holds 1 s"),
-    Case("wav-one-sample", "excerpt_dry", _wav("take.wav", lambda: tone()[:1]),
-         r"take\.wav: only 1 sample frame\b", "a valid WAV holding a single sample"),
-    Case("wav-nan-samples", "excerpt_dry", _wav("take.wav", _with_sample(np.nan)),
-         r"take\.wav: contains NaN or infinite samples", "a float WAV with one NaN sample"),
-    Case("wav-positive-inf", "excerpt_reference", _wav("device.wav", _with_sample(np.inf)),
-         r"device\.wav: contains NaN or infinite samples", "a float WAV recording with one +Inf sample"),
-    Case("wav-negative-inf", "excerpt_reference", _wav("device.wav", _with_sample(-np.inf, 0)),
-         r"device\.wav: contains NaN or infinite samples", "a float WAV recording whose first sample is -Inf"),
-    Case("wav-8-channels", "excerpt_dry", _wav("take.wav", lambda: tone(channels=8)),
-         r"take\.wav: 8 channels; at most 2", "an 8-channel WAV"),
-    Case("wav-3-channels", "excerpt_reference", _wav("device.wav", lambda: tone(channels=3)),
-         r"device\.wav: 3 channels; at most 2", "a 3-channel recording"),
-    Case("wav-192k", "excerpt_dry", _wav("take.wav", lambda: tone(rate=192_000), rate=192_000),
-         r"take\.wav: sample rate 192000 Hz is outside 8000\.\.96000 Hz",
-         "dry input and recording both at 192 kHz", pair=_pair_192k),
-    Case("wav-4k", "excerpt_dry", _wav("take.wav", lambda: tone(rate=4000), rate=4000),
-         r"take\.wav: sample rate 4000 Hz is outside 8000\.\.", "a WAV at 4 kHz"),
-    Case("text-renamed-wav", "excerpt_dry", _bytes("take.wav", b"Gain 7, tone 5, level 6\n" * 40),
-         r"take\.wav: not a readable audio file", "plain text renamed `take.wav`"),
-    Case("mp3-renamed-wav", "excerpt_dry", _real_encoded("take.wav", "MP3", "MPEG_LAYER_III"),
-         r"take\.wav: (format (MP3|MPEG) is not accepted|not a readable audio file)", "an MP3 renamed `take.wav`"),
-    Case("mpeg-frames-renamed-wav", "excerpt_reference", _bytes("device.wav", mpeg_frames()),
-         r"device\.wav: (format (MP3|MPEG) is not accepted|not a readable audio file|audio data is damaged)",
-         "an ID3 tag and MPEG-1 Layer III frame headers renamed `device.wav`"),
-    Case("ogg-renamed-wav", "excerpt_dry", _real_encoded("take.wav", "OGG", "VORBIS"),
-         r"take\.wav: (format OGG is not accepted|not a readable audio file)", "an Ogg Vorbis file renamed `take.wav`"),
-    Case("png-renamed-wav", "excerpt_dry", _bytes("take.wav", png_bytes()), r"take\.wav: not a readable audio file",
-         "a PNG image renamed `take.wav`"),
-    Case("riff-garbage", "excerpt_dry", _bytes("take.wav", b"RIFF\xff\xff\xff\xffWAVEjunk" + os.urandom(64)),
-         r"take\.wav: not a readable audio file", "`RIFF....WAVE` followed by random bytes"),
-    Case("rifx-garbage", "excerpt_dry", _bytes("take.wav", b"RIFX\x00\x00\x01\x00WAVEfmt " + bytes(40)),
-         r"take\.wav: not a readable audio file", "a big-endian `RIFX` header with a zeroed format chunk"),
-    Case("wav-over-size-limit", "excerpt_dry", _wav("take.wav", lambda: tone(seconds=11.0)),
-         r"take\.wav: \d+\.\d MB is over the 1 MB upload limit", "a 2.1 MB WAV with the upload limit set to 1 MB",
-         max_upload_mb=1),
-    Case("wav-silent", "excerpt_reference", _wav("device.wav", lambda: np.zeros((GOOD_RATE, 1), np.float32)),
-         r"device\.wav: the file is silent", "a recording of digital silence"),
-    Case("rate-mismatch", "excerpt_reference", _wav("device.wav", lambda: tone(rate=44_100), rate=44_100),
-         r"riff_dry\.wav is at 48000 Hz but device\.wav is at 44100 Hz", "a 44.1 kHz recording for a 48 kHz dry input"),
-    Case("length-mismatch", "excerpt_reference", _wav("device.wav", lambda: tone(seconds=0.8)),
-         r"riff_dry\.wav has 48000 frames and device\.wav has 38400; lengths differ by more than 5 %",
-         "a recording 20 % shorter than its dry input"),
-    Case("excerpt-too-short", "excerpt_dry", _wav("take.wav", lambda: tone(seconds=0.2)),
-         r"take\.wav: 0\.20 s is too short for a listening test", "dry input and recording both 0.2 s long",
-         pair=_short_pair),
+    Case(
+        "wav-empty",
+        "excerpt_dry",
+        _bytes("take.wav", b""),
+        r"take\.wav: the file is empty",
+        "a zero-byte `take.wav` as the dry input",
+    ),
+    Case(
+        "wav-header-only",
+        "excerpt_dry",
+        _bytes("take.wav", pcm16_header(0)),
+        r"take\.wav: only 0 sample frames",
+        "a 44-byte RIFF/WAVE header declaring no data",
+    ),
+    Case(
+        "wav-truncated-data",
+        "excerpt_dry",
+        _bytes("take.wav", pcm16_header(2 * GOOD_RATE) + pcm16(tone(0.01))),
+        r"take\.wav: .*declares 96000 bytes of audio but the file holds only 960",
+        "a 16-bit WAV whose header declares 1 s of samples but which is cut off after 10 ms",
+    ),
+    Case(
+        "wav-absurd-data-size",
+        "excerpt_dry",
+        _bytes("take.wav", pcm16_header(0xFFFFFFF0) + pcm16(tone())),
+        r"take\.wav: .*declares 4294967280 bytes of audio but the file holds only 96000",
+        "a WAV whose data chunk claims 4 GB while the file holds 1 s",
+    ),
+    Case(
+        "wav-one-sample",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone()[:1]),
+        r"take\.wav: only 1 sample frame\b",
+        "a valid WAV holding a single sample",
+    ),
+    Case(
+        "wav-nan-samples",
+        "excerpt_dry",
+        _wav("take.wav", _with_sample(np.nan)),
+        r"take\.wav: contains NaN or infinite samples",
+        "a float WAV with one NaN sample",
+    ),
+    Case(
+        "wav-positive-inf",
+        "excerpt_reference",
+        _wav("device.wav", _with_sample(np.inf)),
+        r"device\.wav: contains NaN or infinite samples",
+        "a float WAV recording with one +Inf sample",
+    ),
+    Case(
+        "wav-negative-inf",
+        "excerpt_reference",
+        _wav("device.wav", _with_sample(-np.inf, 0)),
+        r"device\.wav: contains NaN or infinite samples",
+        "a float WAV recording whose first sample is -Inf",
+    ),
+    Case(
+        "wav-8-channels",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone(channels=8)),
+        r"take\.wav: 8 channels; at most 2",
+        "an 8-channel WAV",
+    ),
+    Case(
+        "wav-3-channels",
+        "excerpt_reference",
+        _wav("device.wav", lambda: tone(channels=3)),
+        r"device\.wav: 3 channels; at most 2",
+        "a 3-channel recording",
+    ),
+    Case(
+        "wav-192k",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone(rate=192_000), rate=192_000),
+        r"take\.wav: sample rate 192000 Hz is outside 8000\.\.96000 Hz",
+        "dry input and recording both at 192 kHz",
+        pair=_pair_192k,
+    ),
+    Case(
+        "wav-4k",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone(rate=4000), rate=4000),
+        r"take\.wav: sample rate 4000 Hz is outside 8000\.\.",
+        "a WAV at 4 kHz",
+    ),
+    Case(
+        "text-renamed-wav",
+        "excerpt_dry",
+        _bytes("take.wav", b"Gain 7, tone 5, level 6\n" * 40),
+        r"take\.wav: not a readable audio file",
+        "plain text renamed `take.wav`",
+    ),
+    Case(
+        "mp3-renamed-wav",
+        "excerpt_dry",
+        _real_encoded("take.wav", "MP3", "MPEG_LAYER_III"),
+        r"take\.wav: (format (MP3|MPEG) is not accepted|not a readable audio file)",
+        "an MP3 renamed `take.wav`",
+    ),
+    Case(
+        "mpeg-frames-renamed-wav",
+        "excerpt_reference",
+        _bytes("device.wav", mpeg_frames()),
+        r"device\.wav: (format (MP3|MPEG) is not accepted|not a readable audio file|audio data is damaged)",
+        "an ID3 tag and MPEG-1 Layer III frame headers renamed `device.wav`",
+    ),
+    Case(
+        "ogg-renamed-wav",
+        "excerpt_dry",
+        _real_encoded("take.wav", "OGG", "VORBIS"),
+        r"take\.wav: (format OGG is not accepted|not a readable audio file)",
+        "an Ogg Vorbis file renamed `take.wav`",
+    ),
+    Case(
+        "png-renamed-wav",
+        "excerpt_dry",
+        _bytes("take.wav", png_bytes()),
+        r"take\.wav: not a readable audio file",
+        "a PNG image renamed `take.wav`",
+    ),
+    Case(
+        "riff-garbage",
+        "excerpt_dry",
+        _bytes("take.wav", b"RIFF\xff\xff\xff\xffWAVEjunk" + os.urandom(64)),
+        r"take\.wav: not a readable audio file",
+        "`RIFF....WAVE` followed by random bytes",
+    ),
+    Case(
+        "rifx-garbage",
+        "excerpt_dry",
+        _bytes("take.wav", b"RIFX\x00\x00\x01\x00WAVEfmt " + bytes(40)),
+        r"take\.wav: not a readable audio file",
+        "a big-endian `RIFX` header with a zeroed format chunk",
+    ),
+    Case(
+        "wav-over-size-limit",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone(seconds=11.0)),
+        r"take\.wav: \d+\.\d MB is over the 1 MB upload limit",
+        "a 2.1 MB WAV with the upload limit set to 1 MB",
+        max_upload_mb=1,
+    ),
+    Case(
+        "wav-silent",
+        "excerpt_reference",
+        _wav("device.wav", lambda: np.zeros((GOOD_RATE, 1), np.float32)),
+        r"device\.wav: the file is silent",
+        "a recording of digital silence",
+    ),
+    Case(
+        "rate-mismatch",
+        "excerpt_reference",
+        _wav("device.wav", lambda: tone(rate=44_100), rate=44_100),
+        r"riff_dry\.wav is at 48000 Hz but device\.wav is at 44100 Hz",
+        "a 44.1 kHz recording for a 48 kHz dry input",
+    ),
+    Case(
+        "length-mismatch",
+        "excerpt_reference",
+        _wav("device.wav", lambda: tone(seconds=0.8)),
+        r"riff_dry\.wav has 48000 frames and device\.wav has 38400; lengths differ by more than 5 %",
+        "a recording 20 % shorter than its dry input",
+    ),
+    Case(
+        "excerpt-too-short",
+        "excerpt_dry",
+        _wav("take.wav", lambda: tone(seconds=0.2)),
+        r"take\.wav: 0\.20 s is too short for a listening test",
+        "dry input and recording both 0.2 s long",
+        pair=_short_pair,
+    ),
     # --- checkpoints: not checkpoints, archives, pickles
     Case("ckpt-empty", "checkpoint", _bytes("model.pt", b""), r"model\.pt: the file is empty", "a zero-byte `.pt`"),
-    Case("ckpt-text", "checkpoint", _bytes("model.pt", b"not a checkpoint, just words\n"),
-         r"model\.pt: unrecognised checkpoint", "plain text renamed `model.pt`"),
-    Case("ckpt-over-size-limit", "checkpoint", _bytes("model.nam", b"{" + b" " * (2 << 20) + b"}"),
-         r"model\.nam: \d+\.\d MB is over the 1 MB upload limit", "a 2 MB JSON file with the upload limit set to 1 MB",
-         max_upload_mb=1),
-    Case("zip-bomb-ratio", "checkpoint", _zip_bomb_ratio, r"bomb\.pt: zip archive unpacks to \d+x its size \(zip bomb",
-         "a `.pt` zip whose one member is 24 MB of zeros deflated to ~25 kB"),
-    Case("zip-bomb-forged-size", "checkpoint", _zip_bomb_forged,
-         r"forged\.pt: zip archive unpacks to 4294967280 bytes, over the \d+-byte limit",
-         "a `.pt` zip whose central directory claims a 4 GB member"),
-    Case("zip-too-many-entries", "checkpoint", _zip_many_entries,
-         r"many\.pt: zip archive has 10001 entries \(limit 10000\)", "a `.pt` zip with 10 001 empty members"),
-    Case("zip-member-escapes", "checkpoint", _zip_escape, r"escape\.pt: zip member '\.\./\.\./evil\.pkl' escapes",
-         "a `.pt` zip with a member named `../../evil.pkl`"),
-    Case("pickle-p2-os-system", "checkpoint", _pickle("model.pth", ShellPayload, 2),
-         r"model\.pth: refused by the safe \(weights_only\) loader: .*(system|GLOBAL)",
-         "a protocol-2 pickle whose `__reduce__` calls `os.system('touch marker')`", payload=True),
-    Case("pickle-p4-open", "checkpoint", _pickle("model.pth", OpenPayload, 4),
-         r"model\.pth: refused by the safe \(weights_only\) loader: .*(open|not a file written by torch\.save)",
-         "a protocol-4 pickle whose `__reduce__` calls `open(marker, 'w')`", payload=True),
-    Case("pickle-p0-os-system", "checkpoint", _pickle("model.pkl", ShellPayload, 0),
-         r"model\.pkl: unrecognised checkpoint", "a text-protocol (0) pickle calling `os.system`", payload=True),
-    Case("torch-zip-exec-payload", "checkpoint",
-         _torch_save("model.pt", lambda folder: {"state_dict": {"w": ExecPayload(marker_path(folder))}}),
-         r"model\.pt: refused by the safe \(weights_only\) loader: .*exec",
-         "a `torch.save` zip archive whose pickle calls `exec(...)`", payload=True),
-    Case("lightning-hparams-payload", "checkpoint",
-         _torch_save("model.ckpt", lambda folder: {"state_dict": recurrent_state_dict(),
-                                                   "hyper_parameters": ShellPayload(marker_path(folder))}),
-         r"model\.ckpt: refused by the safe \(weights_only\) loader: .*system",
-         "a Lightning-shaped `.ckpt` whose hyper-parameters unpickle through `os.system`", payload=True),
-    Case("pickled-module", "checkpoint", _torch_save("model.pt", lambda folder: __import__("torch").nn.Linear(1, 1)),
-         r"model\.pt: refused by the safe \(weights_only\) loader: .*Linear.*save model\.state_dict\(\)",
-         "`torch.save(nn.Linear(1, 1))`: a whole pickled module"),
-    Case("torchscript", "checkpoint", _torchscript, r"scripted\.pt: TorchScript archive",
-         "`torch.jit.script(nn.Linear(1, 1)).save(...)`"),
-    Case("state-dict-nan", "checkpoint", _native_pt("model.pt", _poisoned("rec.weight_hh_l0", float("nan"))),
-         r"model\.pt: weight 'rec\.weight_hh_l0' contains NaN or infinite values",
-         "a native `.pt` state_dict with a NaN weight"),
-    Case("state-dict-inf", "checkpoint", _safetensors("model.safetensors", _poisoned("lin.bias", float("inf"))),
-         r"model\.safetensors: weight 'lin\.bias' contains NaN or infinite values",
-         "a native safetensors file with an +Inf bias"),
-    Case("native-unknown-architecture", "checkpoint",
-         _safetensors("model.safetensors", recurrent_state_dict, {**NATIVE_CONFIG, "architecture": "transformer"}),
-         r"model\.safetensors: unknown architecture 'transformer'",
-         "safetensors whose embedded config names architecture `transformer`"),
-    Case("native-unknown-params", "checkpoint",
-         _safetensors("model.safetensors", recurrent_state_dict,
-                      {**NATIVE_CONFIG, "params": {"hidden_size": 2, "flux_capacitor": 1}}),
-         r"model\.safetensors: architecture 'recurrent' has no parameter 'flux_capacitor'",
-         "a native config with an unknown constructor parameter"),
-    Case("native-unknown-config-key", "checkpoint",
-         _native_pt("model.pt", recurrent_state_dict, {**NATIVE_CONFIG, "exec": "import os"}),
-         r"model\.pt: unknown config keys: exec", "a native config with an unknown top-level key"),
-    Case("native-no-config", "checkpoint", _native_pt("model.pt", recurrent_state_dict, None),
-         r"model\.pt: no architecture config", "a bare state_dict with no config anywhere"),
-    Case("native-declares-huge-model", "checkpoint",
-         _safetensors("model.safetensors", recurrent_state_dict,
-                      {**NATIVE_CONFIG, "params": {"hidden_size": 4096, "num_layers": 16}}),
-         r"model\.safetensors: (weights do not match|.*declares|.*implausible|.*too large)",
-         "a 1 kB safetensors whose config asks for a 4096x16 LSTM (~2 G parameters)"),
-    Case("safetensors-truncated-header", "checkpoint", _safetensors_raw("model.safetensors", 200, b'{"w": {"dt'),
-         r"model\.safetensors: safetensors header length 200 is implausible",
-         "a safetensors header length of 200 with 10 header bytes present"),
-    Case("safetensors-10gb-header", "checkpoint",
-         _safetensors_raw("model.safetensors", 10_000_000_000, b'{"w": {"dtype": "F32"}}'),
-         r"model\.safetensors: (unrecognised checkpoint|.*header length 10000000000)",
-         "a safetensors header length field claiming 10 GB"),
-    Case("safetensors-truncated-data", "checkpoint", _safetensors_truncated_data,
-         r"cut\.safetensors: damaged safetensors file", "a valid header for 64 bytes of tensor data, 16 present"),
-    Case("lightning-orig-without-mask", "checkpoint", _lightning("model.ckpt", _pruned_without_mask, LIGHTNING_HP),
-         r"model\.ckpt: pruned weight 'model\.lin\.weight_orig' has no 'model\.lin\.weight_mask'",
-         "a Lightning `.ckpt` with a pruned `_orig` weight and no `_mask`"),
-    Case("lightning-no-architecture", "checkpoint",
-         _lightning("model.ckpt", recurrent_state_dict, {"lr": 0.001, "batch_size": 40}),
-         r"model\.ckpt: cannot tell the architecture from the hyper-parameters \(batch_size, lr\)",
-         "a Lightning `.ckpt` whose hyper-parameters name no architecture"),
+    Case(
+        "ckpt-text",
+        "checkpoint",
+        _bytes("model.pt", b"not a checkpoint, just words\n"),
+        r"model\.pt: unrecognised checkpoint",
+        "plain text renamed `model.pt`",
+    ),
+    Case(
+        "ckpt-over-size-limit",
+        "checkpoint",
+        _bytes("model.nam", b"{" + b" " * (2 << 20) + b"}"),
+        r"model\.nam: \d+\.\d MB is over the 1 MB upload limit",
+        "a 2 MB JSON file with the upload limit set to 1 MB",
+        max_upload_mb=1,
+    ),
+    Case(
+        "zip-bomb-ratio",
+        "checkpoint",
+        _zip_bomb_ratio,
+        r"bomb\.pt: zip archive unpacks to \d+x its size \(zip bomb",
+        "a `.pt` zip whose one member is 24 MB of zeros deflated to ~25 kB",
+    ),
+    Case(
+        "zip-bomb-forged-size",
+        "checkpoint",
+        _zip_bomb_forged,
+        r"forged\.pt: zip archive unpacks to 4294967280 bytes, over the \d+-byte limit",
+        "a `.pt` zip whose central directory claims a 4 GB member",
+    ),
+    Case(
+        "zip-too-many-entries",
+        "checkpoint",
+        _zip_many_entries,
+        r"many\.pt: zip archive has 10001 entries \(limit 10000\)",
+        "a `.pt` zip with 10 001 empty members",
+    ),
+    Case(
+        "zip-member-escapes",
+        "checkpoint",
+        _zip_escape,
+        r"escape\.pt: zip member '\.\./\.\./evil\.pkl' escapes",
+        "a `.pt` zip with a member named `../../evil.pkl`",
+    ),
+    Case(
+        "pickle-p2-os-system",
+        "checkpoint",
+        _pickle("model.pth", ShellPayload, 2),
+        r"model\.pth: refused by the safe \(weights_only\) loader: .*(system|GLOBAL)",
+        "a protocol-2 pickle whose `__reduce__` calls `os.system('touch marker')`",
+        payload=True,
+    ),
+    Case(
+        "pickle-p4-open",
+        "checkpoint",
+        _pickle("model.pth", OpenPayload, 4),
+        r"model\.pth: refused by the safe \(weights_only\) loader: .*(open|not a file written by torch\.save)",
+        "a protocol-4 pickle whose `__reduce__` calls `open(marker, 'w')`",
+        payload=True,
+    ),
+    Case(
+        "pickle-p0-os-system",
+        "checkpoint",
+        _pickle("model.pkl", ShellPayload, 0),
+        r"model\.pkl: unrecognised checkpoint",
+        "a text-protocol (0) pickle calling `os.system`",
+        payload=True,
+    ),
+    Case(
+        "torch-zip-exec-payload",
+        "checkpoint",
+        _torch_save("model.pt", lambda folder: {"state_dict": {"w": ExecPayload(marker_path(folder))}}),
+        r"model\.pt: refused by the safe \(weights_only\) loader: .*exec",
+        "a `torch.save` zip archive whose pickle calls `exec(...)`",
+        payload=True,
+    ),
+    Case(
+        "lightning-hparams-payload",
+        "checkpoint",
+        _torch_save(
+            "model.ckpt",
+            lambda folder: {
+                "state_dict": recurrent_state_dict(),
+                "hyper_parameters": ShellPayload(marker_path(folder)),
+            },
+        ),
+        r"model\.ckpt: refused by the safe \(weights_only\) loader: .*system",
+        "a Lightning-shaped `.ckpt` whose hyper-parameters unpickle through `os.system`",
+        payload=True,
+    ),
+    Case(
+        "pickled-module",
+        "checkpoint",
+        _torch_save("model.pt", lambda folder: __import__("torch").nn.Linear(1, 1)),
+        r"model\.pt: refused by the safe \(weights_only\) loader: .*Linear.*save model\.state_dict\(\)",
+        "`torch.save(nn.Linear(1, 1))`: a whole pickled module",
+    ),
+    Case(
+        "torchscript",
+        "checkpoint",
+        _torchscript,
+        r"scripted\.pt: TorchScript archive",
+        "`torch.jit.script(nn.Linear(1, 1)).save(...)`",
+    ),
+    Case(
+        "state-dict-nan",
+        "checkpoint",
+        _native_pt("model.pt", _poisoned("rec.weight_hh_l0", float("nan"))),
+        r"model\.pt: weight 'rec\.weight_hh_l0' contains NaN or infinite values",
+        "a native `.pt` state_dict with a NaN weight",
+    ),
+    Case(
+        "state-dict-inf",
+        "checkpoint",
+        _safetensors("model.safetensors", _poisoned("lin.bias", float("inf"))),
+        r"model\.safetensors: weight 'lin\.bias' contains NaN or infinite values",
+        "a native safetensors file with an +Inf bias",
+    ),
+    Case(
+        "native-unknown-architecture",
+        "checkpoint",
+        _safetensors("model.safetensors", recurrent_state_dict, {**NATIVE_CONFIG, "architecture": "transformer"}),
+        r"model\.safetensors: unknown architecture 'transformer'",
+        "safetensors whose embedded config names architecture `transformer`",
+    ),
+    Case(
+        "native-unknown-params",
+        "checkpoint",
+        _safetensors(
+            "model.safetensors",
+            recurrent_state_dict,
+            {**NATIVE_CONFIG, "params": {"hidden_size": 2, "flux_capacitor": 1}},
+        ),
+        r"model\.safetensors: architecture 'recurrent' has no parameter 'flux_capacitor'",
+        "a native config with an unknown constructor parameter",
+    ),
+    Case(
+        "native-unknown-config-key",
+        "checkpoint",
+        _native_pt("model.pt", recurrent_state_dict, {**NATIVE_CONFIG, "exec": "import os"}),
+        r"model\.pt: unknown config keys: exec",
+        "a native config with an unknown top-level key",
+    ),
+    Case(
+        "native-no-config",
+        "checkpoint",
+        _native_pt("model.pt", recurrent_state_dict, None),
+        r"model\.pt: no architecture config",
+        "a bare state_dict with no config anywhere",
+    ),
+    Case(
+        "native-declares-huge-model",
+        "checkpoint",
+        _safetensors(
+            "model.safetensors",
+            recurrent_state_dict,
+            {**NATIVE_CONFIG, "params": {"hidden_size": 4096, "num_layers": 16}},
+        ),
+        r"model\.safetensors: (weights do not match|.*declares|.*implausible|.*too large)",
+        "a 1 kB safetensors whose config asks for a 4096x16 LSTM (~2 G parameters)",
+    ),
+    Case(
+        "safetensors-truncated-header",
+        "checkpoint",
+        _safetensors_raw("model.safetensors", 200, b'{"w": {"dt'),
+        r"model\.safetensors: safetensors header length 200 is implausible",
+        "a safetensors header length of 200 with 10 header bytes present",
+    ),
+    Case(
+        "safetensors-10gb-header",
+        "checkpoint",
+        _safetensors_raw("model.safetensors", 10_000_000_000, b'{"w": {"dtype": "F32"}}'),
+        r"model\.safetensors: (unrecognised checkpoint|.*header length 10000000000)",
+        "a safetensors header length field claiming 10 GB",
+    ),
+    Case(
+        "safetensors-truncated-data",
+        "checkpoint",
+        _safetensors_truncated_data,
+        r"cut\.safetensors: damaged safetensors file",
+        "a valid header for 64 bytes of tensor data, 16 present",
+    ),
+    Case(
+        "lightning-orig-without-mask",
+        "checkpoint",
+        _lightning("model.ckpt", _pruned_without_mask, LIGHTNING_HP),
+        r"model\.ckpt: pruned weight 'model\.lin\.weight_orig' has no 'model\.lin\.weight_mask'",
+        "a Lightning `.ckpt` with a pruned `_orig` weight and no `_mask`",
+    ),
+    Case(
+        "lightning-no-architecture",
+        "checkpoint",
+        _lightning("model.ckpt", recurrent_state_dict, {"lr": 0.001, "batch_size": 40}),
+        r"model\.ckpt: cannot tell the architecture from the hyper-parameters \(batch_size, lr\)",
+        "a Lightning `.ckpt` whose hyper-parameters name no architecture",
+    ),
     # --- CoreAudioML JSON
-    Case("cam-wrong-shape", "checkpoint", _json("model.json", _cam(_set_sd("lin.weight", [[0.1, 0.2, 0.3]]))),
-         r"model\.json: weight 'lin\.weight' has shape \(1, 3\), expected \(1, 2\)",
-         "CoreAudioML JSON with a 1x3 `lin.weight` for 2 hidden units"),
-    Case("cam-missing-weight", "checkpoint", _json("model.json", _cam(_drop_sd("lin.weight"))),
-         r"model\.json: weights do not match the architecture \(missing keys: lin\.weight\)",
-         "CoreAudioML JSON without `lin.weight`"),
-    Case("cam-ragged-weight", "checkpoint",
-         _json("model.json", _cam(_set_sd("rec.weight_hh_l0", [[0.1, 0.2]] * 7 + [[0.1]]))),
-         r"model\.json: weight 'rec\.weight_hh_l0' is not a \(rectangular\) list of numbers",
-         "CoreAudioML JSON with a ragged weight matrix"),
-    Case("cam-unknown-unit", "checkpoint", _json("model.json", _cam(_set_md("unit_type", "Transformer"))),
-         r"model\.json: unit_type 'Transformer' is not one of LSTM, GRU, RNN", "`unit_type: Transformer`"),
-    Case("cam-hidden-size-mismatch", "checkpoint", _json("model.json", _cam(_set_md("hidden_size", 3))),
-         r"model\.json: weight 'rec\.weight_ih_l0' has shape \(8, 1\), expected \(12, 1\)",
-         "`hidden_size: 3` over weights for 2 units"),
-    Case("cam-hidden-size-100000", "checkpoint", _json("model.json", _cam(_set_md("hidden_size", 100_000))),
-         r"model\.json: implausible sizes in model_data", "`hidden_size: 100000` declared"),
-    Case("cam-declares-huge-model", "checkpoint",
-         _json("model.json", _cam(lambda d: d["model_data"].update(hidden_size=4096, num_layers=16))),
-         r"model\.json: (weights do not match|.*declares|.*implausible|.*too large)",
-         "a 1 kB file declaring a 4096-unit, 16-layer LSTM (~2 G parameters)"),
-    Case("cam-huge-array", "checkpoint", _json("model.json", _cam(_set_sd("lin.weight", [[0.0] * 200_000]))),
-         r"model\.json: weight 'lin\.weight' has shape \(1, 200000\), expected \(1, 2\)",
-         "a 200 000-element `lin.weight`"),
-    Case("json-not-object", "checkpoint", _nam_text("model.json", "  [1, 2, 3]"),
-         r"model\.json: (unrecognised checkpoint|top level of the JSON file must be an object)",
-         "a JSON array instead of an object"),
-    Case("json-nested-10000", "checkpoint", _nam_text("model.json", '{"a":' * 10_000 + "1" + "}" * 10_000),
-         r"model\.json: JSON nested too deeply", "an object nested 10 000 levels deep"),
-    Case("json-invalid-utf8", "checkpoint", _bytes("model.json", b'{"model_data": {}, "state_dict": "\xff\xfe"}'),
-         r"model\.json: not valid JSON", "JSON with bytes that are not UTF-8"),
-    Case("json-nan-literal", "checkpoint", _nam_text("model.nam", json.dumps(nam_linear([0.5, float("nan"), 0, 0, 0]))),
-         r"model\.nam: JSON contains NaN, weights must be finite", "a `.nam` with a bare `NaN` in its weights"),
+    Case(
+        "cam-wrong-shape",
+        "checkpoint",
+        _json("model.json", _cam(_set_sd("lin.weight", [[0.1, 0.2, 0.3]]))),
+        r"model\.json: weight 'lin\.weight' has shape \(1, 3\), expected \(1, 2\)",
+        "CoreAudioML JSON with a 1x3 `lin.weight` for 2 hidden units",
+    ),
+    Case(
+        "cam-missing-weight",
+        "checkpoint",
+        _json("model.json", _cam(_drop_sd("lin.weight"))),
+        r"model\.json: weights do not match the architecture \(missing keys: lin\.weight\)",
+        "CoreAudioML JSON without `lin.weight`",
+    ),
+    Case(
+        "cam-ragged-weight",
+        "checkpoint",
+        _json("model.json", _cam(_set_sd("rec.weight_hh_l0", [[0.1, 0.2]] * 7 + [[0.1]]))),
+        r"model\.json: weight 'rec\.weight_hh_l0' is not a \(rectangular\) list of numbers",
+        "CoreAudioML JSON with a ragged weight matrix",
+    ),
+    Case(
+        "cam-unknown-unit",
+        "checkpoint",
+        _json("model.json", _cam(_set_md("unit_type", "Transformer"))),
+        r"model\.json: unit_type 'Transformer' is not one of LSTM, GRU, RNN",
+        "`unit_type: Transformer`",
+    ),
+    Case(
+        "cam-hidden-size-mismatch",
+        "checkpoint",
+        _json("model.json", _cam(_set_md("hidden_size", 3))),
+        r"model\.json: weight 'rec\.weight_ih_l0' has shape \(8, 1\), expected \(12, 1\)",
+        "`hidden_size: 3` over weights for 2 units",
+    ),
+    Case(
+        "cam-hidden-size-100000",
+        "checkpoint",
+        _json("model.json", _cam(_set_md("hidden_size", 100_000))),
+        r"model\.json: implausible sizes in model_data",
+        "`hidden_size: 100000` declared",
+    ),
+    Case(
+        "cam-declares-huge-model",
+        "checkpoint",
+        _json("model.json", _cam(lambda d: d["model_data"].update(hidden_size=4096, num_layers=16))),
+        r"model\.json: (weights do not match|.*declares|.*implausible|.*too large)",
+        "a 1 kB file declaring a 4096-unit, 16-layer LSTM (~2 G parameters)",
+    ),
+    Case(
+        "cam-huge-array",
+        "checkpoint",
+        _json("model.json", _cam(_set_sd("lin.weight", [[0.0] * 200_000]))),
+        r"model\.json: weight 'lin\.weight' has shape \(1, 200000\), expected \(1, 2\)",
+        "a 200 000-element `lin.weight`",
+    ),
+    Case(
+        "json-not-object",
+        "checkpoint",
+        _nam_text("model.json", "  [1, 2, 3]"),
+        r"model\.json: (unrecognised checkpoint|top level of the JSON file must be an object)",
+        "a JSON array instead of an object",
+    ),
+    Case(
+        "json-nested-10000",
+        "checkpoint",
+        _nam_text("model.json", '{"a":' * 10_000 + "1" + "}" * 10_000),
+        r"model\.json: JSON nested too deeply",
+        "an object nested 10 000 levels deep",
+    ),
+    Case(
+        "json-invalid-utf8",
+        "checkpoint",
+        _bytes("model.json", b'{"model_data": {}, "state_dict": "\xff\xfe"}'),
+        r"model\.json: not valid JSON",
+        "JSON with bytes that are not UTF-8",
+    ),
+    Case(
+        "json-nan-literal",
+        "checkpoint",
+        _nam_text("model.nam", json.dumps(nam_linear([0.5, float("nan"), 0, 0, 0]))),
+        r"model\.nam: JSON contains NaN, weights must be finite",
+        "a `.nam` with a bare `NaN` in its weights",
+    ),
     # --- NAM
-    Case("nam-wrong-weight-count", "checkpoint", _json("model.nam", lambda: nam_linear([0.5, 0.25, 0.125])),
-         r"model\.nam: config implies 5 weights, file has 3", "a Linear `.nam` with 3 weights where 5 are needed"),
-    Case("nam-unknown-architecture", "checkpoint", _json("model.nam", lambda: nam_linear(architecture="Transformer")),
-         r"model\.nam: NAM architecture 'Transformer' is not supported", "`architecture: Transformer`"),
-    Case("nam-overflowing-weight", "checkpoint",
-         _nam_text("model.nam", json.dumps(nam_linear()).replace("0.125", "1e999")),
-         r"model\.nam: weights\[2\] is NaN or infinite", "a weight written `1e999` (parses to +Inf)"),
-    Case("nam-negative-sample-rate", "checkpoint", _json("model.nam", lambda: nam_linear(sample_rate=-48000)),
-         r"model\.nam: sample rate -48000 is not a whole number of Hz", "`sample_rate: -48000`"),
-    Case("nam-wavenet-huge", "checkpoint", _json("model.nam", lambda: NAM_WAVENET_HUGE),
-         r"model\.nam: (config implies \d+ weights, file has 1|.*implausible|.*too large)",
-         "a WaveNet `.nam` declaring 100 000 channels (3e10 weights) with one weight present"),
+    Case(
+        "nam-wrong-weight-count",
+        "checkpoint",
+        _json("model.nam", lambda: nam_linear([0.5, 0.25, 0.125])),
+        r"model\.nam: config implies 5 weights, file has 3",
+        "a Linear `.nam` with 3 weights where 5 are needed",
+    ),
+    Case(
+        "nam-unknown-architecture",
+        "checkpoint",
+        _json("model.nam", lambda: nam_linear(architecture="Transformer")),
+        r"model\.nam: NAM architecture 'Transformer' is not supported",
+        "`architecture: Transformer`",
+    ),
+    Case(
+        "nam-overflowing-weight",
+        "checkpoint",
+        _nam_text("model.nam", json.dumps(nam_linear()).replace("0.125", "1e999")),
+        r"model\.nam: weights\[2\] is NaN or infinite",
+        "a weight written `1e999` (parses to +Inf)",
+    ),
+    Case(
+        "nam-negative-sample-rate",
+        "checkpoint",
+        _json("model.nam", lambda: nam_linear(sample_rate=-48000)),
+        r"model\.nam: sample rate -48000 is not a whole number of Hz",
+        "`sample_rate: -48000`",
+    ),
+    Case(
+        "nam-wavenet-huge",
+        "checkpoint",
+        _json("model.nam", lambda: NAM_WAVENET_HUGE),
+        r"model\.nam: (config implies \d+ weights, file has 1|.*implausible|.*too large)",
+        "a WaveNet `.nam` declaring 100 000 channels (3e10 weights) with one weight present",
+    ),
     # --- separate config files
-    Case("config-not-json", "checkpoint_config", _nam_text("model_config.json", "architecture: recurrent\n"),
-         r"model_config\.json.* is not valid JSON", "weights plus a YAML-looking config file",
-         pair=_safetensors("weights.safetensors", recurrent_state_dict, None)),
-    Case("config-unknown-architecture", "checkpoint_config",
-         _json("model_config.json", lambda: {**NATIVE_CONFIG, "architecture": "transformer"}),
-         r"unknown architecture 'transformer'", "a separate config naming architecture `transformer`",
-         pair=_safetensors("weights.safetensors", recurrent_state_dict, None), names_file=False),
-    Case("config-future-version", "checkpoint_config", _json("model_config.json", lambda: {**NATIVE_CONFIG,
-                                                                                          "format_version": 99}),
-         r"config format_version 99 is not supported", "a separate config with `format_version: 99`",
-         pair=_safetensors("weights.safetensors", recurrent_state_dict, None), names_file=False),
+    Case(
+        "config-not-json",
+        "checkpoint_config",
+        _nam_text("model_config.json", "architecture: recurrent\n"),
+        r"model_config\.json.* is not valid JSON",
+        "weights plus a YAML-looking config file",
+        pair=_safetensors("weights.safetensors", recurrent_state_dict, None),
+    ),
+    Case(
+        "config-unknown-architecture",
+        "checkpoint_config",
+        _json("model_config.json", lambda: {**NATIVE_CONFIG, "architecture": "transformer"}),
+        r"unknown architecture 'transformer'",
+        "a separate config naming architecture `transformer`",
+        pair=_safetensors("weights.safetensors", recurrent_state_dict, None),
+        names_file=False,
+    ),
+    Case(
+        "config-future-version",
+        "checkpoint_config",
+        _json("model_config.json", lambda: {**NATIVE_CONFIG, "format_version": 99}),
+        r"config format_version 99 is not supported",
+        "a separate config with `format_version: 99`",
+        pair=_safetensors("weights.safetensors", recurrent_state_dict, None),
+        names_file=False,
+    ),
     # --- pre-rendered condition audio
-    Case("prerendered-nan", "prerendered", _wav("c1.wav", _with_sample(np.nan)),
-         r"c1\.wav: contains NaN or infinite samples", "pre-rendered audio with a NaN sample"),
-    Case("prerendered-rate-mismatch", "prerendered", _wav("c1.wav", lambda: tone(rate=44_100), rate=44_100),
-         r"c1\.wav is at 44100 Hz but the excerpt 'x' is at 48000 Hz", "44.1 kHz audio for a 48 kHz excerpt"),
-    Case("prerendered-text", "prerendered", _bytes("c1.wav", b"<html>not audio</html>"),
-         r"c1\.wav: not a readable audio file", "an HTML page renamed `c1.wav`"),
-    Case("prerendered-8-channels", "prerendered", _wav("c1.wav", lambda: tone(channels=8)),
-         r"c1\.wav: 8 channels; at most 2", "8-channel pre-rendered audio"),
+    Case(
+        "prerendered-nan",
+        "prerendered",
+        _wav("c1.wav", _with_sample(np.nan)),
+        r"c1\.wav: contains NaN or infinite samples",
+        "pre-rendered audio with a NaN sample",
+    ),
+    Case(
+        "prerendered-rate-mismatch",
+        "prerendered",
+        _wav("c1.wav", lambda: tone(rate=44_100), rate=44_100),
+        r"c1\.wav is at 44100 Hz but the excerpt 'x' is at 48000 Hz",
+        "44.1 kHz audio for a 48 kHz excerpt",
+    ),
+    Case(
+        "prerendered-text",
+        "prerendered",
+        _bytes("c1.wav", b"<html>not audio</html>"),
+        r"c1\.wav: not a readable audio file",
+        "an HTML page renamed `c1.wav`",
+    ),
+    Case(
+        "prerendered-8-channels",
+        "prerendered",
+        _wav("c1.wav", lambda: tone(channels=8)),
+        r"c1\.wav: 8 channels; at most 2",
+        "8-channel pre-rendered audio",
+    ),
     # --- webMUSHRA YAML
-    Case("yaml-paired-comparison", "webmushra_yaml",
-         _yaml(MUSHRA_PAGE.format(stimulus="configs/resources/audio/c1.wav")
-               + " - type: paired_comparison\n   id: pc1\n   reference: configs/resources/audio/ref.wav\n"),
-         r"test\.yaml: unsupported page types: paired_comparison page 'pc1'",
-         "a config with a `paired_comparison` page next to a mushra page"),
-    Case("yaml-bs1116", "webmushra_yaml",
-         _yaml(" - type: bs1116\n   id: b1\n   reference: configs/resources/audio/ref.wav\n"
-               "   stimuli:\n    C1: configs/resources/audio/c1.wav\n"),
-         r"test\.yaml: unsupported page types: bs1116 page 'b1'", "a config whose only test page is `bs1116`"),
-    Case("yaml-python-object", "webmushra_yaml",
-         _yaml_with_marker(" - !!python/object/apply:os.system [\"{cmd}\"]\n"),
-         r"test\.yaml: not valid YAML", "a page list holding `!!python/object/apply:os.system`", payload=True),
-    Case("yaml-python-name", "webmushra_yaml",
-         _yaml_with_marker(" - type: generic\n   id: g\n   content: !!python/object/apply:builtins.open "
-                           "[\"{marker}\", \"w\"]\n"),
-         r"test\.yaml: not valid YAML", "a page whose content is `!!python/object/apply:builtins.open`",
-         payload=True),
-    Case("yaml-billion-laughs", "webmushra_yaml", _billion_laughs,
-         r"bomb\.yaml: .*(alias|anchor|too many|too large|expan)",
-         "nine levels of ten YAML aliases (10^9 pages once expanded)", time_limit_s=10.0),
-    Case("yaml-not-a-config", "webmushra_yaml", lambda folder: _write_text(folder / "test.yaml", "- a\n- b\n"),
-         r"test\.yaml: not a webMUSHRA config \(no 'pages' list\)", "a YAML list instead of a config"),
-    Case("yaml-path-outside-folder", "webmushra_yaml", _outside_folder,
-         r"\.\./\.\./outside/secret\.wav.*(outside|escapes|not allowed)",
-         "a mushra page whose reference is `../../outside/secret.wav` (a real WAV)"),
-    Case("yaml-absolute-path", "webmushra_yaml", _absolute_path, r"/etc/passwd.*(outside|escapes|not allowed)",
-         "a mushra page whose reference is `/etc/passwd`"),
+    Case(
+        "yaml-paired-comparison",
+        "webmushra_yaml",
+        _yaml(
+            MUSHRA_PAGE.format(stimulus="configs/resources/audio/c1.wav")
+            + " - type: paired_comparison\n   id: pc1\n   reference: configs/resources/audio/ref.wav\n"
+        ),
+        r"test\.yaml: unsupported page types: paired_comparison page 'pc1'",
+        "a config with a `paired_comparison` page next to a mushra page",
+    ),
+    Case(
+        "yaml-bs1116",
+        "webmushra_yaml",
+        _yaml(
+            " - type: bs1116\n   id: b1\n   reference: configs/resources/audio/ref.wav\n"
+            "   stimuli:\n    C1: configs/resources/audio/c1.wav\n"
+        ),
+        r"test\.yaml: unsupported page types: bs1116 page 'b1'",
+        "a config whose only test page is `bs1116`",
+    ),
+    Case(
+        "yaml-python-object",
+        "webmushra_yaml",
+        _yaml_with_marker(' - !!python/object/apply:os.system ["{cmd}"]\n'),
+        r"test\.yaml: not valid YAML",
+        "a page list holding `!!python/object/apply:os.system`",
+        payload=True,
+    ),
+    Case(
+        "yaml-python-name",
+        "webmushra_yaml",
+        _yaml_with_marker(
+            ' - type: generic\n   id: g\n   content: !!python/object/apply:builtins.open ["{marker}", "w"]\n'
+        ),
+        r"test\.yaml: not valid YAML",
+        "a page whose content is `!!python/object/apply:builtins.open`",
+        payload=True,
+    ),
+    Case(
+        "yaml-billion-laughs",
+        "webmushra_yaml",
+        _billion_laughs,
+        r"bomb\.yaml: .*(alias|anchor|too many|too large|expan)",
+        "nine levels of ten YAML aliases (10^9 pages once expanded)",
+        time_limit_s=10.0,
+    ),
+    Case(
+        "yaml-not-a-config",
+        "webmushra_yaml",
+        lambda folder: _write_text(folder / "test.yaml", "- a\n- b\n"),
+        r"test\.yaml: not a webMUSHRA config \(no 'pages' list\)",
+        "a YAML list instead of a config",
+    ),
+    Case(
+        "yaml-path-outside-folder",
+        "webmushra_yaml",
+        _outside_folder,
+        r"\.\./\.\./outside/secret\.wav.*(outside|escapes|not allowed)",
+        "a mushra page whose reference is `../../outside/secret.wav` (a real WAV)",
+    ),
+    Case(
+        "yaml-absolute-path",
+        "webmushra_yaml",
+        _absolute_path,
+        r"/etc/passwd.*(outside|escapes|not allowed)",
+        "a mushra page whose reference is `/etc/passwd`",
+    ),
 ]

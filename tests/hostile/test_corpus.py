@@ -1,6 +1,7 @@
 """Every hostile upload of the corpus is refused with its specific message, leaves no row and
 no file behind, and never runs its payload; a representative subset also goes through the
 API and the researcher pages."""
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,9 @@ def experiment(researcher):
 def _prerendered_target(experiment, folder: Path):
     good = folder / "good"
     good.mkdir()
-    excerpt = services.add_excerpt(experiment=experiment, name="x", dry=corpus.good_dry(good),
-                                   reference=corpus.good_reference(good))
+    excerpt = services.add_excerpt(
+        experiment=experiment, name="x", dry=corpus.good_dry(good), reference=corpus.good_reference(good)
+    )
     condition = services.add_prerendered_condition(experiment=experiment, label="C1")
     return excerpt, condition
 
@@ -102,8 +104,7 @@ def send(case: Case, hostile: Path, other: Path | None, experiment, owner, targe
     """Hand the case's files to its service, under a memory cap."""
     with bounded_memory():
         if case.kind == "excerpt_dry":
-            services.add_excerpt(experiment=experiment, name="x", dry=hostile,
-                                 reference=other)
+            services.add_excerpt(experiment=experiment, name="x", dry=hostile, reference=other)
         elif case.kind == "excerpt_reference":
             services.add_excerpt(experiment=experiment, name="x", dry=other, reference=hostile)
         elif case.kind == "checkpoint":
@@ -138,22 +139,25 @@ def test_the_good_material_the_corpus_mutates_is_accepted(experiment, researcher
     """Each refusal below is caused by the hostile change, not by a broken base file."""
     import json
 
-    excerpt = services.add_excerpt(experiment=experiment, name="x", dry=corpus.good_dry(tmp_path),
-                                   reference=corpus.good_reference(tmp_path))
+    excerpt = services.add_excerpt(
+        experiment=experiment, name="x", dry=corpus.good_dry(tmp_path), reference=corpus.good_reference(tmp_path)
+    )
     assert (excerpt.sample_rate, excerpt.frames) == (corpus.GOOD_RATE, int(corpus.GOOD_SECONDS * corpus.GOOD_RATE))
     cam = tmp_path / "cam.json"
     cam.write_text(json.dumps(corpus.coreaudioml()))
     nam = tmp_path / "lin.nam"
     nam.write_text(json.dumps(corpus.nam_linear()))
     native = corpus._safetensors("native.safetensors", corpus.recurrent_state_dict)(tmp_path)
-    lightning = corpus._lightning("good.ckpt", lambda: {f"model.{k}": v for k, v in
-                                                        corpus.recurrent_state_dict().items()},
-                                  corpus.LIGHTNING_HP)(tmp_path)
+    lightning = corpus._lightning(
+        "good.ckpt", lambda: {f"model.{k}": v for k, v in corpus.recurrent_state_dict().items()}, corpus.LIGHTNING_HP
+    )(tmp_path)
     bare = corpus._safetensors("bare.safetensors", corpus.recurrent_state_dict, None)(tmp_path)
     config = tmp_path / "model_config.json"
     config.write_text(json.dumps(corpus.NATIVE_CONFIG))
-    formats = [services.add_checkpoint(experiment=experiment, name=p.stem, file=p).format
-               for p in (cam, nam, native, lightning)]
+    formats = [
+        services.add_checkpoint(experiment=experiment, name=p.stem, file=p).format
+        for p in (cam, nam, native, lightning)
+    ]
     assert formats == ["coreaudioml", "nam", "native", "lightning"]
     assert services.add_checkpoint(experiment=experiment, name="bare", file=bare, config=config).format == "native"
     site = tmp_path / "yaml"
@@ -163,8 +167,7 @@ def test_the_good_material_the_corpus_mutates_is_accepted(experiment, researcher
     assert [e.excerpts.count() for e in result.experiments] == [1]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=pytest.mark.timeout(c.time_limit_s))
-                                  for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=pytest.mark.timeout(c.time_limit_s)) for c in CASES])
 def test_a_hostile_upload_is_refused_and_leaves_nothing(case: Case, experiment, researcher, tmp_path, settings):
     if case.max_upload_mb is not None:
         settings.MAX_UPLOAD_MB = case.max_upload_mb
@@ -179,8 +182,9 @@ def test_a_hostile_upload_is_refused_and_leaves_nothing(case: Case, experiment, 
     except BaseException as exc:  # an unclear crash is a failure of the case, reported as such
         if isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
             raise
-        pytest.fail(f"{case.name}: expected a ServiceError matching {case.expect!r}, "
-                    f"got {type(exc).__name__}: {str(exc)[:300]}")
+        pytest.fail(
+            f"{case.name}: expected a ServiceError matching {case.expect!r}, got {type(exc).__name__}: {str(exc)[:300]}"
+        )
     else:
         pytest.fail(f"{case.name}: {hostile.name} was accepted")
     finally:
@@ -220,11 +224,30 @@ def zipfile_like(path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- over HTTP
 
-API_CASES = ["wav-nan-samples", "text-renamed-wav", "wav-truncated-data", "wav-over-size-limit", "rate-mismatch",
-             "pickle-p2-os-system", "torch-zip-exec-payload", "torchscript", "zip-bomb-ratio",
-             "nam-wrong-weight-count", "cam-wrong-shape", "ckpt-over-size-limit", "config-unknown-architecture"]
-FORM_CASES = ["wav-nan-samples", "mp3-renamed-wav", "pickle-p4-open", "torchscript", "cam-missing-weight",
-              "yaml-paired-comparison", "yaml-python-object"]
+API_CASES = [
+    "wav-nan-samples",
+    "text-renamed-wav",
+    "wav-truncated-data",
+    "wav-over-size-limit",
+    "rate-mismatch",
+    "pickle-p2-os-system",
+    "torch-zip-exec-payload",
+    "torchscript",
+    "zip-bomb-ratio",
+    "nam-wrong-weight-count",
+    "cam-wrong-shape",
+    "ckpt-over-size-limit",
+    "config-unknown-architecture",
+]
+FORM_CASES = [
+    "wav-nan-samples",
+    "mp3-renamed-wav",
+    "pickle-p4-open",
+    "torchscript",
+    "cam-missing-weight",
+    "yaml-paired-comparison",
+    "yaml-python-object",
+]
 
 
 def _upload_fields(case: Case, folder: Path) -> tuple[Path, dict[str, Path]]:
@@ -259,8 +282,9 @@ def test_the_api_answers_400_with_the_message(name: str, client, experiment, res
     kind = "excerpts" if case.kind.startswith("excerpt") else "checkpoints"
     rows, files = row_counts(), media_files(settings.MEDIA_ROOT)
     with bounded_memory():
-        response = _post_files(client, reverse(f"api:{kind}", args=[experiment.pk]), fields,
-                               HTTP_AUTHORIZATION=f"Token {token}")
+        response = _post_files(
+            client, reverse(f"api:{kind}", args=[experiment.pk]), fields, HTTP_AUTHORIZATION=f"Token {token}"
+        )
     assert response.status_code == case.http_status, response.content[:500]
     check_message(case, response.json()["error"], hostile)
     assert not corpus.marker_path(tmp_path).exists(), f"{name}: the payload ran"

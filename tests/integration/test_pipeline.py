@@ -3,6 +3,7 @@
 Runs on whatever ``DATABASE_URL`` / ``CELERY_BROKER_URL`` say: ``make test`` runs it once
 on SQLite with the embedded (filesystem) broker and once on PostgreSQL with Redis.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,13 @@ from django.utils import timezone
 from tests.conftest import wait_for
 from webmushra import services
 from webmushra.models import (
-    ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus, TrialResponse,
+    ConditionKind,
+    Experiment,
+    Participant,
+    Rating,
+    RenderJob,
+    Stimulus,
+    TrialResponse,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -51,8 +58,12 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
 
     # Every (condition, excerpt) cell has one stimulus: valid audio, one format, one byte length per trial.
     conditions = list(exp.conditions.all())
-    assert {c.kind for c in conditions} == {ConditionKind.MODEL, ConditionKind.HIDDEN_REFERENCE,
-                                           ConditionKind.ANCHOR_35, ConditionKind.ANCHOR_70}
+    assert {c.kind for c in conditions} == {
+        ConditionKind.MODEL,
+        ConditionKind.HIDDEN_REFERENCE,
+        ConditionKind.ANCHOR_35,
+        ConditionKind.ANCHOR_70,
+    }
     stimuli = list(Stimulus.objects.filter(experiment=exp))
     assert len(stimuli) == len(conditions) * exp.excerpts.count()
     for excerpt in exp.excerpts.all():
@@ -75,7 +86,9 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
 
     # A participant rates every trial over HTTP.
     services.open_experiment(experiment=exp)
-    r = client.post(reverse("participant:landing", args=[exp.public_token]) + "?PROLIFIC_PID=abc123&STUDY_ID=s1&SESSION_ID=x9")
+    r = client.post(
+        reverse("participant:landing", args=[exp.public_token]) + "?PROLIFIC_PID=abc123&STUDY_ID=s1&SESSION_ID=x9"
+    )
     assert r.status_code == 302
     participant = Participant.objects.get(experiment=exp)
     assert participant.prolific_pid == "abc123"
@@ -142,8 +155,12 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
     services.start_render(experiment=exp)
     job = RenderJob.objects.get(experiment=exp, kind="model")
     worker = start_worker()
-    wait_for(lambda: RenderJob.objects.filter(pk=job.pk, status="running").exists(), timeout=120, interval=0.01,
-             what="the worker to claim the job")
+    wait_for(
+        lambda: RenderJob.objects.filter(pk=job.pk, status="running").exists(),
+        timeout=120,
+        interval=0.01,
+        what="the worker to claim the job",
+    )
     worker.kill()
     job.refresh_from_db()
     assert job.status == "running", f"the job finished before the kill ({job.status}); make it longer"
@@ -164,8 +181,11 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
     settings.RENDER_STALE_SECONDS = 120
 
     start_worker()
-    wait_for(lambda: Experiment.objects.get(pk=exp.pk).status == Experiment.Status.READY, timeout=240,
-             what="the requeued job to complete")
+    wait_for(
+        lambda: Experiment.objects.get(pk=exp.pk).status == Experiment.Status.READY,
+        timeout=240,
+        what="the requeued job to complete",
+    )
     job.refresh_from_db()
     assert job.status == "done" and job.attempts == 2
     assert Stimulus.objects.filter(experiment=exp).count() == exp.conditions.count()
@@ -178,8 +198,12 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
 def test_reaper_gives_up_after_the_attempts_cap(build_experiment, settings):
     exp = build_experiment(n_excerpts=1, seconds=1.0)
     job = services.start_render(experiment=exp)[0]
-    RenderJob.objects.filter(pk=job.pk).update(status="running", attempts=settings.RENDER_MAX_ATTEMPTS,
-                                               heartbeat=timezone.now() - timedelta(hours=1), worker="w1")
+    RenderJob.objects.filter(pk=job.pk).update(
+        status="running",
+        attempts=settings.RENDER_MAX_ATTEMPTS,
+        heartbeat=timezone.now() - timedelta(hours=1),
+        worker="w1",
+    )
     counts = services.reap_stale_jobs()
     job.refresh_from_db()
     assert counts["failed"] == 1 and job.status == "failed"

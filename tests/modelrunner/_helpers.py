@@ -1,4 +1,5 @@
 """Shared helpers for the format tests: short fixture audio and chunked rendering."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def run_whole(model: EffectModel, x: torch.Tensor, knobs: dict | None = None) ->
     return y
 
 
-def run_chunked(model: EffectModel, x: torch.Tensor, sizes: list[int], knobs: dict | None = None,
-                fast: bool = False) -> torch.Tensor:
+def run_chunked(
+    model: EffectModel, x: torch.Tensor, sizes: list[int], knobs: dict | None = None, fast: bool = False
+) -> torch.Tensor:
     """Render ``x`` in chunks cycling through ``sizes``, carrying the state.
 
     ``fast``: call what the renderer calls (``model.streaming_call()``) instead of the module.

@@ -1,4 +1,5 @@
 """Small modules that follow the ``EffectModel`` streaming protocol, for render tests."""
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,7 @@ def rnn_model(unit: type[nn.RNNBase] = nn.GRU, sample_rate: int = 8000, seed: in
 
 
 def long_memory_model(sample_rate: int = 8000) -> EffectModel:
-    return _wrap(LongMemory().eval(), sample_rate, stateful=True, receptive_field=1,
-                 architecture="rnn", knobs=False)
+    return _wrap(LongMemory().eval(), sample_rate, stateful=True, receptive_field=1, architecture="rnn", knobs=False)
 
 
 def _wrap(module, sample_rate, *, stateful, receptive_field, architecture, knobs=True) -> EffectModel:

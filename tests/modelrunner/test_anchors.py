@@ -1,5 +1,6 @@
 """BS.1534-3 low-pass anchors: the filter actually applied meets the mask at every
 supported rate, and the anchor is time-aligned with the reference."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The architecture registry: construction, parameter validation, state handling."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,16 @@ from modelrunner.errors import CheckpointError
 
 
 def test_registry_names() -> None:
-    assert set(architectures.REGISTRY) == {"recurrent", "tcn", "wavenet", "pedalnet", "sptmod", "stn", "statematch", "armlp"}
+    assert set(architectures.REGISTRY) == {
+        "recurrent",
+        "tcn",
+        "wavenet",
+        "pedalnet",
+        "sptmod",
+        "stn",
+        "statematch",
+        "armlp",
+    }
 
 
 @pytest.mark.parametrize(

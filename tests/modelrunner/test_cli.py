@@ -1,4 +1,5 @@
 """``python -m modelrunner``: outputs, exit codes and one-line error messages."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import soundfile as sf
 import torch
 
 from modelrunner import formats
-from modelrunner.cli import main, parse_params, UsageError
+from modelrunner.cli import UsageError, main, parse_params
 from modelrunner.render import reference_forward, resample
 from tests.paths import REPO, fixture_path
 
@@ -22,7 +23,11 @@ torch.set_num_threads(1)
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run the real entry point in a fresh interpreter, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "modelrunner", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "modelrunner", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
     )
 
@@ -101,8 +106,12 @@ def test_inspect_text_lists_knobs_and_state(capsys):
 def test_inspect_says_when_renders_fall_back_to_torch():
     path = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "modelrunner", "inspect", str(path), "--json"], cwd=REPO, capture_output=True,
-        text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MODELRUNNER_NATIVE": "0"},
+        [sys.executable, "-m", "modelrunner", "inspect", str(path), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MODELRUNNER_NATIVE": "0"},
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["render_kernel"] == "PyTorch (switched off by MODELRUNNER_NATIVE)"

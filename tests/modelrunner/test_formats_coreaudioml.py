@@ -1,4 +1,5 @@
 """CoreAudioML JSON: loads the real fixtures and matches a plain torch RNN built from the file."""
+
 from __future__ import annotations
 
 import json

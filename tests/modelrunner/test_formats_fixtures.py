@@ -1,4 +1,5 @@
 """Every shared model fixture loads through ``formats.load`` and renders 1 s of guitar finitely."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Lightning checkpoints: the real PedalNetRT file against its original forward pass, pruning, mapping."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,13 +59,26 @@ def _recurrent_ckpt(tmp_path, prune: bool, hparams: dict) -> tuple:
         with torch.no_grad():
             net.lin.weight.mul_(mask)
     path = tmp_path / "r.ckpt"
-    torch.save({"epoch": 3, "global_step": 30, "pytorch-lightning_version": "2.4.0",
-                "state_dict": sd, "hyper_parameters": hparams}, path)
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 30,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": sd,
+            "hyper_parameters": hparams,
+        },
+        path,
+    )
     return path, net.eval()
 
 
-HP = {"architecture": "recurrent", "sample_rate": 44100, "knobs": [{"name": "drive"}],
-      "params": {"unit_type": "GRU", "hidden_size": 6}, "lr": 1e-3}
+HP = {
+    "architecture": "recurrent",
+    "sample_rate": 44100,
+    "knobs": [{"name": "drive"}],
+    "params": {"unit_type": "GRU", "hidden_size": 6},
+    "lr": 1e-3,
+}
 
 
 def test_hyper_parameters_in_native_schema_and_pruning_folded(tmp_path) -> None:
@@ -82,8 +96,16 @@ def test_unknown_architecture_needs_config(tmp_path) -> None:
     path, _ = _recurrent_ckpt(tmp_path, prune=False, hparams={"lr": 1e-3})
     with pytest.raises(CheckpointError, match="cannot tell the architecture"):
         load(path)
-    model = load(path, config={"format_version": 1, "architecture": "recurrent", "sample_rate": 48000,
-                               "knobs": [{"name": "drive"}], "params": {"unit_type": "GRU", "hidden_size": 6}})
+    model = load(
+        path,
+        config={
+            "format_version": 1,
+            "architecture": "recurrent",
+            "sample_rate": 48000,
+            "knobs": [{"name": "drive"}],
+            "params": {"unit_type": "GRU", "hidden_size": 6},
+        },
+    )
     assert model.sample_rate == 48000
     path, _ = _recurrent_ckpt(tmp_path, prune=False, hparams=dict(HP, architecture="mamba"))
     with pytest.raises(CheckpointError, match="cannot tell the architecture"):

@@ -1,4 +1,5 @@
 """NAM ``.nam`` files: identity models, independent numpy references, chunking, refusals."""
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,14 @@ def lstm_reference(nam: dict, x: np.ndarray) -> np.ndarray:
     cells = []
     for layer in range(L):
         n_in = 1 if layer == 0 else H
-        W = w[i : i + 4 * H * (n_in + H)].reshape(4 * H, n_in + H); i += W.size
-        b = w[i : i + 4 * H]; i += 4 * H
-        h = w[i : i + H].copy(); i += H
-        c = w[i : i + H].copy(); i += H
+        W = w[i : i + 4 * H * (n_in + H)].reshape(4 * H, n_in + H)
+        i += W.size
+        b = w[i : i + 4 * H]
+        i += 4 * H
+        h = w[i : i + H].copy()
+        i += H
+        c = w[i : i + H].copy()
+        i += H
         cells.append([W, b, h, c])
     head_w, head_b = w[i : i + H], w[i + H]
     assert i + H + 1 == len(w)
@@ -172,8 +177,13 @@ def test_chunked_equals_whole(name: str) -> None:
 
 def test_linear_fir_with_bias(tmp_path) -> None:
     taps = [0.5, -0.25, 2.0]
-    data = {"version": "0.5.4", "architecture": "Linear", "config": {"receptive_field": 3, "bias": True},
-            "weights": taps + [0.1], "sample_rate": 44100}
+    data = {
+        "version": "0.5.4",
+        "architecture": "Linear",
+        "config": {"receptive_field": 3, "bias": True},
+        "weights": taps + [0.1],
+        "sample_rate": 44100,
+    }
     path = tmp_path / "fir.nam"
     path.write_text(json.dumps(data))
     model = load(path)
@@ -222,9 +232,14 @@ def test_unknown_architecture_and_options_refused(tmp_path) -> None:
 
 
 def _random_wavenet(seed: int, arrays: list[tuple]) -> NamWaveNet:
-    """A NamWaveNet with random weights; ``arrays``: (in, channels, kernel, dilations, act, gated, head_out, head_kernel, head_bias)."""
+    """A NamWaveNet with random weights.
+
+    ``arrays``: (in, channels, kernel, dilations, act, gated, head_out, head_kernel, head_bias).
+    """
     torch.manual_seed(seed)
-    net = NamWaveNet([NamLayerArray(i, 1, c, k, d, act, g, ho, hk, hb) for i, c, k, d, act, g, ho, hk, hb in arrays], 0.3)
+    net = NamWaveNet(
+        [NamLayerArray(i, 1, c, k, d, act, g, ho, hk, hb) for i, c, k, d, act, g, ho, hk, hb in arrays], 0.3
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn_like(p) * 0.4)

@@ -1,4 +1,5 @@
 """Native safetensors/.pt + JSON config: round trip, chunking for every registry architecture, refusals."""
+
 from __future__ import annotations
 
 import json

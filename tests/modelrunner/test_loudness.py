@@ -1,5 +1,6 @@
 """BS.1770-4 loudness and item loudness alignment, checked against pyloudnorm and the
 calibration points of ITU-R BS.1770-4 / EBU Tech 3341."""
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ def reference_lufs(a: np.ndarray, sr: int = SR) -> float:
 
 
 # --- integrated_loudness ---------------------------------------------------------
+
 
 def test_full_scale_1khz_sine_in_one_channel_reads_minus_3_01():
     # BS.1770-4 Annex 1: a 0 dBFS 1 kHz sine in one front channel reads -3.01 LKFS.
@@ -99,6 +101,7 @@ def test_true_peak_finds_the_inter_sample_peak():
 
 
 # --- align_item --------------------------------------------------------------------
+
 
 def test_conditions_are_aligned_to_the_reference_within_tolerance():
     ref = noise(channels=2, amp=0.05, seed=1)

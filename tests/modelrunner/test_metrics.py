@@ -1,5 +1,6 @@
 """Objective metrics, checked against auraloss 0.4.0 and against their written
 definitions computed inline."""
+
 from __future__ import annotations
 
 import inspect
@@ -33,10 +34,15 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 
 def batch(a: np.ndarray) -> torch.Tensor:
     """(frames, channels) -> auraloss (batch=1, channels, frames)."""
-    return torch.from_numpy(np.ascontiguousarray(np.atleast_2d(a.T)))[None] if a.ndim == 2 else torch.from_numpy(a)[None, None]
+    return (
+        torch.from_numpy(np.ascontiguousarray(np.atleast_2d(a.T)))[None]
+        if a.ndim == 2
+        else torch.from_numpy(a)[None, None]
+    )
 
 
 # --- against auraloss -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("channels", [slice(0, 1), slice(0, 2)])
 def test_esr_matches_auraloss(pair, channels):
@@ -60,6 +66,7 @@ def test_mr_stft_matches_auraloss_defaults(pair, channels):
 
 
 # --- against the written definitions ---------------------------------------------------
+
 
 def test_esr_preemph_is_esr_of_first_order_highpassed_signals(pair):
     o, t = (a[:, 0].astype(np.float64) for a in pair)
@@ -156,6 +163,7 @@ def test_delta_crest_of_sine_against_square_is_3_01_db():
 
 # --- properties -----------------------------------------------------------------------
 
+
 def test_identical_signals_give_zero(pair):
     t = pair[1]
     values = M.compute_all(t.copy(), t, SR)
@@ -191,6 +199,7 @@ def test_a_worse_model_scores_worse_on_a_real_guitar_recording():
 
 
 # --- compute_all and errors -----------------------------------------------------------
+
 
 def test_compute_all_keys_and_metric_table(pair):
     values = M.compute_all(*pair, SR)

@@ -4,6 +4,7 @@ PyTorch's ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` forward is the reference (gate e
 as in the PyTorch docs); the kernel must give the same output and state in any chunking,
 and a machine without a compiler must still render, through PyTorch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,7 +47,7 @@ def _state_list(state) -> list[torch.Tensor]:
 def _stream(step, x, knobs, chunk, state=None):
     outs = []
     for start in range(0, x.shape[1], chunk):
-        y, state = step(x[:, start:start + chunk], knobs, state)
+        y, state = step(x[:, start : start + chunk], knobs, state)
         outs.append(y)
     return torch.cat(outs, dim=1), state
 
@@ -61,8 +62,14 @@ def test_exp_is_within_two_ulp_of_float64(lib):
 
 
 CASES = [
-    ("LSTM", 32, 1, 0), ("GRU", 32, 1, 0), ("RNN", 16, 1, 0),
-    ("LSTM", 20, 2, 2), ("GRU", 7, 3, 1), ("LSTM", 1, 1, 0), ("GRU", 33, 1, 3), ("LSTM", 65, 1, 1),
+    ("LSTM", 32, 1, 0),
+    ("GRU", 32, 1, 0),
+    ("RNN", 16, 1, 0),
+    ("LSTM", 20, 2, 2),
+    ("GRU", 7, 3, 1),
+    ("LSTM", 1, 1, 0),
+    ("GRU", 33, 1, 3),
+    ("LSTM", 65, 1, 1),
 ]
 
 
@@ -183,8 +190,9 @@ def _fresh_process(env: dict[str, str]) -> subprocess.CompletedProcess:
         "m = RecurrentModel('LSTM', 4).eval(); y, _ = m.fast_forward(torch.ones(1, 50)); "
         "w, _ = m(torch.ones(1, 50)); assert float((y - w).abs().max()) < 1e-5; print(native.reason())"
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_builds_into_the_cache_once_and_falls_back_without_a_compiler(tmp_path):

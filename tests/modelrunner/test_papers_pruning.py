@@ -1,4 +1,5 @@
 """Pruned LSTMs (Südholt et al. 2023): sparsity, dead units, and the compressed dense LSTM."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def test_demo_checkpoint_sparsity_and_dead_units_from_masks() -> None:
     report = pruning.analyse(CKPT)
     assert report["dead_units"]["model.rec.l0"] == expected_dead and len(expected_dead) == 36
     assert report["tensors"]["model.rec.weight_hh_l0"]["masked"]
-    assert report["tensors"]["model.rec.weight_hh_l0"]["sparsity"] == pytest.approx(float((hh_mask == 0).float().mean()), abs=1e-6)
+    assert report["tensors"]["model.rec.weight_hh_l0"]["sparsity"] == pytest.approx(
+        float((hh_mask == 0).float().mean()), abs=1e-6
+    )
     total = sum(v.numel() for k, v in raw.items() if not k.endswith("_mask"))
     assert report["parameters"] == total
     # The loaded model (pruning folded) reports the same dead units.
@@ -59,6 +62,8 @@ def test_dead_unit_definition_on_a_constructed_model() -> None:
 
 def test_refusals() -> None:
     with pytest.raises(CheckpointError, match="'recurrent' model"):
-        pruning.compress_lstm(load(Path(__file__).resolve().parents[2] / "demo" / "papers" / "checkpoints" / "stn.safetensors"))
+        pruning.compress_lstm(
+            load(Path(__file__).resolve().parents[2] / "demo" / "papers" / "checkpoints" / "stn.safetensors")
+        )
     with pytest.raises(CheckpointError, match="state_dict"):
         pruning.analyse(42)

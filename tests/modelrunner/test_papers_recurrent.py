@@ -1,5 +1,6 @@
 """State trajectory network, state-matching GRU and autoregressive MLP: demo checkpoints,
 naive per-sample references, streaming, look-back state, refusals."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,10 +47,10 @@ def test_armlp_equals_naive_numpy_loop() -> None:
     xs = np.concatenate([np.zeros(m - 1), x])
     ys = np.zeros(m - 1 + len(x))
     for n in range(len(x)):
-        feats = np.concatenate([xs[n:n + m], ys[n:n + m - 1], [gain]])
+        feats = np.concatenate([xs[n : n + m], ys[n : n + m - 1], [gain]])
         ys[m - 1 + n] = _np_mlp(list(mod.mlp), feats)[0]
     y = run_whole(model, torch.tensor(x[None], dtype=torch.float32), {"gain": gain})[0].numpy()
-    assert np.abs(y - ys[m - 1:]).max() < 1e-5 and np.abs(ys).max() > 1e-3
+    assert np.abs(y - ys[m - 1 :]).max() < 1e-5 and np.abs(ys).max() > 1e-3
     # Batched across excerpts: each row equals its own single-row render.
     xb = guitar(0.01).repeat(3, 1) * torch.tensor([[0.5], [1.0], [2.0]])
     with torch.no_grad():
@@ -97,7 +98,9 @@ def test_armlp_lookback_is_teacher_forced() -> None:
     target = np.tanh(3 * x)
     state, mode, _ = lookback.prepare(model, x[100:], x[:100], target[:100])
     assert mode == "lookback"
-    assert np.allclose(state[0][0].numpy(), x[100 - (m - 1):100]) and np.allclose(state[1][0].numpy(), target[100 - (m - 1):100])
+    assert np.allclose(state[0][0].numpy(), x[100 - (m - 1) : 100]) and np.allclose(
+        state[1][0].numpy(), target[100 - (m - 1) : 100]
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,8 +126,13 @@ def test_wrong_knob_count_refused(tmp_path) -> None:
     from safetensors.torch import load_file
 
     sd = load_file(str(CKPT / "armlp.safetensors"))
-    cfg = {"format_version": 1, "architecture": "armlp", "sample_rate": 44100, "knobs": [],
-           "params": {"m": 12, "hidden_sizes": [16, 16]}}
+    cfg = {
+        "format_version": 1,
+        "architecture": "armlp",
+        "sample_rate": 44100,
+        "knobs": [],
+        "params": {"m": 12, "hidden_sizes": [16, 16]},
+    }
     torch.save(sd, tmp_path / "a.pt")
     with pytest.raises(CheckpointError, match="mlp.0.weight"):
         load(tmp_path / "a.pt", config=cfg)

@@ -1,5 +1,6 @@
 """SPTMod: reference key names, the demo checkpoint, streaming, look-back against an
 independent transcription of the reference's NoPadding forward pass, refusals."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +17,22 @@ from modelrunner.formats import load, native
 from tests.modelrunner._helpers import assert_chunked_equals_whole, guitar, run_whole
 
 CKPT = Path(__file__).resolve().parents[2] / "demo" / "papers" / "checkpoints"
-SMALL = {"s_channels_list": [3, 4], "s_kernel_size_list": [3, 5], "s_dilation_list": [1, 2], "tfilm_block_size": 8,
-         "cond_size": 4, "film_hidden_neurons_list": [5], "rnn_cell": "LSTM", "rnn_hidden_size": 3,
-         "lbnet_out_channels_list": [4, 4], "lbnet_kernel_size_list": [3, 3], "lbnet_dilation_list": [1, 1],
-         "lbnet_stride_list": [2, 2], "lbnet_pooling_list": [2, 2], "lbnet_film_hidden_neurons_list": [5]}
+SMALL = {
+    "s_channels_list": [3, 4],
+    "s_kernel_size_list": [3, 5],
+    "s_dilation_list": [1, 2],
+    "tfilm_block_size": 8,
+    "cond_size": 4,
+    "film_hidden_neurons_list": [5],
+    "rnn_cell": "LSTM",
+    "rnn_hidden_size": 3,
+    "lbnet_out_channels_list": [4, 4],
+    "lbnet_kernel_size_list": [3, 3],
+    "lbnet_dilation_list": [1, 1],
+    "lbnet_stride_list": [2, 2],
+    "lbnet_pooling_list": [2, 2],
+    "lbnet_film_hidden_neurons_list": [5],
+}
 
 
 def _demo():
@@ -39,19 +52,44 @@ def _random(params: dict | None = None, seed: int = 0) -> SPTMod:
 def test_reference_parameter_names() -> None:
     """The names the reference ``Model`` registers (sptmod.py, CachedConv1d.conv, RNN.rnn,
     LinearInterp.convt, Sequential FiLM MLPs), written out by hand for a 2-block model."""
-    expected = {"condnet.0.weight", "condnet.0.bias", "condnet.1.weight", "condnet.2.weight", "condnet.2.bias",
-                "condnet.3.weight", "condnet.4.weight", "condnet.4.bias", "condnet.5.weight"}
+    expected = {
+        "condnet.0.weight",
+        "condnet.0.bias",
+        "condnet.1.weight",
+        "condnet.2.weight",
+        "condnet.2.bias",
+        "condnet.3.weight",
+        "condnet.4.weight",
+        "condnet.4.bias",
+        "condnet.5.weight",
+    }
     for j in range(2):
-        expected |= {f"s_convs.{j}.conv.weight", f"s_convs.{j}.conv.bias", f"s_conv11f.{j}.weight",
-                     f"s_conv11f.{j}.bias", f"s_conv11s.{j}.weight", f"s_conv11s.{j}.bias", f"s_acts.{j}.weight",
-                     f"s_tfilms.{j}.upsample.convt.weight", f"s_tfilms.{j}.film_nn.0.0.weight",
-                     f"s_tfilms.{j}.film_nn.0.0.bias", f"s_tfilms.{j}.film_nn.0.1.weight",
-                     f"s_tfilms.{j}.film_nn.1.weight", f"s_tfilms.{j}.film_nn.1.bias"}
+        expected |= {
+            f"s_convs.{j}.conv.weight",
+            f"s_convs.{j}.conv.bias",
+            f"s_conv11f.{j}.weight",
+            f"s_conv11f.{j}.bias",
+            f"s_conv11s.{j}.weight",
+            f"s_conv11s.{j}.bias",
+            f"s_acts.{j}.weight",
+            f"s_tfilms.{j}.upsample.convt.weight",
+            f"s_tfilms.{j}.film_nn.0.0.weight",
+            f"s_tfilms.{j}.film_nn.0.0.bias",
+            f"s_tfilms.{j}.film_nn.0.1.weight",
+            f"s_tfilms.{j}.film_nn.1.weight",
+            f"s_tfilms.{j}.film_nn.1.bias",
+        }
         expected |= {f"s_tfilms.{j}.rnn.rnn.{w}_l0" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        expected |= {f"lookback_net.convs.{j}.weight", f"lookback_net.convs.{j}.bias",
-                     f"lookback_net.acts.{j}.weight", f"lookback_net.films.{j}.0.0.weight",
-                     f"lookback_net.films.{j}.0.0.bias", f"lookback_net.films.{j}.0.1.weight",
-                     f"lookback_net.films.{j}.1.weight", f"lookback_net.films.{j}.1.bias"}
+        expected |= {
+            f"lookback_net.convs.{j}.weight",
+            f"lookback_net.convs.{j}.bias",
+            f"lookback_net.acts.{j}.weight",
+            f"lookback_net.films.{j}.0.0.weight",
+            f"lookback_net.films.{j}.0.0.bias",
+            f"lookback_net.films.{j}.0.1.weight",
+            f"lookback_net.films.{j}.1.weight",
+            f"lookback_net.films.{j}.1.bias",
+        }
     expected |= {"lookback_net.linear_end_module.weight", "lookback_net.linear_end_module.bias"}
     m = _random()
     assert set(m.state_dict()) == expected
@@ -71,8 +109,13 @@ def test_demo_checkpoint_loads_renders_and_streams() -> None:
     assert torch.isfinite(y).all() and float(y.std()) > 1e-4
     assert_chunked_equals_whole(model, x[:, :5000], {"gain": 0.8})
     req = lookback.requirements(model)
-    assert req == {"needs_lookback": True, "supports_lookback": True, "lookback_samples": model.module.lookback_samples,
-                   "uses_target": True, "latency_samples": 63}
+    assert req == {
+        "needs_lookback": True,
+        "supports_lookback": True,
+        "lookback_samples": model.module.lookback_samples,
+        "uses_target": True,
+        "latency_samples": 63,
+    }
 
 
 def _interp(h: torch.Tensor, P: int) -> torch.Tensor:
@@ -100,17 +143,17 @@ def reference_nopadding(m: SPTMod, x: torch.Tensor, y_true: torch.Tensor, p: tor
     P, N, S = m.tfilm_block_size, len(m.s_convs), m.state_size
     zp = m.condnet(p)
     n_lb = m.lookback_net.expected_input_length
-    lb = torch.stack([x[:, i0l:i0l + n_lb], y_true[:, i0l:i0l + n_lb]], dim=1)
+    lb = torch.stack([x[:, i0l : i0l + n_lb], y_true[:, i0l : i0l + n_lb]], dim=1)
     lbstate = m.lookback_net(lb, zp)
     vm, va = x[:, None, i0m:], x[:, None, i0a:]
     for j in range(N):
         vm = m.s_acts[j](m.s_convs[j].conv(vm))
-        tfilm = _interp(_tfilm(m, j, vm, zp, lbstate[:, j * S:(j + 1) * S]), P)
-        mul, plus = m.s_conv11f[j](tfilm[:, :, cma[j]:]).split(1, dim=1)
+        tfilm = _interp(_tfilm(m, j, vm, zp, lbstate[:, j * S : (j + 1) * S]), P)
+        mul, plus = m.s_conv11f[j](tfilm[:, :, cma[j] :]).split(1, dim=1)
         va = va * mul + plus
         if j < N - 1:
             mul, plus = m.s_conv11s[j](tfilm).split(vm.shape[1], dim=1)
-            vm = (vm[:, :, P:] * mul + plus)[:, :, cmm[j]:]
+            vm = (vm[:, :, P:] * mul + plus)[:, :, cmm[j] :]
     return va[:, 0]
 
 
@@ -134,8 +177,17 @@ def reference_cached(m: SPTMod, x: torch.Tensor, p: torch.Tensor) -> torch.Tenso
 def _wrap(module: SPTMod):
     from modelrunner.model import EffectModel
 
-    return EffectModel(module=module, sample_rate=44100, knob_names=["gain"], knob_ranges=[(0.0, 1.0)], stateful=True,
-                       receptive_field=1, format="native", architecture="sptmod", parameter_count=0)
+    return EffectModel(
+        module=module,
+        sample_rate=44100,
+        knob_names=["gain"],
+        knob_ranges=[(0.0, 1.0)],
+        stateful=True,
+        receptive_field=1,
+        format="native",
+        architecture="sptmod",
+        parameter_count=0,
+    )
 
 
 @pytest.mark.parametrize("L", [8 * 5, 8 * 40])
@@ -148,8 +200,9 @@ def test_lookback_matches_reference_nopadding(L: int) -> None:
     y_true = torch.tanh(3 * x)
     with torch.no_grad():
         ref = reference_nopadding(m, x, y_true, p, L)
-    out, mode, info = lookback.render_excerpt(model, x[0, -L:].numpy(), x[0, :-L].numpy(), y_true[0, :-L].numpy(),
-                                              knobs={"gain": 0.3})
+    out, mode, info = lookback.render_excerpt(
+        model, x[0, -L:].numpy(), x[0, :-L].numpy(), y_true[0, :-L].numpy(), knobs={"gain": 0.3}
+    )
     assert mode == "lookback" and info["latency_compensated"] == 7 and info["target_used"]
     assert float(ref.abs().max()) > 1e-3
     assert np.abs(out - ref[0].numpy()).max() < 1e-5
@@ -158,7 +211,7 @@ def test_lookback_matches_reference_nopadding(L: int) -> None:
 def test_zero_state_matches_reference_cached_mode() -> None:
     m = _random(seed=1)
     model = _wrap(m)
-    x = guitar(0.1)[:, :8 * 50] * 4
+    x = guitar(0.1)[:, : 8 * 50] * 4
     with torch.no_grad():
         ref = reference_cached(m, x, torch.tensor([[0.7]]))
     out, mode, info = lookback.render_excerpt(model, x[0].numpy(), knobs={"gain": 0.7})
@@ -198,8 +251,13 @@ def test_wrong_config_refused(params: dict, knobs: int, message: str) -> None:
 
 def test_state_dict_of_other_config_refused(tmp_path) -> None:
     m = _random()
-    cfg = {"format_version": 1, "architecture": "sptmod", "sample_rate": 48000, "knobs": [{"name": "threshold"}],
-           "params": dict(SMALL, rnn_hidden_size=4)}
+    cfg = {
+        "format_version": 1,
+        "architecture": "sptmod",
+        "sample_rate": 48000,
+        "knobs": [{"name": "threshold"}],
+        "params": dict(SMALL, rnn_hidden_size=4),
+    }
     torch.save(m.state_dict(), tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match="s_conv11f.0.weight.* has shape"):
         load(tmp_path / "w.pt", config=cfg)
@@ -209,9 +267,20 @@ def test_state_dict_of_other_config_refused(tmp_path) -> None:
 
 
 def test_params_from_hparams() -> None:
-    hp = dict(SMALL, input_channels=1, sidechain_channels=0, n_params=1, tfilm_pooling_type="max", lbnet=True,
-              lbnet_dropout=0.0, lbnet_dropout_full_items=False, lbnet_linear_end=True, lbnet_pooling_type="max",
-              lr=1e-3, batch_size=16)
+    hp = dict(
+        SMALL,
+        input_channels=1,
+        sidechain_channels=0,
+        n_params=1,
+        tfilm_pooling_type="max",
+        lbnet=True,
+        lbnet_dropout=0.0,
+        lbnet_dropout_full_items=False,
+        lbnet_linear_end=True,
+        lbnet_pooling_type="max",
+        lr=1e-3,
+        batch_size=16,
+    )
     params = params_from_hparams(hp)
     assert "lr" not in params and architectures.build("sptmod", params, 1) is not None
     with pytest.raises(ValueError, match="rnn_cell"):

@@ -1,4 +1,5 @@
 """Rendering: streaming equals one whole call, resampling, stereo, knobs, progress, batching."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -131,8 +132,14 @@ def test_progress_stays_monotonic_through_a_fallback():
     model = long_memory_model()
     seen: list[float] = []
     _, report = render_batch(
-        model, [noise(20000, seed=4)], model.sample_rate, segment_seconds=0.25,
-        warmup_seconds=0.001, chunk_size=500, progress=seen.append, with_report=True,
+        model,
+        [noise(20000, seed=4)],
+        model.sample_rate,
+        segment_seconds=0.25,
+        warmup_seconds=0.001,
+        chunk_size=500,
+        progress=seen.append,
+        with_report=True,
     )
     assert report.path == "sequential"
     assert seen[-1] == 1.0
@@ -182,8 +189,9 @@ def test_parallel_batch_equals_sequential_for_conv_model():
 def test_parallel_batch_with_short_memory_recurrent_model_passes_check():
     model = rnn_model()
     items = [noise(24000, seed=5), noise(16000, seed=6)]
-    got, report = render_batch(model, items, model.sample_rate, segment_seconds=0.5,
-                               warmup_seconds=0.25, with_report=True)
+    got, report = render_batch(
+        model, items, model.sample_rate, segment_seconds=0.5, warmup_seconds=0.25, with_report=True
+    )
     assert report.path == "parallel"
     for g, a in zip(got, items):
         assert esr(g, reference_forward(model, a)) < 1e-7
@@ -192,8 +200,9 @@ def test_parallel_batch_with_short_memory_recurrent_model_passes_check():
 def test_fallback_to_sequential_when_warm_up_is_too_short():
     model = long_memory_model()
     items = [noise(12000, seed=7), noise(12000, seed=8)]
-    got, report = render_batch(model, items, model.sample_rate, segment_seconds=0.2,
-                               warmup_seconds=0.001, with_report=True)
+    got, report = render_batch(
+        model, items, model.sample_rate, segment_seconds=0.2, warmup_seconds=0.001, with_report=True
+    )
     assert report.esr_check is not None and report.esr_check > 1e-7
     assert report.path == "sequential" and report.fallback_items == [0, 1]
     assert "excerpt(s) 0, 1 rendered sequentially" in report.warnings[0]
@@ -223,8 +232,9 @@ def test_sequential_batch_matches_per_item_reference():
 def test_only_failing_excerpts_fall_back():
     model = long_memory_model()
     items = [noise(12000, seed=13), noise(300, seed=14)]  # the short one is never cut
-    got, report = render_batch(model, items, model.sample_rate, segment_seconds=0.2,
-                               warmup_seconds=0.001, with_report=True)
+    got, report = render_batch(
+        model, items, model.sample_rate, segment_seconds=0.2, warmup_seconds=0.001, with_report=True
+    )
     assert report.path == "mixed" and report.fallback_items == [0]
     for g, a in zip(got, items):
         np.testing.assert_allclose(g, reference_forward(model, a), atol=1e-6, rtol=0)
@@ -259,8 +269,10 @@ def test_the_module_sets_its_rows_and_chunk_budget(kernel, monkeypatch):
     if kernel == "torch":
         monkeypatch.setattr(native, "library", lambda: None)
     items = [noise(8000 * 6, seed=s) for s in range(2)]
-    plans = {"compiled": {"LSTM": (4, 1 << 16), "GRU": (4, 1 << 16)},
-             "torch": {"LSTM": (24, 1 << 14), "GRU": (64, 1 << 14)}}[kernel]
+    plans = {
+        "compiled": {"LSTM": (4, 1 << 16), "GRU": (4, 1 << 16)},
+        "torch": {"LSTM": (24, 1 << 14), "GRU": (64, 1 << 14)},
+    }[kernel]
     for unit, (rows, budget) in plans.items():
         torch.manual_seed(3)
         module = RecurrentModel(unit, 6).eval()

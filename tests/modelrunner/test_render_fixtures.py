@@ -1,4 +1,5 @@
 """The real public checkpoints through the renderer: chunked and batched equal one whole call."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +61,9 @@ def test_chunked_render_equals_reference(folder, name, chunk):
 def test_parallel_batch_agrees_with_reference(folder, name):
     model = load(folder, name)
     items = [guitar_at(model.sample_rate, 1.5, 0.5), guitar_at(model.sample_rate, 0.7, 3.0)]
-    got, report = render_batch(model, items, model.sample_rate, segment_seconds=0.25, warmup_seconds=0.1,
-                               with_report=True)
+    got, report = render_batch(
+        model, items, model.sample_rate, segment_seconds=0.25, warmup_seconds=0.1, with_report=True
+    )
     assert report.segments > len(items)
     for g, x in zip(got, items):
         want = reference_forward(model, x)

@@ -1,4 +1,5 @@
 """Refusals of unsafe or malformed checkpoint files, before any of their code can run."""
+
 from __future__ import annotations
 
 import os
@@ -176,8 +177,14 @@ def test_huge_declared_model_refused_quickly_without_allocating(tmp_path: Path) 
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", _HUGE_CHILD, str(tmp_path)], cwd=root, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    done = subprocess.run(
+        [sys.executable, "-c", _HUGE_CHILD, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("\t") for line in done.stdout.splitlines()]
     assert [r[0] for r in rows] == ["native.safetensors", "cam.json", "lstm.nam", "wavenet.nam"]
@@ -201,7 +208,9 @@ def test_parameter_limit_is_configurable(tmp_path: Path, monkeypatch) -> None:
     n = safety.state_size(module.state_dict())
     assert load(path).parameter_count == n
     monkeypatch.setenv(safety.MAX_PARAMETERS_ENV, str(n - 1))
-    with pytest.raises(CheckpointError, match=rf"small\.safetensors: config implies {n} weights, file has {n}; .*too large"):
+    with pytest.raises(
+        CheckpointError, match=rf"small\.safetensors: config implies {n} weights, file has {n}; .*too large"
+    ):
         load(path)
     monkeypatch.setenv(safety.MAX_PARAMETERS_ENV, "lots")
     with pytest.raises(CheckpointError, match="MODELRUNNER_MAX_PARAMETERS='lots'"):

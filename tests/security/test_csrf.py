@@ -5,6 +5,7 @@ the token it must be refused with Django's CSRF 403, with the token it must get 
 check. The token-authenticated API is exempt by design (a token in a header is not sent by
 a browser on its own); with a login session instead of a token it checks CSRF too.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,11 @@ def named_urls() -> dict[str, tuple[str, object]]:
         for p in patterns:
             if isinstance(p, URLResolver):
                 walk(p.url_patterns, p.namespace or namespace, prefix + str(p.pattern))
-            elif isinstance(p, URLPattern) and p.name and (namespace in NAMESPACES or
-                                                           (namespace, p.name) == ("admin", "login")):
+            elif (
+                isinstance(p, URLPattern)
+                and p.name
+                and (namespace in NAMESPACES or (namespace, p.name) == ("admin", "login"))
+            ):
                 found[f"{namespace}:{p.name}" if namespace else p.name] = (prefix + str(p.pattern), p.callback)
 
     walk(get_resolver().url_patterns, None, "")
@@ -63,8 +67,14 @@ def test_every_post_form_in_the_templates_carries_the_token():
 @pytest.fixture
 def urls(world):
     p = world["participant"]
-    kwargs = {**world["kwargs"], "token": p.token, "number": 1, "public_token": world["exp"].public_token,
-              "uidb64": "MQ", "token_": "set-password"}
+    kwargs = {
+        **world["kwargs"],
+        "token": p.token,
+        "number": 1,
+        "public_token": world["exp"].public_token,
+        "uidb64": "MQ",
+        "token_": "set-password",
+    }
     stimulus = StimulusToken.objects.filter(participant=p).first().token
     out: dict[str, str] = {}
     for name, (route, _) in named_urls().items():
@@ -118,10 +128,24 @@ def test_every_post_with_the_token_gets_past_the_check(world, urls):
             accepted_posts.add(name)
     assert not failures, "\n".join(failures)
     # The forms and JSON endpoints of the pages are among those that take a POST.
-    assert {"participant:landing", "participant:consent", "participant:level", "participant:screening",
-            "participant:trial", "participant:questionnaire", "researcher:render", "researcher:open",
-            "researcher:close", "researcher:excerpts", "researcher:settings", "researcher:experiment_new",
-            "researcher:api_token", "login", "logout", "password_change"} <= accepted_posts
+    assert {
+        "participant:landing",
+        "participant:consent",
+        "participant:level",
+        "participant:screening",
+        "participant:trial",
+        "participant:questionnaire",
+        "researcher:render",
+        "researcher:open",
+        "researcher:close",
+        "researcher:excerpts",
+        "researcher:settings",
+        "researcher:experiment_new",
+        "researcher:api_token",
+        "login",
+        "logout",
+        "password_change",
+    } <= accepted_posts
 
 
 def test_a_form_takes_the_token_from_its_hidden_field(world):

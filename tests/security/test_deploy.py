@@ -1,5 +1,6 @@
 """Production settings: ``check --deploy`` is clean, and the pages carry the security headers
 and cookie flags."""
+
 from __future__ import annotations
 
 import json
@@ -20,47 +21,82 @@ PRODUCTION = {"SECURE": "1", "DEBUG": "0", "ALLOWED_HOSTS": "tests.example.org"}
 
 
 def run_django(tmp_path, args: list[str], **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             # DJANGO_ALLOW_ASYNC_UNSAFE is the test process's own (beside Playwright), not production's.
-             if k not in ("SECURE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CACHE_URL", "DATABASE_URL",
-                          "DJANGO_ALLOW_ASYNC_UNSAFE")
-             and not k.startswith(("SECURE_", "SESSION_", "CSRF_"))}
-    clean.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings",
-                 DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", **env)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        # DJANGO_ALLOW_ASYNC_UNSAFE is the test process's own (beside Playwright), not production's.
+        if k
+        not in (
+            "SECURE",
+            "DEBUG",
+            "SECRET_KEY",
+            "ALLOWED_HOSTS",
+            "CACHE_URL",
+            "DATABASE_URL",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        )
+        and not k.startswith(("SECURE_", "SESSION_", "CSRF_"))
+    }
+    clean.update(
+        VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        **env,
+    )
     return subprocess.run([sys.executable, *args], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120)
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
-    out = run_django(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                     SECRET_KEY=secrets.token_urlsafe(64), **PRODUCTION)
+    out = run_django(
+        tmp_path,
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        SECRET_KEY=secrets.token_urlsafe(64),
+        **PRODUCTION,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no issues" in out.stdout and "WARNING" not in out.stderr
 
 
 def test_check_deploy_does_fail_without_them(tmp_path):
     """The check above can fail: the development defaults are reported."""
-    out = run_django(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                     SECRET_KEY=secrets.token_urlsafe(64), DEBUG="1")
+    out = run_django(
+        tmp_path,
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        SECRET_KEY=secrets.token_urlsafe(64),
+        DEBUG="1",
+    )
     assert out.returncode != 0
     for check in ("security.W004", "security.W008", "security.W012", "security.W016", "security.W018"):
         assert check in out.stderr
 
 
 def test_production_settings_values(tmp_path):
-    script = ("import django, json; django.setup(); from django.conf import settings as s; print(json.dumps({k: getattr(s, k)"
-              " for k in ('SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS',"
-              " 'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SESSION_COOKIE_HTTPONLY', 'CSRF_COOKIE_HTTPONLY',"
-              " 'SESSION_COOKIE_SAMESITE', 'CSRF_COOKIE_SAMESITE', 'X_FRAME_OPTIONS', 'SECURE_CONTENT_TYPE_NOSNIFF',"
-              " 'SECURE_REFERRER_POLICY', 'SECURE_PROXY_SSL_HEADER', 'DEBUG', 'RATELIMIT_ENABLED')}))")
+    script = (
+        "import django, json; django.setup(); from django.conf import settings as s; print(json.dumps({k: getattr(s, k)"
+        " for k in ('SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS',"
+        " 'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SESSION_COOKIE_HTTPONLY', 'CSRF_COOKIE_HTTPONLY',"
+        " 'SESSION_COOKIE_SAMESITE', 'CSRF_COOKIE_SAMESITE', 'X_FRAME_OPTIONS', 'SECURE_CONTENT_TYPE_NOSNIFF',"
+        " 'SECURE_REFERRER_POLICY', 'SECURE_PROXY_SSL_HEADER', 'DEBUG', 'RATELIMIT_ENABLED')}))"
+    )
     out = run_django(tmp_path, ["-c", script], SECRET_KEY=secrets.token_urlsafe(64), **PRODUCTION)
     assert out.returncode == 0, out.stderr
     values = json.loads(out.stdout.strip().splitlines()[-1])
     assert values == {
-        "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True, "SECURE_SSL_REDIRECT": True,
-        "SECURE_HSTS_SECONDS": 31536000, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SESSION_COOKIE_HTTPONLY": True,
-        "CSRF_COOKIE_HTTPONLY": True, "SESSION_COOKIE_SAMESITE": "Lax", "CSRF_COOKIE_SAMESITE": "Lax",
-        "X_FRAME_OPTIONS": "DENY", "SECURE_CONTENT_TYPE_NOSNIFF": True, "SECURE_REFERRER_POLICY": "same-origin",
-        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"], "DEBUG": False, "RATELIMIT_ENABLED": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "CSRF_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "CSRF_COOKIE_SAMESITE": "Lax",
+        "X_FRAME_OPTIONS": "DENY",
+        "SECURE_CONTENT_TYPE_NOSNIFF": True,
+        "SECURE_REFERRER_POLICY": "same-origin",
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+        "DEBUG": False,
+        "RATELIMIT_ENABLED": True,
     }
 
 
@@ -98,8 +134,11 @@ def test_participant_pages_carry_the_security_headers_and_cookie_flags(open_expe
 @pytest.mark.django_db
 def test_the_login_session_cookie_is_secure_httponly_and_lax(client, researcher, secure):
     page = client.get(reverse("login"), secure=True)
-    r = client.post(reverse("login"), {"username": "researcher", "password": "a-long-password-1",
-                                       "csrfmiddlewaretoken": page.context["csrf_token"]}, secure=True)
+    r = client.post(
+        reverse("login"),
+        {"username": "researcher", "password": "a-long-password-1", "csrfmiddlewaretoken": page.context["csrf_token"]},
+        secure=True,
+    )
     assert r.status_code == 302
     cookie = client.cookies["sessionid"]
     assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Lax"

@@ -19,6 +19,7 @@ token is the only credential. The expectations, precisely:
 The list of URLs comes from the resolver: a participant URL without an expectation here
 fails the test.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,9 +78,11 @@ def urls_of(p: Participant) -> dict[str, str]:
         "participant:landing": reverse("participant:landing", args=[p.experiment.public_token]),
         "participant:stimulus": reverse("participant:stimulus", args=[tok.token]),
         **{name: reverse(name, args=[p.token, 1]) for name in ("participant:trial", "participant:reference")},
-        **{name: reverse(name, args=[p.token]) for name in EXPECTED
-           if name not in ("participant:landing", "participant:stimulus", "participant:trial",
-                           "participant:reference")},
+        **{
+            name: reverse(name, args=[p.token])
+            for name in EXPECTED
+            if name not in ("participant:landing", "participant:stimulus", "participant:trial", "participant:reference")
+        },
     }
 
 
@@ -88,9 +91,11 @@ def made_up_urls() -> dict[str, str]:
         "participant:landing": reverse("participant:landing", args=[new_token()]),
         "participant:stimulus": reverse("participant:stimulus", args=[new_token()]),
         **{name: reverse(name, args=[new_token(), 1]) for name in ("participant:trial", "participant:reference")},
-        **{name: reverse(name, args=[new_token()]) for name in EXPECTED
-           if name not in ("participant:landing", "participant:stimulus", "participant:trial",
-                           "participant:reference")},
+        **{
+            name: reverse(name, args=[new_token()])
+            for name in EXPECTED
+            if name not in ("participant:landing", "participant:stimulus", "participant:trial", "participant:reference")
+        },
     }
 
 
@@ -118,11 +123,14 @@ def session_client(p: Participant) -> Client:
 @pytest.fixture
 def people(participant_at_trials, researcher, django_user_model):
     exp, a = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False})
-    b = services.set_level(participant=services.give_consent(participant=services.start_participant(experiment=exp),
-                                                              agreed=True), gain_db=0.0)
+    b = services.set_level(
+        participant=services.give_consent(participant=services.start_participant(experiment=exp), agreed=True),
+        gain_db=0.0,
+    )
     exp2, c = participant_at_trials(n_excerpts=1, seconds=1.0, config={"training": False})
-    staff = django_user_model.objects.create_user("staff", password="staff-password-33", is_staff=True,
-                                                  is_superuser=True)
+    staff = django_user_model.objects.create_user(
+        "staff", password="staff-password-33", is_staff=True, is_superuser=True
+    )
     return {"exp": exp, "a": a, "b": b, "exp2": exp2, "c": c, "researcher": researcher, "staff": staff}
 
 
@@ -145,9 +153,12 @@ def test_participant_access_matrix(people):
     researcher.force_login(people["researcher"])
     staff = Client()
     staff.force_login(people["staff"])
-    visitors = {"other (same)": (session_client(b), secrets_of(b)),
-                "other (exp 2)": (session_client(c), secrets_of(c)),
-                "researcher": (researcher, set()), "staff": (staff, set())}
+    visitors = {
+        "other (same)": (session_client(b), secrets_of(b)),
+        "other (exp 2)": (session_client(c), secrets_of(c)),
+        "researcher": (researcher, set()),
+        "staff": (staff, set()),
+    }
     for role, (visitor, theirs) in visitors.items():
         for name, url in urls_of(a).items():
             got = answer(visitor.get(url))
@@ -162,12 +173,18 @@ def test_participant_access_matrix(people):
 def test_pages_name_only_their_own_stimulus_tokens(client, people):
     a, b, c = people["a"], people["b"], people["c"]
     page = client.get(reverse("participant:trial", args=[a.token, 1]))
-    data = json.loads(re.search(r'<script id="trial-data" type="application/json">(.*?)</script>',
-                                page.content.decode(), re.S).group(1))
+    data = json.loads(
+        re.search(r'<script id="trial-data" type="application/json">(.*?)</script>', page.content.decode(), re.S).group(
+            1
+        )
+    )
     named = {_TOKEN.search(s["url"]).group(1) for s in data["signals"]}
     trial = services.next_plan_index(a)
-    excerpt_tokens = set(StimulusToken.objects.filter(
-        participant=a, stimulus__excerpt__trials__pk=a.plan[trial]["trial"]).values_list("token", flat=True))
+    excerpt_tokens = set(
+        StimulusToken.objects.filter(participant=a, stimulus__excerpt__trials__pk=a.plan[trial]["trial"]).values_list(
+            "token", flat=True
+        )
+    )
     assert named == excerpt_tokens and len(named) == len(data["signals"]) >= 3
     others = set(StimulusToken.objects.filter(participant__in=[b, c]).values_list("token", flat=True))
     assert others and not named & others
@@ -195,16 +212,18 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
     body = json.dumps({"idempotency_key": entry["key"], "ratings": ratings})
     browser_b = session_client(b)
     # Through B's own URL every trial number is one of B's: trial 1 of B, whatever A's plan says.
-    mine = browser_b.post(reverse("participant:trial", args=[b.token, 1]),
-                          data=json.dumps({"idempotency_key": b.plan[0]["key"],
-                                           "ratings": {k: 100 for k in services.signal_keys(b.plan[0])}}),
-                          content_type="application/json")
+    mine = browser_b.post(
+        reverse("participant:trial", args=[b.token, 1]),
+        data=json.dumps(
+            {"idempotency_key": b.plan[0]["key"], "ratings": {k: 100 for k in services.signal_keys(b.plan[0])}}
+        ),
+        content_type="application/json",
+    )
     assert mine.status_code == 200, mine.content
     assert not TrialResponse.objects.filter(participant=a).exists()
     assert list(TrialResponse.objects.filter(participant=b).values_list("trial_id", flat=True)) == [b.plan[0]["trial"]]
     # A's URL (the credential) from B's browser stores for A, never for B.
-    theirs = browser_b.post(reverse("participant:trial", args=[a.token, 1]), data=body,
-                            content_type="application/json")
+    theirs = browser_b.post(reverse("participant:trial", args=[a.token, 1]), data=body, content_type="application/json")
     assert theirs.status_code == 200 and theirs.json()["saved"] is True
     assert list(TrialResponse.objects.filter(participant=a).values_list("trial_id", flat=True)) == [entry["trial"]]
     assert TrialResponse.objects.filter(participant=b).count() == 1
@@ -220,9 +239,11 @@ def test_closing_stops_sessions_and_ratings_but_issued_stimuli_still_play(client
     services.close_experiment(experiment=exp)
     assert client.post(reverse("participant:landing", args=[exp.public_token])).status_code == 410
     entry = a.plan[0]
-    saved = client.post(reverse("participant:trial", args=[a.token, 1]), content_type="application/json",
-                        data=json.dumps({"idempotency_key": entry["key"],
-                                         "ratings": {k: 100 for k in services.signal_keys(entry)}}))
+    saved = client.post(
+        reverse("participant:trial", args=[a.token, 1]),
+        content_type="application/json",
+        data=json.dumps({"idempotency_key": entry["key"], "ratings": {k: 100 for k in services.signal_keys(entry)}}),
+    )
     assert saved.status_code == 409 and "closed" in saved.json()["error"]
     assert not TrialResponse.objects.filter(participant=a).exists()
     assert client.get(reverse("participant:stimulus", args=[stim])).status_code == 200
@@ -233,9 +254,12 @@ def test_closing_stops_sessions_and_ratings_but_issued_stimuli_still_play(client
 
 
 def test_tokens_are_unguessable_and_unique(people):
-    tokens = [people["exp"].public_token, people["exp2"].public_token,
-              *Participant.objects.values_list("token", flat=True),
-              *StimulusToken.objects.values_list("token", flat=True)]
+    tokens = [
+        people["exp"].public_token,
+        people["exp2"].public_token,
+        *Participant.objects.values_list("token", flat=True),
+        *StimulusToken.objects.values_list("token", flat=True),
+    ]
     assert len(set(tokens)) == len(tokens)
     # 16 random bytes, URL-safe base64: 22 characters.
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", t) for t in tokens)

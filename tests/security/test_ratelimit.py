@@ -1,5 +1,6 @@
 """Rate limits on the participant endpoints: 429 with Retry-After, per client address and
 endpoint group, shared by processes through the file cache (no Redis), open on cache failure."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ class BrokenCache(BaseCache):
 @pytest.fixture
 def limited(settings, tmp_path, monkeypatch):
     """Small limits, a fixed clock and a file cache of this test's own (under tmp_path)."""
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-                                   "LOCATION": str(tmp_path / "cache")}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
+    }
     settings.RATELIMIT_ENABLED = True
     settings.RATELIMIT_RATES = {"start": "2/60", "save": "3/60", "media": "5/m"}
     monkeypatch.setattr(ratelimit, "_clock", lambda: NOW)
@@ -123,11 +128,12 @@ def test_processes_share_the_counts_through_the_file_cache(client, limited):
     """Two requests counted by another process plus this one's: no Redis anywhere."""
     env = {k: v for k, v in os.environ.items() if k not in ("CACHE_URL", "DATABASE_URL")}
     env.update(VAR_DIR=str(limited), RATELIMIT_SAVE="3/60", DJANGO_SETTINGS_MODULE="config.settings")
-    script = ("import django; django.setup(); from django.conf import settings; from webmushra import ratelimit;"
-              "assert settings.CACHES['default']['BACKEND'].endswith('FileBasedCache');"
-              f"print([ratelimit.hit('save', '198.51.100.4', now={NOW}).count for _ in range(2)])")
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120)
+    script = (
+        "import django; django.setup(); from django.conf import settings; from webmushra import ratelimit;"
+        "assert settings.CACHES['default']['BACKEND'].endswith('FileBasedCache');"
+        f"print([ratelimit.hit('save', '198.51.100.4', now={NOW}).count for _ in range(2)])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[1, 2]"
     url = save_url()

@@ -1,4 +1,5 @@
 """Researcher pages: who may see what."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,12 @@ def test_researcher_pages_by_role(client, django_user_model, researcher):
     exp = services.create_experiment(owner=researcher, title="Mine")
     other = django_user_model.objects.create_user("other", password="another-password-2")
     staff = django_user_model.objects.create_user("staff", password="staff-password-3", is_staff=True)
-    urls = [reverse("researcher:experiment", args=[exp.pk]), reverse("researcher:progress", args=[exp.pk]),
-            reverse("researcher:ratings_csv", args=[exp.pk]), reverse("researcher:ratings_json", args=[exp.pk])]
+    urls = [
+        reverse("researcher:experiment", args=[exp.pk]),
+        reverse("researcher:progress", args=[exp.pk]),
+        reverse("researcher:ratings_csv", args=[exp.pk]),
+        reverse("researcher:ratings_json", args=[exp.pk]),
+    ]
     for url in urls:
         r = client.get(url)
         assert r.status_code == 302 and r.url.startswith(reverse("login")), url

@@ -1,6 +1,7 @@
 """Every researcher URL and API endpoint, as anonymous, participant, another researcher,
 owner and staff. The list comes from the URL resolver: a new endpoint without an
 expectation here fails the test."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 
 from webmushra import services
-from webmushra.models import Report, RenderJob, Stimulus
+from webmushra.models import RenderJob, Report, Stimulus
 
 pytestmark = pytest.mark.django_db
 
@@ -68,8 +69,13 @@ EXPECTED = {
     "api:report": ("GET", 200),
     "api:report_download": ("GET", 200),
 }
-UNSCOPED = {"researcher:experiments", "researcher:experiment_new", "researcher:import", "researcher:api_token",
-            "api:experiments"} | PUBLIC_API
+UNSCOPED = {
+    "researcher:experiments",
+    "researcher:experiment_new",
+    "researcher:import",
+    "researcher:api_token",
+    "api:experiments",
+} | PUBLIC_API
 
 
 def endpoints() -> dict[str, str]:
@@ -104,10 +110,14 @@ def world(participant_at_trials, researcher, django_user_model, settings):
     path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)
     report = Report.objects.create(experiment=exp, status="done", progress=1.0, file="reports/r.zip")
     kwargs = {
-        "pk": exp.pk, "excerpt_id": exp.excerpts.get().pk, "which": "reference",
-        "checkpoint_id": exp.checkpoints.get().pk, "condition_id": exp.conditions.filter(kind="model").get().pk,
+        "pk": exp.pk,
+        "excerpt_id": exp.excerpts.get().pk,
+        "which": "reference",
+        "checkpoint_id": exp.checkpoints.get().pk,
+        "condition_id": exp.conditions.filter(kind="model").get().pk,
         "job_id": RenderJob.objects.filter(experiment=exp).first().pk,
-        "stimulus_id": Stimulus.objects.filter(experiment=exp).first().pk, "report_id": report.pk,
+        "stimulus_id": Stimulus.objects.filter(experiment=exp).first().pk,
+        "report_id": report.pk,
     }
     other = django_user_model.objects.create_user("other", password="other-password-22")
     staff = django_user_model.objects.create_user("staff", password="staff-password-33", is_staff=True)

@@ -1,4 +1,5 @@
 """The token-authenticated JSON API: a training script builds, renders and reads an experiment."""
+
 from __future__ import annotations
 
 import io
@@ -30,18 +31,26 @@ def files_under(root) -> list:
 
 
 def test_build_render_and_read_through_the_api(api, excerpt_files, researcher):
-    r = api.post("/api/experiments/", {"title": "From a training loop", "sample_rate": 44100,
-                                       "config": {"training": False}}, format="json")
+    r = api.post(
+        "/api/experiments/",
+        {"title": "From a training loop", "sample_rate": 44100, "config": {"training": False}},
+        format="json",
+    )
     assert r.status_code == 201, r.content
     pk = r.json()["id"]
     assert [c["kind"] for c in r.json()["conditions"]] == ["hidden_reference", "anchor35", "anchor70"]
     dry, ref = excerpt_files(seconds=1.0)
-    r = api.post(f"/api/experiments/{pk}/excerpts/", {"name": "riff", "dry": upload(dry), "reference": upload(ref)},
-                 format="multipart")
+    r = api.post(
+        f"/api/experiments/{pk}/excerpts/",
+        {"name": "riff", "dry": upload(dry), "reference": upload(ref)},
+        format="multipart",
+    )
     assert r.status_code == 201 and r.json()["frames"] == 44100 and r.json()["name"] == "riff"
-    r = api.post(f"/api/experiments/{pk}/checkpoints/",
-                 {"name": "epoch42", "file": upload(fixture_path("models", "coreaudioml", "ht1_lstm32.json"))},
-                 format="multipart")
+    r = api.post(
+        f"/api/experiments/{pk}/checkpoints/",
+        {"name": "epoch42", "file": upload(fixture_path("models", "coreaudioml", "ht1_lstm32.json"))},
+        format="multipart",
+    )
     assert r.status_code == 201, r.content
     ckpt = r.json()
     assert ckpt["name"] == "epoch42" and ckpt["sample_rate"] == 44100 and "LSTM" in ckpt["architecture"].upper()
@@ -86,8 +95,9 @@ def test_upload_errors_name_the_file_and_leave_nothing(api, researcher, tmp_path
     dry, _ = excerpt_files(seconds=1.0)
     noise = tmp_path / "device.wav"
     noise.write_bytes(b"RIFF....")
-    r = api.post(f"/api/experiments/{exp.pk}/excerpts/", {"dry": upload(dry), "reference": upload(noise)},
-                 format="multipart")
+    r = api.post(
+        f"/api/experiments/{exp.pk}/excerpts/", {"dry": upload(dry), "reference": upload(noise)}, format="multipart"
+    )
     assert r.status_code == 400 and "device.wav" in r.json()["error"]
     r = api.post(f"/api/experiments/{exp.pk}/excerpts/", {"dry": upload(dry)}, format="multipart")
     assert r.status_code == 400 and r.json()["error"].startswith("reference:")
@@ -108,9 +118,12 @@ def test_condition_and_settings_errors(api, researcher):
     assert r.status_code == 400 and r.json()["error"].startswith("sample_rate:")
     r = api.patch(f"/api/experiments/{exp.pk}/", {"config": {"trial_subset_size": -1}}, format="json")
     assert r.status_code == 400 and r.json()["error"].startswith("trial_subset_size:")
-    r = api.patch(f"/api/experiments/{exp.pk}/", {"instructions": "Rate!", "config": {"completion_code": "AB12"}},
-                  format="json")
-    assert r.status_code == 200 and r.json()["instructions"] == "Rate!" and r.json()["config"]["completion_code"] == "AB12"
+    r = api.patch(
+        f"/api/experiments/{exp.pk}/", {"instructions": "Rate!", "config": {"completion_code": "AB12"}}, format="json"
+    )
+    assert (
+        r.status_code == 200 and r.json()["instructions"] == "Rate!" and r.json()["config"]["completion_code"] == "AB12"
+    )
     r = api.post(f"/api/experiments/{exp.pk}/render/")
     assert r.status_code == 400 and "excerpt" in r.json()["error"]
     r = api.post(f"/api/experiments/{exp.pk}/open/")
@@ -163,8 +176,14 @@ def test_openapi_schema_and_docs(api, client):
     r = api.get("/api/schema/?format=json")
     assert r.status_code == 200
     paths = r.json()["paths"]
-    for p in ("/api/experiments/", "/api/experiments/{id}/checkpoints/", "/api/experiments/{id}/render/",
-              "/api/experiments/{id}/status/", "/api/experiments/{id}/ratings/", "/api/experiments/{id}/report/"):
+    for p in (
+        "/api/experiments/",
+        "/api/experiments/{id}/checkpoints/",
+        "/api/experiments/{id}/render/",
+        "/api/experiments/{id}/status/",
+        "/api/experiments/{id}/ratings/",
+        "/api/experiments/{id}/report/",
+    ):
         assert p in paths, p
     assert "multipart/form-data" in paths["/api/experiments/{id}/checkpoints/"]["post"]["requestBody"]["content"]
     assert api.get("/api/docs/").status_code == 200

@@ -1,4 +1,5 @@
 """The experiment builder and the researcher's render, preview, metrics, monitoring and report pages."""
+
 from __future__ import annotations
 
 import io
@@ -15,7 +16,7 @@ from django.urls import reverse
 from tests.paths import fixture_path
 from tests.webmushra.conftest import render_inline
 from webmushra import services
-from webmushra.models import MAX_SIGNALS_PER_TRIAL, Checkpoint, Condition, Excerpt, Experiment, Report, RenderJob
+from webmushra.models import MAX_SIGNALS_PER_TRIAL, Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
 
 pytestmark = pytest.mark.django_db
 
@@ -49,8 +50,10 @@ def upload(path, name=None):
 
 
 def test_create_experiment_with_only_the_mid_anchor(logged_in, researcher):
-    r = logged_in.post(reverse("researcher:experiment_new"),
-                       {"title": "Amps", "description": "Three amps", "sample_rate": "44100", "anchor70": "on"})
+    r = logged_in.post(
+        reverse("researcher:experiment_new"),
+        {"title": "Amps", "description": "Three amps", "sample_rate": "44100", "anchor70": "on"},
+    )
     exp = Experiment.objects.get(title="Amps")
     assert r.status_code == 302 and r.url == reverse("researcher:experiment", args=[exp.pk])
     assert exp.owner == researcher and exp.sample_rate == 44100
@@ -71,8 +74,11 @@ def test_create_form_errors_name_the_field(logged_in):
 def test_several_excerpt_pairs_upload_at_once_and_pair_by_name(logged_in, exp, excerpt_files):
     d1, r1 = excerpt_files(seconds=1.0, name="b_riff")
     d2, r2 = excerpt_files(seconds=13.0, offset=0.5, name="a_chords")
-    r = logged_in.post(reverse("researcher:excerpts", args=[exp.pk]),
-                       {"dry": [upload(d1), upload(d2)], "reference": [upload(r2), upload(r1)]}, follow=True)
+    r = logged_in.post(
+        reverse("researcher:excerpts", args=[exp.pk]),
+        {"dry": [upload(d1), upload(d2)], "reference": [upload(r2), upload(r1)]},
+        follow=True,
+    )
     names = list(exp.excerpts.values_list("name", flat=True))
     assert sorted(names) == ["a_chords", "b_riff"]
     a = exp.excerpts.get(name="a_chords")
@@ -87,8 +93,11 @@ def test_a_bad_pair_names_its_file_and_leaves_nothing(logged_in, exp, excerpt_fi
     bad = tmp_path / "broken_dry.wav"
     bad.write_bytes(b"not audio at all")
     _, r2 = excerpt_files(seconds=1.0, name="zz")
-    r = logged_in.post(reverse("researcher:excerpts", args=[exp.pk]),
-                       {"dry": [upload(bad), upload(d1)], "reference": [upload(r2), upload(r1)]}, follow=True)
+    r = logged_in.post(
+        reverse("researcher:excerpts", args=[exp.pk]),
+        {"dry": [upload(bad), upload(d1)], "reference": [upload(r2), upload(r1)]},
+        follow=True,
+    )
     msgs = texts(r)
     assert any("broken_dry.wav" in m and "not a readable audio file" in m for m in msgs), msgs
     # The good pair is stored; the bad one left no row and no file.
@@ -99,8 +108,11 @@ def test_a_bad_pair_names_its_file_and_leaves_nothing(logged_in, exp, excerpt_fi
 def test_unequal_numbers_of_files_are_refused(logged_in, exp, excerpt_files):
     d1, r1 = excerpt_files(seconds=1.0, name="one")
     d2, _ = excerpt_files(seconds=1.0, name="two")
-    r = logged_in.post(reverse("researcher:excerpts", args=[exp.pk]),
-                       {"dry": [upload(d1), upload(d2)], "reference": [upload(r1)]}, follow=True)
+    r = logged_in.post(
+        reverse("researcher:excerpts", args=[exp.pk]),
+        {"dry": [upload(d1), upload(d2)], "reference": [upload(r1)]},
+        follow=True,
+    )
     assert any("2 dry file(s) but 1 recording(s)" in m for m in texts(r))
     assert Excerpt.objects.count() == 0
 
@@ -117,8 +129,9 @@ def test_remove_excerpt_deletes_row_and_files(logged_in, exp, excerpt_files, set
 
 def test_checkpoint_upload_shows_what_was_recognised(logged_in, exp):
     path = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
-    r = logged_in.post(reverse("researcher:checkpoints", args=[exp.pk]), {"name": "TS9", "file": upload(path)},
-                       follow=True)
+    r = logged_in.post(
+        reverse("researcher:checkpoints", args=[exp.pk]), {"name": "TS9", "file": upload(path)}, follow=True
+    )
     ckpt = Checkpoint.objects.get()
     assert ckpt.knob_names and "LSTM" in ckpt.architecture.upper()
     html = r.content.decode()
@@ -136,8 +149,9 @@ def test_a_refused_checkpoint_says_why_and_leaves_nothing(logged_in, exp, tmp_pa
 
 
 def test_conditions_with_knobs_and_their_errors(logged_in, exp):
-    ckpt = services.add_checkpoint(experiment=exp, name="ts9", file=fixture_path("models", "coreaudioml",
-                                                                                 "ts9_lstm20_gain.json"))
+    ckpt = services.add_checkpoint(
+        experiment=exp, name="ts9", file=fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
+    )
     knob = ckpt.knob_names[0]
     url = reverse("researcher:conditions", args=[exp.pk])
     logged_in.post(url, {"checkpoint": ckpt.pk, "label": "TS9 half", "knobs": f"{knob}=0.5"})
@@ -165,14 +179,16 @@ def test_the_hidden_reference_cannot_be_removed_but_a_model_can(logged_in, exp):
 def test_more_than_twelve_signals_offers_a_blocked_design(logged_in, exp, excerpt_files):
     dry, ref = excerpt_files(seconds=1.0)
     services.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref)
-    ckpt = services.add_checkpoint(experiment=exp, name="ht1", file=fixture_path("models", "coreaudioml",
-                                                                                 "ht1_lstm32.json"))
+    ckpt = services.add_checkpoint(
+        experiment=exp, name="ht1", file=fixture_path("models", "coreaudioml", "ht1_lstm32.json")
+    )
     for i in range(MAX_SIGNALS_PER_TRIAL - 3):
         services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
     page = logged_in.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
     assert 'id="new-block"' in page and 'id="add-condition"' not in page
-    r = logged_in.post(reverse("researcher:conditions", args=[exp.pk]), {"checkpoint": ckpt.pk, "label": "M99"},
-                       follow=True)
+    r = logged_in.post(
+        reverse("researcher:conditions", args=[exp.pk]), {"checkpoint": ckpt.pk, "label": "M99"}, follow=True
+    )
     assert any("at most 12 signals" in m for m in texts(r))
     r = logged_in.post(reverse("researcher:blocks", args=[exp.pk]))
     block = Experiment.objects.exclude(pk=exp.pk).get()
@@ -193,14 +209,31 @@ def test_more_than_twelve_signals_offers_a_blocked_design(logged_in, exp, excerp
 def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
     url = reverse("researcher:settings", args=[exp.pk])
     assert logged_in.get(url).status_code == 200
-    questionnaire = [{"name": "age", "label": "Age", "type": "number", "required": True},
-                     {"name": "gear", "label": "Guitarist?", "type": "select", "options": ["yes", "no"]}]
-    data = {"title": "Renamed", "description": "d", "instructions": "Listen.", "consent_text": "I agree.",
-            "estimated_minutes": 12, "trial_subset_size": 3, "completion_url": "https://app.prolific.com/x?cc=1",
-            "completion_code": "C0DE", "training": "on", "headphone_check": "on", "headphone_pass_threshold": 0.75,
-            "headphone_trials": 4, "must_play_all": "on", "require_one_100": "on", "reference_threshold": 85,
-            "reference_max_fraction": 0.2, "anchor_threshold": 90, "anchor_max_fraction": 0.15,
-            "questionnaire": json.dumps(questionnaire)}
+    questionnaire = [
+        {"name": "age", "label": "Age", "type": "number", "required": True},
+        {"name": "gear", "label": "Guitarist?", "type": "select", "options": ["yes", "no"]},
+    ]
+    data = {
+        "title": "Renamed",
+        "description": "d",
+        "instructions": "Listen.",
+        "consent_text": "I agree.",
+        "estimated_minutes": 12,
+        "trial_subset_size": 3,
+        "completion_url": "https://app.prolific.com/x?cc=1",
+        "completion_code": "C0DE",
+        "training": "on",
+        "headphone_check": "on",
+        "headphone_pass_threshold": 0.75,
+        "headphone_trials": 4,
+        "must_play_all": "on",
+        "require_one_100": "on",
+        "reference_threshold": 85,
+        "reference_max_fraction": 0.2,
+        "anchor_threshold": 90,
+        "anchor_max_fraction": 0.15,
+        "questionnaire": json.dumps(questionnaire),
+    }
     r = logged_in.post(url, data)
     assert r.status_code == 302
     exp.refresh_from_db()
@@ -208,12 +241,25 @@ def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
     assert exp.title == "Renamed" and exp.consent_text == "I agree." and exp.estimated_minutes == 12
     assert cfg["trial_subset_size"] == 3 and cfg["completion_url"].startswith("https://app.prolific.com")
     assert cfg["completion_code"] == "C0DE" and cfg["training"] is True and cfg["level_setting"] is False
-    assert cfg["headphone_check"] == {"enabled": True, "tests": ["antiphase", "huggins"], "trials_per_test": 4,
-                                      "pass_threshold": 0.75}
-    assert cfg["rules"] == {"must_play_all": True, "only_playing_slider_moves": False, "require_one_100": True,
-                            "loop_min_seconds": 0.5}
-    assert cfg["questionnaire"][1] == {"name": "gear", "label": "Guitarist?", "type": "select",
-                                       "options": ["yes", "no"], "required": False}
+    assert cfg["headphone_check"] == {
+        "enabled": True,
+        "tests": ["antiphase", "huggins"],
+        "trials_per_test": 4,
+        "pass_threshold": 0.75,
+    }
+    assert cfg["rules"] == {
+        "must_play_all": True,
+        "only_playing_slider_moves": False,
+        "require_one_100": True,
+        "loop_min_seconds": 0.5,
+    }
+    assert cfg["questionnaire"][1] == {
+        "name": "gear",
+        "label": "Guitarist?",
+        "type": "select",
+        "options": ["yes", "no"],
+        "required": False,
+    }
     assert cfg["analysis"]["reference_threshold"] == 85
     # Bad input is reported and changes nothing.
     bad = dict(data, title="Again", questionnaire='[{"name": "x", "type": "slider"}]')
@@ -242,16 +288,19 @@ def test_render_button_progress_preview_and_metrics(logged_in, build_experiment,
     assert audio.status_code == 200 and b"".join(audio.streaming_content)[:4] == b"RIFF"
     ref = logged_in.get(reverse("researcher:excerpt_audio", args=[exp.pk, exp.excerpts.get().pk, "reference"]))
     assert ref.status_code == 200
-    assert logged_in.get(reverse("researcher:excerpt_audio", args=[exp.pk, exp.excerpts.get().pk, "secret"])
-                         ).status_code == 404
+    assert (
+        logged_in.get(reverse("researcher:excerpt_audio", args=[exp.pk, exp.excerpts.get().pk, "secret"])).status_code
+        == 404
+    )
     metrics = logged_in.get(reverse("researcher:metrics", args=[exp.pk]))
     table = metrics.context["table"]
     assert table["rows"] and table["rows"][0]["condition"] == "Model 1"
     assert "esr" in table["metrics"] and 'class="table sortable"' in metrics.content.decode()
 
 
-def test_start_render_from_the_page_and_retry_a_failed_job(logged_in, build_experiment, django_capture_on_commit_callbacks,
-                                                           monkeypatch):
+def test_start_render_from_the_page_and_retry_a_failed_job(
+    logged_in, build_experiment, django_capture_on_commit_callbacks, monkeypatch
+):
     exp = build_experiment(n_excerpts=1, seconds=1.0)
     sent = []
     from modelrunner import tasks
@@ -290,9 +339,13 @@ def rate_all(participant, score_of=lambda kind: 80):
         entry = p.plan[i]
         kinds = dict(C.objects.filter(pk__in=entry["conditions"]).values_list("pk", "kind"))
         keys = services.signal_keys(entry)
-        services.submit_trial(participant=p, index=i, idempotency_key=f"key-{p.pk}-{i}-abcdef",
-                              ratings={k: score_of(kinds[cid]) for k, cid in keys.items()},
-                              telemetry={"time_on_page_ms": 4321})
+        services.submit_trial(
+            participant=p,
+            index=i,
+            idempotency_key=f"key-{p.pk}-{i}-abcdef",
+            ratings={k: score_of(kinds[cid]) for k, cid in keys.items()},
+            telemetry={"time_on_page_ms": 4321},
+        )
 
 
 def test_publish_shows_prolific_url_monitor_and_close(logged_in, participant_at_trials):
@@ -308,8 +361,10 @@ def test_publish_shows_prolific_url_monitor_and_close(logged_in, participant_at_
     rate_all(good, lambda kind: 100 if kind == "hidden_reference" else 40)
     data = logged_in.get(reverse("researcher:monitor_json", args=[exp.pk])).json()
     assert data["summary"]["started"] == 2
-    assert {r["participant"]: r["excluded"] for r in data["screening"]["rows"]} == {f"P{p.pk}": True,
-                                                                                   f"P{good.pk}": False}
+    assert {r["participant"]: r["excluded"] for r in data["screening"]["rows"]} == {
+        f"P{p.pk}": True,
+        f"P{good.pk}": False,
+    }
     assert data["screening"]["excluded"] == [f"P{p.pk}"]
     rows = {r["id"]: r for r in data["participants"]}
     assert rows[f"P{good.pk}"]["trials_answered"] == 2
@@ -407,8 +462,10 @@ def test_the_real_report_bundle_is_built(participant_at_trials):
     exp, p = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False, "analysis": fast})
     rate_all(p, lambda kind: {"hidden_reference": 100, "anchor35": 10, "anchor70": 40}.get(kind, 70))
     q = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
-    rate_all(services.set_level(participant=q, gain_db=0.0),
-             lambda kind: {"hidden_reference": 95, "anchor35": 20, "anchor70": 50}.get(kind, 60))
+    rate_all(
+        services.set_level(participant=q, gain_db=0.0),
+        lambda kind: {"hidden_reference": 95, "anchor35": 20, "anchor70": 50}.get(kind, 60),
+    )
     report = services.request_report(experiment=exp)
     assert services.build_report(report_id=report.pk) == "done", Report.objects.get(pk=report.pk).error
     report.refresh_from_db()

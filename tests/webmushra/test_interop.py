@@ -1,4 +1,5 @@
 """webMUSHRA configs import and run; ratings export in webMUSHRA's mushra.csv layout."""
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,13 @@ def test_default_config_imports_as_blocks_by_signal_set_and_runs(researcher):
     assert first.config["questionnaire"] == [
         {"name": "email", "label": "eMail", "type": "text", "options": [], "required": True},
         {"name": "age", "label": "Age", "type": "number", "options": [], "required": True},
-        {"name": "gender", "label": "Gender", "type": "select", "options": ["female", "male", "other"],
-         "required": True},
+        {
+            "name": "gender",
+            "label": "Gender",
+            "type": "select",
+            "options": ["female", "male", "other"],
+            "required": True,
+        },
     ]
     assert PrerenderedAudio.objects.filter(condition__experiment=second).count() == 6
     assert any("Random blocks recorded" in n for n in result.report.notes)
@@ -84,17 +90,22 @@ def test_unsupported_pages_are_refused_by_name_and_nothing_is_created(researcher
     with pytest.raises(interop.ImportRefused) as err:
         interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"))
     message = str(err.value)
-    for expected in ("bs1116 page 'bs1116_nowav'", "paired_comparison page 'AB_noloop'",
-                     "paired_comparison page 'ABN'", "likert_multi_stimulus page 'lms1'",
-                     "likert_single_stimulus page 'lss2'"):
+    for expected in (
+        "bs1116 page 'bs1116_nowav'",
+        "paired_comparison page 'AB_noloop'",
+        "paired_comparison page 'ABN'",
+        "likert_multi_stimulus page 'lms1'",
+        "likert_single_stimulus page 'lss2'",
+    ):
         assert expected in message
     assert len(err.value.report.unsupported) == 7
     assert Experiment.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
 
 
 def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher):
-    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"),
-                                      allow_partial=True)
+    result = interop.import_directory(
+        owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"), allow_partial=True
+    )
     lines = result.report.lines()
     assert lines[0].startswith("Skipped unsupported pages: bs1116 page 'bs1116_nowav'")
     exps = result.experiments
@@ -102,13 +113,16 @@ def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher)
     # anchor: 13 signals, split into two blocks of at most 12.
     assert [e.conditions.count() for e in exps] == [4, 6, 8, 7]
     assert all(e.conditions.count() <= 12 for e in exps)
-    assert list(exps[2].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false",
-                                                                   "mushra_randomize_true"]
+    assert list(exps[2].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false", "mushra_randomize_true"]
     assert any("13 signals per trial exceed the 12" in n for n in lines)
     assert exps[0].config["level_setting"] is True  # the volume page
     assert exps[0].config["webmushra"]["skipped"][0] == {"type": "bs1116", "id": "bs1116_nowav"}
     assert {q["name"]: q["type"] for q in exps[0].config["questionnaire"]} == {
-        "email": "text", "age": "number", "gender": "select", "feedback": "textarea"}
+        "email": "text",
+        "age": "number",
+        "gender": "select",
+        "feedback": "textarea",
+    }
     assert exps[0].config["questionnaire"][1]["required"] is False
     assert exps[3].config["import_notes"] == lines
     exp, p = run_one_participant(exps[1])
@@ -120,7 +134,9 @@ def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, 
     config = tmp_path / "configs" / "broken.yaml"
     config.parent.mkdir()
     config.write_text(text)
-    with pytest.raises(services.ServiceError, match="configs/resources/audio/missing_take.wav .page 'trial2'. was not found"):
+    with pytest.raises(
+        services.ServiceError, match="configs/resources/audio/missing_take.wav .page 'trial2'. was not found"
+    ):
         interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
     assert Experiment.objects.count() == 0 and Condition.objects.count() == 0
     assert files_under(settings.MEDIA_ROOT / "uploads") == []
@@ -128,8 +144,9 @@ def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, 
 
 def test_bad_yaml_is_refused_with_its_line(researcher):
     with pytest.raises(services.ServiceError, match=r"broken.yaml: not valid YAML \(line 2\)"):
-        interop.import_config(owner=researcher, text="pages:\n  - [unclosed", resolve=lambda p: None,
-                              source="broken.yaml")
+        interop.import_config(
+            owner=researcher, text="pages:\n  - [unclosed", resolve=lambda p: None, source="broken.yaml"
+        )
     with pytest.raises(services.ServiceError, match="no 'pages' list"):
         interop.import_config(owner=researcher, text="testname: x", resolve=lambda p: None)
 
@@ -142,43 +159,70 @@ def audio_uploads():
 def test_import_page_with_files_and_with_a_zip(client, researcher):
     client.force_login(researcher)
     config = fixture_path(*CONFIGS, "mushra_nowav.yaml")
-    r = client.post(reverse("researcher:import"), {"config": SimpleUploadedFile(config.name, config.read_bytes()),
-                                                   "audio": audio_uploads()})
+    r = client.post(
+        reverse("researcher:import"),
+        {"config": SimpleUploadedFile(config.name, config.read_bytes()), "audio": audio_uploads()},
+    )
     exp = Experiment.objects.get()
     assert r.status_code == 302 and r.url == reverse("researcher:experiment", args=[exp.pk])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for f in audio_uploads():
             zf.writestr(f"resources/audio/{f.name}", f.read())
-    r = client.post(reverse("researcher:import"), {
-        "config": SimpleUploadedFile(config.name, config.read_bytes()),
-        "audio": [SimpleUploadedFile("audio.zip", buf.getvalue())]})
+    r = client.post(
+        reverse("researcher:import"),
+        {
+            "config": SimpleUploadedFile(config.name, config.read_bytes()),
+            "audio": [SimpleUploadedFile("audio.zip", buf.getvalue())],
+        },
+    )
     assert r.status_code == 302 and Experiment.objects.count() == 2
     complete = fixture_path(*CONFIGS, "complete.yaml")
-    r = client.post(reverse("researcher:import"), {"config": SimpleUploadedFile(complete.name, complete.read_bytes()),
-                                                   "audio": audio_uploads()})
+    r = client.post(
+        reverse("researcher:import"),
+        {"config": SimpleUploadedFile(complete.name, complete.read_bytes()), "audio": audio_uploads()},
+    )
     html = r.content.decode()
     assert r.status_code == 200 and "paired_comparison page “AB_noloop”" in html and Experiment.objects.count() == 2
 
 
 def test_mushra_csv_has_webmushras_columns_and_names(researcher):
-    from evaluation.io import from_webmushra, is_webmushra
-
     import pandas as pd
+
+    from evaluation.io import from_webmushra, is_webmushra
 
     result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "default.yaml"))
     exp, p = run_one_participant(result.experiments[0])
     text = interop.mushra_csv(exp)
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["session_test_id", "session_uuid", "email", "age", "gender", "trial_id", "rating_stimulus",
-                       "rating_score", "rating_time", "rating_comment"]
+    assert rows[0] == [
+        "session_test_id",
+        "session_uuid",
+        "email",
+        "age",
+        "gender",
+        "trial_id",
+        "rating_stimulus",
+        "rating_score",
+        "rating_time",
+        "rating_comment",
+    ]
     body = [dict(zip(rows[0], r)) for r in rows[1:]]
     assert len(body) == 6
     assert {r["rating_stimulus"] for r in body} == {"reference", "anchor35", "anchor70", "C1", "C2", "C3"}
     ref = next(r for r in body if r["rating_stimulus"] == "reference")
-    assert ref == {"session_test_id": "default_example", "session_uuid": f"P{p.pk}", "email": "30",
-                   "age": "30", "gender": "female", "trial_id": "trial1", "rating_stimulus": "reference",
-                   "rating_score": "100", "rating_time": "4321", "rating_comment": ""}
+    assert ref == {
+        "session_test_id": "default_example",
+        "session_uuid": f"P{p.pk}",
+        "email": "30",
+        "age": "30",
+        "gender": "female",
+        "trial_id": "trial1",
+        "rating_stimulus": "reference",
+        "rating_score": "100",
+        "rating_time": "4321",
+        "rating_comment": "",
+    }
     frame = pd.read_csv(io.StringIO(text), dtype=str)
     assert is_webmushra(frame) and set(from_webmushra(frame)["condition"]) >= {"reference", "C1"}
 
@@ -189,8 +233,9 @@ def test_imported_config_renders_on_a_real_worker(researcher, start_worker):
     from tests.conftest import wait_for
     from webmushra.models import RenderJob
 
-    (exp,) = interop.import_directory(owner=researcher,
-                                      config_path=fixture_path(*CONFIGS, "mushra_nowav.yaml")).experiments
+    (exp,) = interop.import_directory(
+        owner=researcher, config_path=fixture_path(*CONFIGS, "mushra_nowav.yaml")
+    ).experiments
     services.start_render(experiment=exp)
     start_worker()
 

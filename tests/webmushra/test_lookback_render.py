@@ -1,4 +1,5 @@
 """Models that estimate their start state from context: which way was used is recorded per stimulus."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,9 @@ def test_sptmod_renders_with_lookback_or_zero_state_and_records_which(researcher
         kw = {"lookback_dry": lb_dry, "lookback_reference": lb_ref}
     excerpt = services.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref, **kw)
     assert bool(excerpt.lookback_dry_file) is with_context
-    ckpt = services.add_checkpoint(experiment=exp, name="sptmod", file=PAPERS / "sptmod.pt",
-                                   config=PAPERS / "sptmod.json")
+    ckpt = services.add_checkpoint(
+        experiment=exp, name="sptmod", file=PAPERS / "sptmod.pt", config=PAPERS / "sptmod.json"
+    )
     assert ckpt.architecture.lower().startswith("sptmod")
     services.add_model_condition(experiment=exp, checkpoint=ckpt, label="SPTMod", knobs={"gain": 0.5})
     render_inline(exp)

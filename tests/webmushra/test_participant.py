@@ -1,4 +1,5 @@
 """Participant-side rules: validation of ratings, resume, blinding of stimulus responses."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Uploads are validated at once; bad input is refused with a reason and leaves nothing behind."""
+
 from __future__ import annotations
 
 import pickle
@@ -39,8 +40,9 @@ def test_a_good_excerpt_is_stored_with_its_facts(exp, excerpt_files):
         (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a readable audio file"),
     ],
 )
-def test_an_upload_that_is_not_audio_is_refused_and_leaves_nothing(exp, excerpt_files, tmp_path, settings, content,
-                                                                   message):
+def test_an_upload_that_is_not_audio_is_refused_and_leaves_nothing(
+    exp, excerpt_files, tmp_path, settings, content, message
+):
     _, ref = excerpt_files(seconds=1.0)
     bad = tmp_path / "take1.wav"
     bad.write_bytes(content)
@@ -79,8 +81,9 @@ def test_long_excerpts_and_small_length_differences_give_warnings(exp, tmp_path)
 
 
 def test_a_good_checkpoint_is_recognised(exp):
-    ckpt = services.add_checkpoint(experiment=exp, name="TS9", file=fixture_path("models", "coreaudioml",
-                                                                                  "ts9_lstm20_gain.json"))
+    ckpt = services.add_checkpoint(
+        experiment=exp, name="TS9", file=fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
+    )
     assert ckpt.format == "coreaudioml" and "LSTM" in ckpt.architecture
     assert ckpt.knob_names == ["p1"] and ckpt.sample_rate == 44100 and len(ckpt.sha256) == 64
 
@@ -115,7 +118,9 @@ def test_a_checkpoint_that_is_not_a_checkpoint_is_refused_and_leaves_nothing(exp
 
 
 def test_the_twelve_signal_limit_is_enforced(exp):
-    ckpt = services.add_checkpoint(experiment=exp, name="m", file=fixture_path("models", "coreaudioml", "ht1_lstm32.json"))
+    ckpt = services.add_checkpoint(
+        experiment=exp, name="m", file=fixture_path("models", "coreaudioml", "ht1_lstm32.json")
+    )
     for i in range(9):  # 3 fixed conditions + 9 models = 12 signals
         services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
     with pytest.raises(services.ServiceError, match="at most 12 signals"):

@@ -1,5 +1,6 @@
 """API shapes: read serializers mirror the models; write serializers check input shape only
 (the services check its meaning and answer with ``ServiceError``)."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -19,8 +20,18 @@ class ExcerptSerializer(serializers.ModelSerializer):
 class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
-        fields = ["id", "name", "format", "architecture", "sample_rate", "knob_names", "summary", "sha256", "size",
-                  "created_at"]
+        fields = [
+            "id",
+            "name",
+            "format",
+            "architecture",
+            "sample_rate",
+            "knob_names",
+            "summary",
+            "sha256",
+            "size",
+            "created_at",
+        ]
 
 
 class ConditionSerializer(serializers.ModelSerializer):
@@ -35,9 +46,23 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Experiment
-        fields = ["id", "title", "description", "status", "owner", "sample_rate", "loudness_target_lufs",
-                  "instructions", "consent_text", "estimated_minutes", "config", "participant_url", "created_at",
-                  "opened_at", "closed_at"]
+        fields = [
+            "id",
+            "title",
+            "description",
+            "status",
+            "owner",
+            "sample_rate",
+            "loudness_target_lufs",
+            "instructions",
+            "consent_text",
+            "estimated_minutes",
+            "config",
+            "participant_url",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
 
     def get_participant_url(self, obj: Experiment) -> str | None:
         if obj.status != Experiment.Status.OPEN:

@@ -4,6 +4,7 @@ Errors: 400 ``{"error": "file: problem"}`` for bad input, 409 for a request that
 conflicts with the experiment's state, 404 for an experiment the caller may not see
 (never 403, so its existence is not revealed), 401 without a valid token.
 """
+
 from __future__ import annotations
 
 from django.http import HttpResponse
@@ -21,9 +22,11 @@ from ..models import Experiment, Report
 from ..views.researcher import report_file_response
 from . import serializers as s
 
-ERRORS = {400: OpenApiResponse(s.ErrorSerializer, description="Bad input; the message names the field or file."),
-          404: OpenApiResponse(description="No such experiment (or not yours)."),
-          409: OpenApiResponse(s.ErrorSerializer, description="Not possible in the experiment's current state.")}
+ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Bad input; the message names the field or file."),
+    404: OpenApiResponse(description="No such experiment (or not yours)."),
+    409: OpenApiResponse(s.ErrorSerializer, description="Not possible in the experiment's current state."),
+}
 
 
 class CSVRenderer(BaseRenderer):
@@ -62,19 +65,31 @@ class ApiView(APIView):
 class ExperimentList(ApiView):
     @extend_schema(responses=s.ExperimentSerializer(many=True), summary="List your experiments")
     def get(self, request):
-        return Response(s.ExperimentSerializer(selectors.experiments_for(request.user), many=True,
-                                               context={"request": request}).data)
+        return Response(
+            s.ExperimentSerializer(
+                selectors.experiments_for(request.user), many=True, context={"request": request}
+            ).data
+        )
 
-    @extend_schema(request=s.ExperimentCreateSerializer, responses={201: s.ExperimentDetailSerializer, **ERRORS},
-                   summary="Create an experiment")
+    @extend_schema(
+        request=s.ExperimentCreateSerializer,
+        responses={201: s.ExperimentDetailSerializer, **ERRORS},
+        summary="Create an experiment",
+    )
     def post(self, request):
         form = s.ExperimentCreateSerializer(data=request.data)
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
         config = services.validate_config(d["config"] or {})
-        experiment = services.create_experiment(owner=request.user, title=d["title"], description=d["description"],
-                                                sample_rate=d["sample_rate"], anchors=d["anchors"], config=config)
+        experiment = services.create_experiment(
+            owner=request.user,
+            title=d["title"],
+            description=d["description"],
+            sample_rate=d["sample_rate"],
+            anchors=d["anchors"],
+            config=config,
+        )
         return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data, status=201)
 
 
@@ -85,8 +100,11 @@ class ExperimentDetail(ApiView):
     def get(self, request, pk: int):
         return Response(s.ExperimentDetailSerializer(self.experiment(pk), context={"request": request}).data)
 
-    @extend_schema(request=s.ExperimentUpdateSerializer, responses={200: s.ExperimentDetailSerializer, **ERRORS},
-                   summary="Change texts and settings")
+    @extend_schema(
+        request=s.ExperimentUpdateSerializer,
+        responses={200: s.ExperimentDetailSerializer, **ERRORS},
+        summary="Change texts and settings",
+    )
     def patch(self, request, pk: int):
         experiment = self.experiment(pk)
         form = s.ExperimentUpdateSerializer(data=request.data, partial=True)
@@ -103,8 +121,11 @@ class ExcerptList(ApiView):
     def get(self, request, pk: int):
         return Response(s.ExcerptSerializer(self.experiment(pk).excerpts.all(), many=True).data)
 
-    @extend_schema(request={"multipart/form-data": s.ExcerptUploadSerializer},
-                   responses={201: s.ExcerptSerializer, **ERRORS}, summary="Upload an excerpt (dry + device recording)")
+    @extend_schema(
+        request={"multipart/form-data": s.ExcerptUploadSerializer},
+        responses={201: s.ExcerptSerializer, **ERRORS},
+        summary="Upload an excerpt (dry + device recording)",
+    )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
         form = s.ExcerptUploadSerializer(data=request.data)
@@ -122,17 +143,20 @@ class CheckpointList(ApiView):
     def get(self, request, pk: int):
         return Response(s.CheckpointSerializer(self.experiment(pk).checkpoints.all(), many=True).data)
 
-    @extend_schema(request={"multipart/form-data": s.CheckpointUploadSerializer},
-                   responses={201: s.CheckpointSerializer, **ERRORS},
-                   summary="Upload a checkpoint (any format the model runner reads)")
+    @extend_schema(
+        request={"multipart/form-data": s.CheckpointUploadSerializer},
+        responses={201: s.CheckpointSerializer, **ERRORS},
+        summary="Upload a checkpoint (any format the model runner reads)",
+    )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
         form = s.CheckpointUploadSerializer(data=request.data)
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
-        ckpt = services.add_checkpoint(experiment=experiment, name=d["name"], file=d["file"], config=d["config"],
-                                       sample_rate=d["sample_rate"])
+        ckpt = services.add_checkpoint(
+            experiment=experiment, name=d["name"], file=d["file"], config=d["config"], sample_rate=d["sample_rate"]
+        )
         return Response(s.CheckpointSerializer(ckpt).data, status=201)
 
 
@@ -143,8 +167,11 @@ class ConditionList(ApiView):
     def get(self, request, pk: int):
         return Response(s.ConditionSerializer(self.experiment(pk).conditions.all(), many=True).data)
 
-    @extend_schema(request=s.ConditionCreateSerializer, responses={201: s.ConditionSerializer, **ERRORS},
-                   summary="Define a model condition (checkpoint + knob values + label)")
+    @extend_schema(
+        request=s.ConditionCreateSerializer,
+        responses={201: s.ConditionSerializer, **ERRORS},
+        summary="Define a model condition (checkpoint + knob values + label)",
+    )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
         form = s.ConditionCreateSerializer(data=request.data)
@@ -154,14 +181,18 @@ class ConditionList(ApiView):
         checkpoint = experiment.checkpoints.filter(pk=d["checkpoint"]).first()
         if checkpoint is None:
             raise services.ServiceError(f"checkpoint: {d['checkpoint']} is not a checkpoint of this experiment")
-        condition = services.add_model_condition(experiment=experiment, checkpoint=checkpoint, label=d["label"],
-                                                 knobs=d["knobs"])
+        condition = services.add_model_condition(
+            experiment=experiment, checkpoint=checkpoint, label=d["label"], knobs=d["knobs"]
+        )
         return Response(s.ConditionSerializer(condition).data, status=201)
 
 
 class Render(ApiView):
-    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, **ERRORS},
-                   summary="Queue the render jobs (answers with the render status)")
+    @extend_schema(
+        request=None,
+        responses={202: OpenApiTypes.OBJECT, **ERRORS},
+        summary="Queue the render jobs (answers with the render status)",
+    )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
         services.start_render(experiment=experiment)
@@ -169,8 +200,9 @@ class Render(ApiView):
 
 
 class Open(ApiView):
-    @extend_schema(request=None, responses={200: s.ExperimentSerializer, **ERRORS},
-                   summary="Publish: open the participant link")
+    @extend_schema(
+        request=None, responses={200: s.ExperimentSerializer, **ERRORS}, summary="Publish: open the participant link"
+    )
     def post(self, request, pk: int):
         experiment = services.open_experiment(experiment=self.experiment(pk))
         return Response(s.ExperimentSerializer(experiment, context={"request": request}).data)
@@ -184,16 +216,22 @@ class Close(ApiView):
 
 
 class Status(ApiView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
-                   summary="Render progress (overall and per job) and participant counts")
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        summary="Render progress (overall and per job) and participant counts",
+    )
     def get(self, request, pk: int):
         experiment = self.experiment(pk)
-        return Response(selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)})
+        return Response(
+            selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)}
+        )
 
 
 class Metrics(ApiView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
-                   summary="Objective metrics: the long table (condition, item, metric, value)")
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        summary="Objective metrics: the long table (condition, item, metric, value)",
+    )
     def get(self, request, pk: int):
         return Response({"metrics": selectors.metrics_rows(self.experiment(pk))})
 
@@ -201,9 +239,11 @@ class Metrics(ApiView):
 class Ratings(ApiView):
     renderer_classes = [JSONRenderer, CSVRenderer]
 
-    @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], required=False)],
-                   responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
-                   summary="Ratings: the long table (participant, item, condition, kind, rating); ?format=csv for CSV")
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"], required=False)],
+        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        summary="Ratings: the long table (participant, item, condition, kind, rating); ?format=csv for CSV",
+    )
     def get(self, request, pk: int, as_csv: bool = False):
         experiment = self.experiment(pk)
         if as_csv or getattr(request.accepted_renderer, "format", "") == "csv":
@@ -214,8 +254,7 @@ class Ratings(ApiView):
 
 
 class RatingsCSV(Ratings):
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
-                   summary="Ratings as CSV")
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]}, summary="Ratings as CSV")
     def get(self, request, pk: int):
         return super().get(request, pk, as_csv=True)
 
@@ -223,8 +262,10 @@ class RatingsCSV(Ratings):
 class MushraCSV(ApiView):
     renderer_classes = [CSVRenderer, JSONRenderer]
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
-                   summary="Ratings in webMUSHRA's mushra.csv layout")
+    @extend_schema(
+        responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
+        summary="Ratings in webMUSHRA's mushra.csv layout",
+    )
     def get(self, request, pk: int):
         response = HttpResponse(interop.mushra_csv(self.experiment(pk)), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="mushra.csv"'
@@ -232,8 +273,10 @@ class MushraCSV(ApiView):
 
 
 class ReportView(ApiView):
-    @extend_schema(responses={200: s.ReportSerializer, 404: ERRORS[404]},
-                   summary="The latest report bundle's status (and its download URL when ready)")
+    @extend_schema(
+        responses={200: s.ReportSerializer, 404: ERRORS[404]},
+        summary="The latest report bundle's status (and its download URL when ready)",
+    )
     def get(self, request, pk: int):
         report = self.experiment(pk).reports.first()
         if report is None:
@@ -247,8 +290,10 @@ class ReportView(ApiView):
 
 
 class ReportDownload(ApiView):
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: ERRORS[404]},
-                   summary="Download a finished report bundle (ZIP)")
+    @extend_schema(
+        responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: ERRORS[404]},
+        summary="Download a finished report bundle (ZIP)",
+    )
     def get(self, request, pk: int, report_id: int):
         report = Report.objects.filter(experiment=self.experiment(pk), pk=report_id).first()
         if report is None:

@@ -1,4 +1,5 @@
 """Experiment builder: create, upload excerpts and checkpoints, define conditions, settings."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -32,8 +33,9 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            experiment = services.create_experiment(owner=request.user, title=d["title"], description=d["description"],
-                                                    sample_rate=d["sample_rate"])
+            experiment = services.create_experiment(
+                owner=request.user, title=d["title"], description=d["description"], sample_rate=d["sample_rate"]
+            )
             if not (d["anchor35"] and d["anchor70"]):
                 services.set_anchors(experiment=experiment, anchor35=d["anchor35"], anchor70=d["anchor70"])
         except services.ServiceError as exc:
@@ -93,14 +95,22 @@ def upload_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
         return _back(pk, "checkpoints")
     d = form.cleaned_data
     try:
-        ckpt = services.add_checkpoint(experiment=experiment, name=d["name"], file=d["file"],
-                                       config=d.get("config"), sample_rate=d.get("sample_rate"))
+        ckpt = services.add_checkpoint(
+            experiment=experiment,
+            name=d["name"],
+            file=d["file"],
+            config=d.get("config"),
+            sample_rate=d.get("sample_rate"),
+        )
     except services.ServiceError as exc:
         messages.error(request, f"Checkpoint refused — {exc}")
     else:
-        messages.success(request, f"Recognised {ckpt.file.name.rsplit('/', 1)[-1]}: {ckpt.architecture} "
-                                  f"({ckpt.format}, {ckpt.sample_rate} Hz"
-                                  f"{', knobs ' + ', '.join(ckpt.knob_names) if ckpt.knob_names else ''}).")
+        messages.success(
+            request,
+            f"Recognised {ckpt.file.name.rsplit('/', 1)[-1]}: {ckpt.architecture} "
+            f"({ckpt.format}, {ckpt.sample_rate} Hz"
+            f"{', knobs ' + ', '.join(ckpt.knob_names) if ckpt.knob_names else ''}).",
+        )
     return _back(pk, "checkpoints")
 
 
@@ -129,8 +139,9 @@ def add_condition(request: HttpRequest, pk: int) -> HttpResponse:
         return _back(pk, "conditions")
     d = form.cleaned_data
     try:
-        services.add_model_condition(experiment=experiment, checkpoint=d["checkpoint"], label=d["label"],
-                                     knobs=d["knobs"])
+        services.add_model_condition(
+            experiment=experiment, checkpoint=d["checkpoint"], label=d["label"], knobs=d["knobs"]
+        )
     except services.ServiceError as exc:
         messages.error(request, str(exc))
     else:
@@ -160,8 +171,11 @@ def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
     form = forms.AnchorsForm(request.POST)
     form.is_valid()
     try:
-        services.set_anchors(experiment=experiment, anchor35=form.cleaned_data.get("anchor35", False),
-                             anchor70=form.cleaned_data.get("anchor70", False))
+        services.set_anchors(
+            experiment=experiment,
+            anchor35=form.cleaned_data.get("anchor35", False),
+            anchor70=form.cleaned_data.get("anchor70", False),
+        )
         messages.success(request, "Anchors updated.")
     except services.ServiceError as exc:
         messages.error(request, str(exc))
@@ -173,8 +187,11 @@ def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
 def split_blocks(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
     block = services.split_into_blocks(experiment=experiment)
-    messages.success(request, f"Started {block.title}: add its model conditions here "
-                              f"(each block holds at most {MAX_SIGNALS_PER_TRIAL} signals per trial).")
+    messages.success(
+        request,
+        f"Started {block.title}: add its model conditions here "
+        f"(each block holds at most {MAX_SIGNALS_PER_TRIAL} signals per trial).",
+    )
     return redirect("researcher:experiment", pk=block.pk)
 
 
@@ -205,8 +222,9 @@ def import_webmushra(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            result = interop.import_uploads(owner=request.user, config=d["config"], audio=d["audio"],
-                                            allow_partial=d["allow_partial"])
+            result = interop.import_uploads(
+                owner=request.user, config=d["config"], audio=d["audio"], allow_partial=d["allow_partial"]
+            )
         except interop.ImportRefused as exc:
             report = exc.report
             messages.error(request, str(exc))
@@ -215,8 +233,7 @@ def import_webmushra(request: HttpRequest) -> HttpResponse:
         else:
             for line in result.report.lines():
                 messages.warning(request, line)
-            messages.success(request, f"Imported {len(result.experiments)} experiment(s) from "
-                                      f"{d['config'].name}.")
+            messages.success(request, f"Imported {len(result.experiments)} experiment(s) from {d['config'].name}.")
             return redirect("researcher:experiment", pk=result.experiments[0].pk)
     elif request.method == "POST":
         _form_errors(request, form)
@@ -231,8 +248,9 @@ def builder_context(experiment) -> dict:
         "excerpt_form": forms.ExcerptUploadForm(),
         "checkpoint_form": forms.CheckpointUploadForm(),
         "condition_form": forms.ConditionForm(experiment=experiment),
-        "anchors_form": forms.AnchorsForm(initial={"anchor35": ConditionKind.ANCHOR_35 in kinds,
-                                                   "anchor70": ConditionKind.ANCHOR_70 in kinds}),
+        "anchors_form": forms.AnchorsForm(
+            initial={"anchor35": ConditionKind.ANCHOR_35 in kinds, "anchor70": ConditionKind.ANCHOR_70 in kinds}
+        ),
         "trial_full": len(conditions) >= MAX_SIGNALS_PER_TRIAL,
         "max_signals": MAX_SIGNALS_PER_TRIAL,
         "blocks": services.block_group(experiment),

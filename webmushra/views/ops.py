@@ -1,4 +1,5 @@
 """Operator endpoints."""
+
 from __future__ import annotations
 
 from django.db import connection

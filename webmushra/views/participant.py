@@ -3,6 +3,7 @@
 Nothing a participant receives names a condition: signals are opaque per-trial keys
 and stimuli are fetched through per-participant random tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,18 +65,26 @@ def _where(participant: Participant, next_index: int | None | bool = False) -> s
 def landing(request: HttpRequest, public_token: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, public_token=public_token)
     if experiment.status != Experiment.Status.OPEN:
-        return render(request, "webmushra/participant/closed.html", {"experiment": experiment}, status=410
-                      if experiment.status == Experiment.Status.CLOSED else 404)
+        return render(
+            request,
+            "webmushra/participant/closed.html",
+            {"experiment": experiment},
+            status=410 if experiment.status == Experiment.Status.CLOSED else 404,
+        )
     prolific = {k: request.GET.get(k, request.POST.get(k, ""))[:64] for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
     if request.method == "POST":
         try:
             participant = services.start_participant(
-                experiment=experiment, prolific_pid=prolific["PROLIFIC_PID"], study_id=prolific["STUDY_ID"],
-                session_id=prolific["SESSION_ID"], user_agent=request.headers.get("User-Agent", ""),
+                experiment=experiment,
+                prolific_pid=prolific["PROLIFIC_PID"],
+                study_id=prolific["STUDY_ID"],
+                session_id=prolific["SESSION_ID"],
+                user_agent=request.headers.get("User-Agent", ""),
             )
         except services.ServiceError as exc:
-            return render(request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)},
-                          status=409)
+            return render(
+                request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)}, status=409
+            )
         return redirect(_where(participant))
     return render(request, "webmushra/participant/landing.html", {"experiment": experiment, "prolific": prolific})
 
@@ -94,8 +103,11 @@ def consent(request: HttpRequest, token: str) -> HttpResponse:
         agreed = request.POST.get("agree") == "yes"
         participant = services.give_consent(participant=participant, agreed=agreed)
         return redirect(_where(participant))
-    return render(request, "webmushra/participant/consent.html", {"participant": participant,
-                                                                   "experiment": participant.experiment})
+    return render(
+        request,
+        "webmushra/participant/consent.html",
+        {"participant": participant, "experiment": participant.experiment},
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -109,17 +121,25 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
             gain = float(request.POST.get("gain_db", "0"))
             participant = services.set_level(participant=participant, gain_db=gain)
         except (ValueError, services.ServiceError) as exc:
-            return render(request, "webmushra/participant/level.html",
-                          {"participant": participant, "error": str(exc), **_level_context(participant)}, status=400)
+            return render(
+                request,
+                "webmushra/participant/level.html",
+                {"participant": participant, "error": str(exc), **_level_context(participant)},
+                status=400,
+            )
         return redirect(_where(participant))
-    return render(request, "webmushra/participant/level.html", {"participant": participant, **_level_context(participant)})
+    return render(
+        request, "webmushra/participant/level.html", {"participant": participant, **_level_context(participant)}
+    )
 
 
 def _level_context(participant: Participant) -> dict:
     """The level page plays the first trial's open reference: its own URL, never a signal's."""
     url = reverse("participant:reference", args=[participant.token, 1]) if participant.plan else None
-    return {"level_data": {"url": url, "post_url": reverse("participant:level", args=[participant.token])},
-            "experiment": participant.experiment}
+    return {
+        "level_data": {"url": url, "post_url": reverse("participant:level", args=[participant.token])},
+        "experiment": participant.experiment,
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -133,7 +153,8 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
         if participant.stage == Participant.Stage.SCREENING:
             try:
                 participant = services.score_headphone_check(
-                    participant=participant, answers=body.get("answers") if isinstance(body, dict) else None)
+                    participant=participant, answers=body.get("answers") if isinstance(body, dict) else None
+                )
             except services.ServiceError as exc:
                 return _error(str(exc))
         return JsonResponse({"saved": True, "next_url": _where(participant)})
@@ -148,28 +169,37 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
         "trials": services.headphone_trials(participant=participant),
         "max_plays": int(cfg.get("max_plays", 1)),
     }
-    return render(request, "webmushra/participant/screening.html",
-                  {"participant": participant, "experiment": participant.experiment, "headphone_data": headphone_data})
+    return render(
+        request,
+        "webmushra/participant/screening.html",
+        {"participant": participant, "experiment": participant.experiment, "headphone_data": headphone_data},
+    )
 
 
 def trial_data(request: HttpRequest, participant: Participant, index: int) -> dict:
     """The JSON the player needs for one trial (no condition names unless training)."""
     entry = participant.plan[index]
     # condition id -> this participant's token for the condition's stimulus of this trial's excerpt
-    tokens = dict(StimulusToken.objects.filter(participant=participant, stimulus__excerpt__trials__pk=entry["trial"])
-                  .values_list("stimulus__condition_id", "token"))
+    tokens = dict(
+        StimulusToken.objects.filter(participant=participant, stimulus__excerpt__trials__pk=entry["trial"]).values_list(
+            "stimulus__condition_id", "token"
+        )
+    )
     keys = services.signal_keys(entry)
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
     rules = services.RULE_DEFAULTS | participant.experiment.config.get("rules", {})
     data = {
-        "trial": {"number": number, "total": total, "training": bool(entry.get("training")),
-                  "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}"},
+        "trial": {
+            "number": number,
+            "total": total,
+            "training": bool(entry.get("training")),
+            "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}",
+        },
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
-        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])}
-                    for k, cid in keys.items()],
+        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])} for k, cid in keys.items()],
         "rules": rules,
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
         "idempotency_key": entry["key"],
@@ -196,8 +226,11 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
         try:
             # The participant is read once, locked, inside the save's transaction.
             result = services.submit_trial(
-                token=token, index=index, idempotency_key=body.get("idempotency_key"),
-                ratings=body.get("ratings"), telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
+                token=token,
+                index=index,
+                idempotency_key=body.get("idempotency_key"),
+                ratings=body.get("ratings"),
+                telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
             )
         except Participant.DoesNotExist:
             raise Http404("no such participant") from None
@@ -207,8 +240,9 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
             return _error(str(exc), status=409)
         except services.ServiceError as exc:
             return _error(str(exc))
-        return JsonResponse({"saved": True, "replayed": not result.created,
-                             "next_url": _where(result.participant, result.next_index)})
+        return JsonResponse(
+            {"saved": True, "replayed": not result.created, "next_url": _where(result.participant, result.next_index)}
+        )
     participant = _participant(token)
     if not (0 <= index < len(participant.plan)):
         raise Http404("no such trial")
@@ -217,9 +251,15 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
     expected = services.next_plan_index(participant)
     if expected is None or expected != index:
         return redirect(_where(participant))
-    return render(request, "webmushra/participant/trial.html",
-                  {"participant": participant, "experiment": participant.experiment,
-                   "trial_data": trial_data(request, participant, index)})
+    return render(
+        request,
+        "webmushra/participant/trial.html",
+        {
+            "participant": participant,
+            "experiment": participant.experiment,
+            "trial_data": trial_data(request, participant, index),
+        },
+    )
 
 
 @ratelimit("media")
@@ -229,8 +269,9 @@ def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
     index = number - 1
     if not (0 <= index < len(participant.plan)):
         raise Http404("no such trial")
-    path = (Stimulus.objects.filter(excerpt__trials__pk=participant.plan[index]["trial"],
-                                    condition__kind="hidden_reference").values_list("file", flat=True)[:1])
+    path = Stimulus.objects.filter(
+        excerpt__trials__pk=participant.plan[index]["trial"], condition__kind="hidden_reference"
+    ).values_list("file", flat=True)[:1]
     if not path:
         raise Http404("no reference for this trial")
     return serve_blinded_file(request, path[0])
@@ -258,22 +299,40 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
         answers = {f["name"]: request.POST.get(f["name"], "").strip() for f in fields}
         missing = [f["label"] for f in fields if f.get("required") and not answers[f["name"]]]
         if missing:
-            return render(request, "webmushra/participant/questionnaire.html",
-                          {"participant": participant, "fields": fields, "answers": answers,
-                           "error": "Please answer: " + ", ".join(missing)}, status=400)
+            return render(
+                request,
+                "webmushra/participant/questionnaire.html",
+                {
+                    "participant": participant,
+                    "fields": fields,
+                    "answers": answers,
+                    "error": "Please answer: " + ", ".join(missing),
+                },
+                status=400,
+            )
         participant = services.submit_questionnaire(participant=participant, answers=answers)
         return redirect(_where(participant))
-    return render(request, "webmushra/participant/questionnaire.html",
-                  {"participant": participant, "experiment": participant.experiment, "fields": fields, "answers": {}})
+    return render(
+        request,
+        "webmushra/participant/questionnaire.html",
+        {"participant": participant, "experiment": participant.experiment, "fields": fields, "answers": {}},
+    )
 
 
 def done(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
-    if participant.stage not in (Participant.Stage.COMPLETED, Participant.Stage.SCREENED_OUT, Participant.Stage.DECLINED):
+    if participant.stage not in (
+        Participant.Stage.COMPLETED,
+        Participant.Stage.SCREENED_OUT,
+        Participant.Stage.DECLINED,
+    ):
         return redirect(_where(participant))
     redirect_url = participant.experiment.config.get("completion_url", "")
     if redirect_url and participant.stage == Participant.Stage.COMPLETED and participant.completion_code:
         sep = "&" if "?" in redirect_url else "?"
         redirect_url = f"{redirect_url}{sep}cc={participant.completion_code}"
-    return render(request, "webmushra/participant/done.html",
-                  {"participant": participant, "experiment": participant.experiment, "redirect_url": redirect_url})
+    return render(
+        request,
+        "webmushra/participant/done.html",
+        {"participant": participant, "experiment": participant.experiment, "redirect_url": redirect_url},
+    )

@@ -1,5 +1,6 @@
 """Researcher pages: experiments, render progress and retry, preview, metrics, monitoring,
 publish/close, downloads, reports and the API token."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -11,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from .. import interop, selectors, services
 from ..http import serve_blinded_file
-from ..models import Experiment, Report, RenderJob, Stimulus
+from ..models import Experiment, RenderJob, Report, Stimulus
 
 PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
 
@@ -32,8 +33,9 @@ def participant_links(request: HttpRequest, experiment: Experiment) -> tuple[str
 
 @login_required
 def experiments(request: HttpRequest) -> HttpResponse:
-    return render(request, "webmushra/researcher/experiments.html",
-                  {"experiments": selectors.experiments_for(request.user)})
+    return render(
+        request, "webmushra/researcher/experiments.html", {"experiments": selectors.experiments_for(request.user)}
+    )
 
 
 @login_required
@@ -42,18 +44,29 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
     experiment = experiment_for(request.user, pk)
     link, prolific = participant_links(request, experiment)
-    return render(request, "webmushra/researcher/experiment.html", {
-        "experiment": experiment, "participant_link": link, "prolific_link": prolific,
-        "progress": selectors.render_progress(experiment), "summary": selectors.participant_summary(experiment),
-        "conditions": experiment.conditions.select_related("checkpoint"), "excerpts": experiment.excerpts.all(),
-        "checkpoints": experiment.checkpoints.all(), **builder_context(experiment),
-    })
+    return render(
+        request,
+        "webmushra/researcher/experiment.html",
+        {
+            "experiment": experiment,
+            "participant_link": link,
+            "prolific_link": prolific,
+            "progress": selectors.render_progress(experiment),
+            "summary": selectors.participant_summary(experiment),
+            "conditions": experiment.conditions.select_related("checkpoint"),
+            "excerpts": experiment.excerpts.all(),
+            "checkpoints": experiment.checkpoints.all(),
+            **builder_context(experiment),
+        },
+    )
 
 
 @login_required
 def experiment_progress(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for(request.user, pk)
-    return JsonResponse(selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)})
+    return JsonResponse(
+        selectors.render_progress(experiment) | {"participants": selectors.participant_summary(experiment)}
+    )
 
 
 def _action(request: HttpRequest, pk: int, fn, done: str) -> HttpResponse:
@@ -106,8 +119,11 @@ def retry_job(request: HttpRequest, pk: int, job_id: int) -> HttpResponse:
 @login_required
 def preview(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    return render(request, "webmushra/researcher/preview.html",
-                  {"experiment": experiment, "items": selectors.preview_items(experiment)})
+    return render(
+        request,
+        "webmushra/researcher/preview.html",
+        {"experiment": experiment, "items": selectors.preview_items(experiment)},
+    )
 
 
 @login_required
@@ -132,8 +148,11 @@ def excerpt_audio(request: HttpRequest, pk: int, excerpt_id: int, which: str) ->
 @login_required
 def metrics(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    return render(request, "webmushra/researcher/metrics.html",
-                  {"experiment": experiment, "table": selectors.metrics_table(experiment)})
+    return render(
+        request,
+        "webmushra/researcher/metrics.html",
+        {"experiment": experiment, "table": selectors.metrics_table(experiment)},
+    )
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -144,17 +163,22 @@ def _monitor_data(experiment: Experiment) -> dict:
         screening = selectors.post_screening(experiment)
     except Exception as exc:  # ratings the analysis rejects must not break the monitoring page
         screening = {"error": str(exc), "rows": [], "excluded": []}
-    return {"summary": selectors.participant_summary(experiment),
-            "participants": selectors.participants_detail(experiment), "screening": screening}
+    return {
+        "summary": selectors.participant_summary(experiment),
+        "participants": selectors.participants_detail(experiment),
+        "screening": screening,
+    }
 
 
 @login_required
 def monitor(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
     link, prolific = participant_links(request, experiment)
-    return render(request, "webmushra/researcher/monitor.html",
-                  {"experiment": experiment, "participant_link": link, "prolific_link": prolific,
-                   **_monitor_data(experiment)})
+    return render(
+        request,
+        "webmushra/researcher/monitor.html",
+        {"experiment": experiment, "participant_link": link, "prolific_link": prolific, **_monitor_data(experiment)},
+    )
 
 
 @login_required
@@ -181,8 +205,13 @@ def ratings_csv(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for(request.user, pk)
-    return JsonResponse({"experiment": experiment.pk, "ratings": selectors.ratings_rows(experiment),
-                         "metrics": selectors.metrics_rows(experiment)})
+    return JsonResponse(
+        {
+            "experiment": experiment.pk,
+            "ratings": selectors.ratings_rows(experiment),
+            "metrics": selectors.metrics_rows(experiment),
+        }
+    )
 
 
 @login_required
@@ -204,10 +233,15 @@ def reports(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, str(exc))
         return redirect("researcher:reports", pk=pk)
     rows = list(experiment.reports.all()[:20])
-    return render(request, "webmushra/researcher/reports.html", {
-        "experiment": experiment, "reports": rows,
-        "busy": any(r.status in (Report.Status.QUEUED, Report.Status.RUNNING) for r in rows),
-    })
+    return render(
+        request,
+        "webmushra/researcher/reports.html",
+        {
+            "experiment": experiment,
+            "reports": rows,
+            "busy": any(r.status in (Report.Status.QUEUED, Report.Status.RUNNING) for r in rows),
+        },
+    )
 
 
 @login_required
@@ -217,8 +251,14 @@ def reports_json(request: HttpRequest, pk: int) -> JsonResponse:
 
 
 def report_dict(report: Report) -> dict:
-    return {"id": report.pk, "status": report.status, "progress": round(report.progress, 4), "error": report.error,
-            "created_at": report.created_at.isoformat(), "ready": report.status == Report.Status.DONE}
+    return {
+        "id": report.pk,
+        "status": report.status,
+        "progress": round(report.progress, 4),
+        "error": report.error,
+        "created_at": report.created_at.isoformat(),
+        "ready": report.status == Report.Status.DONE,
+    }
 
 
 def report_file_response(report: Report) -> FileResponse:
@@ -253,6 +293,11 @@ def api_token(request: HttpRequest) -> HttpResponse:
         messages.success(request, "A new API token was created; the old one no longer works.")
         return redirect("researcher:api_token")
     key = services.api_token_for(user=request.user)
-    return render(request, "webmushra/researcher/api_token.html", {
-        "token": key, "api_root": request.build_absolute_uri("/api/"),
-    })
+    return render(
+        request,
+        "webmushra/researcher/api_token.html",
+        {
+            "token": key,
+            "api_root": request.build_absolute_uri("/api/"),
+        },
+    )

@@ -1,4 +1,5 @@
 """Print a user's API token (creating it on first use): ``manage.py create_api_token USER``."""
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model

@@ -2,6 +2,7 @@
 
 Idempotent: a second run finds both and changes nothing. Prints the credentials.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -57,25 +58,39 @@ def ensure_demo_experiment(user, log=print) -> Experiment:
     excerpts = make_demo_excerpts(material, sample_rate=48000)
     with transaction.atomic():
         exp = services.create_experiment(
-            owner=user, title=DEMO_TITLE, sample_rate=48000,
-            description=("You will hear short guitar phrases played through an overdrive pedal, and several "
-                         "versions of each. Rate how similar each version sounds to the reference."),
-            instructions=("Listen to the reference, then rate each signal from 0 (bad) to 100 (excellent) for how "
-                          "close it sounds to the reference. One of the signals is the reference itself: rate it "
-                          "100. Loop a short part if it helps."),
+            owner=user,
+            title=DEMO_TITLE,
+            sample_rate=48000,
+            description=(
+                "You will hear short guitar phrases played through an overdrive pedal, and several "
+                "versions of each. Rate how similar each version sounds to the reference."
+            ),
+            instructions=(
+                "Listen to the reference, then rate each signal from 0 (bad) to 100 (excellent) for how "
+                "close it sounds to the reference. One of the signals is the reference itself: rate it "
+                "100. Loop a short part if it helps."
+            ),
             estimated_minutes=10,
-            config={"questionnaire": [
-                {"name": "age", "label": "Age", "type": "number", "required": False},
-                {"name": "experience", "label": "Listening experience", "type": "select",
-                 "options": ["None", "Musician", "Audio engineer", "Researcher"], "required": False},
-                {"name": "headphones", "label": "Headphone model", "type": "text", "required": False},
-                {"name": "comment", "label": "Any comments?", "type": "textarea", "required": False},
-            ]},
+            config={
+                "questionnaire": [
+                    {"name": "age", "label": "Age", "type": "number", "required": False},
+                    {
+                        "name": "experience",
+                        "label": "Listening experience",
+                        "type": "select",
+                        "options": ["None", "Musician", "Audio engineer", "Researcher"],
+                        "required": False,
+                    },
+                    {"name": "headphones", "label": "Headphone model", "type": "text", "required": False},
+                    {"name": "comment", "label": "Any comments?", "type": "textarea", "required": False},
+                ]
+            },
         )
         for x in excerpts:
             services.add_excerpt(experiment=exp, name=x["name"], dry=x["dry"], reference=x["reference"])
         for c in demo_checkpoints():
-            ckpt = services.add_checkpoint(experiment=exp, name=c["label"], file=c["path"],
-                                           sample_rate=c.get("sample_rate", 48000))
+            ckpt = services.add_checkpoint(
+                experiment=exp, name=c["label"], file=c["path"], sample_rate=c.get("sample_rate", 48000)
+            )
             services.add_model_condition(experiment=exp, checkpoint=ckpt, label=c["label"], knobs=c.get("knobs") or {})
     return exp

@@ -3,6 +3,7 @@
 With ``--demo`` it also renders the demo experiment on that worker (if not rendered
 yet), opens it, and prints the researcher URL and the participant link.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,11 +54,45 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_term)
         try:
-            spawn([sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "render,default",
-                   "-c", "1", "--without-gossip", "--without-mingle", "-l", "WARNING",
-                   "-s", str(settings.VAR_DIR / "celerybeat-schedule")])
-            spawn([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", bind, "--workers", "2",
-                   "--threads", "4", "--access-logfile", "-", "--log-level", "warning"])
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-B",
+                    "-Q",
+                    "render,default",
+                    "-c",
+                    "1",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                    "-s",
+                    str(settings.VAR_DIR / "celerybeat-schedule"),
+                ]
+            )
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--bind",
+                    bind,
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                    "--log-level",
+                    "warning",
+                ]
+            )
             if demo:
                 self._demo(bind)
             self.stdout.write("Web and worker are running. Press Ctrl-C to stop both.")
