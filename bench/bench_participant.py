@@ -63,12 +63,12 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from webmushra import services
     from webmushra.models import Checkpoint, Condition, ConditionKind, Experiment, Stimulus
+    from webmushra.services import experiments, uploads
 
     call_command("migrate", verbosity=0, interactive=False)
     owner = get_user_model().objects.create_user("bench", "bench@example.org", "a-long-bench-password")
-    exp = services.create_experiment(
+    exp = experiments.create_experiment(
         owner=owner, title=title, sample_rate=SAMPLE_RATE, anchors=True, config={"training": False}
     )
     for j in range(n_models):
@@ -101,7 +101,7 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
         dry_path, ref_path = work / f"dry{i}.wav", work / f"ref{i}.wav"
         sf.write(dry_path, dry.astype("float32"), SAMPLE_RATE, subtype="FLOAT")
         sf.write(ref_path, ref.astype("float32"), SAMPLE_RATE, subtype="FLOAT")
-        excerpt = services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry_path, reference=ref_path)
+        excerpt = uploads.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry_path, reference=ref_path)
         sizes = set()
         for k, condition in enumerate(conditions):
             audio = ref * (1.0 - 0.03 * k) + 0.002 * k * rng.standard_normal(n)
@@ -124,7 +124,7 @@ def make_open_experiment(excerpts: int, seconds: float, n_models: int, title: st
         assert len(sizes) == 1, f"stimuli of one trial differ in byte length: {sizes}"
     shutil.rmtree(work)
     Experiment.objects.filter(pk=exp.pk).update(status=Experiment.Status.READY)
-    return services.open_experiment(experiment=exp), size
+    return experiments.open_experiment(experiment=exp), size
 
 
 def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
@@ -134,13 +134,13 @@ def _prepare(excerpts: int, seconds: float) -> dict[str, Any]:
     django.setup()
     from django.test import RequestFactory
 
-    from webmushra import services
+    from webmushra.services import sessions
     from webmushra.views.participant import trial_data
 
     exp, size = make_open_experiment(excerpts, seconds, N_MODELS, "Bench")
-    participant = services.start_participant(experiment=exp)
-    participant = services.give_consent(participant=participant, agreed=True)
-    participant = services.set_level(participant=participant, gain_db=0.0)
+    participant = sessions.start_participant(experiment=exp)
+    participant = sessions.give_consent(participant=participant, agreed=True)
+    participant = sessions.set_level(participant=participant, gain_db=0.0)
     data = trial_data(RequestFactory().get("/"), participant, 0)
     return {
         "public_token": exp.public_token,

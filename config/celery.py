@@ -1,4 +1,4 @@
-"""The Celery application. Tasks live in ``modelrunner/tasks.py``; settings come from
+"""The Celery application. Tasks live in ``webmushra/tasks.py``; settings come from
 ``config.settings`` (the ``CELERY_`` names)."""
 
 import os
@@ -9,4 +9,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["modelrunner", "webmushra"])
+app.autodiscover_tasks(["webmushra"])

@@ -234,7 +234,7 @@ def researcher(django_user_model):
 @pytest.fixture
 def build_experiment(researcher, excerpt_files):
     """An experiment with real excerpts and real checkpoints (not rendered)."""
-    from webmushra import services
+    from webmushra.services import experiments, uploads
 
     def build(
         n_excerpts: int = 2,
@@ -243,15 +243,15 @@ def build_experiment(researcher, excerpt_files):
         anchors: bool = True,
         config: dict | None = None,
     ):
-        exp = services.create_experiment(
+        exp = experiments.create_experiment(
             owner=researcher, title="Test", sample_rate=48000, anchors=anchors, config=config or {}
         )
         for i in range(n_excerpts):
             dry, ref = excerpt_files(seconds=seconds, offset=i * 1.0, name=f"x{i}")
-            services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
+            uploads.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
         for j, name in enumerate(checkpoints):
-            ckpt = services.add_checkpoint(experiment=exp, name=name, file=fixture_path("models", "coreaudioml", name))
-            services.add_model_condition(
+            ckpt = uploads.add_checkpoint(experiment=exp, name=name, file=fixture_path("models", "coreaudioml", name))
+            experiments.add_model_condition(
                 experiment=exp, checkpoint=ckpt, label=f"Model {j + 1}", knobs={k: 0.5 for k in ckpt.knob_names}
             )
         return exp

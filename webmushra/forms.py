@@ -9,8 +9,8 @@ from pathlib import Path
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from .models import Checkpoint, Experiment
-from .services import RULE_DEFAULTS
+from .models import Checkpoint, ConditionKind, Experiment
+from .rules import RULE_DEFAULTS
 
 SAMPLE_RATES = [(44100, "44.1 kHz"), (48000, "48 kHz"), (88200, "88.2 kHz"), (96000, "96 kHz")]
 
@@ -44,8 +44,8 @@ class ExperimentForm(forms.Form):
     sample_rate = forms.TypedChoiceField(
         choices=SAMPLE_RATES, coerce=int, initial=48000, help_text="Rate of the stimuli participants hear."
     )
-    anchor35 = forms.BooleanField(required=False, initial=True, label="3.5 kHz low-pass anchor")
-    anchor70 = forms.BooleanField(required=False, initial=True, label="7 kHz low-pass anchor")
+    anchor35 = forms.BooleanField(required=False, initial=True, label=ConditionKind.ANCHOR_35.label)
+    anchor70 = forms.BooleanField(required=False, initial=True, label=ConditionKind.ANCHOR_70.label)
 
 
 class ExcerptUploadForm(forms.Form):
@@ -142,8 +142,8 @@ class ConditionForm(forms.Form):
 
 
 class AnchorsForm(forms.Form):
-    anchor35 = forms.BooleanField(required=False, label="3.5 kHz low-pass anchor")
-    anchor70 = forms.BooleanField(required=False, label="7 kHz low-pass anchor")
+    anchor35 = forms.BooleanField(required=False, label=ConditionKind.ANCHOR_35.label)
+    anchor70 = forms.BooleanField(required=False, label=ConditionKind.ANCHOR_70.label)
 
 
 QUESTIONNAIRE_HELP = (
@@ -256,7 +256,7 @@ class SettingsForm(forms.Form):
         return value
 
     def service_arguments(self) -> dict:
-        """Keyword arguments for ``services.update_experiment_settings``."""
+        """Keyword arguments for ``experiments.update_experiment_settings``."""
         d = self.cleaned_data
         config = {
             "trial_subset_size": d.get("trial_subset_size") or 0,
@@ -309,3 +309,16 @@ class WebMushraImportForm(forms.Form):
         label="Import the supported pages and list the others",
         help_text="Without this, a config with page types this platform does not run is refused.",
     )
+
+
+def builder_forms(experiment: Experiment) -> dict[str, forms.Form]:
+    """The empty builder forms the experiment page shows."""
+    kinds = set(experiment.conditions.values_list("kind", flat=True))
+    return {
+        "excerpt_form": ExcerptUploadForm(),
+        "checkpoint_form": CheckpointUploadForm(),
+        "condition_form": ConditionForm(experiment=experiment),
+        "anchors_form": AnchorsForm(
+            initial={"anchor35": ConditionKind.ANCHOR_35 in kinds, "anchor70": ConditionKind.ANCHOR_70 in kinds}
+        ),
+    }

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+
+from .models import Report
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
@@ -79,3 +82,13 @@ def _unsatisfiable(size: int) -> HttpResponse:
     response = HttpResponse(status=416)
     response["Content-Range"] = f"bytes */{size}"
     return _blind(response)
+
+
+def report_file_response(report: Report) -> FileResponse:
+    """A finished report bundle as a zip download (researchers only; not blinded)."""
+    if report.status != Report.Status.DONE or not report.file:
+        raise Http404("the report is not ready")
+    path = Path(settings.MEDIA_ROOT) / report.file
+    if not path.exists():
+        raise Http404("the report file is gone")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/zip")

@@ -41,8 +41,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.html import strip_tags
 
-from . import services
+from . import errors, rules
 from .models import MAX_SIGNALS_PER_TRIAL, ConditionKind, Experiment, Rating
+from .services import experiments, files, uploads
 
 #: Page types with a counterpart here; everything else is reported as unsupported.
 SUPPORTED_PAGES = ("mushra", "generic", "finish", "volume", "consent")
@@ -58,7 +59,7 @@ MUSHRA_COLUMNS_BEFORE = ["session_test_id", "session_uuid"]
 MUSHRA_COLUMNS_AFTER = ["trial_id", "rating_stimulus", "rating_score", "rating_time", "rating_comment"]
 
 
-class ImportRefused(services.ServiceError):
+class ImportRefused(errors.ServiceError):
     """The config uses page types this platform does not run (and partial import was not asked for)."""
 
     def __init__(self, message: str, report: ImportReport) -> None:
@@ -113,7 +114,7 @@ def _refuse_aliases(text: str, source: str) -> None:
     try:
         for event in yaml.parse(text):
             if isinstance(event, yaml.AliasEvent):
-                raise services.ServiceError(
+                raise errors.ServiceError(
                     f"{source}: YAML aliases (*{event.anchor}) are not accepted; write the values out"
                 )
     except yaml.YAMLError:
@@ -123,7 +124,7 @@ def _refuse_aliases(text: str, source: str) -> None:
 def load_config(text: str | bytes, source: str = "config") -> dict:
     """Parse a webMUSHRA YAML config and check its top-level shape."""
     if len(text) > MAX_CONFIG_BYTES:
-        raise services.ServiceError(f"{source}: {len(text)} bytes is too large for a webMUSHRA config")
+        raise errors.ServiceError(f"{source}: {len(text)} bytes is too large for a webMUSHRA config")
     if isinstance(text, bytes):
         text = text.decode("utf-8-sig", errors="replace")
     _refuse_aliases(text, source)
@@ -137,9 +138,9 @@ def load_config(text: str | bytes, source: str = "config") -> dict:
         except yaml.YAMLError:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise services.ServiceError(f"{source}: not valid YAML{where}") from None
+            raise errors.ServiceError(f"{source}: not valid YAML{where}") from None
     if not isinstance(data, dict) or not isinstance(data.get("pages"), list):
-        raise services.ServiceError(f"{source}: not a webMUSHRA config (no 'pages' list)")
+        raise errors.ServiceError(f"{source}: not a webMUSHRA config (no 'pages' list)")
     return data
 
 
@@ -174,14 +175,14 @@ def flatten_pages(pages: list, source: str = "config") -> list[Page]:
             elif isinstance(item, dict):
                 kind = str(item.get("type", "")).strip()
                 if not kind:
-                    raise services.ServiceError(f"{source}: a page has no type ({item.get('id', 'no id')})")
+                    raise errors.ServiceError(f"{source}: a page has no type ({item.get('id', 'no id')})")
                 out.append(
                     Page(type=kind, id=str(item.get("id") or item.get("name") or kind), data=item, random_block=block)
                 )
             elif item is None:
                 continue
             else:
-                raise services.ServiceError(f"{source}: unexpected entry {item!r} in the page list")
+                raise errors.ServiceError(f"{source}: unexpected entry {item!r} in the page list")
 
     walk(pages, None)
     return out
@@ -193,7 +194,7 @@ def questionnaire_from(finish: dict) -> list[dict]:
     for q in finish.get("questionnaire") or []:
         kind = QUESTION_TYPES.get(str(q.get("type", "text")))
         if kind is None:
-            raise services.ServiceError(
+            raise errors.ServiceError(
                 f"finish page: questionnaire type {q.get('type')!r} of {q.get('name')!r} is not supported"
             )
         options = [str(r.get("value", r.get("label", ""))) for r in q.get("response") or []]
@@ -206,7 +207,7 @@ def questionnaire_from(finish: dict) -> list[dict]:
                 "required": not bool(q.get("optional", False)),
             }
         )
-    return services.validate_questionnaire(fields)
+    return rules.validate_questionnaire(fields)
 
 
 def _text(value: Any) -> str:
@@ -277,9 +278,9 @@ def import_config(
     for p in mushra:
         stimuli = p.data.get("stimuli") or {}
         if not isinstance(stimuli, dict) or not stimuli:
-            raise services.ServiceError(f"{source}: mushra page {p.id!r} has no stimuli")
+            raise errors.ServiceError(f"{source}: mushra page {p.id!r} has no stimuli")
         if not p.data.get("reference"):
-            raise services.ServiceError(f"{source}: mushra page {p.id!r} has no reference")
+            raise errors.ServiceError(f"{source}: mushra page {p.id!r} has no reference")
         key = (tuple(str(k) for k in stimuli), bool(p.data.get("createAnchor35")), bool(p.data.get("createAnchor70")))
         groups.setdefault(key, []).append(p)
 
@@ -391,8 +392,8 @@ def _build_experiment(
     try:
         _, sample_rate = read_audio(ref_path)
     except ModelRunnerError as exc:
-        raise services.ServiceError(f"{pages[0].data['reference']}: {exc}") from None
-    experiment = services.create_experiment(
+        raise errors.ServiceError(f"{pages[0].data['reference']}: {exc}") from None
+    experiment = experiments.create_experiment(
         owner=owner,
         title=(title if part == 1 else f"{title} — part {part}")[:200],
         sample_rate=sample_rate,
@@ -402,21 +403,21 @@ def _build_experiment(
         consent_text=consent_text,
         config=dict(config),
     )
-    services.set_anchors(experiment=experiment, anchor35=anchors[0], anchor70=anchors[1])
-    conditions = {key: services.add_prerendered_condition(experiment=experiment, label=key) for key in chunk}
+    experiments.set_anchors(experiment=experiment, anchor35=anchors[0], anchor70=anchors[1])
+    conditions = {key: experiments.add_prerendered_condition(experiment=experiment, label=key) for key in chunk}
     for page in pages:
         ref = _resolve(resolve, page.data["reference"], page, source)
         try:
-            excerpt = services.add_excerpt(experiment=experiment, name=page.id, dry=ref, reference=ref)
-        except services.ServiceError as exc:
-            raise services.ServiceError(f"mushra page {page.id!r}: {exc}") from None
+            excerpt = uploads.add_excerpt(experiment=experiment, name=page.id, dry=ref, reference=ref)
+        except errors.ServiceError as exc:
+            raise errors.ServiceError(f"mushra page {page.id!r}: {exc}") from None
         stored += [excerpt.dry_file.path, excerpt.reference_file.path]
         for key in chunk:
             path = _resolve(resolve, page.data["stimuli"][key], page, source)
             try:
-                row = services.add_prerendered_audio(condition=conditions[key], excerpt=excerpt, audio=path)
-            except services.ServiceError as exc:
-                raise services.ServiceError(f"mushra page {page.id!r}, stimulus {key}: {exc}") from None
+                row = uploads.add_prerendered_audio(condition=conditions[key], excerpt=excerpt, audio=path)
+            except errors.ServiceError as exc:
+                raise errors.ServiceError(f"mushra page {page.id!r}, stimulus {key}: {exc}") from None
             stored.append(row.file.path)
     return experiment
 
@@ -425,10 +426,10 @@ def _resolve(resolve: Callable[[str], Path], name: Any, page: Page, source: str)
     text = str(name).strip()
     parts = Path(text.replace("\\", "/")).parts
     if Path(text).is_absolute() or text.startswith(("/", "\\")) or ".." in parts:
-        raise services.ServiceError(f"{source}: {text} (page {page.id!r}) points outside the config's folder")
+        raise errors.ServiceError(f"{source}: {text} (page {page.id!r}) points outside the config's folder")
     path = resolve(text)
     if path is None or not Path(path).is_file():
-        raise services.ServiceError(
+        raise errors.ServiceError(
             f"{source}: {str(name).strip()} (page {page.id!r}) was not found among the audio files"
         )
     return Path(path)
@@ -469,7 +470,7 @@ def import_directory(
 
 def import_uploads(*, owner, config, audio: list, allow_partial: bool = False) -> ImportResult:
     """Import an uploaded config with its uploaded audio (files matched by name, or one ZIP)."""
-    folder = Path(tempfile.mkdtemp(prefix="webmushra-", dir=services._tmp_dir()))
+    folder = Path(tempfile.mkdtemp(prefix="webmushra-", dir=files.tmp_dir()))
     try:
         by_name: dict[str, Path] = {}
         for upload in audio:
@@ -501,7 +502,7 @@ def _unzip(archive: Path, into: Path, by_name: dict[str, Path], source: str) -> 
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
             if sum(m.file_size for m in members) > limit:
-                raise services.ServiceError(f"{source}: unpacks to more than {settings.MAX_UPLOAD_MB} MB")
+                raise errors.ServiceError(f"{source}: unpacks to more than {settings.MAX_UPLOAD_MB} MB")
             into.mkdir()
             for i, m in enumerate(members):
                 name = Path(m.filename).name
@@ -513,7 +514,7 @@ def _unzip(archive: Path, into: Path, by_name: dict[str, Path], source: str) -> 
                     shutil.copyfileobj(src, out)
                 by_name.setdefault(name, target)
     except zipfile.BadZipFile:
-        raise services.ServiceError(f"{source}: not a readable ZIP file") from None
+        raise errors.ServiceError(f"{source}: not a readable ZIP file") from None
 
 
 # --------------------------------------------------------------------------- exporting

@@ -1,6 +1,6 @@
 """Running render jobs: claim the row, call the model runner, record the result.
 
-Called by the Celery tasks in ``modelrunner/tasks.py``. Every file is written to a
+Called by the Celery tasks in ``webmushra/tasks.py``. Every file is written to a
 temporary name and renamed into place (``modelrunner.audio.write_wav``), so a rerun
 after a crash is harmless and no half-written stimulus is ever served.
 """
@@ -20,8 +20,9 @@ from django.conf import settings
 from modelrunner import lookback
 from modelrunner.errors import ModelRunnerError
 
-from . import services
+from . import errors
 from .models import ConditionKind, RenderJob
+from .services import rendering
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def worker_name() -> str:
 class _Beat:
     """Throttled heartbeat: progress reaches the row at most every ``interval`` seconds."""
 
-    def __init__(self, claim: services.Claim, interval: float = 0.5) -> None:
+    def __init__(self, claim: rendering.Claim, interval: float = 0.5) -> None:
         self.claim = claim
         self.interval = interval
         self.last = 0.0
@@ -45,7 +46,7 @@ class _Beat:
         now = time.monotonic()
         if now - self.last >= self.interval or progress >= 1.0:
             self.last = now
-            services.heartbeat(claim=self.claim, progress=progress)
+            rendering.heartbeat(claim=self.claim, progress=progress)
 
 
 def _media(rel: str) -> Path:
@@ -54,7 +55,7 @@ def _media(rel: str) -> Path:
 
 def run_job(job_id: int) -> str:
     """Run one job if it can be claimed; return what happened (for logs and tests)."""
-    claim = services.claim_job(job_id=job_id, worker=worker_name())
+    claim = rendering.claim_job(job_id=job_id, worker=worker_name())
     if claim is None:
         return "skipped"
     try:
@@ -62,21 +63,21 @@ def run_job(job_id: int) -> str:
             _run_model(claim)
         else:
             _run_item(claim)
-    except services.JobLost:
+    except rendering.JobLost:
         log.warning("job %s was taken back while running; result discarded", job_id)
         return "lost"
-    except (ModelRunnerError, services.ServiceError) as exc:
-        services.fail_job(claim=claim, error=str(exc))
+    except (ModelRunnerError, errors.ServiceError) as exc:
+        rendering.fail_job(claim=claim, error=str(exc))
         return "failed"
     except OSError as exc:
         # Disk full, permissions: say so plainly; nothing was renamed into place.
-        services.fail_job(
+        rendering.fail_job(
             claim=claim, error=f"could not write the result: {exc.strerror or exc} ({exc.filename or ''})"
         )
         return "failed"
     except Exception as exc:  # an unexpected bug: keep the trace for the operator
         log.exception("render job %s failed", job_id)
-        services.fail_job(claim=claim, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        rendering.fail_job(claim=claim, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         return "failed"
     return "done"
 
@@ -102,7 +103,7 @@ def _render_with_lookback(model, excerpt, dry: np.ndarray, sr: int, knobs: dict 
     return y, {"mode": mode, **info}
 
 
-def _run_model(claim: services.Claim) -> None:
+def _run_model(claim: rendering.Claim) -> None:
     from modelrunner import metrics
     from modelrunner.audio import read_audio, write_wav
     from modelrunner.render import render
@@ -111,7 +112,7 @@ def _run_model(claim: services.Claim) -> None:
     beat = _Beat(claim)
     dry, sr = read_audio(job.excerpt.dry_file.path)
     reference, _ = read_audio(job.excerpt.reference_file.path)
-    model = services.load_checkpoint_model(job.condition.checkpoint)
+    model = rendering.load_checkpoint_model(job.condition.checkpoint)
     beat(0.05)
     started = time.perf_counter()
     needs = lookback.requirements(model)
@@ -144,10 +145,10 @@ def _run_model(claim: services.Claim) -> None:
         "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
         "start_state": start_state,
     }
-    services.complete_model_job(claim=claim, output_file=rel, report=report)
+    rendering.complete_model_job(claim=claim, output_file=rel, report=report)
 
 
-def _run_item(claim: services.Claim) -> None:
+def _run_item(claim: rendering.Claim) -> None:
     from modelrunner import anchors, loudness
     from modelrunner.audio import read_audio
 
@@ -205,7 +206,7 @@ def _run_item(claim: services.Claim) -> None:
             written,
         )
         beat(0.95)
-        services.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
+        rendering.complete_item_job(claim=claim, stimuli=stimuli, report={"loudness": report.to_dict()})
     except BaseException:
         # Complete files under their final names but with no Stimulus row would never be served;
         # remove them anyway so a failed attempt leaves nothing behind.

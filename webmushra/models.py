@@ -48,6 +48,16 @@ class ConditionKind(models.TextChoices):
         return kinds.MODEL if kind == cls.PRERENDERED else kind
 
 
+#: The label a fixed condition gets when the platform makes it (the one table of them).
+FIXED_CONDITION_LABELS: dict[str, str] = {
+    ConditionKind.HIDDEN_REFERENCE: "Hidden reference",
+    ConditionKind.ANCHOR_35: "Anchor 3.5 kHz",
+    ConditionKind.ANCHOR_70: "Anchor 7 kHz",
+}
+
+#: The low-pass anchors of BS.1534-3 §5.1, in their order on the page.
+ANCHOR_KINDS: tuple[str, ...] = (ConditionKind.ANCHOR_35, ConditionKind.ANCHOR_70)
+
 #: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial.
 MAX_SIGNALS_PER_TRIAL = 12
 
@@ -59,6 +69,9 @@ class Experiment(models.Model):
         READY = "ready", "Rendered"
         OPEN = "open", "Open"
         CLOSED = "closed", "Closed"
+
+    #: States in which excerpts, conditions and settings may change and a render may start.
+    EDITABLE_STATUSES = frozenset({Status.DRAFT, Status.READY})
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="experiments")
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_experiments")
@@ -85,6 +98,10 @@ class Experiment(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status in self.EDITABLE_STATUSES
 
 
 class Excerpt(models.Model):

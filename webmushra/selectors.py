@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 
-from .models import ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus
+from .models import MAX_SIGNALS_PER_TRIAL, ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus
 
 RATING_COLUMNS = ["participant", "item", "condition", "kind", "rating", "trial_position", "submitted_at"]
 
 
-def experiments_for(user) -> Iterable[Experiment]:
+def experiments_for(user: Any) -> QuerySet[Experiment]:
     """Experiments a researcher may see: their own and those shared with them (staff: all)."""
     qs = (
         Experiment.objects.all()
@@ -185,4 +185,22 @@ def post_screening(experiment: Experiment) -> dict | None:
         "excluded": list(result.excluded),
         "rows": table.to_dict("records"),
         "rules": {k: v for k, v in result.rules.items()},
+    }
+
+
+def block_group(experiment: Experiment) -> list[Experiment]:
+    """The experiments of a blocked design, in block order (just this one when not blocked)."""
+    root_id = experiment.config.get("block_of") or experiment.pk
+    members = list(Experiment.objects.filter(Q(pk=root_id) | Q(config__block_of=root_id)))
+    return sorted(members, key=lambda e: (e.config.get("block", 1), e.pk))
+
+
+def builder_facts(experiment: Experiment) -> dict[str, Any]:
+    """What the experiment page's builder shows besides its forms."""
+    signals = experiment.conditions.count()
+    return {
+        "trial_full": signals >= MAX_SIGNALS_PER_TRIAL,
+        "max_signals": MAX_SIGNALS_PER_TRIAL,
+        "blocks": block_group(experiment),
+        "editable": experiment.is_editable,
     }

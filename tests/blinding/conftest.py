@@ -7,7 +7,6 @@ from django.core.management.color import no_style
 from django.db import connection
 
 from tests.webmushra.conftest import render_inline
-from webmushra import services
 from webmushra.models import (
     Checkpoint,
     Condition,
@@ -17,6 +16,7 @@ from webmushra.models import (
     Stimulus,
     Trial,
 )
+from webmushra.services import experiments
 
 #: Rows are numbered from here on, so an id that reaches a participant is unmistakable
 #: (a stray "3" could be a trial number; "41003" can only be a condition's id).
@@ -83,7 +83,7 @@ def blind_experiment(db, researcher, build_experiment):
     _distinctive_ids(researcher)
     exp = build_experiment(n_excerpts=N_EXCERPTS, seconds=SECONDS, checkpoints=CHECKPOINTS)
     render_inline(exp)
-    exp = services.open_experiment(experiment=exp)
+    exp = experiments.open_experiment(experiment=exp)
     assert min(exp.conditions.values_list("pk", flat=True)) > FIRST_IDS[Condition]
     return exp
 

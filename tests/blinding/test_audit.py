@@ -37,8 +37,9 @@ from scipy import stats
 
 from tests.blinding._observe import RANGES, Seen, SessionSeen, fetch, walk
 from tests.blinding.conftest import forbidden_names
-from webmushra import http, services
+from webmushra import http
 from webmushra.models import Participant, Stimulus, StimulusToken
+from webmushra.services.sessions import signal_keys
 from webmushra.views import participant as participant_views
 
 N_PARTICIPANTS = 20
@@ -156,7 +157,7 @@ def check_order(sessions: list[SessionSeen], exp) -> None:
             keys = [s["key"] for s in t.data["signals"]]
             assert keys == expected_keys, f"signal keys are not opaque positions: {keys}"
             entry = plans[seen.token][t.index]
-            by_key = services.signal_keys(entry)
+            by_key = signal_keys(entry)
             order = tuple(by_key[k] for k in keys)
             positions.setdefault(entry["trial"], []).append(order.index(hidden))
             orders.setdefault(entry["trial"], set()).add(order)
@@ -190,7 +191,7 @@ def time_stimuli(
     plan = Participant.objects.get(token=seen.token).plan
     by_trial: dict[int, dict[int, list[float]]] = {}
     for t in seen.trials:
-        keys = services.signal_keys(plan[t.index])
+        keys = signal_keys(plan[t.index])
         jobs = [(keys[k], url) for k, url in t.signal_urls.items()]
         for _, url in jobs:  # warm-up: the first read of a file may come from disk
             fetch(client, "GET", url)
@@ -283,7 +284,7 @@ def test_the_audit_catches_planted_leaks(blind_experiment, monkeypatch) -> None:
 
     def with_labels(request, participant, index):
         data = real_trial_data(request, participant, index)
-        keys = services.signal_keys(participant.plan[index])
+        keys = signal_keys(participant.plan[index])
         data["labels"] = {k: exp.conditions.get(pk=cid).label for k, cid in keys.items()}
         return data
 

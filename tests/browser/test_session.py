@@ -28,7 +28,7 @@ from django.urls import reverse
 from tests.browser.conftest import keys_for, screenshot
 from tests.conftest import wait_js
 from tests.integration.test_pipeline import render_with_worker
-from webmushra import services
+from webmushra import rules
 from webmushra.models import (
     Condition,
     ConditionKind,
@@ -39,6 +39,7 @@ from webmushra.models import (
     Stimulus,
     TrialResponse,
 )
+from webmushra.services import experiments, sessions
 from webmushra.views.participant import trial_data
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -80,7 +81,7 @@ def _orm_beside_playwright() -> Iterator[None]:
 
 
 def _config(trials_per_test: int) -> dict[str, Any]:
-    return services.validate_config(
+    return rules.validate_config(
         {
             "headphone_check": {
                 "enabled": True,
@@ -137,7 +138,7 @@ def open_rendered_experiment(build_experiment, start_worker, trials_per_test: in
     else:
         render_with_worker(exp, start_worker)
         _remember_render(exp)
-    return services.open_experiment(experiment=exp)
+    return experiments.open_experiment(experiment=exp)
 
 
 # ----------------------------------------------------------------------------- recording
@@ -338,7 +339,7 @@ def run_session(
         assert [e["training"] for e in plan] == [True] + [False] * N_EXCERPTS
         data = json_script(page, "trial-data")
         labels = {c.pk: c.label for c in exp.conditions.all()}
-        keys = services.signal_keys(plan[0])
+        keys = sessions.signal_keys(plan[0])
         assert page.locator(".wm-label").all_inner_texts() == [labels[keys[s["key"]]] for s in data["signals"]]
         assert page.locator(".wm-training-note").is_visible()
         with pytest.raises(AssertionError):  # the check finds names where they are shown
@@ -391,7 +392,7 @@ def run_session(
                 assert state(page)["ratings"] == ratings
             blind(f"rated trial {t}")
             snap(f"trial-{t}")
-            keys = services.signal_keys(plan[t])
+            keys = sessions.signal_keys(plan[t])
             for key, score in ratings.items():
                 sent[(plan[t]["trial"], keys[key])] = score
             submit_and_wait(page)
@@ -535,7 +536,7 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
         sizes = {urlsplit(u).path: n for u, n in page.evaluate(RESOURCES) if urlsplit(u).path in urls}
         assert set(sizes) == urls and len(set(sizes.values())) == 1 and min(sizes.values()) > 44
         stimulus_paths.update(urls)
-        keys = services.signal_keys(plan[t])
+        keys = sessions.signal_keys(plan[t])
         sent.update({(plan[t]["trial"], keys[k]): v for k, v in ratings.items()})
         page.click(".wm-submit")
         page.wait_for(f"!location.pathname.endsWith('/trial/{t + 1}/')")
@@ -588,11 +589,11 @@ def test_level_page_does_not_reuse_a_trial_signal_url(client, build_experiment, 
     exp = open_rendered_experiment(build_experiment, start_worker, trials_per_test=1)
     client.post(reverse("participant:landing", args=[exp.public_token]))
     participant = Participant.objects.get(experiment=exp)
-    services.give_consent(participant=participant, agreed=True)
+    sessions.give_consent(participant=participant, agreed=True)
     Participant.objects.filter(pk=participant.pk).update(stage=Participant.Stage.LEVEL)
     level = client.get(reverse("participant:level", args=[participant.token]))
     src = level.context["level_data"]["url"]
-    services.set_level(participant=participant, gain_db=0.0)
+    sessions.set_level(participant=participant, gain_db=0.0)
     participant.refresh_from_db()
     request = RequestFactory().get("/")
     urls = {

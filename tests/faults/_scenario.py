@@ -77,44 +77,44 @@ def build(
     """An experiment with real excerpts and one real checkpoint; rendering queued on request."""
     from django.contrib.auth import get_user_model
 
-    from webmushra import services
+    from webmushra.services import experiments, rendering, uploads
 
     researcher()
     owner = get_user_model().objects.get(username=RESEARCHER)
-    exp = services.create_experiment(owner=owner, title=title, sample_rate=48000, config=config or {})
+    exp = experiments.create_experiment(owner=owner, title=title, sample_rate=48000, config=config or {})
     for i in range(excerpts):
         dry, ref = _excerpt_files(guitar, Path(material) / f"e{exp.pk}", i, seconds)
-        services.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
-    ckpt = services.add_checkpoint(experiment=exp, name=Path(checkpoint).name, file=checkpoint)
-    services.add_model_condition(
+        uploads.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
+    ckpt = uploads.add_checkpoint(experiment=exp, name=Path(checkpoint).name, file=checkpoint)
+    experiments.add_model_condition(
         experiment=exp, checkpoint=ckpt, label="Model 1", knobs={k: 0.5 for k in ckpt.knob_names}
     )
     if render:
-        services.start_render(experiment=exp)
+        rendering.start_render(experiment=exp)
     return {"experiment": exp.pk, "public_token": exp.public_token}
 
 
 def render(*, experiment: int) -> dict[str, Any]:
-    from webmushra import services
     from webmushra.models import Experiment
+    from webmushra.services import rendering
 
-    jobs = services.start_render(experiment=Experiment.objects.get(pk=experiment))
+    jobs = rendering.start_render(experiment=Experiment.objects.get(pk=experiment))
     return {"jobs": [j.pk for j in jobs]}
 
 
 def open_(*, experiment: int) -> dict[str, Any]:
-    from webmushra import services
     from webmushra.models import Experiment
+    from webmushra.services import experiments
 
-    exp = services.open_experiment(experiment=Experiment.objects.get(pk=experiment))
+    exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=experiment))
     return {"status": exp.status, "public_token": exp.public_token}
 
 
 def retry(*, job: int) -> dict[str, Any]:
-    from webmushra import services
     from webmushra.models import RenderJob
+    from webmushra.services import rendering
 
-    job_row = services.retry_job(job=RenderJob.objects.get(pk=job))
+    job_row = rendering.retry_job(job=RenderJob.objects.get(pk=job))
     return {"status": job_row.status}
 
 

@@ -3,13 +3,13 @@
 Every ``Case`` writes its file(s) into a temporary folder with ``make`` (nothing binary is
 kept in the repository) and names the service that receives it (``kind``):
 
-* ``excerpt_dry`` / ``excerpt_reference``: ``services.add_excerpt`` with the hostile file
+* ``excerpt_dry`` / ``excerpt_reference``: ``uploads.add_excerpt`` with the hostile file
   as the dry input / the device recording; ``pair`` makes the other file (a good one when
   ``None``).
-* ``checkpoint``: ``services.add_checkpoint``.
-* ``checkpoint_config``: ``services.add_checkpoint`` with the hostile file as the config
+* ``checkpoint``: ``uploads.add_checkpoint``.
+* ``checkpoint_config``: ``uploads.add_checkpoint`` with the hostile file as the config
   and ``pair`` making the weights.
-* ``prerendered``: ``services.add_prerendered_audio`` for a good excerpt.
+* ``prerendered``: ``uploads.add_prerendered_audio`` for a good excerpt.
 * ``webmushra_yaml``: ``interop.import_directory`` on the config file ``make`` returns.
 
 ``expect`` is a regular expression the refusal message must match. Payload cases write a

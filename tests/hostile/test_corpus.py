@@ -16,8 +16,9 @@ from django.urls import reverse
 
 from tests.hostile import corpus
 from tests.hostile.corpus import CASES, Case
-from webmushra import interop, services
+from webmushra import errors, interop
 from webmushra.models import Checkpoint, Condition, Excerpt, Experiment, PrerenderedAudio, RenderJob
+from webmushra.services import accounts, experiments, uploads
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 
@@ -75,16 +76,16 @@ def _fast_passwords(settings):
 
 @pytest.fixture
 def experiment(researcher):
-    return services.create_experiment(owner=researcher, title="Hostile uploads", sample_rate=48000)
+    return experiments.create_experiment(owner=researcher, title="Hostile uploads", sample_rate=48000)
 
 
 def _prerendered_target(experiment, folder: Path):
     good = folder / "good"
     good.mkdir()
-    excerpt = services.add_excerpt(
+    excerpt = uploads.add_excerpt(
         experiment=experiment, name="x", dry=corpus.good_dry(good), reference=corpus.good_reference(good)
     )
-    condition = services.add_prerendered_condition(experiment=experiment, label="C1")
+    condition = experiments.add_prerendered_condition(experiment=experiment, label="C1")
     return excerpt, condition
 
 
@@ -104,16 +105,16 @@ def send(case: Case, hostile: Path, other: Path | None, experiment, owner, targe
     """Hand the case's files to its service, under a memory cap."""
     with bounded_memory():
         if case.kind == "excerpt_dry":
-            services.add_excerpt(experiment=experiment, name="x", dry=hostile, reference=other)
+            uploads.add_excerpt(experiment=experiment, name="x", dry=hostile, reference=other)
         elif case.kind == "excerpt_reference":
-            services.add_excerpt(experiment=experiment, name="x", dry=other, reference=hostile)
+            uploads.add_excerpt(experiment=experiment, name="x", dry=other, reference=hostile)
         elif case.kind == "checkpoint":
-            services.add_checkpoint(experiment=experiment, name="m", file=hostile)
+            uploads.add_checkpoint(experiment=experiment, name="m", file=hostile)
         elif case.kind == "checkpoint_config":
-            services.add_checkpoint(experiment=experiment, name="m", file=other, config=hostile)
+            uploads.add_checkpoint(experiment=experiment, name="m", file=other, config=hostile)
         elif case.kind == "prerendered":
             excerpt, condition = target
-            services.add_prerendered_audio(condition=condition, excerpt=excerpt, audio=hostile)
+            uploads.add_prerendered_audio(condition=condition, excerpt=excerpt, audio=hostile)
         elif case.kind == "webmushra_yaml":
             interop.import_directory(owner=owner, config_path=hostile)
         else:
@@ -139,7 +140,7 @@ def test_the_good_material_the_corpus_mutates_is_accepted(experiment, researcher
     """Each refusal below is caused by the hostile change, not by a broken base file."""
     import json
 
-    excerpt = services.add_excerpt(
+    excerpt = uploads.add_excerpt(
         experiment=experiment, name="x", dry=corpus.good_dry(tmp_path), reference=corpus.good_reference(tmp_path)
     )
     assert (excerpt.sample_rate, excerpt.frames) == (corpus.GOOD_RATE, int(corpus.GOOD_SECONDS * corpus.GOOD_RATE))
@@ -155,11 +156,10 @@ def test_the_good_material_the_corpus_mutates_is_accepted(experiment, researcher
     config = tmp_path / "model_config.json"
     config.write_text(json.dumps(corpus.NATIVE_CONFIG))
     formats = [
-        services.add_checkpoint(experiment=experiment, name=p.stem, file=p).format
-        for p in (cam, nam, native, lightning)
+        uploads.add_checkpoint(experiment=experiment, name=p.stem, file=p).format for p in (cam, nam, native, lightning)
     ]
     assert formats == ["coreaudioml", "nam", "native", "lightning"]
-    assert services.add_checkpoint(experiment=experiment, name="bare", file=bare, config=config).format == "native"
+    assert uploads.add_checkpoint(experiment=experiment, name="bare", file=bare, config=config).format == "native"
     site = tmp_path / "yaml"
     site.mkdir()
     good_yaml = corpus._yaml(corpus.MUSHRA_PAGE.format(stimulus="configs/resources/audio/c1.wav"))(site)
@@ -177,7 +177,7 @@ def test_a_hostile_upload_is_refused_and_leaves_nothing(case: Case, experiment, 
     hostile, other = make_files(case, tmp_path)
     try:
         send(case, hostile, other, experiment, researcher, target)
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         check_message(case, str(exc), hostile)
     except BaseException as exc:  # an unclear crash is a failure of the case, reported as such
         if isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
@@ -277,7 +277,7 @@ def test_the_api_answers_400_with_the_message(name: str, client, experiment, res
     case = BY_NAME[name]
     if case.max_upload_mb is not None:
         settings.MAX_UPLOAD_MB = case.max_upload_mb
-    token = services.api_token_for(user=researcher)
+    token = accounts.api_token_for(user=researcher)
     hostile, fields = _upload_fields(case, tmp_path)
     kind = "excerpts" if case.kind.startswith("excerpt") else "checkpoints"
     rows, files = row_counts(), media_files(settings.MEDIA_ROOT)
@@ -330,7 +330,7 @@ def test_a_checkpoint_message_names_the_file_once(experiment, researcher, tmp_pa
         folder = tmp_path / name
         folder.mkdir()
         hostile, other = make_files(BY_NAME[name], folder)
-        with pytest.raises(services.ServiceError) as err:
+        with pytest.raises(errors.ServiceError) as err:
             send(BY_NAME[name], hostile, other, experiment, researcher)
         if str(err.value).startswith(f"{hostile.name}: {hostile.name}:"):
             repeated.append(str(err.value)[:120])

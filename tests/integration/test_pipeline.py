@@ -20,7 +20,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import wait_for
-from webmushra import services
 from webmushra.models import (
     ConditionKind,
     Experiment,
@@ -30,6 +29,7 @@ from webmushra.models import (
     Stimulus,
     TrialResponse,
 )
+from webmushra.services import experiments, rendering, sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -39,7 +39,7 @@ def broker_kind() -> str:
 
 
 def render_with_worker(exp, start_worker, timeout=240) -> Experiment:
-    services.start_render(experiment=exp)
+    rendering.start_render(experiment=exp)
     worker = start_worker()
 
     def ready():
@@ -85,7 +85,7 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
     assert all(j.status == "done" and j.attempts == 1 for j in RenderJob.objects.filter(experiment=exp))
 
     # A participant rates every trial over HTTP.
-    services.open_experiment(experiment=exp)
+    experiments.open_experiment(experiment=exp)
     r = client.post(
         reverse("participant:landing", args=[exp.public_token]) + "?PROLIFIC_PID=abc123&STUDY_ID=s1&SESSION_ID=x9"
     )
@@ -111,7 +111,7 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
         r2 = client.post(url, json.dumps(body), content_type="application/json")
         assert r2.status_code == 200 and r2.json()["replayed"] is True
         if not entry["training"]:
-            for key, cid in services.signal_keys(entry).items():
+            for key, cid in sessions.signal_keys(entry).items():
                 sent[(entry["trial"], cid)] = ratings[key]
     stored = {(r.trial_id, r.condition_id): r.score for r in Rating.objects.filter(participant=participant)}
     assert stored == sent
@@ -133,7 +133,7 @@ def test_job_is_never_sent_before_its_row_is_committed(build_experiment, broker_
     exp = build_experiment(n_excerpts=1, seconds=1.0)
     assert broker_is_empty("render") == 0
     with transaction.atomic():
-        jobs = services.start_render(experiment=exp)
+        jobs = rendering.start_render(experiment=exp)
         assert len(jobs) == 1
         # Inside the transaction the row is not committed: nothing may be on the broker yet.
         assert broker_is_empty("render") == 0
@@ -142,9 +142,9 @@ def test_job_is_never_sent_before_its_row_is_committed(build_experiment, broker_
 
 def test_a_job_can_be_claimed_once(build_experiment):
     exp = build_experiment(n_excerpts=1, seconds=1.0)
-    job = services.start_render(experiment=exp)[0]
-    first = services.claim_job(job_id=job.pk, worker="a")
-    second = services.claim_job(job_id=job.pk, worker="b")
+    job = rendering.start_render(experiment=exp)[0]
+    first = rendering.claim_job(job_id=job.pk, worker="a")
+    second = rendering.claim_job(job_id=job.pk, worker="b")
     assert first is not None and second is None
     job.refresh_from_db()
     assert job.status == "running" and job.worker == "a" and job.attempts == 1
@@ -152,7 +152,7 @@ def test_a_job_can_be_claimed_once(build_experiment):
 
 def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experiment, start_worker, settings):
     exp = build_experiment(n_excerpts=1, seconds=5.0)
-    services.start_render(experiment=exp)
+    rendering.start_render(experiment=exp)
     job = RenderJob.objects.get(experiment=exp, kind="model")
     worker = start_worker()
     wait_for(
@@ -167,7 +167,7 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
     assert not Stimulus.objects.filter(experiment=exp).exists()
 
     # Not yet stale: the reaper leaves it alone.
-    assert services.reap_stale_jobs()["requeued"] == 0
+    assert rendering.reap_stale_jobs()["requeued"] == 0
     # Once the heartbeat is older than RENDER_STALE_SECONDS the reaper requeues it.
     from django.core.management import call_command
 
@@ -197,14 +197,14 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
 
 def test_reaper_gives_up_after_the_attempts_cap(build_experiment, settings):
     exp = build_experiment(n_excerpts=1, seconds=1.0)
-    job = services.start_render(experiment=exp)[0]
+    job = rendering.start_render(experiment=exp)[0]
     RenderJob.objects.filter(pk=job.pk).update(
         status="running",
         attempts=settings.RENDER_MAX_ATTEMPTS,
         heartbeat=timezone.now() - timedelta(hours=1),
         worker="w1",
     )
-    counts = services.reap_stale_jobs()
+    counts = rendering.reap_stale_jobs()
     job.refresh_from_db()
     assert counts["failed"] == 1 and job.status == "failed"
     assert f"{settings.RENDER_MAX_ATTEMPTS} times" in job.error

@@ -29,8 +29,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from webmushra import services
 from webmushra.models import Participant, StimulusToken, TrialResponse, new_token
+from webmushra.services import experiments, sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -123,8 +123,8 @@ def session_client(p: Participant) -> Client:
 @pytest.fixture
 def people(participant_at_trials, researcher, django_user_model):
     exp, a = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False})
-    b = services.set_level(
-        participant=services.give_consent(participant=services.start_participant(experiment=exp), agreed=True),
+    b = sessions.set_level(
+        participant=sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True),
         gain_db=0.0,
     )
     exp2, c = participant_at_trials(n_excerpts=1, seconds=1.0, config={"training": False})
@@ -179,7 +179,7 @@ def test_pages_name_only_their_own_stimulus_tokens(client, people):
         )
     )
     named = {_TOKEN.search(s["url"]).group(1) for s in data["signals"]}
-    trial = services.next_plan_index(a)
+    trial = sessions.next_plan_index(a)
     excerpt_tokens = set(
         StimulusToken.objects.filter(participant=a, stimulus__excerpt__trials__pk=a.plan[trial]["trial"]).values_list(
             "token", flat=True
@@ -207,7 +207,7 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
     """B's browser cannot redirect a save to B, nor reach A's rows through B's own URLs."""
     a, b = people["a"], people["b"]
     entry = a.plan[0]
-    ratings = {k: 50 for k in services.signal_keys(entry)}
+    ratings = {k: 50 for k in sessions.signal_keys(entry)}
     ratings[next(iter(ratings))] = 100
     body = json.dumps({"idempotency_key": entry["key"], "ratings": ratings})
     browser_b = session_client(b)
@@ -215,7 +215,7 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
     mine = browser_b.post(
         reverse("participant:trial", args=[b.token, 1]),
         data=json.dumps(
-            {"idempotency_key": b.plan[0]["key"], "ratings": {k: 100 for k in services.signal_keys(b.plan[0])}}
+            {"idempotency_key": b.plan[0]["key"], "ratings": {k: 100 for k in sessions.signal_keys(b.plan[0])}}
         ),
         content_type="application/json",
     )
@@ -236,13 +236,13 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
 def test_closing_stops_sessions_and_ratings_but_issued_stimuli_still_play(client, people):
     a, exp = people["a"], people["exp"]
     stim = StimulusToken.objects.filter(participant=a).first().token
-    services.close_experiment(experiment=exp)
+    experiments.close_experiment(experiment=exp)
     assert client.post(reverse("participant:landing", args=[exp.public_token])).status_code == 410
     entry = a.plan[0]
     saved = client.post(
         reverse("participant:trial", args=[a.token, 1]),
         content_type="application/json",
-        data=json.dumps({"idempotency_key": entry["key"], "ratings": {k: 100 for k in services.signal_keys(entry)}}),
+        data=json.dumps({"idempotency_key": entry["key"], "ratings": {k: 100 for k in sessions.signal_keys(entry)}}),
     )
     assert saved.status_code == 409 and "closed" in saved.json()["error"]
     assert not TrialResponse.objects.filter(participant=a).exists()

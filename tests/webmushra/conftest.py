@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from webmushra import jobs, services
+from webmushra import jobs
 from webmushra.models import RenderJob
+from webmushra.services import experiments, rendering, sessions
 
 
 def render_inline(exp) -> None:
     """Run the render jobs in this process (the worker path is covered by tests/integration)."""
-    services.start_render(experiment=exp)
+    rendering.start_render(experiment=exp)
     for kind in ("model", "item"):
         for job in RenderJob.objects.filter(experiment=exp, kind=kind):
             assert jobs.run_job(job.pk) == "done", RenderJob.objects.get(pk=job.pk).error
@@ -29,7 +30,7 @@ def rendered_experiment(db, build_experiment):
 def open_experiment(rendered_experiment):
     def make(**kw):
         exp = rendered_experiment(**kw)
-        return services.open_experiment(experiment=exp)
+        return experiments.open_experiment(experiment=exp)
 
     return make
 
@@ -40,9 +41,9 @@ def participant_at_trials(open_experiment):
 
     def make(**kw):
         exp = open_experiment(**kw)
-        p = services.start_participant(experiment=exp)
-        p = services.give_consent(participant=p, agreed=True)
-        p = services.set_level(participant=p, gain_db=0.0)
+        p = sessions.start_participant(experiment=exp)
+        p = sessions.give_consent(participant=p, agreed=True)
+        p = sessions.set_level(participant=p, gain_db=0.0)
         return exp, p
 
     return make

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from webmushra import services
+from webmushra.services import experiments
 
 pytestmark = pytest.mark.django_db
 
 
 def test_researcher_pages_by_role(client, django_user_model, researcher):
-    exp = services.create_experiment(owner=researcher, title="Mine")
+    exp = experiments.create_experiment(owner=researcher, title="Mine")
     other = django_user_model.objects.create_user("other", password="another-password-2")
     staff = django_user_model.objects.create_user("staff", password="staff-password-3", is_staff=True)
     urls = [

@@ -10,8 +10,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 
-from webmushra import services
 from webmushra.models import RenderJob, Report, Stimulus
+from webmushra.services import accounts
 
 pytestmark = pytest.mark.django_db
 
@@ -214,4 +214,4 @@ def test_api_token_of_another_user_reaches_only_their_experiments(world):
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world['other']).key}")
     assert api.get(f"/api/experiments/{world['exp'].pk}/ratings/").status_code == 404
-    assert services.api_token_for(user=world["other"]) == Token.objects.get(user=world["other"]).key
+    assert accounts.api_token_for(user=world["other"]) == Token.objects.get(user=world["other"]).key

@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from tests.paths import fixture_path
-from webmushra import services
 from webmushra.models import Checkpoint, Excerpt, Experiment, Report
+from webmushra.services import accounts, experiments, reports, uploads
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def api(researcher):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_for(user=researcher)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {accounts.api_token_for(user=researcher)}")
     return client
 
 
@@ -87,7 +87,7 @@ def test_build_render_and_read_through_the_api(api, excerpt_files, researcher):
 
 
 def test_upload_errors_name_the_file_and_leave_nothing(api, researcher, tmp_path, settings, excerpt_files):
-    exp = services.create_experiment(owner=researcher, title="E")
+    exp = experiments.create_experiment(owner=researcher, title="E")
     bad = tmp_path / "weights.json"
     bad.write_text("{not json")
     r = api.post(f"/api/experiments/{exp.pk}/checkpoints/", {"file": upload(bad)}, format="multipart")
@@ -107,9 +107,9 @@ def test_upload_errors_name_the_file_and_leave_nothing(api, researcher, tmp_path
 
 
 def test_condition_and_settings_errors(api, researcher):
-    exp = services.create_experiment(owner=researcher, title="E")
-    other = services.create_experiment(owner=researcher, title="Other")
-    ckpt = services.add_checkpoint(experiment=other, name="x", file=fixture_path("models", "nam", "lstm_h3.nam"))
+    exp = experiments.create_experiment(owner=researcher, title="E")
+    other = experiments.create_experiment(owner=researcher, title="Other")
+    ckpt = uploads.add_checkpoint(experiment=other, name="x", file=fixture_path("models", "nam", "lstm_h3.nam"))
     r = api.post(f"/api/experiments/{exp.pk}/conditions/", {"checkpoint": ckpt.pk, "label": "x"}, format="json")
     assert r.status_code == 400 and r.json()["error"] == f"checkpoint: {ckpt.pk} is not a checkpoint of this experiment"
     r = api.post(f"/api/experiments/{exp.pk}/conditions/", {"label": "x"}, format="json")
@@ -132,7 +132,7 @@ def test_condition_and_settings_errors(api, researcher):
 
 def test_others_experiments_are_404_and_no_token_is_401(api, django_user_model):
     stranger = django_user_model.objects.create_user("stranger", password="pw-stranger-123")
-    theirs = services.create_experiment(owner=stranger, title="Theirs")
+    theirs = experiments.create_experiment(owner=stranger, title="Theirs")
     assert api.get(f"/api/experiments/{theirs.pk}/").status_code == 404
     assert api.post(f"/api/experiments/{theirs.pk}/render/").status_code == 404
     assert all(e["id"] != theirs.pk for e in api.get("/api/experiments/").json())
@@ -165,7 +165,7 @@ def test_report_endpoint(api, participant_at_trials, monkeypatch, django_capture
     assert r.status_code == 202 and r.json()["status"] == "queued" and r.json()["download_url"] is None
     assert len(callbacks) == 1
     report = Report.objects.get()
-    services.build_report(report_id=report.pk)
+    reports.build_report(report_id=report.pk)
     body = api.get(f"/api/experiments/{exp.pk}/report/").json()
     assert body["status"] == "done" and body["download_url"].endswith(f"/report/{report.pk}/download/")
     r = api.get(f"/api/experiments/{exp.pk}/report/{report.pk}/download/")

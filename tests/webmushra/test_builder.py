@@ -15,8 +15,9 @@ from django.urls import reverse
 
 from tests.paths import fixture_path
 from tests.webmushra.conftest import render_inline
-from webmushra import services
+from webmushra import messaging, selectors
 from webmushra.models import MAX_SIGNALS_PER_TRIAL, Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
+from webmushra.services import experiments, reports, sessions, uploads
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def logged_in(client, researcher):
 
 @pytest.fixture
 def exp(researcher):
-    return services.create_experiment(owner=researcher, title="Builder")
+    return experiments.create_experiment(owner=researcher, title="Builder")
 
 
 def upload(path, name=None):
@@ -119,7 +120,7 @@ def test_unequal_numbers_of_files_are_refused(logged_in, exp, excerpt_files):
 
 def test_remove_excerpt_deletes_row_and_files(logged_in, exp, excerpt_files, settings):
     d, r_ = excerpt_files(seconds=1.0)
-    x = services.add_excerpt(experiment=exp, name="x", dry=d, reference=r_)
+    x = uploads.add_excerpt(experiment=exp, name="x", dry=d, reference=r_)
     logged_in.post(reverse("researcher:excerpt_delete", args=[exp.pk, x.pk]))
     assert Excerpt.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
 
@@ -149,7 +150,7 @@ def test_a_refused_checkpoint_says_why_and_leaves_nothing(logged_in, exp, tmp_pa
 
 
 def test_conditions_with_knobs_and_their_errors(logged_in, exp):
-    ckpt = services.add_checkpoint(
+    ckpt = uploads.add_checkpoint(
         experiment=exp, name="ts9", file=fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     )
     knob = ckpt.knob_names[0]
@@ -178,12 +179,12 @@ def test_the_hidden_reference_cannot_be_removed_but_a_model_can(logged_in, exp):
 
 def test_more_than_twelve_signals_offers_a_blocked_design(logged_in, exp, excerpt_files):
     dry, ref = excerpt_files(seconds=1.0)
-    services.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref)
-    ckpt = services.add_checkpoint(
+    uploads.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref)
+    ckpt = uploads.add_checkpoint(
         experiment=exp, name="ht1", file=fixture_path("models", "coreaudioml", "ht1_lstm32.json")
     )
     for i in range(MAX_SIGNALS_PER_TRIAL - 3):
-        services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
+        experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
     page = logged_in.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
     assert 'id="new-block"' in page and 'id="add-condition"' not in page
     r = logged_in.post(
@@ -198,9 +199,9 @@ def test_more_than_twelve_signals_offers_a_blocked_design(logged_in, exp, excerp
     assert list(block.excerpts.values_list("name", flat=True)) == ["x"]
     copy = block.checkpoints.get()
     assert copy.sha256 == ckpt.sha256 and copy.file.path != ckpt.file.path
-    services.add_model_condition(experiment=block, checkpoint=copy, label="M99")
+    experiments.add_model_condition(experiment=block, checkpoint=copy, label="M99")
     exp.refresh_from_db()
-    assert exp.config["block"] == 1 and [e.pk for e in services.block_group(block)] == [exp.pk, block.pk]
+    assert exp.config["block"] == 1 and [e.pk for e in selectors.block_group(block)] == [exp.pk, block.pk]
 
 
 # ----------------------------------------------------------------------------- settings
@@ -303,14 +304,12 @@ def test_start_render_from_the_page_and_retry_a_failed_job(
 ):
     exp = build_experiment(n_excerpts=1, seconds=1.0)
     sent = []
-    from modelrunner import tasks
-
-    monkeypatch.setattr(tasks.render_job, "delay", lambda job_id: sent.append(job_id))
+    monkeypatch.setattr(messaging, "publish", lambda name, job_id: sent.append((name, job_id)))
     with django_capture_on_commit_callbacks(execute=True):
         r = logged_in.post(reverse("researcher:render", args=[exp.pk]), follow=True)
     assert "Rendering started." in texts(r)
     job = RenderJob.objects.get(kind="model")
-    assert sent == [job.pk]
+    assert sent == [(messaging.RENDER_JOB, job.pk)]
     progress = logged_in.get(reverse("researcher:progress", args=[exp.pk])).json()
     assert progress["status"] == "rendering" and progress["counts"]["queued"] == 1
     RenderJob.objects.filter(pk=job.pk).update(status="failed", error="the model produced NaN")
@@ -319,7 +318,7 @@ def test_start_render_from_the_page_and_retry_a_failed_job(
     with django_capture_on_commit_callbacks(execute=True):
         logged_in.post(reverse("researcher:retry", args=[exp.pk, job.pk]))
     job.refresh_from_db()
-    assert job.status == "queued" and job.error == "" and sent == [job.pk, job.pk]
+    assert job.status == "queued" and job.error == "" and sent == [(messaging.RENDER_JOB, job.pk)] * 2
     r = logged_in.post(reverse("researcher:retry", args=[exp.pk, job.pk]), follow=True)
     assert any("only a failed job can be retried" in m for m in texts(r))
 
@@ -333,13 +332,13 @@ def rate_all(participant, score_of=lambda kind: 80):
     p = participant
     while True:
         p.refresh_from_db()
-        i = services.next_plan_index(p)
+        i = sessions.next_plan_index(p)
         if i is None:
             return p
         entry = p.plan[i]
         kinds = dict(C.objects.filter(pk__in=entry["conditions"]).values_list("pk", "kind"))
-        keys = services.signal_keys(entry)
-        services.submit_trial(
+        keys = sessions.signal_keys(entry)
+        sessions.submit_trial(
             participant=p,
             index=i,
             idempotency_key=f"key-{p.pk}-{i}-abcdef",
@@ -355,9 +354,9 @@ def test_publish_shows_prolific_url_monitor_and_close(logged_in, participant_at_
     monitor = logged_in.get(reverse("researcher:monitor", args=[exp.pk]))
     assert monitor.context["screening"] is None and "Screening available once ratings exist" in monitor.content.decode()
     rate_all(p, lambda kind: 20 if kind == "hidden_reference" else 50)
-    good = services.start_participant(experiment=exp)
-    good = services.give_consent(participant=good, agreed=True)
-    good = services.set_level(participant=good, gain_db=0.0)
+    good = sessions.start_participant(experiment=exp)
+    good = sessions.give_consent(participant=good, agreed=True)
+    good = sessions.set_level(participant=good, gain_db=0.0)
     rate_all(good, lambda kind: 100 if kind == "hidden_reference" else 40)
     data = logged_in.get(reverse("researcher:monitor_json", args=[exp.pk])).json()
     assert data["summary"]["started"] == 2
@@ -399,7 +398,7 @@ def test_downloads_and_report_bundle(logged_in, participant_at_trials, monkeypat
     monkeypatch.setitem(sys.modules, "evaluation.report", types.SimpleNamespace(build_report=fake_build))
     from webmushra import tasks
 
-    monkeypatch.setattr(tasks.build_report, "delay", lambda report_id: tasks.build_report(report_id))
+    monkeypatch.setattr(messaging, "publish", lambda name, report_id: tasks.build_report(report_id))
     with django_capture_on_commit_callbacks(execute=True):
         logged_in.post(reverse("researcher:reports", args=[exp.pk]))
     report = Report.objects.get()
@@ -420,11 +419,11 @@ def test_a_failing_report_build_shows_its_error(participant_at_trials, monkeypat
         raise ValueError("no model conditions to compare")
 
     monkeypatch.setitem(sys.modules, "evaluation.report", types.SimpleNamespace(build_report=broken))
-    report = services.request_report(experiment=exp)
-    assert services.build_report(report_id=report.pk) == "failed"
+    report = reports.request_report(experiment=exp)
+    assert reports.build_report(report_id=report.pk) == "failed"
     report.refresh_from_db()
     assert report.status == "failed" and "no model conditions to compare" in report.error
-    assert services.build_report(report_id=report.pk) == "skipped"
+    assert reports.build_report(report_id=report.pk) == "skipped"
 
 
 # ----------------------------------------------------------------------------- accounts
@@ -461,13 +460,13 @@ def test_the_real_report_bundle_is_built(participant_at_trials):
     fast = {"bootstrap_resamples": 200, "permutation_resamples": 500, "correlation_resamples": 200}
     exp, p = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False, "analysis": fast})
     rate_all(p, lambda kind: {"hidden_reference": 100, "anchor35": 10, "anchor70": 40}.get(kind, 70))
-    q = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
+    q = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
     rate_all(
-        services.set_level(participant=q, gain_db=0.0),
+        sessions.set_level(participant=q, gain_db=0.0),
         lambda kind: {"hidden_reference": 95, "anchor35": 20, "anchor70": 50}.get(kind, 60),
     )
-    report = services.request_report(experiment=exp)
-    assert services.build_report(report_id=report.pk) == "done", Report.objects.get(pk=report.pk).error
+    report = reports.request_report(experiment=exp)
+    assert reports.build_report(report_id=report.pk) == "done", Report.objects.get(pk=report.pk).error
     report.refresh_from_db()
     names = zipfile.ZipFile(settings_media(report.file)).namelist()
     assert report.summary["files"] == sorted(names) and any(n.endswith(".html") for n in names)

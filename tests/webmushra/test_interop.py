@@ -13,8 +13,9 @@ from django.urls import reverse
 from tests.paths import fixture_path
 from tests.webmushra.conftest import render_inline
 from tests.webmushra.test_builder import rate_all
-from webmushra import interop, services
+from webmushra import errors, interop
 from webmushra.models import Condition, Experiment, PrerenderedAudio
+from webmushra.services import experiments, rendering, sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -33,15 +34,15 @@ def run_one_participant(exp):
     """Render (in process), publish, and let one participant rate every trial and answer the questionnaire."""
     render_inline(exp)
     assert exp.status == "ready"
-    exp = services.open_experiment(experiment=exp)
-    p = services.start_participant(experiment=exp)
-    p = services.give_consent(participant=p, agreed=True)
+    exp = experiments.open_experiment(experiment=exp)
+    p = sessions.start_participant(experiment=exp)
+    p = sessions.give_consent(participant=p, agreed=True)
     if p.stage == "level":
-        p = services.set_level(participant=p, gain_db=0.0)
+        p = sessions.set_level(participant=p, gain_db=0.0)
     p = rate_all(p, lambda kind: 100 if kind == "hidden_reference" else 60)
     if p.stage == "questionnaire":
         answers = {q["name"]: (q["options"][0] if q["options"] else "30") for q in exp.config["questionnaire"]}
-        p = services.submit_questionnaire(participant=p, answers=answers)
+        p = sessions.submit_questionnaire(participant=p, answers=answers)
     assert p.stage == "completed"
     return exp, p
 
@@ -135,7 +136,7 @@ def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, 
     config.parent.mkdir()
     config.write_text(text)
     with pytest.raises(
-        services.ServiceError, match="configs/resources/audio/missing_take.wav .page 'trial2'. was not found"
+        errors.ServiceError, match="configs/resources/audio/missing_take.wav .page 'trial2'. was not found"
     ):
         interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
     assert Experiment.objects.count() == 0 and Condition.objects.count() == 0
@@ -143,11 +144,11 @@ def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, 
 
 
 def test_bad_yaml_is_refused_with_its_line(researcher):
-    with pytest.raises(services.ServiceError, match=r"broken.yaml: not valid YAML \(line 2\)"):
+    with pytest.raises(errors.ServiceError, match=r"broken.yaml: not valid YAML \(line 2\)"):
         interop.import_config(
             owner=researcher, text="pages:\n  - [unclosed", resolve=lambda p: None, source="broken.yaml"
         )
-    with pytest.raises(services.ServiceError, match="no 'pages' list"):
+    with pytest.raises(errors.ServiceError, match="no 'pages' list"):
         interop.import_config(owner=researcher, text="testname: x", resolve=lambda p: None)
 
 
@@ -236,7 +237,7 @@ def test_imported_config_renders_on_a_real_worker(researcher, start_worker):
     (exp,) = interop.import_directory(
         owner=researcher, config_path=fixture_path(*CONFIGS, "mushra_nowav.yaml")
     ).experiments
-    services.start_render(experiment=exp)
+    rendering.start_render(experiment=exp)
     start_worker()
 
     def ready():
@@ -247,8 +248,8 @@ def test_imported_config_renders_on_a_real_worker(researcher, start_worker):
 
     wait_for(ready, timeout=120, what="the imported experiment to render")
     assert exp.stimuli.count() == 4
-    exp = services.open_experiment(experiment=exp)
-    p = services.start_participant(experiment=exp)
-    p = services.give_consent(participant=p, agreed=True)
+    exp = experiments.open_experiment(experiment=exp)
+    p = sessions.start_participant(experiment=exp)
+    p = sessions.give_consent(participant=p, agreed=True)
     p = rate_all(p, lambda kind: 100 if kind == "hidden_reference" else 50)
     assert p.ratings.count() == 4 and p.stage == "completed"

@@ -6,8 +6,9 @@ import pytest
 
 from tests.paths import REPO
 from tests.webmushra.conftest import render_inline
-from webmushra import services
+from webmushra import errors
 from webmushra.models import ConditionKind, Stimulus
+from webmushra.services import experiments, uploads
 
 pytestmark = pytest.mark.django_db
 
@@ -16,19 +17,19 @@ PAPERS = REPO / "demo" / "papers" / "checkpoints"
 
 @pytest.mark.parametrize("with_context", [True, False])
 def test_sptmod_renders_with_lookback_or_zero_state_and_records_which(researcher, excerpt_files, with_context):
-    exp = services.create_experiment(owner=researcher, title="SPTMod", sample_rate=48000)
+    exp = experiments.create_experiment(owner=researcher, title="SPTMod", sample_rate=48000)
     dry, ref = excerpt_files(seconds=1.5, offset=1.0, name="x")
     kw = {}
     if with_context:
         lb_dry, lb_ref = excerpt_files(seconds=0.6, offset=0.4, name="context")
         kw = {"lookback_dry": lb_dry, "lookback_reference": lb_ref}
-    excerpt = services.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref, **kw)
+    excerpt = uploads.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref, **kw)
     assert bool(excerpt.lookback_dry_file) is with_context
-    ckpt = services.add_checkpoint(
+    ckpt = uploads.add_checkpoint(
         experiment=exp, name="sptmod", file=PAPERS / "sptmod.pt", config=PAPERS / "sptmod.json"
     )
     assert ckpt.architecture.lower().startswith("sptmod")
-    services.add_model_condition(experiment=exp, checkpoint=ckpt, label="SPTMod", knobs={"gain": 0.5})
+    experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label="SPTMod", knobs={"gain": 0.5})
     render_inline(exp)
     stim = Stimulus.objects.get(experiment=exp, condition__kind=ConditionKind.MODEL)
     state = stim.render_info["start_state"]
@@ -41,10 +42,10 @@ def test_sptmod_renders_with_lookback_or_zero_state_and_records_which(researcher
 
 
 def test_lookback_needs_both_files(researcher, excerpt_files):
-    exp = services.create_experiment(owner=researcher, title="x")
+    exp = experiments.create_experiment(owner=researcher, title="x")
     dry, ref = excerpt_files(seconds=1.0)
-    with pytest.raises(services.ServiceError, match="give both"):
-        services.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref, lookback_dry=dry)
+    with pytest.raises(errors.ServiceError, match="give both"):
+        uploads.add_excerpt(experiment=exp, name="x", dry=dry, reference=ref, lookback_dry=dry)
 
 
 def test_ordinary_models_record_a_zero_start_state(rendered_experiment):

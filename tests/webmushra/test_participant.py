@@ -7,8 +7,8 @@ import json
 import pytest
 from django.urls import reverse
 
-from webmushra import services
 from webmushra.models import Participant, Rating, StimulusToken, TrialResponse
+from webmushra.services import experiments, sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ def post(client, url, body):
 
 def good_body(p, index):
     entry = p.plan[index]
-    return {"idempotency_key": entry["key"], "ratings": {k: 50 for k in services.signal_keys(entry)}}
+    return {"idempotency_key": entry["key"], "ratings": {k: 50 for k in sessions.signal_keys(entry)}}
 
 
 def test_ratings_are_validated_and_nothing_is_stored_on_error(client, participant_at_trials):
@@ -65,15 +65,15 @@ def test_reload_resumes_at_the_first_unsaved_trial(client, participant_at_trials
 
 def test_ratings_after_close_are_refused(client, participant_at_trials):
     exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
-    services.close_experiment(experiment=exp)
+    experiments.close_experiment(experiment=exp)
     r = post(client, reverse("participant:trial", args=[p.token, 1]), good_body(p, 0))
     assert r.status_code == 409 and "closed" in r.json()["error"]
 
 
 def test_another_participants_trial_cannot_be_rated_with_my_keys(client, participant_at_trials):
     exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
-    other = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
-    other = services.set_level(participant=other, gain_db=0)
+    other = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
+    other = sessions.set_level(participant=other, gain_db=0)
     body = good_body(p, 0)  # p's idempotency key, posted to the other participant's URL
     r = post(client, reverse("participant:trial", args=[other.token, 1]), body)
     # Keys are per trial (a, b, ...) so the ratings themselves validate; the answer is stored for
@@ -136,7 +136,7 @@ def screening_experiment(open_experiment, **cfg):
     exp = open_experiment(n_excerpts=1, seconds=1.0)
     exp.config = {**exp.config, "headphone_check": {"enabled": True, "trials_per_test": 6, **cfg}}
     exp.save()
-    p = services.give_consent(participant=services.start_participant(experiment=exp), agreed=True)
+    p = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
     assert p.stage == "screening"
     return exp, p
 

@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from tests.paths import fixture_path
-from webmushra import services
+from webmushra import errors
 from webmushra.models import Checkpoint, Excerpt, RenderJob
+from webmushra.services import experiments, uploads
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +22,12 @@ def files_under(root) -> list:
 
 @pytest.fixture
 def exp(researcher):
-    return services.create_experiment(owner=researcher, title="Uploads")
+    return experiments.create_experiment(owner=researcher, title="Uploads")
 
 
 def test_a_good_excerpt_is_stored_with_its_facts(exp, excerpt_files):
     dry, ref = excerpt_files(seconds=1.5)
-    x = services.add_excerpt(experiment=exp, name="Riff", dry=dry, reference=ref)
+    x = uploads.add_excerpt(experiment=exp, name="Riff", dry=dry, reference=ref)
     assert (x.sample_rate, x.frames, x.channels) == (44100, int(1.5 * 44100), 1)
     data, sr = sf.read(x.reference_file.path, dtype="float32")
     assert sr == 44100 and data.shape == (x.frames,)
@@ -46,8 +47,8 @@ def test_an_upload_that_is_not_audio_is_refused_and_leaves_nothing(
     _, ref = excerpt_files(seconds=1.0)
     bad = tmp_path / "take1.wav"
     bad.write_bytes(content)
-    with pytest.raises(services.ServiceError) as err:
-        services.add_excerpt(experiment=exp, name="bad", dry=bad, reference=ref)
+    with pytest.raises(errors.ServiceError) as err:
+        uploads.add_excerpt(experiment=exp, name="bad", dry=bad, reference=ref)
     assert "take1.wav" in str(err.value) and message in str(err.value)
     assert Excerpt.objects.count() == 0 and RenderJob.objects.count() == 0
     assert files_under(settings.MEDIA_ROOT) == []
@@ -59,12 +60,12 @@ def test_nan_samples_and_mismatched_rates_are_refused(exp, tmp_path, excerpt_fil
     data = np.zeros(44100, dtype=np.float32)
     data[100] = np.nan
     sf.write(nan, data, 44100, subtype="FLOAT")
-    with pytest.raises(services.ServiceError, match="nan.wav: contains NaN"):
-        services.add_excerpt(experiment=exp, name="x", dry=dry, reference=nan)
+    with pytest.raises(errors.ServiceError, match="nan.wav: contains NaN"):
+        uploads.add_excerpt(experiment=exp, name="x", dry=dry, reference=nan)
     other = tmp_path / "other_rate.wav"
     sf.write(other, np.full(48000, 0.1, dtype=np.float32), 48000)
-    with pytest.raises(services.ServiceError, match="44100 Hz but other_rate.wav is at 48000 Hz"):
-        services.add_excerpt(experiment=exp, name="x", dry=dry, reference=other)
+    with pytest.raises(errors.ServiceError, match="44100 Hz but other_rate.wav is at 48000 Hz"):
+        uploads.add_excerpt(experiment=exp, name="x", dry=dry, reference=other)
     assert Excerpt.objects.count() == 0 and files_under(settings.MEDIA_ROOT) == []
 
 
@@ -74,14 +75,14 @@ def test_long_excerpts_and_small_length_differences_give_warnings(exp, tmp_path)
     dry = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     sf.write(tmp_path / "d.wav", dry, sr)
     sf.write(tmp_path / "r.wav", np.tanh(2 * dry[:-100]), sr)
-    x = services.add_excerpt(experiment=exp, name="long", dry=tmp_path / "d.wav", reference=tmp_path / "r.wav")
+    x = uploads.add_excerpt(experiment=exp, name="long", dry=tmp_path / "d.wav", reference=tmp_path / "r.wav")
     text = " ".join(x.warnings)
     assert "recommends excerpts of about 10 s" in text and "trimmed" in text
     assert x.frames == 13 * sr - 100
 
 
 def test_a_good_checkpoint_is_recognised(exp):
-    ckpt = services.add_checkpoint(
+    ckpt = uploads.add_checkpoint(
         experiment=exp, name="TS9", file=fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     )
     assert ckpt.format == "coreaudioml" and "LSTM" in ckpt.architecture
@@ -109,8 +110,8 @@ def test_a_checkpoint_that_is_not_a_checkpoint_is_refused_and_leaves_nothing(exp
         path.write_bytes(pickle.dumps(Payload()))
     else:
         path.write_text('{"hello": "world"}')
-    with pytest.raises(services.ServiceError) as err:
-        services.add_checkpoint(experiment=exp, name="bad", file=path)
+    with pytest.raises(errors.ServiceError) as err:
+        uploads.add_checkpoint(experiment=exp, name="bad", file=path)
     assert str(err.value).startswith(path.name + ":"), err.value
     assert not os.path.exists(marker), "the pickle payload ran"
     assert Checkpoint.objects.count() == 0 and RenderJob.objects.count() == 0
@@ -118,10 +119,10 @@ def test_a_checkpoint_that_is_not_a_checkpoint_is_refused_and_leaves_nothing(exp
 
 
 def test_the_twelve_signal_limit_is_enforced(exp):
-    ckpt = services.add_checkpoint(
+    ckpt = uploads.add_checkpoint(
         experiment=exp, name="m", file=fixture_path("models", "coreaudioml", "ht1_lstm32.json")
     )
     for i in range(9):  # 3 fixed conditions + 9 models = 12 signals
-        services.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
-    with pytest.raises(services.ServiceError, match="at most 12 signals"):
-        services.add_model_condition(experiment=exp, checkpoint=ckpt, label="M10")
+        experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
+    with pytest.raises(errors.ServiceError, match="at most 12 signals"):
+        experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label="M10")

@@ -17,9 +17,10 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import interop, selectors, services
-from ..models import Experiment, Report
-from ..views.researcher import report_file_response
+from .. import access, errors, interop, rules, selectors
+from ..http import report_file_response
+from ..models import Experiment
+from ..services import experiments, rendering, reports, uploads
 from . import serializers as s
 
 ERRORS = {
@@ -44,17 +45,14 @@ class ApiView(APIView):
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
 
     def handle_exception(self, exc):
-        if isinstance(exc, services.ConflictError):
+        if isinstance(exc, errors.ConflictError):
             return Response({"error": str(exc)}, status=status.HTTP_409_CONFLICT)
-        if isinstance(exc, services.ServiceError):
+        if isinstance(exc, errors.ServiceError):
             return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return super().handle_exception(exc)
 
     def experiment(self, pk: int) -> Experiment:
-        try:
-            return selectors.experiments_for(self.request.user).get(pk=pk)
-        except Experiment.DoesNotExist:
-            raise NotFound("no such experiment") from None
+        return access.experiment_for(self.request.user, pk)
 
     def bad(self, serializer) -> Response:
         field, errors = next(iter(serializer.errors.items()))
@@ -81,8 +79,8 @@ class ExperimentList(ApiView):
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
-        config = services.validate_config(d["config"] or {})
-        experiment = services.create_experiment(
+        config = rules.validate_config(d["config"] or {})
+        experiment = experiments.create_experiment(
             owner=request.user,
             title=d["title"],
             description=d["description"],
@@ -110,7 +108,7 @@ class ExperimentDetail(ApiView):
         form = s.ExperimentUpdateSerializer(data=request.data, partial=True)
         if not form.is_valid():
             return self.bad(form)
-        experiment = services.update_experiment_settings(experiment=experiment, **form.validated_data)
+        experiment = experiments.update_experiment_settings(experiment=experiment, **form.validated_data)
         return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data)
 
 
@@ -132,7 +130,7 @@ class ExcerptList(ApiView):
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
-        excerpt = services.add_excerpt(experiment=experiment, name=d["name"], dry=d["dry"], reference=d["reference"])
+        excerpt = uploads.add_excerpt(experiment=experiment, name=d["name"], dry=d["dry"], reference=d["reference"])
         return Response(s.ExcerptSerializer(excerpt).data, status=201)
 
 
@@ -154,7 +152,7 @@ class CheckpointList(ApiView):
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
-        ckpt = services.add_checkpoint(
+        ckpt = uploads.add_checkpoint(
             experiment=experiment, name=d["name"], file=d["file"], config=d["config"], sample_rate=d["sample_rate"]
         )
         return Response(s.CheckpointSerializer(ckpt).data, status=201)
@@ -180,8 +178,8 @@ class ConditionList(ApiView):
         d = form.validated_data
         checkpoint = experiment.checkpoints.filter(pk=d["checkpoint"]).first()
         if checkpoint is None:
-            raise services.ServiceError(f"checkpoint: {d['checkpoint']} is not a checkpoint of this experiment")
-        condition = services.add_model_condition(
+            raise errors.ServiceError(f"checkpoint: {d['checkpoint']} is not a checkpoint of this experiment")
+        condition = experiments.add_model_condition(
             experiment=experiment, checkpoint=checkpoint, label=d["label"], knobs=d["knobs"]
         )
         return Response(s.ConditionSerializer(condition).data, status=201)
@@ -195,7 +193,7 @@ class Render(ApiView):
     )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
-        services.start_render(experiment=experiment)
+        rendering.start_render(experiment=experiment)
         return Response(selectors.render_progress(Experiment.objects.get(pk=experiment.pk)), status=202)
 
 
@@ -204,14 +202,14 @@ class Open(ApiView):
         request=None, responses={200: s.ExperimentSerializer, **ERRORS}, summary="Publish: open the participant link"
     )
     def post(self, request, pk: int):
-        experiment = services.open_experiment(experiment=self.experiment(pk))
+        experiment = experiments.open_experiment(experiment=self.experiment(pk))
         return Response(s.ExperimentSerializer(experiment, context={"request": request}).data)
 
 
 class Close(ApiView):
     @extend_schema(request=None, responses={200: s.ExperimentSerializer, **ERRORS}, summary="Close: stop new sessions")
     def post(self, request, pk: int):
-        experiment = services.close_experiment(experiment=self.experiment(pk))
+        experiment = experiments.close_experiment(experiment=self.experiment(pk))
         return Response(s.ExperimentSerializer(experiment, context={"request": request}).data)
 
 
@@ -285,7 +283,7 @@ class ReportView(ApiView):
 
     @extend_schema(request=None, responses={202: s.ReportSerializer, **ERRORS}, summary="Build a report bundle")
     def post(self, request, pk: int):
-        report = services.request_report(experiment=self.experiment(pk), user=request.user)
+        report = reports.request_report(experiment=self.experiment(pk), user=request.user)
         return Response(s.ReportSerializer(report, context={"request": request}).data, status=202)
 
 
@@ -295,7 +293,4 @@ class ReportDownload(ApiView):
         summary="Download a finished report bundle (ZIP)",
     )
     def get(self, request, pk: int, report_id: int):
-        report = Report.objects.filter(experiment=self.experiment(pk), pk=report_id).first()
-        if report is None:
-            raise NotFound("no such report")
-        return report_file_response(report)
+        return report_file_response(access.report_for(self.experiment(pk), report_id))

@@ -8,15 +8,16 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from .. import forms, interop, services
-from ..models import MAX_SIGNALS_PER_TRIAL, ConditionKind
-from .researcher import experiment_for
+from .. import errors, forms, interop
+from ..access import experiment_for
+from ..models import MAX_SIGNALS_PER_TRIAL
+from ..services import experiments, uploads
 
 
 def _form_errors(request: HttpRequest, form) -> None:
-    for field, errors in form.errors.items():
+    for field, field_errors in form.errors.items():
         label = form.fields[field].label or field if field in form.fields else ""
-        for e in errors:
+        for e in field_errors:
             messages.error(request, f"{label}: {e}" if label and field != "__all__" else e)
 
 
@@ -33,12 +34,12 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            experiment = services.create_experiment(
+            experiment = experiments.create_experiment(
                 owner=request.user, title=d["title"], description=d["description"], sample_rate=d["sample_rate"]
             )
             if not (d["anchor35"] and d["anchor70"]):
-                services.set_anchors(experiment=experiment, anchor35=d["anchor35"], anchor70=d["anchor70"])
-        except services.ServiceError as exc:
+                experiments.set_anchors(experiment=experiment, anchor35=d["anchor35"], anchor70=d["anchor70"])
+        except errors.ServiceError as exc:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Created “{experiment.title}”. Next: upload excerpts and checkpoints.")
@@ -58,8 +59,8 @@ def upload_excerpts(request: HttpRequest, pk: int) -> HttpResponse:
     for name, dry, ref in form.pairs():
         # Each pair is stored on its own: a bad pair is reported and leaves nothing behind.
         try:
-            excerpt = services.add_excerpt(experiment=experiment, name=name, dry=dry, reference=ref)
-        except services.ServiceError as exc:
+            excerpt = uploads.add_excerpt(experiment=experiment, name=name, dry=dry, reference=ref)
+        except errors.ServiceError as exc:
             messages.error(request, f"Excerpt {name!r} not added — {exc}")
             continue
         added += 1
@@ -78,9 +79,9 @@ def delete_excerpt(request: HttpRequest, pk: int, excerpt_id: int) -> HttpRespon
     if excerpt is None:
         raise Http404("no such excerpt")
     try:
-        services.remove_excerpt(excerpt=excerpt)
+        experiments.remove_excerpt(excerpt=excerpt)
         messages.success(request, f"Removed excerpt {excerpt.name!r}.")
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return _back(pk, "excerpts")
 
@@ -95,14 +96,14 @@ def upload_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
         return _back(pk, "checkpoints")
     d = form.cleaned_data
     try:
-        ckpt = services.add_checkpoint(
+        ckpt = uploads.add_checkpoint(
             experiment=experiment,
             name=d["name"],
             file=d["file"],
             config=d.get("config"),
             sample_rate=d.get("sample_rate"),
         )
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, f"Checkpoint refused — {exc}")
     else:
         messages.success(
@@ -122,9 +123,9 @@ def delete_checkpoint(request: HttpRequest, pk: int, checkpoint_id: int) -> Http
     if ckpt is None:
         raise Http404("no such checkpoint")
     try:
-        services.remove_checkpoint(checkpoint=ckpt)
+        experiments.remove_checkpoint(checkpoint=ckpt)
         messages.success(request, f"Removed checkpoint {ckpt.name!r}.")
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return _back(pk, "checkpoints")
 
@@ -139,10 +140,10 @@ def add_condition(request: HttpRequest, pk: int) -> HttpResponse:
         return _back(pk, "conditions")
     d = form.cleaned_data
     try:
-        services.add_model_condition(
+        experiments.add_model_condition(
             experiment=experiment, checkpoint=d["checkpoint"], label=d["label"], knobs=d["knobs"]
         )
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Added condition {d['label']!r}.")
@@ -157,9 +158,9 @@ def delete_condition(request: HttpRequest, pk: int, condition_id: int) -> HttpRe
     if condition is None:
         raise Http404("no such condition")
     try:
-        services.remove_condition(condition=condition)
+        experiments.remove_condition(condition=condition)
         messages.success(request, f"Removed condition {condition.label!r}.")
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return _back(pk, "conditions")
 
@@ -171,13 +172,13 @@ def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
     form = forms.AnchorsForm(request.POST)
     form.is_valid()
     try:
-        services.set_anchors(
+        experiments.set_anchors(
             experiment=experiment,
             anchor35=form.cleaned_data.get("anchor35", False),
             anchor70=form.cleaned_data.get("anchor70", False),
         )
         messages.success(request, "Anchors updated.")
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return _back(pk, "conditions")
 
@@ -186,7 +187,7 @@ def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def split_blocks(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    block = services.split_into_blocks(experiment=experiment)
+    block = experiments.split_into_blocks(experiment=experiment)
     messages.success(
         request,
         f"Started {block.title}: add its model conditions here "
@@ -202,8 +203,8 @@ def experiment_settings(request: HttpRequest, pk: int) -> HttpResponse:
         form = forms.SettingsForm(request.POST)
         if form.is_valid():
             try:
-                services.update_experiment_settings(experiment=experiment, **form.service_arguments())
-            except services.ServiceError as exc:
+                experiments.update_experiment_settings(experiment=experiment, **form.service_arguments())
+            except errors.ServiceError as exc:
                 messages.error(request, str(exc))
             else:
                 messages.success(request, "Settings saved.")
@@ -228,7 +229,7 @@ def import_webmushra(request: HttpRequest) -> HttpResponse:
         except interop.ImportRefused as exc:
             report = exc.report
             messages.error(request, str(exc))
-        except services.ServiceError as exc:
+        except errors.ServiceError as exc:
             messages.error(request, str(exc))
         else:
             for line in result.report.lines():
@@ -238,21 +239,3 @@ def import_webmushra(request: HttpRequest) -> HttpResponse:
     elif request.method == "POST":
         _form_errors(request, form)
     return render(request, "webmushra/researcher/import.html", {"form": form, "report": report})
-
-
-def builder_context(experiment) -> dict:
-    """What the experiment page needs to show the builder forms."""
-    conditions = list(experiment.conditions.select_related("checkpoint"))
-    kinds = {c.kind for c in conditions}
-    return {
-        "excerpt_form": forms.ExcerptUploadForm(),
-        "checkpoint_form": forms.CheckpointUploadForm(),
-        "condition_form": forms.ConditionForm(experiment=experiment),
-        "anchors_form": forms.AnchorsForm(
-            initial={"anchor35": ConditionKind.ANCHOR_35 in kinds, "anchor70": ConditionKind.ANCHOR_70 in kinds}
-        ),
-        "trial_full": len(conditions) >= MAX_SIGNALS_PER_TRIAL,
-        "max_signals": MAX_SIGNALS_PER_TRIAL,
-        "blocks": services.block_group(experiment),
-        "editable": experiment.status in ("draft", "ready"),
-    }

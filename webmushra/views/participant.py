@@ -14,10 +14,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from .. import services
+from .. import errors, rules
 from ..http import serve_blinded_file
 from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken
 from ..ratelimit import ratelimit
+from ..services import sessions
 
 STAGE_VIEWS = {
     Participant.Stage.CONSENT: "participant:consent",
@@ -53,7 +54,7 @@ def _json_body(request: HttpRequest):
 def _where(participant: Participant, next_index: int | None | bool = False) -> str:
     """The URL of the participant's current step (``next_index``: the next unsaved trial, when known)."""
     if participant.stage in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
-        index = services.next_plan_index(participant) if next_index is False else next_index
+        index = sessions.next_plan_index(participant) if next_index is False else next_index
         if index is not None:
             return reverse("participant:trial", args=[participant.token, index + 1])
         return reverse("participant:questionnaire", args=[participant.token])
@@ -74,14 +75,14 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
     prolific = {k: request.GET.get(k, request.POST.get(k, ""))[:64] for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
     if request.method == "POST":
         try:
-            participant = services.start_participant(
+            participant = sessions.start_participant(
                 experiment=experiment,
                 prolific_pid=prolific["PROLIFIC_PID"],
                 study_id=prolific["STUDY_ID"],
                 session_id=prolific["SESSION_ID"],
                 user_agent=request.headers.get("User-Agent", ""),
             )
-        except services.ServiceError as exc:
+        except errors.ServiceError as exc:
             return render(
                 request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)}, status=409
             )
@@ -101,7 +102,7 @@ def consent(request: HttpRequest, token: str) -> HttpResponse:
         return redirect(_where(participant))
     if request.method == "POST":
         agreed = request.POST.get("agree") == "yes"
-        participant = services.give_consent(participant=participant, agreed=agreed)
+        participant = sessions.give_consent(participant=participant, agreed=agreed)
         return redirect(_where(participant))
     return render(
         request,
@@ -119,8 +120,8 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         try:
             gain = float(request.POST.get("gain_db", "0"))
-            participant = services.set_level(participant=participant, gain_db=gain)
-        except (ValueError, services.ServiceError) as exc:
+            participant = sessions.set_level(participant=participant, gain_db=gain)
+        except (ValueError, errors.ServiceError) as exc:
             return render(
                 request,
                 "webmushra/participant/level.html",
@@ -152,21 +153,21 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
             return body
         if participant.stage == Participant.Stage.SCREENING:
             try:
-                participant = services.score_headphone_check(
+                participant = sessions.score_headphone_check(
                     participant=participant, answers=body.get("answers") if isinstance(body, dict) else None
                 )
-            except services.ServiceError as exc:
+            except errors.ServiceError as exc:
                 return _error(str(exc))
         return JsonResponse({"saved": True, "next_url": _where(participant)})
     if participant.stage != Participant.Stage.SCREENING:
         return redirect(_where(participant))
-    cfg = services.headphone_settings(participant.experiment)
+    cfg = rules.headphone_settings(participant.experiment)
     # The targets are known to the page (as in published implementations); the server scores
     # against its own stored copy, so editing the page changes nothing.
     headphone_data = {
         "post_url": reverse("participant:screening", args=[participant.token]),
         "csrf_token": get_token(request),
-        "trials": services.headphone_trials(participant=participant),
+        "trials": sessions.headphone_trials(participant=participant),
         "max_plays": int(cfg.get("max_plays", 1)),
     }
     return render(
@@ -185,11 +186,10 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
             "stimulus__condition_id", "token"
         )
     )
-    keys = services.signal_keys(entry)
+    keys = sessions.signal_keys(entry)
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
-    rules = services.RULE_DEFAULTS | participant.experiment.config.get("rules", {})
     data = {
         "trial": {
             "number": number,
@@ -200,7 +200,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
         "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])} for k, cid in keys.items()],
-        "rules": rules,
+        "rules": rules.player_rules(participant.experiment),
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
         "idempotency_key": entry["key"],
         "csrf_token": get_token(request),
@@ -225,7 +225,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
             return _error("the request body must be a JSON object")
         try:
             # The participant is read once, locked, inside the save's transaction.
-            result = services.submit_trial(
+            result = sessions.submit_trial(
                 token=token,
                 index=index,
                 idempotency_key=body.get("idempotency_key"),
@@ -234,11 +234,11 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
             )
         except Participant.DoesNotExist:
             raise Http404("no such participant") from None
-        except services.TrialNotFound:
+        except errors.TrialNotFound:
             raise Http404("no such trial") from None
-        except services.ConflictError as exc:
+        except errors.ConflictError as exc:
             return _error(str(exc), status=409)
-        except services.ServiceError as exc:
+        except errors.ServiceError as exc:
             return _error(str(exc))
         return JsonResponse(
             {"saved": True, "replayed": not result.created, "next_url": _where(result.participant, result.next_index)}
@@ -248,7 +248,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
         raise Http404("no such trial")
     if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
         return redirect(_where(participant))
-    expected = services.next_plan_index(participant)
+    expected = sessions.next_plan_index(participant)
     if expected is None or expected != index:
         return redirect(_where(participant))
     return render(
@@ -292,9 +292,7 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if participant.stage != Participant.Stage.QUESTIONNAIRE:
         return redirect(_where(participant))
-    fields = participant.experiment.config.get("questionnaire") or [
-        {"name": "comment", "label": "Any comments?", "type": "textarea", "required": False}
-    ]
+    fields = rules.questionnaire_fields(participant.experiment)
     if request.method == "POST":
         answers = {f["name"]: request.POST.get(f["name"], "").strip() for f in fields}
         missing = [f["label"] for f in fields if f.get("required") and not answers[f["name"]]]
@@ -310,7 +308,7 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
                 },
                 status=400,
             )
-        participant = services.submit_questionnaire(participant=participant, answers=answers)
+        participant = sessions.submit_questionnaire(participant=participant, answers=answers)
         return redirect(_where(participant))
     return render(
         request,

@@ -10,19 +10,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .. import interop, selectors, services
-from ..http import serve_blinded_file
+from .. import errors, forms, interop, selectors
+from ..access import experiment_for, report_for
+from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
+from ..services import accounts, rendering
+from ..services import experiments as experiment_services
+from ..services import reports as report_services
 
 PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
-
-
-def experiment_for(user, pk: int) -> Experiment:
-    """The experiment if this user may see it; 404 otherwise (never reveals existence)."""
-    try:
-        return selectors.experiments_for(user).get(pk=pk)
-    except Experiment.DoesNotExist:
-        raise Http404("no such experiment") from None
 
 
 def participant_links(request: HttpRequest, experiment: Experiment) -> tuple[str, str]:
@@ -34,14 +30,14 @@ def participant_links(request: HttpRequest, experiment: Experiment) -> tuple[str
 @login_required
 def experiments(request: HttpRequest) -> HttpResponse:
     return render(
-        request, "webmushra/researcher/experiments.html", {"experiments": selectors.experiments_for(request.user)}
+        request,
+        "webmushra/researcher/experiments.html",
+        {"experiments": selectors.experiments_for(request.user)},
     )
 
 
 @login_required
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from .builder import builder_context
-
     experiment = experiment_for(request.user, pk)
     link, prolific = participant_links(request, experiment)
     return render(
@@ -56,7 +52,8 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "conditions": experiment.conditions.select_related("checkpoint"),
             "excerpts": experiment.excerpts.all(),
             "checkpoints": experiment.checkpoints.all(),
-            **builder_context(experiment),
+            **forms.builder_forms(experiment),
+            **selectors.builder_facts(experiment),
         },
     )
 
@@ -73,7 +70,7 @@ def _action(request: HttpRequest, pk: int, fn, done: str) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
     try:
         fn(experiment=experiment)
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, done)
@@ -83,19 +80,19 @@ def _action(request: HttpRequest, pk: int, fn, done: str) -> HttpResponse:
 @login_required
 @require_POST
 def start_render(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.start_render, "Rendering started.")
+    return _action(request, pk, rendering.start_render, "Rendering started.")
 
 
 @login_required
 @require_POST
 def open_experiment(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.open_experiment, "Published: the participant link is open.")
+    return _action(request, pk, experiment_services.open_experiment, "Published: the participant link is open.")
 
 
 @login_required
 @require_POST
 def close_experiment(request: HttpRequest, pk: int) -> HttpResponse:
-    return _action(request, pk, services.close_experiment, "Closed: no new sessions start.")
+    return _action(request, pk, experiment_services.close_experiment, "Closed: no new sessions start.")
 
 
 @login_required
@@ -106,9 +103,9 @@ def retry_job(request: HttpRequest, pk: int, job_id: int) -> HttpResponse:
     if job is None:
         raise Http404("no such job")
     try:
-        services.retry_job(job=job)
+        rendering.retry_job(job=job)
         messages.success(request, f"Job {job.pk} queued again.")
-    except services.ServiceError as exc:
+    except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return redirect("researcher:experiment", pk=pk)
 
@@ -227,9 +224,9 @@ def reports(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
     if request.method == "POST":
         try:
-            services.request_report(experiment=experiment, user=request.user)
+            report_services.request_report(experiment=experiment, user=request.user)
             messages.success(request, "The report is being built.")
-        except services.ServiceError as exc:
+        except errors.ServiceError as exc:
             messages.error(request, str(exc))
         return redirect("researcher:reports", pk=pk)
     rows = list(experiment.reports.all()[:20])
@@ -261,26 +258,9 @@ def report_dict(report: Report) -> dict:
     }
 
 
-def report_file_response(report: Report) -> FileResponse:
-    from pathlib import Path
-
-    from django.conf import settings
-
-    if report.status != Report.Status.DONE or not report.file:
-        raise Http404("the report is not ready")
-    path = Path(settings.MEDIA_ROOT) / report.file
-    if not path.exists():
-        raise Http404("the report file is gone")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/zip")
-
-
 @login_required
 def report_download(request: HttpRequest, pk: int, report_id: int) -> FileResponse:
-    experiment = experiment_for(request.user, pk)
-    report = experiment.reports.filter(pk=report_id).first()
-    if report is None:
-        raise Http404("no such report")
-    return report_file_response(report)
+    return report_file_response(report_for(experiment_for(request.user, pk), report_id))
 
 
 # --------------------------------------------------------------------------- account
@@ -289,10 +269,10 @@ def report_download(request: HttpRequest, pk: int, report_id: int) -> FileRespon
 @login_required
 def api_token(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        services.api_token_for(user=request.user, reset=True)
+        accounts.api_token_for(user=request.user, reset=True)
         messages.success(request, "A new API token was created; the old one no longer works.")
         return redirect("researcher:api_token")
-    key = services.api_token_for(user=request.user)
+    key = accounts.api_token_for(user=request.user)
     return render(
         request,
         "webmushra/researcher/api_token.html",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from webmushra import services
+from webmushra.services import accounts
 
 
 class Command(BaseCommand):
@@ -21,4 +21,4 @@ class Command(BaseCommand):
             user = User.objects.get(**{User.USERNAME_FIELD: username})
         except User.DoesNotExist:
             raise CommandError(f"no user called {username!r}") from None
-        self.stdout.write(services.api_token_for(user=user, reset=reset))
+        self.stdout.write(accounts.api_token_for(user=user, reset=reset))

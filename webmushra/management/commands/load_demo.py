@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from webmushra import services
 from webmushra.models import Experiment
+from webmushra.services import experiments, uploads
 
 DEMO_USER = "demo"
 DEMO_TITLE = "Demo: neural models of an overdrive pedal"
@@ -57,7 +57,7 @@ def ensure_demo_experiment(user, log=print) -> Experiment:
     log("Synthesising demo excerpts (guitar phrases through the demo pedal)...")
     excerpts = make_demo_excerpts(material, sample_rate=48000)
     with transaction.atomic():
-        exp = services.create_experiment(
+        exp = experiments.create_experiment(
             owner=user,
             title=DEMO_TITLE,
             sample_rate=48000,
@@ -87,10 +87,12 @@ def ensure_demo_experiment(user, log=print) -> Experiment:
             },
         )
         for x in excerpts:
-            services.add_excerpt(experiment=exp, name=x["name"], dry=x["dry"], reference=x["reference"])
+            uploads.add_excerpt(experiment=exp, name=x["name"], dry=x["dry"], reference=x["reference"])
         for c in demo_checkpoints():
-            ckpt = services.add_checkpoint(
+            ckpt = uploads.add_checkpoint(
                 experiment=exp, name=c["label"], file=c["path"], sample_rate=c.get("sample_rate", 48000)
             )
-            services.add_model_condition(experiment=exp, checkpoint=ckpt, label=c["label"], knobs=c.get("knobs") or {})
+            experiments.add_model_condition(
+                experiment=exp, checkpoint=ckpt, label=c["label"], knobs=c.get("knobs") or {}
+            )
     return exp

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-from webmushra import selectors, services
+from webmushra import selectors
 from webmushra.models import Experiment
+from webmushra.services import experiments, rendering
 
 
 class Command(BaseCommand):
@@ -112,12 +113,12 @@ class Command(BaseCommand):
         if exp is None:
             raise CommandError("no demo experiment: run `manage.py load_demo` first")
         if exp.status == Experiment.Status.DRAFT:
-            services.start_render(experiment=exp)
+            rendering.start_render(experiment=exp)
         if exp.status in (Experiment.Status.DRAFT, Experiment.Status.RENDERING):
             self._wait_for_render(exp)
         exp.refresh_from_db()
         if exp.status in (Experiment.Status.READY, Experiment.Status.CLOSED):
-            services.open_experiment(experiment=exp)
+            experiments.open_experiment(experiment=exp)
         base = f"http://{bind}"
         self.stdout.write("")
         self.stdout.write(f"Researcher page:  {base}{reverse('researcher:experiment', args=[exp.pk])}")

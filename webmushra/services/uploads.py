@@ -1,0 +1,274 @@
+"""Uploads: excerpts (dry input + the device recording), checkpoints and pre-rendered audio.
+
+Each is checked completely before anything is stored; a refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from modelrunner.errors import ModelRunnerError
+
+from ..errors import ServiceError
+from ..models import (
+    Checkpoint,
+    Condition,
+    ConditionKind,
+    Excerpt,
+    Experiment,
+    PrerenderedAudio,
+)
+from .experiments import invalidate_renders, require_editable
+from .files import FileGuard, check_size, save_upload, wav_name
+
+log = logging.getLogger(__name__)
+
+
+#: Excerpts longer than this get a warning (BS.1534-3 recommends about 10 s).
+LONG_EXCERPT_SECONDS = 12.0
+
+
+@dataclass
+class ExcerptCheck:
+    dry: np.ndarray
+    reference: np.ndarray
+    sample_rate: int
+    warnings: list[str]
+
+
+def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name: str) -> ExcerptCheck:
+    """Validate a dry/reference pair; return the (possibly trimmed) audio and warnings."""
+    from modelrunner.audio import read_audio
+
+    try:
+        dry, dry_sr = read_audio(dry_path)
+    except ModelRunnerError as exc:
+        raise ServiceError(str(exc).replace(dry_path.name, dry_name)) from None
+    try:
+        ref, ref_sr = read_audio(ref_path)
+    except ModelRunnerError as exc:
+        raise ServiceError(str(exc).replace(ref_path.name, ref_name)) from None
+    if dry_sr != ref_sr:
+        raise ServiceError(f"{dry_name} is at {dry_sr} Hz but {ref_name} is at {ref_sr} Hz; they must match")
+    warnings: list[str] = []
+    if dry.shape[0] != ref.shape[0]:
+        n = min(dry.shape[0], ref.shape[0])
+        diff = abs(dry.shape[0] - ref.shape[0])
+        if diff > 0.05 * max(dry.shape[0], ref.shape[0]):
+            raise ServiceError(
+                f"{dry_name} has {dry.shape[0]} frames and {ref_name} has {ref.shape[0]}; "
+                "lengths differ by more than 5 %"
+            )
+        warnings.append(f"lengths differed by {diff} frames ({diff / dry_sr * 1000:.1f} ms); both trimmed to {n}")
+        dry, ref = dry[:n], ref[:n]
+    seconds = dry.shape[0] / dry_sr
+    if seconds < 0.5:
+        raise ServiceError(f"{dry_name}: {seconds:.2f} s is too short for a listening test (at least 0.5 s)")
+    if seconds > LONG_EXCERPT_SECONDS:
+        warnings.append(f"{seconds:.1f} s long; BS.1534-3 recommends excerpts of about 10 s")
+    for audio, name in ((dry, dry_name), (ref, ref_name)):
+        peak = float(np.max(np.abs(audio)))
+        if peak == 0.0:
+            raise ServiceError(f"{name}: the file is silent")
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+        if rms < 1e-4:
+            warnings.append(f"{name}: nearly silent (RMS {20 * np.log10(rms):.1f} dBFS)")
+        if peak >= 0.999:
+            clipped = int(np.sum(np.abs(audio) >= 0.999))
+            warnings.append(f"{name}: {clipped} samples at full scale (possible clipping)")
+    return ExcerptCheck(dry=dry, reference=ref, sample_rate=dry_sr, warnings=warnings)
+
+
+def add_excerpt(
+    *,
+    experiment: Experiment,
+    name: str,
+    dry: UploadedFile | str | os.PathLike,
+    reference: UploadedFile | str | os.PathLike,
+    lookback_dry: UploadedFile | str | os.PathLike | None = None,
+    lookback_reference: UploadedFile | str | os.PathLike | None = None,
+) -> Excerpt:
+    """Validate and store an excerpt; on any problem nothing is left behind.
+
+    ``lookback_dry``/``lookback_reference``: optional context recorded immediately before
+    the excerpt, for models that estimate their starting state from it (SPTMod).
+    """
+    require_editable(experiment)
+    if (lookback_dry is None) != (lookback_reference is None):
+        raise ServiceError("look-back: give both the dry input and the device recording before the excerpt, or neither")
+    dry_tmp, dry_name = save_upload(dry)
+    ref_tmp, ref_name = save_upload(reference)
+    lb = [save_upload(lookback_dry), save_upload(lookback_reference)] if lookback_dry is not None else []
+    guard = FileGuard()
+    try:
+        check_size(dry_tmp, dry_name)
+        check_size(ref_tmp, ref_name)
+        check = check_excerpt_audio(dry_tmp, dry_name, ref_tmp, ref_name)
+        lookback = None
+        if lb:
+            (lbd_tmp, lbd_name), (lbr_tmp, lbr_name) = lb
+            check_size(lbd_tmp, lbd_name)
+            check_size(lbr_tmp, lbr_name)
+            lookback = check_excerpt_audio(lbd_tmp, lbd_name, lbr_tmp, lbr_name)
+            if lookback.sample_rate != check.sample_rate:
+                raise ServiceError(
+                    f"{lbd_name} is at {lookback.sample_rate} Hz but the excerpt is at "
+                    f"{check.sample_rate} Hz; they must match"
+                )
+        with transaction.atomic():
+            excerpt = Excerpt(
+                experiment=experiment,
+                name=(name or Path(dry_name).stem)[:200],
+                position=experiment.excerpts.count(),
+                sample_rate=check.sample_rate,
+                frames=check.dry.shape[0],
+                channels=check.reference.shape[1],
+                warnings=check.warnings,
+            )
+            from modelrunner.audio import write_wav
+
+            # Store exactly what was checked (trimmed if needed) as float32 WAV.
+            write_wav(dry_tmp, check.dry, check.sample_rate)
+            write_wav(ref_tmp, check.reference, check.sample_rate)
+            with open(dry_tmp, "rb") as fh:
+                excerpt.dry_file.save(wav_name(dry_name), File(fh), save=False)
+            guard.stored(excerpt.dry_file)
+            with open(ref_tmp, "rb") as fh:
+                excerpt.reference_file.save(wav_name(ref_name), File(fh), save=False)
+            guard.stored(excerpt.reference_file)
+            if lookback is not None:
+                for audio, (tmp, fname), field in (
+                    (lookback.dry, lb[0], excerpt.lookback_dry_file),
+                    (lookback.reference, lb[1], excerpt.lookback_reference_file),
+                ):
+                    write_wav(tmp, audio, lookback.sample_rate)
+                    with open(tmp, "rb") as fh:
+                        field.save(wav_name(fname), File(fh), save=False)
+                    guard.stored(field)
+                excerpt.warnings = excerpt.warnings + [
+                    f"look-back: {w}" for w in lookback.warnings if "recommends" not in w
+                ]
+            excerpt.save()
+            invalidate_renders(experiment)
+        return excerpt
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        for p in (dry_tmp, ref_tmp, *(t for t, _ in lb)):
+            p.unlink(missing_ok=True)
+
+
+def add_checkpoint(
+    *,
+    experiment: Experiment,
+    name: str,
+    file: UploadedFile | str | os.PathLike,
+    config: UploadedFile | str | os.PathLike | None = None,
+    sample_rate: int | None = None,
+) -> Checkpoint:
+    """Validate (safe load, architecture recognised) and store a checkpoint."""
+    from modelrunner import formats
+
+    require_editable(experiment)
+    tmp, filename = save_upload(file)
+    cfg_tmp, cfg_name = save_upload(config) if config is not None else (None, "")
+    guard = FileGuard()
+    try:
+        size = check_size(tmp, filename)
+        # Keep the original extension: some loaders use it as a hint.
+        hinted = tmp.with_name(tmp.name + Path(filename).suffix.lower())
+        tmp.rename(hinted)
+        tmp = hinted
+        try:
+            model = formats.load(
+                tmp, sample_rate=sample_rate, config=cfg_tmp, max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024
+            )
+        except ModelRunnerError as exc:
+            raise ServiceError(_upload_message(str(exc), filename, {tmp: filename, cfg_tmp: cfg_name})) from None
+        sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        summary = model.summary()
+        with transaction.atomic():
+            ckpt = Checkpoint(
+                experiment=experiment,
+                name=(name or Path(filename).stem)[:200],
+                format=model.format,
+                architecture=model.architecture[:120],
+                summary=summary,
+                sample_rate=model.sample_rate,
+                knob_names=list(model.knob_names),
+                sha256=sha,
+                size=size,
+            )
+            with open(tmp, "rb") as fh:
+                ckpt.file.save(filename, File(fh), save=False)
+            guard.stored(ckpt.file)
+            if cfg_tmp is not None:
+                with open(cfg_tmp, "rb") as fh:
+                    ckpt.config_file.save(cfg_name, File(fh), save=False)
+                guard.stored(ckpt.config_file)
+            ckpt.save()
+        return ckpt
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+        if cfg_tmp is not None:
+            cfg_tmp.unlink(missing_ok=True)
+
+
+def _upload_message(message: str, filename: str, temp_names: dict) -> str:
+    """A loader's message in the researcher's terms: temp names replaced by the uploaded
+    names, prefixed with the file name once."""
+    for tmp, name in temp_names.items():
+        if tmp is not None:
+            message = message.replace(str(tmp), name).replace(Path(tmp).name, name)
+    return message if message.startswith(filename) else f"{filename}: {message}"
+
+
+def add_prerendered_audio(
+    *, condition: Condition, excerpt: Excerpt, audio: UploadedFile | str | os.PathLike
+) -> PrerenderedAudio:
+    """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt)."""
+    from modelrunner.audio import read_audio
+
+    if condition.kind != ConditionKind.PRERENDERED:
+        raise ServiceError(f"condition {condition.label!r} is not a pre-rendered condition")
+    if excerpt.experiment_id != condition.experiment_id:
+        raise ServiceError("excerpt: it belongs to another experiment")
+    require_editable(condition.experiment)
+    tmp, name = save_upload(audio)
+    guard = FileGuard()
+    try:
+        check_size(tmp, name)
+        try:
+            data, sr = read_audio(tmp)
+        except ModelRunnerError as exc:
+            raise ServiceError(str(exc).replace(tmp.name, name)) from None
+        if sr != excerpt.sample_rate:
+            raise ServiceError(f"{name} is at {sr} Hz but the excerpt {excerpt.name!r} is at {excerpt.sample_rate} Hz")
+        with transaction.atomic():
+            row = PrerenderedAudio(condition=condition, excerpt=excerpt, sample_rate=sr, frames=data.shape[0])
+            with open(tmp, "rb") as fh:
+                row.file.save(wav_name(name) if name.lower().endswith(".wav") else name, File(fh), save=False)
+            guard.stored(row.file)
+            PrerenderedAudio.objects.filter(condition=condition, excerpt=excerpt).delete()
+            row.save()
+            invalidate_renders(condition.experiment)
+        return row
+    except BaseException:
+        guard.rollback()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
