@@ -51,18 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("render", help="render an audio file through a model (raw output, model's rate)")
+    p = sub.add_parser(
+        "render",
+        help="render an audio file through a model as the platform does (modelrunner.policy; raw output)",
+    )
     model_args(p)
     p.add_argument("input", help="dry input audio (WAV/FLAC)")
-    p.add_argument("-o", "--output", required=True, help="output WAV (32-bit float, at the model's rate)")
+    p.add_argument(
+        "-o", "--output", required=True, help="output WAV (32-bit float, at the model's rate unless --input-rate)"
+    )
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="knob setting; repeatable")
-    p.add_argument("--sequential", action="store_true", help="stream the whole file instead of parallel segments")
+    p.add_argument(
+        "--lookback-dry",
+        metavar="AUDIO",
+        help="input recorded just before the excerpt, for models that estimate their start state from it",
+    )
+    p.add_argument(
+        "--lookback-reference",
+        metavar="AUDIO",
+        help="the device's recording of --lookback-dry (same length); give both or neither",
+    )
+    p.add_argument(
+        "--input-rate",
+        action="store_true",
+        help="write the output at the input's rate, as the platform's render files, instead of the model's",
+    )
+    # Renders always stream the whole file from the policy's start state, as the platform does;
+    # the flag that used to choose that over parallel segments is still accepted.
+    p.add_argument("--sequential", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--threads",
         type=int,
         default=1,
         metavar="N",
-        help="torch threads (default 1: the batch is already parallel, and extra threads contend on busy machines)",
+        help="torch threads (default 1: extra threads contend on busy machines)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -102,12 +124,12 @@ def parse_params(items: Sequence[str]) -> dict[str, float]:
     return knobs
 
 
-def _config(value: str | None) -> dict | str | None:
+def _config(value: str | None) -> dict[str, Any] | str | None:
     if value is None:
         return None
     if value.lstrip().startswith("{"):
         try:
-            config = json.loads(value)
+            config: dict[str, Any] = json.loads(value)  # a JSON text starting with "{" is an object
         except json.JSONDecodeError as exc:
             raise UsageError(f"--config is not valid JSON ({exc.msg} at character {exc.pos})") from None
         return config
@@ -232,33 +254,52 @@ def _paper_facts(model: EffectModel) -> dict[str, Any]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .render import render_batch, resample
+    from .lookback import requirements
+    from .policy import render_excerpt, uses_start_context
+    from .render import resample
 
     knobs = parse_params(args.param)
     if args.threads < 1:
         raise UsageError("--threads must be >= 1")
+    if (args.lookback_dry is None) != (args.lookback_reference is None):
+        raise UsageError("give both --lookback-dry and --lookback-reference, or neither")
     torch.set_num_threads(args.threads)
     input_path = _existing(args.input, "input")
+    lookback_paths = [
+        _existing(path, option)
+        for path, option in ((args.lookback_dry, "--lookback-dry"), (args.lookback_reference, "--lookback-reference"))
+        if path is not None
+    ]
     model, _ = _load(args)
     model.knob_tensor(knobs, 1)  # refuse unknown knobs before reading audio
     audio, rate = read_audio(input_path)
-    x = resample(audio, rate, model.sample_rate)
+    # The policy renders at the rate it is given: the input's (as the platform does with an
+    # excerpt) or the model's (the input resampled first); look-back audio follows it.
+    sr = rate if args.input_rate else model.sample_rate
+    x = resample(audio, rate, sr)
+    context = []
+    for path in lookback_paths:
+        a, a_rate = read_audio(path)
+        context.append(resample(a, a_rate, sr))
+    lb_dry, lb_reference = context if context else (None, None)
+    t0 = time.perf_counter()
     with progress_bar("render", enabled=not args.no_progress) as update:
-        (y,), report = render_batch(
-            model,
-            [x],
-            model.sample_rate,
-            knobs=knobs,
-            progress=update,
-            parallel=not args.sequential,
-            with_report=True,
+        y, start = render_excerpt(
+            model, x, sr, knobs=knobs, lookback_dry=lb_dry, lookback_reference=lb_reference, progress=update
         )
-    out = write_wav(args.output, y, model.sample_rate, subtype="FLOAT")
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    out = write_wav(args.output, y, sr, subtype="FLOAT")
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > 1.0:
+        print(f"warning: output peaks at {peak:.3f} (above full scale); kept as float, not clipped", file=sys.stderr)
+    if "lookback_unavailable" in start and requirements(model)["supports_lookback"]:
+        print(f"warning: look-back not used: {start['lookback_unavailable']}", file=sys.stderr)
+    if context and not uses_start_context(model):
+        print("warning: the model starts from silence; the look-back audio is not used", file=sys.stderr)
+    speed = (x.shape[0] / sr) / seconds if seconds > 0 else float("inf")
     print(
-        f"wrote {out}: {y.shape[0]} frames, {y.shape[1]} channel(s), {model.sample_rate} Hz float32, "
-        f"peak {report.peak:.3f}, {report.realtime_factor:.1f}x real time ({report.path})"
+        f"wrote {out}: {y.shape[0]} frames, {y.shape[1]} channel(s), {sr} Hz float32, "
+        f"peak {peak:.3f}, {speed:.1f}x real time (start: {start['mode']})"
     )
     return 0
 

@@ -21,10 +21,10 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -35,8 +35,21 @@ T = TypeVar("T")
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = [KERNELS / name for name in ("rnn.c", "wavenet.c")]
 #: Everything the build reads, for the cache key.
-INPUTS = [*SOURCES, KERNELS / "vec.h"]
-FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-shared"]
+INPUTS = [*SOURCES, KERNELS / "api.h", KERNELS / "vec.h"]
+#: ``-Werror=missing-prototypes``: every exported function is declared in ``kernels/api.h``.
+FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-shared", "-Werror=missing-prototypes"]
+_P = ctypes.c_void_p
+#: ``name: (restype, argtypes)`` of every function in ``kernels/api.h``, in its order; every
+#: pointer is passed as an address. ``tests/modelrunner/test_kernel_api.py`` checks it against the header.
+SIGNATURES: dict[str, tuple[type[Any] | None, Sequence[type[Any]]]] = {
+    "rnn_vector_width": (ctypes.c_int, []),
+    "rnn_exp": (None, [_P, _P, ctypes.c_long]),
+    "rnn_run": (
+        ctypes.c_int,
+        [ctypes.c_int] * 6 + [_P, ctypes.c_long] + [_P] * 8 + [ctypes.c_float, ctypes.c_int, _P],
+    ),
+    "wavenet_layers": (ctypes.c_int, [ctypes.c_int] * 5 + [_P] * 12),
+}
 CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 #: Gates whose pre-activation is doubled in the packed weights, because the kernel
@@ -93,7 +106,8 @@ def library() -> ctypes.CDLL | None:
         return _loaded
     with _lock:
         if _tried:
-            return _loaded
+            # mypy narrows _tried to False above; another thread may have set it meanwhile.
+            return _loaded  # type: ignore[unreachable]
         _tried = True
         if os.environ.get("MODELRUNNER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
             _reason = "switched off by MODELRUNNER_NATIVE"
@@ -116,28 +130,10 @@ def library() -> ctypes.CDLL | None:
             _reason = f"no compiled kernels ({exc}); using PyTorch's"
             log.warning("modelrunner: %s", _reason)
             return None
-        p = ctypes.c_void_p
-        lib.rnn_run.restype = ctypes.c_int
-        lib.rnn_run.argtypes = [ctypes.c_int] * 6 + [
-            p,
-            ctypes.c_long,
-            p,
-            p,
-            p,
-            p,
-            p,
-            p,
-            p,
-            p,
-            ctypes.c_float,
-            ctypes.c_int,
-            p,
-        ]
-        lib.rnn_vector_width.restype = ctypes.c_int
-        lib.rnn_exp.restype = None
-        lib.rnn_exp.argtypes = [p, p, ctypes.c_long]
-        lib.wavenet_layers.restype = ctypes.c_int
-        lib.wavenet_layers.argtypes = [ctypes.c_int] * 5 + [p] * 12
+        for name, (restype, argtypes) in SIGNATURES.items():
+            function = getattr(lib, name)
+            function.restype = restype
+            function.argtypes = argtypes
         _loaded = lib
         _reason = f"compiled kernels in use ({path.name}, {lib.rnn_vector_width()} floats per vector)"
         return lib
@@ -181,12 +177,12 @@ class PackedRecurrent:
     skip: int
 
 
-def version_key(modules: list[nn.Module]) -> tuple:
+def version_key(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
     """Identifies the modules' current weights: packed copies are remade when it changes."""
     return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
 
 
-def kept(owner: object, attr: str, key: tuple, make: Callable[[], T]) -> T:
+def kept(owner: object, attr: str, key: tuple[object, ...], make: Callable[[], T]) -> T:
     """``make()``, kept on ``owner`` as ``attr`` and made again only once ``key`` (say the
     ``version_key`` of the weights it was made from) changes."""
     cached = owner.__dict__.get(attr)
@@ -264,11 +260,13 @@ def run_recurrent(
     h = torch.zeros(layers, batch, hp)
     c = torch.zeros(layers, batch, hp) if lstm else None
     if state is not None:
-        hs, cs = state if lstm else (state, None)
+        if isinstance(state, tuple) != lstm:
+            raise ValueError("an LSTM's state is a pair (h, c), another cell's one tensor")
+        hs, cs = state if isinstance(state, tuple) else (state, None)
         if tuple(hs.shape) != (layers, batch, hidden):
             raise ValueError(f"state has shape {tuple(hs.shape)}, expected {(layers, batch, hidden)}")
         h[:, :, :hidden] = hs
-        if lstm:
+        if c is not None and cs is not None:
             c[:, :, :hidden] = cs
     y = torch.empty(batch, frames)
     arr = ctypes.c_void_p * layers
@@ -289,7 +287,7 @@ def run_recurrent(
             wh,
             bh,
             h.data_ptr(),
-            c.data_ptr() if lstm else None,
+            c.data_ptr() if c is not None else None,
             packed.lin_w.data_ptr(),
             packed.lin_b,
             packed.skip,
@@ -298,7 +296,7 @@ def run_recurrent(
         if rc != 0:
             raise MemoryError("the recurrent kernel could not allocate its scratch memory")
     h_out = h[:, :, :hidden].contiguous()
-    if lstm:
+    if c is not None:
         return y, (h_out, c[:, :, :hidden].contiguous())
     return y, h_out
 
@@ -314,21 +312,44 @@ class PackedLayerArray:
     channels: int
     conditions: int
     contexts: list[int]
-    ints: list[ctypes.Array]
+    ints: list[ctypes.Array[ctypes.c_int]]
     weights: list[list[torch.Tensor]]
 
 
-def pack_wavenet_array(layers: list[nn.Module]) -> PackedLayerArray | None:
+class WaveNetLayer(Protocol):
+    """What ``pack_wavenet_array`` reads of a ``NamWaveNetLayer`` (which imports this module)."""
+
+    @property
+    def channels(self) -> int: ...
+    @property
+    def gated(self) -> bool: ...
+    @property
+    def conv(self) -> nn.Conv1d: ...
+    @property
+    def input_mixer(self) -> nn.Conv1d: ...
+    @property
+    def activation(self) -> nn.Module: ...
+    @property
+    def layer1x1(self) -> nn.Conv1d: ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def pack_wavenet_array(layers: Sequence[WaveNetLayer]) -> PackedLayerArray | None:
     """``layers`` (``NamWaveNetLayer``) packed for ``wavenet_layers``, or ``None`` when one
     of them has an activation or dtype the kernel does not run."""
-    ks, dil, act, gated, weights = [], [], [], [], []
+    ks: list[int] = []
+    dil: list[int] = []
+    act: list[int] = []
+    gated: list[int] = []
+    weights: list[list[torch.Tensor]] = []
     channels = layers[0].channels
     conditions = layers[0].input_mixer.in_channels
     with torch.no_grad():
         for layer in layers:
             code = WAVENET_ACTIVATIONS.get(type(layer.activation))
             params = list(layer.parameters())
-            if code is None or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
+            b1 = layer.layer1x1.bias
+            if code is None or b1 is None or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
                 return None
             if layer.channels != channels or layer.input_mixer.in_channels != conditions:
                 return None
@@ -343,7 +364,7 @@ def pack_wavenet_array(layers: list[nn.Module]) -> PackedLayerArray | None:
                     w,
                     bias.contiguous(),
                     layer.layer1x1.weight[:, :, 0].contiguous(),
-                    layer.layer1x1.bias.detach().contiguous(),
+                    b1.detach().contiguous(),
                 ]
             )
             ks.append(k)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from modelrunner import lookback
 from modelrunner.errors import ModelRunnerError
 
 from . import errors
@@ -82,48 +81,35 @@ def run_job(job_id: int) -> str:
     return "done"
 
 
-def _render_with_lookback(model, excerpt, dry: np.ndarray, sr: int, knobs: dict | None) -> tuple[np.ndarray, dict]:
-    """Render a model that estimates its start state from context before the excerpt.
-
-    Mono at the model's rate (``modelrunner.lookback``); the mode used ("lookback" or
-    "zero-warmup") and what was read are returned, to be stored with the stimulus.
-    """
-    from modelrunner.audio import read_audio
-    from modelrunner.render import resample
-
-    lb_dry = lb_target = None
-    if excerpt.lookback_dry_file:
-        a, _ = read_audio(excerpt.lookback_dry_file.path)
-        b, _ = read_audio(excerpt.lookback_reference_file.path)
-        lb_dry = resample(a.mean(axis=1), sr, model.sample_rate)
-        lb_target = resample(b.mean(axis=1), sr, model.sample_rate)
-    x = resample(dry.mean(axis=1), sr, model.sample_rate)
-    y, mode, info = lookback.render_excerpt(model, x, lb_dry, lb_target, knobs=knobs)
-    y = _fit(resample(y, model.sample_rate, sr)[:, None], (dry.shape[0], 1))
-    return y, {"mode": mode, **info}
-
-
 def _run_model(claim: rendering.Claim) -> None:
-    from modelrunner import metrics
+    from modelrunner import metrics, policy
     from modelrunner.audio import read_audio, write_wav
-    from modelrunner.render import render
 
     job = claim.job
+    excerpt = job.excerpt
     beat = _Beat(claim)
-    dry, sr = read_audio(job.excerpt.dry_file.path)
-    reference, _ = read_audio(job.excerpt.reference_file.path)
-    model = rendering.load_checkpoint_model(job.condition.checkpoint)
+    dry, sr = read_audio(excerpt.dry_file.path)
+    reference, _ = read_audio(excerpt.reference_file.path)
+    # Look-back context is at the excerpt's rate (checked on upload); the policy decides whether it is used.
+    lb_dry = lb_reference = None
+    if excerpt.lookback_dry_file:
+        lb_dry, _ = read_audio(excerpt.lookback_dry_file.path)
+        lb_reference, _ = read_audio(excerpt.lookback_reference_file.path)
+    condition = job.condition
+    if condition is None or condition.checkpoint is None:
+        raise ModelRunnerError(f"render job {job.pk} renders a model but has no condition with a checkpoint")
+    model = rendering.load_checkpoint_model(condition.checkpoint)
     beat(0.05)
     started = time.perf_counter()
-    needs = lookback.requirements(model)
-    if needs["supports_lookback"] or needs["needs_lookback"] or needs["latency_samples"]:
-        output, start_state = _render_with_lookback(model, job.excerpt, dry, sr, job.condition.knobs or None)
-    else:
-        output = render(
-            model, dry, sr, knobs=job.condition.knobs or None, progress=lambda p: beat(0.05 + 0.85 * float(p))
-        )
-        # Recurrent and convolutional models start from silence (the streaming protocol's zero state).
-        start_state = {"mode": "zero", "stateful": model.stateful, "receptive_field": model.receptive_field}
+    output, start_state = policy.render_excerpt(
+        model,
+        dry,
+        sr,
+        knobs=condition.knobs or None,
+        lookback_dry=lb_dry,
+        lookback_reference=lb_reference,
+        progress=lambda p: beat(0.05 + 0.85 * float(p)),
+    )
     seconds = time.perf_counter() - started
     output = np.asarray(output, dtype=np.float32)
     if output.ndim == 1:
@@ -177,7 +163,10 @@ def _run_item(claim: rendering.Claim) -> None:
             audio, _ = read_audio(pre.file.path)
             audio = _fit(audio, reference.shape)
         else:
-            audio = anchors.lowpass_anchor(reference, sr, ConditionKind.anchor_cutoff_hz(condition.kind))
+            cutoff = ConditionKind.anchor_cutoff_hz(condition.kind)
+            if cutoff is None:
+                raise ModelRunnerError(f"condition {condition.pk}: no signal for kind {condition.kind!r}")
+            audio = anchors.lowpass_anchor(reference, sr, cutoff)
         signals[str(condition.pk)] = np.asarray(audio, dtype=np.float32).reshape(reference.shape)
     beat(0.3)
     aligned_ref, aligned, report = loudness.align_item(
@@ -189,7 +178,7 @@ def _run_item(claim: rendering.Claim) -> None:
     for condition in conditions:
         if condition.kind == ConditionKind.HIDDEN_REFERENCE:
             everything[str(condition.pk)] = aligned_ref
-    stimuli = []
+    stimuli: list[dict] = []
     written: list[Path] = []
     try:
         _write_stimuli(

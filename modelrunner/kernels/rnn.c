@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "vec.h"
 
 #if defined(__AVX512F__)

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "vec.h"
 
 #define OB 4 /* output channels per register tile */
