@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -195,6 +196,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 # Cache: a file cache under var/ that every web process on this machine shares (the rate
 # limits below need no server); CACHE_URL=redis://... moves it to Redis.
 CACHE_URL = env_str("CACHE_URL")
+CACHES: dict[str, dict[str, Any]]
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL:

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .errors import EvaluationError
 from .io import read_metrics, read_ratings
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(stats: dict) -> str:
+def _summary(stats: dict[str, Any]) -> str:
     lines = [
         f"participants: {stats['participants']['retained']} retained of {stats['participants']['total']} "
         f"(excluded: {', '.join(stats['screening']['excluded']) or 'none'})"

@@ -20,7 +20,7 @@ from .correlation import correlate
 from .descriptives import describe_by_condition_item, describe_overall, participant_means
 from .equivalence import tost_paired
 from .errors import EvaluationError
-from .io import validate_metrics, validate_ratings
+from .io import condition_kinds, validate_metrics, validate_ratings
 from .kinds import HIDDEN_REFERENCE, MODEL, order_conditions
 from .mixed import fit_mixed_model, rm_anova
 from .nonparametric import all_pairs, friedman, pairwise_wilcoxon
@@ -57,10 +57,10 @@ class Analysis:
     def stats(self) -> dict[str, Any]:
         """The JSON-ready summary written to stats.json (see docs/statistics.md)."""
         s = self.settings
-        overall = self.descriptives_overall.set_index("condition")
+        overall = {str(r["condition"]): r for r in self.descriptives_overall.to_dict("records")}
         conditions = {}
         for c in self.conditions:
-            row = overall.loc[c]
+            row = overall[c]
             conditions[c] = {
                 "kind": self.kinds[c],
                 "n": int(row["n"]),
@@ -75,17 +75,17 @@ class Analysis:
             }
         by_item = [
             {
-                "condition": r.condition,
-                "item": r.item,
-                "n": int(r.n),
-                "mean": r.mean,
-                "sd": r.sd,
-                "ci95": [r.ci_low, r.ci_high],
-                "bca95": [r.bca_low, r.bca_high],
-                "median": r.median,
-                "iqr": [r.q1, r.q3],
+                "condition": r["condition"],
+                "item": r["item"],
+                "n": int(r["n"]),
+                "mean": r["mean"],
+                "sd": r["sd"],
+                "ci95": [r["ci_low"], r["ci_high"]],
+                "bca95": [r["bca_low"], r["bca_high"]],
+                "median": r["median"],
+                "iqr": [r["q1"], r["q3"]],
             }
-            for r in self.descriptives_item.itertuples(index=False)
+            for r in self.descriptives_item.to_dict("records")
         ]
         screening = self.screening
         mixed = None
@@ -143,11 +143,14 @@ class Analysis:
             "warnings": self.warnings,
             "seed": s.seed,
         }
-        return _clean(out)
+        cleaned: dict[str, Any] = _clean(out)
+        return cleaned
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [] if frame is None or frame.empty else frame.to_dict(orient="records")
+    if frame is None or frame.empty:
+        return []
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
 def _clean(value: Any) -> Any:
@@ -179,7 +182,7 @@ def _choose_baseline(settings: Settings, kinds: dict[str, str], models: list[str
 def analyse(
     ratings: pd.DataFrame,
     metrics: pd.DataFrame | None = None,
-    settings: Settings | dict | None = None,
+    settings: Settings | dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> Analysis:
     """Run every step of the analysis on a ratings table (and optionally a metrics table)."""
@@ -191,7 +194,7 @@ def analyse(
     ratings.attrs["dropped_empty"] = dropped_before + int(ratings.attrs.get("dropped_empty", 0))
     if metrics is not None:
         metrics = validate_metrics(metrics)
-    kinds = ratings.drop_duplicates("condition").set_index("condition")["kind"].to_dict()
+    kinds = condition_kinds(ratings)
     conditions = order_conditions(kinds)
     models = [c for c in conditions if kinds[c] == MODEL]
 
@@ -222,7 +225,7 @@ def analyse(
 
     report("mixed model", 0.5)
     baseline = _choose_baseline(settings, kinds, models, conditions)
-    mixed = None
+    mixed: dict[str, Any] | None = None
     if len(conditions) >= 2 and used["participant"].nunique() >= 2:
         mixed = fit_mixed_model(used, conditions, baseline, settings.item_effect, settings.confidence_level)
     anova = rm_anova(wide[models]) if settings.rm_anova and len(models) >= 2 else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Hashable
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xc = x - x.mean(axis=1, keepdims=True)
     yc = y - y.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (xc @ yc) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum())
+        return np.asarray((xc @ yc) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum()))
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -135,7 +136,7 @@ def correlate(
     with np.errstate(invalid="ignore", divide="ignore"):
         point = (values * mask).sum(axis=0) / mask.sum(axis=0)
         boot = (counts @ (values * mask)) / (counts @ mask)  # (resamples, cells)
-    position = {c: i for i, c in enumerate(columns)}
+    position: dict[Hashable, int] = {c: i for i, c in enumerate(columns)}
     log_metrics = {m.lower() for m in settings.log_metrics}
     rows: list[dict[str, object]] = []
     points: list[pd.DataFrame] = []
@@ -164,7 +165,7 @@ def correlate(
                 }
             )
         )
-        rows += _level_rows("model_item", metric, x_cell, b_cell, raw, scaled, transform, settings, None)
+        rows += _level_rows("model_item", str(metric), x_cell, b_cell, raw, scaled, transform, settings, None)
         # Model level: equal weight per item, over the items that have the metric.
         conditions = sorted(table["condition"].unique())
         owner = table["condition"].to_numpy()
@@ -184,7 +185,7 @@ def correlate(
                 }
             )
         )
-        rows += _level_rows("model", metric, x_model, b_model, y_raw, y_scaled, transform, settings, settings.seed)
+        rows += _level_rows("model", str(metric), x_model, b_model, y_raw, y_scaled, transform, settings, settings.seed)
     table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
     points_table = (
         pd.concat(points, ignore_index=True)

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from .bootstrap import bca_mean
+from .io import condition_kinds
 from .kinds import order_conditions
 from .settings import Settings
 
@@ -64,10 +65,10 @@ def _describe_groups(groups: list[np.ndarray], settings: Settings, seed_offset: 
         )
     frame = pd.DataFrame(rows, columns=["n", "mean", "sd", "median", "q1", "q3", "min", "max"])
     # t interval of the mean (BS.1534-3 §9.2), one vectorised quantile call for all groups.
-    n = frame["n"].to_numpy(dtype=float)
+    counts = frame["n"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        quantile = stats.t.ppf(0.5 + settings.confidence_level / 2, np.where(n > 1, n - 1, np.nan))
-        half = quantile * frame["sd"].to_numpy() / np.sqrt(n)
+        quantile = stats.t.ppf(0.5 + settings.confidence_level / 2, np.where(counts > 1, counts - 1, np.nan))
+        half = quantile * frame["sd"].to_numpy() / np.sqrt(counts)
     frame["ci_low"] = frame["mean"] - half
     frame["ci_high"] = frame["mean"] + half
     frame["bca_low"] = np.nan
@@ -93,11 +94,12 @@ def participant_means(ratings: pd.DataFrame) -> pd.DataFrame:
 def describe_by_condition_item(ratings: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
     """Descriptives of the ratings of every (condition, item) cell."""
     settings = settings or Settings()
-    kinds = ratings.drop_duplicates("condition").set_index("condition")["kind"].to_dict()
+    kinds = condition_kinds(ratings)
     order = {c: i for i, c in enumerate(order_conditions(kinds))}
-    keys, groups = [], []
+    keys: list[tuple[str, str]] = []
+    groups = []
     for (condition, item), frame in ratings.groupby(["condition", "item"], sort=False):
-        keys.append((condition, item))
+        keys.append((str(condition), str(item)))
         groups.append(frame["rating"].to_numpy(dtype=float))
     table = _describe_groups(groups, settings, seed_offset=0)
     table.insert(0, "item", [k[1] for k in keys])
@@ -111,7 +113,7 @@ def describe_by_condition_item(ratings: pd.DataFrame, settings: Settings | None 
 def describe_overall(ratings: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
     """Descriptives per condition from per-participant means across items (the listener is the unit)."""
     settings = settings or Settings()
-    kinds = ratings.drop_duplicates("condition").set_index("condition")["kind"].to_dict()
+    kinds = condition_kinds(ratings)
     wide = participant_means(ratings)
     conditions = order_conditions(kinds)
     groups = [wide[c].dropna().to_numpy(dtype=float) for c in conditions]

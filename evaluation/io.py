@@ -103,6 +103,12 @@ def _numeric(frame: pd.DataFrame, column: str, what: str, source: str) -> pd.Ser
     return values.astype(float)
 
 
+def condition_kinds(ratings: pd.DataFrame) -> dict[str, str]:
+    """Each condition of a validated ratings table with its kind, in order of appearance."""
+    first = ratings.drop_duplicates("condition")
+    return {str(c): str(k) for c, k in zip(first["condition"], first["kind"])}
+
+
 def validate_ratings(
     frame: pd.DataFrame, kinds: Mapping[str, str] | None = None, source: str = "(in memory)"
 ) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import io
 import math
 
 import matplotlib
+import matplotlib.figure
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -23,7 +24,7 @@ KIND_COLOURS = {HIDDEN_REFERENCE: "#009E73", MODEL: "#0072B2", ANCHOR70: "#E69F0
 DPI = 90
 
 
-def _png(figure: plt.Figure) -> bytes:
+def _png(figure: matplotlib.figure.Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
@@ -62,12 +63,12 @@ def means_with_ci(overall: pd.DataFrame, kinds: dict[str, str]) -> bytes:
     """Mean of per-participant means with its 95 % t interval, one point per condition."""
     figure, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(overall) + 1.5), 3.6))
     x = np.arange(len(overall))
-    for i, row in enumerate(overall.itertuples(index=False)):
-        colour = KIND_COLOURS[kinds[row.condition]]
+    for i, row in enumerate(overall.to_dict("records")):
+        colour = KIND_COLOURS[kinds[row["condition"]]]
         ax.errorbar(
             i,
-            row.mean,
-            yerr=[[row.mean - row.ci_low], [row.ci_high - row.mean]],
+            row["mean"],
+            yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
             fmt="o",
             color=colour,
             capsize=4,
@@ -128,9 +129,9 @@ def pvalue_heatmap(pairwise: pd.DataFrame, conditions: list[str], column: str = 
     k = len(names)
     matrix = np.full((k, k), np.nan)
     where = {c: i for i, c in enumerate(names)}
-    for row in pairwise.itertuples(index=False):
-        value = getattr(row, column)
-        matrix[where[row.a], where[row.b]] = matrix[where[row.b], where[row.a]] = value
+    for row in pairwise.to_dict("records"):
+        value = row[column]
+        matrix[where[row["a"]], where[row["b"]]] = matrix[where[row["b"]], where[row["a"]]] = value
     figure, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
     with np.errstate(divide="ignore"):
         shown = np.log10(np.clip(matrix, 1e-6, 1))

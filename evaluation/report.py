@@ -42,12 +42,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
+        number = float(value)
         return (
-            f"{value:.{digits}g}"
-            if abs(value) < 1e-3 and value != 0
-            else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-            if abs(value) < 1000
-            else f"{value:.0f}"
+            f"{number:.{digits}g}"
+            if abs(number) < 1e-3 and number != 0
+            else f"{number:.{digits}f}".rstrip("0").rstrip(".")
+            if abs(number) < 1000
+            else f"{number:.0f}"
         )
     return str(value)
 
@@ -114,10 +115,10 @@ def latex_tables(analysis: Analysis) -> str:
         f"Condition & $n$ & Mean & {level}\\,\\% CI & Median & IQR \\\\",
         "\\midrule",
     ]
-    for r in analysis.descriptives_overall.itertuples(index=False):
+    for r in analysis.descriptives_overall.to_dict("records"):
         lines.append(
-            f"{_latex_escape(r.condition)} & {r.n} & {r.mean:.1f} & [{r.ci_low:.1f}, {r.ci_high:.1f}] & "
-            f"{r.median:.1f} & [{r.q1:.1f}, {r.q3:.1f}] \\\\"
+            f"{_latex_escape(str(r['condition']))} & {r['n']} & {r['mean']:.1f} & "
+            f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] & {r['median']:.1f} & [{r['q1']:.1f}, {r['q3']:.1f}] \\\\"
         )
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     if len(analysis.pairwise):
@@ -132,11 +133,11 @@ def latex_tables(analysis: Analysis) -> str:
             "A & B & $n$ & $W$ & $p_\\mathrm{Holm}$ & $r$ & HL \\\\",
             "\\midrule",
         ]
-        for r in analysis.pairwise.itertuples(index=False):
-            p = "$<0.001$" if r.pvalue_holm < 0.001 else f"{r.pvalue_holm:.3f}"
+        for r in analysis.pairwise.to_dict("records"):
+            p = "$<0.001$" if r["pvalue_holm"] < 0.001 else f"{r['pvalue_holm']:.3f}"
             lines.append(
-                f"{_latex_escape(r.a)} & {_latex_escape(r.b)} & {r.n} & {r.statistic:.1f} & {p} & "
-                f"{r.effect_size:.2f} & {r.hodges_lehmann:.1f} \\\\"
+                f"{_latex_escape(str(r['a']))} & {_latex_escape(str(r['b']))} & {r['n']} & {r['statistic']:.1f} & "
+                f"{p} & {r['effect_size']:.2f} & {r['hodges_lehmann']:.1f} \\\\"
             )
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)
@@ -332,7 +333,7 @@ def render_html(
 def build_report(
     ratings: pd.DataFrame,
     metrics: pd.DataFrame | None,
-    settings: Settings | dict | None,
+    settings: Settings | dict[str, Any] | None,
     out_dir: str | Path,
     progress: Progress | None = None,
     *,

@@ -29,7 +29,7 @@ _MAX_WAV_CHUNKS = 64
 
 
 def read_audio(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     max_channels: int = MAX_CHANNELS,
     min_frames: int = 2,
@@ -106,7 +106,7 @@ def as_2d(audio: np.ndarray) -> np.ndarray:
 
 
 def write_wav(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     audio: np.ndarray,
     sample_rate: int,
     *,

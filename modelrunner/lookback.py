@@ -98,8 +98,10 @@ def prepare(
     elif x_ctx.shape[1] < req["lookback_samples"]:
         reason = f"look-back of {x_ctx.shape[1]} frames is shorter than the {req['lookback_samples']} needed"
     if reason is None:
+        # Duck-typed: requirements() found a callable state_after_context on the module.
+        estimator: Any = model.module
         with torch.no_grad():
-            state = model.module.state_after_context(x_ctx, y_ctx if req["uses_target"] else None, k)
+            state = estimator.state_after_context(x_ctx, y_ctx if req["uses_target"] else None, k)
         info.update({"lookback_frames_used": req["lookback_samples"], "target_used": req["uses_target"]})
         return state, LOOKBACK, info
     info["lookback_unavailable"] = reason
@@ -125,7 +127,8 @@ class _StartFrom(nn.Module):
     def forward(
         self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None
     ) -> tuple[torch.Tensor, Any]:
-        return self.inner(x, knobs, self.initial if state is None else state)
+        out: tuple[torch.Tensor, Any] = self.inner(x, knobs, self.initial if state is None else state)
+        return out
 
     def fast_forward(
         self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: Any = None

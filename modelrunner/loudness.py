@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pyloudnorm
@@ -118,7 +119,7 @@ class LoudnessReport:
         ref = self.reference.lufs_after
         return max((abs(c.lufs_after - ref) for c in self.conditions.values()), default=0.0)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dictionary."""
         d = asdict(self)
         d["max_deviation_lu"] = self.max_deviation_lu
@@ -126,7 +127,7 @@ class LoudnessReport:
 
 
 def _gain(a: np.ndarray, db: float) -> np.ndarray:
-    return (a * 10.0 ** (db / 20.0)).astype(np.float32)
+    return np.asarray(a * 10.0 ** (db / 20.0), dtype=np.float32)
 
 
 def _match(a: np.ndarray, sample_rate: int, target: float, tolerance: float) -> tuple[np.ndarray, float, float]:

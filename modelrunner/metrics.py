@@ -73,7 +73,7 @@ def _pair(output: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _energy(x: np.ndarray, name: str = "target") -> np.ndarray:
     """Energy per channel (axis 0 is time); refuses a silent channel."""
-    e = np.sum(x * x, axis=0)
+    e = np.asarray(np.sum(x * x, axis=0))
     if np.any(e == 0.0):
         raise AudioError(f"{name} has a digitally silent channel; a ratio to its energy is undefined")
     return e
@@ -183,7 +183,7 @@ def mr_stft(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
 def _frame_energy(x: np.ndarray, win: int, hop: int) -> np.ndarray:
     """Mean square over rectangular frames of ``win`` samples every ``hop`` samples, per channel."""
     frames = np.lib.stride_tricks.sliding_window_view(x * x, win, axis=0)[::hop]
-    return frames.mean(axis=-1)
+    return np.asarray(frames.mean(axis=-1))
 
 
 def mr_eesr(output: np.ndarray, target: np.ndarray, sample_rate: int | None = None) -> float:

@@ -47,13 +47,13 @@ class EffectModel:
     format: str
     architecture: str
     parameter_count: int
-    metadata: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     knob_defaults: list[float] | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable description of everything but the module."""
-        return _jsonable(
+        summary: dict[str, Any] = _jsonable(
             {
                 "format": self.format,
                 "architecture": self.architecture,
@@ -68,6 +68,7 @@ class EffectModel:
                 "provenance": self.provenance,
             }
         )
+        return summary
 
     def streaming_call(self) -> Callable[..., tuple[torch.Tensor, Any]]:
         """What chunked renders call (``fast_path`` of the module). The reference pass

@@ -91,7 +91,7 @@ def analyse(obj: Any) -> dict[str, Any]:
         tensors[name] = {"shape": list(w.shape), "sparsity": z / w.numel(), "masked": name in masks}
         total += w.numel()
         zeros += z
-    layers = []
+    layers: list[dict[str, Any]] = []
     for name, w_hh in weights.items():
         match = _HH.match(name)
         if not match or w_hh.dim() != 2:

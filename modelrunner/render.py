@@ -455,11 +455,14 @@ def render_batch(
         yn = y.numpy()
         for r, j in enumerate(todo):
             rendered[j] = yn[r, : signals[j].shape[0]]
+    done = [r for r in rendered if r is not None]
+    if len(done) != len(rendered):
+        raise RuntimeError("a signal was left unrendered")
     outputs: list[np.ndarray] = []
     for i, a in enumerate(arrays):
-        chans = [rendered[j] for j, (ii, _) in enumerate(owner) if ii == i]
-        y = np.stack(chans, axis=1)
-        out = _fit_length(resample(y, sr, rate), a.shape[0])
+        chans = [done[j] for j, (ii, _) in enumerate(owner) if ii == i]
+        stacked = np.stack(chans, axis=1)
+        out = _fit_length(resample(stacked, sr, rate), a.shape[0])
         outputs.append(np.ascontiguousarray(out, dtype=np.float32))
     meter.finish()
     _finish_report(report, outputs, sum(a.shape[0] for a in arrays) / rate, t0)

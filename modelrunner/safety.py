@@ -56,7 +56,7 @@ def max_checkpoint_bytes(max_bytes: int | None = None) -> int:
     return DEFAULT_MAX_BYTES
 
 
-def check_size(path: str | os.PathLike, max_bytes: int | None = None) -> int:
+def check_size(path: str | os.PathLike[str], max_bytes: int | None = None) -> int:
     """Return the file size; refuse missing files, non-files and files over the limit."""
     p = Path(path)
     if not p.is_file():
@@ -70,7 +70,7 @@ def check_size(path: str | os.PathLike, max_bytes: int | None = None) -> int:
     return size
 
 
-def sha256(path: str | os.PathLike) -> str:
+def sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -79,7 +79,7 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_zip(path: str | os.PathLike, max_bytes: int | None = None, *, data: bytes | None = None) -> None:
+def check_zip(path: str | os.PathLike[str], max_bytes: int | None = None, *, data: bytes | None = None) -> None:
     """Inspect a zip archive's central directory without unpacking anything.
 
     Refuses TorchScript archives (``constants.pkl`` or a ``code/`` folder: they carry
@@ -115,7 +115,7 @@ def check_zip(path: str | os.PathLike, max_bytes: int | None = None, *, data: by
         raise CheckpointError(f"{p.name}: zip archive unpacks to {unpacked / packed:.0f}x its size (zip bomb?)")
 
 
-def torch_load(path: str | os.PathLike, max_bytes: int | None = None) -> object:
+def torch_load(path: str | os.PathLike[str], max_bytes: int | None = None) -> object:
     """``torch.load`` with ``weights_only=True`` after the size and zip checks.
 
     A pickle that references anything beyond tensors and plain containers (a pickled
@@ -158,7 +158,7 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], *, source: str = "check
 
 def load_state_dict_strict(
     module: torch.nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, object],
     *,
     source: str = "checkpoint",
 ) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from .models import Report
 
@@ -19,7 +21,10 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def _blind(response: HttpResponse) -> HttpResponse:
+R = TypeVar("R", bound=HttpResponseBase)
+
+
+def _blind(response: R) -> R:
     for k, v in BLIND_HEADERS.items():
         response[k] = v
     for k in ("ETag", "Last-Modified", "Content-Disposition"):
@@ -28,7 +33,7 @@ def _blind(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def serve_blinded_file(request, rel_path: str, content_type: str = "audio/wav") -> HttpResponse:
+def serve_blinded_file(request, rel_path: str, content_type: str = "audio/wav") -> HttpResponseBase:
     """Serve a media file with byte ranges (206/416) and no identifying headers."""
     if settings.SERVE_MEDIA_WITH == "nginx":
         response = HttpResponse(content_type=content_type)
@@ -67,15 +72,15 @@ def serve_blinded_file(request, rel_path: str, content_type: str = "audio/wav") 
             finally:
                 f.close()
 
-        response = StreamingHttpResponse(chunks(), status=206, content_type=content_type)
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
-        response["Content-Length"] = str(remaining)
-        response["Accept-Ranges"] = "bytes"
-        return _blind(response)
-    response = FileResponse(open(path, "rb"), content_type=content_type)
-    response["Content-Length"] = str(size)
-    response["Accept-Ranges"] = "bytes"
-    return _blind(response)
+        partial = StreamingHttpResponse(chunks(), status=206, content_type=content_type)
+        partial["Content-Range"] = f"bytes {start}-{end}/{size}"
+        partial["Content-Length"] = str(remaining)
+        partial["Accept-Ranges"] = "bytes"
+        return _blind(partial)
+    whole = FileResponse(open(path, "rb"), content_type=content_type)
+    whole["Content-Length"] = str(size)
+    whole["Accept-Ranges"] = "bytes"
+    return _blind(whole)
 
 
 def _unsatisfiable(size: int) -> HttpResponse:

@@ -125,8 +125,9 @@ def label(name: str, module: nn.Module) -> str:
         return "PedalNet WaveNet"
     if isinstance(module, WaveNet):
         return f"WaveNet ({len(module.layers)} layers)"
-    if callable(getattr(module, "label", None)):
-        return module.label()
+    own = getattr(module, "label", None)
+    if callable(own):
+        return str(own())
     return name
 
 
@@ -151,7 +152,7 @@ _SHAPED = {"empty", "empty_strided", "empty_permuted", "zeros", "ones", "full", 
 _FROM_DATA = {"tensor", "as_tensor", "asarray", "scalar_tensor"}
 
 
-def _range_elements(func: Callable[..., Any], args: tuple, kwargs: dict) -> int | None:
+def _range_elements(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     """Elements ``torch.arange``/``torch.range`` will create, or None when not computable."""
     try:
         nums = [float(a) for a in args[:3]]

@@ -10,11 +10,23 @@ give the same output.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 State = tuple[torch.Tensor, ...]
+M = TypeVar("M", bound=nn.Module)
+
+
+def members(modules: nn.ModuleList, kind: type[M]) -> list[M]:
+    """The modules of ``modules`` as a list of ``kind`` (what a constructor put there)."""
+    out: list[M] = []
+    for m in modules:
+        if not isinstance(m, kind):
+            raise TypeError(f"expected {kind.__name__} in the module list, found {type(m).__name__}")
+        out.append(m)
+    return out
 
 
 class CausalConv1d(nn.Conv1d):
@@ -39,9 +51,8 @@ class Caches:
         self.new: list[torch.Tensor] = []
 
     def __call__(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
-        if conv.context == 0:
-            return conv(x)
-        return conv(self.with_context(conv, x))
+        y: torch.Tensor = conv(x if conv.context == 0 else self.with_context(conv, x))
+        return y
 
     def with_context(self, conv: CausalConv1d, x: torch.Tensor) -> torch.Tensor:
         """``cat(context, x)`` for ``conv`` (``(B, C, context + T)``), keeping the new context."""
@@ -118,7 +129,7 @@ class StreamingConvNet(nn.Module):
         raise NotImplementedError
 
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "fasttanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -138,9 +149,10 @@ _ACTIVATIONS = {
 def activation(name: str) -> nn.Module:
     """An activation module from its (case-insensitive) torch class name."""
     try:
-        return _ACTIVATIONS[name.lower().replace("_", "")]()
+        kind = _ACTIVATIONS[name.lower().replace("_", "")]
     except KeyError:
         raise ValueError(f"unknown activation {name!r} (known: {', '.join(sorted(_ACTIVATIONS))})") from None
+    return kind()
 
 
 def whole_number(name: str, value: object, top: int) -> int:

@@ -27,8 +27,12 @@ class ARMLP(nn.Module):
     stateful = True
 
     def __init__(
-        self, num_knobs: int = 0, m: int = 16, hidden_sizes: list[int] = (32, 32), activation: str = "tanh"
-    ) -> None:  # type: ignore[assignment]
+        self,
+        num_knobs: int = 0,
+        m: int = 16,
+        hidden_sizes: list[int] | tuple[int, ...] = (32, 32),
+        activation: str = "tanh",
+    ) -> None:
         super().__init__()
         whole_number("m", m, 4096)
         if (
@@ -79,6 +83,7 @@ class ARMLP(nn.Module):
             raise ValueError("state does not belong to this model or batch size")
         m = self.m
         first = self.mlp[0]
+        assert isinstance(first, nn.Linear)  # the constructor puts the input layer first
         w_x, w_y, w_k = first.weight[:, :m], first.weight[:, m : 2 * m - 1], first.weight[:, 2 * m - 1 :]
         x_hist = torch.cat([state[0].to(x), x], dim=1)
         # pre[:, :, n] = w_x @ x[n-m+1..n] + w_k @ knobs + bias, for every n at once.

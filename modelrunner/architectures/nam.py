@@ -10,13 +10,14 @@ form of Atkinson's neural-amp-modeler.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import native
-from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation
-from .recurrent import CompiledRecurrent
+from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation, members
+from .recurrent import CompiledRecurrent, RecurrentState
 
 
 class NamLinear(StreamingConvNet):
@@ -38,6 +39,9 @@ class NamLSTM(CompiledRecurrent, nn.Module):
     the same here. ``(B, T) -> (B, T)``; state ``(h, c)``, each ``(num_layers, B, hidden)``.
     """
 
+    initial_hidden: torch.Tensor
+    initial_cell: torch.Tensor
+
     def __init__(self, hidden_size: int, num_layers: int) -> None:
         super().__init__()
         self.core = nn.LSTM(1, int(hidden_size), int(num_layers), batch_first=True)
@@ -54,11 +58,11 @@ class NamLSTM(CompiledRecurrent, nn.Module):
         out, (h, c) = self.core(x[:, :, None], self._start(x, state))
         return self.head(out)[:, :, 0], (h.detach(), c.detach())
 
-    def _start(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _start(self, x: torch.Tensor, state: RecurrentState | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``state``, or the learned initial state for every row of ``x``."""
         if state is not None:
+            if not isinstance(state, tuple):
+                raise ValueError("an LSTM's state is a pair (h, c)")
             return state
         batch = x.shape[0]
         return (
@@ -69,7 +73,9 @@ class NamLSTM(CompiledRecurrent, nn.Module):
     def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
         return self.core, self.head, 0
 
-    def _kernel_inputs(self, x: torch.Tensor, knobs: torch.Tensor | None, state: object) -> tuple[None, object]:
+    def _kernel_inputs(
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[None, RecurrentState]:
         return None, self._start(x, state)
 
 
@@ -112,6 +118,29 @@ class NamLayerArray(nn.Module):
         )
         self.head_rechannel = CausalConv1d(channels, head_out, head_kernel, bias=head_bias)
 
+    def wavenet_layers(self) -> list[NamWaveNetLayer]:
+        return members(self.layers, NamWaveNetLayer)
+
+
+def _summed(head: torch.Tensor | None) -> torch.Tensor:
+    """The head sum so far (a layer array without layers has none)."""
+    if head is None:
+        raise ValueError("a NAM WaveNet layer array needs at least one layer")
+    return head
+
+
+@dataclass(frozen=True)
+class _FoldedLayer:
+    """One layer's weights as ``NamWaveNet._fast_forward`` multiplies with them."""
+
+    folded: bool  # tanh folded into a sigmoid: tanh(z0) = 2 sigmoid(2 z0) - 1
+    taps: list[torch.Tensor]
+    mixer_scalar: torch.Tensor | None
+    mixer: torch.Tensor | None
+    bias: torch.Tensor | None
+    w1: torch.Tensor
+    b1: torch.Tensor
+
 
 class NamWaveNet(StreamingConvNet):
     """NAM's WaveNet: layer arrays whose head outputs feed the next array's head sum.
@@ -119,18 +148,23 @@ class NamWaveNet(StreamingConvNet):
     ``(B, T) -> (B, T)``; the conditioning input of every layer is the audio input.
     """
 
+    head_scale: torch.Tensor
+
     def __init__(self, arrays: list[NamLayerArray], head_scale: float) -> None:
         super().__init__()
         self.arrays = nn.ModuleList(arrays)
         self.register_buffer("head_scale", torch.tensor(float(head_scale)))
 
+    def layer_arrays(self) -> list[NamLayerArray]:
+        return members(self.arrays, NamLayerArray)
+
     def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
         condition = x
         y = x
         head: torch.Tensor | None = None
-        for arr in self.arrays:
+        for arr in self.layer_arrays():
             y = arr.rechannel(y)
-            for layer in arr.layers:
+            for layer in arr.wavenet_layers():
                 z = caches(layer.conv, y) + layer.input_mixer(condition)
                 if layer.gated:
                     post = layer.activation(z[:, : layer.channels]) * torch.sigmoid(z[:, layer.channels :])
@@ -138,8 +172,8 @@ class NamWaveNet(StreamingConvNet):
                     post = layer.activation(z)
                 y = y + layer.layer1x1(post)
                 head = post if head is None else head + post
-            head = caches(arr.head_rechannel, head)
-        return self.head_scale * head
+            head = caches(arr.head_rechannel, _summed(head))
+        return self.head_scale * _summed(head)
 
     @property
     def batch_chunk_budget(self) -> int:
@@ -184,8 +218,9 @@ class NamWaveNet(StreamingConvNet):
             return None
 
         def pack() -> list[native.PackedLayerArray] | None:
-            packed = [native.pack_wavenet_array(list(arr.layers)) for arr in self.arrays]
-            return None if any(p is None for p in packed) else packed
+            packed = [native.pack_wavenet_array(list(arr.wavenet_layers())) for arr in self.layer_arrays()]
+            complete = [p for p in packed if p is not None]
+            return complete if len(complete) == len(packed) else None
 
         return native.kept(self, "_compiled_cache", native.version_key([self]), pack)
 
@@ -193,15 +228,17 @@ class NamWaveNet(StreamingConvNet):
         self, arrays: list[native.PackedLayerArray], x: torch.Tensor, knobs: torch.Tensor, caches: Caches
     ) -> torch.Tensor:
         lib = native.library()
+        if lib is None:
+            raise RuntimeError(f"the compiled WaveNet kernel is not available ({native.reason()})")
         condition = x.contiguous()
         y = x
         head: torch.Tensor | None = None
-        for arr, packed in zip(self.arrays, arrays):
+        for arr, packed in zip(self.layer_arrays(), arrays):
             y = arr.rechannel(y).contiguous()
             # As Caches.__call__ does, only convolutions with a context carry one in the state.
-            kept = []
-            contexts = []
-            for layer in arr.layers:
+            kept: list[torch.Tensor] = []
+            contexts: list[torch.Tensor] = []
+            for layer in arr.wavenet_layers():
                 if layer.conv.context > 0:
                     kept.append(caches.take(layer.conv, len(kept)))
                     contexts.append(kept[-1])
@@ -211,21 +248,21 @@ class NamWaveNet(StreamingConvNet):
             native.run_wavenet_array(lib, packed, y, condition, head, contexts)
             caches.keep(kept)
             head = caches(arr.head_rechannel, head)
-        return self.head_scale * head
+        return self.head_scale * _summed(head)
 
-    def _fast_weights(self, batch: int) -> list[list[dict[str, torch.Tensor | bool | float]]]:
+    def _fast_weights(self, batch: int) -> list[list[_FoldedLayer]]:
         """Per layer: the folded, batch-expanded weights ``_fast_forward`` multiplies with.
 
         Made once per batch size and kept while the parameters are unchanged (a render
         makes hundreds of calls with the same batch)."""
         return native.kept(self, "_fast_cache", (batch, native.version_key([self])), lambda: self._fold_weights(batch))
 
-    def _fold_weights(self, batch: int) -> list[list[dict[str, torch.Tensor | bool | float]]]:
+    def _fold_weights(self, batch: int) -> list[list[_FoldedLayer]]:
         prepared = []
         with torch.no_grad():
-            for arr in self.arrays:
+            for arr in self.layer_arrays():
                 layers = []
-                for layer in arr.layers:
+                for layer in arr.wavenet_layers():
                     conv = layer.conv
                     folded = layer.gated is False and isinstance(layer.activation, nn.Tanh)
                     k = 2.0 if folded else 1.0
@@ -233,20 +270,21 @@ class NamWaveNet(StreamingConvNet):
                     mixer = layer.input_mixer.weight * k  # (mid, condition, 1)
                     w1 = layer.layer1x1.weight[:, :, 0]
                     b1 = layer.layer1x1.bias
+                    assert b1 is not None  # NamWaveNetLayer builds its 1x1 with a bias
                     if folded:  # tanh(z0) = 2 sigmoid(2 z0) - 1: the 2 and the -1 go into the 1x1
                         w1, b1 = w1 * 2.0, b1 - w1.sum(dim=1)
                     layers.append(
-                        {
-                            "folded": folded,
-                            "taps": [
+                        _FoldedLayer(
+                            folded=folded,
+                            taps=[
                                 weight[:, :, t].expand(batch, -1, -1).contiguous() for t in range(conv.kernel_size[0])
                             ],
-                            "mixer_scalar": mixer[None, :, 0, :] if mixer.shape[1] == 1 else None,
-                            "mixer": mixer[:, :, 0].expand(batch, -1, -1).contiguous() if mixer.shape[1] != 1 else None,
-                            "bias": (conv.bias * k)[None, :, None] if conv.bias is not None else None,
-                            "w1": w1.expand(batch, -1, -1).contiguous(),
-                            "b1": b1[None, :, None],
-                        }
+                            mixer_scalar=mixer[None, :, 0, :] if mixer.shape[1] == 1 else None,
+                            mixer=mixer[:, :, 0].expand(batch, -1, -1).contiguous() if mixer.shape[1] != 1 else None,
+                            bias=(conv.bias * k)[None, :, None] if conv.bias is not None else None,
+                            w1=w1.expand(batch, -1, -1).contiguous(),
+                            b1=b1[None, :, None],
+                        )
                     )
                 prepared.append(layers)
         return prepared
@@ -256,27 +294,26 @@ class NamWaveNet(StreamingConvNet):
         condition = x
         y = x
         head: torch.Tensor | None = None
-        for arr, prepared in zip(self.arrays, self._fast_weights(batch)):
+        for arr, prepared in zip(self.layer_arrays(), self._fast_weights(batch)):
             y = arr.rechannel(y)
             sig_sum: torch.Tensor | None = None  # sum of sigmoid(2z) over tanh layers
             tanh_layers = 0
             post_sum: torch.Tensor | None = None  # sum of the other layers' outputs
-            for layer, w in zip(arr.layers, prepared):
+            for layer, w in zip(arr.wavenet_layers(), prepared):
                 conv = layer.conv
                 full = caches.with_context(conv, y)
                 frames = y.shape[2]
                 d = conv.dilation[0]
-                z = None
-                for tap, wt in enumerate(w["taps"]):
-                    view = full[:, :, tap * d : tap * d + frames]
-                    z = torch.bmm(wt, view) if z is None else z.baddbmm_(wt, view)
-                if w["mixer_scalar"] is not None:
-                    z.addcmul_(w["mixer_scalar"], condition)
-                else:
-                    z.baddbmm_(w["mixer"], condition)
-                if w["bias"] is not None:
-                    z.add_(w["bias"])
-                if w["folded"]:
+                z = torch.bmm(w.taps[0], full[:, :, :frames])
+                for tap in range(1, len(w.taps)):
+                    z = z.baddbmm_(w.taps[tap], full[:, :, tap * d : tap * d + frames])
+                if w.mixer_scalar is not None:
+                    z.addcmul_(w.mixer_scalar, condition)
+                elif w.mixer is not None:
+                    z.baddbmm_(w.mixer, condition)
+                if w.bias is not None:
+                    z.add_(w.bias)
+                if w.folded:
                     post = z.sigmoid_()  # tanh(z0) = 2 * post - 1
                     tanh_layers += 1
                     sig_sum = post if sig_sum is None else sig_sum.add_(post)
@@ -287,11 +324,11 @@ class NamWaveNet(StreamingConvNet):
                         post = layer.activation(z)
                     post_sum = post.clone() if post_sum is None else post_sum.add_(post)
                 # In place: y is this call's own tensor (the caches hold copies of it).
-                y = y.baddbmm_(w["w1"], post).add_(w["b1"])
+                y = y.baddbmm_(w.w1, post).add_(w.b1)
             if sig_sum is not None:
                 sig_sum = sig_sum.mul_(2.0).sub_(float(tanh_layers))
             for part in (sig_sum, post_sum):
                 if part is not None:
                     head = part if head is None else head.add_(part)
-            head = caches(arr.head_rechannel, head)
-        return self.head_scale * head
+            head = caches(arr.head_rechannel, _summed(head))
+        return self.head_scale * _summed(head)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._streaming import Caches, CausalConv1d, StreamingConvNet
+from ._streaming import Caches, CausalConv1d, StreamingConvNet, members
 
 
 class PedalNetWaveNet(StreamingConvNet):
@@ -46,9 +46,10 @@ class PedalNetWaveNet(StreamingConvNet):
     def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
         out = self.input_layer(x)
         skips = []
-        for hidden, residual in zip(self.hidden, self.residuals):
+        for hidden, residual in zip(members(self.hidden, CausalConv1d), self.residuals):
             z = caches(hidden, out)
             gated = torch.tanh(z[:, : self.num_channels]) * torch.sigmoid(z[:, self.num_channels :])
             skips.append(gated)
             out = residual(gated) + out
-        return self.linear_mix(torch.cat(skips, dim=1))
+        y: torch.Tensor = self.linear_mix(torch.cat(skips, dim=1))
+        return y

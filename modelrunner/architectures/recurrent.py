@@ -9,12 +9,17 @@ CoreAudioML's ``SimpleRNN``, so its JSON files load into this module unchanged.
 
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .. import native
 
 UNITS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
+#: ``nn.GRU``/``nn.RNN``'s hidden state, or ``nn.LSTM``'s ``(h, c)``.
+RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class CompiledRecurrent:
@@ -22,12 +27,15 @@ class CompiledRecurrent:
     (``modelrunner.native``) with weights packed once (again if they change), and the
     render plan that suits whichever kernel runs. Subclasses name their parts."""
 
+    #: The subclass's ``nn.Module.forward``: ``(x, knobs, state) -> (y, state)``.
+    forward: Callable[..., tuple[torch.Tensor, RecurrentState]]
+
     def _recurrent_parts(self) -> tuple[nn.RNNBase, nn.Linear, int]:
         raise NotImplementedError
 
     def _kernel_inputs(
-        self, x: torch.Tensor, knobs: torch.Tensor | None, state: object
-    ) -> tuple[torch.Tensor | None, object]:
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor | None, RecurrentState | None]:
         """The knobs (``None`` for none) and start state the kernel gets for this call."""
         raise NotImplementedError
 
@@ -35,8 +43,8 @@ class CompiledRecurrent:
         self,
         x: torch.Tensor,
         knobs: torch.Tensor | None = None,
-        state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        state: RecurrentState | None = None,
+    ) -> tuple[torch.Tensor, RecurrentState]:
         """``forward`` through the compiled kernel where it runs, else ``forward`` itself;
         same outputs to float rounding and the same state layout."""
         kernel = self._kernel()
@@ -45,7 +53,7 @@ class CompiledRecurrent:
         y, state = native.run_recurrent(*kernel, x, *self._kernel_inputs(x, knobs, state))
         return y.to(x.dtype), state
 
-    def _kernel(self) -> tuple[object, native.PackedRecurrent] | None:
+    def _kernel(self) -> tuple[ctypes.CDLL, native.PackedRecurrent] | None:
         """The compiled library and this model's packed weights, or ``None`` (PyTorch's path)."""
         lib = native.library()
         rnn, lin, skip = self._recurrent_parts()
@@ -121,8 +129,8 @@ class RecurrentModel(CompiledRecurrent, nn.Module):
         return self.rec, self.lin, self.skip
 
     def _kernel_inputs(
-        self, x: torch.Tensor, knobs: torch.Tensor | None, state: object
-    ) -> tuple[torch.Tensor | None, object]:
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor | None, RecurrentState | None]:
         # The kernel checks the knobs' shape as forward does (the same message).
         return (knobs if self.num_knobs else None), state
 
@@ -130,8 +138,8 @@ class RecurrentModel(CompiledRecurrent, nn.Module):
         self,
         x: torch.Tensor,
         knobs: torch.Tensor | None = None,
-        state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        state: RecurrentState | None = None,
+    ) -> tuple[torch.Tensor, RecurrentState]:
         batch, frames = x.shape
         inp = x[:, :, None]
         if self.num_knobs:
@@ -143,7 +151,8 @@ class RecurrentModel(CompiledRecurrent, nn.Module):
         if self.skip:
             y = y + x
         if isinstance(state, tuple):
-            state = tuple(s.detach() for s in state)
+            h, c = state
+            state = (h.detach(), c.detach())
         else:
             state = state.detach()
         return y, state

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._streaming import knob_matrix, whole_number
+from ._streaming import knob_matrix, members, whole_number
 
 State = tuple[torch.Tensor, ...]
 
@@ -114,7 +114,7 @@ class RNN(nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         seq = x.permute(2, 0, 1)
         if self.cell == "LSTM":
-            h, c = state[None].split(self.hidden_size, dim=-1)
+            h, c = torch.split(state[None], self.hidden_size, dim=-1)
             out, (h, c) = self.rnn(seq, (h.contiguous(), c.contiguous()))
             new = torch.cat([h, c], dim=-1)[0]
         else:
@@ -146,7 +146,8 @@ class LinearInterp(nn.Module):
         """``(B, C, n)`` -> ``(B, C, (n - 1) * P)``: frame ``m*P + r`` mixes ``z[m]`` and ``z[m+1]``."""
         if z.shape[2] < 2:
             return z.new_zeros(z.shape[0], z.shape[1], 0)
-        return self.convt(z)
+        y: torch.Tensor = self.convt(z)
+        return y
 
 
 class TFiLM(nn.Module):
@@ -175,7 +176,8 @@ class TFiLM(nn.Module):
         z2 = self.maxpool(z)
         if self.film_nn is not None:
             z2 = film_op(z2, self.film_nn(zp), self.in_channels)
-        return self.rnn(z2, state)
+        out: tuple[torch.Tensor, torch.Tensor] = self.rnn(z2, state)
+        return out
 
 
 class LookbackNetwork(nn.Module):
@@ -318,12 +320,12 @@ class SPTMod(nn.Module):
         whole_number("rnn_hidden_size", rnn_hidden_size, 4096)
         if cond_size is not None and (not isinstance(cond_size, int) or not 1 <= cond_size <= 4096):
             raise ValueError(f"cond_size must be null or a whole number in 1..4096, got {cond_size!r}")
-        for name, value in (
+        for name, sizes in (
             ("film_hidden_neurons_list", film_hidden_neurons_list),
             ("lbnet_film_hidden_neurons_list", lbnet_film_hidden_neurons_list),
         ):
-            if value is not None and value and value[0]:
-                _int_list(name, value)
+            if sizes is not None and sizes and sizes[0]:
+                _int_list(name, sizes)
         self.input_channels = 1
         self.n_params = int(n_params)
         self.num_knobs = int(num_knobs)
@@ -384,6 +386,12 @@ class SPTMod(nn.Module):
             else None
         )
 
+    def _convs(self) -> list[CachedConv1d]:
+        return members(self.s_convs, CachedConv1d)
+
+    def _tfilms(self) -> list[TFiLM]:
+        return members(self.s_tfilms, TFiLM)
+
     # -- facts a renderer needs ---------------------------------------------------------
     @property
     def latency_samples(self) -> int:
@@ -411,7 +419,7 @@ class SPTMod(nn.Module):
         """The reference's ``Model.calc_indices``: (input length, i0m, i0a, i0l, cmm, cma)."""
         L, N, P = int(target_length), len(self.s_convs), self.tfilm_block_size
         sa = [0] * N
-        sm = [conv.context for conv in self.s_convs]
+        sm = [conv.context for conv in self._convs()]
         km, cmm, cma = [0] * N, [0] * N, [0] * N
         km[-1] = 1 + ceil(L / P)
         cmm[-1] = cma[-1] = -L + (km[-1] - 1) * P
@@ -429,7 +437,7 @@ class SPTMod(nn.Module):
     # -- state --------------------------------------------------------------------------
     def _zero_state(self, batch: int, like: torch.Tensor) -> State:
         parts: list[torch.Tensor] = [like.new_zeros(batch, 0), like.new_zeros(batch, self.latency_samples)]
-        for conv in self.s_convs:
+        for conv in self._convs():
             parts += [
                 like.new_zeros(batch, conv.conv.in_channels, conv.context),
                 like.new_zeros(batch, self.state_size),
@@ -459,13 +467,14 @@ class SPTMod(nn.Module):
         va = x[:, None, :]
         vm = va
         new: list[torch.Tensor] = []
-        n = len(self.s_convs)
+        convs, tfilms = self._convs(), self._tfilms()
+        n = len(convs)
         for j in range(n):
             cache, rnn_state, last = layers[3 * j : 3 * j + 3]
-            conv = self.s_convs[j]
+            conv = convs[j]
             full = torch.cat([cache, vm], dim=2)
             vm = self.s_acts[j](conv.conv(full))
-            tf = self.s_tfilms[j]
+            tf = tfilms[j]
             out, rnn_state = tf.step(vm, zp, rnn_state)
             tfilm = tf.upsample(torch.cat([last, out], dim=2))
             new += [full[:, :, full.shape[2] - conv.context :], rnn_state, out[:, :, -1:]]
@@ -520,11 +529,12 @@ class SPTMod(nn.Module):
         vm = x_ctx[:, None, i0m:]
         layers: list[torch.Tensor] = []
         P = self.tfilm_block_size
+        convs, tfilms = self._convs(), self._tfilms()
         for j in range(n):
-            conv = self.s_convs[j]
+            conv = convs[j]
             layers.append(vm[:, :, vm.shape[2] - conv.context :])
             vm = self.s_acts[j](conv.conv(vm))
-            tf = self.s_tfilms[j]
+            tf = tfilms[j]
             out, rnn_state = tf.step(vm, zp, lbstate[:, j * size : (j + 1) * size])
             layers += [rnn_state, out[:, :, -1:]]
             if j < n - 1:

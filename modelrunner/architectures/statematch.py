@@ -77,7 +77,8 @@ class StateMatchingGRU(nn.Module):
                 raise ValueError(f"this encoder needs {self.init_len} frames of target before the excerpt")
             parts.append(y_init.to(x_init))
         parts.append(knobs.to(x_init))
-        return self.encoder(torch.cat(parts, dim=1))[None]
+        h: torch.Tensor = self.encoder(torch.cat(parts, dim=1))
+        return h[None]
 
     def state_after_context(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor | None, knobs: torch.Tensor) -> torch.Tensor:
         """State at the excerpt start estimated from the last ``init_len`` frames of context."""

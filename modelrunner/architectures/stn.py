@@ -70,6 +70,7 @@ class StateTrajectoryNetwork(nn.Module):
         if tuple(state.shape) != (batch, self.state_size):
             raise ValueError("state does not belong to this model or batch size")
         first = self.mlp[0]
+        assert isinstance(first, nn.Linear)  # the constructor puts the input layer first
         w_in, w_state = first.weight[:, : 1 + self.num_knobs], first.weight[:, 1 + self.num_knobs :]
         # Input and controls enter the first layer linearly: precompute that share for every
         # frame, elementwise so that a frame's value does not depend on the chunk length.

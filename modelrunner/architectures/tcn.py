@@ -31,7 +31,8 @@ class TCNBlock(nn.Module):
         if self.film is not None and cond is not None:
             gamma, beta = self.film(cond)[:, :, None].chunk(2, dim=1)
             y = y * gamma + beta
-        return self.act(y) + self.res(x)
+        out: torch.Tensor = self.act(y) + self.res(x)
+        return out
 
 
 class TCN(StreamingConvNet):
@@ -72,4 +73,5 @@ class TCN(StreamingConvNet):
         cond = self.cond(knobs.to(x)) if self.cond is not None else None
         for block in self.blocks:
             x = block(x, cond, caches)
-        return self.output(x)
+        y: torch.Tensor = self.output(x)
+        return y

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._streaming import Caches, CausalConv1d, StreamingConvNet
+from ._streaming import Caches, CausalConv1d, StreamingConvNet, members
 
 
 class WaveNetLayer(nn.Module):
@@ -48,8 +48,8 @@ class WaveNet(StreamingConvNet):
 
     def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
         h = self.input(x)
-        skips = None
-        for layer in self.layers:
+        skips: torch.Tensor | None = None
+        for layer in members(self.layers, WaveNetLayer):
             z = caches(layer.conv, h)
             if layer.cond is not None:
                 z = z + layer.cond(knobs.to(x))[:, :, None]
@@ -57,4 +57,7 @@ class WaveNet(StreamingConvNet):
             h = h + layer.residual(gated)
             s = layer.skip(gated)
             skips = s if skips is None else skips + s
-        return self.output(torch.relu(skips))
+        if skips is None:
+            raise ValueError("a WaveNet needs at least one layer")
+        y: torch.Tensor = self.output(torch.relu(skips))
+        return y

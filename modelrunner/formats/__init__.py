@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def _torch_kind(obj: Any) -> str:
     return "native"
 
 
-def detect_format(path: str | os.PathLike, *, max_bytes: int | None = None) -> str:
+def detect_format(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> str:
     """Return ``"coreaudioml"``, ``"nam"``, ``"native"`` or ``"lightning"`` for a file.
 
     Raises ``CheckpointError`` for anything else (including TorchScript archives and
@@ -90,10 +91,10 @@ def detect_format(path: str | os.PathLike, *, max_bytes: int | None = None) -> s
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     sample_rate: int | None = None,
-    config: str | os.PathLike | dict | None = None,
+    config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
 ) -> EffectModel:
     """Load any supported checkpoint as an ``EffectModel`` (format detected by content).
@@ -106,5 +107,10 @@ def load(
     fmt = detect_format(path, max_bytes=max_bytes)
     from . import coreaudioml, lightning, nam, native
 
-    loader = {"coreaudioml": coreaudioml, "nam": nam, "native": native, "lightning": lightning}[fmt]
-    return loader.load(path, sample_rate=sample_rate, config=config, max_bytes=max_bytes)
+    loaders: dict[str, Callable[..., EffectModel]] = {
+        "coreaudioml": coreaudioml.load,
+        "nam": nam.load,
+        "native": native.load,
+        "lightning": lightning.load,
+    }
+    return loaders[fmt](path, sample_rate=sample_rate, config=config, max_bytes=max_bytes)

@@ -17,7 +17,7 @@ from ..model import EffectModel
 LOADER_VERSION = "1"
 
 
-def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> dict[str, Any]:
+def read_json(path: str | os.PathLike[str], max_bytes: int | None = None) -> dict[str, Any]:
     """Parse a JSON checkpoint after the size check; refuse non-objects and NaN literals."""
     safety.check_environment()
     p = Path(path)
@@ -52,7 +52,7 @@ def check_sample_rate(value: Any, source: str) -> int:
 
 def make_model(
     *,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     module: torch.nn.Module,
     sample_rate: int,
     fmt: str,
@@ -62,10 +62,10 @@ def make_model(
     knob_names: list[str] | None = None,
     knob_ranges: list[tuple[float, float]] | None = None,
     knob_defaults: list[float] | None = None,
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     started: float,
     warnings: list[str] | None = None,
-    extra_provenance: dict | None = None,
+    extra_provenance: dict[str, Any] | None = None,
 ) -> EffectModel:
     """Freeze ``module`` and wrap it with provenance (file name, SHA-256, size, timing)."""
     p = Path(path)

@@ -37,7 +37,7 @@ def looks_like(data: Any) -> bool:
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     sample_rate: int | None = None,
     config: Any = None,

@@ -112,10 +112,10 @@ def _config_from_hparams(hp: dict[str, Any], state_dict: dict[str, torch.Tensor]
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     sample_rate: int | None = None,
-    config: str | os.PathLike | dict | None = None,
+    config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
 ) -> EffectModel:
     """Load a Lightning checkpoint as an ``EffectModel``."""
@@ -131,6 +131,7 @@ def load(
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
         raise CheckpointError(f"{p.name}: state_dict must map names to tensors")
     state_dict = fold_pruning(state_dict)
+    cfg: dict[str, Any] | None
     if config is not None:
         cfg = parse_config(config, source=p.name)
     else:

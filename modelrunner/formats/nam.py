@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import safety
+from ..architectures._streaming import StreamingConvNet
 from ..architectures.nam import NamLayerArray, NamLinear, NamLSTM, NamWaveNet
 from ..errors import CheckpointError
 from ..model import EffectModel
@@ -57,7 +58,7 @@ _NEUTRAL = {
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     sample_rate: int | None = None,
     config: Any = None,
@@ -111,7 +112,7 @@ def load(
     metadata = dict(data.get("metadata") or {})
     metadata["nam_version"] = version
     metadata["nam_config"] = cfg
-    rf = 1 if stateful else module.receptive_field
+    rf = module.receptive_field if isinstance(module, StreamingConvNet) and not stateful else 1
     return make_model(
         path=p,
         module=module,
@@ -126,7 +127,7 @@ def load(
     )
 
 
-def _build(arch: Any, cfg: dict, source: str) -> tuple[nn.Module, str, bool]:
+def _build(arch: Any, cfg: dict[str, Any], source: str) -> tuple[nn.Module, str, bool]:
     """The module for ``arch``/``cfg`` with its label and whether it is stateful."""
     if arch == "Linear":
         return _linear(cfg, source), "NAM Linear", False
@@ -151,14 +152,14 @@ def _weight_count(module: nn.Module) -> int:
     return sum(t.numel() for t in _weight_order(module))
 
 
-def _linear(cfg: dict, source: str) -> NamLinear:
+def _linear(cfg: dict[str, Any], source: str) -> NamLinear:
     rf = int(cfg["receptive_field"])
     if not 1 <= rf <= 1_000_000:
         raise CheckpointError(f"{source}: Linear receptive_field {rf} is out of range")
     return NamLinear(rf, bool(cfg.get("bias", False)))
 
 
-def _lstm(cfg: dict, source: str) -> NamLSTM:
+def _lstm(cfg: dict[str, Any], source: str) -> NamLSTM:
     if int(cfg.get("input_size", 1)) != 1:
         raise CheckpointError(f"{source}: NAM LSTM with input_size {cfg['input_size']} (parametric) is not supported")
     hidden, layers = int(cfg["hidden_size"]), int(cfg["num_layers"])
@@ -175,7 +176,7 @@ def _activation_name(value: Any) -> str:
     return value
 
 
-def _wavenet(cfg: dict, source: str) -> NamWaveNet:
+def _wavenet(cfg: dict[str, Any], source: str) -> NamWaveNet:
     if cfg.get("head") is not None:
         raise CheckpointError(f"{source}: NAM WaveNet with a post-stack 'head' is not supported")
     if cfg.get("condition_dsp") is not None:
@@ -270,17 +271,26 @@ def _weight_order(module: nn.Module) -> list[torch.Tensor]:
     if isinstance(module, NamLSTM):
         # Filled specially: [W_ih | W_hh] is one matrix in the file.
         raise AssertionError("LSTM weights are imported by _import_lstm")
+    if not isinstance(module, NamWaveNet):
+        raise TypeError(f"not a NAM module: {type(module).__name__}")
     order: list[torch.Tensor] = []
-    for arr in module.arrays:
+    for arr in module.layer_arrays():
         order.append(arr.rechannel.weight)
-        for layer in arr.layers:
-            order += [layer.conv.weight, layer.conv.bias, layer.input_mixer.weight]
-            order += [layer.layer1x1.weight, layer.layer1x1.bias]
+        for layer in arr.wavenet_layers():
+            order += [layer.conv.weight, _bias(layer.conv), layer.input_mixer.weight]
+            order += [layer.layer1x1.weight, _bias(layer.layer1x1)]
         order.append(arr.head_rechannel.weight)
         if arr.head_rechannel.bias is not None:
             order.append(arr.head_rechannel.bias)
     order.append(module.head_scale)
     return order
+
+
+def _bias(conv: nn.Conv1d) -> torch.Tensor:
+    """The bias of a convolution NAM's WaveNet layer builds with one."""
+    if conv.bias is None:
+        raise TypeError("a NAM WaveNet layer convolution without a bias")
+    return conv.bias
 
 
 def _import_weights(module: nn.Module, flat: torch.Tensor, source: str) -> None:

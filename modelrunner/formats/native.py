@@ -153,7 +153,7 @@ def build_model(
     fmt: str,
     started: float,
     sample_rate: int | None,
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     warnings: list[str] | None = None,
 ) -> EffectModel:
     """Check the weights against the config's architecture (sized on the meta device, so a
@@ -184,10 +184,10 @@ def build_model(
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     sample_rate: int | None = None,
-    config: str | os.PathLike | dict | None = None,
+    config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
 ) -> EffectModel:
     """Load native weights (safetensors or ``.pt``) with their config as an ``EffectModel``."""
@@ -203,7 +203,7 @@ def load(
     return build_model(path=p, state_dict=state_dict, cfg=cfg, fmt="native", started=started, sample_rate=sample_rate)
 
 
-def save(path: str | os.PathLike, module_state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+def save(path: str | os.PathLike[str], module_state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write ``module_state_dict`` as safetensors with ``config`` embedded, after checking
     that the config builds an architecture these weights fit exactly."""
     cfg = parse_config(config, source=Path(path).name)

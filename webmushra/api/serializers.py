@@ -114,7 +114,8 @@ class CheckpointUploadSerializer(serializers.Serializer):
 
 class ConditionCreateSerializer(serializers.Serializer):
     checkpoint = serializers.IntegerField(help_text="Id of a checkpoint of this experiment.")
-    label = serializers.CharField(max_length=120)
+    # The stubs see Field.label (a str); DRF's metaclass takes declared fields off the class.
+    label = serializers.CharField(max_length=120)  # type: ignore[assignment]
     knobs = serializers.DictField(child=serializers.FloatField(), required=False, default=dict)
 
 

@@ -253,7 +253,7 @@ class Ratings(ApiView):
 
 class RatingsCSV(Ratings):
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]}, summary="Ratings as CSV")
-    def get(self, request, pk: int):
+    def get(self, request, pk: int, as_csv: bool = True):
         return super().get(request, pk, as_csv=True)
 
 

@@ -27,7 +27,7 @@ def save_upload(upload: UploadedFile | str | os.PathLike, name: str | None = Non
         else:
             for chunk in upload.chunks():
                 out.write(chunk)
-            filename = name or upload.name
+            filename = name or upload.name or "upload"
     return Path(tmp), Path(filename).name
 
 

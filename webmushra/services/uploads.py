@@ -108,7 +108,11 @@ def add_excerpt(
         raise ServiceError("look-back: give both the dry input and the device recording before the excerpt, or neither")
     dry_tmp, dry_name = save_upload(dry)
     ref_tmp, ref_name = save_upload(reference)
-    lb = [save_upload(lookback_dry), save_upload(lookback_reference)] if lookback_dry is not None else []
+    lb = (
+        [save_upload(lookback_dry), save_upload(lookback_reference)]
+        if lookback_dry is not None and lookback_reference is not None
+        else []
+    )
     guard = FileGuard()
     try:
         check_size(dry_tmp, dry_name)

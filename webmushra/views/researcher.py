@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -124,7 +125,7 @@ def preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def stimulus_audio(request: HttpRequest, pk: int, stimulus_id: int) -> HttpResponse:
+def stimulus_audio(request: HttpRequest, pk: int, stimulus_id: int) -> HttpResponseBase:
     experiment = experiment_for(request.user, pk)
     stimulus = Stimulus.objects.filter(experiment=experiment, pk=stimulus_id).first()
     if stimulus is None:
@@ -133,7 +134,7 @@ def stimulus_audio(request: HttpRequest, pk: int, stimulus_id: int) -> HttpRespo
 
 
 @login_required
-def excerpt_audio(request: HttpRequest, pk: int, excerpt_id: int, which: str) -> HttpResponse:
+def excerpt_audio(request: HttpRequest, pk: int, excerpt_id: int, which: str) -> HttpResponseBase:
     experiment = experiment_for(request.user, pk)
     excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
     if excerpt is None or which not in ("dry", "reference"):
