@@ -3,7 +3,7 @@
 ``ready``: a trial of 12 signals (hidden reference, two anchors, nine models) plus the
 open reference, 10 s each at 48 kHz, 24-bit PCM WAV, served by gunicorn on 127.0.0.1.
 Headless Chromium opens the trial page; the figure is the time from navigation start to
-``mushra.state().ready`` (all 13 files fetched and decoded, the player shown). Baseline,
+the player's ``state.ready`` (all 13 files fetched and decoded, the player shown). Baseline,
 same run: fetching the same 13 files one after another with a plain HTTP client.
 
 ``saves``: locust participants (``bench/locustfile_participant.py``) each start a session
@@ -34,6 +34,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+#: The trial page's player, which sets no global: it fills in {state(), telemetry(), context} when
+#: its .wm element gets a "mushra:inspect" event (webmushra/static/webmushra/mushra.js).
+PLAYER_JS = (
+    "(() => { const d = {state: () => null, telemetry: () => null, context: null};"
+    " const root = document.querySelector('.wm');"
+    " if (root) root.dispatchEvent(new CustomEvent('mushra:inspect', {detail: d})); return d; })()"
+)
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -327,7 +334,7 @@ def bench_ready(runs: int) -> dict[str, Any]:
                     page.goto(page_url, wait_until="commit")
                     # Polled every animation frame; the first frame that sees ready records the time.
                     page.wait_for_function(
-                        "() => window.mushra && window.mushra.state().ready"
+                        f"() => {PLAYER_JS}.state()?.ready"
                         " && (window.__readyAt = window.__readyAt || performance.now())",
                         polling="raf",
                         timeout=30_000,
@@ -337,7 +344,7 @@ def bench_ready(runs: int) -> dict[str, Any]:
                         dom.append(
                             page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
                         )
-                        decode.append(page.evaluate("mushra.telemetry().decode_ms"))
+                        decode.append(page.evaluate(f"{PLAYER_JS}.telemetry().decode_ms"))
                         first_byte.append(page.evaluate("performance.getEntriesByType('navigation')[0].responseStart"))
                         fetched.append(
                             page.evaluate(
@@ -345,7 +352,7 @@ def bench_ready(runs: int) -> dict[str, Any]:
                                 ".filter(e => e.initiatorType === 'fetch').map(e => e.responseEnd))"
                             )
                         )
-                        assert page.evaluate("Object.keys(mushra.player.engine.buffers).length") == len(urls)
+                        assert len(page.evaluate(f"{PLAYER_JS}.state().decoded")) == len(urls)
                     context.close()
             finally:
                 browser.close()

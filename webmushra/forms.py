@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from evaluation.settings import Settings as AnalysisSettings
+
 from .models import Checkpoint, ConditionKind, Experiment
-from .rules import RULE_DEFAULTS
+from .rules import HEADPHONE_DEFAULTS, flow, headphone_settings, player_rules
+
+#: The analysis's own post-screening defaults (BS.1534-3 §4.1.2), shown on the settings page.
+SCREENING_DEFAULTS = AnalysisSettings()
 
 SAMPLE_RATES = [(44100, "44.1 kHz"), (48000, "48 kHz"), (88200, "88.2 kHz"), (96000, "96 kHz")]
 
@@ -56,8 +62,8 @@ class ExcerptUploadForm(forms.Form):
         label="Device recordings (WAV or FLAC)", help_text="The real device's output for each dry input."
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
         dry, ref = data.get("dry") or [], data.get("reference") or []
         if dry and ref and len(dry) != len(ref):
             raise forms.ValidationError(
@@ -109,7 +115,7 @@ def parse_knobs(text: str) -> dict[str, float]:
             raise forms.ValidationError(f"knobs: not valid JSON ({exc.msg})") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("knobs: expected an object of knob -> value")
-        items = value.items()
+        items: list[tuple[Any, Any]] = list(value.items())
     else:
         items = []
         for part in re.split(r"[,;\n]+", text):
@@ -135,7 +141,9 @@ class ConditionForm(forms.Form):
 
     def __init__(self, *args, experiment: Experiment, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["checkpoint"].queryset = experiment.checkpoints.all()
+        checkpoint = self.fields["checkpoint"]
+        assert isinstance(checkpoint, forms.ModelChoiceField)
+        checkpoint.queryset = experiment.checkpoints.all()
 
     def clean_knobs(self) -> dict[str, float]:
         return parse_knobs(self.cleaned_data.get("knobs", ""))
@@ -185,25 +193,43 @@ class SettingsForm(forms.Form):
     level_setting = forms.BooleanField(required=False, label="Listening-level page")
     headphone_check = forms.BooleanField(required=False, label="Headphone screening")
     headphone_pass_threshold = forms.FloatField(
-        min_value=0, max_value=1, initial=5 / 6, label="Headphone check: share of correct answers to pass"
+        min_value=0,
+        max_value=1,
+        initial=HEADPHONE_DEFAULTS["pass_threshold"],
+        label="Headphone check: share of correct answers to pass",
     )
     headphone_trials = forms.IntegerField(
-        min_value=1, max_value=20, initial=6, label="Headphone check: trials per test"
+        min_value=1,
+        max_value=20,
+        initial=HEADPHONE_DEFAULTS["trials_per_test"],
+        label="Headphone check: trials per test",
     )
     must_play_all = forms.BooleanField(required=False, label="Every signal must be played before rating")
     require_one_100 = forms.BooleanField(required=False, label="At least one signal rated 100 (BS.1534-3 §5.4)")
     only_playing_slider_moves = forms.BooleanField(required=False, label="Only the playing signal's slider moves")
     reference_threshold = forms.FloatField(
-        min_value=0, max_value=100, initial=90, label="Post-screening: hidden reference rated below"
+        min_value=0,
+        max_value=100,
+        initial=SCREENING_DEFAULTS.reference_threshold,
+        label="Post-screening: hidden reference rated below",
     )
     reference_max_fraction = forms.FloatField(
-        min_value=0, max_value=1, initial=0.15, label="... on more than this share of items"
+        min_value=0,
+        max_value=1,
+        initial=SCREENING_DEFAULTS.reference_max_fraction,
+        label="... on more than this share of items",
     )
     anchor_threshold = forms.FloatField(
-        min_value=0, max_value=100, initial=90, label="Post-screening: 7 kHz anchor rated above"
+        min_value=0,
+        max_value=100,
+        initial=SCREENING_DEFAULTS.anchor_threshold,
+        label="Post-screening: 7 kHz anchor rated above",
     )
     anchor_max_fraction = forms.FloatField(
-        min_value=0, max_value=1, initial=0.15, label="... on more than this share of items"
+        min_value=0,
+        max_value=1,
+        initial=SCREENING_DEFAULTS.anchor_max_fraction,
+        label="... on more than this share of items",
     )
     questionnaire = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6}), required=False, help_text=QUESTIONNAIRE_HELP
@@ -212,8 +238,8 @@ class SettingsForm(forms.Form):
     @classmethod
     def for_experiment(cls, experiment: Experiment) -> SettingsForm:
         cfg = experiment.config
-        hc = cfg.get("headphone_check") or {}
-        rules = cfg.get("rules") or {}
+        hc = headphone_settings(experiment)
+        rules = player_rules(experiment)
         analysis = cfg.get("analysis") or {}
         initial = {
             "title": experiment.title,
@@ -225,20 +251,18 @@ class SettingsForm(forms.Form):
             "trial_subset_size": cfg.get("trial_subset_size") or None,
             "completion_url": cfg.get("completion_url", ""),
             "completion_code": cfg.get("completion_code", ""),
-            "training": cfg.get("training", True),
-            "level_setting": cfg.get("level_setting", True),
-            "headphone_check": hc.get("enabled", False),
-            "headphone_pass_threshold": hc.get("pass_threshold", 5 / 6),
-            "headphone_trials": hc.get("trials_per_test", 6),
-            "must_play_all": rules.get("must_play_all", RULE_DEFAULTS["must_play_all"]),
-            "require_one_100": rules.get("require_one_100", RULE_DEFAULTS["require_one_100"]),
-            "only_playing_slider_moves": rules.get(
-                "only_playing_slider_moves", RULE_DEFAULTS["only_playing_slider_moves"]
-            ),
-            "reference_threshold": analysis.get("reference_threshold", 90),
-            "reference_max_fraction": analysis.get("reference_max_fraction", 0.15),
-            "anchor_threshold": analysis.get("anchor_threshold", 90),
-            "anchor_max_fraction": analysis.get("anchor_max_fraction", 0.15),
+            "training": flow(experiment, "training"),
+            "level_setting": flow(experiment, "level_setting"),
+            "headphone_check": hc["enabled"],
+            "headphone_pass_threshold": hc["pass_threshold"],
+            "headphone_trials": hc["trials_per_test"],
+            "must_play_all": rules["must_play_all"],
+            "require_one_100": rules["require_one_100"],
+            "only_playing_slider_moves": rules["only_playing_slider_moves"],
+            **{
+                name: analysis.get(name, getattr(SCREENING_DEFAULTS, name))
+                for name in ("reference_threshold", "reference_max_fraction", "anchor_threshold", "anchor_max_fraction")
+            },
             "questionnaire": json.dumps(cfg["questionnaire"], indent=1) if cfg.get("questionnaire") else "",
         }
         return cls(initial=initial)
@@ -266,7 +290,7 @@ class SettingsForm(forms.Form):
             "level_setting": d["level_setting"],
             "headphone_check": {
                 "enabled": d["headphone_check"],
-                "tests": ["antiphase", "huggins"],
+                "tests": list(HEADPHONE_DEFAULTS["tests"]),
                 "trials_per_test": d["headphone_trials"],
                 "pass_threshold": d["headphone_pass_threshold"],
             },

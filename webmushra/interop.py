@@ -42,7 +42,8 @@ from django.db import transaction
 from django.utils.html import strip_tags
 
 from . import errors, rules
-from .models import MAX_SIGNALS_PER_TRIAL, ConditionKind, Experiment, Rating
+from .models import ConditionKind, Experiment, Rating
+from .rules import MAX_SIGNALS_PER_TRIAL
 from .services import experiments, files, uploads
 
 #: Page types with a counterpart here; everything else is reported as unsupported.
@@ -230,7 +231,12 @@ def _chunks(keys: list[str], size: int) -> list[list[str]]:
 
 
 def import_config(
-    *, owner, text: str | bytes, resolve: Callable[[str], Path], allow_partial: bool = False, source: str = "config"
+    *,
+    owner,
+    text: str | bytes,
+    resolve: Callable[[str], Path | None],
+    allow_partial: bool = False,
+    source: str = "config",
 ) -> ImportResult:
     """Create experiments from a webMUSHRA config; ``resolve`` maps a config path to a local file.
 
@@ -377,7 +383,7 @@ def _build_experiment(
     chunk: list[str],
     anchors: tuple[bool, bool],
     pages: list[Page],
-    resolve: Callable[[str], Path],
+    resolve: Callable[[str], Path | None],
     source: str,
     description: str,
     instructions: str,
@@ -422,7 +428,7 @@ def _build_experiment(
     return experiment
 
 
-def _resolve(resolve: Callable[[str], Path], name: Any, page: Page, source: str) -> Path:
+def _resolve(resolve: Callable[[str], Path | None], name: Any, page: Page, source: str) -> Path:
     text = str(name).strip()
     parts = Path(text.replace("\\", "/")).parts
     if Path(text).is_absolute() or text.startswith(("/", "\\")) or ".." in parts:

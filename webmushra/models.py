@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models import Q
 
 from evaluation import kinds
+from modelrunner import anchors
 
 
 def new_token() -> str:
@@ -40,7 +41,9 @@ class ConditionKind(models.TextChoices):
 
     @classmethod
     def anchor_cutoff_hz(cls, kind: str) -> float | None:
-        return {cls.ANCHOR_35: 3500.0, cls.ANCHOR_70: 7000.0}.get(kind)
+        """The low-pass cut-off of an anchor kind (``modelrunner.anchors``), None for other kinds."""
+        cutoffs: dict[str, float] = {cls.ANCHOR_35: anchors.LOW_ANCHOR_HZ, cls.ANCHOR_70: anchors.MID_ANCHOR_HZ}
+        return cutoffs.get(kind)
 
     @classmethod
     def analysis_kind(cls, kind: str) -> str:
@@ -57,9 +60,6 @@ FIXED_CONDITION_LABELS: dict[str, str] = {
 
 #: The low-pass anchors of BS.1534-3 §5.1, in their order on the page.
 ANCHOR_KINDS: tuple[str, ...] = (ConditionKind.ANCHOR_35, ConditionKind.ANCHOR_70)
-
-#: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial.
-MAX_SIGNALS_PER_TRIAL = 12
 
 
 class Experiment(models.Model):

@@ -22,9 +22,22 @@ RULE_DEFAULTS: dict[str, bool | float] = {
     "loop_min_seconds": 0.5,
 }
 
+#: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial; the player
+#: receives it with each trial (``max_signals``).
+MAX_SIGNALS_PER_TRIAL = 12
+
+
+#: The participant flow's switches and their defaults: a training trial, then the level page.
+FLOW_DEFAULTS: dict[str, bool] = {"training": True, "level_setting": True}
+
+
+def flow(experiment: Experiment, switch: str) -> bool:
+    """Whether a step of the participant flow (``FLOW_DEFAULTS``) is on for this experiment."""
+    return bool(experiment.config.get(switch, FLOW_DEFAULTS[switch]))
+
 
 #: Defaults of the headphone check (Woods et al. 2017; Milne et al. 2021 use 6 trials, pass at 5).
-HEADPHONE_DEFAULTS = {
+HEADPHONE_DEFAULTS: dict[str, Any] = {
     "enabled": False,
     "tests": ["antiphase", "huggins"],
     "trials_per_test": 6,
@@ -121,13 +134,13 @@ def validate_config(config: dict) -> dict:
     if hc is not None:
         if not isinstance(hc, dict):
             raise ServiceError("headphone_check: expected an object")
-        tests = hc.get("tests", list(HEADPHONE_TESTS))
+        tests = hc.get("tests", list(HEADPHONE_DEFAULTS["tests"]))
         bad = [t for t in tests if t not in HEADPHONE_TESTS]
         if bad:
             raise ServiceError(f"headphone_check: unknown test(s) {', '.join(map(str, bad))}")
         try:
-            trials = int(hc.get("trials_per_test", 6))
-            threshold = float(hc.get("pass_threshold", 5 / 6))
+            trials = int(hc.get("trials_per_test", HEADPHONE_DEFAULTS["trials_per_test"]))
+            threshold = float(hc.get("pass_threshold", HEADPHONE_DEFAULTS["pass_threshold"]))
         except (TypeError, ValueError):
             raise ServiceError("headphone_check: trials_per_test and pass_threshold must be numbers") from None
         if trials < 1:
@@ -153,7 +166,7 @@ def validate_config(config: dict) -> dict:
         }
         if cfg["rules"]["loop_min_seconds"] < 0.1:
             raise ServiceError("rules: loop_min_seconds must be at least 0.1 s")
-    for key in ("level_setting", "training"):
+    for key in FLOW_DEFAULTS:
         if key in cfg:
             cfg[key] = bool(cfg[key])
     return cfg

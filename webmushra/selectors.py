@@ -8,7 +8,8 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from .models import MAX_SIGNALS_PER_TRIAL, ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus
+from .models import ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus
+from .rules import MAX_SIGNALS_PER_TRIAL
 
 RATING_COLUMNS = ["participant", "item", "condition", "kind", "rating", "trial_position", "submitted_at"]
 

@@ -46,6 +46,7 @@ def run_django(tmp_path, args: list[str], **env: str) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, *args], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     out = run_django(
         tmp_path,
@@ -57,6 +58,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
     assert "no issues" in out.stdout and "WARNING" not in out.stderr
 
 
+@pytest.mark.slow
 def test_check_deploy_does_fail_without_them(tmp_path):
     """The check above can fail: the development defaults are reported."""
     out = run_django(
@@ -70,6 +72,7 @@ def test_check_deploy_does_fail_without_them(tmp_path):
         assert check in out.stderr
 
 
+@pytest.mark.slow
 def test_production_settings_values(tmp_path):
     script = (
         "import django, json; django.setup(); from django.conf import settings as s; print(json.dumps({k: getattr(s, k)"
@@ -154,7 +157,14 @@ def test_participant_templates_have_no_inline_code():
         text = path.read_text()
         for tag in re.findall(r"<script\b[^>]*>", text, re.I):
             assert "src=" in tag, f"{path.name}: inline script {tag}"
+            assert 'type="module"' in tag, f"{path.name}: {tag} is not loaded as an ES module"
         assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", text, re.I), f"{path.name}: inline style or handler"
-    for js in ("mushra.js", "headphone.js"):
-        code = (REPO / "webmushra" / "static" / "webmushra" / js).read_text()
-        assert not re.search(r"\beval\(|new Function\(|setAttribute\(\s*[\"']style|\.innerHTML\s*=", code), js
+    scripts = sorted((REPO / "webmushra" / "static" / "webmushra").glob("*.js"))
+    participant = {"mushra.js", "engine.js", "loader.js", "savequeue.js", "keyboard.js", "trial.js", "headphone.js"}
+    assert participant <= {p.name for p in scripts}
+    for path in scripts:
+        code = path.read_text()
+        assert not re.search(r"\beval\(|new Function\(|setAttribute\(\s*[\"']style|\.innerHTML\s*=", code), path.name
+        if path.name in participant:
+            # ES modules that share nothing through globals (tests read the player via its events).
+            assert not re.search(r"\b(window|globalThis)\.\w+\s*=[^=]", code), f"{path.name} sets a global"

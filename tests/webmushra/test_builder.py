@@ -16,7 +16,8 @@ from django.urls import reverse
 from tests.paths import fixture_path
 from tests.webmushra.conftest import render_inline
 from webmushra import messaging, selectors
-from webmushra.models import MAX_SIGNALS_PER_TRIAL, Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
+from webmushra.models import Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
+from webmushra.rules import MAX_SIGNALS_PER_TRIAL
 from webmushra.services import experiments, reports, sessions, uploads
 
 pytestmark = pytest.mark.django_db

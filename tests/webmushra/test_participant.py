@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.urls import reverse
 
+from webmushra import rules
 from webmushra.models import Participant, Rating, StimulusToken, TrialResponse
 from webmushra.services import experiments, sessions
 
@@ -41,6 +43,21 @@ def test_ratings_are_validated_and_nothing_is_stored_on_error(client, participan
     r = client.post(url, "{not json", content_type="application/json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     assert Rating.objects.count() == 0 and TrialResponse.objects.count() == 0
+
+
+def test_trial_json_carries_the_rules_and_the_signal_cap(client, participant_at_trials):
+    """The player keeps no rule defaults and no cap: both come with every trial, from rules.py."""
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
+
+    def trial_json() -> dict:
+        page = client.get(reverse("participant:trial", args=[p.token, 1])).content.decode()
+        return json.loads(re.search(r'<script id="trial-data" type="application/json">(.*?)</script>', page, re.S)[1])
+
+    data = trial_json()
+    assert data["rules"] == rules.RULE_DEFAULTS and data["max_signals"] == rules.MAX_SIGNALS_PER_TRIAL == 12
+    exp.config = {**exp.config, "rules": {**rules.RULE_DEFAULTS, "require_one_100": False, "loop_min_seconds": 1.5}}
+    exp.save(update_fields=["config"])
+    assert trial_json()["rules"] == {**rules.RULE_DEFAULTS, "require_one_100": False, "loop_min_seconds": 1.5}
 
 
 def test_a_trial_saved_twice_with_another_key_is_refused(client, participant_at_trials):

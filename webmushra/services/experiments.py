@@ -19,7 +19,6 @@ from ..errors import ConflictError, ServiceError
 from ..models import (
     ANCHOR_KINDS,
     FIXED_CONDITION_LABELS,
-    MAX_SIGNALS_PER_TRIAL,
     Checkpoint,
     Condition,
     ConditionKind,
@@ -28,7 +27,7 @@ from ..models import (
     Stimulus,
     Trial,
 )
-from ..rules import SETTINGS_FIELDS, validate_config
+from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, validate_config
 from .files import FileGuard, delete_files
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,11 @@ def set_anchors(*, experiment: Experiment, anchor35: bool, anchor70: bool) -> Ex
             changed = True
     if changed:
         # Hidden reference first, anchors next, models after: the analysis reads them in this order.
-        order = {ConditionKind.HIDDEN_REFERENCE: 0, ConditionKind.ANCHOR_35: 1, ConditionKind.ANCHOR_70: 2}
+        order: dict[str, int] = {
+            ConditionKind.HIDDEN_REFERENCE: 0,
+            ConditionKind.ANCHOR_35: 1,
+            ConditionKind.ANCHOR_70: 2,
+        }
         conditions = sorted(experiment.conditions.all(), key=lambda c: (order.get(c.kind, 3), c.position, c.pk))
         for i, c in enumerate(conditions):
             Condition.objects.filter(pk=c.pk).update(position=i)
@@ -266,7 +269,7 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
                 guard.stored(getattr(copy, field))
             copy.save()
         for c in root.checkpoints.all():
-            copy = Checkpoint(
+            checkpoint = Checkpoint(
                 experiment=block,
                 name=c.name,
                 format=c.format,
@@ -278,13 +281,13 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
                 size=c.size,
             )
             with c.file.open("rb") as fh:
-                copy.file.save(Path(c.file.name).name, File(fh), save=False)
-            guard.stored(copy.file)
+                checkpoint.file.save(Path(c.file.name).name, File(fh), save=False)
+            guard.stored(checkpoint.file)
             if c.config_file:
                 with c.config_file.open("rb") as fh:
-                    copy.config_file.save(Path(c.config_file.name).name, File(fh), save=False)
-                guard.stored(copy.config_file)
-            copy.save()
+                    checkpoint.config_file.save(Path(c.config_file.name).name, File(fh), save=False)
+                guard.stored(checkpoint.config_file)
+            checkpoint.save()
     except BaseException:
         guard.rollback()
         raise
@@ -307,7 +310,7 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     if have != conditions * len(excerpts):
         raise ConflictError(f"cannot open: {have} of {conditions * len(excerpts)} stimuli are rendered")
     training_excerpt_ids = set(experiment.config.get("training_excerpts", [excerpts[0].pk] if excerpts else []))
-    if experiment.config.get("training", True) is False:
+    if not flow(experiment, "training"):
         training_excerpt_ids = set()
     for i, excerpt in enumerate(excerpts):
         Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i})

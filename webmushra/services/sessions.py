@@ -8,7 +8,6 @@ import logging
 import random
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from django.db import transaction
@@ -23,7 +22,7 @@ from ..models import (
     StimulusToken,
     TrialResponse,
 )
-from ..rules import headphone_settings, questionnaire_fields
+from ..rules import flow, headphone_settings, questionnaire_fields
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,10 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
     if 0 < subset < len(trials):
         # Balanced subset: the items least used so far first, ties broken at random.
         counts = {t: 0 for t in trials}
-        for plan in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list(
+        for earlier in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list(
             "plan", flat=True
         ):
-            for entry in plan:
+            for entry in earlier:
                 if entry.get("trial") in counts and not entry.get("training"):
                     counts[entry["trial"]] += 1
         ranked = sorted(trials, key=lambda t: (counts[t], rng.random()))
@@ -122,7 +121,7 @@ def headphone_trials(*, participant: Participant) -> list[dict]:
 
 
 def _stage_after_screening(participant: Participant) -> str:
-    if participant.experiment.config.get("level_setting", True):
+    if flow(participant.experiment, "level_setting"):
         return Participant.Stage.LEVEL
     return _trial_stage(participant)
 
@@ -135,7 +134,7 @@ def _trial_stage(participant: Participant) -> str:
 
 
 @transaction.atomic
-def score_headphone_check(*, participant: Participant, answers: list[dict]) -> Participant:
+def score_headphone_check(*, participant: Participant, answers: object) -> Participant:
     """Score the screening against the server's own record of the targets; a fail ends politely."""
     participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
     if participant.stage != Participant.Stage.SCREENING:
@@ -207,8 +206,8 @@ def submit_trial(
     participant: Participant | None = None,
     token: str | None = None,
     index: int,
-    idempotency_key: str,
-    ratings: dict[str, Any],
+    idempotency_key: object,
+    ratings: object,
     telemetry: dict | None = None,
 ) -> SaveResult:
     """Store one trial's ratings in one transaction; a replay of the same key is a no-op.

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from .. import errors, forms, interop
 from ..access import experiment_for
-from ..models import MAX_SIGNALS_PER_TRIAL
+from ..rules import MAX_SIGNALS_PER_TRIAL
 from ..services import experiments, uploads
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, RawPostDataException
+from django.http.response import HttpResponseBase
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,7 +21,7 @@ from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken
 from ..ratelimit import ratelimit
 from ..services import sessions
 
-STAGE_VIEWS = {
+STAGE_VIEWS: dict[str, str] = {
     Participant.Stage.CONSENT: "participant:consent",
     Participant.Stage.SCREENING: "participant:screening",
     Participant.Stage.LEVEL: "participant:level",
@@ -200,7 +201,9 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
         "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])} for k, cid in keys.items()],
+        # The page's rules and the signal cap, from rules.py only: the player keeps no defaults.
         "rules": rules.player_rules(participant.experiment),
+        "max_signals": rules.MAX_SIGNALS_PER_TRIAL,
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
         "idempotency_key": entry["key"],
         "csrf_token": get_token(request),
@@ -263,7 +266,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
 
 
 @ratelimit("media")
-def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
+def reference(request: HttpRequest, token: str, number: int) -> HttpResponseBase:
     """The open reference of a trial (same audio as the hidden reference, another URL)."""
     participant = _participant(token)
     index = number - 1
@@ -278,7 +281,7 @@ def reference(request: HttpRequest, token: str, number: int) -> HttpResponse:
 
 
 @ratelimit("media")
-def stimulus(request: HttpRequest, token: str) -> HttpResponse:
+def stimulus(request: HttpRequest, token: str) -> HttpResponseBase:
     # One indexed lookup for the file path: this is the most frequent request of a session.
     path = StimulusToken.objects.filter(token=token).values_list("stimulus__file", flat=True)[:1]
     if not path:

@@ -1,0 +1,522 @@
+/*
+ * The MUSHRA trial page (ITU-R BS.1534-3): open reference, blinded signals, 0-100 sliders,
+ * a waveform with a loop region and a playhead, and the save with its telemetry.
+ *
+ * new Player(root, data): root is the page's .wm element (_mushra_player.html), data the
+ * trial JSON the server builds (webmushra/views/participant.py trial_data): trial,
+ * reference, signals, labels (training trials only), rules and max_signals (the page's
+ * rules and the signal cap, from webmushra/rules.py: the player keeps no defaults of its
+ * own), save_url, idempotency_key, csrf_token, instructions, gain_db. start() loads the
+ * stimuli (loader.js), then plays them through the engine (engine.js); keyboard.js holds
+ * the keys, savequeue.js the retrying save.
+ */
+import { Engine } from "./engine.js";
+import { bindHandleKeys, bindKeys } from "./keyboard.js";
+import { loadStimuli } from "./loader.js";
+import { postWithRetry } from "./savequeue.js";
+
+const BANDS = [
+  { min: 80, name: "Excellent" },
+  { min: 60, name: "Good" },
+  { min: 40, name: "Fair" },
+  { min: 20, name: "Poor" },
+  { min: 0, name: "Bad" },
+];
+
+export function bandName(value) {
+  for (var i = 0; i < BANDS.length; i++) if (value >= BANDS[i].min) return BANDS[i].name;
+  return "Bad";
+}
+
+function el(tag, attrs, text) {
+  var node = document.createElement(tag);
+  if (attrs) for (var k in attrs) node.setAttribute(k, attrs[k]);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function fmtTime(s) {
+  var m = Math.floor(s / 60);
+  var r = s - 60 * m;
+  return m + ":" + (r < 10 ? "0" : "") + r.toFixed(1);
+}
+
+export function Player(root, data) {
+  this.root = root;
+  this.data = data;
+  // The rules and the signal cap come from the server with the trial (webmushra/rules.py).
+  if (!data.rules || !(data.max_signals >= 1)) throw new Error("the trial data has no rules or signal cap");
+  this.rules = data.rules;
+  this.signals = data.signals || [];
+  if (this.signals.length < 1 || this.signals.length > data.max_signals) {
+    throw new Error("a trial needs 1 to " + data.max_signals + " signals");
+  }
+  this.keys = this.signals.map(function (s) {
+    return s.key;
+  });
+  this.ratings = {};
+  this.played = {};
+  var self = this;
+  this.keys.forEach(function (k) {
+    self.ratings[k] = null;
+    self.played[k] = false;
+  });
+  this.played.ref = false;
+  this.moves = [];
+  this.loopUsed = false;
+  this.pageStart = performance.now();
+  this.loadLog = [];
+  this.ready = false;
+  this.saving = false;
+  this.$ = function (sel) {
+    return root.querySelector(sel);
+  };
+}
+
+Player.prototype.start = async function () {
+  var self = this;
+  var bar = this.$(".wm-progress");
+  var label = this.$(".wm-progress-label");
+  var items = [{ key: "ref", url: this.data.reference.url }].concat(this.signals);
+  try {
+    var result = await loadStimuli(items, function (fraction) {
+      var pct = Math.round(fraction * 100);
+      if (pct === self.loadLog[self.loadLog.length - 1]) return;
+      bar.value = pct;
+      label.textContent = pct + " %";
+      self.loadLog.push(pct);
+    });
+  } catch (e) {
+    this.$(".wm-loading-status").textContent = "The sounds could not be loaded: " + e.message + ". Please reload the page.";
+    this.$(".wm-loading-status").classList.add("error");
+    return;
+  }
+  this.ctx = result.ctx;
+  this.audioInfo = result.audio;
+  this.decodeMs = result.decodeMs;
+  this.master = this.ctx.createGain();
+  this.master.gain.value = Math.pow(10, (Number(this.data.gain_db) || 0) / 20);
+  this.master.connect(this.ctx.destination);
+  this.engine = new Engine(this.ctx, result.buffers, {
+    duration: result.buffers.ref.duration,
+    destination: this.master,
+    minLoop: this.rules.loop_min_seconds,
+  });
+  this.engine.current = "ref";
+  this.engine.onended = function () {
+    self.render();
+  };
+  this.build();
+  this.$(".wm-loading").hidden = true;
+  this.$(".wm-player").hidden = false;
+  this.ready = true;
+  this.drawWaveform(result.buffers.ref);
+  if (this.ctx.state !== "running") this.$(".wm-start").hidden = false;
+  var resume = function () {
+    if (self.ctx.state !== "running") self.ctx.resume();
+  };
+  document.addEventListener("pointerdown", resume, true);
+  document.addEventListener("keydown", resume, true);
+  this.ctx.onstatechange = function () {
+    if (self.ctx.state === "running") self.$(".wm-start").hidden = true;
+  };
+  setInterval(function () {
+    self.engine.tick();
+  }, 100);
+  var frame = function () {
+    self.renderPlayhead();
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+  this.render();
+};
+
+Player.prototype.build = function () {
+  var self = this;
+  var d = this.data;
+  this.$(".wm-title").textContent = d.trial && d.trial.title ? d.trial.title : "";
+  this.$(".wm-instructions").textContent = d.instructions || "";
+  if (d.trial && d.trial.training) this.$(".wm-training-note").hidden = false;
+
+  this.$(".wm-ref").addEventListener("click", function () {
+    self.toggle("ref");
+  });
+  this.$(".wm-playpause").addEventListener("click", function () {
+    self.playPause();
+  });
+  this.$(".wm-stop").addEventListener("click", function () {
+    self.engine.stop();
+    self.render();
+  });
+  var loopBox = this.$(".wm-loop-enabled");
+  loopBox.addEventListener("change", function () {
+    self.setLoop(self.engine.loop.start, self.engine.loop.end, loopBox.checked);
+  });
+  this.$(".wm-start").addEventListener("click", function () {
+    self.ctx.resume().then(function () {
+      self.$(".wm-start").hidden = true;
+    });
+  });
+  this.$(".wm-submit").addEventListener("click", function () {
+    self.submit();
+  });
+
+  var strip = this.$(".wm-signals");
+  this.columns = {};
+  this.signals.forEach(function (s, i) {
+    var n = i + 1;
+    var col = el("div", { class: "wm-signal", "data-key": s.key, role: "group", "aria-label": "Signal " + n });
+    var btn = el("button", {
+      type: "button",
+      class: "btn wm-play",
+      "data-key": s.key,
+      "aria-pressed": "false",
+      "aria-label": "Play signal " + n + (n <= 10 ? " (key " + (n % 10) + ")" : ""),
+    });
+    btn.appendChild(el("span", { class: "wm-icon", "aria-hidden": "true" }, "\u25B7"));
+    btn.appendChild(el("span", { class: "wm-num" }, String(n)));
+    btn.addEventListener("click", function () {
+      self.toggle(s.key);
+    });
+    var status = el("span", { class: "wm-status", "aria-hidden": "true" }, "not played");
+    var slider = el("input", {
+      type: "range",
+      min: "0",
+      max: "100",
+      step: "1",
+      value: "50",
+      class: "wm-slider unrated",
+      "data-key": s.key,
+      "aria-label": "Signal " + n + " rating",
+      "aria-valuetext": "not rated",
+      disabled: "",
+    });
+    var value = el("output", { class: "wm-value", "aria-hidden": "true" }, "\u2013");
+    slider.addEventListener("pointerdown", function () {
+      slider._touched = true;
+    });
+    slider.addEventListener("input", function () {
+      self.rate(s.key, Number(slider.value), false);
+    });
+    slider.addEventListener("change", function () {
+      self.rate(s.key, Number(slider.value), true);
+    });
+    // A click at the (hidden) default value fires no input event: rate on release.
+    slider.addEventListener("pointerup", function () {
+      if (slider._touched && self.ratings[s.key] === null && !slider.disabled) self.rate(s.key, Number(slider.value), true);
+      slider._touched = false;
+    });
+    slider.addEventListener("focus", function () {
+      self.focusKey = s.key;
+    });
+    col.appendChild(btn);
+    col.appendChild(status);
+    var track = el("div", { class: "wm-track" });
+    track.appendChild(slider);
+    col.appendChild(track);
+    col.appendChild(value);
+    if (d.labels && d.labels[s.key]) col.appendChild(el("span", { class: "wm-label" }, d.labels[s.key]));
+    strip.appendChild(col);
+    self.columns[s.key] = { col: col, btn: btn, slider: slider, value: value, status: status, n: n };
+  });
+
+  this.setupWaveform();
+  bindKeys(this);
+  window.addEventListener("resize", function () {
+    self.drawWaveform(self.engine.buffers.ref);
+  });
+};
+
+Player.prototype.sliderEnabled = function (key) {
+  if (this.rules.must_play_all && !this.played[key]) return false;
+  if (this.rules.only_playing_slider_moves && this.engine.current !== key) return false;
+  return true;
+};
+
+Player.prototype.markPlayed = function (key) {
+  this.played[key] = true;
+};
+
+/** Click on a stimulus button: play it (switching at the playhead), or pause it. */
+Player.prototype.toggle = function (key) {
+  if (this.engine.playing && this.engine.current === key) {
+    this.engine.pause();
+  } else {
+    this.engine.play(key);
+    this.markPlayed(key);
+  }
+  this.render();
+};
+
+Player.prototype.playPause = function () {
+  if (this.engine.playing) this.engine.pause();
+  else {
+    this.engine.play(this.engine.current || "ref");
+    this.markPlayed(this.engine.current);
+  }
+  this.render();
+};
+
+Player.prototype.setLoop = function (start, end, enabled) {
+  this.engine.setLoop(start, end, enabled);
+  var l = this.engine.loop;
+  if (l.enabled && (l.start > 0.01 || l.end < this.engine.duration - 0.01)) this.loopUsed = true;
+  this.render();
+};
+
+Player.prototype.rate = function (key, value, commit) {
+  var c = this.columns[key];
+  if (c.slider.disabled) return;
+  value = Math.max(0, Math.min(100, Math.round(value)));
+  var changed = this.ratings[key] !== value;
+  this.ratings[key] = value;
+  c.slider.value = String(value);
+  if (changed || commit) {
+    var last = this.moves[this.moves.length - 1];
+    var t = Math.round(performance.now() - this.pageStart);
+    // A drag fires many input events: keep one entry per value run of one key.
+    if (!commit && last && last.key === key && t - last.t_ms < 150) {
+      last.value = value;
+      last.t_ms = t;
+    } else if (changed || !last || last.key !== key || last.value !== value) {
+      this.moves.push({ key: key, value: value, t_ms: t });
+    }
+  }
+  this.render();
+};
+
+Player.prototype.missing = function () {
+  var self = this;
+  var msgs = [];
+  var unplayed = this.keys.filter(function (k) {
+    return !self.played[k];
+  });
+  var unrated = this.keys.filter(function (k) {
+    return self.ratings[k] === null;
+  });
+  var nums = function (ks) {
+    return ks
+      .map(function (k) {
+        return self.columns[k].n;
+      })
+      .join(", ");
+  };
+  if (this.rules.must_play_all && unplayed.length) msgs.push("Play signal" + (unplayed.length > 1 ? "s " : " ") + nums(unplayed) + ".");
+  if (unrated.length) msgs.push("Rate signal" + (unrated.length > 1 ? "s " : " ") + nums(unrated) + ".");
+  if (
+    this.rules.require_one_100 &&
+    !this.keys.some(function (k) {
+      return self.ratings[k] === 100;
+    })
+  )
+    msgs.push("Rate at least one signal 100 (the one identical to the reference).");
+  return msgs;
+};
+
+Player.prototype.render = function () {
+  var self = this;
+  var e = this.engine;
+  var refBtn = this.$(".wm-ref");
+  var refPlaying = e.playing && e.current === "ref";
+  refBtn.setAttribute("aria-pressed", refPlaying ? "true" : "false");
+  refBtn.classList.toggle("playing", refPlaying);
+  refBtn.classList.toggle("selected", e.current === "ref");
+  refBtn.querySelector(".wm-icon").textContent = refPlaying ? "\u275A\u275A" : "\u25B6";
+  this.keys.forEach(function (k) {
+    var c = self.columns[k];
+    var playing = e.playing && e.current === k;
+    c.btn.setAttribute("aria-pressed", playing ? "true" : "false");
+    c.col.classList.toggle("playing", playing);
+    c.col.classList.toggle("selected", e.current === k);
+    c.col.classList.toggle("played", self.played[k]);
+    c.col.classList.toggle("rated", self.ratings[k] !== null);
+    c.btn.querySelector(".wm-icon").textContent = playing ? "\u275A\u275A" : self.played[k] ? "\u2713" : "\u25B7";
+    c.status.textContent = playing ? "playing" : self.played[k] ? "played" : "not played";
+    c.slider.disabled = !self.sliderEnabled(k);
+    var r = self.ratings[k];
+    c.slider.classList.toggle("unrated", r === null);
+    c.value.textContent = r === null ? "\u2013" : String(r);
+    c.slider.setAttribute("aria-valuetext", r === null ? "not rated" : r + ", " + bandName(r));
+  });
+  this.$(".wm-playpause").textContent = e.playing ? "Pause" : "Play";
+  this.$(".wm-playpause").setAttribute("aria-pressed", e.playing ? "true" : "false");
+  this.$(".wm-loop-enabled").checked = e.loop.enabled;
+  this.renderLoop();
+  var missing = this.missing();
+  this.$(".wm-missing").textContent = missing.join(" ");
+  this.$(".wm-submit").disabled = missing.length > 0 || this.saving;
+};
+
+Player.prototype.renderPlayhead = function () {
+  if (!this.engine) return;
+  var pos = this.engine.position();
+  var d = this.engine.duration;
+  this.$(".wm-time").textContent = fmtTime(pos) + " / " + fmtTime(d);
+  this.$(".wm-playhead").style.left = (100 * pos) / d + "%";
+};
+
+Player.prototype.renderLoop = function () {
+  var l = this.engine.loop;
+  var d = this.engine.duration;
+  var region = this.$(".wm-loop-region");
+  region.style.left = (100 * l.start) / d + "%";
+  region.style.width = (100 * (l.end - l.start)) / d + "%";
+  region.classList.toggle("off", !l.enabled);
+  var hs = this.$(".wm-handle-start");
+  var he = this.$(".wm-handle-end");
+  hs.style.left = (100 * l.start) / d + "%";
+  he.style.left = (100 * l.end) / d + "%";
+  hs.setAttribute("aria-valuenow", l.start.toFixed(2));
+  hs.setAttribute("aria-valuetext", "loop starts at " + l.start.toFixed(1) + " seconds");
+  he.setAttribute("aria-valuenow", l.end.toFixed(2));
+  he.setAttribute("aria-valuetext", "loop ends at " + l.end.toFixed(1) + " seconds");
+  hs.setAttribute("aria-valuemax", d.toFixed(2));
+  he.setAttribute("aria-valuemax", d.toFixed(2));
+};
+
+Player.prototype.drawWaveform = function (buffer) {
+  var canvas = this.$(".wm-wave");
+  var dpr = window.devicePixelRatio || 1;
+  var w = Math.max(1, Math.floor(canvas.clientWidth * dpr));
+  var h = Math.max(1, Math.floor(canvas.clientHeight * dpr));
+  canvas.width = w;
+  canvas.height = h;
+  var g = canvas.getContext("2d");
+  g.clearRect(0, 0, w, h);
+  g.fillStyle = "#4a4a4a";
+  var x = buffer.getChannelData(0);
+  var step = x.length / w;
+  for (var i = 0; i < w; i++) {
+    var lo = 1;
+    var hi = -1;
+    var a = Math.floor(i * step);
+    var b = Math.min(x.length, Math.floor((i + 1) * step) + 1);
+    for (var j = a; j < b; j++) {
+      if (x[j] < lo) lo = x[j];
+      if (x[j] > hi) hi = x[j];
+    }
+    if (hi < lo) continue;
+    var y0 = ((1 - hi) / 2) * h;
+    var y1 = ((1 - lo) / 2) * h;
+    g.fillRect(i, y0, 1, Math.max(1, y1 - y0));
+  }
+};
+
+Player.prototype.setupWaveform = function () {
+  var self = this;
+  var box = this.$(".wm-wavebox");
+  var timeAt = function (clientX) {
+    var rect = box.getBoundingClientRect();
+    var f = Math.max(0, Math.min(1, (clientX - rect.left) / rect.width));
+    return f * self.engine.duration;
+  };
+  var dragging = null;
+  var pending = null;
+  [".wm-handle-start", ".wm-handle-end"].forEach(function (sel, which) {
+    var handle = self.$(sel);
+    handle.addEventListener("pointerdown", function (ev) {
+      ev.preventDefault();
+      ev.stopPropagation();
+      dragging = which === 0 ? "start" : "end";
+      pending = { start: self.engine.loop.start, end: self.engine.loop.end };
+      handle.setPointerCapture(ev.pointerId);
+    });
+    handle.addEventListener("pointermove", function (ev) {
+      if (!dragging) return;
+      var t = timeAt(ev.clientX);
+      var min = self.rules.loop_min_seconds;
+      if (dragging === "start") pending.start = Math.max(0, Math.min(t, pending.end - min));
+      else pending.end = Math.min(self.engine.duration, Math.max(t, pending.start + min));
+      // Show the region while dragging; the audio replans once, on release.
+      var d = self.engine.duration;
+      var region = self.$(".wm-loop-region");
+      region.style.left = (100 * pending.start) / d + "%";
+      region.style.width = (100 * (pending.end - pending.start)) / d + "%";
+      handle.style.left = (100 * (dragging === "start" ? pending.start : pending.end)) / d + "%";
+    });
+    var release = function () {
+      if (!dragging) return;
+      dragging = null;
+      self.setLoop(pending.start, pending.end, true);
+    };
+    handle.addEventListener("pointerup", release);
+    handle.addEventListener("pointercancel", release);
+    bindHandleKeys(self, handle, which);
+  });
+  box.addEventListener("pointerdown", function (ev) {
+    if (ev.target.closest(".wm-handle")) return;
+    self.engine.seek(timeAt(ev.clientX));
+    self.render();
+  });
+};
+
+Player.prototype.telemetry = function () {
+  var self = this;
+  var listen = this.engine.listenSeconds();
+  var signals = {};
+  this.keys.forEach(function (k) {
+    signals[k] = { plays: self.engine.plays[k] || 0, listen_ms: Math.round(1000 * (listen[k] || 0)) };
+  });
+  var l = this.engine.loop;
+  return {
+    signals: signals,
+    reference: { plays: this.engine.plays.ref || 0, listen_ms: Math.round(1000 * (listen.ref || 0)) },
+    loop: { used: this.loopUsed, enabled: l.enabled, start_s: l.start, end_s: l.end },
+    slider_moves: this.moves.slice(),
+    time_on_page_ms: Math.round(performance.now() - this.pageStart),
+    user_agent: navigator.userAgent,
+    audio: Object.assign({}, this.audioInfo, { output_latency: this.ctx.outputLatency === undefined ? null : this.ctx.outputLatency }),
+    screen: { width: window.screen.width, height: window.screen.height, dpr: window.devicePixelRatio || 1 },
+    viewport: { width: window.innerWidth, height: window.innerHeight },
+    decode_ms: Math.round(this.decodeMs),
+  };
+};
+
+Player.prototype.submit = async function () {
+  if (this.saving || this.missing().length) return;
+  var self = this;
+  var status = this.$(".wm-save-status");
+  status.classList.remove("error");
+  this.engine.pause();
+  this.saving = true;
+  this.render();
+  status.textContent = "Saving\u2026";
+  var ratings = {};
+  this.keys.forEach(function (k) {
+    ratings[k] = self.ratings[k];
+  });
+  var body = { idempotency_key: this.data.idempotency_key, ratings: ratings, telemetry: this.telemetry() };
+  try {
+    var answer = await postWithRetry(this.data.save_url, body, this.data.csrf_token, function (text) {
+      status.textContent = text;
+    });
+    status.textContent = "Saved.";
+    this.saved = answer;
+    if (answer.next_url) window.location.assign(answer.next_url);
+  } catch (e) {
+    this.saving = false;
+    status.textContent = "Not saved: " + e.message;
+    status.classList.add("error");
+    this.render();
+  }
+};
+
+/** What the page shows and plays now (read by the browser tests through mushra.js's inspect event). */
+Player.prototype.state = function () {
+  var e = this.engine;
+  if (!e) return { ready: false, progress: this.loadLog[this.loadLog.length - 1] || 0 };
+  return {
+    ready: this.ready,
+    playing: e.playing,
+    current: e.current,
+    position_s: e.position(),
+    context_time: this.ctx.currentTime,
+    context_state: this.ctx.state,
+    duration_s: e.duration,
+    decoded: Object.keys(e.buffers),
+    loop: { start: e.loop.start, end: e.loop.end, enabled: e.loop.enabled },
+    ratings: Object.assign({}, this.ratings),
+    played: Object.assign({}, this.played),
+    progress_log: this.loadLog.slice(),
+  };
+};
