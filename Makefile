@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 # Tests use their own var/ so they never touch the data of `make run`.
 TEST_VAR := $(CURDIR)/var/test
 
-.PHONY: run test test-fast test-stack system-deps bench clean-test lint
+.PHONY: run test test-fast test-stack system-deps bench clean-test lint test-browsers-repeat
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,15 +54,43 @@ system-deps:
 clean-test:
 	rm -rf $(TEST_VAR)
 
-# 1) PostgreSQL + Redis (throwaway servers) for everything that touches Django;
+# ruff (lint and format check), import-linter's contracts and mypy, all configured in
+# pyproject.toml (mypy: strict for modelrunner and evaluation, the Django and DRF plugins for
+# webmushra and config).
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# lint first; then 1) PostgreSQL + Redis (throwaway servers) for everything that touches Django;
 # 2) the whole suite on the embedded default (SQLite + filesystem broker). Its summary comes last.
-test: $(VENV)/.installed-test system-deps clean-test
+test: lint $(VENV)/.installed-test system-deps clean-test
 	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
 	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider
 
+# No browser, server or worker process, and none of the `slow` tests (fresh interpreters, a
+# compiler); in two test processes (pytest-xdist), each with its own VAR_DIR (tests/isolation.py).
 test-fast: $(VENV)/.installed-test
-	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -m "not integration and not browser"
+	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider -p tests.isolation -n 2 \
+	  -m "not integration and not browser and not slow"
 
+# A stress run: every browser test BROWSER_REPEAT times, one after another (e.g.
+# `make test-browsers-repeat BROWSER_REPEAT=2 BROWSER_TESTS=tests/browser/test_player.py`).
+BROWSER_REPEAT ?= 10
+BROWSER_TESTS ?=
+test-browsers-repeat: $(VENV)/.installed-test system-deps
+	rm -rf $(TEST_VAR)/repeat
+	BROWSER_REPEAT=$(BROWSER_REPEAT) VAR_DIR=$(TEST_VAR)/repeat $(PY) -m pytest -q -p no:cacheprovider \
+	  -m browser $(BROWSER_TESTS)
+
+# Stage 1 of `make test` alone: throwaway PostgreSQL + Redis, the tests that touch them.
+test-stack: $(VENV)/.installed-test system-deps
+	rm -rf $(TEST_VAR)/pg
+	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
+
+# Every benchmark in bench/ (about 10 minutes); `make bench BENCH_ARGS=--quick` takes under 3.
 bench: $(VENV)/.installed-test
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,70 @@ def require(condition: bool, message: str) -> None:
         if IN_CI:
             pytest.fail(f"required under CI: {message}")
         pytest.skip(message)
+
+
+#: Markers by folder (tests/<folder>/...): what every test there starts.
+FOLDER_MARKERS = {"browser": ("browser",), "integration": ("integration",), "faults": ("integration",)}
+#: Folders whose tests share session-wide servers or browsers: under pytest-xdist one process runs each.
+XDIST_GROUPS = ("browser", "faults")
+#: Markers by fixture, wherever the test lives: real browsers, and real servers or workers.
+FIXTURE_MARKERS = {
+    "browser": "browser",
+    "page": "browser",
+    "any_page": "browser",
+    "firefox": "browser",
+    "webkit": "browser",
+    "harness": "browser",
+    "start_worker": "integration",
+    "worker_env": "integration",
+    "live_server": "integration",
+    "stack": "integration",
+}
+
+
+def markers_for(path: Path, fixturenames: Iterable[str]) -> set[str]:
+    """The markers a test gets from its folder and its fixtures."""
+    parts = path.relative_to(Path(__file__).parent).parts if path.is_relative_to(Path(__file__).parent) else ()
+    names = set(FOLDER_MARKERS.get(parts[0], ())) if len(parts) > 1 else set()
+    return names | {m for f, m in FIXTURE_MARKERS.items() if f in fixturenames}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder and by the fixtures they use, so ``-m "not integration and not browser"``
+    (``make test-fast``) never starts a browser, a server or a worker."""
+    xdist = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        names = markers_for(item.path, getattr(item, "fixturenames", ()))
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
+        folder = item.path.parent.name
+        if xdist and folder in XDIST_GROUPS and item.path.parent.parent == Path(__file__).parent:
+            # With --dist loadgroup, one test process runs the folder: one server stack, one set of browsers.
+            item.add_marker(pytest.mark.xdist_group(folder))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``BROWSER_REPEAT=N`` (``make test-browsers-repeat``) runs every browser test N times."""
+    repeat = int(os.environ.get("BROWSER_REPEAT") or 1)
+    definition = metafunc.definition
+    if repeat > 1 and (
+        "browser" in markers_for(definition.path, metafunc.fixturenames) or any(definition.iter_markers("browser"))
+    ):
+        metafunc.fixturenames.append("_browser_repeat")
+        metafunc.parametrize("_browser_repeat", range(1, repeat + 1), indirect=True, ids=lambda i: f"run{i}")
+
+
+@pytest.fixture
+def _browser_repeat(request: pytest.FixtureRequest) -> int:
+    """Which of the ``BROWSER_REPEAT`` runs this is."""
+    return request.param
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse pytest-xdist workers that would share one broker folder, cache and var/."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and Path(os.environ.get("VAR_DIR", "")).name != worker:
+        raise pytest.UsageError(f"pytest-xdist worker {worker} shares VAR_DIR: run it with -p tests.isolation")
 
 
 def database_url_for_workers() -> str:
@@ -297,6 +362,16 @@ def browser():
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+#: A JavaScript expression for the MUSHRA page's player as the tests see it (it sets no global):
+#: ``{state(), telemetry(), context}``, filled in by the player when its ``.wm`` element gets the
+#: ``mushra:inspect`` event (webmushra/static/webmushra/mushra.js); ``state()`` is null until it has started.
+PLAYER_JS = (
+    "(() => { const d = {state: () => null, telemetry: () => null, context: null};"
+    " const root = document.querySelector('.wm');"
+    " if (root) root.dispatchEvent(new CustomEvent('mushra:inspect', {detail: d})); return d; })()"
+)
 
 
 def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50) -> None:

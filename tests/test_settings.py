@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.paths import REPO
 
 PROBE = r"""
@@ -51,6 +53,7 @@ def probe(tmp_path, **env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_defaults_need_no_server(tmp_path):
     s = probe(tmp_path)
     assert s["engine"] == "django.db.backends.sqlite3" and s["journal"] == "wal" and s["busy"] == 20000
@@ -63,6 +66,7 @@ def test_defaults_need_no_server(tmp_path):
     assert probe(tmp_path)["secret"] == key
 
 
+@pytest.mark.slow
 def test_celery_is_configured_for_reliable_jobs(tmp_path):
     s = probe(tmp_path)
     assert s["acks_late"] is True and s["reject"] is True and s["prefetch"] == 1
@@ -72,6 +76,7 @@ def test_celery_is_configured_for_reliable_jobs(tmp_path):
     assert "modelrunner.tasks.reap_stale_jobs" in s["beat"].values()
 
 
+@pytest.mark.slow
 def test_urls_switch_to_postgres_and_redis_without_code_change(tmp_path):
     s = probe(
         tmp_path,
@@ -86,6 +91,7 @@ def test_urls_switch_to_postgres_and_redis_without_code_change(tmp_path):
     assert s["debug"] is True and s["secret"] == "x" * 60
 
 
+@pytest.mark.slow
 def test_science_packages_import_nothing_from_django():
     code = (
         "import sys, importlib, pkgutil\n"

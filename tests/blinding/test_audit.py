@@ -301,7 +301,7 @@ def test_the_audit_catches_planted_leaks(blind_experiment, monkeypatch) -> None:
 
     def telling(request, rel_path, *args, **kw):
         if rel_path in hidden_files:
-            time.sleep(0.010)
+            time.sleep(0.010)  # the slower path itself, which the timing check must notice
             response = real_serve(request, rel_path, *args, **kw)
             response["X-Served-From"] = "cache"
             return response

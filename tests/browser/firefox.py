@@ -57,6 +57,9 @@ PREFS = {
 NAVIGATION_EVENTS = ("browsingContext.navigationStarted", "browsingContext.domContentLoaded", "browsingContext.load")
 #: How long a reply may still come after its tab navigated before it counts as lost.
 NAVIGATION_GRACE = 2.0
+#: How long a poll waits for its reply at most: one lost with no navigation event seen after
+#: it was sent (seen under load, the submit's navigation already under way) is asked again.
+POLL_REPLY_LIMIT = 3.0
 
 
 class Firefox:
@@ -150,7 +153,8 @@ class Firefox:
         With ``tab``: a script command whose page navigates while the script's promise is
         pending ends in ``NavigatedAway``. Firefox answers it with "no such frame", or
         never (w3c/webdriver-bidi#378); so a ``poll`` whose tab has navigated since it was
-        sent is given up once ``NAVIGATION_GRACE`` s pass without its reply. (Only polls:
+        sent is given up once ``NAVIGATION_GRACE`` s pass without its reply, and any poll
+        after ``POLL_REPLY_LIMIT`` s (its caller asks again until its own deadline). (Only polls:
         a longer script sent during a navigation may run on the new page and answer
         later.)"""
         with self._lock:
@@ -158,7 +162,7 @@ class Firefox:
             with self._ready:
                 navigations = self._navigations.get(tab, 0) if tab is not None else 0
             self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (min(timeout, POLL_REPLY_LIMIT) if poll else timeout)
         navigated = False
         with self._ready:
             while ident not in self._replies and -1 not in self._replies:
@@ -169,6 +173,8 @@ class Firefox:
                 if left <= 0:
                     if navigated:
                         raise NavigatedAway(f"{method}: the page navigated away before the reply came")
+                    if poll:
+                        raise NavigatedAway(f"{method}: a poll had no reply within {POLL_REPLY_LIMIT} s")
                     raise DriverError(f"{method}: no reply within {timeout} s")
                 self._ready.wait(left)
             reply = self._replies.pop(ident, None) or self._replies[-1]

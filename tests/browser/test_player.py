@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import scipy.signal
 
 from tests.browser.conftest import Harness, keys_for, screenshot
 from tests.browser.driven import ScriptedPage
+from tests.conftest import PLAYER_JS
+from webmushra import rules
 
 pytestmark = pytest.mark.browser
 
@@ -22,12 +25,9 @@ TRIAL: dict[str, Any] = {
     "trial": {"number": 3, "total": 10, "training": False, "title": "Trial 3 of 10"},
     "reference": {"url": "/s/ref.wav"},
     "signals": [{"key": k, "url": f"/s/{k}.wav"} for k in KEYS],
-    "rules": {
-        "must_play_all": True,
-        "only_playing_slider_moves": True,
-        "require_one_100": True,
-        "loop_min_seconds": 0.5,
-    },
+    # As the server sends them (webmushra/views/participant.py trial_data): the player has no defaults.
+    "rules": dict(rules.RULE_DEFAULTS),
+    "max_signals": rules.MAX_SIGNALS_PER_TRIAL,
     "save_url": "/p/ptok/trial/3/",
     "idempotency_key": "0b6f3f0e-3a41-4c1e-9d55-6a1f0b2c7d10",
     "csrf_token": "csrf-123",
@@ -46,16 +46,16 @@ def open_trial(
     starts its audio device asynchronously, a second or so after ``resume()``)."""
     harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": trial or TRIAL}}}, saves)
     page.goto(harness.base_url + "/page/trial")
-    page.wait_for_function("window.mushra && window.mushra.state().ready")
+    page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
     if running:
-        page.wait_for_function("mushra.state().context_state === 'running'")
+        page.wait_for_function(f"{PLAYER_JS}.state().context_state === 'running'")
         settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
         if settle is not None:
-            settle("mushra.player.ctx")
+            settle(f"{PLAYER_JS}.context")
 
 
 def state(page: Any) -> dict[str, Any]:
-    return page.evaluate("mushra.state()")
+    return page.evaluate(f"{PLAYER_JS}.state()")
 
 
 def slider(page: Any, n: int) -> Any:
@@ -69,6 +69,12 @@ def rate(page: Any, n: int, value: int) -> None:
     slider(page, n).fill(str(value))
 
 
+def play_for(page: Any, seconds: float) -> None:
+    """Wait until the audio clock (in which the player counts listening time) has run ``seconds`` on."""
+    until = state(page)["context_time"] + seconds
+    page.wait_for_function(f"{PLAYER_JS}.state().context_time >= {until}")
+
+
 def test_progress_reaches_100_before_the_player_appears(any_page: Any, harness: Harness) -> None:
     page = any_page
     open_trial(page, harness)
@@ -80,13 +86,13 @@ def test_progress_reaches_100_before_the_player_appears(any_page: Any, harness: 
         ".map(e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden')"
     ) == [True, False]
     assert state(page)["context_state"] == "running"
-    assert page.evaluate("mushra.telemetry().audio") == {
+    assert page.evaluate(f"{PLAYER_JS}.telemetry().audio") == {
         "context_sample_rate": 48000,
         "stimulus_sample_rate": 48000,
         "stimulus_rates_differ": False,
         "resampled": False,
-        "base_latency": pytest.approx(page.evaluate("mushra.player.ctx.baseLatency")),
-        "output_latency": pytest.approx(page.evaluate("mushra.player.ctx.outputLatency"), abs=0.1),
+        "base_latency": pytest.approx(page.evaluate(f"{PLAYER_JS}.context.baseLatency")),
+        "output_latency": pytest.approx(page.evaluate(f"{PLAYER_JS}.context.outputLatency"), abs=0.1),
     }
     screenshot(page, f"trial-loaded-{_engine(page)}")
     assert page.js_errors == []
@@ -102,11 +108,11 @@ def test_rating_by_keyboard_and_submit(any_page: Any, harness: Harness) -> None:
     page = any_page
     open_trial(page, harness)
     page.keyboard.press("r")
-    page.wait_for_timeout(300)
+    play_for(page, 0.3)
     wanted = {"a": 100, "b": 30, "c": 70, "d": 50}
     for n, value in enumerate(wanted.values(), start=1):
         page.keyboard.press(str(n))
-        page.wait_for_timeout(150)
+        play_for(page, 0.15)
         for move in keys_for(value):
             page.keyboard.press(move)
     assert state(page)["ratings"] == wanted
@@ -169,6 +175,32 @@ def test_requires_one_signal_at_100(page: Any, harness: Harness) -> None:
     assert "at least one signal 100" in page.locator(".wm-missing").inner_text()
 
 
+def test_rules_and_signal_cap_come_from_the_trial_data(page: Any, harness: Harness) -> None:
+    # The player holds no rule defaults and no cap of its own: what the trial JSON says holds.
+    relaxed = copy.deepcopy(TRIAL)
+    relaxed["rules"] = {**relaxed["rules"], "require_one_100": False, "only_playing_slider_moves": False}
+    open_trial(page, harness, relaxed)
+    page.keyboard.press("1")
+    page.keyboard.press("2")
+    assert [slider(page, n).is_disabled() for n in range(1, 5)] == [False, False, True, True]
+    for n, v in enumerate([90, 40, 20, 60], start=1):
+        rate(page, n, v)
+    assert page.locator(".wm-submit").is_enabled() and page.locator(".wm-missing").inner_text() == ""
+    for change, error in [
+        ({"max_signals": 3}, "a trial needs 1 to 3 signals"),
+        ({"rules": None}, "the trial data has no rules or signal cap"),
+        ({"max_signals": None}, "the trial data has no rules or signal cap"),
+    ]:
+        page.js_errors.clear()
+        harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": {**TRIAL, **change}}}})
+        page.goto(harness.base_url + "/page/trial")  # the module has run when the page has loaded
+        deadline = time.monotonic() + 5  # its error reaches the test a moment later
+        while not any(error in e for e in page.js_errors) and time.monotonic() < deadline:
+            page.wait_for_timeout(20)
+        assert any(error in e for e in page.js_errors), (change, page.js_errors)
+        assert page.evaluate(f"{PLAYER_JS}.state()") is None
+
+
 def _thumb_centres(page: Any, shot: Path) -> list[float | None]:
     """Where each slider's thumb is drawn, as a fraction of its travel from the bottom
     (0) to the top (1), read from the pixels: the thumb is the only strongly blue thing
@@ -218,10 +250,10 @@ def test_switching_signal_keeps_the_playhead(any_page: Any, harness: Harness) ->
     page = any_page
     open_trial(page, harness)
     page.keyboard.press("1")
-    page.wait_for_timeout(700)
+    play_for(page, 0.7)
     before = state(page)
     page.keyboard.press("2")
-    page.wait_for_timeout(300)
+    play_for(page, 0.3)
     after = state(page)
     assert before["current"] == "a" and after["current"] == "b" and after["playing"]
     elapsed = after["context_time"] - before["context_time"]
@@ -259,11 +291,11 @@ def test_keyboard_shortcuts(any_page: Any, harness: Harness) -> None:
 def test_submit_posts_ratings_and_telemetry_then_navigates(page: Any, harness: Harness) -> None:
     open_trial(page, harness)
     page.keyboard.press("r")
-    page.wait_for_timeout(300)
+    play_for(page, 0.3)
     wanted = {"a": 100, "b": 23, "c": 67, "d": 81}
     for n, k in enumerate(KEYS, start=1):
         rate(page, n, wanted[k])
-        page.wait_for_timeout(150)
+        play_for(page, 0.15)
     screenshot(page, "trial-complete")
     with page.expect_navigation(url="**/done/next"):
         page.locator(".wm-submit").click()
@@ -313,7 +345,7 @@ def test_save_400_shows_the_reason_and_stays(page: Any, harness: Harness) -> Non
     status = page.locator(".wm-save-status")
     page.wait_for_function("document.querySelector('.wm-save-status').textContent.includes('Not saved')")
     assert status.inner_text() == "Not saved: this trial was already rated"
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(800)  # the test itself: in these 0.8 s nothing is sent again and the page stays
     assert page.url == trial_url and len(harness.posts()) == 1
     assert page.locator(".wm-submit").is_enabled()
     screenshot(page, "trial-save-refused")
@@ -365,9 +397,9 @@ def test_context_runs_at_the_stimulus_rate(any_page: Any, harness: Harness) -> N
     trial["reference"]["url"] = "/s/ref44.wav"
     trial["signals"] = [{"key": k, "url": f"/s/{k}44.wav"} for k in ("a", "b")]
     open_trial(page, harness, trial)
-    audio = page.evaluate("mushra.telemetry().audio")
+    audio = page.evaluate(f"{PLAYER_JS}.telemetry().audio")
     assert (audio["context_sample_rate"], audio["stimulus_sample_rate"], audio["resampled"]) == (44100, 44100, False)
-    assert page.evaluate("mushra.player.engine.duration") == pytest.approx(2.0)
+    assert state(page)["duration_s"] == pytest.approx(2.0)
 
 
 def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Harness) -> None:
@@ -383,10 +415,10 @@ def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Ha
         assert start.is_visible()
         screenshot(page, "trial-start-overlay")
         start.click()
-        page.wait_for_function("mushra.state().context_state === 'running'")
+        page.wait_for_function(f"{PLAYER_JS}.state().context_state === 'running'")
         assert not start.is_visible()
         page.keyboard.press("1")
-        page.wait_for_timeout(200)
+        play_for(page, 0.2)
         assert state(page)["position_s"] > 0.05
     finally:
         strict.close()
@@ -418,13 +450,13 @@ def test_loop_handles_and_click_to_seek(page: Any, harness: Harness) -> None:
     page.keyboard.press("1")
     positions = []
     for _ in range(8):
-        page.wait_for_timeout(150)
+        play_for(page, 0.15)
         positions.append(state(page)["position_s"])
     # 1.2 s of playback inside a 0.6 s loop: it wrapped, and never left the region.
     assert all(1.0 - 1e-6 <= p <= 1.6 + 1e-6 for p in positions)
     assert any(b < a for a, b in zip(positions, positions[1:]))
     screenshot(page, "trial-loop")
-    assert page.evaluate("mushra.telemetry().loop")["used"] is True
+    assert page.evaluate(f"{PLAYER_JS}.telemetry().loop")["used"] is True
 
 
 def test_headphone_check_posts_the_chosen_answers(page: Any, harness: Harness) -> None:
@@ -464,7 +496,7 @@ def test_headphone_check_posts_the_chosen_answers(page: Any, harness: Harness) -
 def _engine_page(page: Any, harness: Harness) -> None:
     harness.configure({"engine": {"template": "engine.html", "context": {}}})
     page.goto(harness.base_url + "/page/engine")
-    page.wait_for_function("window.WebMushra && window.WebMushraHeadphone")
+    page.wait_for_function("window.harness")  # engine.html imports the modules and hands them over
     # Float32Arrays travel as base64: a JSON list of 10^5 numbers is slow to pass back.
     page.evaluate("""() => { window.b64 = (x) => {
       const bytes = new Uint8Array(Float32Array.from(x).buffer);
@@ -485,7 +517,7 @@ def test_headphone_stimuli_match_their_definitions(any_page: Any, harness: Harne
     _engine_page(page, harness)
     rate_hz = 48000
     tones = page.evaluate(
-        "r => WebMushraHeadphone.synthesise({test: 'antiphase', target: 2, antiphase: 3}, r, 1.0).map(p => p.map(b64))",
+        "r => harness.headphone.synthesise({test: 'antiphase', target: 2, antiphase: 3}, r, 1.0).map(p => p.map(b64))",
         rate_hz,
     )
     (l1, r1), (l2, r2), (l3, r3) = ([_f32(c) for c in pair] for pair in tones)
@@ -497,7 +529,7 @@ def test_headphone_stimuli_match_their_definitions(any_page: Any, harness: Harne
     assert np.argmax(spectrum) == 200  # 1 Hz bins: a 200 Hz tone
 
     noise = page.evaluate(
-        "r => WebMushraHeadphone.synthesise({test: 'huggins', target: 1, seed: 5}, r, 1.0).map(p => p.map(b64))",
+        "r => harness.headphone.synthesise({test: 'huggins', target: 1, seed: 5}, r, 1.0).map(p => p.map(b64))",
         rate_hz,
     )
     left, right = (_f32(c) for c in noise[0])
@@ -527,7 +559,7 @@ RENDER_SWITCH = """async ([switchAt, loop]) => {
     for (let i = 0; i < n; i++) x[i] = 0.1 + 0.8 * i / n;
     return b;
   };
-  const engine = new WebMushra.Engine(ctx, {a: make(0), b: make(1)}, {lead: 0, horizon: 10});
+  const engine = new harness.engine.Engine(ctx, {a: make(0), b: make(1)}, {lead: 0, horizon: 10});
   if (loop) engine.setLoop(loop[0], loop[1], true); else engine.setLoop(0, dur, false);
   engine.play('a', 0);
   let at = null;

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +26,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from tests.browser.conftest import keys_for, screenshot
-from tests.conftest import wait_js
+from tests.conftest import PLAYER_JS, wait_for, wait_js
 from tests.integration.test_pipeline import render_with_worker
 from webmushra import rules
 from webmushra.models import (
@@ -178,7 +178,7 @@ def assert_blind(text: str, names: list[str], where: str) -> None:
 
 
 def state(page: Any) -> dict[str, Any]:
-    return page.evaluate("mushra.state()")
+    return page.evaluate(f"{PLAYER_JS}.state()")
 
 
 def slider(page: Any, n: int) -> Any:
@@ -198,7 +198,7 @@ def play(page: Any, n: int, phone: bool) -> None:
 
 def rate_trial(page: Any, scores: list[int], phone: bool) -> dict[str, int]:
     """Play and rate every signal, checking that the rules hold at each step; return key -> score."""
-    wait_js(page, "window.mushra && window.mushra.state().ready")
+    wait_js(page, f"{PLAYER_JS}.state()?.ready")
     data = json_script(page, "trial-data")
     keys = [s["key"] for s in data["signals"]]
     assert len(keys) == len(scores)
@@ -232,12 +232,21 @@ def submit_and_wait(page: Any) -> None:
     page.wait_for_url(lambda url: url != before)
 
 
+def wait_state(page: Any, ready: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """Poll the player's state until ``ready`` holds for it; return that state."""
+
+    def poll() -> dict[str, Any] | None:
+        st = state(page)
+        return st if ready(st) else None
+
+    return wait_for(poll, timeout=15, interval=0.05, what=what)
+
+
 def check_playhead_kept_on_switch(page: Any) -> None:
     """BS.1534-3 §5.2: switching signals continues at the same playhead."""
     page.locator(".wm-stop").click()  # back to the start, so the loop does not wrap meanwhile
     page.keyboard.press("r")
-    page.wait_for_timeout(500)
-    before = state(page)
+    before = wait_state(page, lambda st: st["playing"] and st["position_s"] > 0.35, "the reference to pass 0.35 s")
     page.keyboard.press("1")
     after = state(page)
     assert (before["current"], after["current"], after["playing"]) == ("ref", "a", True)
@@ -245,8 +254,9 @@ def check_playhead_kept_on_switch(page: Any) -> None:
     assert before["position_s"] > 0.3
     assert after["position_s"] - before["position_s"] == pytest.approx(elapsed, abs=0.08)
     page.keyboard.press("2")
-    page.wait_for_timeout(200)
-    later = state(page)
+    later = wait_state(
+        page, lambda st: st["context_time"] - after["context_time"] > 0.2, "0.2 s of audio after the switch"
+    )
     elapsed = later["context_time"] - after["context_time"]
     assert later["current"] == "b" and later["position_s"] - after["position_s"] == pytest.approx(elapsed, abs=0.08)
     page.locator(".wm-stop").click()
@@ -333,7 +343,7 @@ def run_session(
 
         # Training: the conditions are named.
         page.wait_for_url("**/trial/1/")
-        wait_js(page, "window.mushra && window.mushra.state().ready")
+        wait_js(page, f"{PLAYER_JS}.state()?.ready")
         participant.refresh_from_db()
         plan = participant.plan
         assert [e["training"] for e in plan] == [True] + [False] * N_EXCERPTS
@@ -364,7 +374,7 @@ def run_session(
                 assert urlsplit(page.url).path.endswith(f"/trial/{number}/")
                 assert TrialResponse.objects.filter(participant=participant).count() == 3
                 assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
-            wait_js(page, "window.mushra && window.mushra.state().ready")
+            wait_js(page, f"{PLAYER_JS}.state()?.ready")
             data = json_script(page, "trial-data")
             assert data["trial"] == {
                 "number": t,
@@ -450,10 +460,10 @@ def test_whole_session_on_a_phone(browser, live_server, build_experiment, start_
 
 def rate_by_keyboard(page: Any, scores: list[int]) -> dict[str, int]:
     """Play each signal with its digit key and rate it with the keys, checking the rules."""
-    page.wait_for("window.mushra && mushra.state().ready && mushra.state().context_state === 'running'")
+    page.wait_for(f"{PLAYER_JS}.state()?.ready && {PLAYER_JS}.state().context_state === 'running'")
     settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
     if settle is not None:
-        settle("mushra.player.ctx")
+        settle(f"{PLAYER_JS}.context")
     data = json_script(page, "trial-data")
     keys = [s["key"] for s in data["signals"]]
     n = len(keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import wait_js
+from tests.conftest import PLAYER_JS, wait_js
 from tests.faults.conftest import (
     Stack,
     expected_ratings,
@@ -72,18 +72,20 @@ def test_player_retries_its_save_until_the_database_is_back(fault_stack: Stack, 
         saves: list[int] = []
         page.on("response", lambda r: saves.append(r.status) if r.request.method == "POST" else None)
         page.goto(f"{s.web_url}/p/{token}/trial/1/")
-        wait_js(page, "window.mushra && window.mushra.state().ready")
-        keys = [sig["key"] for sig in page.evaluate("mushra.player.data.signals")]
+        wait_js(page, f"{PLAYER_JS}.state()?.ready")
+        signals = page.evaluate("JSON.parse(document.getElementById('trial-data').textContent).signals")
+        keys = [sig["key"] for sig in signals]
         wanted = {k: 100 - 13 * i for i, k in enumerate(keys)}
         for i, k in enumerate(keys, start=1):
             page.get_by_label(f"Signal {i} rating", exact=True).fill(str(wanted[k]))
-        assert page.evaluate("mushra.state().ratings") == wanted
+        assert page.evaluate(f"{PLAYER_JS}.state().ratings") == wanted
 
         s.pg.stop()
         try:
             page.locator(".wm-submit").click()
             wait_js(page, "document.querySelector('.wm-save-status').textContent.includes('retrying')", timeout=20_000)
-            page.wait_for_timeout(1500)  # at least one more failed attempt while the database is down
+            # At least one more failed attempt while the database is down.
+            page.wait_for_event("response", lambda r: r.request.method == "POST", timeout=20_000)
             assert page.url.endswith(f"/p/{token}/trial/1/")
         finally:
             s.pg.start()

@@ -41,7 +41,7 @@ class MediaWatcher(threading.Thread):
                             self.seen.add(path.name)
                     except FileNotFoundError:  # a temp file renamed away between listing and reading
                         pass
-            time.sleep(0.005)
+            time.sleep(0.005)  # the watcher's sampling interval while the render writes
 
     def stop(self) -> None:
         self.running = False
@@ -94,8 +94,17 @@ def test_killed_worker_job_is_requeued_completes_once_and_nothing_partial_is_ser
     )
     assert participant.get(f"/t/{public}/").status == 404
 
-    # The operator's reaper (the same code beat runs) requeues the job once its heartbeat is stale.
-    time.sleep(1.2)
+    # The operator's reaper (the same code beat runs) requeues the job once its heartbeat is stale:
+    # older than the RENDER_STALE_SECONDS=1 it runs with, by the database's clock (this machine's).
+    wait_for(
+        lambda: s.sql(
+            "SELECT heartbeat < now() - interval '1.2 seconds' FROM webmushra_renderjob WHERE id = %s",
+            (model_job["id"],),
+        )[0][0],
+        timeout=30,
+        interval=0.1,
+        what="the killed worker's heartbeat to go stale",
+    )
     reaped = s.manage("reap_stale_jobs", RENDER_STALE_SECONDS="1")
     assert reaped.returncode == 0 and "requeued: 1" in reaped.stdout, reaped.stdout + reaped.stderr
     requeued = next(j for j in s.jobs(exp) if j["kind"] == "model")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -172,7 +171,12 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
     from django.core.management import call_command
 
     settings.RENDER_STALE_SECONDS = 0
-    time.sleep(0.05)
+    wait_for(
+        lambda: RenderJob.objects.get(pk=job.pk).heartbeat < timezone.now(),
+        timeout=10,
+        interval=0.01,
+        what="the heartbeat to be in the past",
+    )
     out = io.StringIO()
     call_command("reap_stale_jobs", stdout=out)
     assert "requeued: 1" in out.getvalue()

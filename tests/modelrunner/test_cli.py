@@ -39,6 +39,7 @@ def tone(path: Path, sr: int = 44100, seconds: float = 0.5, channels: int = 1) -
     return sf.read(path, dtype="float32", always_2d=True)[0]
 
 
+@pytest.mark.slow
 def test_render_writes_float32_wav_at_model_rate(tmp_path):
     ckpt = fixture_path("models", "nam", "lstm_h3.nam")  # a 48 kHz model
     x = tone(tmp_path / "in.wav", 44100, 0.5, channels=2)
@@ -55,6 +56,7 @@ def test_render_writes_float32_wav_at_model_rate(tmp_path):
     assert "48000 Hz float32" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_param_exits_2_with_one_line(tmp_path):
     ckpt = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     tone(tmp_path / "in.wav")
@@ -64,6 +66,7 @@ def test_bad_param_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.slow
 def test_unknown_knob_exits_2_naming_the_knobs(tmp_path):
     ckpt = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     tone(tmp_path / "in.wav")
@@ -74,6 +77,7 @@ def test_unknown_knob_exits_2_naming_the_knobs(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_arguments_exit_2_with_one_line():
     proc = run_cli("render")
     assert proc.returncode == 2
@@ -103,6 +107,7 @@ def test_inspect_text_lists_knobs_and_state(capsys):
     assert "render kernel    compiled recurrent kernel" in out
 
 
+@pytest.mark.slow
 def test_inspect_says_when_renders_fall_back_to_torch():
     path = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json")
     proc = subprocess.run(

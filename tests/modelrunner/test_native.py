@@ -195,6 +195,7 @@ def _fresh_process(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_builds_into_the_cache_once_and_falls_back_without_a_compiler(tmp_path):
     cache = tmp_path / "cache"
     first = _fresh_process({"MODELRUNNER_CACHE_DIR": str(cache)})

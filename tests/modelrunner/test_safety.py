@@ -172,6 +172,7 @@ for name in ("native.safetensors", "cam.json", "lstm.nam", "wavenet.nam"):
 """
 
 
+@pytest.mark.slow
 def test_huge_declared_model_refused_quickly_without_allocating(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -124,6 +124,7 @@ def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(client, limited, set
     assert post_json(client, url, HTTP_X_FORWARDED_FOR="203.0.113.8").status_code == 404
 
 
+@pytest.mark.slow
 def test_processes_share_the_counts_through_the_file_cache(client, limited):
     """Two requests counted by another process plus this one's: no Redis anywhere."""
     env = {k: v for k, v in os.environ.items() if k not in ("CACHE_URL", "DATABASE_URL")}
