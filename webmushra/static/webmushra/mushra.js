@@ -9,8 +9,9 @@
  * tests) by dispatching a "mushra:inspect" CustomEvent on the .wm element with an object
  * as its detail: the player adds detail.state() (Player.state), detail.telemetry() (what a
  * save would send; null while loading) and detail.context (its AudioContext). They are
- * functions so that a look at the state does not also read the telemetry: its
- * AudioContext.outputLatency, read right after a switch, has hung Firefox's page scripts.
+ * functions so that a look at the state does not also build the telemetry. The context's
+ * outputLatency is read once, when the context is made (loader.js): read again and again,
+ * it has locked up Firefox ESR on a PulseAudio null sink.
  */
 import { Player } from "./trial.js";
 

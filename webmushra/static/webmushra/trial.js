@@ -465,7 +465,9 @@ Player.prototype.telemetry = function () {
     slider_moves: this.moves.slice(),
     time_on_page_ms: Math.round(performance.now() - this.pageStart),
     user_agent: navigator.userAgent,
-    audio: Object.assign({}, this.audioInfo, { output_latency: this.ctx.outputLatency === undefined ? null : this.ctx.outputLatency }),
+    // The context facts read once when it was made (loader.js): reading AudioContext.outputLatency
+    // again on every save has locked up Firefox ESR on a PulseAudio null sink.
+    audio: Object.assign({}, this.audioInfo),
     screen: { width: window.screen.width, height: window.screen.height, dpr: window.devicePixelRatio || 1 },
     viewport: { width: window.innerWidth, height: window.innerHeight },
     decode_ms: Math.round(this.decodeMs),
