@@ -71,6 +71,7 @@ def test_science_packages_import_only_declared_distributions() -> None:
             assert not dists & web, f"{package} imports {name!r}, a dependency of the web app only"
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_science_packages_and_the_kernel_sources(tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=_SKIP)

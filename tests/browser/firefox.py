@@ -57,8 +57,8 @@ PREFS = {
 NAVIGATION_EVENTS = ("browsingContext.navigationStarted", "browsingContext.domContentLoaded", "browsingContext.load")
 #: How long a reply may still come after its tab navigated before it counts as lost.
 NAVIGATION_GRACE = 2.0
-#: How long a poll waits for its reply at most: one lost with no navigation event seen after
-#: it was sent (seen under load, the submit's navigation already under way) is asked again.
+#: How long a poll waits for its reply at most before it is asked again; a page that answers
+#: none (its scripts hung) fails at the caller's own deadline, not after ``send``'s 60 s.
 POLL_REPLY_LIMIT = 3.0
 
 
