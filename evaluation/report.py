@@ -18,7 +18,7 @@ import hashlib
 import html
 import json
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,56 @@ def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
             f"Equivalence within ±{s.equivalence_margin:g} points was tested by two one-sided paired t-tests "
             f"(TOST); {equivalent} of {len(analysis.equivalence)} pairs were shown equivalent."
         )
+    excluded = (stats.get("quality_control") or {}).get("excluded") or []
+    if excluded:
+        text.append(
+            f"Before the analysis, {len(excluded)} listener(s) were excluded by the experimenter "
+            "(reasons in the quality-control section)."
+        )
     return " ".join(text)
+
+
+def quality_text(quality: Mapping[str, Any]) -> str:
+    """Quality control in words: the rules enforced when trials were submitted, the trials the
+    data-quality flags marked, and what was done with them (exclusions are listed separately)."""
+    rules = quality.get("rules") or {}
+    enforced = [name for name, value in rules.items() if value is True] + [
+        f"{name} = {float(value):g} s"
+        for name, value in rules.items()
+        if name.startswith("min_") and not isinstance(value, bool) and value
+    ]
+    by_flag = quality.get("trials_by_flag") or {}
+    flags = ", ".join(f"{code.replace('_', ' ')} {n}" for code, n in by_flag.items()) or "none"
+    excluded = quality.get("excluded") or []
+    return " ".join(
+        [
+            f"Rules enforced on submission: {', '.join(enforced) or 'none'}.",
+            f"{quality.get('flagged_trials', 0)} of {quality.get('trials', 0)} test trials were flagged "
+            f"(trials per flag: {flags}), from {quality.get('flagged_participants', 0)} of "
+            f"{quality.get('participants', 0)} participants; {quality.get('flagged_participants_excluded', 0)} "
+            "of those were excluded.",
+            str(quality.get("action") or ""),
+            f"{len(excluded)} participant(s) were excluded by the experimenter and left out of the analysis.",
+        ]
+    ).strip()
+
+
+def _quality_html(quality: Mapping[str, Any]) -> list[str]:
+    out = ["<h2>Quality control</h2>", f"<p>{html.escape(quality_text(quality))}</p>"]
+    excluded = quality.get("excluded") or []
+    if excluded:
+        rows = pd.DataFrame(
+            [
+                {
+                    "participant": e.get("participant"),
+                    "reason": e.get("reason"),
+                    "flags": ", ".join(f"{k} {v}" for k, v in (e.get("flags") or {}).items()),
+                }
+                for e in excluded
+            ]
+        )
+        out.append(_table_html(rows))
+    return out
 
 
 def _pct(value: float | None) -> str:
@@ -249,6 +298,8 @@ def render_html(
         )
     else:
         out.append("<p>None.</p>")
+    if stats.get("quality_control"):
+        out += _quality_html(stats["quality_control"])
     out += [
         "<h2>Post-screening (ITU-R BS.1534-3 §4.1.2)</h2>",
         "<p>Exclusion follows the listener's reliability on the hidden reference and the anchor; "
@@ -338,19 +389,29 @@ def build_report(
     progress: Progress | None = None,
     *,
     sources: Mapping[str, str | Path] | None = None,
+    design_warnings: Sequence[Mapping[str, str]] = (),
+    quality: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse one experiment and write the report bundle into ``out_dir``.
 
     ``progress(message, fraction)`` is called as steps finish; ``sources`` names input
-    files whose SHA-256 goes into provenance.json. Returns ``{"out_dir", "files",
-    "stats"}`` where ``stats`` is what stats.json holds.
+    files whose SHA-256 goes into provenance.json; ``design_warnings`` (``{"code",
+    "message"}``, e.g. :func:`evaluation.warnings.weak_anchor`) come from the stimuli rather
+    than the ratings and join the analysis's warnings. Returns ``{"out_dir", "files",
+    "stats"}`` where ``stats`` is what stats.json holds. ``quality`` (plain data from the
+    platform: rules enforced, flag counts, exclusions by hand with reasons) goes into
+    stats.json as ``quality_control`` and into the report's quality-control section; the
+    ratings given are those left after the exclusions.
     """
     settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
     report = progress or (lambda message, fraction: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     analysis = analyse(ratings, metrics, settings, progress=report)
+    analysis.warnings.extend(dict(w) for w in design_warnings)
     stats = analysis.stats()
+    if quality is not None:
+        stats["quality_control"] = json.loads(json.dumps(dict(quality), default=str))
 
     report("plots", 0.87)
     figures: dict[str, bytes] = {

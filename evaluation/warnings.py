@@ -92,3 +92,22 @@ def few_models(k: int, minimum: int) -> dict[str, str] | None:
             "a single model can decide the sign); read the per-(model, item) correlations and the intervals."
         ),
     }
+
+
+def weak_anchor(item: str, anchor: str, difference_db: float | None, threshold_db: float) -> dict[str, str]:
+    """Warn that a low-pass anchor barely differs from its reference (BS.1534-3 §5.1 anchors, §4.1.2 screening).
+
+    ``difference_db`` is the energy the anchor removes relative to the reference's (None: nothing
+    or undefined). Such an anchor sounds like the reference, so it neither marks the low end of
+    the scale nor serves the post-screening rule that relies on it.
+    """
+    removed = "nothing" if difference_db is None else f"only {difference_db:.1f} dB of the reference's energy"
+    return {
+        "code": "weak_anchor",
+        "message": (
+            f"Anchor not an anchor: in item “{item}”, the anchor “{anchor}” removes {removed} "
+            f"(below the {threshold_db:g} dB cutoff), so it sounds almost like the reference. "
+            "Choose other excerpts, with energy above the anchor's cut-off frequency "
+            f"(so that the difference exceeds {threshold_db:g} dB), or a different anchor."
+        ),
+    }

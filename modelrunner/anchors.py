@@ -19,15 +19,24 @@ The filter is a linear-phase Kaiser-window FIR of odd length whose group delay o
 with the reference and the other conditions: switching between stimuli in the player
 must not move the music in time. Arrays are ``(frames,)`` or ``(frames, channels)``;
 the anchor has the input's shape and is float32.
+
+An anchor is only an anchor if the excerpt has energy above its cut-off: :func:`anchor_difference`
+measures what the filter removes (energy of ``reference - anchor`` relative to the reference, and
+its loudness), and anchors below ``WEAK_ANCHOR_DB`` are reported to the researcher, since such an
+anchor sounds like the reference and cannot serve the §4.1.2 post-screening that relies on it.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import signal
 
+from . import loudness
 from .errors import AudioError
 
 #: Cut-off (passband edge) of the low-range anchor, ITU-R BS.1534-3 §5.1.
@@ -91,3 +100,69 @@ def anchor_35(reference: np.ndarray, sample_rate: int) -> np.ndarray:
 def anchor_70(reference: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mid-range anchor: reference low-pass filtered at 7 kHz (ITU-R BS.1534-3 §5.1)."""
     return lowpass_anchor(reference, sample_rate, MID_ANCHOR_HZ)
+
+
+#: An anchor whose difference from the reference is below this (dB relative to the reference's
+#: energy) is barely an anchor: the excerpt has almost nothing above the anchor's cut-off.
+WEAK_ANCHOR_DB = -30.0
+
+
+@dataclass(frozen=True)
+class AnchorDifference:
+    """What a low-pass anchor removes from its reference (see :func:`anchor_difference`)."""
+
+    cutoff_hz: float
+    #: ``10 log10(sum(d^2) / sum(ref^2))`` with ``d = ref - anchor``; ``-inf`` when nothing is
+    #: removed, ``nan`` when the reference is silent.
+    difference_db: float
+    #: Integrated loudness of ``d`` (ITU-R BS.1770-4); ``-inf`` for silence or all blocks gated,
+    #: ``nan`` when the excerpt is too short for a 400 ms gating block.
+    difference_lufs: float
+    threshold_db: float = WEAK_ANCHOR_DB
+
+    @property
+    def weak(self) -> bool:
+        """True when the anchor barely differs from the reference (or the difference is undefined)."""
+        return not self.difference_db >= self.threshold_db
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: non-finite values become ``None``."""
+
+        def finite(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "cutoff_hz": self.cutoff_hz,
+            "difference_db": finite(self.difference_db),
+            "difference_lufs": finite(self.difference_lufs),
+            "threshold_db": self.threshold_db,
+            "weak": self.weak,
+        }
+
+
+def anchor_difference(
+    reference: np.ndarray,
+    anchor: np.ndarray,
+    sample_rate: int,
+    cutoff_hz: float,
+    threshold_db: float = WEAK_ANCHOR_DB,
+) -> AnchorDifference:
+    """Energy and loudness an anchor removes from the reference (ITU-R BS.1534-3 §5.1 anchors, §4.1.2 screening)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    anc = np.asarray(anchor, dtype=np.float64)
+    if ref.shape != anc.shape:
+        raise AudioError(f"reference {ref.shape} and anchor {anc.shape} differ in shape")
+    diff = ref - anc
+    ref_energy = float(np.sum(ref**2))
+    diff_energy = float(np.sum(diff**2))
+    if ref_energy == 0.0:
+        difference_db = math.nan
+    elif diff_energy == 0.0:
+        difference_db = -math.inf
+    else:
+        difference_db = 10.0 * math.log10(diff_energy / ref_energy)
+    try:
+        difference_lufs = loudness.integrated_loudness(diff, sample_rate)
+    except AudioError:
+        difference_lufs = math.nan
+    return AnchorDifference(float(cutoff_hz), difference_db, float(difference_lufs), float(threshold_db))

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .errors import RenderError
+from .knobs import check_knobs
 
 
 def fast_path(module: torch.nn.Module) -> Callable[..., tuple[torch.Tensor, Any]]:
@@ -91,19 +91,7 @@ class EffectModel:
         An unknown knob name, a non-finite value or a value outside the knob's range
         raises ``RenderError`` naming the knob.
         """
-        values = self.default_knobs()
-        for name, value in (knobs or {}).items():
-            if name not in values:
-                known = ", ".join(self.knob_names) or "none"
-                raise RenderError(f"unknown knob {name!r} (this model's knobs: {known})")
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise RenderError(f"knob {name!r} must be a number, got {value!r}") from None
-            lo, hi = self.knob_ranges[self.knob_names.index(name)]
-            if not (v == v and lo <= v <= hi):
-                raise RenderError(f"knob {name!r}={value!r} is outside its range [{lo}, {hi}]")
-            values[name] = v
+        values = self.default_knobs() | check_knobs(self.knob_names, self.knob_ranges, knobs)
         row = torch.tensor([values[n] for n in self.knob_names], dtype=torch.float32)
         return row.reshape(1, len(self.knob_names)).repeat(int(batch), 1)
 

@@ -307,13 +307,18 @@ def build_experiment(researcher, excerpt_files):
         checkpoints: tuple[str, ...] = ("ht1_lstm32.json",),
         anchors: bool = True,
         config: dict | None = None,
+        training_excerpt: bool | None = None,
     ):
+        """``training_excerpt``: add one more excerpt, for training only (default: when training is on)."""
         exp = experiments.create_experiment(
             owner=researcher, title="Test", sample_rate=48000, anchors=anchors, config=config or {}
         )
         for i in range(n_excerpts):
             dry, ref = excerpt_files(seconds=seconds, offset=i * 1.0, name=f"x{i}")
             uploads.add_excerpt(experiment=exp, name=f"Excerpt {i + 1}", dry=dry, reference=ref)
+        if training_excerpt if training_excerpt is not None else (config or {}).get("training", True):
+            dry, ref = excerpt_files(seconds=seconds, offset=n_excerpts * 1.0 + 0.5, name="practice")
+            uploads.add_excerpt(experiment=exp, name="Practice", dry=dry, reference=ref, is_training=True)
         for j, name in enumerate(checkpoints):
             ckpt = uploads.add_checkpoint(experiment=exp, name=name, file=fixture_path("models", "coreaudioml", name))
             experiments.add_model_condition(

@@ -292,15 +292,25 @@ def test_dockerignore_keeps_secrets_and_state_out() -> None:
 # --- nginx.conf ----------------------------------------------------------------------------
 
 
-def test_protected_media_is_internal_and_uncacheable() -> None:
-    (body,) = nginx_blocks(NGINX.read_text(), "location /protected-media/")
+def test_protected_media_is_internal_without_validators_and_cached_as_the_application_says() -> None:
+    text = NGINX.read_text()
+    (body,) = nginx_blocks(text, "location /protected-media/")
     found = directives(body)
     assert "internal" in found
     assert "etag off" in found
     assert "if_modified_since off" in found
     assert 'add_header Last-Modified ""' in found
-    assert any(d.startswith("add_header Cache-Control") and "no-store" in d for d in found)
     assert "alias /srv/media/" in found
+    # Several ranges get the whole file (200), as the application answers them; never 416.
+    assert "max_ranges 1" in found
+    # A success keeps the application's "private, max-age=N" (X-Accel-Redirect passes it on):
+    # nginx adds a Cache-Control of its own, no-store, to its error answers only.
+    (added,) = [d for d in found if d.startswith("add_header Cache-Control")]
+    _, value, *flags = added.split()[1:]
+    assert value.startswith("$") and flags == ["always"], added
+    (mapping,) = nginx_blocks(text, f"map $status {value}")
+    assert directives(mapping) == {"volatile", '~^[23] ""', 'default "no-store"'}
+    assert not any(d.startswith("expires") for d in found)
 
 
 def test_protected_media_prefix_matches_settings() -> None:

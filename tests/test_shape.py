@@ -77,7 +77,8 @@ def test_the_cycle_finder_finds_a_cycle(graph: grimp.ImportGraph) -> None:
     graph.add_import(importer="modelrunner.audio", imported="webmushra.models")
     graph.add_import(importer="webmushra.models", imported="modelrunner.audio")
     try:
-        assert ["modelrunner.audio", "webmushra.models"] in strongly_connected(graph)
+        # The planted pair lies on one cycle (with whatever else links them already).
+        assert any({"modelrunner.audio", "webmushra.models"} <= set(c) for c in strongly_connected(graph))
     finally:
         graph.remove_import(importer="modelrunner.audio", imported="webmushra.models")
         graph.remove_import(importer="webmushra.models", imported="modelrunner.audio")

@@ -13,3 +13,12 @@ class ConflictError(ServiceError):
 
 class TrialNotFound(ServiceError):
     """The session has no trial of that number (HTTP 404)."""
+
+
+class RuleBroken(ServiceError):
+    """A saved trial breaks one of the experiment's rules (``rules.RULE_DEFAULTS``): HTTP 400
+    naming the rule, so the page and the researcher see which one and why."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        self.rule = rule
+        super().__init__(f"{rule}: {message}")

@@ -13,7 +13,15 @@ from django.core.files.uploadedfile import UploadedFile
 from evaluation.settings import Settings as AnalysisSettings
 
 from .models import Checkpoint, ConditionKind, Experiment
-from .rules import HEADPHONE_DEFAULTS, flow, headphone_settings, player_rules
+from .rules import (
+    EXIT_CODE_MAX,
+    HEADPHONE_DEFAULTS,
+    RULE_DEFAULTS,
+    RULE_MAXIMA,
+    flow,
+    headphone_settings,
+    player_rules,
+)
 
 #: The analysis's own post-screening defaults (BS.1534-3 §4.1.2), shown on the settings page.
 SCREENING_DEFAULTS = AnalysisSettings()
@@ -60,6 +68,11 @@ class ExcerptUploadForm(forms.Form):
     )
     reference = MultipleFileField(
         label="Device recordings (WAV or FLAC)", help_text="The real device's output for each dry input."
+    )
+    is_training = forms.BooleanField(
+        required=False,
+        label="Training only",
+        help_text="Heard in training trials only and left out of the test (training never reuses a test excerpt).",
     )
 
     def clean(self) -> dict[str, Any]:
@@ -138,6 +151,12 @@ class ConditionForm(forms.Form):
     checkpoint = forms.ModelChoiceField(queryset=Checkpoint.objects.none())
     label = forms.CharField(max_length=120, help_text="Used in the analysis only; participants never see it.")
     knobs = forms.CharField(required=False, help_text="For example gain=0.5, tone=0.3 (empty: no knobs).")
+    display_name = forms.CharField(
+        required=False,
+        max_length=60,
+        label="Name in training",
+        help_text="What participants see in training trials (empty: “System 1”, “System 2”, …).",
+    )
 
     def __init__(self, *args, experiment: Experiment, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -188,7 +207,21 @@ class SettingsForm(forms.Form):
         assume_scheme="https",
         help_text="Participants are sent here when they finish.",
     )
-    completion_code = forms.CharField(required=False, max_length=32, label="Completion code")
+    completion_code = forms.CharField(
+        required=False, max_length=EXIT_CODE_MAX, label="Completion code", help_text="Sent with the completion URL."
+    )
+    screenout_url = forms.URLField(
+        required=False,
+        label="Screen-out URL",
+        assume_scheme="https",
+        help_text="Participants who fail the headphone check are sent here. Empty: the completion URL.",
+    )
+    screenout_code = forms.CharField(
+        required=False,
+        max_length=EXIT_CODE_MAX,
+        label="Screen-out code",
+        help_text="Prolific's code for screened-out participants.",
+    )
     training = forms.BooleanField(required=False, label="Training trial before the test")
     level_setting = forms.BooleanField(required=False, label="Listening-level page")
     headphone_check = forms.BooleanField(required=False, label="Headphone screening")
@@ -207,6 +240,20 @@ class SettingsForm(forms.Form):
     must_play_all = forms.BooleanField(required=False, label="Every signal must be played before rating")
     require_one_100 = forms.BooleanField(required=False, label="At least one signal rated 100 (BS.1534-3 §5.4)")
     only_playing_slider_moves = forms.BooleanField(required=False, label="Only the playing signal's slider moves")
+    min_play_seconds = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=RULE_MAXIMA["min_play_seconds"],
+        initial=RULE_DEFAULTS["min_play_seconds"],
+        label="Each signal heard at least (s; with every signal played; 0: any play)",
+    )
+    min_trial_seconds = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=RULE_MAXIMA["min_trial_seconds"],
+        initial=RULE_DEFAULTS["min_trial_seconds"],
+        label="At least this long on a trial page (s; 0: no minimum)",
+    )
     reference_threshold = forms.FloatField(
         min_value=0,
         max_value=100,
@@ -251,6 +298,8 @@ class SettingsForm(forms.Form):
             "trial_subset_size": cfg.get("trial_subset_size") or None,
             "completion_url": cfg.get("completion_url", ""),
             "completion_code": cfg.get("completion_code", ""),
+            "screenout_url": cfg.get("screenout_url", ""),
+            "screenout_code": cfg.get("screenout_code", ""),
             "training": flow(experiment, "training"),
             "level_setting": flow(experiment, "level_setting"),
             "headphone_check": hc["enabled"],
@@ -259,6 +308,8 @@ class SettingsForm(forms.Form):
             "must_play_all": rules["must_play_all"],
             "require_one_100": rules["require_one_100"],
             "only_playing_slider_moves": rules["only_playing_slider_moves"],
+            "min_play_seconds": rules["min_play_seconds"],
+            "min_trial_seconds": rules["min_trial_seconds"],
             **{
                 name: analysis.get(name, getattr(SCREENING_DEFAULTS, name))
                 for name in ("reference_threshold", "reference_max_fraction", "anchor_threshold", "anchor_max_fraction")
@@ -286,6 +337,8 @@ class SettingsForm(forms.Form):
             "trial_subset_size": d.get("trial_subset_size") or 0,
             "completion_url": d.get("completion_url") or "",
             "completion_code": d.get("completion_code") or "",
+            "screenout_url": d.get("screenout_url") or "",
+            "screenout_code": d.get("screenout_code") or "",
             "training": d["training"],
             "level_setting": d["level_setting"],
             "headphone_check": {
@@ -298,6 +351,11 @@ class SettingsForm(forms.Form):
                 "must_play_all": d["must_play_all"],
                 "require_one_100": d["require_one_100"],
                 "only_playing_slider_moves": d["only_playing_slider_moves"],
+                # Left empty: the default (rules.RULE_DEFAULTS).
+                **{
+                    k: d[k] if d.get(k) is not None else RULE_DEFAULTS[k]
+                    for k in ("min_play_seconds", "min_trial_seconds")
+                },
             },
             "analysis": {
                 "reference_threshold": d["reference_threshold"],

@@ -1,7 +1,15 @@
-"""Serving stimuli: Range support, no validators that could tell files apart.
+"""Serving stimuli as a careful CDN would: Range support, no validators that could tell files apart.
+
+Every answer carries ``X-Content-Type-Options: nosniff`` and never ``ETag``, ``Last-Modified``
+or ``Content-Disposition``. A participant's stimulus may stay in their browser cache for the
+session (``Cache-Control: private, max-age=N``, N from ``rules.stimulus_cache_seconds``), so a
+reload does not fetch the audio again; researchers' previews and every error answer are
+``no-store``. One byte range is answered 206, an unsatisfiable one 416, and several ranges
+(``bytes=0-99,200-299``) the whole file with 200, as RFC 9110 §14.2 allows.
 
 With ``SERVE_MEDIA_WITH=nginx`` the response is an ``X-Accel-Redirect`` to nginx's
-internal location; nginx then serves the bytes (Range included) with the same headers.
+internal location (after the file and the range are checked here); nginx then serves the
+bytes with this response's Cache-Control and Content-Type (docker/nginx.conf, ``max_ranges 1``).
 """
 
 from __future__ import annotations
@@ -18,45 +26,81 @@ from django.http.response import HttpResponseBase
 from .models import Report
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+#: Headers every blinded answer carries, whatever its status.
+BLIND_HEADERS = {"X-Content-Type-Options": "nosniff"}
+#: Cache-Control of error answers and of files that may change under the same URL (previews).
+NO_STORE = "private, no-store"
+#: Headers a blinded answer never carries: each could tell two files apart or name one.
+IDENTIFYING_HEADERS = ("ETag", "Last-Modified", "Content-Disposition")
 
 
 R = TypeVar("R", bound=HttpResponseBase)
 
 
-def _blind(response: R) -> R:
+def _blind(response: R, cache_control: str = NO_STORE) -> R:
     for k, v in BLIND_HEADERS.items():
         response[k] = v
-    for k in ("ETag", "Last-Modified", "Content-Disposition"):
+    response["Cache-Control"] = cache_control
+    for k in IDENTIFYING_HEADERS:
         if k in response:
             del response[k]
     return response
 
 
-def serve_blinded_file(request, rel_path: str, content_type: str = "audio/wav") -> HttpResponseBase:
-    """Serve a media file with byte ranges (206/416) and no identifying headers."""
+def blinded_error(status: int, reason: str) -> HttpResponse:
+    """An error answer for a media URL: a short reason, never stored by any cache."""
+    return _blind(HttpResponse(reason, status=status, content_type="text/plain; charset=utf-8"))
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """The Range header's one range as (first, last) byte; None: serve the whole file; False: 416.
+
+    RFC 9110 §14.2: a range unit other than bytes is ignored; several ranges are answered with
+    the whole file (multipart/byteranges is not worth its complexity for a player that asks
+    for one range at a time).
+    """
+    header = header.strip()
+    if header[:6].lower() != "bytes=" or "," in header:
+        return None
+    header = "bytes=" + header[6:]
+    m = _RANGE.match(header)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return False
+    if m.group(1) == "":
+        length = int(m.group(2))
+        if length == 0:
+            return False
+        start, end = max(0, size - length), size - 1
+    else:
+        start = int(m.group(1))
+        end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+    if start >= size or start > end:
+        return False
+    return start, end
+
+
+def serve_blinded_file(
+    request, rel_path: str, content_type: str = "audio/wav", *, max_age: int | None = None
+) -> HttpResponseBase:
+    """Serve a media file with byte ranges (206/416, several ranges: 200) and no identifying headers.
+
+    ``max_age``: seconds the participant's browser may keep it (``private``); None: ``no-store``.
+    """
+    cache_control = f"private, max-age={int(max_age)}" if max_age else NO_STORE
+    path = os.path.join(settings.MEDIA_ROOT, rel_path)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return blinded_error(404, "the file is missing")
+    wanted = _byte_range(request.headers.get("Range", ""), size)
+    if wanted is False:
+        return _unsatisfiable(size)
     if settings.SERVE_MEDIA_WITH == "nginx":
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.PROTECTED_MEDIA_PREFIX + rel_path
-        return _blind(response)
-    path = os.path.join(settings.MEDIA_ROOT, rel_path)
-    size = os.path.getsize(path)
-    header = request.headers.get("Range", "").strip()
-    if header:
-        m = _RANGE.match(header)
-        if not m or (m.group(1) == "" and m.group(2) == ""):
-            return _unsatisfiable(size)
-        if m.group(1) == "":
-            length = int(m.group(2))
-            if length == 0:
-                return _unsatisfiable(size)
-            start, end = max(0, size - length), size - 1
-        else:
-            start = int(m.group(1))
-            end = int(m.group(2)) if m.group(2) else size - 1
-            end = min(end, size - 1)
-        if start >= size or start > end:
-            return _unsatisfiable(size)
+        return _blind(response, cache_control)
+    if isinstance(wanted, tuple):
+        start, end = wanted
         fh = open(path, "rb")
         fh.seek(start)
         remaining = end - start + 1
@@ -76,16 +120,32 @@ def serve_blinded_file(request, rel_path: str, content_type: str = "audio/wav") 
         partial["Content-Range"] = f"bytes {start}-{end}/{size}"
         partial["Content-Length"] = str(remaining)
         partial["Accept-Ranges"] = "bytes"
-        return _blind(partial)
+        return _blind(partial, cache_control)
     whole = FileResponse(open(path, "rb"), content_type=content_type)
     whole["Content-Length"] = str(size)
     whole["Accept-Ranges"] = "bytes"
-    return _blind(whole)
+    return _blind(whole, cache_control)
 
 
 def _unsatisfiable(size: int) -> HttpResponse:
     response = HttpResponse(status=416)
     response["Content-Range"] = f"bytes */{size}"
+    return _blind(response)
+
+
+def serve_blinded_bytes(request, data: bytes, content_type: str = "audio/wav") -> HttpResponse:
+    """Audio made in memory, answered as ``serve_blinded_file`` answers a file, but ``no-store``:
+    each fetch reaches the server (the headphone check records them)."""
+    size = len(data)
+    wanted = _byte_range(request.headers.get("Range", ""), size)
+    if wanted is False:
+        return _unsatisfiable(size)
+    start, end = wanted if isinstance(wanted, tuple) else (0, size - 1)
+    response = HttpResponse(data[start : end + 1], status=206 if wanted else 200, content_type=content_type)
+    if wanted:
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
     return _blind(response)
 
 

@@ -44,6 +44,7 @@ from django.utils.html import strip_tags
 from . import errors, rules
 from .models import ConditionKind, Experiment, Rating
 from .rules import MAX_SIGNALS_PER_TRIAL
+from .selectors import QUALITY_COLUMNS, flag_codes
 from .services import experiments, files, uploads
 
 #: Page types with a counterpart here; everything else is reported as unsupported.
@@ -537,7 +538,8 @@ def mushra_csv(experiment: Experiment) -> str:
     test_id = (experiment.config.get("webmushra") or {}).get("testId") or f"experiment-{experiment.pk}"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(MUSHRA_COLUMNS_BEFORE + questions + MUSHRA_COLUMNS_AFTER)
+    # After webMUSHRA's own columns: the trial's flags and the participant's exclusion by hand.
+    writer.writerow(MUSHRA_COLUMNS_BEFORE + questions + MUSHRA_COLUMNS_AFTER + QUALITY_COLUMNS)
     ratings = (
         Rating.objects.filter(participant__experiment=experiment)
         .select_related("participant", "condition", "trial__excerpt", "response")
@@ -554,6 +556,9 @@ def mushra_csv(experiment: Experiment) -> str:
                 r.score,
                 (r.response.telemetry or {}).get("time_on_page_ms", ""),
                 "",
+                flag_codes(r.response.flags),
+                r.participant.excluded_at is not None,
+                r.participant.exclusion_reason,
             ]
         )
     return buf.getvalue()

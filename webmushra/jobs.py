@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: Stimuli are 24-bit PCM WAV: one identical format (and byte length) per trial.
 STIMULUS_SUBTYPE = "PCM_24"
+#: The highest sample peak a stored stimulus may have (−0.1 dBFS): PCM cannot hold 1.0, and an
+#: item whose resampled or aligned peak reaches it is turned down as a whole to this peak.
+HEADROOM_PEAK = 10 ** (-0.1 / 20)
 
 
 def worker_name() -> str:
@@ -167,6 +170,10 @@ def _run_item(claim: rendering.Claim) -> None:
             if cutoff is None:
                 raise ModelRunnerError(f"condition {condition.pk}: no signal for kind {condition.kind!r}")
             audio = anchors.lowpass_anchor(reference, sr, cutoff)
+            # An excerpt with little energy above the cut-off gives an anchor that sounds like the
+            # reference; the researcher is told on the experiment page and in the report.
+            difference = anchors.anchor_difference(reference, audio, sr, cutoff)
+            info_by_condition[condition.pk] = {"anchor_difference": difference.to_dict()}
         signals[str(condition.pk)] = np.asarray(audio, dtype=np.float32).reshape(reference.shape)
     beat(0.3)
     aligned_ref, aligned, report = loudness.align_item(
@@ -221,12 +228,19 @@ def _write_stimuli(
     from modelrunner.audio import write_wav
     from modelrunner.render import resample
 
+    resampled = {c.pk: resample(everything[str(c.pk)], sr, out_sr) for c in conditions}
+    # Resampling (and loudness alignment) can push a peak past full scale. The whole item is then
+    # turned down by one gain, so the conditions keep their aligned loudness relative to each
+    # other; the gain is recorded with every stimulus.
+    item_peak = max(float(np.max(np.abs(a))) for a in resampled.values())
+    headroom_db = 0.0
+    if item_peak >= HEADROOM_PEAK:
+        headroom_db = 20 * float(np.log10(HEADROOM_PEAK / item_peak))
+        scale = np.float32(10 ** (headroom_db / 20))
+        resampled = {k: (a * scale).astype(np.float32) for k, a in resampled.items()}
     for condition in conditions:
-        audio = everything[str(condition.pk)]
-        audio = resample(audio, sr, out_sr)
+        audio = resampled[condition.pk]
         peak = float(np.max(np.abs(audio)))
-        if peak >= 1.0:
-            raise ModelRunnerError(f"stimulus of {condition.label!r} would clip after resampling (peak {peak:.3f})")
         rel = f"stimuli/e{experiment.pk}/x{excerpt.pk}_c{condition.pk}.wav"
         path = write_wav(_media(rel), audio, out_sr, subtype=STIMULUS_SUBTYPE)
         written.append(path)
@@ -239,12 +253,13 @@ def _write_stimuli(
                 "channels": audio.shape[1],
                 "size": path.stat().st_size,
                 "loudness_lufs": _finite(loudness.integrated_loudness(audio, out_sr)),
-                "gain_db": _gain_for(report, str(condition.pk), condition.kind),
+                "gain_db": _gain_for(report, str(condition.pk), condition.kind) + headroom_db,
                 "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),
                 "metrics": metrics_by_condition.get(condition.pk, {}),
                 "render_info": {
                     **info_by_condition.get(condition.pk, {}),
                     "loudness_gain_db": _gain_for(report, str(condition.pk), condition.kind),
+                    "headroom_gain_db": headroom_db,
                 },
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -57,6 +58,26 @@ FIXED_CONDITION_LABELS: dict[str, str] = {
     ConditionKind.ANCHOR_35: "Anchor 3.5 kHz",
     ConditionKind.ANCHOR_70: "Anchor 7 kHz",
 }
+
+#: What training trials call a fixed condition when the researcher gave it no display name.
+TRAINING_NAMES: dict[str, str] = {
+    ConditionKind.HIDDEN_REFERENCE: "Reference",
+    ConditionKind.ANCHOR_35: "Low anchor",
+    ConditionKind.ANCHOR_70: "Mid anchor",
+}
+
+
+def training_names(conditions: Iterable[Condition]) -> dict[int, str]:
+    """Condition id -> the name a training trial shows: the researcher's display name, else a
+    neutral default ("Reference", "Low anchor", "System 1", ...); never the analysis label."""
+    names: dict[int, str] = {}
+    systems = 0
+    for c in sorted(conditions, key=lambda c: (c.position, c.pk)):
+        if c.kind not in TRAINING_NAMES:
+            systems += 1
+        names[c.pk] = c.display_name or TRAINING_NAMES.get(c.kind) or f"System {systems}"
+    return names
+
 
 #: The low-pass anchors of BS.1534-3 §5.1, in their order on the page.
 ANCHOR_KINDS: tuple[str, ...] = (ConditionKind.ANCHOR_35, ConditionKind.ANCHOR_70)
@@ -116,6 +137,9 @@ class Excerpt(models.Model):
     #: starting state from it (SPTMod's look-back; Bourdin et al.).
     lookback_dry_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
     lookback_reference_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    #: A training excerpt is heard only in training trials and never in the test, so nothing a
+    #: participant learns in training (labels, URLs, audio) can identify a test trial's signals.
+    is_training = models.BooleanField(default=False)
     sample_rate = models.PositiveIntegerField()
     frames = models.PositiveBigIntegerField()
     channels = models.PositiveSmallIntegerField(default=1)
@@ -163,6 +187,8 @@ class Condition(models.Model):
     knobs = models.JSONField(default=dict, blank=True)
     #: Used only in analysis and on training trials; never shown on test trials.
     label = models.CharField(max_length=120)
+    #: What training trials show for this condition (the researcher's choice); never ``label``.
+    display_name = models.CharField(max_length=60, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -205,6 +231,10 @@ class RenderJob(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Cancelled"
+
+    #: States in which a job still has work coming (the experiment is rendering while any has).
+    ACTIVE_STATUSES = frozenset({Status.QUEUED, Status.RUNNING})
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="render_jobs")
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -297,6 +327,9 @@ class Participant(models.Model):
         SCREENED_OUT = "screened_out", "Screened out"
         DECLINED = "declined", "Declined consent"
 
+    #: Stages a session ends in: its stimulus and reference URLs answer 410 Gone from then on.
+    FINISHED_STAGES = frozenset({Stage.COMPLETED, Stage.SCREENED_OUT, Stage.DECLINED})
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="participants")
     token = models.CharField(max_length=32, unique=True, default=new_token, editable=False)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.CONSENT)
@@ -309,7 +342,13 @@ class Participant(models.Model):
     screening = models.JSONField(default=dict, blank=True)
     level = models.JSONField(default=dict, blank=True)
     questionnaire = models.JSONField(default=dict, blank=True)
-    completion_code = models.CharField(max_length=32, blank=True)
+    completion_code = models.CharField(max_length=64, blank=True)
+    #: Where the participant was sent at the end (Prolific completion or screen-out), as recorded.
+    exit_code = models.CharField(max_length=64, blank=True)
+    exit_url = models.CharField(max_length=500, blank=True)
+    #: Excluded by the researcher (kept in the data, left out of the analysis, reason reported).
+    excluded_at = models.DateTimeField(null=True, blank=True)
+    exclusion_reason = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     consented_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -327,6 +366,9 @@ class StimulusToken(models.Model):
     token = models.CharField(max_length=32, unique=True, default=new_token)
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="stimulus_tokens")
     stimulus = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    #: The server's own record of delivery (the rules check playback against it).
+    first_fetched_at = models.DateTimeField(null=True, blank=True)
+    fetches = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["participant", "stimulus"], name="one_token_per_stimulus")]
@@ -339,6 +381,8 @@ class TrialResponse(models.Model):
     trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="responses")
     idempotency_key = models.CharField(max_length=64)
     telemetry = models.JSONField(default=dict, blank=True)
+    #: Quality-control flags computed on save (too fast, no playback, straight-lining, ...).
+    flags = models.JSONField(default=list, blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

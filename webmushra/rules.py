@@ -6,9 +6,15 @@ JSON) all read these definitions; nothing else holds a copy.
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .errors import ServiceError
+from evaluation.settings import Settings as _AnalysisSettings
+
+from .errors import RuleBroken, ServiceError
 
 if TYPE_CHECKING:
     from .models import Experiment
@@ -20,15 +26,84 @@ RULE_DEFAULTS: dict[str, bool | float] = {
     "only_playing_slider_moves": True,  # a slider moves only while its signal is the one playing
     "require_one_100": True,  # at least one signal rated 100 (the hidden reference, BS.1534-3 §5.2)
     "loop_min_seconds": 0.5,
+    # With must_play_all: every signal heard at least this long (s; 0: any playback counts).
+    "min_play_seconds": 1.0,
+    # At least this long on a trial page before it can be submitted (s; 0: no minimum).
+    "min_trial_seconds": 5.0,
 }
+
+#: Upper bounds of the numeric rules (validate_config): a typo must not lock participants out.
+RULE_MAXIMA: dict[str, float] = {"loop_min_seconds": 60.0, "min_play_seconds": 60.0, "min_trial_seconds": 600.0}
 
 #: BS.1534-3 §5.3: at most 12 signals (incl. hidden reference and anchors) per trial; the player
 #: receives it with each trial (``max_signals``).
 MAX_SIGNALS_PER_TRIAL = 12
 
+#: A participant's browser may keep a stimulus for the session, not longer: a reload does not
+#: fetch the audio again. The lifetime is the experiment's estimated duration times the factor,
+#: within the bounds (``Cache-Control: private, max-age=N``; the token stops working, 410, when the
+#: participant finishes or the experiment closes).
+STIMULUS_CACHE_FACTOR = 2
+STIMULUS_CACHE_MIN_S = 15 * 60
+STIMULUS_CACHE_MAX_S = 3 * 3600
 
-#: The participant flow's switches and their defaults: a training trial, then the level page.
+
+def stimulus_cache_seconds(estimated_minutes: int | None) -> int:
+    """Seconds a participant's browser may cache a stimulus (see ``STIMULUS_CACHE_FACTOR``)."""
+    seconds = STIMULUS_CACHE_FACTOR * 60 * (estimated_minutes or 0)
+    return int(min(STIMULUS_CACHE_MAX_S, max(STIMULUS_CACHE_MIN_S, seconds)))
+
+
+#: The participant flow's switches and their defaults: the level page (before the headphone
+#: check, so the check is heard at the level set), then a training trial.
 FLOW_DEFAULTS: dict[str, bool] = {"training": True, "level_setting": True}
+
+#: The gain a participant may set on the level page (dB); every later sound is played with it.
+LEVEL_GAIN_DB: tuple[float, float] = (-40.0, 12.0)
+
+#: Prolific: the codes a participant is sent back with, and the URLs (the code goes in ``cc``,
+#: as in https://app.prolific.com/submissions/complete?cc=CODE).
+EXIT_CODE_MAX = 64
+EXIT_URL_MAX = 400
+_EXIT_CODE = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def exit_link(config: dict, outcome: str, completion_code: str = "") -> tuple[str, str]:
+    """(code, URL) a participant is sent to at the end: ``completed`` -> the completion code
+    and URL; ``screened_out`` -> the screen-out code and URL (the completion URL with the
+    screen-out code when only a code is set). The code replaces any ``cc`` in the URL."""
+    if outcome == "completed":
+        code, url = completion_code, str(config.get("completion_url") or "")
+    elif outcome == "screened_out":
+        code = str(config.get("screenout_code") or "")
+        url = str(config.get("screenout_url") or (config.get("completion_url") if code else "") or "")
+    else:
+        raise ValueError(f"no exit for {outcome!r}")
+    if url and code:
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cc"] + [("cc", code)]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    return code, url
+
+
+def _validate_exit(cfg: dict) -> None:
+    for key in ("completion_code", "screenout_code"):
+        code = cfg.get(key)
+        if code in (None, ""):
+            continue
+        if not isinstance(code, str) or len(code) > EXIT_CODE_MAX or not _EXIT_CODE.match(code):
+            raise ServiceError(f"{key}: at most {EXIT_CODE_MAX} letters, digits, - or _")
+    if cfg.get("screenout_code") and cfg.get("screenout_code") == cfg.get("completion_code"):
+        raise ServiceError("screenout_code: must differ from completion_code (it would pay the screened-out)")
+    for key in ("completion_url", "screenout_url"):
+        url = cfg.get(key)
+        if url in (None, ""):
+            continue
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("https", "http") or not parts.netloc or re.search(r"\s", url):
+            raise ServiceError(f"{key}: must be a web address starting with https://")
+        if len(url) > EXIT_URL_MAX:
+            raise ServiceError(f"{key}: at most {EXIT_URL_MAX} characters")
 
 
 def flow(experiment: Experiment, switch: str) -> bool:
@@ -66,6 +141,252 @@ def questionnaire_fields(experiment: Experiment) -> list[dict[str, Any]]:
 def player_rules(experiment: Experiment) -> dict[str, bool | float]:
     """The MUSHRA page's rules for this experiment, defaults filled in."""
     return RULE_DEFAULTS | (experiment.config.get("rules") or {})
+
+
+# --------------------------------------------------------------------------- the server referees
+
+
+#: What the player logs (trial.js ``Player.log``), ``t_ms`` counted from the page's start:
+#: ``play`` (a signal, or ``ref``, starts playing and becomes the selected one), ``stop`` (pause
+#: or stop) and ``move`` (a signal's slider set to ``value``).
+EVENT_TYPES = ("play", "stop", "move")
+#: The most events one trial may log (an hour of dragging logs far fewer).
+MAX_EVENTS = 20_000
+#: Slack (s) allowed between the page's clock and the server's over one trial (network, start-up).
+CLOCK_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the server itself saw of one trial, to check the page's telemetry against.
+
+    ``fetches``: per signal key, how often this participant fetched that signal's audio;
+    ``since_first_fetch_s``: seconds since the first of those fetches (None: none);
+    ``since_previous_step_s``: seconds since the participant finished the step before this
+    trial, longer than the page can have been open (None: unknown).
+    """
+
+    fetches: dict[str, int]
+    since_first_fetch_s: float | None = None
+    since_previous_step_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the page's interaction log (``EVENT_TYPES``)."""
+
+    t_ms: float
+    type: str
+    key: str
+    value: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def telemetry_events(telemetry: dict, keys: list[str]) -> list[Event]:
+    """The page's interaction log, checked (types, signal keys, times in order, slider values)."""
+    raw = telemetry.get("events", [])
+    if not isinstance(raw, list):
+        raise ServiceError("telemetry: events must be a list")
+    if len(raw) > MAX_EVENTS:
+        raise ServiceError(f"telemetry: more than {MAX_EVENTS} events")
+    known = set(keys) | {"ref"}
+    events: list[Event] = []
+    last = 0.0
+    for i, e in enumerate(raw, start=1):
+        if not isinstance(e, dict):
+            raise ServiceError(f"telemetry: event {i} is not an object")
+        t = _number(e.get("t_ms"))
+        kind, key = e.get("type"), e.get("key")
+        if t is None or t < 0:
+            raise ServiceError(f"telemetry: event {i} has no time (t_ms)")
+        if kind not in EVENT_TYPES:
+            raise ServiceError(f"telemetry: event {i} has type {kind!r}; expected one of {', '.join(EVENT_TYPES)}")
+        if key not in known or (kind == "move" and key == "ref"):
+            raise ServiceError(f"telemetry: event {i} names no signal of this trial")
+        value = None
+        if kind == "move":
+            value = _number(e.get("value"))
+            if value is None or not 0 <= value <= 100:
+                raise ServiceError(f"telemetry: event {i} sets a slider to no value in 0..100")
+        if t < last:
+            raise ServiceError(f"telemetry: event {i} is earlier than the one before it")
+        last = t
+        events.append(Event(t_ms=t, type=kind, key=key, value=value))
+    return events
+
+
+def listen_seconds(telemetry: dict, keys: list[str]) -> dict[str, float]:
+    """Seconds each signal was heard, as the page counted them (``signals[key].listen_ms``)."""
+    signals = telemetry.get("signals", {})
+    if not isinstance(signals, dict):
+        raise ServiceError("telemetry: signals must be an object")
+    out: dict[str, float] = {}
+    for n, key in enumerate(keys, start=1):
+        entry = signals.get(key, {})
+        ms = _number(entry.get("listen_ms", 0)) if isinstance(entry, dict) else None
+        if ms is None or ms < 0:
+            raise ServiceError(f"telemetry: the listening time of signal {n} is not a number")
+        out[key] = ms / 1000
+    return out
+
+
+def page_seconds(telemetry: dict) -> float | None:
+    """Seconds on the trial page as the page counted them (``time_on_page_ms``); None: not sent."""
+    if telemetry.get("time_on_page_ms") is None:
+        return None
+    ms = _number(telemetry["time_on_page_ms"])
+    if ms is None or ms < 0:
+        raise ServiceError("telemetry: time_on_page_ms is not a number")
+    return ms / 1000
+
+
+def check_trial(
+    rules: dict[str, Any], keys: list[str], scores: dict[str, int], telemetry: dict, delivery: Delivery
+) -> None:
+    """Referee one submitted trial: every rule the experiment enables is checked against the
+    page's interaction log and the server's own record (``Delivery``); a switched-off rule is
+    not. Raises ``RuleBroken`` naming the first rule broken, ``ServiceError`` for a malformed
+    log. ``keys`` are the trial's signal keys in page order (signal 1, 2, ...).
+
+    The rules are the player's (BS.1534-3 §5.2 lets the assessor switch freely between the
+    signals; §5.4 asks for at least one signal, the hidden reference, at 100).
+    """
+    number = {k: n for n, k in enumerate(keys, start=1)}
+    events = telemetry_events(telemetry, keys)
+    listened = listen_seconds(telemetry, keys)
+
+    if rules.get("require_one_100") and not any(v == 100 for v in scores.values()):
+        raise RuleBroken("require_one_100", "no signal was rated 100 (the hidden reference should be)")
+
+    if rules.get("must_play_all"):
+        played = {e.key for e in events if e.type == "play"}
+        for key in keys:
+            if key not in played:
+                raise RuleBroken("must_play_all", f"signal {number[key]} was never played")
+            if delivery.fetches.get(key, 0) < 1:
+                raise RuleBroken(
+                    "must_play_all", f"signal {number[key]} was reported as played, but its audio was never fetched"
+                )
+        least = float(rules.get("min_play_seconds") or 0)
+        if least > 0:
+            for key in keys:
+                if listened[key] < least:
+                    raise RuleBroken(
+                        "min_play_seconds",
+                        f"signal {number[key]} was heard for {listened[key]:.1f} s; at least {least:g} s required",
+                    )
+            # One signal plays at a time: all the listening fits between the first fetch and now.
+            total = sum(listened.values())
+            since = delivery.since_first_fetch_s
+            if since is not None and total > since + CLOCK_SLACK_S:
+                raise RuleBroken(
+                    "min_play_seconds",
+                    f"{total:.1f} s of listening reported, but the audio was first fetched {since:.1f} s ago",
+                )
+
+    if rules.get("only_playing_slider_moves"):
+        selected: str | None = None
+        heard: set[str] = set()
+        last_value: dict[str, float] = {}
+        for e in events:
+            if e.type == "play":
+                selected = e.key
+                heard.add(e.key)
+            elif e.type == "move":
+                if e.key not in heard:
+                    raise RuleBroken(
+                        "only_playing_slider_moves", f"the slider of signal {number[e.key]} moved before it was played"
+                    )
+                if selected != e.key:
+                    other = "the reference" if selected == "ref" else f"signal {number.get(selected or '', '?')}"
+                    raise RuleBroken(
+                        "only_playing_slider_moves",
+                        f"the slider of signal {number[e.key]} moved while {other} was selected",
+                    )
+                last_value[e.key] = e.value if e.value is not None else -1
+        for key in keys:
+            if key not in last_value:
+                raise RuleBroken(
+                    "only_playing_slider_moves", f"signal {number[key]} was rated without its slider being moved"
+                )
+            if round(last_value[key]) != scores[key]:
+                raise RuleBroken(
+                    "only_playing_slider_moves",
+                    f"signal {number[key]} was rated {scores[key]}, but its slider was last set to "
+                    f"{round(last_value[key])}",
+                )
+
+    least = float(rules.get("min_trial_seconds") or 0)
+    if least > 0:
+        seconds = page_seconds(telemetry)
+        if seconds is None or seconds < least:
+            shown = "no time" if seconds is None else f"{seconds:.1f} s"
+            raise RuleBroken("min_trial_seconds", f"{shown} on the trial page; at least {least:g} s required")
+        since = delivery.since_previous_step_s
+        if since is not None and since + CLOCK_SLACK_S < least:
+            raise RuleBroken(
+                "min_trial_seconds",
+                f"the previous step was finished only {since:.1f} s ago; at least {least:g} s on the trial required",
+            )
+
+
+# --------------------------------------------------------------------------- quality control
+
+
+#: Quality-control flags (webmushra/services/quality.py): computed on every saved test trial,
+#: shown on the monitor and exported; a flag informs the researcher and rejects nothing.
+FLAGS: dict[str, str] = {
+    "too_fast": "less time on the trial page than the threshold",
+    "no_playback": "signal(s) rated without being heard",
+    "straight_lining": "every signal given the same rating",
+    "reference_not_found": "the hidden reference rated below the threshold",
+}
+#: The flags' short names (monitor, report).
+FLAG_LABELS: dict[str, str] = {
+    "too_fast": "too fast",
+    "no_playback": "no playback",
+    "straight_lining": "straight-lining",
+    "reference_not_found": "reference not found",
+}
+
+#: The analysis's defaults (evaluation/settings.py): its post-screening reference threshold.
+SCREENING = _AnalysisSettings()
+
+#: Thresholds of the flags; ``reference_min`` defaults to the post-screening reference
+#: threshold of the analysis (BS.1534-3 §4.1.2: 90), set under ``config["analysis"]``.
+QUALITY_DEFAULTS: dict[str, float] = {"too_fast_seconds": 15.0, "reference_min": SCREENING.reference_threshold}
+QUALITY_MAXIMA: dict[str, float] = {"too_fast_seconds": 3600.0, "reference_min": 100.0}
+
+
+def validate_quality(quality: Any) -> dict[str, float]:
+    """Check the flag thresholds (``config["quality"]``); return them normalised."""
+    if not isinstance(quality, dict):
+        raise ServiceError("quality: expected an object")
+    unknown = sorted(set(quality) - set(QUALITY_DEFAULTS))
+    if unknown:
+        raise ServiceError(f"quality: {unknown[0]} is not a quality-control setting")
+    out: dict[str, float] = {}
+    for k, v in quality.items():
+        number = _number(v)
+        if number is None or not 0.0 <= number <= QUALITY_MAXIMA[k]:
+            raise ServiceError(f"quality: {k} must be a number between 0 and {QUALITY_MAXIMA[k]:g}")
+        out[k] = number
+    return out
+
+
+def quality_settings(experiment: Experiment) -> dict[str, float]:
+    """The experiment's flag thresholds, defaults filled in (``reference_min`` follows the
+    analysis's reference threshold when only that is set)."""
+    analysis = experiment.config.get("analysis") or {}
+    base = dict(QUALITY_DEFAULTS)
+    if analysis.get("reference_threshold") is not None:
+        base["reference_min"] = float(analysis["reference_threshold"])
+    return base | (experiment.config.get("quality") or {})
 
 
 #: Questionnaire field types the participant pages can render.
@@ -127,9 +448,7 @@ def validate_config(config: dict) -> dict:
         if size < 0:
             raise ServiceError("trial_subset_size: must be 0 (every trial) or more")
         cfg["trial_subset_size"] = size
-    url = cfg.get("completion_url")
-    if url and not str(url).startswith(("https://", "http://")):
-        raise ServiceError("completion_url: must start with https://")
+    _validate_exit(cfg)
     hc = cfg.get("headphone_check")
     if hc is not None:
         if not isinstance(hc, dict):
@@ -160,12 +479,25 @@ def validate_config(config: dict) -> dict:
         unknown = sorted(set(rules) - set(RULE_DEFAULTS))
         if unknown:
             raise ServiceError(f"rules: {unknown[0]} is not a rule")
-        cfg["rules"] = {
-            k: (bool(rules.get(k, d)) if isinstance(d, bool) else float(rules.get(k, d)))
-            for k, d in RULE_DEFAULTS.items()
-        }
+        normalised: dict[str, bool | float] = {}
+        for k, d in RULE_DEFAULTS.items():
+            value = rules.get(k, d)
+            if isinstance(d, bool):
+                normalised[k] = bool(value)
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ServiceError(f"rules: {k} must be a number of seconds") from None
+            if not 0.0 <= number <= RULE_MAXIMA[k]:
+                raise ServiceError(f"rules: {k} must be between 0 and {RULE_MAXIMA[k]:g} s")
+            normalised[k] = number
+        cfg["rules"] = normalised
         if cfg["rules"]["loop_min_seconds"] < 0.1:
             raise ServiceError("rules: loop_min_seconds must be at least 0.1 s")
+    quality = cfg.get("quality")
+    if quality is not None:
+        cfg["quality"] = validate_quality(quality)
     for key in FLOW_DEFAULTS:
         if key in cfg:
             cfg[key] = bool(cfg[key])

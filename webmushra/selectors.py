@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from .models import ConditionKind, Experiment, Participant, Rating, RenderJob, Stimulus
-from .rules import MAX_SIGNALS_PER_TRIAL
+from .models import (
+    ANCHOR_KINDS,
+    ConditionKind,
+    Experiment,
+    Participant,
+    Rating,
+    RenderJob,
+    Stimulus,
+    TrialResponse,
+    training_names,
+)
+from .rules import FLAG_LABELS, FLAGS, MAX_SIGNALS_PER_TRIAL, flow
 
 RATING_COLUMNS = ["participant", "item", "condition", "kind", "rating", "trial_position", "submitted_at"]
+#: Export-only columns: the trial's quality-control flags (``rules.FLAGS``, ``;``-separated) and
+#: the researcher's exclusion (an excluded participant stays in the exports, not in the analysis).
+QUALITY_COLUMNS = ["flags", "excluded", "exclusion_reason"]
+EXPORT_COLUMNS = RATING_COLUMNS + QUALITY_COLUMNS
 
 
 def experiments_for(user: Any) -> QuerySet[Experiment]:
@@ -25,10 +40,11 @@ def experiments_for(user: Any) -> QuerySet[Experiment]:
 
 
 def ratings_rows(experiment: Experiment) -> list[dict]:
-    """The ratings long table: one row per (participant, item, condition)."""
+    """The ratings long table: one row per (participant, item, condition), with the trial's
+    flags and the participant's exclusion (``QUALITY_COLUMNS``); every participant is in it."""
     rows = (
         Rating.objects.filter(participant__experiment=experiment)
-        .select_related("condition", "trial__excerpt", "response")
+        .select_related("condition", "trial__excerpt", "response", "participant")
         .order_by("participant_id", "trial__position", "condition__position")
     )
     return [
@@ -40,14 +56,23 @@ def ratings_rows(experiment: Experiment) -> list[dict]:
             "rating": r.score,
             "trial_position": r.trial.position,
             "submitted_at": r.response.submitted_at.isoformat(),
+            "flags": flag_codes(r.response.flags),
+            "excluded": r.participant.excluded_at is not None,
+            "exclusion_reason": r.participant.exclusion_reason,
         }
         for r in rows
     ]
 
 
+def analysis_rows(experiment: Experiment) -> list[dict]:
+    """The ratings the analysis reads: ``ratings_rows`` without the participants the
+    researcher excluded, in the analysis's columns (``RATING_COLUMNS``)."""
+    return [{k: r[k] for k in RATING_COLUMNS} for r in ratings_rows(experiment) if not r["excluded"]]
+
+
 def ratings_csv(experiment: Experiment) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RATING_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(ratings_rows(experiment))
     return buf.getvalue()
@@ -100,12 +125,15 @@ def participant_summary(experiment: Experiment) -> dict:
         if p.completed_at
     )
     median = durations[len(durations) // 2] if durations else None
+    flagged = sum(1 for row in participant_flags(experiment).values() if row["flagged_trials"])
     return {
         "started": sum(counts.values()),
         "completed": counts.get(Participant.Stage.COMPLETED, 0),
         "screened_out": counts.get(Participant.Stage.SCREENED_OUT, 0),
         "median_duration_s": median,
         "by_stage": counts,
+        "flagged": flagged,
+        "excluded": experiment.participants.filter(excluded_at__isnull=False).count(),
     }
 
 
@@ -144,10 +172,13 @@ def preview_items(experiment: Experiment) -> list[dict]:
 
 
 def participants_detail(experiment: Experiment) -> list[dict]:
-    """One row per participant: stage, times, trials answered, screening and level results."""
+    """One row per participant: stage, times, trials answered, screening and level results,
+    quality-control flags (test trials flagged, trials per flag) and the exclusion by hand."""
     answered = dict(experiment.participants.annotate(n=Count("responses")).values_list("pk", "n"))
+    flags = participant_flags(experiment)
     out = []
     for p in experiment.participants.all():
+        quality = flags.get(p.pk, {"trials": 0, "flagged_trials": 0, "counts": {}})
         duration = (p.completed_at - p.started_at).total_seconds() if p.completed_at else None
         out.append(
             {
@@ -164,14 +195,21 @@ def participants_detail(experiment: Experiment) -> list[dict]:
                 "headphone_check": p.screening,
                 "level": p.level,
                 "questionnaire": p.questionnaire,
+                "flagged_trials": quality["flagged_trials"],
+                "flags": quality["counts"],
+                "flags_text": ", ".join(f"{FLAG_LABELS.get(k, k)} ×{n}" for k, n in quality["counts"].items()),
+                "excluded": p.excluded_at is not None,
+                "excluded_at": p.excluded_at,
+                "exclusion_reason": p.exclusion_reason,
             }
         )
     return out
 
 
 def post_screening(experiment: Experiment) -> dict | None:
-    """BS.1534-3 §4.1.2 post-screening of the ratings so far; None when there are no ratings."""
-    rows = ratings_rows(experiment)
+    """BS.1534-3 §4.1.2 post-screening of the ratings so far (participants excluded by hand left
+    out, as in the analysis); None when there are no ratings."""
+    rows = analysis_rows(experiment)
     if not rows:
         return None
     import pandas as pd
@@ -198,10 +236,100 @@ def block_group(experiment: Experiment) -> list[Experiment]:
 
 def builder_facts(experiment: Experiment) -> dict[str, Any]:
     """What the experiment page's builder shows besides its forms."""
-    signals = experiment.conditions.count()
+    conditions = list(experiment.conditions.select_related("checkpoint"))
+    names = training_names(conditions)
+    for c in conditions:
+        c.training_name = names[c.pk]  # type: ignore[attr-defined]
+    signals = len(conditions)
     return {
+        "conditions": conditions,
+        "training_warning": training_warning(experiment),
         "trial_full": signals >= MAX_SIGNALS_PER_TRIAL,
         "max_signals": MAX_SIGNALS_PER_TRIAL,
         "blocks": block_group(experiment),
         "editable": experiment.is_editable,
+        "weak_anchors": weak_anchors(experiment),
     }
+
+
+def weak_anchors(experiment: Experiment, *, test_only: bool = False) -> list[dict[str, Any]]:
+    """Rendered anchors that barely differ from their reference (``modelrunner.anchors.anchor_difference``).
+
+    One row per (excerpt, anchor) whose difference the item job found below the cutoff, with the
+    warning in words (``evaluation.warnings.weak_anchor``); ``test_only`` leaves training excerpts out.
+    """
+    from evaluation.warnings import weak_anchor
+
+    stimuli = Stimulus.objects.filter(experiment=experiment, condition__kind__in=ANCHOR_KINDS).select_related(
+        "condition", "excerpt"
+    )
+    if test_only:
+        stimuli = stimuli.filter(excerpt__is_training=False)
+    rows = []
+    for s in stimuli.order_by("excerpt_id", "condition__position", "condition_id"):
+        found = (s.render_info or {}).get("anchor_difference")
+        if not found or not found.get("weak"):
+            continue
+        rows.append(
+            {
+                "item": s.excerpt.name,
+                "anchor": s.condition.label,
+                "difference_db": found.get("difference_db"),
+                "difference_lufs": found.get("difference_lufs"),
+                "threshold_db": found.get("threshold_db"),
+                "warning": weak_anchor(
+                    s.excerpt.name, s.condition.label, found.get("difference_db"), found["threshold_db"]
+                ),
+            }
+        )
+    return rows
+
+
+def training_warning(experiment: Experiment) -> str:
+    """Why training will not run as the researcher may expect (empty: nothing to say)."""
+    marked = experiment.excerpts.filter(is_training=True).count()
+    total = experiment.excerpts.count()
+    if flow(experiment, "training") and total and not marked:
+        return (
+            "Training is on, but no excerpt is marked “training only”, so participants get no training trial. "
+            "Upload an excerpt for training and mark it (it is then left out of the test), or turn training off "
+            "in the settings."
+        )
+    if marked and not flow(experiment, "training"):
+        return f"{marked} excerpt(s) are marked “training only” but training is off: they are heard by nobody."
+    if total and marked == total:
+        return "Every excerpt is marked “training only”: the test needs at least one test excerpt."
+    return ""
+
+
+def count_flags(flag_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
+    """Trials per flag code (``rules.FLAGS`` order; codes without a trial left out)."""
+    counts = {code: 0 for code in FLAGS}
+    for flags in flag_lists:
+        for code in {f.get("code") for f in flags or []}:
+            if code in counts:
+                counts[code] += 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def flag_codes(flags: list[dict[str, Any]] | None) -> str:
+    """The codes of a trial's flags as one export cell (``too_fast;straight_lining``)."""
+    return ";".join(f.get("code", "") for f in flags or [])
+
+
+def participant_flags(experiment: Experiment) -> dict[int, dict[str, Any]]:
+    """Per participant (pk) with saved test trials: trials, flagged trials, trials per flag."""
+    out: dict[int, dict[str, Any]] = {}
+    rows = TrialResponse.objects.filter(participant__experiment=experiment, trial__is_training=False).values_list(
+        "participant_id", "flags"
+    )
+    lists: dict[int, list[list[dict[str, Any]]]] = {}
+    for pk, flags in rows:
+        lists.setdefault(pk, []).append(flags or [])
+    for pk, flag_lists in lists.items():
+        out[pk] = {
+            "trials": len(flag_lists),
+            "flagged_trials": sum(1 for f in flag_lists if f),
+            "counts": count_flags(flag_lists),
+        }
+    return out

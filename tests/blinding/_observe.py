@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 from django.test import Client
 from django.urls import reverse
 
+from tests.trials import save_body
+from webmushra.models import Participant
+
 #: The Range requests a player (or a participant's tool) may send for a stimulus.
 RANGES = ("bytes=0-1023", "bytes=1000-", "bytes=-512")
 _JSON_SCRIPT = re.compile(r'<script id="([\w-]+)" type="application/json">(.*?)</script>', re.S)
@@ -75,6 +78,8 @@ class SessionSeen:
     token: str
     responses: list[Seen] = field(default_factory=list)
     trials: list[TrialSeen] = field(default_factory=list)
+    #: Training trials (page, JSON and full GETs of their stimuli), kept apart from ``responses``.
+    training: list[TrialSeen] = field(default_factory=list)
     level_audio_url: str | None = None
 
     def urls(self) -> set[str]:
@@ -85,6 +90,8 @@ class SessionSeen:
                 found.add(r.headers["Location"])
             if r.headers.get("Content-Type", "").startswith("text/html"):
                 found.update(_ATTR_URL.findall(r.text))
+        if self.level_audio_url:
+            found.add(self.level_audio_url)
         for t in self.trials:
             found.add(t.data["reference"]["url"])
             found.update(t.signal_urls.values())
@@ -145,16 +152,15 @@ def walk(client: Client, public_token: str, *, fetch_stimuli: bool = True, seed:
             answer = fetch(client, "POST", where, data={"agree": "yes"})
         elif path.endswith("/level/"):
             record(page)
-            match = re.search(r'<audio[^>]*\bsrc="([^"]+)"', page.text)
-            seen.level_audio_url = match.group(1) if match else None
+            seen.level_audio_url = json_scripts(page.text).get("level-data", {}).get("url")
             answer = fetch(client, "POST", where, data={"gain_db": "0"})
         elif "/trial/" in path:
             data = json_scripts(page.text)["trial-data"]
+            trial = TrialSeen(index=int(path.rstrip("/").split("/")[-1]) - 1, page=page, data=data)
+            urls = {"ref": data["reference"]["url"], **trial.signal_urls}
             if not data["trial"]["training"]:
                 record(page)
-                trial = TrialSeen(index=int(path.rstrip("/").split("/")[-1]) - 1, page=page, data=data)
                 if fetch_stimuli:
-                    urls = {"ref": data["reference"]["url"], **trial.signal_urls}
                     for key, url in urls.items():
                         trial.full[key] = fetch(client, "GET", url)
                         record(trial.full[key])
@@ -162,11 +168,15 @@ def walk(client: Client, public_token: str, *, fetch_stimuli: bool = True, seed:
                             trial.ranged[(key, spec)] = fetch(client, "GET", url, HTTP_RANGE=spec)
                             record(trial.ranged[(key, spec)])
                 seen.trials.append(trial)
-            body = {
-                "idempotency_key": data["idempotency_key"],
-                "ratings": ratings_for(data, rng),
-                "telemetry": {"time_on_page_ms": 1000},
-            }
+            else:
+                if fetch_stimuli:
+                    trial.full = {key: fetch(client, "GET", url) for key, url in urls.items()}
+                seen.training.append(trial)
+            # What the player sends after playing every signal, with the server's record behind
+            # it (the fetches recorded, the time gone by): the server's rules pass (tests/trials.py).
+            number = int(path.rstrip("/").split("/")[-1])
+            body = save_body(Participant.objects.get(token=seen.token), number - 1, ratings_for(data, rng))
+            assert body["idempotency_key"] == data["idempotency_key"]
             saved = fetch(client, "POST", data["save_url"], data=json.dumps(body), content_type="application/json")
             assert saved.status == 200, f"save {where}: {saved.status} {saved.text}"
             record(saved)

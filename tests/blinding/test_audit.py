@@ -38,7 +38,7 @@ from scipy import stats
 from tests.blinding._observe import RANGES, Seen, SessionSeen, fetch, walk
 from tests.blinding.conftest import forbidden_names
 from webmushra import http
-from webmushra.models import Participant, Stimulus, StimulusToken
+from webmushra.models import Condition, ConditionKind, Participant, Stimulus, StimulusToken, Trial
 from webmushra.services.sessions import signal_keys
 from webmushra.views import participant as participant_views
 
@@ -144,6 +144,23 @@ def check_urls(sessions: list[SessionSeen]) -> None:
             assert owner.setdefault(url, seen.token) == seen.token, f"{url} is served to two participants"
 
 
+def check_training(seen: SessionSeen, names: list[str]) -> None:
+    """(g) Training shares no URL and no audio with the test, and names no condition by its label."""
+    assert seen.training, "the session had no training trial"
+    test_urls = {u for t in seen.trials for u in (t.data["reference"]["url"], *t.signal_urls.values())}
+    test_audio = {r.body for t in seen.trials for r in t.full.values()}
+    for t in seen.training:
+        where = f"training trial {t.index + 1} of {seen.token}"
+        urls = {t.data["reference"]["url"], *t.signal_urls.values()}
+        assert urls.isdisjoint(test_urls), f"{where} shares URLs with the test: {sorted(urls & test_urls)}"
+        for key, r in t.full.items():
+            assert r.status == 200, f"{where}, {key}: {r.status}"
+            assert r.body not in test_audio, f"{where}: signal {key} is a test trial's audio"
+        shown = " ".join([t.page.everything(), json.dumps(t.data)])
+        found = names_in(shown, names)
+        assert not found, f"{where} names {found}"
+
+
 def check_order(sessions: list[SessionSeen], exp) -> None:
     """(b) Keys are a, b, c, ... in display order; the hidden reference moves about."""
     plans = {p.token: p.plan for p in Participant.objects.filter(experiment=exp)}
@@ -188,6 +205,8 @@ def time_stimuli(
 ) -> dict[int, dict[int, list[float]]]:
     """Fetch every signal of every trial ``repeats`` times in random interleaved order; seconds by condition."""
     rng = rng or random.Random(1)
+    # Timed as during the session: once it has ended, every stimulus answers 410 Gone.
+    Participant.objects.filter(token=seen.token).update(stage=Participant.Stage.TRIALS)
     plan = Participant.objects.get(token=seen.token).plan
     by_trial: dict[int, dict[int, list[float]]] = {}
     for t in seen.trials:
@@ -225,6 +244,16 @@ def test_nothing_a_participant_receives_names_a_condition(blind_experiment) -> N
         assert len(seen.trials) == 3 and Participant.objects.get(token=seen.token).stage == "completed"
         check_names(seen, names)
     check_trial_json(sessions)
+
+
+def test_training_shares_no_url_audio_or_label_with_the_test(blind_experiment) -> None:
+    exp = blind_experiment
+    # Labels and checkpoint names (kinds are fair: a researcher may call a signal "Reference").
+    kinds = {k.value for k in ConditionKind} | {k.label for k in ConditionKind}
+    names = [n for n in forbidden_names(exp) if n not in kinds]
+    for seen in sessions_of(exp, 2, audio=2):
+        assert [t.data["trial"]["training"] for t in seen.training] == [True]
+        check_training(seen, names)
 
 
 def test_signal_order_is_shuffled_per_participant_behind_opaque_keys(blind_experiment) -> None:
@@ -295,6 +324,21 @@ def test_the_audit_catches_planted_leaks(blind_experiment, monkeypatch) -> None:
     with pytest.raises(AssertionError, match="labels"):
         check_trial_json([seen])
     monkeypatch.setattr(participant_views, "trial_data", real_trial_data)
+
+    # Training that reuses a test excerpt (as it once did), and a display name that is a label.
+    kinds = {k.value for k in ConditionKind} | {k.label for k in ConditionKind}
+    plain = [n for n in names if n not in kinds]
+    test_excerpt = exp.trials.filter(is_training=False).first().excerpt
+    training_trial = exp.trials.get(is_training=True)
+    Trial.objects.filter(pk=training_trial.pk).update(excerpt=test_excerpt)
+    with pytest.raises(AssertionError, match="shares URLs with the test"):
+        check_training(walk(Client(), exp.public_token, seed=7), plain)
+    Trial.objects.filter(pk=training_trial.pk).update(excerpt=training_trial.excerpt)
+    model = exp.conditions.filter(kind="model").first()
+    Condition.objects.filter(pk=model.pk).update(display_name=model.label)
+    with pytest.raises(AssertionError, match="names"):
+        check_training(walk(Client(), exp.public_token, seed=8), plain)
+    Condition.objects.filter(pk=model.pk).update(display_name="")
 
     # An extra header, and a slower path, for the hidden reference's file only.
     real_serve = http.serve_blinded_file

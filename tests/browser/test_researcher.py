@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
+from tests.conftest import wait_js
 from tests.paths import fixture_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -50,6 +51,19 @@ def test_researcher_builds_renders_previews_publishes_and_downloads(
     page.set_input_files("#id_reference", [str(r) for _, r in pairs])
     page.click("#upload-excerpts")
     assert "Added 2 excerpt(s)." in page.locator(".messages").inner_text()
+
+    # A refused upload: the reason shows beside the upload form, in view and focused.
+    bad = tmp_path / "notes_dry.wav"
+    bad.write_text("these are notes, not audio")
+    page.set_input_files("#id_dry", str(bad))
+    page.set_input_files("#id_reference", str(bad))
+    page.click("#upload-excerpts")
+    said = page.locator("#excerpts #section-messages")
+    assert "not added" in said.inner_text() and "notes_dry.wav" in said.inner_text()
+    box, height = said.bounding_box(), page.viewport_size["height"]
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= height, (box, height)
+    wait_js(page, "document.activeElement && document.activeElement.id === 'section-messages'", timeout=5000)
+    assert page.locator("main > .messages").count() == 0, "the message is shown at the top as well"
 
     page.set_input_files("#id_file", str(fixture_path("models", "coreaudioml", "ht1_lstm32.json")))
     page.fill("#id_name", "HT-1")

@@ -1,6 +1,6 @@
 """A whole participant session in Chromium (Firefox and WebKit too) against a live server, with worker-rendered stimuli.
 
-Landing (with Prolific ids) -> consent -> headphone check -> level -> training trial ->
+Landing (with Prolific ids) -> consent -> level -> headphone check -> training trial ->
 three test trials (with a reload in the middle) -> questionnaire -> completion code, on a
 desktop and on a phone viewport. Checks blinding (ITU-R BS.1534-3 §5.2: no condition name
 reaches the participant outside training), the trial rules, resuming, and that the ratings
@@ -38,6 +38,7 @@ from webmushra.models import (
     Rating,
     Stimulus,
     TrialResponse,
+    training_names,
 )
 from webmushra.services import experiments, sessions
 from webmushra.views.participant import trial_data
@@ -67,6 +68,15 @@ TRAINING_SCORES = [100, 60, 30, 90]
 # Signals rated with the keyboard on the desktop (by position); the rest with the slider.
 KEYBOARD_SIGNALS = {1, 3}
 
+#: The gain the desktop participant sets on the level page (dB).
+GAIN_DB = -6
+#: The level page's state, read as the player's is (a mushra:inspect event on its form).
+LEVEL_JS = (
+    "(() => { const d = {state: () => null};"
+    " document.querySelector('form.level')"
+    ".dispatchEvent(new CustomEvent('mushra:inspect', {detail: d})); return d; })()"
+)
+
 #: Audio written by the worker in the first test: (excerpt position, condition kind) -> row.
 _RENDERED: dict[tuple[int, str], dict[str, Any]] = {}
 
@@ -91,6 +101,9 @@ def _config(trials_per_test: int) -> dict[str, Any]:
             },
             "questionnaire": QUESTIONNAIRE,
             "completion_code": COMPLETION_CODE,
+            # Every rule on, as by default, with shorter minimums to keep the run short: each
+            # signal is heard for 0.5 s, so four signals take the 1.5 s a trial page needs.
+            "rules": {**rules.RULE_DEFAULTS, "min_play_seconds": 0.5, "min_trial_seconds": 1.5},
         }
     )
 
@@ -196,8 +209,13 @@ def play(page: Any, n: int, phone: bool) -> None:
         page.keyboard.press(str(n))
 
 
+def heard(key: str, data: dict[str, Any]) -> str:
+    """A JavaScript test: the player has counted the rules' minimum listening time for ``key``."""
+    return f"({PLAYER_JS}.state()?.listen_s?.['{key}'] || 0) >= {data['rules']['min_play_seconds']}"
+
+
 def rate_trial(page: Any, scores: list[int], phone: bool) -> dict[str, int]:
-    """Play and rate every signal, checking that the rules hold at each step; return key -> score."""
+    """Play, listen to and rate every signal, checking that the rules hold at each step; return key -> score."""
     wait_js(page, f"{PLAYER_JS}.state()?.ready")
     data = json_script(page, "trial-data")
     keys = [s["key"] for s in data["signals"]]
@@ -210,6 +228,7 @@ def rate_trial(page: Any, scores: list[int], phone: bool) -> dict[str, int]:
         play(page, i, phone)
         # Only the playing signal's slider moves; unplayed ones stay shut.
         assert [slider(page, j).is_disabled() for j in range(1, n + 1)] == [j != i for j in range(1, n + 1)]
+        wait_js(page, heard(keys[i - 1], data), timeout=10_000)
         if not phone and i in KEYBOARD_SIGNALS:
             page.evaluate("document.activeElement && document.activeElement.blur()")
             for key in keys_for(score):
@@ -245,8 +264,15 @@ def wait_state(page: Any, ready: Callable[[dict[str, Any]], bool], what: str) ->
 def check_playhead_kept_on_switch(page: Any) -> None:
     """BS.1534-3 §5.2: switching signals continues at the same playhead."""
     page.locator(".wm-stop").click()  # back to the start, so the loop does not wrap meanwhile
+    start = state(page)["context_time"]
     page.keyboard.press("r")
-    before = wait_state(page, lambda st: st["playing"] and st["position_s"] > 0.35, "the reference to pass 0.35 s")
+    # 0.35 s of the reference itself: until the stopped signal's fade-out has ended, the playhead
+    # still reads that signal's position.
+    before = wait_state(
+        page,
+        lambda st: st["playing"] and st["position_s"] > 0.35 and st["context_time"] - start > 0.35,
+        "the reference to pass 0.35 s",
+    )
     page.keyboard.press("1")
     after = state(page)
     assert (before["current"], after["current"], after["playing"]) == ("ref", "a", True)
@@ -268,9 +294,11 @@ def check_stimulus_responses(traffic: Traffic, data: dict[str, Any], names: list
     assert {urlsplit(u).path for u, _, _ in got} == urls
     lengths = {h.get("content-length") for _, _, h in got}
     assert len(lengths) == 1 and None not in lengths, f"stimuli of one trial differ in length: {lengths}"
+    # Cached by the browser for the session, alike for every stimulus of the trial.
+    assert len({h.get("cache-control") for _, _, h in got}) == 1
     for url, _, headers in got:
         assert "etag" not in headers and "last-modified" not in headers, (url, headers)
-        assert headers.get("cache-control") == "private, no-store"
+        assert re.fullmatch(r"private, max-age=\d+", headers.get("cache-control", "")), headers
         assert_blind(json.dumps(headers), names, f"the headers of {url}")
 
 
@@ -308,6 +336,7 @@ def run_session(
         page.locator("#start").click()
         page.wait_for_url("**/consent/")
         participant = Participant.objects.get(experiment=exp, prolific_pid=PROLIFIC["PROLIFIC_PID"])
+        participants_before = Participant.objects.filter(experiment=exp).count()
         assert (participant.prolific_study_id, participant.prolific_session_id) == (
             PROLIFIC["STUDY_ID"],
             PROLIFIC["SESSION_ID"],
@@ -316,10 +345,27 @@ def run_session(
         blind("consent")
         page.locator("#agree").click()
 
-        # Headphone check: answer with the targets the page was given.
+        # Level first: play the calibration signal and set the volume with the keyboard.
+        page.wait_for_url("**/level/")
+        snap("level")
+        blind("level")
+        page.get_by_role("button", name="Play the example").click()
+        wait_js(page, f"{LEVEL_JS}.state().playing")
+        volume = page.get_by_label("Volume", exact=True)
+        volume.focus()
+        for _ in range(-GAIN_DB):
+            page.keyboard.press("ArrowLeft")
+        assert page.locator("#gain-db-value").inner_text() == f"\u2212{-GAIN_DB} dB"
+        assert page.evaluate(f"{LEVEL_JS}.state()")["gain_db"] == pytest.approx(GAIN_DB, abs=1e-3)
+        page.locator("#level-done").click()
+
+        # Headphone check: answer with the targets the server keeps (the page never has them).
         page.wait_for_url("**/headphones/")
+        participant.refresh_from_db()
+        assert participant.level["gain_db"] == GAIN_DB
         hp = json_script(page, "headphone-data")
-        targets = [t["target"] for t in hp["trials"]]
+        assert hp["gain_db"] == GAIN_DB and all(set(t) == {"test", "urls"} for t in hp["trials"])
+        targets = [t["target"] for t in participant.screening["trials"]]
         blind("headphone check")
         snap("headphones")
         page.get_by_role("button", name="Begin").click()
@@ -330,33 +376,36 @@ def run_session(
             if i == 0:
                 snap("headphone-question")
             page.get_by_role("button", name="Next").click()
-        page.wait_for_url("**/level/")
+        page.wait_for_url("**/trial/1/")
         participant.refresh_from_db()
         assert participant.screening["passed"] is True
-        assert [a["chosen"] == a["target"] for a in participant.screening["answers"]] == [
+        assert participant.screening["not_delivered"] == []
+        assert [a["correct"] for a in participant.screening["answers"]] == [
             not (i == 0 and wrong_first_screening_answer) for i in range(len(targets))
         ]
 
-        snap("level")
-        blind("level")
-        page.locator("#level-done").click()
-
         # Training: the conditions are named.
-        page.wait_for_url("**/trial/1/")
         wait_js(page, f"{PLAYER_JS}.state()?.ready")
+        # The player plays everything through the gain set on the level page.
+        assert json_script(page, "trial-data")["gain_db"] == GAIN_DB
+        assert state(page)["gain_db"] == pytest.approx(GAIN_DB, abs=1e-3)
         participant.refresh_from_db()
         plan = participant.plan
         assert [e["training"] for e in plan] == [True] + [False] * N_EXCERPTS
         data = json_script(page, "trial-data")
         labels = {c.pk: c.label for c in exp.conditions.all()}
+        shown = training_names(exp.conditions.all())
         keys = sessions.signal_keys(plan[0])
-        assert page.locator(".wm-label").all_inner_texts() == [labels[keys[s["key"]]] for s in data["signals"]]
+        # Training names the conditions by their display names, never by their labels.
+        assert page.locator(".wm-label").all_inner_texts() == [shown[keys[s["key"]]] for s in data["signals"]]
         assert page.locator(".wm-training-note").is_visible()
-        with pytest.raises(AssertionError):  # the check finds names where they are shown
-            blind("training")
+        blind("training")
         rate_trial(page, TRAINING_SCORES, phone)
         snap("training")
+        training_urls = {data["reference"]["url"], *(s["url"] for s in data["signals"])}
+        assert training_urls <= {urlsplit(u).path for u in traffic.requests}, "training audio was not fetched"
         submit_and_wait(page)
+        test_urls: set[str] = set()
 
         sent: dict[tuple[int, int], int] = {}
         for t in range(1, N_EXCERPTS + 1):
@@ -376,6 +425,7 @@ def run_session(
                 assert Rating.objects.filter(participant=participant).count() == 2 * len(labels)
             wait_js(page, f"{PLAYER_JS}.state()?.ready")
             data = json_script(page, "trial-data")
+            test_urls |= {data["reference"]["url"], *(s["url"] for s in data["signals"])}
             assert data["trial"] == {
                 "number": t,
                 "total": N_EXCERPTS,
@@ -409,10 +459,22 @@ def run_session(
             check_stimulus_responses(traffic, data, names)
 
         page.wait_for_url("**/questionnaire/")
+        # Training and the test trials fetched their audio through URLs they never share.
+        assert test_urls <= {urlsplit(u).path for u in traffic.requests}, "test audio was not fetched"
+        assert training_urls.isdisjoint(test_urls), f"training and test share {sorted(training_urls & test_urls)}"
         blind("questionnaire")
-        page.locator("#q-age").fill(ANSWERS["age"])
+        # Sent without a required answer (as a browser without form validation would): the page
+        # comes back with every other answer kept, and the missing one marked.
         page.locator("#q-experience").select_option(ANSWERS["experience"])
         page.locator("#q-comment").fill(ANSWERS["comment"])
+        page.evaluate("document.querySelector('form.form').noValidate = true")
+        page.locator("#finish").click()
+        page.wait_for_selector("p.error")
+        assert "Your age" in page.locator("p.error").inner_text()
+        assert page.locator("#q-experience").input_value() == ANSWERS["experience"]
+        assert page.locator("#q-comment").input_value() == ANSWERS["comment"]
+        assert page.locator("#q-age").get_attribute("aria-invalid") == "true"
+        page.locator("#q-age").fill(ANSWERS["age"])
         snap("questionnaire")
         page.locator("#finish").click()
 
@@ -423,6 +485,10 @@ def run_session(
         assert participant.stage == Participant.Stage.COMPLETED
         assert page.locator("#completion-code").inner_text() == participant.completion_code == COMPLETION_CODE
         assert participant.questionnaire == ANSWERS
+        # The study link reopened in this browser goes back to this participant's end page.
+        page.goto(f"{live_server.url}{reverse('participant:landing', args=[exp.public_token])}")
+        assert urlsplit(page.url).path == reverse("participant:done", args=[participant.token])
+        assert Participant.objects.filter(experiment=exp).count() == participants_before
 
         stored = {(r.trial_id, r.condition_id): r.score for r in Rating.objects.filter(participant=participant)}
         assert stored == sent
@@ -431,6 +497,9 @@ def run_session(
             tel = response.telemetry
             assert all(v["plays"] >= 1 for v in tel["signals"].values())
             assert tel["audio"]["context_sample_rate"] == exp.sample_rate
+            # The log the server refereed the trial by: every signal played, each slider moved.
+            assert {e["key"] for e in tel["events"] if e["type"] == "play"} >= set(tel["signals"])
+            assert {e["key"] for e in tel["events"] if e["type"] == "move"} == set(tel["signals"])
 
         for url in traffic.requests:
             assert_blind(url, names, f"the request {url}")
@@ -474,6 +543,7 @@ def rate_by_keyboard(page: Any, scores: list[int]) -> dict[str, int]:
     for i, score in enumerate(scores, start=1):
         page.keyboard.press(str(i))
         assert page.evaluate(disabled) == [j != i for j in range(1, n + 1)]
+        page.wait_for(heard(keys[i - 1], data), timeout=10)
         for key in keys_for(score):
             page.keyboard.press(key)
         assert page.evaluate("document.querySelector('.wm-submit').disabled") is (i < n)
@@ -508,11 +578,16 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
     participant = Participant.objects.get(experiment=exp, prolific_pid=PROLIFIC["PROLIFIC_PID"])
     step("consent")
     page.click("#agree")
+    page.wait_for_path("/level/")
+    step("level")
+    page.click("#level-done")
     page.wait_for_path("/headphones/")
-    targets = [t["target"] for t in json_script(page, "headphone-data")["trials"]]
+    participant.refresh_from_db()
+    targets = [t["target"] for t in participant.screening["trials"]]
     step("headphones")
     page.click_button("Begin")
     for target in targets:
+        page.wait_for("!document.querySelector('.hp-play').disabled")  # the trial's sounds are loaded
         page.click_button("Play the three sounds")
         page.wait_for(
             f"[...document.querySelectorAll('button')].some(b => b.textContent.trim() === '{target}'"
@@ -520,9 +595,6 @@ def run_keyboard_session(page: Any, engine: str, live_server: Any, exp: Experime
         )
         page.click_button(str(target))
         page.click_button("Next")
-    page.wait_for_path("/level/")
-    step("level")
-    page.click("#level-done")
 
     page.wait_for_path("/trial/1/")
     participant.refresh_from_db()

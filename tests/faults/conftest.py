@@ -393,8 +393,8 @@ def fault_stack(stack: Stack) -> Iterator[Stack]:
 def rating_experiment(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An open experiment (rendered by a real worker) that rating tests start participants on.
 
-    The player's rules are relaxed (no play-all requirement) so a browser test can rate
-    without listening; the trials and the saving path are unchanged.
+    The player's rules are relaxed (no play-all requirement, no minimum time) so a browser test
+    can rate without listening; the trials and the saving path are unchanged.
     """
     material = tmp_path_factory.mktemp("rating-material")
     built = stack.build(
@@ -406,7 +406,12 @@ def rating_experiment(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         config={
             "training": False,
             "level_setting": True,
-            "rules": {"must_play_all": False, "only_playing_slider_moves": False, "require_one_100": False},
+            "rules": {
+                "must_play_all": False,
+                "only_playing_slider_moves": False,
+                "require_one_100": False,
+                "min_trial_seconds": 0,
+            },
         },
     )
     worker = stack.worker()

@@ -54,7 +54,8 @@ def test_file_size_limit_fails_the_model_job_cleanly(fault_stack: Stack, tmp_pat
     jobs = {j["kind"]: j for j in s.wait_for_jobs(exp, SETTLED, timeout=120, worker=worker)}
     assert jobs["model"]["status"] == "failed" and jobs["model"]["output_file"] == ""
     assert jobs["item"]["status"] == "pending"
-    assert s.experiment_status(exp) == "rendering"
+    # Nothing left to run: the experiment is editable again, the failure listed (not stranded).
+    assert s.experiment_status(exp) == "draft"
     assert not list((s.media / "renders" / f"e{exp}").glob("*"))
     assert_nothing_half_written(s, exp)
     assert_clear_write_error(jobs["model"]["error"], "File too large")
@@ -91,7 +92,7 @@ def test_full_disk_fails_the_item_job_cleanly_and_a_retry_completes(fault_stack:
     worker = s.worker()
     jobs = {j["kind"]: j for j in s.wait_for_jobs(exp, {"failed", "done"}, timeout=120, worker=worker)}
     assert jobs["model"]["status"] == "done" and jobs["item"]["status"] == "failed", jobs
-    assert s.experiment_status(exp) == "rendering"
+    assert s.experiment_status(exp) == "draft"
     assert_nothing_half_written(s, exp)
     error = jobs["item"]["error"]
 

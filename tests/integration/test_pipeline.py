@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import wait_for
+from tests.trials import save_body
 from webmushra.models import (
     ConditionKind,
     Experiment,
@@ -103,7 +104,10 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
         data = page.context["trial_data"]
         assert ("labels" in data) == bool(entry["training"])
         ratings = {s["key"]: int(rng.integers(0, 101)) for s in data["signals"]}
-        body = {"idempotency_key": data["idempotency_key"], "ratings": ratings, "telemetry": {"time_on_page_ms": 1}}
+        ratings[data["signals"][0]["key"]] = 100  # the rules ask for one signal at 100
+        # The audio fetched through the stimulus view, the time gone by, the player's log.
+        body = save_body(participant, index, ratings, client=client)
+        assert body["idempotency_key"] == data["idempotency_key"]
         r = client.post(url, json.dumps(body), content_type="application/json")
         assert r.status_code == 200 and r.json()["saved"] is True, r.content
         # A replay is acknowledged and stores nothing new.
@@ -129,7 +133,7 @@ def test_render_by_real_worker_and_rate_over_http(build_experiment, start_worker
 def test_job_is_never_sent_before_its_row_is_committed(build_experiment, broker_is_empty):
     from django.db import transaction
 
-    exp = build_experiment(n_excerpts=1, seconds=1.0)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     assert broker_is_empty("render") == 0
     with transaction.atomic():
         jobs = rendering.start_render(experiment=exp)
@@ -140,7 +144,7 @@ def test_job_is_never_sent_before_its_row_is_committed(build_experiment, broker_
 
 
 def test_a_job_can_be_claimed_once(build_experiment):
-    exp = build_experiment(n_excerpts=1, seconds=1.0)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     job = rendering.start_render(experiment=exp)[0]
     first = rendering.claim_job(job_id=job.pk, worker="a")
     second = rendering.claim_job(job_id=job.pk, worker="b")
@@ -150,7 +154,7 @@ def test_a_job_can_be_claimed_once(build_experiment):
 
 
 def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experiment, start_worker, settings):
-    exp = build_experiment(n_excerpts=1, seconds=5.0)
+    exp = build_experiment(n_excerpts=1, seconds=5.0, training_excerpt=False)
     rendering.start_render(experiment=exp)
     job = RenderJob.objects.get(experiment=exp, kind="model")
     worker = start_worker()
@@ -200,7 +204,7 @@ def test_sigkilled_worker_job_is_reaped_and_completes_exactly_once(build_experim
 
 
 def test_reaper_gives_up_after_the_attempts_cap(build_experiment, settings):
-    exp = build_experiment(n_excerpts=1, seconds=1.0)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     job = rendering.start_render(experiment=exp)[0]
     RenderJob.objects.filter(pk=job.pk).update(
         status="running",

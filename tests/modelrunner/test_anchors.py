@@ -4,14 +4,18 @@ supported rate, and the anchor is time-aligned with the reference."""
 from __future__ import annotations
 
 import numpy as np
+import pyloudnorm
 import pytest
 from scipy import signal
 
 from modelrunner.anchors import (
     LOW_ANCHOR_HZ,
+    MASK_25DB_RATIO,
     MID_ANCHOR_HZ,
+    WEAK_ANCHOR_DB,
     anchor_35,
     anchor_70,
+    anchor_difference,
     design_anchor_filter,
     lowpass_anchor,
 )
@@ -128,3 +132,58 @@ def test_bad_input_is_refused():
         anchor_35(np.zeros((2, 2, 2)), 48_000)
     with pytest.raises(AudioError, match="positive"):
         lowpass_anchor(np.zeros(10), 48_000, -1.0)
+
+
+# ----------------------------------------------------------------------------- what an anchor removes
+
+
+def welch_difference_db(reference: np.ndarray, anchor: np.ndarray, sr: int) -> float:
+    """The removed energy from power spectra (scipy.signal.welch), not from the samples' sums."""
+    _, p_ref = signal.welch(reference, fs=sr, nperseg=4096)
+    _, p_diff = signal.welch(reference - anchor, fs=sr, nperseg=4096)
+    return float(10 * np.log10(p_diff.sum() / p_ref.sum()))
+
+
+@pytest.mark.parametrize("cutoff", CUTOFFS)
+def test_white_noise_anchor_removes_the_band_above_the_cutoff(cutoff):
+    sr = 48_000
+    x = (0.1 * np.random.default_rng(3).standard_normal(4 * sr)).astype(np.float32)
+    anchor = lowpass_anchor(x, sr, cutoff)
+    found = anchor_difference(x, anchor, sr, cutoff)
+    # Independent: the spectra's energy ratio, and the flat spectrum's share above the transition band.
+    assert found.difference_db == pytest.approx(welch_difference_db(x, anchor, sr), abs=0.1)
+    transition_mid = cutoff * (1 + MASK_25DB_RATIO) / 2
+    assert found.difference_db == pytest.approx(10 * np.log10((sr / 2 - transition_mid) / (sr / 2)), abs=0.2)
+    assert found.difference_lufs == pytest.approx(pyloudnorm.Meter(sr).integrated_loudness(x - anchor), abs=1e-6)
+    assert found.difference_db > WEAK_ANCHOR_DB and not found.weak
+    assert found.to_dict()["weak"] is False
+
+
+def test_a_signal_without_energy_above_the_cutoff_gives_a_weak_anchor():
+    sr = 48_000
+    t = np.arange(2 * sr) / sr
+    sine = (0.5 * np.sin(2 * np.pi * 200.0 * t)).astype(np.float32)
+    noise = np.random.default_rng(4).standard_normal(2 * sr)
+    lowpassed = (0.2 * signal.sosfiltfilt(signal.butter(8, 2000, fs=sr, output="sos"), noise)).astype(np.float32)
+    for x in (sine, lowpassed):
+        anchor = anchor_70(x, sr)
+        found = anchor_difference(x, anchor, sr, MID_ANCHOR_HZ)
+        assert found.difference_db < WEAK_ANCHOR_DB - 10, found
+        assert found.weak and found.to_dict()["weak"] is True
+    # The sine's difference lies below the BS.1770 absolute gate: its loudness is -inf, stored as None.
+    sine_found = anchor_difference(sine, anchor_70(sine, sr), sr, MID_ANCHOR_HZ)
+    assert sine_found.difference_lufs == -np.inf and sine_found.to_dict()["difference_lufs"] is None
+
+
+def test_anchor_difference_edge_cases():
+    sr = 48_000
+    x = np.random.default_rng(5).standard_normal(sr).astype(np.float32)
+    same = anchor_difference(x, x, sr, MID_ANCHOR_HZ)  # nothing removed at all
+    assert same.difference_db == -np.inf and same.weak and same.to_dict()["difference_db"] is None
+    silent = anchor_difference(np.zeros(sr), np.zeros(sr), sr, MID_ANCHOR_HZ)
+    assert np.isnan(silent.difference_db) and silent.weak and silent.to_dict()["difference_lufs"] is None
+    short = anchor_difference(x[:100], anchor_70(x[:100], sr), sr, MID_ANCHOR_HZ)  # under one gating block
+    assert np.isnan(short.difference_lufs) and short.to_dict()["difference_lufs"] is None
+    assert anchor_difference(x, anchor_70(x, sr), sr, MID_ANCHOR_HZ, threshold_db=0.0).weak
+    with pytest.raises(AudioError, match="differ in shape"):
+        anchor_difference(x, x[:-1], sr, MID_ANCHOR_HZ)

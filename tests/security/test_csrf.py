@@ -74,6 +74,7 @@ def urls(world):
         "public_token": world["exp"].public_token,
         "uidb64": "MQ",
         "token_": "set-password",
+        "key": "no-such-sound",
     }
     stimulus = StimulusToken.objects.filter(participant=p).first().token
     out: dict[str, str] = {}

@@ -12,9 +12,9 @@ token is the only credential. The expectations, precisely:
 * a participant's pages name only their own stimulus tokens, never another's;
 * a participant's URLs index their own plan: trial and reference numbers of one session
   never reach another session's rows, and a save through them is stored for them only;
-* closing an experiment stops new sessions (410) and new ratings (409); stimulus tokens
-  already given out keep serving their one file (a closed test's audio is no secret from
-  those who heard it) until the participant is deleted.
+* closing an experiment stops new sessions (410), new ratings (409) and the audio: stimulus
+  tokens and open-reference URLs answer 410 once the experiment is closed or the session has
+  ended; deleting a participant (a withdrawal) makes them 404.
 
 The list of URLs comes from the resolver: a participant URL without an expectation here
 fails the test.
@@ -29,6 +29,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.trials import save_body
 from webmushra.models import Participant, StimulusToken, TrialResponse, new_token
 from webmushra.services import experiments, sessions
 
@@ -40,6 +41,7 @@ EXPECTED = {
     "participant:resume": 302,
     "participant:consent": 302,
     "participant:screening": 302,
+    "participant:screening_audio": 404,  # no headphone check in this experiment: no sounds to fetch
     "participant:level": 302,
     "participant:trial": 200,
     "participant:reference": 200,
@@ -78,12 +80,19 @@ def urls_of(p: Participant) -> dict[str, str]:
         "participant:landing": reverse("participant:landing", args=[p.experiment.public_token]),
         "participant:stimulus": reverse("participant:stimulus", args=[tok.token]),
         **{name: reverse(name, args=[p.token, 1]) for name in ("participant:trial", "participant:reference")},
-        **{
-            name: reverse(name, args=[p.token])
-            for name in EXPECTED
-            if name not in ("participant:landing", "participant:stimulus", "participant:trial", "participant:reference")
-        },
+        "participant:screening_audio": reverse("participant:screening_audio", args=[p.token, "no-such-sound"]),
+        **{name: reverse(name, args=[p.token]) for name in EXPECTED if name not in OWN_ARGS},
     }
+
+
+#: URLs that take more than the participant's token.
+OWN_ARGS = (
+    "participant:landing",
+    "participant:stimulus",
+    "participant:trial",
+    "participant:reference",
+    "participant:screening_audio",
+)
 
 
 def made_up_urls() -> dict[str, str]:
@@ -91,11 +100,8 @@ def made_up_urls() -> dict[str, str]:
         "participant:landing": reverse("participant:landing", args=[new_token()]),
         "participant:stimulus": reverse("participant:stimulus", args=[new_token()]),
         **{name: reverse(name, args=[new_token(), 1]) for name in ("participant:trial", "participant:reference")},
-        **{
-            name: reverse(name, args=[new_token()])
-            for name in EXPECTED
-            if name not in ("participant:landing", "participant:stimulus", "participant:trial", "participant:reference")
-        },
+        "participant:screening_audio": reverse("participant:screening_audio", args=[new_token(), new_token()]),
+        **{name: reverse(name, args=[new_token()]) for name in EXPECTED if name not in OWN_ARGS},
     }
 
 
@@ -207,16 +213,13 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
     """B's browser cannot redirect a save to B, nor reach A's rows through B's own URLs."""
     a, b = people["a"], people["b"]
     entry = a.plan[0]
-    ratings = {k: 50 for k in sessions.signal_keys(entry)}
-    ratings[next(iter(ratings))] = 100
-    body = json.dumps({"idempotency_key": entry["key"], "ratings": ratings})
+    # Saves that meet the server's rules (tests/trials.py: audio fetched, time gone by, the log).
+    body = json.dumps(save_body(a, 0))
     browser_b = session_client(b)
     # Through B's own URL every trial number is one of B's: trial 1 of B, whatever A's plan says.
     mine = browser_b.post(
         reverse("participant:trial", args=[b.token, 1]),
-        data=json.dumps(
-            {"idempotency_key": b.plan[0]["key"], "ratings": {k: 100 for k in sessions.signal_keys(b.plan[0])}}
-        ),
+        data=json.dumps(save_body(b, 0, score_of=lambda kind: 100)),
         content_type="application/json",
     )
     assert mine.status_code == 200, mine.content
@@ -233,9 +236,10 @@ def test_a_save_is_stored_for_the_participant_of_the_url_only(people):
     assert browser_b.get(reverse("participant:reference", args=[b.token, beyond])).status_code == 404
 
 
-def test_closing_stops_sessions_and_ratings_but_issued_stimuli_still_play(client, people):
+def test_closing_stops_sessions_ratings_and_audio(client, people):
     a, exp = people["a"], people["exp"]
     stim = StimulusToken.objects.filter(participant=a).first().token
+    assert client.get(reverse("participant:stimulus", args=[stim])).status_code == 200
     experiments.close_experiment(experiment=exp)
     assert client.post(reverse("participant:landing", args=[exp.public_token])).status_code == 410
     entry = a.plan[0]
@@ -246,7 +250,8 @@ def test_closing_stops_sessions_and_ratings_but_issued_stimuli_still_play(client
     )
     assert saved.status_code == 409 and "closed" in saved.json()["error"]
     assert not TrialResponse.objects.filter(participant=a).exists()
-    assert client.get(reverse("participant:stimulus", args=[stim])).status_code == 200
+    assert client.get(reverse("participant:stimulus", args=[stim])).status_code == 410
+    assert client.get(reverse("participant:reference", args=[a.token, 1])).status_code == 410
     # Deleting a participant (a withdrawal) takes their tokens with them.
     a.delete()
     assert client.get(reverse("participant:stimulus", args=[stim])).status_code == 404

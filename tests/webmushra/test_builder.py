@@ -14,10 +14,11 @@ from django.core import mail
 from django.urls import reverse
 
 from tests.paths import fixture_path
+from tests.trials import save_body
 from tests.webmushra.conftest import render_inline
 from webmushra import messaging, selectors
 from webmushra.models import Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
-from webmushra.rules import MAX_SIGNALS_PER_TRIAL
+from webmushra.rules import MAX_SIGNALS_PER_TRIAL, RULE_DEFAULTS
 from webmushra.services import experiments, reports, sessions, uploads
 
 pytestmark = pytest.mark.django_db
@@ -230,6 +231,7 @@ def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
         "headphone_trials": 4,
         "must_play_all": "on",
         "require_one_100": "on",
+        "min_play_seconds": 1.5,
         "reference_threshold": 85,
         "reference_max_fraction": 0.2,
         "anchor_threshold": 90,
@@ -254,6 +256,8 @@ def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
         "only_playing_slider_moves": False,
         "require_one_100": True,
         "loop_min_seconds": 0.5,
+        "min_play_seconds": 1.5,
+        "min_trial_seconds": RULE_DEFAULTS["min_trial_seconds"],  # left empty: the default
     }
     assert cfg["questionnaire"][1] == {
         "name": "gear",
@@ -277,7 +281,7 @@ def test_settings_write_the_keys_the_participant_pages_read(logged_in, exp):
 
 
 def test_render_button_progress_preview_and_metrics(logged_in, build_experiment, settings):
-    exp = build_experiment(n_excerpts=1, seconds=1.0)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     render_inline(exp)
     assert exp.status == "ready"
     page = logged_in.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
@@ -303,7 +307,7 @@ def test_render_button_progress_preview_and_metrics(logged_in, build_experiment,
 def test_start_render_from_the_page_and_retry_a_failed_job(
     logged_in, build_experiment, django_capture_on_commit_callbacks, monkeypatch
 ):
-    exp = build_experiment(n_excerpts=1, seconds=1.0)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     sent = []
     monkeypatch.setattr(messaging, "publish", lambda name, job_id: sent.append((name, job_id)))
     with django_capture_on_commit_callbacks(execute=True):
@@ -321,35 +325,36 @@ def test_start_render_from_the_page_and_retry_a_failed_job(
     job.refresh_from_db()
     assert job.status == "queued" and job.error == "" and sent == [(messaging.RENDER_JOB, job.pk)] * 2
     r = logged_in.post(reverse("researcher:retry", args=[exp.pk, job.pk]), follow=True)
-    assert any("only a failed job can be retried" in m for m in texts(r))
+    assert any("only a failed or cancelled job can be retried" in m for m in texts(r))
 
 
 # ----------------------------------------------------------------------------- run and monitor
 
 
-def rate_all(participant, score_of=lambda kind: 80):
-    from webmushra.models import Condition as C
-
+def rate_all(participant, score_of=lambda kind: 100 if kind == "hidden_reference" else 80, page_ms=23_456):
+    """Rate every trial left, as the player would (tests/trials.py: audio fetched, time gone by,
+    the interaction log), with ``page_ms`` on each page."""
     p = participant
     while True:
         p.refresh_from_db()
         i = sessions.next_plan_index(p)
         if i is None:
             return p
-        entry = p.plan[i]
-        kinds = dict(C.objects.filter(pk__in=entry["conditions"]).values_list("pk", "kind"))
-        keys = sessions.signal_keys(entry)
+        body = save_body(p, i, score_of=score_of)
         sessions.submit_trial(
             participant=p,
             index=i,
             idempotency_key=f"key-{p.pk}-{i}-abcdef",
-            ratings={k: score_of(kinds[cid]) for k, cid in keys.items()},
-            telemetry={"time_on_page_ms": 4321},
+            ratings=body["ratings"],
+            telemetry={**body["telemetry"], "time_on_page_ms": page_ms},
         )
 
 
 def test_publish_shows_prolific_url_monitor_and_close(logged_in, participant_at_trials):
-    exp, p = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False})
+    # The first participant misses the hidden reference on purpose: the rule asking for a 100 is off.
+    exp, p = participant_at_trials(
+        n_excerpts=2, seconds=1.0, config={"training": False, "rules": {"require_one_100": False}}
+    )
     page = logged_in.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
     assert f"/t/{exp.public_token}/" in page and "PROLIFIC_PID={{%PROLIFIC_PID%}}" in page
     monitor = logged_in.get(reverse("researcher:monitor", args=[exp.pk]))
@@ -389,8 +394,10 @@ def test_downloads_and_report_bundle(logged_in, participant_at_trials, monkeypat
     assert len(csv_text.splitlines()) == 1 + exp.conditions.count()
     seen = {}
 
-    def fake_build(ratings, metrics, settings, out_dir, progress=None):
+    def fake_build(ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None):
         seen["shape"] = ratings.shape
+        seen["quality"] = quality
+        seen["design_warnings"] = list(design_warnings)
         seen["metrics"] = None if metrics is None else sorted(metrics["metric"].unique())
         progress("descriptives", 0.5)
         (out_dir / "report.html").write_text("<h1>Report</h1>")
@@ -405,6 +412,11 @@ def test_downloads_and_report_bundle(logged_in, participant_at_trials, monkeypat
     report = Report.objects.get()
     assert report.status == "done" and report.progress == 1.0, report.error
     assert seen["shape"][0] == exp.conditions.count() and "esr" in seen["metrics"]
+    # The report is told about quality control: one participant, one unflagged trial, nobody excluded.
+    assert (seen["quality"]["trials"], seen["quality"]["flagged_trials"], seen["quality"]["excluded"]) == (1, 0, [])
+    # The fixture's guitar excerpt has little energy above 3.5 kHz: both anchors are reported as weak.
+    assert [w["code"] for w in seen["design_warnings"]] == ["weak_anchor", "weak_anchor"]
+    assert all("Choose other excerpts" in w["message"] for w in seen["design_warnings"])
     page = logged_in.get(reverse("researcher:reports", args=[exp.pk])).content.decode()
     link = reverse("researcher:report_download", args=[exp.pk, report.pk])
     assert link in page
@@ -459,7 +471,12 @@ def test_the_real_report_bundle_is_built(participant_at_trials):
     from evaluation import report as _  # noqa: F401 - skip nothing: the module must exist
 
     fast = {"bootstrap_resamples": 200, "permutation_resamples": 500, "correlation_resamples": 200}
-    exp, p = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False, "analysis": fast})
+    # The second listener rates the hidden reference 95: the rule asking for a 100 is off.
+    exp, p = participant_at_trials(
+        n_excerpts=2,
+        seconds=1.0,
+        config={"training": False, "analysis": fast, "rules": {"require_one_100": False}},
+    )
     rate_all(p, lambda kind: {"hidden_reference": 100, "anchor35": 10, "anchor70": 40}.get(kind, 70))
     q = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
     rate_all(
@@ -471,6 +488,10 @@ def test_the_real_report_bundle_is_built(participant_at_trials):
     report.refresh_from_db()
     names = zipfile.ZipFile(settings_media(report.file)).namelist()
     assert report.summary["files"] == sorted(names) and any(n.endswith(".html") for n in names)
+    # The guitar excerpts' anchors barely differ from the reference: stats.json and the page say so.
+    assert {w["code"] for w in report.summary["result"]["warnings"]} >= {"weak_anchor"}
+    html_page = zipfile.ZipFile(settings_media(report.file)).read("report.html").decode()
+    assert "Anchor not an anchor" in html_page and "Choose other excerpts" in html_page
 
 
 def settings_media(rel: str):

@@ -207,6 +207,9 @@ def test_mushra_csv_has_webmushras_columns_and_names(researcher):
         "rating_score",
         "rating_time",
         "rating_comment",
+        "flags",
+        "excluded",
+        "exclusion_reason",
     ]
     body = [dict(zip(rows[0], r)) for r in rows[1:]]
     assert len(body) == 6
@@ -221,8 +224,11 @@ def test_mushra_csv_has_webmushras_columns_and_names(researcher):
         "trial_id": "trial1",
         "rating_stimulus": "reference",
         "rating_score": "100",
-        "rating_time": "4321",
+        "rating_time": "23456",
         "rating_comment": "",
+        "flags": "",
+        "excluded": "False",
+        "exclusion_reason": "",
     }
     frame = pd.read_csv(io.StringIO(text), dtype=str)
     assert is_webmushra(frame) and set(from_webmushra(frame)["condition"]) >= {"reference", "C1"}

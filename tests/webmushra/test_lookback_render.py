@@ -49,6 +49,6 @@ def test_lookback_needs_both_files(researcher, excerpt_files):
 
 
 def test_ordinary_models_record_a_zero_start_state(rendered_experiment):
-    exp = rendered_experiment(n_excerpts=1, seconds=1.0)
+    exp = rendered_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     stim = Stimulus.objects.get(experiment=exp, condition__kind=ConditionKind.MODEL)
     assert stim.render_info["start_state"] == {"mode": "zero", "stateful": True, "receptive_field": 1}

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
+from tests.trials import save_body
 from webmushra import rules
 from webmushra.models import Participant, Rating, StimulusToken, TrialResponse
 from webmushra.services import experiments, sessions
@@ -19,9 +20,10 @@ def post(client, url, body):
     return client.post(url, json.dumps(body), content_type="application/json")
 
 
-def good_body(p, index):
-    entry = p.plan[index]
-    return {"idempotency_key": entry["key"], "ratings": {k: 50 for k in sessions.signal_keys(entry)}}
+def good_body(p, index, client=None):
+    """A save that meets every rule of the experiment (tests/trials.py): the audio fetched, the
+    time gone by and the player's telemetry."""
+    return save_body(p, index, client=client)
 
 
 def test_ratings_are_validated_and_nothing_is_stored_on_error(client, participant_at_trials):
@@ -91,6 +93,7 @@ def test_another_participants_trial_cannot_be_rated_with_my_keys(client, partici
     exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
     other = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
     other = sessions.set_level(participant=other, gain_db=0)
+    good_body(other, 0)  # the other participant fetched the audio and took the time
     body = good_body(p, 0)  # p's idempotency key, posted to the other participant's URL
     r = post(client, reverse("participant:trial", args=[other.token, 1]), body)
     # Keys are per trial (a, b, ...) so the ratings themselves validate; the answer is stored for
@@ -101,14 +104,15 @@ def test_another_participants_trial_cannot_be_rated_with_my_keys(client, partici
 
 def test_stimulus_responses_do_not_tell_conditions_apart(client, participant_at_trials):
     exp, p = participant_at_trials(n_excerpts=1, seconds=1.0)
-    tokens = list(StimulusToken.objects.filter(participant=p))
+    tokens = list(StimulusToken.objects.filter(participant=p, stimulus__excerpt__is_training=False))
     assert len(tokens) == exp.conditions.count()
     lengths = set()
     for t in tokens:
         r = client.get(reverse("participant:stimulus", args=[t.token]))
         assert r.status_code == 200
         assert "ETag" not in r and "Last-Modified" not in r and "Content-Disposition" not in r
-        assert r["Cache-Control"] == "private, no-store" and r["Content-Type"] == "audio/wav"
+        assert r["Cache-Control"] == f"private, max-age={rules.stimulus_cache_seconds(exp.estimated_minutes)}"
+        assert r["Content-Type"] == "audio/wav"
         body = b"".join(r.streaming_content)
         assert len(body) == int(r["Content-Length"])
         lengths.add(len(body))
@@ -137,7 +141,8 @@ def test_nginx_mode_answers_with_x_accel_redirect(client, participant_at_trials,
     settings.SERVE_MEDIA_WITH = "nginx"
     t = StimulusToken.objects.filter(participant=p).first()
     r = client.get(reverse("participant:stimulus", args=[t.token]))
-    assert r["X-Accel-Redirect"].startswith("/protected-media/stimuli/") and r["Cache-Control"] == "private, no-store"
+    assert r["X-Accel-Redirect"].startswith("/protected-media/stimuli/")
+    assert r["Cache-Control"] == f"private, max-age={rules.stimulus_cache_seconds(exp.estimated_minutes)}"
 
 
 def test_declining_consent_records_nothing_more(client, open_experiment):
@@ -154,8 +159,16 @@ def screening_experiment(open_experiment, **cfg):
     exp.config = {**exp.config, "headphone_check": {"enabled": True, "trials_per_test": 6, **cfg}}
     exp.save()
     p = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
+    p = sessions.set_level(participant=p, gain_db=0.0)
     assert p.stage == "screening"
     return exp, p
+
+
+def fetch_screening_audio(client, page) -> None:
+    """Fetch every interval of every trial, as the page does when it shows each question."""
+    for t in page.context["headphone_data"]["trials"]:
+        for url in t["urls"]:
+            assert client.get(url).status_code == 200
 
 
 @pytest.mark.parametrize("wrong, passes", [(0, True), (1, True), (2, False)])
@@ -167,8 +180,10 @@ def test_headphone_check_is_scored_against_the_servers_targets(client, open_expe
     assert len(trials) == 12 and {t["test"] for t in trials} == {"antiphase", "huggins"}
     # A reload shows the same trials.
     assert client.get(url).context["headphone_data"]["trials"] == trials
+    fetch_screening_audio(client, page)
+    p.refresh_from_db()
     answers = []
-    for i, t in enumerate(trials):
+    for i, t in enumerate(p.screening["trials"]):
         # Get `wrong` antiphase answers wrong; claim every target was 1 (ignored by the server).
         chosen = t["target"] if not (t["test"] == "antiphase" and i < wrong) else t["target"] % 3 + 1
         answers.append({"test": t["test"], "trial": i + 1, "target": 1, "chosen": chosen})
@@ -176,7 +191,7 @@ def test_headphone_check_is_scored_against_the_servers_targets(client, open_expe
     assert r.status_code == 200
     p.refresh_from_db()
     assert p.screening["passed"] is passes
-    assert p.stage == ("level" if passes else "screened_out")
+    assert p.stage == ("training" if passes else "screened_out")
     assert p.screening["scores"]["antiphase"] == pytest.approx((6 - wrong) / 6)
     if not passes:
         assert "cannot continue" in client.get(r.json()["next_url"]).content.decode()
@@ -198,3 +213,35 @@ def test_json_endpoints_refuse_form_posts_with_a_reason(client, participant_at_t
     r = client.post(url, {"ratings": "a=1"})  # multipart form data
     assert r.status_code == 400 and "send JSON" in r.json()["error"]
     assert TrialResponse.objects.count() == 0
+
+
+def test_trial_page_shows_the_stage_the_trial_number_and_the_time_left(client, participant_at_trials):
+    """Before any save the estimate shares the experiment's estimated minutes over its trials; after
+    one, it is the participant's own median time on a trial page times the trials left."""
+    exp, p = participant_at_trials(n_excerpts=2, seconds=1.0)
+    exp.estimated_minutes = 12
+    exp.save(update_fields=["estimated_minutes"])
+    assert [e["training"] for e in p.plan] == [True, False, False]
+
+    def page(number: int) -> tuple[dict, str]:
+        html = client.get(reverse("participant:trial", args=[p.token, number])).content.decode()
+        data = json.loads(re.search(r'<script id="trial-data" type="application/json">(.*?)</script>', html, re.S)[1])
+        return data, re.sub(r"\s+", " ", html)
+
+    data, html = page(1)
+    assert data["progress"] == {
+        "stage": "training",
+        "position": 1,
+        "of": 3,
+        "seconds_per_trial": 240,
+        "minutes_left": 12,
+    }
+    assert 'Training</span> <span class="wm-stage-count">trial 1 of 1</span>' in html
+    assert "about 12 min left" in html
+    body = good_body(p, 0)
+    body["telemetry"]["time_on_page_ms"] = 90_000
+    assert post(client, reverse("participant:trial", args=[p.token, 1]), body).status_code == 200
+    data, html = page(2)
+    assert data["progress"] == {"stage": "test", "position": 2, "of": 3, "seconds_per_trial": 90, "minutes_left": 3}
+    assert 'Rating</span> <span class="wm-stage-count">trial 1 of 2</span>' in html
+    assert "about 3 min left" in html and 'max="3" value="1"' in html

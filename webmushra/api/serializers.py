@@ -14,7 +14,18 @@ class ExcerptSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Excerpt
-        fields = ["id", "name", "position", "sample_rate", "frames", "channels", "duration_s", "warnings", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "position",
+            "is_training",
+            "sample_rate",
+            "frames",
+            "channels",
+            "duration_s",
+            "warnings",
+            "created_at",
+        ]
 
 
 class CheckpointSerializer(serializers.ModelSerializer):
@@ -37,7 +48,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 class ConditionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Condition
-        fields = ["id", "kind", "label", "checkpoint", "knobs", "position"]
+        fields = ["id", "kind", "label", "display_name", "checkpoint", "knobs", "position"]
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
@@ -103,6 +114,9 @@ class ExcerptUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     dry = serializers.FileField(help_text="The dry input (WAV or FLAC).")
     reference = serializers.FileField(help_text="The real device's recording of it.")
+    is_training = serializers.BooleanField(
+        required=False, default=False, help_text="Heard in training trials only, never in the test."
+    )
 
 
 class CheckpointUploadSerializer(serializers.Serializer):
@@ -117,6 +131,9 @@ class ConditionCreateSerializer(serializers.Serializer):
     # The stubs see Field.label (a str); DRF's metaclass takes declared fields off the class.
     label = serializers.CharField(max_length=120)  # type: ignore[assignment]
     knobs = serializers.DictField(child=serializers.FloatField(), required=False, default=dict)
+    display_name = serializers.CharField(
+        max_length=60, required=False, allow_blank=True, default="", help_text="The name training trials show."
+    )
 
 
 class ReportSerializer(serializers.ModelSerializer):

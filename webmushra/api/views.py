@@ -111,6 +111,15 @@ class ExperimentDetail(ApiView):
         experiment = experiments.update_experiment_settings(experiment=experiment, **form.validated_data)
         return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data)
 
+    @extend_schema(
+        request=None,
+        responses={204: None, 404: ERRORS[404], 409: ERRORS[409]},
+        summary="Delete the experiment with its files, participants and ratings (close it first)",
+    )
+    def delete(self, request, pk: int):
+        experiments.delete_experiment(experiment=self.experiment(pk))
+        return Response(status=204)
+
 
 class ExcerptList(ApiView):
     parser_classes = [MultiPartParser, FormParser]
@@ -130,7 +139,13 @@ class ExcerptList(ApiView):
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
-        excerpt = uploads.add_excerpt(experiment=experiment, name=d["name"], dry=d["dry"], reference=d["reference"])
+        excerpt = uploads.add_excerpt(
+            experiment=experiment,
+            name=d["name"],
+            dry=d["dry"],
+            reference=d["reference"],
+            is_training=d["is_training"],
+        )
         return Response(s.ExcerptSerializer(excerpt).data, status=201)
 
 
@@ -180,7 +195,11 @@ class ConditionList(ApiView):
         if checkpoint is None:
             raise errors.ServiceError(f"checkpoint: {d['checkpoint']} is not a checkpoint of this experiment")
         condition = experiments.add_model_condition(
-            experiment=experiment, checkpoint=checkpoint, label=d["label"], knobs=d["knobs"]
+            experiment=experiment,
+            checkpoint=checkpoint,
+            label=d["label"],
+            knobs=d["knobs"],
+            display_name=d["display_name"],
         )
         return Response(s.ConditionSerializer(condition).data, status=201)
 
@@ -188,12 +207,42 @@ class ConditionList(ApiView):
 class Render(ApiView):
     @extend_schema(
         request=None,
+        parameters=[
+            OpenApiParameter("force", bool, description="Render every cell again, not only what changed or failed.")
+        ],
         responses={202: OpenApiTypes.OBJECT, **ERRORS},
-        summary="Queue the render jobs (answers with the render status)",
+        summary="Queue the render jobs for what changed or failed (answers with the render status)",
     )
     def post(self, request, pk: int):
         experiment = self.experiment(pk)
-        rendering.start_render(experiment=experiment)
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        rendering.start_render(experiment=experiment, force=force)
+        return Response(selectors.render_progress(Experiment.objects.get(pk=experiment.pk)), status=202)
+
+
+class RenderCancel(ApiView):
+    @extend_schema(
+        request=None,
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        summary="Cancel rendering (finished cells are kept; the experiment becomes editable)",
+    )
+    def post(self, request, pk: int):
+        experiment = rendering.cancel_render(experiment=self.experiment(pk))
+        return Response(selectors.render_progress(experiment))
+
+
+class JobRetry(ApiView):
+    @extend_schema(
+        request=None,
+        responses={202: OpenApiTypes.OBJECT, **ERRORS},
+        summary="Queue a failed or cancelled render job again",
+    )
+    def post(self, request, pk: int, job_id: int):
+        experiment = self.experiment(pk)
+        job = experiment.render_jobs.filter(pk=job_id).first()
+        if job is None:
+            raise NotFound("no such render job in this experiment")
+        rendering.retry_job(job=job)
         return Response(selectors.render_progress(Experiment.objects.get(pk=experiment.pk)), status=202)
 
 

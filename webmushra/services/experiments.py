@@ -6,15 +6,18 @@ Uploads (excerpts, checkpoints, pre-rendered audio) are in ``uploads``.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.core.files import File
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import selectors
+from modelrunner.errors import RenderError
+from modelrunner.knobs import check_knobs
+
 from ..errors import ConflictError, ServiceError
 from ..models import (
     ANCHOR_KINDS,
@@ -24,11 +27,13 @@ from ..models import (
     ConditionKind,
     Excerpt,
     Experiment,
+    PrerenderedAudio,
+    RenderJob,
     Stimulus,
     Trial,
 )
 from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, validate_config
-from .files import FileGuard, delete_files
+from .files import delete_files
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,12 @@ def invalidate_renders(experiment: Experiment) -> None:
 
 @transaction.atomic
 def add_model_condition(
-    *, experiment: Experiment, checkpoint: Checkpoint, label: str, knobs: dict[str, float] | None = None
+    *,
+    experiment: Experiment,
+    checkpoint: Checkpoint,
+    label: str,
+    knobs: dict[str, float] | None = None,
+    display_name: str = "",
 ) -> Condition:
     require_editable(experiment)
     if checkpoint.experiment_id != experiment.pk:
@@ -76,8 +86,15 @@ def add_model_condition(
     if unknown:
         raise ServiceError(f"knobs: {', '.join(unknown)} not among the checkpoint's knobs {checkpoint.knob_names}")
     for k, v in knobs.items():
-        if not isinstance(v, (int, float)) or not np.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             raise ServiceError(f"knobs: {k} must be a finite number")
+    ranges = checkpoint.summary.get("knob_ranges")
+    if ranges and len(ranges) == len(checkpoint.knob_names):
+        # The renderer's own check, applied now: a value the model cannot take never reaches a job.
+        try:
+            check_knobs(checkpoint.knob_names, ranges, knobs)
+        except RenderError as exc:
+            raise ServiceError(f"knobs: {exc}") from None
     label = label.strip()
     if not label:
         raise ServiceError("label: a label is required")
@@ -94,6 +111,7 @@ def add_model_condition(
         checkpoint=checkpoint,
         knobs=knobs,
         label=label,
+        display_name=clean_display_name(display_name),
         position=experiment.conditions.count(),
     )
     invalidate_renders(experiment)
@@ -101,7 +119,7 @@ def add_model_condition(
 
 
 @transaction.atomic
-def add_prerendered_condition(*, experiment: Experiment, label: str) -> Condition:
+def add_prerendered_condition(*, experiment: Experiment, label: str, display_name: str = "") -> Condition:
     """A condition whose audio is uploaded per excerpt rather than rendered from a checkpoint."""
     require_editable(experiment)
     label = label.strip()
@@ -112,7 +130,11 @@ def add_prerendered_condition(*, experiment: Experiment, label: str) -> Conditio
     if experiment.conditions.count() >= MAX_SIGNALS_PER_TRIAL:
         raise ServiceError(f"a trial may hold at most {MAX_SIGNALS_PER_TRIAL} signals (ITU-R BS.1534-3 §5.3)")
     condition = Condition.objects.create(
-        experiment=experiment, kind=ConditionKind.PRERENDERED, label=label, position=experiment.conditions.count()
+        experiment=experiment,
+        kind=ConditionKind.PRERENDERED,
+        label=label,
+        display_name=clean_display_name(display_name),
+        position=experiment.conditions.count(),
     )
     invalidate_renders(experiment)
     return condition
@@ -134,6 +156,11 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
     target = fields.get("loudness_target_lufs")
     if target is not None and not (-70.0 <= float(target) <= 0.0):
         raise ServiceError("loudness_target_lufs: must be between -70 and 0 LUFS")
+    if target is not None and float(target) != experiment.loudness_target_lufs:
+        # The loudness target shapes every stimulus: changing it means preparing the items again.
+        require_editable(experiment)
+        RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.ITEM).delete()
+        invalidate_renders(experiment)
     for name, value in fields.items():
         setattr(experiment, name, value)
     if config is not None:
@@ -218,83 +245,6 @@ def remove_checkpoint(*, checkpoint: Checkpoint) -> None:
 
 
 @transaction.atomic
-def split_into_blocks(*, experiment: Experiment) -> Experiment:
-    """Start the next block of a blocked design: a linked experiment with the same excerpts,
-    checkpoints, anchors, texts and settings and no model conditions yet.
-
-    BS.1534-3 §5.3 allows at most 12 signals per trial; more models are compared in
-    several blocks (separate tests) that share the hidden reference and anchors.
-    """
-    group = selectors.block_group(experiment)
-    root = group[0]
-    number = max(e.config.get("block", 1) for e in group) + 1
-    if "block" not in root.config:
-        Experiment.objects.filter(pk=root.pk).update(config={**root.config, "block": 1, "block_of": root.pk})
-        root.refresh_from_db()
-    kinds = set(root.conditions.values_list("kind", flat=True))
-    config = {**root.config, "block": number, "block_of": root.pk}
-    block = create_experiment(
-        owner=root.owner,
-        title=f"{root.title} — block {number}"[:200],
-        sample_rate=root.sample_rate,
-        description=root.description,
-        anchors=False,
-        instructions=root.instructions,
-        consent_text=root.consent_text,
-        estimated_minutes=root.estimated_minutes,
-        loudness_target_lufs=root.loudness_target_lufs,
-        config=config,
-    )
-    block.shared_with.set(root.shared_with.all())
-    for kind in ANCHOR_KINDS:
-        if kind in kinds:
-            Condition.objects.create(
-                experiment=block, kind=kind, label=FIXED_CONDITION_LABELS[kind], position=block.conditions.count()
-            )
-    guard = FileGuard()
-    try:
-        for x in root.excerpts.all():
-            copy = Excerpt(
-                experiment=block,
-                name=x.name,
-                position=x.position,
-                sample_rate=x.sample_rate,
-                frames=x.frames,
-                channels=x.channels,
-                warnings=x.warnings,
-            )
-            for field in ("dry_file", "reference_file"):
-                with getattr(x, field).open("rb") as fh:
-                    getattr(copy, field).save(Path(getattr(x, field).name).name, File(fh), save=False)
-                guard.stored(getattr(copy, field))
-            copy.save()
-        for c in root.checkpoints.all():
-            checkpoint = Checkpoint(
-                experiment=block,
-                name=c.name,
-                format=c.format,
-                architecture=c.architecture,
-                summary=c.summary,
-                sample_rate=c.sample_rate,
-                knob_names=c.knob_names,
-                sha256=c.sha256,
-                size=c.size,
-            )
-            with c.file.open("rb") as fh:
-                checkpoint.file.save(Path(c.file.name).name, File(fh), save=False)
-            guard.stored(checkpoint.file)
-            if c.config_file:
-                with c.config_file.open("rb") as fh:
-                    checkpoint.config_file.save(Path(c.config_file.name).name, File(fh), save=False)
-                guard.stored(checkpoint.config_file)
-            checkpoint.save()
-    except BaseException:
-        guard.rollback()
-        raise
-    return block
-
-
-@transaction.atomic
 def open_experiment(*, experiment: Experiment) -> Experiment:
     """Publish: the participant link starts working. Needs every stimulus rendered."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
@@ -309,12 +259,19 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     have = Stimulus.objects.filter(experiment=experiment).count()
     if have != conditions * len(excerpts):
         raise ConflictError(f"cannot open: {have} of {conditions * len(excerpts)} stimuli are rendered")
-    training_excerpt_ids = set(experiment.config.get("training_excerpts", [excerpts[0].pk] if excerpts else []))
-    if not flow(experiment, "training"):
-        training_excerpt_ids = set()
+    tests = [e for e in excerpts if not e.is_training]
+    if not tests:
+        raise ConflictError(
+            "cannot open: every excerpt is marked for training; the test needs at least one test excerpt"
+        )
+    # Training trials are built from training excerpts only, which are never in the test: nothing
+    # heard or labelled in training (audio, URLs, names) can identify a test trial's signals.
     for i, excerpt in enumerate(excerpts):
-        Trial.objects.get_or_create(experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i})
-        if excerpt.pk in training_excerpt_ids:
+        if not excerpt.is_training:
+            Trial.objects.get_or_create(
+                experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i}
+            )
+        elif flow(experiment, "training"):
             Trial.objects.get_or_create(
                 experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i}
             )
@@ -322,6 +279,73 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     experiment.opened_at = experiment.opened_at or timezone.now()
     experiment.save(update_fields=["status", "opened_at", "updated_at"])
     return experiment
+
+
+@transaction.atomic
+def set_excerpt_training(*, excerpt: Excerpt, training: bool) -> Excerpt:
+    """Mark an excerpt for training only (it leaves the test) or put it back in the test."""
+    experiment = Experiment.objects.select_for_update().get(pk=excerpt.experiment_id)
+    require_editable(experiment)
+    excerpt = Excerpt.objects.get(pk=excerpt.pk)
+    if excerpt.is_training != bool(training):
+        excerpt.is_training = bool(training)
+        excerpt.save(update_fields=["is_training"])
+    return excerpt
+
+
+def clean_display_name(display_name: str) -> str:
+    """A training display name: short and plain (it is shown to participants)."""
+    name = " ".join(str(display_name or "").split())
+    if len(name) > 60:
+        raise ServiceError("display_name: at most 60 characters")
+    return name
+
+
+@transaction.atomic
+def set_display_name(*, condition: Condition, display_name: str) -> Condition:
+    """The name training trials show for a condition (empty: the neutral default)."""
+    require_editable(Experiment.objects.select_for_update().get(pk=condition.experiment_id))
+    condition = Condition.objects.get(pk=condition.pk)
+    condition.display_name = clean_display_name(display_name)
+    condition.save(update_fields=["display_name"])
+    return condition
+
+
+def delete_experiment(*, experiment: Experiment) -> None:
+    """Delete an experiment with everything it stored: uploads, renders, stimuli, participants,
+    ratings and reports. An open experiment is closed first by the researcher (refused here),
+    so nobody is rating while their data disappears; a render in progress is abandoned (its
+    workers find their job gone at the next heartbeat)."""
+    experiment = Experiment.objects.get(pk=experiment.pk)
+    if experiment.status == Experiment.Status.OPEN:
+        raise ConflictError("close the experiment before deleting it: participants may be taking it now")
+    media = Path(settings.MEDIA_ROOT)
+    files = [
+        f
+        for x in experiment.excerpts.all()
+        for f in (x.dry_file, x.reference_file, x.lookback_dry_file, x.lookback_reference_file)
+    ]
+    files += [f for c in experiment.checkpoints.all() for f in (c.file, c.config_file)]
+    files += [p.file for p in PrerenderedAudio.objects.filter(condition__experiment=experiment)]
+    loose = [media / rel for rel in Stimulus.objects.filter(experiment=experiment).values_list("file", flat=True)]
+    loose += [
+        media / rel
+        for rel in RenderJob.objects.filter(experiment=experiment)
+        .exclude(output_file="")
+        .values_list("output_file", flat=True)
+    ]
+    loose += [media / rel for rel in experiment.reports.exclude(file="").values_list("file", flat=True)]
+    pk = experiment.pk
+    with transaction.atomic():
+        # Conditions first: they protect their checkpoints from a cascade.
+        Condition.objects.filter(experiment=experiment).delete()
+        experiment.delete()
+    delete_files(*files)
+    for path in loose:
+        path.unlink(missing_ok=True)
+    for folder in (media / "stimuli" / f"e{pk}", media / "renders" / f"e{pk}"):
+        shutil.rmtree(folder, ignore_errors=True)
+    log.info("experiment %s deleted with %d stored files", pk, len([f for f in files if f]) + len(loose))
 
 
 @transaction.atomic

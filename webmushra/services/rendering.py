@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from .. import messaging
@@ -45,8 +45,11 @@ def _send(job_ids: Iterable[int], kind: str) -> None:
 
 
 @transaction.atomic
-def start_render(*, experiment: Experiment) -> list[RenderJob]:
-    """Queue one job per (model condition, excerpt) and one item job per excerpt."""
+def start_render(*, experiment: Experiment, force: bool = False) -> list[RenderJob]:
+    """Queue what is not rendered yet: a job per (model condition, excerpt) cell without a good
+    render, and an item job (anchors, loudness, stimuli) per excerpt whose stimuli are missing
+    or whose cells changed. Cells rendered before are kept, so adding a checkpoint renders only
+    its cells. ``force``: render everything again."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if not experiment.is_editable:
         raise ConflictError(f"cannot render: the experiment is {experiment.get_status_display().lower()}")
@@ -62,7 +65,15 @@ def start_render(*, experiment: Experiment) -> list[RenderJob]:
         lacking = [x.name for x in excerpts if x.pk not in have]
         if lacking:
             raise ServiceError(f"condition {condition.label!r} has no audio for {', '.join(lacking)}")
-    RenderJob.objects.filter(experiment=experiment).delete()
+    if force:
+        RenderJob.objects.filter(experiment=experiment).delete()
+    media = Path(settings.MEDIA_ROOT)
+    rows = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.MODEL))
+    good = [
+        j for j in rows if j.status == RenderJob.Status.DONE and j.output_file and (media / j.output_file).is_file()
+    ]
+    kept = {(j.condition_id, j.excerpt_id) for j in good}
+    RenderJob.objects.filter(pk__in=[j.pk for j in rows if j not in good]).delete()
     now = timezone.now()
     model_jobs = [
         RenderJob(
@@ -75,29 +86,91 @@ def start_render(*, experiment: Experiment) -> list[RenderJob]:
         )
         for x in excerpts
         for c in models
+        if (c.pk, x.pk) not in kept
     ]
     RenderJob.objects.bulk_create(model_jobs)
-    # With no model to render, an item job can start at once.
-    item_status = RenderJob.Status.PENDING if model_jobs else RenderJob.Status.QUEUED
+    # An excerpt needs its item job again when a cell of it is rendered anew, when its item job
+    # did not finish, or when a condition has no stimulus for it yet (a new anchor, say).
+    n_conditions = experiment.conditions.count()
+    changed = {j.excerpt_id for j in model_jobs}
+    done_items = set(
+        RenderJob.objects.filter(
+            experiment=experiment, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.DONE
+        ).values_list("excerpt_id", flat=True)
+    )
+    stimuli = {
+        row["excerpt_id"]: row["n"]
+        for row in Stimulus.objects.filter(experiment=experiment).values("excerpt_id").annotate(n=Count("id"))
+    }
+    redo = [x for x in excerpts if x.pk in changed or x.pk not in done_items or stimuli.get(x.pk) != n_conditions]
+    RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.ITEM, excerpt__in=redo).delete()
     item_jobs = [
         RenderJob(
             experiment=experiment,
             kind=RenderJob.Kind.ITEM,
             excerpt=x,
-            status=item_status,
-            queued_at=None if model_jobs else now,
+            # An item job waits for its excerpt's model jobs; with none to wait for it starts at once.
+            status=RenderJob.Status.PENDING if x.pk in changed else RenderJob.Status.QUEUED,
+            queued_at=None if x.pk in changed else now,
         )
-        for x in excerpts
+        for x in redo
     ]
     RenderJob.objects.bulk_create(item_jobs)
-    experiment.status = Experiment.Status.RENDERING
+    experiment.status = Experiment.Status.RENDERING if (model_jobs or item_jobs) else Experiment.Status.READY
     experiment.save(update_fields=["status", "updated_at"])
-    jobs = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.MODEL))
-    _send([j.pk for j in jobs], RenderJob.Kind.MODEL)
-    if not model_jobs:
-        jobs = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.ITEM))
-        _send([j.pk for j in jobs], RenderJob.Kind.ITEM)
-    return jobs
+    queued_models = [
+        j.pk
+        for j in RenderJob.objects.filter(
+            experiment=experiment, kind=RenderJob.Kind.MODEL, status=RenderJob.Status.QUEUED
+        )
+    ]
+    queued_items = [
+        j.pk
+        for j in RenderJob.objects.filter(
+            experiment=experiment, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.QUEUED
+        )
+    ]
+    _send(queued_models, RenderJob.Kind.MODEL)
+    _send(queued_items, RenderJob.Kind.ITEM)
+    # The jobs sent now (item jobs that wait for their models are sent when those are done).
+    return list(RenderJob.objects.filter(pk__in=queued_models + queued_items))
+
+
+@transaction.atomic
+def cancel_render(*, experiment: Experiment) -> Experiment:
+    """Stop rendering: queued, waiting and running jobs are cancelled (a running job stops at its
+    next heartbeat and writes nothing); finished cells are kept for the next render."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.status != Experiment.Status.RENDERING:
+        raise ConflictError(f"nothing to cancel: the experiment is {experiment.get_status_display().lower()}")
+    RenderJob.objects.filter(
+        experiment=experiment, status__in=RenderJob.ACTIVE_STATUSES | {RenderJob.Status.PENDING}
+    ).update(status=RenderJob.Status.CANCELED, claim_token="", finished_at=timezone.now(), error="cancelled")
+    experiment.status = Experiment.Status.DRAFT
+    experiment.save(update_fields=["status", "updated_at"])
+    return experiment
+
+
+def _settle(experiment_id: int) -> None:
+    """Once no job of a rendering experiment has work coming, its state follows from its jobs:
+    every job done -> ready; a failure (or a job left waiting on one) -> draft, editable, with
+    the failed cells and their reasons on the page, to fix, retry or render again."""
+    jobs = RenderJob.objects.filter(experiment_id=experiment_id)
+    if jobs.filter(status__in=RenderJob.ACTIVE_STATUSES).exists():
+        return
+    if jobs.filter(status=RenderJob.Status.PENDING, kind=RenderJob.Kind.ITEM).exists():
+        # An item job waits on a model job: it can still run only if none of those failed.
+        waiting = jobs.filter(status=RenderJob.Status.PENDING).values_list("excerpt_id", flat=True)
+        if not jobs.filter(
+            kind=RenderJob.Kind.MODEL,
+            excerpt_id__in=list(waiting),
+            status__in=[RenderJob.Status.FAILED, RenderJob.Status.CANCELED],
+        ).exists():
+            return
+    done = not jobs.exclude(status=RenderJob.Status.DONE).exists()
+    Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RENDERING).update(
+        status=Experiment.Status.READY if done else Experiment.Status.DRAFT
+    )
 
 
 @dataclass
@@ -156,6 +229,7 @@ def complete_model_job(*, claim: Claim, output_file: str, report: dict) -> None:
         if updated != 1:
             raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
         _queue_ready_items(claim.job.excerpt_id)
+        _settle(claim.job.experiment_id)
 
 
 def _queue_ready_items(excerpt_id: int) -> None:
@@ -192,11 +266,7 @@ def complete_item_job(*, claim: Claim, stimuli: list[dict], report: dict) -> Non
                 defaults={k: v for k, v in s.items() if k != "condition_id"}
                 | {"experiment_id": claim.job.experiment_id},
             )
-        experiment_id = claim.job.experiment_id
-        if not RenderJob.objects.filter(experiment_id=experiment_id).exclude(status=RenderJob.Status.DONE).exists():
-            Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RENDERING).update(
-                status=Experiment.Status.READY
-            )
+        _settle(claim.job.experiment_id)
 
 
 def fail_job(*, claim: Claim, error: str, retry: bool = False) -> None:
@@ -217,16 +287,27 @@ def fail_job(*, claim: Claim, error: str, retry: bool = False) -> None:
             job.error = error[:4000]
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "error", "finished_at"])
+            _settle(job.experiment_id)
 
 
 @transaction.atomic
 def retry_job(*, job: RenderJob) -> RenderJob:
     """Queue a failed job again (the researcher's retry button)."""
-    updated = RenderJob.objects.filter(pk=job.pk, status=RenderJob.Status.FAILED).update(
-        status=RenderJob.Status.QUEUED, queued_at=timezone.now(), attempts=0, error="", progress=0.0
-    )
+    experiment = Experiment.objects.select_for_update().get(pk=job.experiment_id)
+    if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.RENDERING):
+        raise ConflictError(f"cannot retry: the experiment is {experiment.get_status_display().lower()}")
+    updated = RenderJob.objects.filter(
+        pk=job.pk, status__in=[RenderJob.Status.FAILED, RenderJob.Status.CANCELED]
+    ).update(status=RenderJob.Status.QUEUED, queued_at=timezone.now(), attempts=0, error="", progress=0.0)
     if updated != 1:
-        raise ConflictError("only a failed job can be retried")
+        raise ConflictError("only a failed or cancelled job can be retried")
+    if job.kind == RenderJob.Kind.MODEL:
+        # The excerpt's item job waits for this one again (it never ran, or was cancelled).
+        RenderJob.objects.filter(
+            excerpt_id=job.excerpt_id,
+            kind=RenderJob.Kind.ITEM,
+            status__in=[RenderJob.Status.FAILED, RenderJob.Status.CANCELED],
+        ).update(status=RenderJob.Status.PENDING, attempts=0, error="", progress=0.0)
     Experiment.objects.filter(pk=job.experiment_id).update(status=Experiment.Status.RENDERING)
     _send([job.pk], job.kind)
     return RenderJob.objects.get(pk=job.pk)
@@ -254,6 +335,7 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                 )
                 job.finished_at = now
                 job.save(update_fields=["status", "error", "finished_at"])
+                _settle(job.experiment_id)
                 counts["failed"] += 1
             else:
                 job.status = RenderJob.Status.QUEUED

@@ -20,7 +20,8 @@ from ..models import (
     Rating,
     Report,
 )
-from ..selectors import metrics_rows, ratings_rows
+from ..selectors import analysis_rows, metrics_rows, weak_anchors
+from . import quality
 from .files import tmp_dir
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ def request_report(*, experiment: Experiment, user=None) -> Report:
             return busy
         if not Rating.objects.filter(participant__experiment=experiment).exists():
             raise ServiceError("no ratings yet: a report needs at least one completed trial")
+        if not Rating.objects.filter(
+            participant__experiment=experiment, participant__excluded_at__isnull=True
+        ).exists():
+            raise ServiceError("nothing to analyse: every participant with ratings is excluded")
         report = Report.objects.create(experiment=experiment, requested_by=user)
 
         messaging.send_on_commit(messaging.BUILD_REPORT, [report.pk])
@@ -73,12 +78,23 @@ def build_report(*, report_id: int) -> str:
     try:
         from evaluation.report import build_report as build
 
-        ratings = pd.DataFrame(ratings_rows(experiment))
+        # Participants the researcher excluded stay in the exports, not in the analysis; the
+        # report says how many trials were flagged and who was excluded, and why.
+        ratings = pd.DataFrame(analysis_rows(experiment))
         metrics = pd.DataFrame(metrics_rows(experiment)) if metrics_rows(experiment) else None
         settings_ = experiment.config.get("analysis") or None
         bundle = work / "bundle"
         bundle.mkdir()
-        summary = build(ratings, metrics, settings_, bundle, progress=progress)
+        design_warnings = [row["warning"] for row in weak_anchors(experiment, test_only=True)]
+        summary = build(
+            ratings,
+            metrics,
+            settings_,
+            bundle,
+            progress=progress,
+            design_warnings=design_warnings,
+            quality=quality.quality_summary(experiment),
+        )
         stem = f"experiment-{experiment.pk}-report-{report_id}"
         archive = shutil.make_archive(str(work / stem), "zip", root_dir=bundle)
         final = out_root / f"{stem}.zip"

@@ -1,5 +1,5 @@
-"""Participant sessions: the per-participant plan, consent, headphone screening, level, trials
-and the questionnaire. Every save is one transaction; a replay of the same key is a no-op.
+"""Participant sessions: the per-participant plan, consent, level, trials and the questionnaire
+(the headphone check is in ``screening``). Every save is one transaction; a replay of the same key is a no-op.
 """
 
 from __future__ import annotations
@@ -8,9 +8,12 @@ import logging
 import random
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from django.db import transaction
+from django.db.models import F, Max, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..errors import ConflictError, ServiceError, TrialNotFound
@@ -22,7 +25,17 @@ from ..models import (
     StimulusToken,
     TrialResponse,
 )
-from ..rules import flow, headphone_settings, questionnaire_fields
+from ..rules import (
+    LEVEL_GAIN_DB,
+    Delivery,
+    check_trial,
+    exit_link,
+    flow,
+    headphone_settings,
+    player_rules,
+    questionnaire_fields,
+)
+from . import quality
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +96,17 @@ def start_participant(
 
 
 def _first_stage_after_consent(participant: Participant) -> str:
-    if participant.experiment.config.get("headphone_check", {}).get("enabled", False):
+    """consent -> level (if on) -> headphone check (if on) -> trials: the check is heard at the
+    level the participant set, and the level page comes first so that it can be."""
+    if flow(participant.experiment, "level_setting"):
+        return Participant.Stage.LEVEL
+    return _stage_after_level(participant)
+
+
+def _stage_after_level(participant: Participant) -> str:
+    if headphone_settings(participant.experiment)["enabled"]:
         return Participant.Stage.SCREENING
-    return _stage_after_screening(participant)
+    return trial_stage(participant)
 
 
 @transaction.atomic
@@ -102,31 +123,18 @@ def give_consent(*, participant: Participant, agreed: bool) -> Participant:
     return participant
 
 
-def headphone_trials(*, participant: Participant) -> list[dict]:
-    """The participant's screening trials (odd-one-out positions), made once and kept."""
-    with transaction.atomic():
-        participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
-        trials = participant.screening.get("trials")
-        if not trials:
-            cfg = headphone_settings(participant.experiment)
-            rng = random.Random(secrets.randbits(64))
-            trials = [
-                {"test": test, "target": rng.randint(1, 3), "seed": rng.randrange(2**31)}
-                for test in cfg["tests"]
-                for _ in range(int(cfg["trials_per_test"]))
-            ]
-            participant.screening = {**participant.screening, "trials": trials}
-            participant.save(update_fields=["screening"])
-    return trials
+def record_stimulus_fetch(*, token_id: int) -> None:
+    """Record one delivery of a stimulus token's audio: the first time, and the count (one UPDATE).
+
+    Only the token's own URL counts; the open reference's URL is another thing and is not recorded
+    on the hidden reference's token.
+    """
+    StimulusToken.objects.filter(pk=token_id).update(
+        fetches=F("fetches") + 1, first_fetched_at=Coalesce(F("first_fetched_at"), Value(timezone.now()))
+    )
 
 
-def _stage_after_screening(participant: Participant) -> str:
-    if flow(participant.experiment, "level_setting"):
-        return Participant.Stage.LEVEL
-    return _trial_stage(participant)
-
-
-def _trial_stage(participant: Participant) -> str:
+def trial_stage(participant: Participant) -> str:
     nxt = next_plan_index(participant)
     if nxt is None:
         return Participant.Stage.QUESTIONNAIRE
@@ -134,49 +142,15 @@ def _trial_stage(participant: Participant) -> str:
 
 
 @transaction.atomic
-def score_headphone_check(*, participant: Participant, answers: object) -> Participant:
-    """Score the screening against the server's own record of the targets; a fail ends politely."""
-    participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
-    if participant.stage != Participant.Stage.SCREENING:
-        return participant
-    trials = participant.screening.get("trials") or []
-    if not isinstance(answers, list) or len(answers) != len(trials):
-        raise ServiceError(
-            f"answers: expected {len(trials)} answers, got {len(answers) if isinstance(answers, list) else 'none'}"
-        )
-    cfg = headphone_settings(participant.experiment)
-    per_test: dict[str, list[bool]] = {}
-    for i, (trial, answer) in enumerate(zip(trials, answers)):
-        chosen = answer.get("chosen") if isinstance(answer, dict) else None
-        if chosen not in (1, 2, 3):
-            raise ServiceError(f"answers: answer {i + 1} must choose 1, 2 or 3")
-        per_test.setdefault(trial["test"], []).append(chosen == trial["target"])
-    scores = {test: sum(ok) / len(ok) for test, ok in per_test.items()}
-    passed_tests = {test: score >= cfg["pass_threshold"] - 1e-9 for test, score in scores.items()}
-    passed = all(passed_tests.values()) if cfg["require"] == "all" else any(passed_tests.values())
-    participant.screening = {
-        **participant.screening,
-        "answers": answers,
-        "scores": scores,
-        "passed_tests": passed_tests,
-        "passed": passed,
-        "threshold": cfg["pass_threshold"],
-        "scored_at": timezone.now().isoformat(),
-    }
-    participant.stage = _stage_after_screening(participant) if passed else Participant.Stage.SCREENED_OUT
-    participant.save(update_fields=["screening", "stage"])
-    return participant
-
-
-@transaction.atomic
 def set_level(*, participant: Participant, gain_db: float) -> Participant:
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     if participant.stage != Participant.Stage.LEVEL:
         return participant
-    if not (-40.0 <= float(gain_db) <= 12.0):
-        raise ServiceError("gain_db must be between -40 and +12 dB")
+    low, high = LEVEL_GAIN_DB
+    if not (np.isfinite(gain_db) and low <= float(gain_db) <= high):
+        raise ServiceError(f"gain_db must be between {low:g} and +{high:g} dB")
     participant.level = {"gain_db": float(gain_db), "set_at": timezone.now().isoformat()}
-    participant.stage = _trial_stage(participant)
+    participant.stage = _stage_after_level(participant)
     participant.save(update_fields=["level", "stage"])
     return participant
 
@@ -244,14 +218,30 @@ def submit_trial(
         if missing:
             raise ServiceError(f"ratings: {len(missing)} signal(s) not rated")
         scores: dict[int, int] = {}
+        by_key: dict[str, int] = {}
         for key, value in ratings.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ServiceError(f"ratings: the score of {key} is not a number")
             if not (0 <= value <= 100):
                 raise ServiceError(f"ratings: the score of {key} ({value}) is outside 0..100")
-            scores[keys[key]] = int(round(value))
+            scores[keys[key]] = by_key[key] = int(round(value))
+        # The server referees: every enabled rule, against the page's log and its own record.
+        telemetry = telemetry if isinstance(telemetry, dict) else {}
+        delivery = _delivery(participant, entry, keys)
+        check_trial(player_rules(participant.experiment), list(keys), by_key, telemetry, delivery)
+        flags = (
+            []
+            if entry.get("training")
+            else quality.flags_for_save(
+                experiment=participant.experiment, keys=keys, ratings=by_key, telemetry=telemetry, delivery=delivery
+            )
+        )
         response = TrialResponse.objects.create(
-            participant=participant, trial_id=entry["trial"], idempotency_key=idempotency_key, telemetry=telemetry or {}
+            participant=participant,
+            trial_id=entry["trial"],
+            idempotency_key=idempotency_key,
+            telemetry=telemetry,
+            flags=flags,
         )
         if not entry.get("training"):
             Rating.objects.bulk_create(
@@ -279,8 +269,37 @@ def submit_trial(
             )
         if participant.stage == Participant.Stage.COMPLETED:
             _complete(participant)
-        participant.save(update_fields=["stage", "completed_at", "completion_code"])
+        participant.save(update_fields=["stage", "completed_at", "completion_code", "exit_code", "exit_url"])
     return SaveResult(created=True, next_index=nxt, participant=participant)
+
+
+def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> Delivery:
+    """The server's own record of a trial: the fetches of its signals' audio by this
+    participant, and how long ago the trial's audio was first fetched and the step before
+    the trial was finished (the page cannot have been open longer than that)."""
+    now = timezone.now()
+    fetched = {
+        cid: (n, first)
+        for cid, n, first in StimulusToken.objects.filter(
+            participant=participant, stimulus__excerpt__trials__pk=entry["trial"]
+        ).values_list("stimulus__condition_id", "fetches", "first_fetched_at")
+    }
+    firsts = [first for n, first in fetched.values() if first is not None]
+    steps = [participant.consented_at]
+    steps.append(TrialResponse.objects.filter(participant=participant).aggregate(last=Max("submitted_at"))["last"])
+    for record, field in ((participant.level, "set_at"), (participant.screening, "scored_at")):
+        stamp = (record or {}).get(field)
+        if isinstance(stamp, str):
+            try:
+                steps.append(datetime.fromisoformat(stamp))
+            except ValueError:
+                pass
+    known = [s for s in steps if s is not None]
+    return Delivery(
+        fetches={key: fetched.get(cid, (0, None))[0] for key, cid in keys.items()},
+        since_first_fetch_s=(now - min(firsts)).total_seconds() if firsts else None,
+        since_previous_step_s=(now - max(known)).total_seconds() if known else None,
+    )
 
 
 def signal_keys(entry: dict) -> dict[str, int]:
@@ -291,6 +310,29 @@ def signal_keys(entry: dict) -> dict[str, int]:
 def _complete(participant: Participant) -> None:
     participant.completed_at = timezone.now()
     participant.completion_code = participant.experiment.config.get("completion_code") or secrets.token_hex(4).upper()
+    set_exit(participant)
+
+
+def set_exit(participant: Participant) -> None:
+    """Record where a participant who reached the end is sent: completers to the completion
+    code or URL, the screened-out to the screen-out code or URL (``rules.exit_link``)."""
+    if participant.stage == Participant.Stage.COMPLETED:
+        code, url = exit_link(participant.experiment.config, "completed", participant.completion_code)
+    elif participant.stage == Participant.Stage.SCREENED_OUT:
+        code, url = exit_link(participant.experiment.config, "screened_out")
+    else:
+        return
+    participant.exit_code, participant.exit_url = code, url
+
+
+@transaction.atomic
+def record_exit(*, participant: Participant) -> Participant:
+    """Record the exit of a participant who finished before exits were recorded (idempotent)."""
+    participant = Participant.objects.select_for_update().select_related("experiment").get(pk=participant.pk)
+    if not (participant.exit_code or participant.exit_url):
+        set_exit(participant)
+        participant.save(update_fields=["exit_code", "exit_url"])
+    return participant
 
 
 @transaction.atomic
@@ -301,5 +343,7 @@ def submit_questionnaire(*, participant: Participant, answers: dict[str, str]) -
     participant.questionnaire = {k: str(v)[:2000] for k, v in answers.items()}
     participant.stage = Participant.Stage.COMPLETED
     _complete(participant)
-    participant.save(update_fields=["questionnaire", "stage", "completed_at", "completion_code"])
+    participant.save(
+        update_fields=["questionnaire", "stage", "completed_at", "completion_code", "exit_code", "exit_url"]
+    )
     return participant

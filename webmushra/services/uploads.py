@@ -97,8 +97,11 @@ def add_excerpt(
     reference: UploadedFile | str | os.PathLike,
     lookback_dry: UploadedFile | str | os.PathLike | None = None,
     lookback_reference: UploadedFile | str | os.PathLike | None = None,
+    is_training: bool = False,
 ) -> Excerpt:
     """Validate and store an excerpt; on any problem nothing is left behind.
+
+    ``is_training``: heard in training trials only, never in the test.
 
     ``lookback_dry``/``lookback_reference``: optional context recorded immediately before
     the excerpt, for models that estimate their starting state from it (SPTMod).
@@ -138,6 +141,7 @@ def add_excerpt(
                 frames=check.dry.shape[0],
                 channels=check.reference.shape[1],
                 warnings=check.warnings,
+                is_training=bool(is_training),
             )
             from modelrunner.audio import write_wav
 

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from .. import errors, forms, interop
 from ..access import experiment_for
 from ..rules import MAX_SIGNALS_PER_TRIAL
-from ..services import experiments, uploads
+from ..services import blocks, experiments, uploads
 
 
 def _form_errors(request: HttpRequest, form) -> None:
@@ -22,9 +22,11 @@ def _form_errors(request: HttpRequest, form) -> None:
 
 
 def _back(pk: int, anchor: str = ""):
+    """Back to the experiment page at the section whose form was sent; that section shows the
+    messages (errors next to the form that caused them, and focused)."""
     response = redirect("researcher:experiment", pk=pk)
     if anchor:
-        response["Location"] += f"#{anchor}"
+        response["Location"] += f"?section={anchor}#{anchor}"
     return response
 
 
@@ -59,7 +61,13 @@ def upload_excerpts(request: HttpRequest, pk: int) -> HttpResponse:
     for name, dry, ref in form.pairs():
         # Each pair is stored on its own: a bad pair is reported and leaves nothing behind.
         try:
-            excerpt = uploads.add_excerpt(experiment=experiment, name=name, dry=dry, reference=ref)
+            excerpt = uploads.add_excerpt(
+                experiment=experiment,
+                name=name,
+                dry=dry,
+                reference=ref,
+                is_training=form.cleaned_data.get("is_training", False),
+            )
         except errors.ServiceError as exc:
             messages.error(request, f"Excerpt {name!r} not added — {exc}")
             continue
@@ -84,6 +92,44 @@ def delete_excerpt(request: HttpRequest, pk: int, excerpt_id: int) -> HttpRespon
     except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return _back(pk, "excerpts")
+
+
+@login_required
+@require_POST
+def excerpt_training(request: HttpRequest, pk: int, excerpt_id: int) -> HttpResponse:
+    """Mark an excerpt for training only (it leaves the test), or put it back in the test."""
+    experiment = experiment_for(request.user, pk)
+    excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
+    if excerpt is None:
+        raise Http404("no such excerpt")
+    training = request.POST.get("training") == "on"
+    try:
+        experiments.set_excerpt_training(excerpt=excerpt, training=training)
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"{excerpt.name!r} is now {'heard in training only' if training else 'a test excerpt'}.",
+        )
+    return _back(pk, "excerpts")
+
+
+@login_required
+@require_POST
+def condition_display_name(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
+    """Set the name a condition has in training trials (participants see it there)."""
+    experiment = experiment_for(request.user, pk)
+    condition = experiment.conditions.filter(pk=condition_id).first()
+    if condition is None:
+        raise Http404("no such condition")
+    try:
+        experiments.set_display_name(condition=condition, display_name=request.POST.get("display_name", ""))
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Training name of {condition.label!r} saved.")
+    return _back(pk, "conditions")
 
 
 @login_required
@@ -141,7 +187,11 @@ def add_condition(request: HttpRequest, pk: int) -> HttpResponse:
     d = form.cleaned_data
     try:
         experiments.add_model_condition(
-            experiment=experiment, checkpoint=d["checkpoint"], label=d["label"], knobs=d["knobs"]
+            experiment=experiment,
+            checkpoint=d["checkpoint"],
+            label=d["label"],
+            knobs=d["knobs"],
+            display_name=d.get("display_name", ""),
         )
     except errors.ServiceError as exc:
         messages.error(request, str(exc))
@@ -187,7 +237,7 @@ def set_anchors(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def split_blocks(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    block = experiments.split_into_blocks(experiment=experiment)
+    block = blocks.split_into_blocks(experiment=experiment)
     messages.success(
         request,
         f"Started {block.title}: add its model conditions here "

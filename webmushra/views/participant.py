@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, RawPostDataException
 from django.http.response import HttpResponseBase
 from django.middleware.csrf import get_token
@@ -15,10 +16,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from .. import errors, rules
-from ..http import serve_blinded_file
-from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken
+from .. import errors, headphone, rules
+from ..http import blinded_error, serve_blinded_bytes, serve_blinded_file
+from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken, training_names
 from ..ratelimit import ratelimit
+from ..services import screening as headphone_check
 from ..services import sessions
 
 STAGE_VIEWS: dict[str, str] = {
@@ -74,6 +76,11 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
             status=410 if experiment.status == Experiment.Status.CLOSED else 404,
         )
     prolific = {k: request.GET.get(k, request.POST.get(k, ""))[:64] for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
+    # The same browser resumes its participant (a finished or screened-out one cannot start
+    # again here); another Prolific ID in the link is another person.
+    remembered = _remembered(request, experiment)
+    if remembered is not None and prolific["PROLIFIC_PID"] in ("", remembered.prolific_pid):
+        return redirect(_where(remembered))
     if request.method == "POST":
         try:
             participant = sessions.start_participant(
@@ -87,8 +94,40 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
             return render(
                 request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)}, status=409
             )
-        return redirect(_where(participant))
+        response = redirect(_where(participant))
+        response.set_signed_cookie(
+            RESUME_COOKIE,
+            participant.token,
+            salt=_resume_salt(experiment),
+            max_age=RESUME_COOKIE_DAYS * 86400,
+            path=reverse("participant:landing", args=[experiment.public_token]),
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
     return render(request, "webmushra/participant/landing.html", {"experiment": experiment, "prolific": prolific})
+
+
+#: The signed cookie that lets the study link resume its participant in the same browser. Its
+#: path is the experiment's landing URL, so each experiment has its own; it holds the
+#: participant's token (already in every URL of the session), never a condition.
+RESUME_COOKIE = "wm_participant"
+RESUME_COOKIE_DAYS = 30
+
+
+def _resume_salt(experiment: Experiment) -> str:
+    return f"webmushra.participant.{experiment.public_token}"
+
+
+def _remembered(request: HttpRequest, experiment: Experiment) -> Participant | None:
+    """The participant this browser started on this experiment, if its signed cookie is valid."""
+    token = request.get_signed_cookie(
+        RESUME_COOKIE, default=None, salt=_resume_salt(experiment), max_age=RESUME_COOKIE_DAYS * 86400
+    )
+    if not token:
+        return None
+    return Participant.objects.filter(token=token, experiment=experiment).select_related("experiment").first()
 
 
 def resume(request: HttpRequest, token: str) -> HttpResponse:
@@ -120,13 +159,14 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
         return redirect(_where(participant))
     if request.method == "POST":
         try:
-            gain = float(request.POST.get("gain_db", "0"))
+            gain = float(request.POST.get("gain_db", ""))
             participant = sessions.set_level(participant=participant, gain_db=gain)
         except (ValueError, errors.ServiceError) as exc:
+            reason = str(exc) if isinstance(exc, errors.ServiceError) else "gain_db: expected a number of dB"
             return render(
                 request,
                 "webmushra/participant/level.html",
-                {"participant": participant, "error": str(exc), **_level_context(participant)},
+                {"participant": participant, "error": reason, **_level_context(participant)},
                 status=400,
             )
         return redirect(_where(participant))
@@ -135,11 +175,14 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
     )
 
 
-def _level_context(participant: Participant) -> dict:
-    """The level page plays the first trial's open reference: its own URL, never a signal's."""
+def _level_context(participant: Participant, gain_db: float = 0.0) -> dict:
+    """The level page's calibration signal is the first trial's open reference (its own URL,
+    never a signal's): program material at the level every stimulus was rendered to (the
+    experiment's loudness target when set), so the volume chosen for it suits the test."""
     url = reverse("participant:reference", args=[participant.token, 1]) if participant.plan else None
+    low, high = rules.LEVEL_GAIN_DB
     return {
-        "level_data": {"url": url, "post_url": reverse("participant:level", args=[participant.token])},
+        "level_data": {"url": url, "min_db": low, "max_db": high, "gain_db": gain_db},
         "experiment": participant.experiment,
     }
 
@@ -154,7 +197,7 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
             return body
         if participant.stage == Participant.Stage.SCREENING:
             try:
-                participant = sessions.score_headphone_check(
+                participant = headphone_check.score_headphone_check(
                     participant=participant, answers=body.get("answers") if isinstance(body, dict) else None
                 )
             except errors.ServiceError as exc:
@@ -163,19 +206,60 @@ def screening(request: HttpRequest, token: str) -> HttpResponse:
     if participant.stage != Participant.Stage.SCREENING:
         return redirect(_where(participant))
     cfg = rules.headphone_settings(participant.experiment)
-    # The targets are known to the page (as in published implementations); the server scores
-    # against its own stored copy, so editing the page changes nothing.
+    # The page gets opaque audio URLs only: the server makes each interval, keeps the answers,
+    # and records every fetch (an answer to sounds never fetched counts as wrong).
     headphone_data = {
         "post_url": reverse("participant:screening", args=[participant.token]),
         "csrf_token": get_token(request),
-        "trials": sessions.headphone_trials(participant=participant),
+        "trials": [
+            {
+                "test": t["test"],
+                "urls": [reverse("participant:screening_audio", args=[participant.token, k]) for k in t["audio"]],
+            }
+            for t in headphone_check.headphone_trials(participant=participant)
+        ],
+        "intervals": headphone.INTERVALS,
+        "gap_s": headphone.GAP_S,
         "max_plays": int(cfg.get("max_plays", 1)),
+        "gain_db": participant.level.get("gain_db", 0.0),
     }
     return render(
         request,
         "webmushra/participant/screening.html",
         {"participant": participant, "experiment": participant.experiment, "headphone_data": headphone_data},
     )
+
+
+@ratelimit("media")
+def screening_audio(request: HttpRequest, token: str, key: str) -> HttpResponseBase:
+    """One interval of a headphone-check trial, made on request; the fetch is recorded."""
+    data = headphone_check.headphone_audio(token=token, key=key)
+    if data is None:
+        raise Http404("no such sound")
+    return serve_blinded_bytes(request, data)
+
+
+def _progress(participant: Participant, index: int) -> dict:
+    """How far through the plan the participant is, and about how long the rest of it takes: the
+    median time on page of the trials they saved so far, else the experiment's estimate shared
+    over its trials."""
+    pages = [
+        t.get("time_on_page_ms") if isinstance(t, dict) else None
+        for t in participant.responses.values_list("telemetry", flat=True)
+    ]
+    seconds = sorted(p / 1000 for p in pages if isinstance(p, (int, float)) and 0 < p < 3_600_000)
+    if seconds:
+        per_trial = seconds[len(seconds) // 2]
+    else:
+        per_trial = participant.experiment.estimated_minutes * 60 / max(1, len(participant.plan))
+    left = per_trial * (len(participant.plan) - index)
+    return {
+        "stage": "training" if participant.plan[index].get("training") else "test",
+        "position": index + 1,
+        "of": len(participant.plan),
+        "seconds_per_trial": round(per_trial),
+        "minutes_left": max(1, round(left / 60)),
+    }
 
 
 def trial_data(request: HttpRequest, participant: Participant, index: int) -> dict:
@@ -209,10 +293,12 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         "csrf_token": get_token(request),
         "instructions": participant.experiment.instructions,
         "gain_db": participant.level.get("gain_db", 0.0),
+        "progress": _progress(participant, index),
     }
     if entry.get("training"):
-        labels = dict(Condition.objects.filter(pk__in=keys.values()).values_list("pk", "label"))
-        data["labels"] = {k: labels[cid] for k, cid in keys.items()}
+        # Display names the researcher chose (or neutral defaults), never the analysis labels.
+        names = training_names(Condition.objects.filter(experiment=participant.experiment))
+        data["labels"] = {k: names[cid] for k, cid in keys.items()}
     return data
 
 
@@ -241,6 +327,9 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
             raise Http404("no such trial") from None
         except errors.ConflictError as exc:
             return _error(str(exc), status=409)
+        except errors.RuleBroken as exc:
+            # Nothing was stored; the answer names the rule the trial broke.
+            return JsonResponse({"error": str(exc), "rule": exc.rule}, status=400)
         except errors.ServiceError as exc:
             return _error(str(exc))
         return JsonResponse(
@@ -265,28 +354,60 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
     )
 
 
+def _gone(stage: str, experiment_status: str) -> str:
+    """Why a participant's audio URLs no longer answer (empty: they do)."""
+    if stage in Participant.FINISHED_STAGES:
+        return "this session has ended"
+    if experiment_status != Experiment.Status.OPEN:
+        return "this experiment is closed"
+    return ""
+
+
 @ratelimit("media")
 def reference(request: HttpRequest, token: str, number: int) -> HttpResponseBase:
-    """The open reference of a trial (same audio as the hidden reference, another URL)."""
-    participant = _participant(token)
+    """The open reference of a trial (same audio as the hidden reference, another URL).
+
+    Its fetches are not recorded: the hidden reference's token counts only its own URL.
+    """
+    participant = Participant.objects.select_related("experiment").filter(token=token).first()
+    if participant is None:
+        return blinded_error(404, "no such participant")
+    gone = _gone(participant.stage, participant.experiment.status)
+    if gone:
+        return blinded_error(410, gone)
     index = number - 1
     if not (0 <= index < len(participant.plan)):
-        raise Http404("no such trial")
+        return blinded_error(404, "no such trial")
     path = Stimulus.objects.filter(
         excerpt__trials__pk=participant.plan[index]["trial"], condition__kind="hidden_reference"
     ).values_list("file", flat=True)[:1]
     if not path:
-        raise Http404("no reference for this trial")
-    return serve_blinded_file(request, path[0])
+        return blinded_error(404, "no reference for this trial")
+    max_age = rules.stimulus_cache_seconds(participant.experiment.estimated_minutes)
+    return serve_blinded_file(request, path[0], max_age=max_age)
 
 
 @ratelimit("media")
 def stimulus(request: HttpRequest, token: str) -> HttpResponseBase:
-    # One indexed lookup for the file path: this is the most frequent request of a session.
-    path = StimulusToken.objects.filter(token=token).values_list("stimulus__file", flat=True)[:1]
-    if not path:
-        raise Http404("no such stimulus")
-    return serve_blinded_file(request, path[0])
+    # The most frequent request of a session: one indexed lookup (file, the participant's stage,
+    # the experiment's state) and, for a delivery, one UPDATE recording it.
+    found = StimulusToken.objects.filter(token=token).values_list(
+        "pk",
+        "stimulus__file",
+        "participant__stage",
+        "participant__experiment__status",
+        "participant__experiment__estimated_minutes",
+    )[:1]
+    if not found:
+        return blinded_error(404, "no such stimulus")
+    token_id, path, stage, experiment_status, minutes = found[0]
+    gone = _gone(stage, experiment_status)
+    if gone:
+        return blinded_error(410, gone)
+    response = serve_blinded_file(request, path, max_age=rules.stimulus_cache_seconds(minutes))
+    if request.method == "GET" and response.status_code in (200, 206):
+        sessions.record_stimulus_fetch(token_id=token_id)
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -297,16 +418,20 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
         return redirect(_where(participant))
     fields = rules.questionnaire_fields(participant.experiment)
     if request.method == "POST":
-        answers = {f["name"]: request.POST.get(f["name"], "").strip() for f in fields}
+        answers = {f["name"]: request.POST.get(f["name"], "").strip()[:2000] for f in fields}
         missing = [f["label"] for f in fields if f.get("required") and not answers[f["name"]]]
         if missing:
+            # Sent back with every answer kept, the missing ones marked.
+            for f in fields:
+                f["value"] = answers[f["name"]]
+                f["missing"] = bool(f.get("required") and not answers[f["name"]])
             return render(
                 request,
                 "webmushra/participant/questionnaire.html",
                 {
                     "participant": participant,
+                    "experiment": participant.experiment,
                     "fields": fields,
-                    "answers": answers,
                     "error": "Please answer: " + ", ".join(missing),
                 },
                 status=400,
@@ -316,7 +441,7 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
     return render(
         request,
         "webmushra/participant/questionnaire.html",
-        {"participant": participant, "experiment": participant.experiment, "fields": fields, "answers": {}},
+        {"participant": participant, "experiment": participant.experiment, "fields": fields},
     )
 
 
@@ -328,12 +453,11 @@ def done(request: HttpRequest, token: str) -> HttpResponse:
         Participant.Stage.DECLINED,
     ):
         return redirect(_where(participant))
-    redirect_url = participant.experiment.config.get("completion_url", "")
-    if redirect_url and participant.stage == Participant.Stage.COMPLETED and participant.completion_code:
-        sep = "&" if "?" in redirect_url else "?"
-        redirect_url = f"{redirect_url}{sep}cc={participant.completion_code}"
+    if participant.stage != Participant.Stage.DECLINED and not (participant.exit_code or participant.exit_url):
+        participant = sessions.record_exit(participant=participant)  # finished before exits were recorded
+    # Where the participant goes is what was recorded when they reached the end.
     return render(
         request,
         "webmushra/participant/done.html",
-        {"participant": participant, "experiment": participant.experiment, "redirect_url": redirect_url},
+        {"participant": participant, "experiment": participant.experiment, "redirect_url": participant.exit_url},
     )

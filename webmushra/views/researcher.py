@@ -15,7 +15,8 @@ from .. import errors, forms, interop, selectors
 from ..access import experiment_for, report_for
 from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
-from ..services import accounts, rendering
+from ..rules import FLAGS
+from ..services import accounts, quality, rendering
 from ..services import experiments as experiment_services
 from ..services import reports as report_services
 
@@ -50,13 +51,18 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "prolific_link": prolific,
             "progress": selectors.render_progress(experiment),
             "summary": selectors.participant_summary(experiment),
-            "conditions": experiment.conditions.select_related("checkpoint"),
             "excerpts": experiment.excerpts.all(),
             "checkpoints": experiment.checkpoints.all(),
+            # The section whose form was sent shows this request's messages (builder._back).
+            "section": request.GET.get("section") if request.GET.get("section") in BUILDER_SECTIONS else "",
             **forms.builder_forms(experiment),
             **selectors.builder_facts(experiment),
         },
     )
+
+
+#: Sections of the experiment page with a form whose messages are shown beside it.
+BUILDER_SECTIONS = ("excerpts", "checkpoints", "conditions")
 
 
 @login_required
@@ -94,6 +100,33 @@ def open_experiment(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def close_experiment(request: HttpRequest, pk: int) -> HttpResponse:
     return _action(request, pk, experiment_services.close_experiment, "Closed: no new sessions start.")
+
+
+@login_required
+@require_POST
+def cancel_render(request: HttpRequest, pk: int) -> HttpResponse:
+    return _action(
+        request,
+        pk,
+        rendering.cancel_render,
+        "Rendering cancelled. Finished cells are kept; Render continues with the rest.",
+    )
+
+
+@login_required
+@require_POST
+def delete_experiment(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    if request.POST.get("confirm_title", "").strip() != experiment.title:
+        messages.error(request, "Not deleted: type the experiment's title exactly to confirm.")
+        return redirect(reverse("researcher:experiment", args=[pk]) + "#delete")
+    try:
+        experiment_services.delete_experiment(experiment=experiment)
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect(reverse("researcher:experiment", args=[pk]) + "#delete")
+    messages.success(request, f"Deleted “{experiment.title}” with its files, participants and ratings.")
+    return redirect("researcher:experiments")
 
 
 @login_required
@@ -165,6 +198,7 @@ def _monitor_data(experiment: Experiment) -> dict:
         "summary": selectors.participant_summary(experiment),
         "participants": selectors.participants_detail(experiment),
         "screening": screening,
+        "flag_meanings": FLAGS,
     }
 
 
@@ -184,9 +218,33 @@ def monitor_json(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for(request.user, pk)
     data = _monitor_data(experiment)
     for p in data["participants"]:
-        for k in ("started_at", "completed_at"):
+        for k in ("started_at", "completed_at", "excluded_at"):
             p[k] = p[k].isoformat() if p[k] else None
     return JsonResponse({"status": experiment.status, **data})
+
+
+@login_required
+@require_POST
+def participant_exclusion(request: HttpRequest, pk: int, participant_id: int) -> HttpResponse:
+    """Exclude a participant by hand (``action=exclude`` with a ``reason``) or undo it
+    (``action=include``): kept in the exports, left out of the analysis, listed in the report."""
+    experiment = experiment_for(request.user, pk)
+    participant = experiment.participants.filter(pk=participant_id).first()
+    if participant is None:
+        raise Http404("no such participant")
+    action = request.POST.get("action", "exclude")
+    try:
+        if action == "include":
+            quality.include_participant(participant=participant)
+            messages.success(request, f"P{participant.pk} is analysed again.")
+        elif action == "exclude":
+            quality.exclude_participant(participant=participant, reason=request.POST.get("reason", ""))
+            messages.success(request, f"P{participant.pk} is excluded from the analysis (kept in the exports).")
+        else:
+            raise errors.ServiceError("action: exclude or include")
+    except errors.ServiceError as exc:
+        messages.error(request, f"P{participant.pk}: {exc}")
+    return redirect("researcher:monitor", pk=pk)
 
 
 # --------------------------------------------------------------------------- downloads and reports

@@ -55,7 +55,9 @@ def ensure_demo_experiment(user, log=print) -> Experiment:
         existing.delete()
     material = Path(settings.VAR_DIR) / "demo-material"
     log("Synthesising demo excerpts (guitar phrases through the demo pedal)...")
-    excerpts = make_demo_excerpts(material, sample_rate=48000)
+    # Four test excerpts and a fifth phrase for training only (training never reuses a test excerpt).
+    excerpts = make_demo_excerpts(material, sample_rate=48000, n_excerpts=5)
+    excerpts[-1]["name"] = "Practice riff"
     with transaction.atomic():
         exp = experiments.create_experiment(
             owner=user,
@@ -86,8 +88,14 @@ def ensure_demo_experiment(user, log=print) -> Experiment:
                 ]
             },
         )
-        for x in excerpts:
-            uploads.add_excerpt(experiment=exp, name=x["name"], dry=x["dry"], reference=x["reference"])
+        for i, x in enumerate(excerpts):
+            uploads.add_excerpt(
+                experiment=exp,
+                name=x["name"],
+                dry=x["dry"],
+                reference=x["reference"],
+                is_training=i == len(excerpts) - 1,
+            )
         for c in demo_checkpoints():
             ckpt = uploads.add_checkpoint(
                 experiment=exp, name=c["label"], file=c["path"], sample_rate=c.get("sample_rate", 48000)

@@ -1,162 +1,29 @@
 /*
- * Headphone screening, synthesised in the browser with the Web Audio API (no sound files).
- *
- * Two three-interval forced-choice tests:
- *  - "antiphase": Woods, Siegel, Traer & McDermott (2017), "Headphone screening to
- *    facilitate web-based auditory experiments", Atten. Percept. Psychophys. 79:2064-2072.
- *    Three 200 Hz tones; one is 6 dB softer (the answer: "which is quietest?"), one is
- *    in antiphase between the ears. Over loudspeakers the antiphase tone cancels and
- *    sounds quietest, so loudspeaker listeners tend to choose it.
- *  - "huggins": Milne, Bianco, Poole, Zhao, Oxenham, Billig & Chait (2021), "An online
- *    headphone screening test based on dichotic pitch", Behav. Res. Methods 53:1551-1562.
- *    Three 1 s white noises; in one, the band 600 Hz +/- 6 % is phase-inverted in the
- *    right ear (Huggins pitch), heard as a faint tone only over headphones.
+ * Headphone screening: two three-interval forced-choice tests whose sounds the server makes
+ * (webmushra/headphone.py) and serves, one opaque URL per interval; the page never learns the
+ * answers, and the server records each fetch (an answer to sounds never fetched counts as wrong).
+ *  - "antiphase": Woods, Siegel, Traer & McDermott (2017), Atten. Percept. Psychophys.
+ *    79:2064-2072: which of three 200 Hz tones is quietest (one is in antiphase between the ears).
+ *  - "huggins": Milne, Bianco, Poole, Zhao, Oxenham, Billig & Chait (2021), Behav. Res. Methods
+ *    53:1551-1562: which of three noises holds a faint tone (a Huggins pitch, heard only over
+ *    headphones).
  *
  * Reads <script id="headphone-data" type="application/json">:
- *   {"post_url", "csrf_token", "idempotency_key"?, "trials": [{"test", "target", "seed"?,
- *    "antiphase"?}], "max_plays"? (1), "duration_s"? (1.0), "gap_s"? (0.5)}
- * where target is the 1-based interval the server scores as correct. Posts
- *   {"idempotency_key", "answers": [{"test", "trial", "target", "chosen", "antiphase"?,
- *    "plays", "rt_ms"}]}
+ *   {"post_url", "csrf_token", "idempotency_key"?, "trials": [{"test", "urls": [3 URLs]}],
+ *    "intervals" (3), "max_plays", "gap_s", "gain_db"}
+ * Each trial's intervals are fetched and decoded when its question is shown and played, in
+ * order with gap_s of silence between them, through a master gain of gain_db (the level the
+ * participant set on the level page). Posts
+ *   {"idempotency_key"?, "answers": [{"test", "trial", "chosen", "plays", "rt_ms"}]}
  * and follows the reply's next_url, retrying the post with postWithRetry (savequeue.js).
  *
- * An ES module (<script type="module">): it starts the check when the page has the data
- * and a .hp element; synthesise and prng are exported for the browser tests' harness.
+ * An ES module (<script type="module">): it starts the check when the page has the data and a
+ * .hp element. Its state is read from outside (by the browser tests) as the player's is: a
+ * "mushra:inspect" CustomEvent on the .hp element; detail.state() gives {index, loaded, plays,
+ * gain_db} (gain_db: the master gain applied, null before Begin).
  */
+import { fetchBytes, makeContext } from "./loader.js";
 import { postWithRetry } from "./savequeue.js";
-
-const TONE_HZ = 200;
-const TONE_AMP = 0.25;
-const TARGET_DB = -6;
-const TONE_RAMP_S = 0.1;
-const HP_CENTRE_HZ = 600;
-const HP_HALF_WIDTH = 0.06;
-const NOISE_RMS = 0.08;
-const NOISE_RAMP_S = 0.01;
-
-/** Small seeded PRNG (mulberry32) so a trial's noise can be reproduced from its seed. */
-export function prng(seed) {
-  var a = seed >>> 0;
-  return function () {
-    a = (a + 0x6d2b79f5) >>> 0;
-    var t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function gaussian(rand) {
-  var u = 0;
-  while (u === 0) u = rand();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
-}
-
-/** Raised-cosine onset/offset ramps applied in place. */
-function applyRamps(x, rampSamples) {
-  var n = x.length;
-  var r = Math.min(rampSamples, Math.floor(n / 2));
-  for (var i = 0; i < r; i++) {
-    var g = 0.5 - 0.5 * Math.cos((Math.PI * i) / r);
-    x[i] *= g;
-    x[n - 1 - i] *= g;
-  }
-}
-
-/** One antiphase-test interval: kind "standard", "target" (-6 dB) or "antiphase" (R = -L). */
-function toneInterval(kind, rate, seconds) {
-  var n = Math.round(rate * seconds);
-  var left = new Float32Array(n);
-  var amp = kind === "target" ? TONE_AMP * Math.pow(10, TARGET_DB / 20) : TONE_AMP;
-  for (var i = 0; i < n; i++) left[i] = amp * Math.sin((2 * Math.PI * TONE_HZ * i) / rate);
-  applyRamps(left, Math.round(TONE_RAMP_S * rate));
-  var right = new Float32Array(left);
-  if (kind === "antiphase") for (var j = 0; j < n; j++) right[j] = -left[j];
-  return [left, right];
-}
-
-/**
- * One Huggins-test interval: Gaussian white noise, diotic, or with the DFT bins of
- * 600 Hz +/- 6 % negated in the right ear (dichotic: Huggins pitch). The band is
- * removed and re-added by a direct DFT over those bins only, so both ears carry the
- * same magnitude spectrum and differ only by the 180-degree phase in the band.
- */
-function noiseInterval(dichotic, rate, seconds, rand) {
-  var n = Math.round(rate * seconds);
-  var left = new Float32Array(n);
-  var sum = 0;
-  for (var i = 0; i < n; i++) {
-    left[i] = gaussian(rand);
-    sum += left[i] * left[i];
-  }
-  var scale = NOISE_RMS / Math.sqrt(sum / n);
-  for (var s = 0; s < n; s++) left[s] *= scale;
-  var right = new Float32Array(left);
-  if (dichotic) {
-    var kLo = Math.ceil((HP_CENTRE_HZ * (1 - HP_HALF_WIDTH) * n) / rate);
-    var kHi = Math.floor((HP_CENTRE_HZ * (1 + HP_HALF_WIDTH) * n) / rate);
-    var band = new Float64Array(n);
-    for (var k = kLo; k <= kHi; k++) {
-      var w = (2 * Math.PI * k) / n;
-      var cw = Math.cos(w);
-      var sw = Math.sin(w);
-      // Rotate a unit phasor sample by sample instead of calling cos/sin n times.
-      var c = 1;
-      var si = 0;
-      var re = 0;
-      var im = 0;
-      for (var m = 0; m < n; m++) {
-        re += left[m] * c;
-        im -= left[m] * si;
-        var c2 = c * cw - si * sw;
-        si = si * cw + c * sw;
-        c = c2;
-      }
-      c = 1;
-      si = 0;
-      for (var q = 0; q < n; q++) {
-        band[q] += (2 / n) * (re * c - im * si);
-        var c3 = c * cw - si * sw;
-        si = si * cw + c * sw;
-        c = c3;
-      }
-    }
-    for (var p = 0; p < n; p++) right[p] = left[p] - 2 * band[p];
-  }
-  var rampN = Math.round(NOISE_RAMP_S * rate);
-  applyRamps(left, rampN);
-  applyRamps(right, rampN);
-  return [left, right];
-}
-
-/**
- * The three intervals of one trial as [[left, right] x 3] Float32Arrays.
- * target is 1-based; antiphase (1-based, antiphase test only), when not given, is
- * drawn from the two other intervals with the trial's seed and written back.
- */
-export function synthesise(trial, rate, seconds) {
-  seconds = seconds || 1.0;
-  var target = trial.target;
-  if (!(target >= 1 && target <= 3)) throw new Error("a headphone trial needs target 1, 2 or 3");
-  var rand = prng(trial.seed === undefined ? Math.floor(Math.random() * 4294967296) : trial.seed);
-  var out = [];
-  if (trial.test === "antiphase") {
-    var anti = trial.antiphase;
-    if (!(anti >= 1 && anti <= 3) || anti === target) {
-      var others = [1, 2, 3].filter(function (i) {
-        return i !== target;
-      });
-      anti = others[Math.floor(rand() * 2)];
-    }
-    trial.antiphase = anti;
-    for (var i = 1; i <= 3; i++) out.push(toneInterval(i === target ? "target" : i === anti ? "antiphase" : "standard", rate, seconds));
-  } else if (trial.test === "huggins") {
-    for (var j = 1; j <= 3; j++) out.push(noiseInterval(j === target, rate, seconds, rand));
-  } else {
-    throw new Error("unknown headphone test '" + trial.test + "' (expected antiphase or huggins)");
-  }
-  return out;
-}
 
 const QUESTIONS = {
   antiphase: "Which sound was the quietest: 1, 2 or 3?",
@@ -166,18 +33,18 @@ const QUESTIONS = {
 function Check(root, data) {
   this.root = root;
   this.data = data;
-  this.trials = (data.trials || []).map(function (t) {
-    return Object.assign({}, t);
-  });
+  this.trials = data.trials || [];
   if (!this.trials.length) throw new Error("the headphone check has no trials");
   this.maxPlays = data.max_plays || 1;
-  this.seconds = data.duration_s || 1.0;
-  this.gap = data.gap_s === undefined ? 0.5 : data.gap_s;
+  this.gap = data.gap_s;
+  this.gainDb = Number(data.gain_db) || 0;
   this.index = -1;
   this.answers = [];
   this.plays = 0;
   this.chosen = null;
   this.sounding = false;
+  this.buffers = null;
+  this.master = null;
   this.$ = function (sel) {
     return root.querySelector(sel);
   };
@@ -186,7 +53,13 @@ function Check(root, data) {
 Check.prototype.init = function () {
   var self = this;
   this.$(".hp-begin").addEventListener("click", function () {
-    self.ctx = self.ctx || new (window.AudioContext || window.webkitAudioContext)();
+    if (!self.ctx) {
+      // Made in the click itself: browsers let a page start sound only from a user action.
+      self.ctx = makeContext(null);
+      self.master = self.ctx.createGain();
+      self.master.gain.value = Math.pow(10, self.gainDb / 20);
+      self.master.connect(self.ctx.destination);
+    }
     self.ctx.resume();
     self.$(".hp-intro").hidden = true;
     self.$(".hp-task").hidden = false;
@@ -216,20 +89,53 @@ Check.prototype.next = function () {
     return;
   }
   var trial = this.trials[this.index];
-  this.intervals = synthesise(trial, this.ctx.sampleRate, this.seconds);
+  this.buffers = null;
   this.plays = 0;
   this.chosen = null;
-  this.shownAt = performance.now();
   this.$(".hp-progress").textContent = "Question " + (this.index + 1) + " of " + this.trials.length;
   this.$(".hp-question").textContent = QUESTIONS[trial.test];
   this.render();
+  this.load(this.index);
+};
+
+/** Fetch and decode one trial's intervals, one after another (the server records each fetch). */
+Check.prototype.load = async function (index) {
+  var status = this.$(".hp-status");
+  status.textContent = "Loading the sounds\u2026";
+  var buffers = [];
+  try {
+    for (var i = 0; i < this.trials[index].urls.length; i++) {
+      var bytes = await fetchBytes(this.trials[index].urls[i], function () {});
+      var copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      buffers.push(await this.ctx.decodeAudioData(copy));
+    }
+  } catch (e) {
+    status.textContent = "The sounds could not be loaded: " + e.message + ". Please reload the page.";
+    status.classList.add("error");
+    return;
+  }
+  if (index !== this.index) return;
+  status.textContent = "";
+  this.buffers = buffers;
+  this.shownAt = performance.now();
+  this.render();
   this.$(".hp-play").focus();
+};
+
+/** What the check shows and plays now (read by the browser tests through the inspect event). */
+Check.prototype.state = function () {
+  return {
+    index: this.index,
+    loaded: this.buffers !== null,
+    plays: this.plays,
+    gain_db: this.master ? 20 * Math.log10(this.master.gain.value) : null,
+  };
 };
 
 Check.prototype.render = function () {
   var self = this;
   var heard = this.plays > 0 && !this.sounding;
-  this.$(".hp-play").disabled = this.sounding || this.plays >= this.maxPlays;
+  this.$(".hp-play").disabled = this.buffers === null || this.sounding || this.plays >= this.maxPlays;
   Array.prototype.forEach.call(intervalButtons(this), function (btn) {
     var i = Number(btn.getAttribute("data-interval"));
     btn.disabled = !heard;
@@ -239,22 +145,20 @@ Check.prototype.render = function () {
 };
 
 Check.prototype.play = function () {
-  if (this.sounding || this.plays >= this.maxPlays) return;
+  if (this.buffers === null || this.sounding || this.plays >= this.maxPlays) return;
   var self = this;
   var ctx = this.ctx;
+  ctx.resume();
   var start = ctx.currentTime + 0.1;
   this.plays += 1;
   this.sounding = true;
   this.render();
   var buttons = intervalButtons(this);
-  this.intervals.forEach(function (pair, i) {
-    var buffer = ctx.createBuffer(2, pair[0].length, ctx.sampleRate);
-    buffer.copyToChannel(pair[0], 0);
-    buffer.copyToChannel(pair[1], 1);
+  var at = start;
+  this.buffers.forEach(function (buffer, i) {
     var src = ctx.createBufferSource();
     src.buffer = buffer;
-    src.connect(ctx.destination);
-    var at = start + i * (self.seconds + self.gap);
+    src.connect(self.master);
     src.start(at);
     var lead = (at - ctx.currentTime) * 1000;
     setTimeout(function () {
@@ -262,9 +166,10 @@ Check.prototype.play = function () {
     }, lead);
     setTimeout(function () {
       buttons[i].classList.remove("sounding");
-    }, lead + self.seconds * 1000);
+    }, lead + buffer.duration * 1000);
+    at += buffer.duration + (i < self.buffers.length - 1 ? self.gap : 0);
   });
-  var total = (start - ctx.currentTime + 3 * this.seconds + 2 * this.gap) * 1000;
+  var total = (at - ctx.currentTime) * 1000;
   setTimeout(function () {
     self.sounding = false;
     self.render();
@@ -281,16 +186,13 @@ Check.prototype.choose = function (i) {
 Check.prototype.commit = function () {
   if (this.chosen === null) return;
   var t = this.trials[this.index];
-  var answer = {
+  this.answers.push({
     test: t.test,
     trial: this.index + 1,
-    target: t.target,
     chosen: this.chosen,
     plays: this.plays,
     rt_ms: Math.round(performance.now() - this.shownAt),
-  };
-  if (t.test === "antiphase") answer.antiphase = t.antiphase;
-  this.answers.push(answer);
+  });
   this.next();
 };
 
@@ -317,6 +219,12 @@ function boot() {
   var root = document.querySelector(".hp");
   if (!node || !root) return;
   var check = new Check(root, JSON.parse(node.textContent));
+  root.addEventListener("mushra:inspect", function (ev) {
+    if (!ev.detail || typeof ev.detail !== "object") return;
+    ev.detail.state = function () {
+      return check.state();
+    };
+  });
   check.init();
 }
 

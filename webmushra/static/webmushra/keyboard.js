@@ -59,7 +59,7 @@ function onKey(player, ev) {
     if (!c.slider.disabled) {
       var base = player.ratings[k] === null ? 50 : player.ratings[k];
       player.rate(k, base + delta, true);
-    }
+    } else player.explainLocked(k);
   }
   ev.preventDefault();
 }

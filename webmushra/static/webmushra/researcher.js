@@ -75,8 +75,18 @@
       document.getElementById("n-screened").textContent = s.screened_out;
       document.getElementById("median").textContent =
         s.median_duration_s === null ? "\u2014" : Math.round(s.median_duration_s) + " s";
+      document.getElementById("n-flagged").textContent = s.flagged;
+      document.getElementById("n-excluded").textContent = s.excluded;
       var rows = document.querySelectorAll("#participants tbody tr").length;
       if (d.participants.length !== rows) location.reload();
+      // Trials and quality-control flags as they come in (a form being typed in is left alone).
+      d.participants.forEach(function (p) {
+        var row = box.querySelector('tr[data-participant="' + p.pk + '"]');
+        if (!row) return;
+        row.querySelector(".p-trials").textContent = p.trials_answered + " / " + p.trials_planned;
+        row.querySelector(".p-flagged").textContent = p.flagged_trials;
+        row.querySelector(".p-flags").textContent = p.flags_text;
+      });
     });
   }
 
@@ -98,5 +108,17 @@
     if (monitor) liveMonitor(monitor);
     var reports = document.getElementById("reports");
     if (reports) liveReports(reports);
+    // The messages of a form's section (an upload refused, say) sit beside that form: bring
+    // them into view and give them focus, so the reason is read where the form is.
+    // After the load: the browser's own move to the URL's #fragment would take the focus back.
+    var said = document.getElementById("section-messages") || document.getElementById("failed-cells");
+    if (said) {
+      window.addEventListener("load", function () {
+        setTimeout(function () {
+          said.scrollIntoView({ block: "center" });
+          said.focus({ preventScroll: true });
+        }, 0);
+      });
+    }
   });
 })();

@@ -8,7 +8,8 @@
  * rules and the signal cap, from webmushra/rules.py: the player keeps no defaults of its
  * own), save_url, idempotency_key, csrf_token, instructions, gain_db. start() loads the
  * stimuli (loader.js), then plays them through the engine (engine.js); keyboard.js holds
- * the keys, savequeue.js the retrying save.
+ * the keys, savequeue.js the retrying save. The ratings, played marks and loop of the trial in
+ * progress are kept in the tab's sessionStorage under the idempotency key, so a reload keeps them.
  */
 import { Engine } from "./engine.js";
 import { bindHandleKeys, bindKeys } from "./keyboard.js";
@@ -63,8 +64,15 @@ export function Player(root, data) {
   });
   this.played.ref = false;
   this.moves = [];
+  // The interaction log the server referees the trial by (webmushra/rules.py check_trial):
+  // {t_ms, type: play|stop|move, key, value}, t_ms from the page's start.
+  this.events = [];
+  // Listening (s) and plays per key before a reload restored this trial (restore()).
+  this.listenBefore = {};
+  this.playsBefore = {};
   this.loopUsed = false;
   this.pageStart = performance.now();
+  this.openedAt = Date.now();
   this.loadLog = [];
   this.ready = false;
   this.saving = false;
@@ -104,9 +112,11 @@ Player.prototype.start = async function () {
   });
   this.engine.current = "ref";
   this.engine.onended = function () {
+    self.log("stop", self.engine.current);
     self.render();
   };
   this.build();
+  this.restore();
   this.$(".wm-loading").hidden = true;
   this.$(".wm-player").hidden = false;
   this.ready = true;
@@ -122,6 +132,8 @@ Player.prototype.start = async function () {
   };
   setInterval(function () {
     self.engine.tick();
+    // Listening time and time on the page grow while nothing happens: show what is still missing.
+    if (self.missing().join(" ") !== self.$(".wm-missing").textContent) self.render();
   }, 100);
   var frame = function () {
     self.renderPlayhead();
@@ -145,6 +157,7 @@ Player.prototype.build = function () {
     self.playPause();
   });
   this.$(".wm-stop").addEventListener("click", function () {
+    if (self.engine.playing) self.log("stop", self.engine.current);
     self.engine.stop();
     self.render();
   });
@@ -213,11 +226,18 @@ Player.prototype.build = function () {
     col.appendChild(status);
     var track = el("div", { class: "wm-track" });
     track.appendChild(slider);
+    // A disabled input gets no pointer events (and some engines pass none on to its parents):
+    // this cover, shown while the slider is locked, catches the tap and says why.
+    var lock = el("div", { class: "wm-lock", "aria-hidden": "true" });
+    lock.addEventListener("click", function () {
+      self.explainLocked(s.key);
+    });
+    track.appendChild(lock);
     col.appendChild(track);
     col.appendChild(value);
     if (d.labels && d.labels[s.key]) col.appendChild(el("span", { class: "wm-label" }, d.labels[s.key]));
     strip.appendChild(col);
-    self.columns[s.key] = { col: col, btn: btn, slider: slider, value: value, status: status, n: n };
+    self.columns[s.key] = { col: col, btn: btn, slider: slider, value: value, status: status, n: n, lock: lock };
   });
 
   this.setupWaveform();
@@ -233,14 +253,161 @@ Player.prototype.sliderEnabled = function (key) {
   return true;
 };
 
+/** A tap on a slider that cannot move yet: say what opens it (both rules open it by playing it). */
+Player.prototype.explainLocked = function (key) {
+  var c = this.columns[key];
+  if (!c || !c.slider.disabled) return;
+  this.showHint(key, "Play signal " + c.n + " to rate it.");
+  c.col.classList.add("nudge");
+  clearTimeout(c.nudgeTimer);
+  c.nudgeTimer = setTimeout(function () {
+    c.col.classList.remove("nudge");
+  }, 1500);
+};
+
+/** Show (or, with an empty text, clear) the hint line of the player bar; it clears itself after 8 s. */
+Player.prototype.showHint = function (key, text) {
+  var self = this;
+  var hint = this.$(".wm-hint");
+  this.hintKey = text ? key : null;
+  hint.textContent = "";
+  clearTimeout(this.hintTimer);
+  if (!text) return;
+  // Emptied first, so that a screen reader announces a repeated message again.
+  setTimeout(function () {
+    if (self.hintKey === key) hint.textContent = text;
+  }, 30);
+  this.hintTimer = setTimeout(function () {
+    self.showHint(null, "");
+  }, 8000);
+};
+
+var STORE_PREFIX = "webmushra.trial:";
+
+/**
+ * Keep the trial in progress (ratings, played marks, loop) in this tab's sessionStorage under
+ * its idempotency key (one per participant and trial), so that a reload restores it. The server
+ * still checks every rule, plays included, from its own records on save.
+ */
+Player.prototype.remember = function () {
+  if (!this.ready || this.saved || !this.data.idempotency_key) return;
+  var l = this.engine.loop;
+  var snapshot = {
+    idempotency_key: this.data.idempotency_key,
+    keys: this.keys,
+    ratings: this.ratings,
+    played: this.played,
+    loop: { start: l.start, end: l.end, enabled: l.enabled },
+    loop_used: this.loopUsed,
+    // The interaction log and the listening so far, so that the save after a reload still
+    // shows the server every play, move and second heard since the trial was first opened.
+    opened_at: this.openedAt,
+    events: this.events,
+    listen_s: this.listenTotals(),
+    plays: this.playTotals(),
+  };
+  try {
+    window.sessionStorage.setItem(STORE_PREFIX + this.data.idempotency_key, JSON.stringify(snapshot));
+  } catch (e) {
+    // Storage blocked or full: the trial works on, only a reload forgets it.
+  }
+};
+
+/** Restore what remember() kept, only for this very trial: the same key and the same signals. */
+Player.prototype.restore = function () {
+  var self = this;
+  var snap = null;
+  try {
+    snap = JSON.parse(window.sessionStorage.getItem(STORE_PREFIX + this.data.idempotency_key) || "null");
+  } catch (e) {
+    return;
+  }
+  if (!snap || snap.idempotency_key !== this.data.idempotency_key || !Array.isArray(snap.keys)) return;
+  var same =
+    snap.keys.length === this.keys.length &&
+    snap.keys.every(function (k, i) {
+      return k === self.keys[i];
+    });
+  if (!same) return;
+  var ratings = snap.ratings || {};
+  var played = snap.played || {};
+  this.keys.forEach(function (k) {
+    var r = ratings[k];
+    if (typeof r === "number" && r >= 0 && r <= 100) {
+      self.ratings[k] = Math.round(r);
+      self.columns[k].slider.value = String(self.ratings[k]);
+    }
+    if (played[k] === true) self.played[k] = true;
+  });
+  if (played.ref === true) this.played.ref = true;
+  var l = snap.loop;
+  if (l && isFinite(l.start) && isFinite(l.end)) this.engine.setLoop(Number(l.start), Number(l.end), l.enabled !== false);
+  this.loopUsed = snap.loop_used === true;
+  var earlier = this.openedAt - Number(snap.opened_at);
+  if (Array.isArray(snap.events) && earlier >= 0 && earlier < 864e5) {
+    // Times count from the first opening of the trial; the log goes on from there.
+    this.pageStart -= earlier;
+    this.openedAt = Number(snap.opened_at);
+    this.events = snap.events.filter(function (e) {
+      return e && typeof e.t_ms === "number" && typeof e.type === "string" && typeof e.key === "string";
+    });
+    var keep = function (from, into) {
+      for (var k in from || {}) if (typeof from[k] === "number" && from[k] >= 0) into[k] = from[k];
+    };
+    keep(snap.listen_s, this.listenBefore);
+    keep(snap.plays, this.playsBefore);
+  }
+  this.restored = true;
+};
+
+/** Seconds each key was heard since the trial was first opened (this page and before a reload). */
+Player.prototype.listenTotals = function () {
+  var out = Object.assign({}, this.listenBefore);
+  var now = this.engine.listenSeconds();
+  for (var k in now) out[k] = (out[k] || 0) + now[k];
+  return out;
+};
+
+Player.prototype.playTotals = function () {
+  var out = Object.assign({}, this.playsBefore);
+  for (var k in this.engine.plays) out[k] = (out[k] || 0) + this.engine.plays[k];
+  return out;
+};
+
+Player.prototype.forget = function () {
+  try {
+    window.sessionStorage.removeItem(STORE_PREFIX + this.data.idempotency_key);
+  } catch (e) {
+    // Nothing was kept.
+  }
+};
+
 Player.prototype.markPlayed = function (key) {
   this.played[key] = true;
+  this.log("play", key);
+};
+
+/** Append to the interaction log (a run of slider input events of one key is one entry). */
+Player.prototype.log = function (type, key, value, commit) {
+  var t = Math.round(performance.now() - this.pageStart);
+  var last = this.events[this.events.length - 1];
+  var sameMove = last && type === "move" && last.type === "move" && last.key === key;
+  if (sameMove && !commit && t - last.t_ms < 150) {
+    last.value = value;
+    last.t_ms = t;
+    return;
+  }
+  if (sameMove && last.value === value) return;
+  var event = { t_ms: t, type: type, key: key };
+  if (type === "move") event.value = value;
+  this.events.push(event);
 };
 
 /** Click on a stimulus button: play it (switching at the playhead), or pause it. */
 Player.prototype.toggle = function (key) {
   if (this.engine.playing && this.engine.current === key) {
     this.engine.pause();
+    this.log("stop", key);
   } else {
     this.engine.play(key);
     this.markPlayed(key);
@@ -249,8 +416,10 @@ Player.prototype.toggle = function (key) {
 };
 
 Player.prototype.playPause = function () {
-  if (this.engine.playing) this.engine.pause();
-  else {
+  if (this.engine.playing) {
+    this.engine.pause();
+    this.log("stop", this.engine.current);
+  } else {
     this.engine.play(this.engine.current || "ref");
     this.markPlayed(this.engine.current);
   }
@@ -281,6 +450,7 @@ Player.prototype.rate = function (key, value, commit) {
     } else if (changed || !last || last.key !== key || last.value !== value) {
       this.moves.push({ key: key, value: value, t_ms: t });
     }
+    this.log("move", key, value, commit);
   }
   this.render();
 };
@@ -302,6 +472,14 @@ Player.prototype.missing = function () {
       .join(", ");
   };
   if (this.rules.must_play_all && unplayed.length) msgs.push("Play signal" + (unplayed.length > 1 ? "s " : " ") + nums(unplayed) + ".");
+  var least = Number(this.rules.min_play_seconds) || 0;
+  if (this.rules.must_play_all && least > 0) {
+    var listen = this.listenTotals();
+    var short = this.keys.filter(function (k) {
+      return self.played[k] && (listen[k] || 0) < least;
+    });
+    if (short.length) msgs.push("Listen to signal" + (short.length > 1 ? "s " : " ") + nums(short) + " for at least " + least + " s.");
+  }
   if (unrated.length) msgs.push("Rate signal" + (unrated.length > 1 ? "s " : " ") + nums(unrated) + ".");
   if (
     this.rules.require_one_100 &&
@@ -310,6 +488,8 @@ Player.prototype.missing = function () {
     })
   )
     msgs.push("Rate at least one signal 100 (the one identical to the reference).");
+  var wait = (Number(this.rules.min_trial_seconds) || 0) - (performance.now() - this.pageStart) / 1000;
+  if (!msgs.length && wait > 0) msgs.push("You can submit in " + Math.ceil(wait) + " s.");
   return msgs;
 };
 
@@ -333,6 +513,8 @@ Player.prototype.render = function () {
     c.btn.querySelector(".wm-icon").textContent = playing ? "\u275A\u275A" : self.played[k] ? "\u2713" : "\u25B7";
     c.status.textContent = playing ? "playing" : self.played[k] ? "played" : "not played";
     c.slider.disabled = !self.sliderEnabled(k);
+    c.lock.hidden = !c.slider.disabled;
+    if (self.hintKey === k && !c.slider.disabled) self.showHint(null, "");
     var r = self.ratings[k];
     c.slider.classList.toggle("unrated", r === null);
     c.value.textContent = r === null ? "\u2013" : String(r);
@@ -345,6 +527,7 @@ Player.prototype.render = function () {
   var missing = this.missing();
   this.$(".wm-missing").textContent = missing.join(" ");
   this.$(".wm-submit").disabled = missing.length > 0 || this.saving;
+  this.remember();
 };
 
 Player.prototype.renderPlayhead = function () {
@@ -452,17 +635,22 @@ Player.prototype.setupWaveform = function () {
 
 Player.prototype.telemetry = function () {
   var self = this;
-  var listen = this.engine.listenSeconds();
+  // Since the trial was first opened (a reload restores what came before: restore()).
+  var listen = this.listenTotals();
+  var plays = this.playTotals();
   var signals = {};
   this.keys.forEach(function (k) {
-    signals[k] = { plays: self.engine.plays[k] || 0, listen_ms: Math.round(1000 * (listen[k] || 0)) };
+    signals[k] = { plays: plays[k] || 0, listen_ms: Math.round(1000 * (listen[k] || 0)) };
   });
   var l = this.engine.loop;
   return {
     signals: signals,
-    reference: { plays: this.engine.plays.ref || 0, listen_ms: Math.round(1000 * (listen.ref || 0)) },
+    reference: { plays: plays.ref || 0, listen_ms: Math.round(1000 * (listen.ref || 0)) },
     loop: { used: this.loopUsed, enabled: l.enabled, start_s: l.start, end_s: l.end },
     slider_moves: this.moves.slice(),
+    events: this.events.map(function (e) {
+      return Object.assign({}, e);
+    }),
     time_on_page_ms: Math.round(performance.now() - this.pageStart),
     user_agent: navigator.userAgent,
     // The context facts read once when it was made (loader.js): reading AudioContext.outputLatency
@@ -494,6 +682,7 @@ Player.prototype.submit = async function () {
     });
     status.textContent = "Saved.";
     this.saved = answer;
+    this.forget();
     if (answer.next_url) window.location.assign(answer.next_url);
   } catch (e) {
     this.saving = false;
@@ -519,6 +708,9 @@ Player.prototype.state = function () {
     loop: { start: e.loop.start, end: e.loop.end, enabled: e.loop.enabled },
     ratings: Object.assign({}, this.ratings),
     played: Object.assign({}, this.played),
+    listen_s: this.listenTotals(),
     progress_log: this.loadLog.slice(),
+    gain_db: 20 * Math.log10(this.master.gain.value),
+    restored: this.restored === true,
   };
 };
