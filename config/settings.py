@@ -228,6 +228,9 @@ RENDER_TIME_LIMIT = env_int("RENDER_TIME_LIMIT", RENDER_SOFT_TIME_LIMIT + 120)
 RENDER_MAX_ATTEMPTS = env_int("RENDER_MAX_ATTEMPTS", 3)
 # A running job whose heartbeat is older than this is taken as lost and requeued.
 RENDER_STALE_SECONDS = env_int("RENDER_STALE_SECONDS", 120)
+# A running job's heartbeat is written at least this often, whatever step it is in (metrics,
+# loudness, writing): a live job is never taken for a lost one.
+RENDER_HEARTBEAT_SECONDS = env_float("RENDER_HEARTBEAT_SECONDS", min(10.0, RENDER_STALE_SECONDS / 4))
 # A queued job older than this is re-sent (the filesystem broker can lose messages).
 RENDER_RESEND_SECONDS = env_int("RENDER_RESEND_SECONDS", 600)
 REAPER_INTERVAL_SECONDS = env_float("REAPER_INTERVAL_SECONDS", 60.0)
@@ -264,6 +267,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A web request must not hang on a dead broker: give up quickly, the reaper re-sends.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A pool child imports torch when it starts (about 10 s on a small machine); Celery's default
+# of 4 s kills and restarts children that are merely starting, stalling the queue for minutes.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 60.0)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "modelrunner.tasks.reap_stale_jobs", "schedule": REAPER_INTERVAL_SECONDS},
 }

@@ -202,6 +202,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rows.append(("state", f"recurrent, {info['state_size']} values per channel"))
     elif info["state_size"]:
         rows.append(("state", f"cached context, {info['state_size']} values per channel"))
+    slim = model.metadata.get("nam_slimmable")
+    if isinstance(slim, dict):
+        rows.append(("slimmable", f"runs {slim['runs']}: {slim['note']}"))
     rows.append(("receptive field", f"{model.receptive_field} samples ({1000 * model.receptive_field / sr:.1f} ms)"))
     if "pruning" in info:
         pr = info["pruning"]

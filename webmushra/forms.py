@@ -21,6 +21,7 @@ from .rules import (
     flow,
     headphone_settings,
     player_rules,
+    questionnaire_fields,
 )
 
 #: The analysis's own post-screening defaults (BS.1534-3 §4.1.2), shown on the settings page.
@@ -314,7 +315,9 @@ class SettingsForm(forms.Form):
                 name: analysis.get(name, getattr(SCREENING_DEFAULTS, name))
                 for name in ("reference_threshold", "reference_max_fraction", "anchor_threshold", "anchor_max_fraction")
             },
-            "questionnaire": json.dumps(cfg["questionnaire"], indent=1) if cfg.get("questionnaire") else "",
+            # The questionnaire participants get (the default one when none was set): saving the
+            # page unchanged keeps it; an empty box means no questionnaire.
+            "questionnaire": json.dumps(questions, indent=1) if (questions := questionnaire_fields(experiment)) else "",
         }
         return cls(initial=initial)
 

@@ -44,7 +44,7 @@ from django.utils.html import strip_tags
 from . import errors, rules
 from .models import ConditionKind, Experiment, Rating
 from .rules import MAX_SIGNALS_PER_TRIAL
-from .selectors import QUALITY_COLUMNS, flag_codes
+from .selectors import QUALITY_COLUMNS, csv_cell, flag_codes
 from .services import experiments, files, uploads
 
 #: Page types with a counterpart here; everything else is reported as unsupported.
@@ -547,7 +547,7 @@ def mushra_csv(experiment: Experiment) -> str:
     )
     for r in ratings:
         answers = r.participant.questionnaire or {}
-        writer.writerow(
+        row = (
             [test_id, f"P{r.participant_id}"]
             + [answers.get(q, "") for q in questions]
             + [
@@ -561,4 +561,5 @@ def mushra_csv(experiment: Experiment) -> str:
                 r.participant.exclusion_reason,
             ]
         )
+        writer.writerow([csv_cell(v) for v in row])
     return buf.getvalue()

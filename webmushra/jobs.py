@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 from modelrunner.errors import ModelRunnerError
 
@@ -55,11 +57,47 @@ def _media(rel: str) -> Path:
     return Path(settings.MEDIA_ROOT) / rel
 
 
+class _KeepAlive:
+    """Writes the job's heartbeat every ``RENDER_HEARTBEAT_SECONDS`` from a thread of its own
+    while the job runs, so steps that report no progress (metrics, loudness, anchors, writing)
+    never look like a dead worker. Stops when the job ends or is no longer ours."""
+
+    def __init__(self, claim: rendering.Claim) -> None:
+        self.claim = claim
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{claim.job.pk}", daemon=True)
+
+    def _run(self) -> None:
+        interval = float(settings.RENDER_HEARTBEAT_SECONDS)
+        try:
+            while not self.stop.wait(interval):
+                try:
+                    if not rendering.keep_alive(claim=self.claim):
+                        return
+                except DatabaseError:  # a busy or restarting database: try again next time
+                    log.warning("heartbeat of job %s not written; retrying", self.claim.job.pk)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _KeepAlive:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
 def run_job(job_id: int) -> str:
     """Run one job if it can be claimed; return what happened (for logs and tests)."""
     claim = rendering.claim_job(job_id=job_id, worker=worker_name())
     if claim is None:
         return "skipped"
+    with _KeepAlive(claim):
+        return _run_claimed(claim, job_id)
+
+
+def _run_claimed(claim: rendering.Claim, job_id: int) -> str:
     try:
         if claim.job.kind == RenderJob.Kind.MODEL:
             _run_model(claim)

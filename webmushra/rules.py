@@ -152,6 +152,10 @@ def player_rules(experiment: Experiment) -> dict[str, bool | float]:
 EVENT_TYPES = ("play", "stop", "move")
 #: The most events one trial may log (an hour of dragging logs far fewer).
 MAX_EVENTS = 20_000
+#: The largest save a participant's page may send (a trial with its log; the headphone answers):
+#: larger bodies get 413 and nothing is stored.
+MAX_SAVE_BYTES = 2 * 1024 * 1024
+MAX_SCREENING_BYTES = 64 * 1024
 #: Slack (s) allowed between the page's clock and the server's over one trial (network, start-up).
 CLOCK_SLACK_S = 1.0
 
@@ -394,6 +398,44 @@ QUESTION_TYPES = ("text", "number", "textarea", "select")
 #: Experiment fields a researcher edits on the settings page (besides ``config``).
 SETTINGS_FIELDS = ("title", "description", "instructions", "consent_text", "estimated_minutes", "loudness_target_lufs")
 HEADPHONE_TESTS = ("antiphase", "huggins")
+
+
+def questionnaire_problem(field: dict[str, Any], answer: str) -> str:
+    """What is wrong with one questionnaire answer ("" when nothing): missing when required, a
+    choice that is not among the options, a number that is not a number."""
+    if not answer:
+        return " (required)" if field.get("required") else ""
+    if field.get("type") == "select" and answer not in field.get("options", []):
+        return " (choose one of the options)"
+    if field.get("type") == "number":
+        try:
+            value = float(answer)
+        except ValueError:
+            return " (a number)"
+        if not math.isfinite(value) or abs(value) > 1e9:
+            return " (a number)"
+    return ""
+
+
+#: Config keys that may change while the experiment is open: where participants are sent at the
+#: end, and how the analysis and quality flags read the data. Everything else shapes what
+#: participants do, so it stays as they started with it.
+OPEN_CHANGEABLE = frozenset(
+    {"completion_url", "completion_code", "screenout_url", "screenout_code", "analysis", "quality"}
+)
+
+
+def participant_facing(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings participants experience, defaults filled in (to tell a real change apart)."""
+    out = {k: v for k, v in config.items() if k not in OPEN_CHANGEABLE}
+    out["rules"] = RULE_DEFAULTS | (config.get("rules") or {})
+    out["headphone_check"] = HEADPHONE_DEFAULTS | (config.get("headphone_check") or {})
+    for key, default in FLOW_DEFAULTS.items():
+        out[key] = bool(config.get(key, default))
+    questions = config.get("questionnaire")
+    out["questionnaire"] = DEFAULT_QUESTIONNAIRE if questions is None else questions
+    out["trial_subset_size"] = int(config.get("trial_subset_size") or 0)
+    return out
 
 
 def validate_questionnaire(fields: Any) -> list[dict]:

@@ -70,11 +70,23 @@ def analysis_rows(experiment: Experiment) -> list[dict]:
     return [{k: r[k] for k in RATING_COLUMNS} for r in ratings_rows(experiment) if not r["excluded"]]
 
 
+#: Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell safe to open in a spreadsheet: text starting with a formula character gets a
+    leading apostrophe (OWASP "CSV Injection"); numbers and other text pass unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def ratings_csv(experiment: Experiment) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(ratings_rows(experiment))
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in ratings_rows(experiment))
     return buf.getvalue()
 
 

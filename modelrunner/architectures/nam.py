@@ -105,16 +105,21 @@ class NamLayerArray(nn.Module):
         channels: int,
         kernel_size: int,
         dilations: list[int],
-        act: str,
-        gated: bool,
+        act: str | list[str],
+        gated: bool | list[bool],
         head_out: int,
         head_kernel: int,
         head_bias: bool,
     ) -> None:
+        """``act`` and ``gated`` are one value for every layer or a list with one per layer."""
         super().__init__()
+        acts = act if isinstance(act, list) else [act] * len(dilations)
+        gates = gated if isinstance(gated, list) else [gated] * len(dilations)
+        if len(acts) != len(dilations) or len(gates) != len(dilations):
+            raise ValueError("one activation and one gating mode per layer")
         self.rechannel = nn.Conv1d(input_size, channels, 1, bias=False)
         self.layers = nn.ModuleList(
-            NamWaveNetLayer(condition_size, channels, kernel_size, d, act, gated) for d in dilations
+            NamWaveNetLayer(condition_size, channels, kernel_size, d, a, g) for d, a, g in zip(dilations, acts, gates)
         )
         self.head_rechannel = CausalConv1d(channels, head_out, head_kernel, bias=head_bias)
 
@@ -145,21 +150,31 @@ class _FoldedLayer:
 class NamWaveNet(StreamingConvNet):
     """NAM's WaveNet: layer arrays whose head outputs feed the next array's head sum.
 
-    ``(B, T) -> (B, T)``; the conditioning input of every layer is the audio input.
+    ``(B, T) -> (B, T)``; the conditioning input of every layer is the audio input, or,
+    with ``condition_dsp`` (a ``.nam`` 0.6 option), that network's multi-channel output
+    for the same input (NeuralAmpModelerCore ``WaveNet::_process_condition``); the first
+    layer array still takes the audio itself.
     """
 
     head_scale: torch.Tensor
 
-    def __init__(self, arrays: list[NamLayerArray], head_scale: float) -> None:
+    def __init__(self, arrays: list[NamLayerArray], head_scale: float, condition_dsp: NamWaveNet | None = None) -> None:
         super().__init__()
         self.arrays = nn.ModuleList(arrays)
         self.register_buffer("head_scale", torch.tensor(float(head_scale)))
+        # A submodule: its convolutions count in the receptive field, its contexts in the state.
+        self.condition_dsp = condition_dsp
 
     def layer_arrays(self) -> list[NamLayerArray]:
         return members(self.arrays, NamLayerArray)
 
+    def _condition(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
+        """Every layer's condition: the input, or the ``condition_dsp``'s output (its
+        contexts come first in the state)."""
+        return x if self.condition_dsp is None else self.condition_dsp._forward(x, knobs, caches)
+
     def _forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
-        condition = x
+        condition = self._condition(x, knobs, caches)
         y = x
         head: torch.Tensor | None = None
         for arr in self.layer_arrays():
@@ -188,7 +203,8 @@ class NamWaveNet(StreamingConvNet):
     ) -> tuple[torch.Tensor, State]:
         """``forward``'s output and state (to float rounding, ~1e-7) in fewer, cheaper kernels.
 
-        Used by the renderer; ``forward`` stays the plain reference. Where the compiled
+        Used by the renderer; ``forward`` stays the plain reference. A ``condition_dsp``
+        runs in PyTorch's plain path and its output feeds either fast path. Where the compiled
         kernel (``kernels/wavenet.c``) is built and every layer's activation is tanh or ReLU
         (gated or not), each layer array's layers run there (``_compiled_forward``).
         Otherwise PyTorch's path (``_fast_forward``): each dilated convolution is one
@@ -207,7 +223,7 @@ class NamWaveNet(StreamingConvNet):
     def render_kernel(self) -> str:
         """Which kernel renders this model, for ``inspect``."""
         if self._compiled() is not None:
-            return "compiled WaveNet kernel"
+            return "compiled WaveNet kernel" + (" (condition_dsp in PyTorch)" if self.condition_dsp is not None else "")
         reason = "an activation the kernel lacks" if native.library() is not None else native.reason()
         return f"PyTorch ({reason})"
 
@@ -230,7 +246,7 @@ class NamWaveNet(StreamingConvNet):
         lib = native.library()
         if lib is None:
             raise RuntimeError(f"the compiled WaveNet kernel is not available ({native.reason()})")
-        condition = x.contiguous()
+        condition = self._condition(x, knobs, caches).contiguous()
         y = x
         head: torch.Tensor | None = None
         for arr, packed in zip(self.layer_arrays(), arrays):
@@ -291,7 +307,7 @@ class NamWaveNet(StreamingConvNet):
 
     def _fast_forward(self, x: torch.Tensor, knobs: torch.Tensor, caches: Caches) -> torch.Tensor:
         batch = x.shape[0]
-        condition = x
+        condition = self._condition(x, knobs, caches)
         y = x
         head: torch.Tensor | None = None
         for arr, prepared in zip(self.layer_arrays(), self._fast_weights(batch)):

@@ -11,6 +11,12 @@ format          recognised by                                   module
                  plain state_dict (needs ``config=``)
 ``lightning``    torch file whose dict has ``state_dict`` and      ``lightning``
                  ``hparams``/``hyper_parameters``
+``rtneural``     JSON object with ``in_shape`` + ``layers`` lists   ``rtneural``
+                 (RTNeural / AIDA-X)
+``guitarml_wavenet``  JSON object with ``variables`` +           ``guitarml_wavenet``
+                 ``dilations`` lists (SmartGuitarPedal/Amp)
+``smartamppro``  JSON object with ``conv1d``, ``conv1d_1``,         ``smartamppro``
+                 ``lstm``, ``dense``, ``input_size``
 ==============  ==============================================  =================
 
 Torch files are only ever opened through :func:`modelrunner.safety.torch_load`
@@ -29,7 +35,7 @@ from .. import safety
 from ..errors import CheckpointError
 from ..model import EffectModel
 
-FORMATS = ("coreaudioml", "nam", "native", "lightning")
+FORMATS = ("coreaudioml", "nam", "native", "lightning", "rtneural", "guitarml_wavenet", "smartamppro")
 
 __all__ = ["FORMATS", "detect_format", "load"]
 
@@ -61,7 +67,7 @@ def _torch_kind(obj: Any) -> str:
 
 
 def detect_format(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> str:
-    """Return ``"coreaudioml"``, ``"nam"``, ``"native"`` or ``"lightning"`` for a file.
+    """Return the format name (one of ``FORMATS``) for a file.
 
     Raises ``CheckpointError`` for anything else (including TorchScript archives and
     pickles that the safe loader refuses).
@@ -77,8 +83,18 @@ def detect_format(path: str | os.PathLike[str], *, max_bytes: int | None = None)
             return "coreaudioml"
         if "architecture" in data and "weights" in data:
             return "nam"
+        from . import guitarml_wavenet, rtneural, smartamppro
+
+        if rtneural.looks_like(data):
+            return "rtneural"
+        if guitarml_wavenet.looks_like(data):
+            return "guitarml_wavenet"
+        if smartamppro.looks_like(data):
+            return "smartamppro"
         raise CheckpointError(
-            f"{p.name}: JSON file is neither CoreAudioML (model_data + state_dict) nor NAM (architecture + weights)"
+            f"{p.name}: JSON file is none of CoreAudioML (model_data + state_dict), NAM (architecture + weights), "
+            "RTNeural/AIDA-X (in_shape + layers), GuitarML WaveNet (variables + dilations) or SmartAmpPro "
+            "(conv1d, conv1d_1, lstm, dense, input_size)"
         )
     if kind == "safetensors":
         return "native"
@@ -105,12 +121,15 @@ def load(
     """
     safety.check_environment()
     fmt = detect_format(path, max_bytes=max_bytes)
-    from . import coreaudioml, lightning, nam, native
+    from . import coreaudioml, guitarml_wavenet, lightning, nam, native, rtneural, smartamppro
 
     loaders: dict[str, Callable[..., EffectModel]] = {
         "coreaudioml": coreaudioml.load,
         "nam": nam.load,
         "native": native.load,
         "lightning": lightning.load,
+        "rtneural": rtneural.load,
+        "guitarml_wavenet": guitarml_wavenet.load,
+        "smartamppro": smartamppro.load,
     }
     return loaders[fmt](path, sample_rate=sample_rate, config=config, max_bytes=max_bytes)

@@ -103,3 +103,37 @@ def as_tensor(value: Any, key: str, source: str) -> torch.Tensor:
     except (TypeError, ValueError, RuntimeError):
         raise CheckpointError(f"{source}: weight {key!r} is not a (rectangular) list of numbers") from None
     return t
+
+
+def shaped(value: Any, shape: tuple[int, ...], field: str, source: str) -> torch.Tensor:
+    """A nested list of finite numbers with exactly ``shape`` as float32, naming ``field`` otherwise.
+
+    Called only after the declared sizes have been bounded, so the tensor is never larger
+    than what the file itself holds.
+    """
+    t = as_tensor(value, field, source)
+    if tuple(t.shape) != tuple(shape):
+        raise CheckpointError(f"{source}: {field} has shape {list(t.shape)}, expected {list(shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"{source}: {field} holds NaN or infinite values")
+    return t
+
+
+def whole(value: Any, field: str, source: str, lo: int, hi: int) -> int:
+    """A whole number in ``lo..hi`` (bools refused), naming ``field`` otherwise."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value == value
+        or value
+        in (
+            float("inf"),
+            float("-inf"),
+        )
+        or value != int(value)
+    ):
+        raise CheckpointError(f"{source}: {field} {value!r} is not a whole number")
+    n = int(value)
+    if not lo <= n <= hi:
+        raise CheckpointError(f"{source}: {field} {n} is outside {lo}..{hi}")
+    return n

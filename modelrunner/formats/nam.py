@@ -1,9 +1,9 @@
 """Neural Amp Modeler ``.nam`` files (neural-amp-modeler export, versions 0.5.x to 0.7.x).
 
-A ``.nam`` file is a JSON object: ``version``, ``architecture`` (``Linear``, ``LSTM`` or
-``WaveNet`` here), ``config``, a flat list ``weights``, ``sample_rate`` (48 kHz when
-absent, as in files written before 0.5.2) and optional ``metadata`` (gear, loudness,
-validation ESR...), kept as the model's metadata.
+A ``.nam`` file is a JSON object: ``version``, ``architecture`` (``Linear``, ``LSTM``,
+``WaveNet`` or ``SlimmableContainer`` here), ``config``, a flat list ``weights``,
+``sample_rate`` (48 kHz when absent, as in files written before 0.5.2) and optional
+``metadata`` (gear, loudness, validation ESR...), kept as the model's metadata.
 
 ``weights`` is consumed in the order of NeuralAmpModelerCore's constructors (the same
 order neural-amp-modeler's ``export_weights`` writes); every convolution weight is
@@ -19,14 +19,29 @@ order neural-amp-modeler's ``export_weights`` writes); every convolution weight 
   bias, the input-mixer weights (no bias), the 1x1 weights and bias; then the head
   rechannel weights and, if ``head_bias`` (or ``head.bias`` in 0.7), its bias; finally
   ``head_scale`` itself. Layer arrays use the 0.5.x keys ``head_size``/``head_bias`` or
-  the 0.7.x key ``head: {out_channels, kernel_size, bias}``. Later options (FiLM,
-  bottleneck, grouped convolutions, head 1x1, condition DSP) are refused by name.
+  the 0.7.x key ``head: {out_channels, kernel_size, bias}``.
+  ``condition_dsp`` (0.6): a nested WaveNet ``.nam`` object with its own weights whose
+  output channels are every layer's condition (``condition_size`` must match).
+  ``slimmable: {method: slice_channels_uniform, kwargs: {allowed_channels}}`` (0.7): read
+  at full size, or cut to ``config={"slimmable_size": v}`` as NeuralAmpModelerCore's
+  ``slimmable.cpp`` does (leading rows and columns of every weight).
+  Per-layer ``gating_mode`` ("none"/"gated", once or a list), per-layer ``activation``
+  lists, ``layer1x1`` active and ungrouped, ``head1x1`` inactive, FiLM blocks inactive,
+  ``bottleneck`` equal to ``channels``, ``groups_input``/``groups_input_mixin`` 1 and
+  equal ``kernel_sizes`` are the plain network and are read; any other value of these
+  keys (the A2 options), ``gating_mode`` "blended", a non-sigmoid ``secondary_activation``
+  and a post-stack ``head`` are refused under the key the file carries.
+* ``SlimmableContainer`` (``submodels``: ``{max_value, model}`` sorted by ``max_value``,
+  the last >= 1.0; top-level weights unused): size ``v`` runs the first submodel with
+  ``v < max_value``; without a size the last one, as NeuralAmpModelerCore does. Every
+  submodel is checked (sizes on the meta device, weight counts); only that one is built.
 
 A count of weights different from what the config implies is refused, naming both.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -49,13 +64,6 @@ KNOWN_VERSIONS = ("0.5.", "0.6.", "0.7.")
 # hostile config from asking for a network that is slow even to describe.
 _MAX_WAVENET = {"channels": 4096, "kernel_size": 4096, "dilation": 1 << 16, "layers": 1024}
 
-# Options of newer layer-array configs we accept only at their neutral value.
-_NEUTRAL = {
-    "groups_input": 1,
-    "groups_input_mixin": 1,
-    "slimmable": None,
-}
-
 
 def load(
     path: str | os.PathLike[str],
@@ -64,54 +72,43 @@ def load(
     config: Any = None,
     max_bytes: int | None = None,
 ) -> EffectModel:
-    """Load a ``.nam`` file as a streaming ``EffectModel``."""
+    """Load a ``.nam`` file as a streaming ``EffectModel``.
+
+    ``config`` may be ``{"slimmable_size": v}`` (or a JSON file holding it), ``0 <= v <= 1``: the size a
+    slimmable model runs at (NeuralAmpModelerCore ``SetSlimmableSize``). Without it a
+    ``SlimmableContainer`` runs its last (full-size) submodel and a slimmable WaveNet its
+    full channel counts, as NeuralAmpModelerCore does before a size is set.
+    """
     started = time.perf_counter()
     p = Path(path)
     data = read_json(p, max_bytes)
-    for key in ("architecture", "config", "weights"):
-        if key not in data:
-            raise CheckpointError(f"{p.name}: not a NAM file (no {key!r})")
-    arch = data["architecture"]
-    cfg = data["config"]
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{p.name}: NAM 'config' must be an object")
-    weights = data["weights"]
-    if not isinstance(weights, list) or not all(
-        isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
-    ):
-        raise CheckpointError(f"{p.name}: NAM 'weights' must be a flat list of numbers")
-    flat = torch.tensor(weights, dtype=torch.float64).float()
-    if not bool(torch.isfinite(flat).all()):
-        bad = int((~torch.isfinite(flat)).nonzero()[0, 0])
-        raise CheckpointError(f"{p.name}: weights[{bad}] is NaN or infinite")
+    size = _slimmable_size(config, p.name)
     version = str(data.get("version", "unknown"))
     warnings: list[str] = []
     if not version.startswith(KNOWN_VERSIONS):
         warnings.append(f"NAM file version {version} is outside the versions read here (0.5-0.7)")
-    try:
-        # The config is sized on the meta device first: a small file may declare a huge network.
-        with torch.device("meta"):
-            plan, name, stateful = _build(arch, cfg, p.name)
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{p.name}: bad NAM {arch} config ({type(exc).__name__}: {exc})") from None
-    expected = _weight_count(plan)
-    safety.check_model_size(expected, flat.numel(), source=p.name)
-    if expected != flat.numel():
-        raise CheckpointError(f"{p.name}: config implies {expected} weights, file has {flat.numel()}")
-    module = _build(arch, cfg, p.name)[0]
-    _import_weights(module, flat, p.name)
+    module, name, stateful, chosen = _model(data, p.name, size, 0)
     if sample_rate is not None:
         rate = check_sample_rate(sample_rate, p.name)
-    elif data.get("sample_rate") is not None:
-        rate = check_sample_rate(data["sample_rate"], p.name)
+    elif chosen.get("sample_rate") is not None:
+        rate = check_sample_rate(chosen["sample_rate"], p.name)
     else:
         rate = DEFAULT_SAMPLE_RATE
         warnings.append("no sample_rate in file; assumed 48000 Hz")
-    metadata = dict(data.get("metadata") or {})
+    metadata = dict(data.get("metadata") or chosen.get("metadata") or {})
     metadata["nam_version"] = version
-    metadata["nam_config"] = cfg
+    metadata["nam_config"] = chosen.get("config")
+    if _is_slimmable(data):
+        metadata["nam_slimmable"] = {
+            "slimmable_size": size,
+            "runs": name,
+            "note": (
+                "full size (the last submodel, every channel), as NeuralAmpModelerCore runs it before a size is set"
+                if size is None
+                else f"chosen with slimmable_size={size:g}"
+            )
+            + "; choose with config={'slimmable_size': 0..1}",
+        }
     rf = module.receptive_field if isinstance(module, StreamingConvNet) and not stateful else 1
     return make_model(
         path=p,
@@ -127,7 +124,129 @@ def load(
     )
 
 
-def _build(arch: Any, cfg: dict[str, Any], source: str) -> tuple[nn.Module, str, bool]:
+def _is_slimmable(data: dict[str, Any]) -> bool:
+    """A ``SlimmableContainer`` or a WaveNet with a ``slimmable`` layer array."""
+    cfg = data.get("config")
+    if data.get("architecture") == "SlimmableContainer":
+        return True
+    layers = cfg.get("layers") if isinstance(cfg, dict) else None
+    return isinstance(layers, list) and any(isinstance(lc, dict) and lc.get("slimmable") for lc in layers)
+
+
+_MAX_NESTING = 4  # a container or condition_dsp inside another, at most this deep
+_MAX_SUBMODELS = 16
+
+
+def _slimmable_size(config: Any, source: str) -> float | None:
+    """``config["slimmable_size"]``; ``config`` is a dict or the path of a JSON file holding one."""
+    if config is None:
+        return None
+    if isinstance(config, (str, os.PathLike)):
+        config = read_json(Path(config), None)
+    if not isinstance(config, dict) or set(config) - {"slimmable_size"}:
+        raise CheckpointError(f"{source}: a NAM file takes config={{'slimmable_size': 0..1}} only, not {config!r}")
+    value = config.get("slimmable_size")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise CheckpointError(f"{source}: slimmable_size must be a number in 0..1, got {value!r}")
+    return float(value)
+
+
+def _flat_weights(weights: Any, source: str) -> torch.Tensor:
+    if not isinstance(weights, list) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
+    ):
+        raise CheckpointError(f"{source}: NAM 'weights' must be a flat list of numbers")
+    flat = torch.tensor(weights, dtype=torch.float64, device="cpu").float()
+    if not bool(torch.isfinite(flat).all()):
+        bad = int((~torch.isfinite(flat)).nonzero()[0, 0])
+        raise CheckpointError(f"{source}: weights[{bad}] is NaN or infinite")
+    return flat
+
+
+def _model(
+    data: Any, source: str, size: float | None, depth: int, *, condition: bool = False
+) -> tuple[nn.Module, str, bool, dict[str, Any]]:
+    """The module of one NAM model object (the file, a submodel or a ``condition_dsp``), its
+    label, whether it is stateful, and the model object that runs (a container's submodel).
+
+    Under ``torch.device("meta")`` only sizes and weight counts are checked."""
+    if depth > _MAX_NESTING:
+        raise CheckpointError(f"{source}: NAM models nested more than {_MAX_NESTING} deep")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: a NAM model must be a JSON object")
+    for key in ("architecture", "config"):
+        if key not in data:
+            raise CheckpointError(f"{source}: not a NAM file (no {key!r})")
+    arch = data["architecture"]
+    cfg = data["config"]
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: NAM 'config' must be an object")
+    if arch == "SlimmableContainer" and not condition:
+        return _container(cfg, data, source, size, depth)
+    if "weights" not in data:
+        raise CheckpointError(f"{source}: not a NAM file (no 'weights')")
+    flat = _flat_weights(data["weights"], source)
+    try:
+        # The config is sized on the meta device first: a small file may declare a huge network.
+        with torch.device("meta"):
+            plan, name, stateful = _build(arch, cfg, source, depth, condition)
+        expected = _weight_count(plan)
+        safety.check_model_size(expected, flat.numel(), source=source)
+        if expected != flat.numel():
+            raise CheckpointError(f"{source}: config implies {expected} weights, file has {flat.numel()}")
+        if torch.get_default_device().type == "meta":
+            return plan, name, stateful, data
+        module = _build(arch, cfg, source, depth, condition)[0]
+        _import_weights(module, flat, source)
+        if isinstance(module, NamWaveNet) and size is not None:
+            module, name = _slimmed(module, cfg, size, source, name)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: bad NAM {arch} config ({type(exc).__name__}: {exc})") from None
+    return module, name, stateful, data
+
+
+def _container(
+    cfg: dict[str, Any], data: dict[str, Any], source: str, size: float | None, depth: int
+) -> tuple[nn.Module, str, bool, dict[str, Any]]:
+    """NeuralAmpModelerCore's ``SlimmableContainer`` (``container.cpp``): submodels sorted by
+    ``max_value``, the last covering 1.0; size ``v`` runs the first with ``v < max_value``,
+    no size the last. Every submodel is checked; only the one that runs is built."""
+    subs = cfg.get("submodels")
+    if not isinstance(subs, list) or not 1 <= len(subs) <= _MAX_SUBMODELS:
+        raise CheckpointError(f"{source}: SlimmableContainer 'submodels' must be a list of 1..{_MAX_SUBMODELS} models")
+    bounds: list[float] = []
+    for i, entry in enumerate(subs):
+        bound = entry.get("max_value") if isinstance(entry, dict) else None
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise CheckpointError(f"{source}: SlimmableContainer submodels[{i}] needs a numeric 'max_value'")
+        if bounds and bound <= bounds[-1]:
+            raise CheckpointError(f"{source}: SlimmableContainer submodels must ascend in 'max_value'")
+        bounds.append(float(bound))
+    if bounds[-1] < 1.0:
+        raise CheckpointError(f"{source}: SlimmableContainer's last submodel 'max_value' must be >= 1.0")
+    rate = data.get("sample_rate")
+    for i, entry in enumerate(subs):
+        sub = entry.get("model")
+        sub_rate = sub.get("sample_rate") if isinstance(sub, dict) else None
+        if rate is not None and sub_rate is not None and sub_rate != rate:
+            raise CheckpointError(f"{source}: SlimmableContainer submodels[{i}] 'sample_rate' {sub_rate} is not {rate}")
+        with torch.device("meta"):
+            _model(sub, f"{source} submodels[{i}]", None, depth + 1)
+    index = len(subs) - 1 if size is None else next(i for i, b in enumerate(bounds) if size < b or i == len(bounds) - 1)
+    module, name, stateful, chosen = _model(subs[index]["model"], f"{source} submodels[{index}]", None, depth + 1)
+    label = f"NAM SlimmableContainer, submodel {index + 1} of {len(subs)} (max_value {bounds[index]:g}): {name}"
+    if chosen.get("sample_rate") is None and rate is not None:
+        chosen = {**chosen, "sample_rate": rate}
+    return module, label, stateful, chosen
+
+
+def _build(
+    arch: Any, cfg: dict[str, Any], source: str, depth: int, condition: bool = False
+) -> tuple[nn.Module, str, bool]:
     """The module for ``arch``/``cfg`` with its label and whether it is stateful."""
     if arch == "Linear":
         return _linear(cfg, source), "NAM Linear", False
@@ -135,8 +254,11 @@ def _build(arch: Any, cfg: dict[str, Any], source: str) -> tuple[nn.Module, str,
         module = _lstm(cfg, source)
         return module, f"NAM LSTM-{module.core.hidden_size}", True
     if arch == "WaveNet":
-        return _wavenet(cfg, source), "NAM WaveNet", False
-    raise CheckpointError(f"{source}: NAM architecture {arch!r} is not supported (Linear, LSTM, WaveNet)")
+        net = _wavenet(cfg, source, depth, condition)
+        return net, "NAM WaveNet" + (" with condition_dsp" if net.condition_dsp is not None else ""), False
+    raise CheckpointError(
+        f"{source}: NAM architecture {arch!r} is not supported (Linear, LSTM, WaveNet, SlimmableContainer)"
+    )
 
 
 def _lstm_weight_count(hidden: int, layers: int) -> int:
@@ -176,35 +298,122 @@ def _activation_name(value: Any) -> str:
     return value
 
 
-def _wavenet(cfg: dict[str, Any], source: str) -> NamWaveNet:
+_FILMS = (
+    "conv_pre_film",
+    "conv_post_film",
+    "input_mixin_pre_film",
+    "input_mixin_post_film",
+    "activation_pre_film",
+    "activation_post_film",
+    "layer1x1_post_film",
+    "head1x1_post_film",
+)
+
+
+def _per_layer(lc: dict[str, Any], key: str, n: int) -> list[Any]:
+    """A layer-array option given once or as a list with one entry per layer."""
+    value = lc[key]
+    if isinstance(value, list):
+        if len(value) != n:
+            raise ValueError(f"'{key}' has {len(value)} entries for {n} layers")
+        return value
+    return [value] * n
+
+
+def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[int, list[str], list[bool]]:
+    """Kernel size, activations and gating of layer array ``i``; options this loader cannot
+    render exactly are refused under the key a ``.nam`` file carries (NeuralAmpModelerCore
+    ``wavenet::parse_config_json``)."""
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: NAM WaveNet layer array {i}: {what} is not supported")
+
+    for key in ("groups_input", "groups_input_mixin"):
+        if lc.get(key, 1) != 1:
+            raise refuse(f"{key}={lc[key]!r} (grouped convolution)")
+    channels = int(lc["channels"])
+    if int(lc.get("bottleneck", channels)) != channels:
+        raise refuse(f"bottleneck={lc['bottleneck']!r} (differs from channels {channels})")
+    l1 = lc.get("layer1x1")
+    if l1 is not None and (not isinstance(l1, dict) or l1.get("active", True) is not True or l1.get("groups", 1) != 1):
+        raise refuse(f"layer1x1={l1!r} (only an active, ungrouped layer1x1 is read)")
+    h1 = lc.get("head1x1")
+    if h1 is not None and (not isinstance(h1, dict) or h1.get("active", False) is not False):
+        raise refuse(f"head1x1={h1!r} (a per-layer head 1x1)")
+    for key in _FILMS:
+        film = lc.get(key)
+        if film is None or film is False or (isinstance(film, dict) and film.get("active", True) is False):
+            continue
+        raise refuse(f"FiLM block {key}={film!r}")
+    n = len(lc["dilations"])
+    if "kernel_sizes" in lc:
+        sizes = lc["kernel_sizes"]
+        if "kernel_size" in lc or not isinstance(sizes, list) or len(sizes) != n or len(set(sizes)) != 1:
+            raise refuse(f"kernel_sizes={sizes!r} (per-layer kernel sizes that differ)")
+        kernel = int(sizes[0])
+    else:
+        kernel = int(lc["kernel_size"])
+    acts = [_activation_name(a) for a in _per_layer(lc, "activation", n)]
+    if "gating_mode" in lc:
+        modes = _per_layer(lc, "gating_mode", n)
+        for mode in modes:
+            if mode not in ("none", "gated"):
+                raise refuse(f"gating_mode {mode!r}")
+        gated = [mode == "gated" for mode in modes]
+    else:
+        gated = [bool(lc.get("gated", False))] * n
+    if any(gated) and "secondary_activation" in lc:
+        seconds = _per_layer(lc, "secondary_activation", n)
+        if any(g and _activation_name(a).lower() != "sigmoid" for g, a in zip(gated, seconds)):
+            raise refuse(f"secondary_activation={lc['secondary_activation']!r} (gates other than Sigmoid)")
+    slim = lc.get("slimmable")
+    if slim is not None:
+        _allowed_channels(slim, channels, i, source)
+    return kernel, acts, gated
+
+
+def _allowed_channels(slim: Any, channels: int, i: int, source: str) -> list[int]:
+    """The channel counts of a ``slimmable`` layer array (``slice_channels_uniform``)."""
+    if not isinstance(slim, dict) or slim.get("method") != "slice_channels_uniform":
+        method = slim.get("method") if isinstance(slim, dict) else slim
+        raise CheckpointError(
+            f"{source}: NAM WaveNet layer array {i}: slimmable method {method!r} is not supported "
+            "(slice_channels_uniform)"
+        )
+    kwargs = slim.get("kwargs") or {}
+    allowed = kwargs.get("allowed_channels", list(range(1, channels + 1)))
+    if (
+        not isinstance(allowed, list)
+        or not allowed
+        or not all(isinstance(c, int) and not isinstance(c, bool) for c in allowed)
+        or any(b <= a for a, b in zip(allowed, allowed[1:]))
+        or allowed[0] < 1
+        or allowed[-1] != channels
+    ):
+        raise CheckpointError(
+            f"{source}: NAM WaveNet layer array {i}: slimmable allowed_channels {allowed!r} must ascend "
+            f"from 1 and end at channels ({channels})"
+        )
+    return list(allowed)
+
+
+def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> NamWaveNet:
+    """NAM's WaveNet; ``condition``: it is another's ``condition_dsp`` (any output channels)."""
     if cfg.get("head") is not None:
         raise CheckpointError(f"{source}: NAM WaveNet with a post-stack 'head' is not supported")
+    if cfg.get("in_channels", 1) != 1:
+        raise CheckpointError(f"{source}: NAM WaveNet in_channels={cfg['in_channels']!r} is not supported (1)")
+    condition_dsp: NamWaveNet | None = None
     if cfg.get("condition_dsp") is not None:
-        raise CheckpointError(f"{source}: NAM WaveNet option 'condition_dsp' is not supported")
+        inner = _model(cfg["condition_dsp"], f"{source} condition_dsp", None, depth + 1, condition=True)[0]
+        if not isinstance(inner, NamWaveNet):
+            raise CheckpointError(f"{source}: NAM 'condition_dsp' must be a WaveNet (it is {type(inner).__name__})")
+        condition_dsp = inner
     arrays = []
     n_layers = 0
     for i, lc in enumerate(cfg["layers"]):
-        for key, neutral in _NEUTRAL.items():
-            if lc.get(key, neutral) != neutral:
-                raise CheckpointError(f"{source}: NAM WaveNet layer option {key}={lc[key]!r} is not supported")
+        kernel, acts, gated = _layer_options(lc, i, source)
         channels = int(lc["channels"])
-        if int(lc.get("bottleneck", channels)) != channels:
-            raise CheckpointError(f"{source}: NAM WaveNet layer option 'bottleneck' is not supported")
-        l1 = lc.get("layer_1x1_config") or {}
-        if not l1.get("active", True) or l1.get("groups", 1) != 1:
-            raise CheckpointError(f"{source}: NAM WaveNet layer option 'layer_1x1_config' {l1} is not supported")
-        if (lc.get("head_1x1_config") or {}).get("active", False):
-            raise CheckpointError(f"{source}: NAM WaveNet layer option 'head_1x1_config' is not supported")
-        for film, fcfg in (lc.get("film_params") or {}).items():
-            if (fcfg or {}).get("active", False):
-                raise CheckpointError(f"{source}: NAM WaveNet FiLM option {film!r} is not supported")
-        gating = lc.get("gating_mode")
-        if gating is None:
-            gated = bool(lc.get("gated", False))
-        elif gating in ("none", "gated"):
-            gated = gating == "gated"
-        else:
-            raise CheckpointError(f"{source}: NAM WaveNet gating_mode {gating!r} is not supported")
         head = lc.get("head")
         if isinstance(head, dict):
             head_out, head_kernel, head_bias = (
@@ -215,7 +424,6 @@ def _wavenet(cfg: dict[str, Any], source: str) -> NamWaveNet:
         else:
             head_out, head_kernel, head_bias = int(lc["head_size"]), 1, bool(lc["head_bias"])
         dilations = [int(d) for d in lc["dilations"]]
-        kernel = int(lc["kernel_size"])
         input_size, condition_size = int(lc["input_size"]), int(lc["condition_size"])
         if (
             not dilations
@@ -243,7 +451,7 @@ def _wavenet(cfg: dict[str, Any], source: str) -> NamWaveNet:
                 channels,
                 kernel,
                 dilations,
-                _activation_name(lc["activation"]),
+                acts,
                 gated,
                 head_out,
                 head_kernel,
@@ -252,15 +460,60 @@ def _wavenet(cfg: dict[str, Any], source: str) -> NamWaveNet:
         )
     if not arrays:
         raise CheckpointError(f"{source}: NAM WaveNet has no layer arrays")
-    if arrays[0].rechannel.in_channels != 1 or arrays[-1].head_rechannel.out_channels != 1:
+    if arrays[0].rechannel.in_channels != 1 or (not condition and arrays[-1].head_rechannel.out_channels != 1):
         raise CheckpointError(f"{source}: NAM WaveNet must take and return one channel")
+    if condition_dsp is not None:
+        given = condition_dsp.layer_arrays()[-1].head_rechannel.out_channels
+        for i, arr in enumerate(arrays):
+            if arr.wavenet_layers()[0].input_mixer.in_channels != given:
+                raise CheckpointError(
+                    f"{source}: NAM WaveNet layer array {i} condition_size differs from its "
+                    f"condition_dsp's {given} output channels"
+                )
     for a, b in zip(arrays, arrays[1:]):
         if (
             b.rechannel.in_channels != a.rechannel.out_channels
             or a.head_rechannel.out_channels != b.rechannel.out_channels
         ):
             raise CheckpointError(f"{source}: NAM WaveNet layer arrays do not chain (channel counts differ)")
-    return NamWaveNet(arrays, 1.0)
+    return NamWaveNet(arrays, 1.0, condition_dsp)
+
+
+def _slimmed(net: NamWaveNet, cfg: dict[str, Any], size: float, source: str, name: str) -> tuple[NamWaveNet, str]:
+    """A slimmable WaveNet at ``size`` (NeuralAmpModelerCore ``slimmable.cpp``): each
+    slimmable array runs ``allowed[min(floor(size * n), n - 1)]`` channels, the leading
+    rows and columns of every weight; the next array's input and this array's head output
+    follow. ``net`` itself when every array keeps its channels."""
+    layers = cfg["layers"]
+    widths = []
+    for i, lc in enumerate(layers):
+        full = int(lc["channels"])
+        if lc.get("slimmable") is None:
+            widths.append(full)
+            continue
+        allowed = _allowed_channels(lc["slimmable"], full, i, source)
+        widths.append(allowed[min(math.floor(size * len(allowed)), len(allowed) - 1)])
+    if widths == [int(lc["channels"]) for lc in layers]:
+        return net, name
+    slim_layers = []
+    for i, lc in enumerate(layers):
+        if "head" in lc and isinstance(lc["head"], dict) and int(lc["head"].get("kernel_size", 1)) != 1:
+            raise CheckpointError(f"{source}: NAM WaveNet layer array {i}: slimming with a head kernel_size > 1")
+        new = {**lc, "channels": widths[i], "slimmable": None}
+        if i > 0:
+            new["input_size"] = widths[i - 1]
+        if i + 1 < len(layers):
+            if isinstance(lc.get("head"), dict):
+                new["head"] = {**lc["head"], "out_channels": widths[i + 1]}
+            else:
+                new["head_size"] = widths[i + 1]
+        slim_layers.append(new)
+    slim = _wavenet({**cfg, "layers": slim_layers}, source, 0, False)
+    slim.condition_dsp = net.condition_dsp
+    with torch.no_grad():
+        for small, big in zip(_weight_order(slim), _weight_order(net)):
+            small.copy_(big[tuple(slice(0, n) for n in small.shape)])
+    return slim, f"{name}, slimmed to channels {widths}"
 
 
 def _weight_order(module: nn.Module) -> list[torch.Tensor]:

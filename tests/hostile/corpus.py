@@ -437,6 +437,81 @@ def nam_linear(weights: list | None = None, **extra) -> dict:
     return doc
 
 
+def rtneural_tiny(**changes) -> dict:
+    """A valid RTNeural / AIDA-X file: LSTM-2 then dense-1."""
+    doc = {
+        "in_shape": [None, None, 1],
+        "layers": [
+            {
+                "type": "lstm",
+                "activation": "",
+                "shape": [None, None, 2],
+                "weights": [[[0.1] * 8], [[0.1] * 8, [0.1] * 8], [0.0] * 8],
+            },
+            {"type": "dense", "activation": "", "shape": [None, None, 1], "weights": [[[0.5], [0.5]], [0.0]]},
+        ],
+    }
+    doc.update(changes)
+    return doc
+
+
+def wavenet_tiny(**changes) -> dict:
+    """A valid GuitarML WaveNet file: 2 channels, one gated layer of width 2."""
+    doc = {
+        "activation": "gated",
+        "input_channels": 1,
+        "output_channels": 1,
+        "residual_channels": 2,
+        "filter_width": 2,
+        "dilations": [1],
+        "variables": [
+            {"layer_idx": -1, "name": "W", "data": ["0.5", "0.5"]},
+            {"layer_idx": -1, "name": "b", "data": ["0", "0"]},
+            {"layer_idx": 0, "name": "W_conv", "data": ["0.1"] * 16},
+            {"layer_idx": 0, "name": "b_conv", "data": ["0"] * 4},
+            {"layer_idx": 0, "name": "W_out", "data": ["0.1"] * 4},
+            {"layer_idx": 0, "name": "b_out", "data": ["0"] * 2},
+            {"layer_idx": 1, "name": "W", "data": ["1", "1"]},
+            {"layer_idx": 1, "name": "b", "data": ["0"]},
+        ],
+    }
+    doc.update(changes)
+    return doc
+
+
+def smartamppro_tiny(**changes) -> dict:
+    """A valid SmartAmpPro file: a 4-sample window, conv 2/2 then 2/2, LSTM-2, dense."""
+    doc = {
+        "input_size": 4,
+        "conv1d_stride": 2,
+        "conv1d_1_stride": 2,
+        "conv1d": {"kernel:0": [[[0.1]], [[0.1]]], "bias:0": [0.0]},
+        "conv1d_1": {"kernel:0": [[[0.1]], [[0.1]]], "bias:0": [0.0]},
+        "lstm": {"lstm_cell": {}, "kernel:0": [[0.1] * 8], "bias:0": [0.0] * 8},
+        "dense": {"kernel:0": [[0.5], [0.5]], "bias:0": [0.0]},
+    }
+    doc.update(changes)
+    return doc
+
+
+def _truncated_lstm_kernel() -> dict:
+    doc = rtneural_tiny()
+    doc["layers"][0]["weights"][1].pop()
+    return doc
+
+
+def _wavenet_truncated() -> dict:
+    doc = wavenet_tiny()
+    doc["variables"][2]["data"] = doc["variables"][2]["data"][:10]
+    return doc
+
+
+def _smartamppro_truncated() -> dict:
+    doc = smartamppro_tiny()
+    doc["dense"]["kernel:0"].pop()
+    return doc
+
+
 def _nam_text(name: str, text: str) -> Callable[[Path], Path]:
     return lambda folder: _write_text(folder / name, text)
 
@@ -464,6 +539,47 @@ NAM_WAVENET_HUGE = {
         ],
     },
 }
+
+
+def nam_container(bounds: list[float]) -> dict:
+    """A ``SlimmableContainer`` of Linear submodels with these ``max_value`` bounds."""
+    return {
+        "version": "0.7.0",
+        "architecture": "SlimmableContainer",
+        "config": {"submodels": [{"max_value": b, "model": nam_linear()} for b in bounds]},
+        "weights": [],
+        "sample_rate": 48000,
+    }
+
+
+def nam_with_layer_option(**option) -> dict:
+    """A one-layer WaveNet ``.nam`` (right weight count) with extra layer-array keys."""
+    layer = {
+        "input_size": 1,
+        "condition_size": 1,
+        "channels": 1,
+        "kernel_size": 1,
+        "dilations": [1],
+        "activation": "Tanh",
+        "gated": False,
+        "head_size": 1,
+        "head_bias": True,
+        **option,
+    }
+    # rechannel 1, conv 1 + 1, mixer 1, 1x1 1 + 1, head 1 + 1, head_scale
+    return {
+        "version": "0.7.0",
+        "architecture": "WaveNet",
+        "config": {"layers": [layer], "head": None, "head_scale": 1.0},
+        "weights": [0.5] * 9,
+        "sample_rate": 48000,
+    }
+
+
+def nam_condition_dsp(inner: dict) -> dict:
+    doc = nam_with_layer_option()
+    doc["config"]["condition_dsp"] = inner
+    return doc
 
 
 # ----------------------------------------------------------------------------- webMUSHRA configs
@@ -1039,6 +1155,129 @@ CASES: list[Case] = [
         _json("model.nam", lambda: NAM_WAVENET_HUGE),
         r"model\.nam: (config implies \d+ weights, file has 1|.*implausible|.*too large)",
         "a WaveNet `.nam` declaring 100 000 channels (3e10 weights) with one weight present",
+    ),
+    Case(
+        "nam-container-unsorted",
+        "checkpoint",
+        _json("model.nam", lambda: nam_container([1.0, 0.5])),
+        r"model\.nam: SlimmableContainer submodels must ascend in 'max_value'",
+        "a `SlimmableContainer` whose submodels' `max_value` descend",
+    ),
+    Case(
+        "nam-container-many-submodels",
+        "checkpoint",
+        _json("model.nam", lambda: nam_container([(i + 1) / 5000 for i in range(5000)])),
+        r"model\.nam: SlimmableContainer 'submodels' must be a list of 1\.\.16 models",
+        "a `SlimmableContainer` with 5000 submodels",
+    ),
+    Case(
+        "nam-condition-dsp-huge",
+        "checkpoint",
+        _json("model.nam", lambda: nam_condition_dsp(NAM_WAVENET_HUGE)),
+        r"model\.nam condition_dsp: (config implies \d+ weights, file has 1|.*implausible|.*too large)",
+        "a WaveNet whose `condition_dsp` declares 100 000 channels with one weight present",
+    ),
+    Case(
+        "nam-condition-dsp-wrong-weight-count",
+        "checkpoint",
+        _json("model.nam", lambda: nam_condition_dsp(nam_linear([0.5]))),
+        r"model\.nam condition_dsp: config implies 5 weights, file has 1",
+        "a WaveNet whose `condition_dsp` (a Linear) has 1 weight where 5 are needed",
+    ),
+    Case(
+        "nam-slimmable-bad-channels",
+        "checkpoint",
+        _json(
+            "model.nam",
+            lambda: nam_with_layer_option(
+                slimmable={"method": "slice_channels_uniform", "kwargs": {"allowed_channels": [1, 100_000]}}
+            ),
+        ),
+        r"model\.nam: NAM WaveNet layer array 0: slimmable allowed_channels \[1, 100000\] must ascend",
+        "a slimmable WaveNet layer array whose `allowed_channels` end at 100 000 (it has 1 channel)",
+    ),
+    Case(
+        "nam-film-block",
+        "checkpoint",
+        _json("model.nam", lambda: nam_with_layer_option(conv_pre_film={"active": True, "shift": True})),
+        r"model\.nam: NAM WaveNet layer array 0: FiLM block conv_pre_film=.* is not supported",
+        "a WaveNet layer array with an active `conv_pre_film` FiLM block",
+    ),
+    Case(
+        "nam-blended-gating",
+        "checkpoint",
+        _json("model.nam", lambda: nam_with_layer_option(gating_mode=["blended"])),
+        r"model\.nam: NAM WaveNet layer array 0: gating_mode 'blended' is not supported",
+        '`gating_mode: ["blended"]`',
+    ),
+    # --- RTNeural / AIDA-X, GuitarML WaveNet, SmartAmpPro JSON
+    Case(
+        "rtneural-truncated-weights",
+        "checkpoint",
+        _json("model.json", _truncated_lstm_kernel),
+        r"model\.json: layers\[0\]\.weights\[1\] has shape \[1, 8\], expected \[2, 8\]",
+        "an AIDA-X LSTM-2 whose recurrent kernel lost a row",
+    ),
+    Case(
+        "rtneural-wrong-shape",
+        "checkpoint",
+        _json("model.json", lambda: rtneural_tiny(in_shape=[None, None, 3])),
+        r"model\.json: layers\[0\]\.weights\[0\] has shape \[1, 8\], expected \[3, 8\]",
+        "`in_shape` declaring 3 inputs for an LSTM kernel made for 1",
+    ),
+    Case(
+        "rtneural-absurd-width",
+        "checkpoint",
+        _json(
+            "model.json",
+            lambda: rtneural_tiny(
+                layers=[{"type": "dense", "shape": [None, None, 10**9], "weights": [[[0.5]], [0.0]]}]
+            ),
+        ),
+        r"model\.json: layers\[0\]\.shape\[-1\] 1000000000 is outside 1\.\.1024",
+        "a dense layer declaring 10⁹ outputs with one weight present",
+    ),
+    Case(
+        "guitarml-wavenet-truncated-weights",
+        "checkpoint",
+        _json("model.json", _wavenet_truncated),
+        r"model\.json: variables\[2\]\.data \(W_conv, layer_idx 0\) has 10 values, expected 16",
+        "a WaveNet whose first convolution kernel is cut from 16 to 10 values",
+    ),
+    Case(
+        "guitarml-wavenet-absurd-channels",
+        "checkpoint",
+        _json("model.json", lambda: wavenet_tiny(residual_channels=10**6)),
+        r"model\.json: residual_channels 1000000 is outside 1\.\.256",
+        "`residual_channels: 1000000` with weights for 2",
+    ),
+    Case(
+        "guitarml-wavenet-absurd-dilation",
+        "checkpoint",
+        _json("model.json", lambda: wavenet_tiny(dilations=[2**40])),
+        r"model\.json: dilations\[0\] 1099511627776 is outside 1\.\.65536",
+        "a dilation of 2⁴⁰ samples",
+    ),
+    Case(
+        "smartamppro-truncated-weights",
+        "checkpoint",
+        _json("model.json", _smartamppro_truncated),
+        r"model\.json: dense/kernel:0 has shape \[1, 1\], expected \[2, 1\]",
+        "a SmartAmpPro dense kernel missing a row",
+    ),
+    Case(
+        "smartamppro-wrong-shape",
+        "checkpoint",
+        _json("model.json", lambda: smartamppro_tiny(lstm={"kernel:0": [[0.1] * 8], "bias:0": [0.0] * 7})),
+        r"model\.json: lstm/bias:0 has 7 values, expected 4 x hidden size",
+        "an LSTM bias of 7 values (not 4 × hidden size)",
+    ),
+    Case(
+        "smartamppro-absurd-window",
+        "checkpoint",
+        _json("model.json", lambda: smartamppro_tiny(input_size=10**9)),
+        r"model\.json: input_size 1000000000 is outside 1\.\.8192",
+        "`input_size: 1000000000` (a 10⁹-sample window per output sample)",
     ),
     # --- separate config files
     Case(

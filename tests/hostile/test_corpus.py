@@ -159,6 +159,13 @@ def test_the_good_material_the_corpus_mutates_is_accepted(experiment, researcher
         uploads.add_checkpoint(experiment=experiment, name=p.stem, file=p).format for p in (cam, nam, native, lightning)
     ]
     assert formats == ["coreaudioml", "nam", "native", "lightning"]
+    for fmt, make in (
+        ("rtneural", corpus.rtneural_tiny),
+        ("guitarml_wavenet", corpus.wavenet_tiny),
+        ("smartamppro", corpus.smartamppro_tiny),
+    ):
+        path = corpus._json(f"{fmt}.json", make)(tmp_path)
+        assert uploads.add_checkpoint(experiment=experiment, name=fmt, file=path).format == fmt
     assert uploads.add_checkpoint(experiment=experiment, name="bare", file=bare, config=config).format == "native"
     site = tmp_path / "yaml"
     site.mkdir()

@@ -19,6 +19,9 @@ FIXTURES = [
     ("nam", "identity_linear_1.nam", "nam"),
     ("nam", "identity_wavenet_minimal.nam", "nam"),
     ("lightning", "pedalnet.ckpt", "lightning"),
+    ("aidax", "tw40_california_clean.json", "rtneural"),
+    ("guitarml_wavenet", "ts9_fullD.json", "guitarml_wavenet"),
+    ("smartamppro", "TubeClean.json", "smartamppro"),
 ]
 
 

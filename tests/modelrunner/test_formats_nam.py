@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -218,9 +219,9 @@ def test_unknown_architecture_and_options_refused(tmp_path) -> None:
         load(_mutated(tmp_path, "lstm_h3.nam", lambda d: d.update(architecture="ConvNet")))
 
     def film(d):
-        d["config"]["layers"][0]["film_params"] = {"conv_pre_film": {"active": True}}
+        d["config"]["layers"][0]["conv_pre_film"] = {"active": True, "shift": True}
 
-    with pytest.raises(CheckpointError, match="FiLM"):
+    with pytest.raises(CheckpointError, match="FiLM block conv_pre_film"):
         load(_mutated(tmp_path, "wavenet_tiny_v054.nam", film))
     path = _mutated(tmp_path, "identity_linear_1.nam", lambda d: d.update(weights=[12345.0]))
     path.write_text(path.read_text().replace("12345.0", "1e999"))  # valid JSON, parses to inf
@@ -322,3 +323,314 @@ def test_fast_forward_follows_changed_weights(kernel: str, monkeypatch) -> None:
         want, _ = net(x)
     assert float((after - before).abs().max()) > 1e-3
     assert float((after - want).abs().max()) <= 1e-5
+
+
+# --- .nam 0.6-0.7: SlimmableContainer, slimmable WaveNet layers, condition_dsp, A2 options
+
+
+def _layer_modes(lc: dict, n: int) -> tuple[list[str], list[bool]]:
+    """Per-layer activations and gates as NeuralAmpModelerCore's parse_config_json reads them."""
+    acts = lc["activation"] if isinstance(lc["activation"], list) else [lc["activation"]] * n
+    if "gating_mode" in lc:
+        modes = lc["gating_mode"] if isinstance(lc["gating_mode"], list) else [lc["gating_mode"]] * n
+        gates = [m == "gated" for m in modes]
+    else:
+        gates = [bool(lc.get("gated", False))] * n
+    return acts, gates
+
+
+def wavenet_channels(nam: dict, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    """A NAM WaveNet on ``x`` (1, T) with ``cond`` (condition_size, T), valid convolutions:
+    ``(head_size, T - receptive_field + 1)``, head_scale applied (WaveNet::process)."""
+    cfg, w = nam["config"], np.asarray(nam["weights"], dtype=np.float64)
+    pos = 0
+
+    def take(*shape: int) -> np.ndarray:
+        nonlocal pos
+        n = int(np.prod(shape))
+        out = w[pos : pos + n].reshape(shape)
+        pos += n
+        return out
+
+    fns = {"Tanh": np.tanh, "ReLU": lambda v: np.maximum(v, 0.0)}
+    y, head = x, None
+    for lc in cfg["layers"]:
+        C, K = lc["channels"], lc["kernel_size"]
+        acts, gates = _layer_modes(lc, len(lc["dilations"]))
+        y = take(C, lc["input_size"], 1)[:, :, 0] @ y
+        for d, act, gated in zip(lc["dilations"], acts, gates):
+            mid = 2 * C if gated else C
+            z = _conv(y, take(mid, C, K), take(mid), d)
+            T = z.shape[1]
+            z = z + take(mid, lc["condition_size"], 1)[:, :, 0] @ cond[:, -T:]
+            post = fns[act](z[:C]) * (_sigmoid(z[C:]) if gated else 1.0)
+            y = y[:, -T:] + take(C, C, 1)[:, :, 0] @ post + take(C)[:, None]
+            head = post if head is None else head[:, -T:] + post
+        hout, hb = (
+            (lc["head_size"], lc["head_bias"])
+            if "head_size" in lc
+            else (lc["head"]["out_channels"], lc["head"]["bias"])
+        )
+        head = _conv(head, take(hout, C, 1), take(hout) if hb else None)
+    scale = take(1)[0]
+    assert pos == len(w)
+    return scale * head
+
+
+def _rf(nam: dict) -> int:
+    return 1 + sum((lc["kernel_size"] - 1) * sum(lc["dilations"]) for lc in nam["config"]["layers"])
+
+
+def wavenet_with_condition_reference(nam: dict, x: np.ndarray) -> np.ndarray:
+    """WaveNet whose condition is its ``condition_dsp``'s output; silence before the start."""
+    inner = nam["config"].get("condition_dsp")
+    lead = _rf(nam) - 1 + (_rf(inner) - 1 if inner else 0)
+    xp = np.concatenate([np.zeros(lead), x])[None, :]
+    if inner is None:
+        return wavenet_channels(nam, xp, xp)[0]
+    cond = wavenet_channels(inner, xp, xp)
+    return wavenet_channels(nam, xp[:, -cond.shape[1] :], cond)[0]
+
+
+def _long_guitar() -> torch.Tensor:
+    """10 s: the 5 s guitar fixture twice."""
+    g = guitar(5.0, offset=0.0)
+    return torch.cat([g, g], dim=1)
+
+
+def _assert_matches(model: EffectModel, ref: np.ndarray, x: torch.Tensor) -> None:
+    for y in (run_whole(model, x), run_chunked(model, x, [4096], fast=True)):
+        y = y[0].double().numpy()
+        err = np.abs(y - ref).max()
+        esr = float(np.sum((y - ref) ** 2) / np.sum(ref**2))
+        assert err <= 1e-4 and esr <= 1e-6, (err, esr)
+    assert np.abs(ref).max() > 1e-3
+
+
+def _nam(name: str) -> dict:
+    return json.loads(fixture_path("models", "nam", name).read_text())
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "torch"])
+def test_condition_dsp_matches_reference_over_10_s(kernel: str, monkeypatch) -> None:
+    if kernel == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    model = load(fixture_path("models", "nam", "wavenet_condition_dsp.nam"))
+    nam = _nam("wavenet_condition_dsp.nam")
+    assert model.architecture == "NAM WaveNet with condition_dsp"
+    assert model.receptive_field == _rf(nam) + _rf(nam["config"]["condition_dsp"]) - 1
+    if kernel == "compiled":
+        assert model.module.render_kernel == "compiled WaveNet kernel (condition_dsp in PyTorch)"
+    else:
+        assert model.module.render_kernel.startswith("PyTorch") and model.module._compiled() is None
+    x = _long_guitar()
+    ref = wavenet_with_condition_reference(nam, x[0].double().numpy())
+    _assert_matches(model, ref, x)
+    assert_chunked_equals_whole(model, guitar(0.2))
+    # The renderer's path in small chunks, carrying the state (condition_dsp contexts first).
+    part = guitar(0.2)
+    whole = run_whole(model, part)
+    for sizes in ([1], [7], [3, 1, 50, 333]):
+        fast = run_chunked(model, part[:, :1500], sizes, fast=True)
+        assert float((fast - whole[:, :1500]).abs().max()) <= 1e-5
+
+
+def test_slimmable_wavenet_full_size_by_default_over_10_s() -> None:
+    model = load(fixture_path("models", "nam", "slimmable_wavenet.nam"))
+    assert model.architecture == "NAM WaveNet"
+    assert "full size" in model.metadata["nam_slimmable"]["note"]
+    x = _long_guitar()
+    _assert_matches(model, wavenet_with_condition_reference(_nam("slimmable_wavenet.nam"), x[0].double().numpy()), x)
+    # Its output peaks near 13: float32 rounding alone is ~1e-5 there, so chunks are compared in float64.
+    model.module.double()
+    assert_chunked_equals_whole(model, guitar(0.2).double())
+
+
+def _sliced(nam: dict, channels: int) -> dict:
+    """One-array slimmable WaveNet cut to ``channels`` (leading rows/columns of every tensor,
+    walking the file's weight order as NeuralAmpModelerCore's extract_slimmed_weights)."""
+    (lc,) = nam["config"]["layers"]
+    C, K, n = lc["channels"], lc["kernel_size"], len(lc["dilations"])
+    w = np.asarray(nam["weights"])
+    pos, out = 0, []
+
+    def cut(shape: tuple, keep: tuple) -> None:
+        nonlocal pos
+        size = int(np.prod(shape))
+        t = w[pos : pos + size].reshape(shape)
+        pos += size
+        out.extend(t[tuple(slice(0, k) for k in keep)].ravel().tolist())
+
+    cut((C, 1), (channels, 1))
+    for _ in range(n):
+        cut((C, C, K), (channels, channels, K))
+        cut((C,), (channels,))
+        cut((C, 1), (channels, 1))
+        cut((C, C), (channels, channels))
+        cut((C,), (channels,))
+    cut((lc["head_size"], C), (lc["head_size"], channels))
+    if lc["head_bias"]:
+        cut((lc["head_size"],), (lc["head_size"],))
+    cut((1,), (1,))
+    assert pos == len(w)
+    slim = json.loads(json.dumps(nam))
+    slim["config"]["layers"][0].update(channels=channels, slimmable=None)
+    slim["weights"] = out
+    return slim
+
+
+@pytest.mark.parametrize(("size", "channels"), [(0.0, 1), (0.4, 2), (0.66, 2), (0.67, 3), (1.0, 3)])
+def test_slimmable_wavenet_at_a_chosen_size(size: float, channels: int) -> None:
+    # allowed_channels [1, 2, 3]: index min(floor(size * 3), 2) (slimmable.cpp ratio_to_channels).
+    model = load(fixture_path("models", "nam", "slimmable_wavenet.nam"), config={"slimmable_size": size})
+    arr = model.module.layer_arrays()[0]
+    assert arr.rechannel.out_channels == channels
+    assert model.metadata["nam_slimmable"]["slimmable_size"] == size
+    x = guitar(1.0)
+    ref = wavenet_with_condition_reference(_sliced(_nam("slimmable_wavenet.nam"), channels), x[0].double().numpy())
+    _assert_matches(model, ref, x)
+
+
+@pytest.mark.parametrize(
+    ("size", "index"), [(None, 2), (0.0, 0), (0.329, 0), (0.33, 1), (0.65, 1), (0.66, 2), (1.0, 2)]
+)
+def test_slimmable_container_runs_the_chosen_submodel(size: float | None, index: int) -> None:
+    config = None if size is None else {"slimmable_size": size}
+    model = load(fixture_path("models", "nam", "slimmable_container.nam"), config=config)
+    assert f"submodel {index + 1} of 3" in model.architecture
+    sub = _nam("slimmable_container.nam")["config"]["submodels"][index]["model"]
+    assert model.metadata["nam_config"] == sub["config"]
+    if sub["architecture"] == "LSTM":
+        x = guitar(0.05)
+        ref = lstm_reference(sub, x[0].double().numpy())
+        assert np.abs(run_whole(model, x)[0].numpy() - ref).max() < 1e-5
+        return
+    x = _long_guitar() if size is None else guitar(1.0)
+    _assert_matches(model, wavenet_with_condition_reference(sub, x[0].double().numpy()), x)
+    if size is None:
+        assert_chunked_equals_whole(model, guitar(0.2))
+
+
+def test_neutral_a2_options_are_read(tmp_path) -> None:
+    # Per-layer gating_mode "none", an active ungrouped layer1x1, inactive FiLM and head1x1,
+    # bottleneck = channels, per-layer activations: the same network as the plain file.
+    def neutral(d):
+        for lc in d["config"]["layers"]:
+            n = len(lc["dilations"])
+            lc.pop("gated")
+            lc["gating_mode"] = ["none"] * n
+            lc["activation"] = ["Tanh"] * n
+            lc["layer1x1"] = {"active": True, "groups": 1}
+            lc["head1x1"] = {"active": False, "out_channels": lc["channels"], "groups": 1}
+            lc["conv_pre_film"] = False
+            lc["activation_post_film"] = {"active": False}
+            lc["bottleneck"] = lc["channels"]
+            lc["groups_input"] = 1
+
+    model = load(_mutated(tmp_path, "wavenet_tiny_v054.nam", neutral))
+    x = guitar(0.5)
+    _assert_matches(model, wavenet_with_condition_reference(_nam("wavenet_tiny_v054.nam"), x[0].double().numpy()), x)
+
+
+def test_gated_per_layer_matches_reference(tmp_path) -> None:
+    def mixed(d):
+        lc = d["config"]["layers"][0]
+        del lc["gated"]
+        lc["gating_mode"] = ["gated", "none"]
+        C = lc["channels"]
+        # The gated first layer has 2C conv rows and 2C mixer rows: C * C * K + C + C more weights.
+        d["weights"][C:C] = [0.1] * (C * C * lc["kernel_size"] + C + C)
+
+    path = _mutated(tmp_path, "wavenet_tiny_v054.nam", mixed)
+    model = load(path)
+    x = guitar(0.5)
+    _assert_matches(model, wavenet_with_condition_reference(json.loads(path.read_text()), x[0].double().numpy()), x)
+
+
+A2_REFUSALS = {
+    "layer1x1": ({"layer1x1": {"active": False, "groups": 1}}, "layer1x1"),
+    "layer1x1 groups": ({"layer1x1": {"active": True, "groups": 3}}, "layer1x1"),
+    "head1x1": ({"head1x1": {"active": True, "out_channels": 2, "groups": 1}}, "head1x1"),
+    "conv_pre_film": ({"conv_pre_film": {"active": True, "shift": True}}, "FiLM block conv_pre_film"),
+    "activation_post_film": ({"activation_post_film": True}, "FiLM block activation_post_film"),
+    "head1x1_post_film": ({"head1x1_post_film": {"shift": False}}, "FiLM block head1x1_post_film"),
+    "blended": ({"gating_mode": ["none", "blended"]}, "gating_mode 'blended'"),
+    "secondary_activation": (
+        {"gating_mode": "gated", "secondary_activation": "ReLU"},
+        "secondary_activation",
+    ),
+    "bottleneck": ({"bottleneck": 2}, "bottleneck=2"),
+    "groups_input": ({"groups_input": 3}, "groups_input=3"),
+    "kernel_sizes": ({"kernel_sizes": [3, 5]}, "kernel_sizes"),
+    "slimmable method": ({"slimmable": {"method": "prune_magnitude"}}, "slimmable method 'prune_magnitude'"),
+    "allowed_channels": (
+        {"slimmable": {"method": "slice_channels_uniform", "kwargs": {"allowed_channels": [2, 1]}}},
+        "allowed_channels",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(A2_REFUSALS))
+def test_a2_options_refused_by_their_key(case: str, tmp_path) -> None:
+    extra, message = A2_REFUSALS[case]
+
+    def put(d):
+        lc = d["config"]["layers"][0]
+        if "kernel_sizes" in extra:
+            del lc["kernel_size"]
+        lc.update(extra)
+
+    with pytest.raises(CheckpointError, match=f"layer array 0: .*{re.escape(message)}"):
+        load(_mutated(tmp_path, "wavenet_tiny_v054.nam", put))
+
+
+def test_post_stack_head_and_bad_containers_refused(tmp_path) -> None:
+    def head(d):
+        d["config"]["head"] = {"channels": 4, "out_channels": 1, "kernel_sizes": [1], "activation": "ReLU"}
+
+    with pytest.raises(CheckpointError, match="post-stack 'head'"):
+        load(_mutated(tmp_path, "wavenet_tiny_v054.nam", head))
+    cases = {
+        "must ascend in 'max_value'": lambda d: d["config"]["submodels"].reverse(),
+        "last submodel 'max_value' must be >= 1.0": lambda d: d["config"]["submodels"].pop(),
+        "'submodels' must be a list of 1..16": lambda d: d["config"].update(submodels=[]),
+        r"submodels\[1\]: config implies 131 weights, file has 130": lambda d: d["config"]["submodels"][1]["model"][
+            "weights"
+        ].pop(),
+        r"submodels\[0\] 'sample_rate' 44100 is not 48000": lambda d: d["config"]["submodels"][0]["model"].update(
+            sample_rate=44100
+        ),
+    }
+    for message, mutate in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            load(_mutated(tmp_path, "slimmable_container.nam", mutate))
+    with pytest.raises(CheckpointError, match="slimmable_size must be a number in 0..1"):
+        load(fixture_path("models", "nam", "slimmable_container.nam"), config={"slimmable_size": 2})
+
+
+def test_bad_condition_dsp_refused(tmp_path) -> None:
+    cases = {
+        r"condition_dsp: config implies 137 weights, file has 136": lambda d: d["config"]["condition_dsp"][
+            "weights"
+        ].pop(),
+        "condition_size differs from its condition_dsp's 3 output channels": lambda d: d["config"]["layers"][0].update(
+            condition_size=2
+        ),
+        r"condition_dsp: NAM WaveNet layer array 0 has implausible sizes": lambda d: d["config"]["condition_dsp"][
+            "config"
+        ]["layers"][0].update(channels=10**6),
+    }
+    for message, mutate in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            load(_mutated(tmp_path, "wavenet_condition_dsp.nam", mutate))
+
+
+def test_slimmable_size_from_a_config_file(tmp_path) -> None:
+    # What a researcher uploads next to the checkpoint (webmushra passes the file's path).
+    cfg = tmp_path / "size.json"
+    cfg.write_text(json.dumps({"slimmable_size": 0.5}))
+    model = load(fixture_path("models", "nam", "slimmable_container.nam"), config=str(cfg))
+    assert "submodel 2 of 3" in model.architecture
+    cfg.write_text(json.dumps({"architecture": "wavenet"}))
+    with pytest.raises(CheckpointError, match="slimmable_size"):
+        load(fixture_path("models", "nam", "slimmable_container.nam"), config=str(cfg))

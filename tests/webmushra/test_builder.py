@@ -10,13 +10,14 @@ import types
 import zipfile
 
 import pytest
+from django import forms as django_forms
 from django.core import mail
 from django.urls import reverse
 
 from tests.paths import fixture_path
 from tests.trials import save_body
 from tests.webmushra.conftest import render_inline
-from webmushra import messaging, selectors
+from webmushra import forms, messaging, selectors
 from webmushra.models import Checkpoint, Condition, Excerpt, Experiment, RenderJob, Report
 from webmushra.rules import MAX_SIGNALS_PER_TRIAL, RULE_DEFAULTS
 from webmushra.services import experiments, reports, sessions, uploads
@@ -344,7 +345,7 @@ def rate_all(participant, score_of=lambda kind: 100 if kind == "hidden_reference
         sessions.submit_trial(
             participant=p,
             index=i,
-            idempotency_key=f"key-{p.pk}-{i}-abcdef",
+            idempotency_key=body["idempotency_key"],
             ratings=body["ratings"],
             telemetry={**body["telemetry"], "time_on_page_ms": page_ms},
         )
@@ -498,3 +499,39 @@ def settings_media(rel: str):
     from django.conf import settings
 
     return settings.MEDIA_ROOT / rel
+
+
+def _form_post_data(form) -> dict:
+    """The POST a browser sends for an unbound form as shown (checkboxes on/omitted)."""
+    data = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name, field.initial)
+        if isinstance(field, django_forms.BooleanField):
+            if value:
+                data[name] = "on"
+        elif value is not None:
+            data[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return data
+
+
+def test_settings_that_shape_the_test_are_locked_while_it_is_open(logged_in, participant_at_trials):
+    exp, _ = participant_at_trials(n_excerpts=1, seconds=1.0, config={"training": False})
+    url = reverse("researcher:settings", args=[exp.pk])
+    data = _form_post_data(forms.SettingsForm.for_experiment(exp))
+    # The page as shown, with a new completion code: saved (exits and analysis may change).
+    r = logged_in.post(url, {**data, "completion_code": "NEWCODE1"}, follow=True)
+    assert "Settings saved." in texts(r)
+    exp.refresh_from_db()
+    assert exp.config["completion_code"] == "NEWCODE1"
+    before = dict(exp.config)
+    # A rule participants follow: refused while open, nothing changed, the next step named.
+    changed = {k: v for k, v in data.items() if k != "must_play_all"}
+    r = logged_in.post(url, changed, follow=True)
+    assert any("close the experiment to change rules" in m for m in texts(r))
+    exp.refresh_from_db()
+    assert exp.config == before
+    # Closed, the same change is accepted.
+    experiments.close_experiment(experiment=exp)
+    logged_in.post(url, changed)
+    exp.refresh_from_db()
+    assert exp.config["rules"]["must_play_all"] is False

@@ -96,10 +96,10 @@ def test_another_participants_trial_cannot_be_rated_with_my_keys(client, partici
     good_body(other, 0)  # the other participant fetched the audio and took the time
     body = good_body(p, 0)  # p's idempotency key, posted to the other participant's URL
     r = post(client, reverse("participant:trial", args=[other.token, 1]), body)
-    # Keys are per trial (a, b, ...) so the ratings themselves validate; the answer is stored for
-    # the participant named in the URL only, never for p.
-    assert r.status_code == 200
-    assert not TrialResponse.objects.filter(participant=p).exists()
+    # The idempotency key is the one the server issued to each participant for each trial: p's
+    # key is refused on the other participant's trial, and nothing is stored for either.
+    assert r.status_code == 400 and "idempotency_key" in r.json()["error"]
+    assert not TrialResponse.objects.filter(participant__in=[p, other]).exists()
 
 
 def test_stimulus_responses_do_not_tell_conditions_apart(client, participant_at_trials):
@@ -245,3 +245,47 @@ def test_trial_page_shows_the_stage_the_trial_number_and_the_time_left(client, p
     assert data["progress"] == {"stage": "test", "position": 2, "of": 3, "seconds_per_trial": 90, "minutes_left": 3}
     assert 'Rating</span> <span class="wm-stage-count">trial 1 of 2</span>' in html
     assert "about 3 min left" in html and 'max="3" value="1"' in html
+
+
+def test_trials_are_saved_in_order_with_the_issued_key_only(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False})
+    # An invented key, well-formed: refused, nothing stored.
+    body = good_body(p, 0)
+    body["idempotency_key"] = "0123456789abcdef"
+    r = post(client, reverse("participant:trial", args=[p.token, 1]), body)
+    assert r.status_code == 400 and "idempotency_key" in r.json()["error"]
+    # The second trial before the first: refused with the trial that comes first.
+    r = post(client, reverse("participant:trial", args=[p.token, 2]), good_body(p, 1))
+    assert r.status_code == 409 and "trial 1 comes first" in r.json()["error"]
+    assert not TrialResponse.objects.filter(participant=p).exists()
+    assert post(client, reverse("participant:trial", args=[p.token, 1]), good_body(p, 0)).status_code == 200
+    assert post(client, reverse("participant:trial", args=[p.token, 2]), good_body(p, 1)).status_code == 200
+
+
+def test_oversized_deep_or_huge_number_saves_are_refused_with_a_reason(client, participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0, config={"training": False})
+    url = reverse("participant:trial", args=[p.token, 1])
+    body = good_body(p, 0)
+    # Telemetry padded past the limit: 413, nothing stored.
+    big = {**body, "telemetry": {**body["telemetry"], "junk": "x" * rules.MAX_SAVE_BYTES}}
+    r = post(client, url, big)
+    assert r.status_code == 413 and "kB" in r.json()["error"]
+    # A body nested 100,000 levels deep, and scores past any integer type: 400, never 500.
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    r = client.post(url, deep, content_type="application/json")
+    assert r.status_code in (400, 413) and "error" in r.json()
+    key = next(iter(body["ratings"]))
+    for score in (2**64, 10**400):
+        text = json.dumps(body).replace(f'"{key}": {body["ratings"][key]}', f'"{key}": {score}', 1)
+        r = client.post(url, text, content_type="application/json")
+        assert r.status_code == 400, (score if score < 10**20 else "huge", r.content[:200])
+    r = client.post(url, '{"ratings": {"a": ' + "9" * 5000 + "}}", content_type="application/json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert not TrialResponse.objects.filter(participant=p).exists()
+    # The headphone answers have their own, smaller limit.
+    screening = reverse("participant:screening", args=[p.token])
+    r = client.post(
+        screening, json.dumps({"answers": ["x" * rules.MAX_SCREENING_BYTES]}), content_type="application/json"
+    )
+    assert r.status_code == 413
+    assert post(client, url, body).status_code == 200

@@ -5,6 +5,7 @@ covered by tests/integration)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,30 @@ def test_an_experiment_is_deleted_with_its_files(client, researcher, participant
     assert not any(f.exists() for f in files)
     assert not (media / "stimuli" / f"e{exp.pk}").exists()
     assert not Participant.objects.filter(pk=p.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_in_a_long_silent_step_keeps_its_heartbeat_and_completes_once(build_experiment, settings, monkeypatch):
+    from modelrunner import metrics
+
+    # A step that reports no progress (the objective metrics) outlasts the stale limit; the
+    # job's own heartbeat thread keeps it alive, and the reaper leaves it alone.
+    settings.RENDER_HEARTBEAT_SECONDS = 0.1
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
+    rendering.start_render(experiment=exp)
+    job = RenderJob.objects.get(experiment=exp, kind="model")
+    real = metrics.compute_all
+    reaped: list[dict] = []
+
+    def slow_metrics(*args, **kwargs):
+        time.sleep(1.2)
+        settings.RENDER_STALE_SECONDS = 0.6
+        reaped.append(rendering.reap_stale_jobs())
+        settings.RENDER_STALE_SECONDS = 120
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "compute_all", slow_metrics)
+    assert jobs.run_job(job.pk) == "done"
+    assert reaped and reaped[0]["requeued"] == 0 and reaped[0]["failed"] == 0
+    job.refresh_from_db()
+    assert job.status == "done" and job.attempts == 1

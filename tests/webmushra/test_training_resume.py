@@ -180,9 +180,17 @@ def test_a_forged_or_foreign_cookie_resumes_nobody(open_experiment):
 
 def test_a_prolific_id_resumes_across_browsers_and_another_id_is_another_person(open_experiment):
     exp = open_experiment(n_excerpts=1, seconds=1.0)
-    a = start(Client(), exp, "?PROLIFIC_PID=aaaaaaaaaaaaaaaaaaaaaaaa&STUDY_ID=s&SESSION_ID=1")
-    again = start(Client(), exp, "?PROLIFIC_PID=aaaaaaaaaaaaaaaaaaaaaaaa&STUDY_ID=s&SESSION_ID=2")
+    link = "?PROLIFIC_PID=aaaaaaaaaaaaaaaaaaaaaaaa&STUDY_ID=s&SESSION_ID=sess-1"
+    a = start(Client(), exp, link)
+    # Prolific's link again (same submission) in another browser: the same participant.
+    again = start(Client(), exp, link)
     assert again.pk == a.pk and Participant.objects.filter(experiment=exp).count() == 1
+    # The ID alone, or with another session ID, takes over nothing and starts nothing.
+    landing = reverse("participant:landing", args=[exp.public_token])
+    for query in ("?PROLIFIC_PID=aaaaaaaaaaaaaaaaaaaaaaaa", "?PROLIFIC_PID=aaaaaaaaaaaaaaaaaaaaaaaa&SESSION_ID=x"):
+        r = Client().post(landing + query)
+        assert r.status_code == 409 and "already started this study" in r.content.decode()
+    assert Participant.objects.filter(experiment=exp).count() == 1
     # The same browser with another Prolific ID (a shared lab machine): a new participant.
     shared = Client()
     b = start(shared, exp, "?PROLIFIC_PID=bbbbbbbbbbbbbbbbbbbbbbbb")
@@ -219,3 +227,32 @@ def test_the_questionnaire_keeps_every_answer_when_sent_back(client, open_experi
     assert r.status_code == 302
     p.refresh_from_db()
     assert p.questionnaire["age"] == "41" and p.stage == Participant.Stage.COMPLETED
+
+
+def test_questionnaire_choices_and_numbers_are_checked_and_exports_neutralise_formulas(
+    client, researcher, open_experiment
+):
+    from tests.webmushra.test_builder import rate_all
+
+    fields = [
+        {"name": "age", "label": "Age", "type": "number", "required": True},
+        {"name": "level", "label": "Experience", "type": "select", "options": ["none", "some"], "required": True},
+        {"name": "comment", "label": "Comments", "type": "text"},
+    ]
+    exp = open_experiment(n_excerpts=1, seconds=1.0, config={"questionnaire": fields, "training": False})
+    p = sessions.set_level(
+        participant=sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True),
+        gain_db=0.0,
+    )
+    rate_all(p)
+    url = reverse("participant:questionnaire", args=[p.token])
+    r = client.post(url, {"age": "forty", "level": "expert", "comment": '=HYPERLINK("http://x")'})
+    assert r.status_code == 400
+    html = r.content.decode()
+    assert "Age (a number)" in html and "Experience (choose one of the options)" in html
+    p.refresh_from_db()
+    assert p.questionnaire == {}
+    assert client.post(url, {"age": "40", "level": "some", "comment": '=HYPERLINK("http://x")'}).status_code == 302
+    client.force_login(researcher)
+    mushra = client.get(reverse("researcher:mushra_csv", args=[exp.pk])).content.decode()
+    assert "'=HYPERLINK" in mushra and ",=HYPERLINK" not in mushra and '"=HYPERLINK' not in mushra

@@ -32,7 +32,7 @@ from ..models import (
     Stimulus,
     Trial,
 )
-from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, validate_config
+from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, participant_facing, validate_config
 from .files import delete_files
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,14 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
         if not str(fields["title"] or "").strip():
             raise ServiceError("title: a title is required")
         fields["title"] = str(fields["title"]).strip()[:200]
-    if fields.get("estimated_minutes") is not None and int(fields["estimated_minutes"]) < 1:
-        raise ServiceError("estimated_minutes: at least 1 minute")
+    if fields.get("estimated_minutes") is not None and not 1 <= int(fields["estimated_minutes"]) <= 600:
+        raise ServiceError("estimated_minutes: between 1 and 600 minutes")
     target = fields.get("loudness_target_lufs")
     if target is not None and not (-70.0 <= float(target) <= 0.0):
         raise ServiceError("loudness_target_lufs: must be between -70 and 0 LUFS")
-    if target is not None and float(target) != experiment.loudness_target_lufs:
+    if "loudness_target_lufs" in fields and (None if target is None else float(target)) != (
+        experiment.loudness_target_lufs
+    ):
         # The loudness target shapes every stimulus: changing it means preparing the items again.
         require_editable(experiment)
         RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.ITEM).delete()
@@ -164,7 +166,17 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
     for name, value in fields.items():
         setattr(experiment, name, value)
     if config is not None:
-        experiment.config = validate_config({**experiment.config, **config})
+        new_config = validate_config({**experiment.config, **config})
+        if experiment.status == Experiment.Status.OPEN:
+            # Participants keep the test they started: only exits and analysis change while open.
+            before, after = participant_facing(experiment.config), participant_facing(new_config)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            if changed:
+                raise ConflictError(
+                    f"close the experiment to change {', '.join(changed)}: participants have started with "
+                    "the current settings (the completion and screen-out codes and the analysis can change now)"
+                )
+        experiment.config = new_config
     experiment.save()
     return experiment
 

@@ -214,6 +214,16 @@ def heartbeat(*, claim: Claim, progress: float) -> None:
         raise JobLost(f"render job {claim.job.pk} is no longer held by this worker")
 
 
+def keep_alive(*, claim: Claim) -> bool:
+    """Refresh a running job's heartbeat only (its progress stays); False once it is not ours."""
+    return (
+        RenderJob.objects.filter(pk=claim.job.pk, claim_token=claim.token, status=RenderJob.Status.RUNNING).update(
+            heartbeat=timezone.now()
+        )
+        == 1
+    )
+
+
 def complete_model_job(*, claim: Claim, output_file: str, report: dict) -> None:
     with transaction.atomic():
         updated = RenderJob.objects.filter(

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import secrets
 from dataclasses import dataclass
@@ -80,7 +81,14 @@ def start_participant(
     if prolific_pid:
         existing = experiment.participants.filter(prolific_pid=prolific_pid).first()
         if existing is not None:
-            return existing
+            # A Prolific ID alone is no proof (anyone can type one): it resumes with the session ID
+            # Prolific gave that submission (the same browser resumes through its cookie instead).
+            if session_id and session_id[:64] == existing.prolific_session_id:
+                return existing
+            raise ConflictError(
+                "this Prolific ID has already started this study. Continue in the browser where you "
+                "started, or open the study again from your Prolific submission"
+            )
     rng = random.Random(secrets.randbits(64))
     participant = Participant.objects.create(
         experiment=experiment,
@@ -208,6 +216,12 @@ def submit_trial(
             raise ConflictError("this listening test is closed; no more ratings are accepted")
         if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
             raise ConflictError(f"ratings are not accepted at this stage ({participant.get_stage_display().lower()})")
+        # Only the key the server issued for this trial, and only for the next unsaved trial.
+        if idempotency_key != entry["key"]:
+            raise ServiceError("idempotency_key: not the key this trial was given; reload the page")
+        expected = _first_unsaved(participant, saved)
+        if expected != index:
+            raise ConflictError(f"trial {(expected or 0) + 1} comes first: trials are saved in their order")
         keys = signal_keys(entry)
         if not isinstance(ratings, dict):
             raise ServiceError("ratings: expected an object of signal -> score")
@@ -220,10 +234,15 @@ def submit_trial(
         scores: dict[int, int] = {}
         by_key: dict[str, int] = {}
         for key, value in ratings.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value))
+            ):
                 raise ServiceError(f"ratings: the score of {key} is not a number")
             if not (0 <= value <= 100):
-                raise ServiceError(f"ratings: the score of {key} ({value}) is outside 0..100")
+                shown = f"{value:g}" if isinstance(value, float) or abs(value) < 10**9 else "a huge number"
+                raise ServiceError(f"ratings: the score of {key} ({shown}) is outside 0..100")
             scores[keys[key]] = by_key[key] = int(round(value))
         # The server referees: every enabled rule, against the page's log and its own record.
         telemetry = telemetry if isinstance(telemetry, dict) else {}

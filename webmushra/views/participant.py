@@ -42,16 +42,28 @@ def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def _json_body(request: HttpRequest):
-    """The request's JSON body, or a 400 response saying why it is not one."""
+def _json_body(request: HttpRequest, limit: int):
+    """The request's JSON body, or a 400 (413 above ``limit`` bytes) response saying why not."""
     if request.content_type != "application/json":
         return _error("send JSON (Content-Type: application/json)")
     try:
-        return json.loads(request.body.decode("utf-8"))
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return _error(f"the request body is over {limit // 1024} kB", status=413)
+    try:
+        raw = request.body
     except RawPostDataException:
         return _error("send JSON (Content-Type: application/json)")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    if len(raw) > limit:
+        return _error(f"the request body is over {limit // 1024} kB", status=413)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and integers past Python's digit limit
         return _error("the request body is not valid JSON")
+    except RecursionError:
+        return _error("the request body is nested too deeply")
 
 
 def _where(participant: Participant, next_index: int | None | bool = False) -> str:
@@ -192,7 +204,7 @@ def _level_context(participant: Participant, gain_db: float = 0.0) -> dict:
 def screening(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if request.method == "POST":
-        body = _json_body(request)
+        body = _json_body(request, rules.MAX_SCREENING_BYTES)
         if isinstance(body, JsonResponse):
             return body
         if participant.stage == Participant.Stage.SCREENING:
@@ -307,7 +319,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
 def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
     index = number - 1
     if request.method == "POST":
-        body = _json_body(request)
+        body = _json_body(request, rules.MAX_SAVE_BYTES)
         if isinstance(body, JsonResponse):
             return body
         if not isinstance(body, dict):
@@ -419,12 +431,13 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
     fields = rules.questionnaire_fields(participant.experiment)
     if request.method == "POST":
         answers = {f["name"]: request.POST.get(f["name"], "").strip()[:2000] for f in fields}
-        missing = [f["label"] for f in fields if f.get("required") and not answers[f["name"]]]
-        if missing:
-            # Sent back with every answer kept, the missing ones marked.
+        problems = {f["name"]: rules.questionnaire_problem(f, answers[f["name"]]) for f in fields}
+        problems = {name: why for name, why in problems.items() if why}
+        if problems:
+            # Sent back with every answer kept, the ones to fix marked.
             for f in fields:
                 f["value"] = answers[f["name"]]
-                f["missing"] = bool(f.get("required") and not answers[f["name"]])
+                f["missing"] = f["name"] in problems
             return render(
                 request,
                 "webmushra/participant/questionnaire.html",
@@ -432,7 +445,8 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
                     "participant": participant,
                     "experiment": participant.experiment,
                     "fields": fields,
-                    "error": "Please answer: " + ", ".join(missing),
+                    "error": "Please answer: "
+                    + "; ".join(f"{f['label']}{problems[f['name']]}" for f in fields if f["name"] in problems),
                 },
                 status=400,
             )
