@@ -9,35 +9,69 @@ PostgreSQL and Redis with no code change.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def _refuse(name: str, value: str, accepted: str) -> NoReturn:
+    """Stop at start with a message naming the variable and what it accepts (exit status 2)."""
+    sys.stderr.write(f"configuration error: {name}={value!r} is not valid; {accepted}\n")
+    raise SystemExit(2)
+
+
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in _TRUE | _FALSE:
+        _refuse(name, value, "use one of 1, true, yes, on, 0, false, no, off")
+    return word in _TRUE
 
 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        _refuse(name, value, "use a whole number")
 
 
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        _refuse(name, value, "use a number")
+    if not math.isfinite(number):
+        _refuse(name, value, "use a finite number")
+    return number
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip()
+    if value not in choices:
+        _refuse(name, value, f"use one of {', '.join(choices)}")
+    return value
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -92,6 +126,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "webmushra.middleware.ContentSecurityPolicyMiddleware",
+    "webmushra.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -155,10 +190,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # "django" streams stimuli itself (with Range support); "nginx" answers with X-Accel-Redirect.
-SERVE_MEDIA_WITH = env_str("SERVE_MEDIA_WITH", "django")
+SERVE_MEDIA_WITH = env_choice("SERVE_MEDIA_WITH", "django", ("django", "nginx"))
 PROTECTED_MEDIA_PREFIX = "/protected-media/"
 
 MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 200)
+# The longest excerpt accepted (s): renders, metrics and every participant's download grow with it.
+MAX_EXCERPT_SECONDS = env_float("MAX_EXCERPT_SECONDS", 300.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o640
@@ -218,6 +255,8 @@ RATELIMIT_RATES = {
     "start": env_str("RATELIMIT_START", "30/60"),  # new sessions (the landing page's POST)
     "save": env_str("RATELIMIT_SAVE", "300/60"),  # trial, headphone-check and form answers
     "media": env_str("RATELIMIT_MEDIA", "3000/60"),  # stimuli and references (13 a trial, plus Range requests)
+    "login": env_str("RATELIMIT_LOGIN", "20/300"),  # researcher sign-in attempts per address
+    "login_account": env_str("RATELIMIT_LOGIN_ACCOUNT", "10/300"),  # ... and per account name
 }
 
 # Celery: the broker message carries only a row id; the database row is the truth.

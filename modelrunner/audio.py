@@ -105,17 +105,24 @@ def as_2d(audio: np.ndarray) -> np.ndarray:
     return a
 
 
+#: Mode of every file ``write_wav`` writes: readable by its group, so a web server running as
+#: another user of that group (nginx behind X-Accel-Redirect) can serve it. A temp file is 0600.
+FILE_MODE = 0o640
+
+
 def write_wav(
     path: str | os.PathLike[str],
     audio: np.ndarray,
     sample_rate: int,
     *,
     subtype: str = "FLOAT",
+    mode: int = FILE_MODE,
 ) -> Path:
     """Write ``audio`` to ``path`` atomically (temp file in the same folder, then rename).
 
     ``subtype`` is a libsndfile subtype: ``FLOAT`` (32-bit float, never clips) or
-    ``PCM_16``/``PCM_24``. Non-finite samples are refused rather than written.
+    ``PCM_16``/``PCM_24``. Non-finite samples are refused rather than written. The file gets
+    permission bits ``mode`` (``FILE_MODE``) before it appears under its name.
     """
     a = as_2d(audio)
     if not np.isfinite(a).all():
@@ -131,6 +138,7 @@ def write_wav(
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getbuffer())
             fh.flush()
+            os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:

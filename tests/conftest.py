@@ -388,8 +388,12 @@ def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50
     """
     deadline = time.monotonic() + timeout / 1000
     while True:
-        if page.evaluate(f"() => Boolean({expression})"):
-            return
+        try:
+            if page.evaluate(f"() => Boolean({expression})"):
+                return
+        except Exception as exc:  # the page navigated (or reloaded) while it was asked: ask again
+            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+                raise
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {expression}")
         page.wait_for_timeout(interval)

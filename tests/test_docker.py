@@ -23,7 +23,7 @@ DOCKERFILE = DOCKER / "Dockerfile"
 NGINX = DOCKER / "nginx.conf"
 ENV_EXAMPLE = DOCKER / "env.example"
 
-SERVICES = ("db", "redis", "migrate", "web", "worker", "render-worker", "beat", "nginx")
+SERVICES = ("db", "redis", "cache", "migrate", "web", "worker", "render-worker", "beat", "nginx")
 APP_SERVICES = ("migrate", "web", "worker", "render-worker", "beat")
 
 
@@ -140,6 +140,14 @@ def test_redis_keeps_queued_jobs(services: dict[str, Any]) -> None:
     assert option(command, "--maxmemory-policy") == "noeviction"
     assert option(command, "--appendonly") == "yes"
     assert volume_targets(services["redis"])["/data"] == "redisdata"
+
+
+def test_rate_limits_share_one_evicting_cache(services: dict[str, Any]) -> None:
+    command = command_of(services["cache"])
+    assert option(command, "--maxmemory-policy") == "allkeys-lru" and option(command, "--maxmemory")
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["CACHE_URL"] == "redis://${CACHE_HOST:-cache}:6379/0", name
+    assert services["web"]["depends_on"]["cache"]["condition"] == "service_healthy"
 
 
 def test_workers_consume_their_queues(services: dict[str, Any]) -> None:

@@ -132,3 +132,24 @@ def test_layout():
     assert "torch==2.13.0" in req
     readme = (REPO / "README.md").read_text()
     assert readme.index("make run") < readme.index("make test") < 400
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("RENDER_MAX_ATTEMPTS", "three", "whole number"),
+        ("DEBUG", "ture", "true, yes, on"),
+        ("SERVE_MEDIA_WITH", "ngnix", "django, nginx"),
+        ("REAPER_INTERVAL_SECONDS", "nan", "finite number"),
+    ],
+)
+def test_an_invalid_setting_stops_the_start_naming_the_variable(tmp_path, name, value, accepted):
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SERVE_MEDIA_WITH", "VAR_DIR"}}
+    env.update({"VAR_DIR": str(tmp_path), name: value})
+    out = subprocess.run(
+        [sys.executable, "-c", "import config.settings"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, (out.returncode, out.stderr[-500:])
+    assert f"{name}={value!r} is not valid" in out.stderr and accepted in out.stderr
+    assert "Traceback" not in out.stderr

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from django.db import transaction
 from django.utils.html import strip_tags
 
 from . import errors, rules
-from .models import ConditionKind, Experiment, Rating
+from .models import ConditionKind, Experiment, Participant, Rating
 from .rules import MAX_SIGNALS_PER_TRIAL
 from .selectors import QUALITY_COLUMNS, csv_cell, flag_codes
 from .services import experiments, files, uploads
@@ -57,8 +58,10 @@ STIMULUS_NAMES = {
     ConditionKind.ANCHOR_35: "anchor35",
     ConditionKind.ANCHOR_70: "anchor70",
 }
-MUSHRA_COLUMNS_BEFORE = ["session_test_id", "session_uuid"]
-MUSHRA_COLUMNS_AFTER = ["trial_id", "rating_stimulus", "rating_score", "rating_time", "rating_comment"]
+#: webMUSHRA's mushra.csv (service/write.php): the test id, the questionnaire's answers, then
+#: the session's UUID and one row per rated stimulus.
+MUSHRA_COLUMNS_BEFORE = ["session_test_id"]
+MUSHRA_COLUMNS_AFTER = ["session_uuid", "trial_id", "rating_stimulus", "rating_score", "rating_time", "rating_comment"]
 
 
 class ImportRefused(errors.ServiceError):
@@ -322,6 +325,7 @@ def import_config(
     )
     consent_text = "\n\n".join(_text(p.data.get("content")) for p in consent)
 
+    _check_audio_files(resolve, mushra, source)
     stored: list[str] = []
     experiments: list[Experiment] = []
     try:
@@ -429,6 +433,22 @@ def _build_experiment(
     return experiment
 
 
+def _check_audio_files(resolve: Callable[[str], Path | None], pages: list[Page], source: str) -> None:
+    """Every audio file the mushra pages name, checked before anything is stored; all the
+    problems are listed at once (not the first one per attempt)."""
+    problems: list[str] = []
+    for page in pages:
+        names = [page.data.get("reference"), *dict(page.data.get("stimuli") or {}).values()]
+        for name in names:
+            try:
+                _resolve(resolve, name, page, source)
+            except errors.ServiceError as exc:
+                problems.append(str(exc).removeprefix(f"{source}: "))
+    if problems:
+        listed = "; ".join(problems[:50]) + (f"; and {len(problems) - 50} more" if len(problems) > 50 else "")
+        raise errors.ServiceError(f"{source}: {len(problems)} audio file(s) missing or unusable: {listed}")
+
+
 def _resolve(resolve: Callable[[str], Path | None], name: Any, page: Page, source: str) -> Path:
     text = str(name).strip()
     parts = Path(text.replace("\\", "/")).parts
@@ -532,8 +552,15 @@ def stimulus_name(condition) -> str:
     return STIMULUS_NAMES.get(condition.kind, condition.label)
 
 
+def session_uuid(participant) -> str:
+    """The participant's session as webMUSHRA names one: a UUID (derived from the session's
+    private token, so it is stable and tells nothing of the participant or the order)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"webmushra-session:{participant.token}"))
+
+
 def mushra_csv(experiment: Experiment) -> str:
-    """Ratings in webMUSHRA's ``mushra.csv`` layout (one row per rated signal)."""
+    """Ratings in webMUSHRA's ``mushra.csv`` layout (one row per rated signal), as its
+    ``write.php`` writes it: complete sessions only (webMUSHRA writes a session when it ends)."""
     questions = [q["name"] for q in experiment.config.get("questionnaire") or []]
     test_id = (experiment.config.get("webmushra") or {}).get("testId") or f"experiment-{experiment.pk}"
     buf = io.StringIO()
@@ -541,16 +568,21 @@ def mushra_csv(experiment: Experiment) -> str:
     # After webMUSHRA's own columns: the trial's flags and the participant's exclusion by hand.
     writer.writerow(MUSHRA_COLUMNS_BEFORE + questions + MUSHRA_COLUMNS_AFTER + QUALITY_COLUMNS)
     ratings = (
-        Rating.objects.filter(participant__experiment=experiment)
+        Rating.objects.filter(
+            participant__experiment=experiment,
+            participant__stage=Participant.Stage.COMPLETED,
+            participant__is_pilot=False,
+        )
         .select_related("participant", "condition", "trial__excerpt", "response")
         .order_by("participant_id", "response__submitted_at", "condition__position")
     )
     for r in ratings:
         answers = r.participant.questionnaire or {}
         row = (
-            [test_id, f"P{r.participant_id}"]
+            [test_id]
             + [answers.get(q, "") for q in questions]
             + [
+                session_uuid(r.participant),
                 r.trial.excerpt.name,
                 stimulus_name(r.condition),
                 r.score,

@@ -346,6 +346,9 @@ class Participant(models.Model):
     #: Where the participant was sent at the end (Prolific completion or screen-out), as recorded.
     exit_code = models.CharField(max_length=64, blank=True)
     exit_url = models.CharField(max_length=500, blank=True)
+    #: A pilot session (the researcher's pilot link): kept apart from the data, out of the
+    #: exports and the analysis unless asked for.
+    is_pilot = models.BooleanField(default=False)
     #: Excluded by the researcher (kept in the data, left out of the analysis, reason reported).
     excluded_at = models.DateTimeField(null=True, blank=True)
     exclusion_reason = models.TextField(blank=True)

@@ -22,11 +22,17 @@ from .models import (
 )
 from .rules import FLAG_LABELS, FLAGS, MAX_SIGNALS_PER_TRIAL, flow
 
+#: ``trial_position``: the order in which this participant rated the trial (0 = first test
+#: trial they heard), not the excerpt's place in the experiment.
 RATING_COLUMNS = ["participant", "item", "condition", "kind", "rating", "trial_position", "submitted_at"]
-#: Export-only columns: the trial's quality-control flags (``rules.FLAGS``, ``;``-separated) and
-#: the researcher's exclusion (an excluded participant stays in the exports, not in the analysis).
+#: Export-only columns: what the page recorded per signal (its place on the page, 1 = first
+#: slider; how often it was played; how long it was heard, ms), the trial's time on the page
+#: (ms), and the participant's stage ...
+TELEMETRY_COLUMNS = ["signal_position", "plays", "listen_ms", "time_on_page_ms", "stage"]
+#: ... the trial's quality-control flags (``rules.FLAGS``, ``;``-separated) and the researcher's
+#: exclusion (an excluded participant stays in the exports, not in the analysis).
 QUALITY_COLUMNS = ["flags", "excluded", "exclusion_reason"]
-EXPORT_COLUMNS = RATING_COLUMNS + QUALITY_COLUMNS
+EXPORT_COLUMNS = RATING_COLUMNS + TELEMETRY_COLUMNS + QUALITY_COLUMNS
 
 
 def experiments_for(user: Any) -> QuerySet[Experiment]:
@@ -39,29 +45,45 @@ def experiments_for(user: Any) -> QuerySet[Experiment]:
     return qs.select_related("owner")
 
 
-def ratings_rows(experiment: Experiment) -> list[dict]:
+def ratings_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
     """The ratings long table: one row per (participant, item, condition), with the trial's
-    flags and the participant's exclusion (``QUALITY_COLUMNS``); every participant is in it."""
-    rows = (
-        Rating.objects.filter(participant__experiment=experiment)
-        .select_related("condition", "trial__excerpt", "response", "participant")
-        .order_by("participant_id", "trial__position", "condition__position")
+    flags and the participant's exclusion (``QUALITY_COLUMNS``); every participant is in it,
+    pilot sessions only when asked for (``include_pilot``, with a ``pilot`` column)."""
+    ratings = Rating.objects.filter(participant__experiment=experiment)
+    if not include_pilot:
+        ratings = ratings.filter(participant__is_pilot=False)
+    rows = ratings.select_related("condition", "trial__excerpt", "response", "participant").order_by(
+        "participant_id", "response__submitted_at", "condition__position"
     )
-    return [
-        {
-            "participant": f"P{r.participant_id}",
-            "item": r.trial.excerpt.name,
-            "condition": r.condition.label,
-            "kind": ConditionKind.analysis_kind(r.condition.kind),
-            "rating": r.score,
-            "trial_position": r.trial.position,
-            "submitted_at": r.response.submitted_at.isoformat(),
-            "flags": flag_codes(r.response.flags),
-            "excluded": r.participant.excluded_at is not None,
-            "exclusion_reason": r.participant.exclusion_reason,
-        }
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        tests = [e for e in r.participant.plan if not e.get("training")]
+        entry_index = next((i for i, e in enumerate(tests) if e["trial"] == r.trial_id), None)
+        entry = tests[entry_index] if entry_index is not None else {"conditions": []}
+        page = entry["conditions"].index(r.condition_id) if r.condition_id in entry["conditions"] else None
+        telemetry = r.response.telemetry or {}
+        heard = (telemetry.get("signals") or {}).get(chr(ord("a") + page), {}) if page is not None else {}
+        out.append(
+            {
+                "participant": f"P{r.participant_id}",
+                "item": r.trial.excerpt.name,
+                "condition": r.condition.label,
+                "kind": ConditionKind.analysis_kind(r.condition.kind),
+                "rating": r.score,
+                "trial_position": entry_index,
+                "submitted_at": r.response.submitted_at.isoformat(),
+                "signal_position": None if page is None else page + 1,
+                "plays": heard.get("plays") if isinstance(heard, dict) else None,
+                "listen_ms": heard.get("listen_ms") if isinstance(heard, dict) else None,
+                "time_on_page_ms": telemetry.get("time_on_page_ms"),
+                "stage": r.participant.stage,
+                "flags": flag_codes(r.response.flags),
+                "excluded": r.participant.excluded_at is not None,
+                "exclusion_reason": r.participant.exclusion_reason,
+                **({"pilot": r.participant.is_pilot} if include_pilot else {}),
+            }
+        )
+    return out
 
 
 def analysis_rows(experiment: Experiment) -> list[dict]:
@@ -82,11 +104,13 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def ratings_csv(experiment: Experiment) -> str:
+def ratings_csv(experiment: Experiment, *, include_pilot: bool = False) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    columns = EXPORT_COLUMNS + (["pilot"] if include_pilot else [])
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in ratings_rows(experiment))
+    rows = ratings_rows(experiment, include_pilot=include_pilot)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -130,10 +154,12 @@ def render_progress(experiment: Experiment) -> dict:
 
 
 def participant_summary(experiment: Experiment) -> dict:
-    counts = dict(experiment.participants.values_list("stage").annotate(n=Count("id")).values_list("stage", "n"))
+    """Counts of the real participants by stage (pilot sessions counted apart, ``pilot``)."""
+    real = experiment.participants.filter(is_pilot=False)
+    counts = dict(real.values_list("stage").annotate(n=Count("id")).values_list("stage", "n"))
     durations = sorted(
         (p.completed_at - p.started_at).total_seconds()
-        for p in experiment.participants.filter(stage=Participant.Stage.COMPLETED)
+        for p in real.filter(stage=Participant.Stage.COMPLETED)
         if p.completed_at
     )
     median = durations[len(durations) // 2] if durations else None
@@ -145,7 +171,8 @@ def participant_summary(experiment: Experiment) -> dict:
         "median_duration_s": median,
         "by_stage": counts,
         "flagged": flagged,
-        "excluded": experiment.participants.filter(excluded_at__isnull=False).count(),
+        "excluded": real.filter(excluded_at__isnull=False).count(),
+        "pilot": experiment.participants.filter(is_pilot=True).count(),
     }
 
 
@@ -196,6 +223,7 @@ def participants_detail(experiment: Experiment) -> list[dict]:
             {
                 "id": f"P{p.pk}",
                 "pk": p.pk,
+                "pilot": p.is_pilot,
                 "stage": p.stage,
                 "stage_display": p.get_stage_display(),
                 "started_at": p.started_at,
@@ -332,9 +360,9 @@ def flag_codes(flags: list[dict[str, Any]] | None) -> str:
 def participant_flags(experiment: Experiment) -> dict[int, dict[str, Any]]:
     """Per participant (pk) with saved test trials: trials, flagged trials, trials per flag."""
     out: dict[int, dict[str, Any]] = {}
-    rows = TrialResponse.objects.filter(participant__experiment=experiment, trial__is_training=False).values_list(
-        "participant_id", "flags"
-    )
+    rows = TrialResponse.objects.filter(
+        participant__experiment=experiment, participant__is_pilot=False, trial__is_training=False
+    ).values_list("participant_id", "flags")
     lists: dict[int, list[list[dict[str, Any]]]] = {}
     for pk, flags in rows:
         lists.setdefault(pk, []).append(flags or [])

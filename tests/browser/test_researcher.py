@@ -78,7 +78,7 @@ def test_researcher_builds_renders_previews_publishes_and_downloads(
 
     page.click("#render")
     # The page polls the progress and reloads itself once every job is done.
-    page.wait_for_function("document.getElementById('status').dataset.status === 'ready'", timeout=90_000)
+    wait_js(page, "document.getElementById('status').dataset.status === 'ready'", timeout=90_000)
     assert page.locator("#overall-text").inner_text() == "100 %"
     screenshot(page, "researcher-rendered")
 

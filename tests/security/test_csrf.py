@@ -178,7 +178,7 @@ def test_the_api_checks_csrf_for_a_login_session_but_not_for_a_token(world):
     session = Client(enforce_csrf_checks=True)
     session.force_login(exp.owner)
     refused = session.post(url)
-    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
     api = Client(enforce_csrf_checks=True)
     key = Token.objects.create(user=exp.owner).key
     assert api.post(url, HTTP_AUTHORIZATION=f"Token {key}").status_code == 200

@@ -145,7 +145,25 @@ def test_the_login_session_cookie_is_secure_httponly_and_lax(client, researcher,
     assert r.status_code == 302
     cookie = client.cookies["sessionid"]
     assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Lax"
-    assert "Content-Security-Policy" not in r  # the policy is scoped to the participant pages
+    # The login page, like the participant and researcher pages, runs under the policy.
+    assert page["Content-Security-Policy"] == r["Content-Security-Policy"] == PARTICIPANT_CSP
+
+
+def test_researcher_pages_run_under_the_policy_and_have_no_inline_code(client, researcher, open_experiment):
+    exp = open_experiment(n_excerpts=1, seconds=1.0, config={"training": False})
+    client.force_login(researcher)
+    for name in ("researcher:experiment", "researcher:monitor", "researcher:settings", "researcher:reports"):
+        r = client.get(reverse(name, args=[exp.pk]))
+        assert r.status_code == 200 and r["Content-Security-Policy"] == PARTICIPANT_CSP, name
+    assert "Content-Security-Policy" not in client.get("/admin/")  # the admin loads inline code
+    folders = [REPO / "webmushra" / "templates" / "webmushra" / "researcher", REPO / "templates"]
+    pages = [p for folder in folders for p in folder.rglob("*.html")]
+    assert len(pages) > 8
+    for path in pages:
+        text = path.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text, re.I):
+            assert "src=" in tag or "application/json" in tag, f"{path.name}: inline script {tag}"
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", text, re.I), f"{path.name}: inline style or handler"
 
 
 def test_participant_templates_have_no_inline_code():
@@ -168,3 +186,19 @@ def test_participant_templates_have_no_inline_code():
         if path.name in participant:
             # ES modules that share nothing through globals (tests read the player via its events).
             assert not re.search(r"\b(window|globalThis)\.\w+\s*=[^=]", code), f"{path.name} sets a global"
+
+
+def test_a_database_that_does_not_answer_gives_503_with_retry_after(client, participant_at_trials, monkeypatch):
+    from django.db import OperationalError
+
+    from webmushra.services import sessions
+
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0, config={"training": False})
+
+    def down(**kwargs):
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    monkeypatch.setattr(sessions, "submit_trial", down)
+    r = client.post(reverse("participant:trial", args=[p.token, 1]), '{"ratings": {}}', content_type="application/json")
+    assert r.status_code == 503 and r["Retry-After"] == "5" and "try again" in r.json()["error"]
+    assert "5432" not in r.content.decode()  # no server details in the answer

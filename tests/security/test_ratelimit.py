@@ -168,3 +168,19 @@ def test_real_sessions_are_refused_past_the_start_limit(client, limited, open_ex
     # Three browsers from one address (one browser would resume its own participant).
     assert [Client().post(url).status_code for _ in range(3)] == [302, 302, 429]
     assert Participant.objects.filter(experiment=exp).count() == 2
+
+
+def test_sign_in_attempts_are_limited_per_address_and_per_account(client, limited, settings, researcher):
+    settings.RATELIMIT_RATES = {**settings.RATELIMIT_RATES, "login": "6/60", "login_account": "3/60"}
+    url = reverse("login")
+    wrong = {"username": "researcher", "password": "not-the-password"}
+    # Three wrong passwords for one account, then that account is refused for the window ...
+    assert [client.post(url, wrong).status_code for _ in range(4)] == [200, 200, 200, 429]
+    # ... even with the right password, and from another address.
+    right = {"username": "Researcher", "password": "a-long-password-1"}
+    assert Client(REMOTE_ADDR="10.0.0.9").post(url, right).status_code == 429
+    # Another account from the first address still gets its tries, up to the address's limit.
+    other = {"username": "someone-else", "password": "x"}
+    assert [client.post(url, other).status_code for _ in range(3)] == [200, 200, 429]
+    # GET (the form) is never counted.
+    assert client.get(url).status_code == 200

@@ -198,3 +198,22 @@ def test_create_api_token_command(researcher):
     assert out.getvalue().strip() == Token.objects.get(user=researcher).key
     with pytest.raises(CommandError, match="no user called 'nobody'"):
         call_command("create_api_token", "nobody")
+
+
+def test_every_error_answers_in_the_documented_shape(api, researcher):
+    from rest_framework.test import APIClient
+
+    anonymous = APIClient()
+    for client, method, url, status in (
+        (anonymous, "get", "/api/experiments/", 401),
+        (api, "get", "/api/experiments/999999/", 404),
+        (api, "delete", "/api/experiments/", 405),
+        (api, "post", "/api/experiments/", 400),
+    ):
+        r = (
+            getattr(client, method)(url, {"title": ""}, format="json")
+            if method == "post"
+            else getattr(client, method)(url)
+        )
+        assert r.status_code == status, (url, r.status_code)
+        assert set(r.json()) <= {"error", "fields"} and r.json()["error"], (url, r.json())

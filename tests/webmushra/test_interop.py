@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 import zipfile
 
 import pytest
@@ -11,10 +12,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.paths import fixture_path
+from tests.trials import save_body
 from tests.webmushra.conftest import render_inline
 from tests.webmushra.test_builder import rate_all
 from webmushra import errors, interop
-from webmushra.models import Condition, Experiment, PrerenderedAudio
+from webmushra.models import Condition, Experiment, PrerenderedAudio, Rating
 from webmushra.services import experiments, rendering, sessions
 
 pytestmark = pytest.mark.django_db
@@ -143,6 +145,38 @@ def test_a_missing_audio_file_names_it_and_leaves_nothing(researcher, tmp_path, 
     assert files_under(settings.MEDIA_ROOT / "uploads") == []
 
 
+def test_every_missing_audio_file_is_listed_at_once(researcher, tmp_path, settings):
+    text = fixture_path(*CONFIGS, "mushra_nowav.yaml").read_text()
+    text = text.replace("mono_c3.wav", "missing_take.wav").replace("mono_c1.wav", "gone.wav")
+    config = tmp_path / "configs" / "broken.yaml"
+    config.parent.mkdir()
+    config.write_text(text)
+    with pytest.raises(errors.ServiceError) as refused:
+        interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
+    message = str(refused.value)
+    assert "missing_take.wav" in message and "gone.wav" in message and "missing or unusable" in message
+    assert Experiment.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
+
+
+def test_mushra_csv_holds_complete_sessions_only(researcher):
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "default.yaml"))
+    exp, p = run_one_participant(result.experiments[0])
+    other = sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True)
+    if other.stage == "level":
+        other = sessions.set_level(participant=other, gain_db=0.0)
+    body = save_body(other, 0)
+    sessions.submit_trial(
+        participant=other,
+        index=0,
+        idempotency_key=body["idempotency_key"],
+        ratings=body["ratings"],
+        telemetry=body["telemetry"],
+    )
+    assert Rating.objects.filter(participant=other).exists()
+    rows = list(csv.DictReader(io.StringIO(interop.mushra_csv(exp))))
+    assert rows and {r["session_uuid"] for r in rows} == {interop.session_uuid(p)}
+
+
 def test_bad_yaml_is_refused_with_its_line(researcher):
     with pytest.raises(errors.ServiceError, match=r"broken.yaml: not valid YAML \(line 2\)"):
         interop.import_config(
@@ -196,12 +230,13 @@ def test_mushra_csv_has_webmushras_columns_and_names(researcher):
     exp, p = run_one_participant(result.experiments[0])
     text = interop.mushra_csv(exp)
     rows = list(csv.reader(io.StringIO(text)))
+    # write.php's order: the test id, the questionnaire's answers, then the session's UUID.
     assert rows[0] == [
         "session_test_id",
-        "session_uuid",
         "email",
         "age",
         "gender",
+        "session_uuid",
         "trial_id",
         "rating_stimulus",
         "rating_score",
@@ -217,7 +252,7 @@ def test_mushra_csv_has_webmushras_columns_and_names(researcher):
     ref = next(r for r in body if r["rating_stimulus"] == "reference")
     assert ref == {
         "session_test_id": "default_example",
-        "session_uuid": f"P{p.pk}",
+        "session_uuid": interop.session_uuid(p),
         "email": "30",
         "age": "30",
         "gender": "female",
@@ -230,6 +265,7 @@ def test_mushra_csv_has_webmushras_columns_and_names(researcher):
         "excluded": "False",
         "exclusion_reason": "",
     }
+    assert str(uuid.UUID(ref["session_uuid"])) == ref["session_uuid"]
     frame = pd.read_csv(io.StringIO(text), dtype=str)
     assert is_webmushra(frame) and set(from_webmushra(frame)["condition"]) >= {"reference", "C1"}
 

@@ -170,8 +170,11 @@ def test_monitor_shows_flags_live_and_exports_carry_them(logged_in, participant_
     table = list(csv.DictReader(io.StringIO(selectors.ratings_csv(exp))))
     assert {r["flags"] for r in table if r["participant"] == f"P{careless.pk}"} == {"straight_lining"}
     assert {r["flags"] for r in table if r["participant"] == f"P{careful.pk}"} == {""}
+    # mushra.csv holds complete sessions (webMUSHRA writes a session when it ends).
+    for p in (careless, careful):
+        sessions.submit_questionnaire(participant=p, answers={})
     mushra = list(csv.DictReader(io.StringIO(interop.mushra_csv(exp))))
-    assert {r["flags"] for r in mushra if r["session_uuid"] == f"P{careless.pk}"} == {"straight_lining"}
+    assert {r["flags"] for r in mushra if r["session_uuid"] == interop.session_uuid(careless)} == {"straight_lining"}
 
 
 def test_exclusion_by_hand_keeps_the_data_and_leaves_the_analysis(logged_in, participant_at_trials):
@@ -191,8 +194,10 @@ def test_exclusion_by_hand_keeps_the_data_and_leaves_the_analysis(logged_in, par
     mine = [r for r in table if r["participant"] == f"P{careless.pk}"]
     assert len(mine) == 2 * exp.conditions.count()
     assert {(r["excluded"], r["exclusion_reason"]) for r in mine} == {("True", "rated every signal 100")}
+    for participant in (careless, careful):
+        sessions.submit_questionnaire(participant=participant, answers={})
     mushra = list(csv.DictReader(io.StringIO(interop.mushra_csv(exp))))
-    assert {r["exclusion_reason"] for r in mushra if r["session_uuid"] == f"P{careless.pk}"} == {
+    assert {r["exclusion_reason"] for r in mushra if r["session_uuid"] == interop.session_uuid(careless)} == {
         "rated every signal 100"
     }
     # ... and out of the analysis input and the monitor's post-screening.
@@ -261,3 +266,33 @@ def test_report_states_flags_and_exclusions_and_leaves_the_excluded_out(particip
     quality.exclude_participant(participant=third, reason="y")
     with pytest.raises(Exception, match="every participant with ratings is excluded"):
         reports.request_report(experiment=exp)
+
+
+def test_exports_carry_the_order_heard_and_what_the_page_recorded_per_signal(participant_at_trials):
+    exp, p = participant_at_trials(n_excerpts=3, seconds=1.0, config={"training": False})
+    sent = {}
+    for index, entry in enumerate(p.plan):
+        body = save_body(p, index)
+        sessions.submit_trial(
+            participant=p,
+            index=index,
+            idempotency_key=body["idempotency_key"],
+            ratings=body["ratings"],
+            telemetry=body["telemetry"],
+        )
+        for key, cid in sessions.signal_keys(entry).items():
+            sent[(entry["trial"], cid)] = (index, ord(key) - ord("a") + 1, body["telemetry"]["signals"][key])
+    trials = {t.excerpt.name: t.pk for t in exp.trials.all()}
+    labels = {c.label: c.pk for c in exp.conditions.all()}
+    rows = selectors.ratings_rows(exp)
+    assert len(rows) == len(sent)
+    for row in rows:
+        order, page, heard = sent[(trials[row["item"]], labels[row["condition"]])]
+        # The order this participant heard the trials in (the plan is shuffled per participant).
+        assert row["trial_position"] == order
+        assert row["signal_position"] == page
+        assert (row["plays"], row["listen_ms"]) == (heard["plays"], heard["listen_ms"])
+    heard_order = sorted(rows, key=lambda r: r["trial_position"])
+    assert [r["trial_position"] for r in heard_order][:: exp.conditions.count()] == [0, 1, 2]
+    table = list(csv.DictReader(io.StringIO(selectors.ratings_csv(exp))))
+    assert {"signal_position", "plays", "listen_ms", "time_on_page_ms", "stage"} <= set(table[0])

@@ -256,3 +256,51 @@ def test_questionnaire_choices_and_numbers_are_checked_and_exports_neutralise_fo
     client.force_login(researcher)
     mushra = client.get(reverse("researcher:mushra_csv", args=[exp.pk])).content.decode()
     assert "'=HYPERLINK" in mushra and ",=HYPERLINK" not in mushra and '"=HYPERLINK' not in mushra
+
+
+# ----------------------------------------------------------------------------- pilot
+
+
+def test_pilot_sessions_are_marked_and_kept_out_of_the_data(client, researcher, open_experiment):
+    from tests.webmushra.test_builder import rate_all
+    from webmushra import interop, selectors
+
+    exp = open_experiment(n_excerpts=1, seconds=1.0, config={"training": False, "questionnaire": []})
+    client.force_login(researcher)
+    page = client.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
+    code = re.search(r'id="pilot-url"[^>]*value="[^"]*\?pilot=([^"]+)"', page).group(1)
+    landing = reverse("participant:landing", args=[exp.public_token])
+    # A forged code is refused with the next step; the real one starts a pilot session each time.
+    r = Client().get(landing + "?pilot=forged")
+    assert r.status_code == 400 and "copy it again" in r.content.decode()
+    browser = Client()
+    assert "pilot-note" in browser.get(landing + f"?pilot={code}").content.decode()
+    browser.post(landing + f"?pilot={code}")
+    browser.post(landing + f"?pilot={code}")
+    pilots = list(Participant.objects.filter(experiment=exp, is_pilot=True))
+    assert len(pilots) == 2, "every pilot start is a new session"
+    real = sessions.set_level(
+        participant=sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True),
+        gain_db=0.0,
+    )
+    for p in [real, *pilots]:
+        if p.stage == Participant.Stage.CONSENT:
+            p = sessions.set_level(participant=sessions.give_consent(participant=p, agreed=True), gain_db=0.0)
+        rate_all(p)
+    assert {r["participant"] for r in selectors.ratings_rows(exp)} == {f"P{real.pk}"}
+    assert {r["participant"] for r in selectors.analysis_rows(exp)} == {f"P{real.pk}"}
+    assert {r["session_uuid"] for r in csv_rows(interop.mushra_csv(exp))} == {interop.session_uuid(real)}
+    with_pilots = selectors.ratings_rows(exp, include_pilot=True)
+    assert {(r["participant"], r["pilot"]) for r in with_pilots} == {(f"P{real.pk}", False)} | {
+        (f"P{p.pk}", True) for p in pilots
+    }
+    summary = selectors.participant_summary(exp)
+    assert (summary["started"], summary["completed"], summary["pilot"]) == (1, 1, 2)
+    assert "pilot" in client.get(reverse("researcher:ratings_csv", args=[exp.pk]) + "?pilot=1").content.decode()
+
+
+def csv_rows(text: str) -> list[dict]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))

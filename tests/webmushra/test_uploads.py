@@ -126,3 +126,20 @@ def test_the_twelve_signal_limit_is_enforced(exp):
         experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label=f"M{i}")
     with pytest.raises(errors.ServiceError, match="at most 12 signals"):
         experiments.add_model_condition(experiment=exp, checkpoint=ckpt, label="M10")
+
+
+def test_an_excerpt_longer_than_the_limit_is_refused_from_its_header(build_experiment, tmp_path, settings):
+    exp = build_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
+    settings.MAX_EXCERPT_SECONDS = 2.0
+    audio = np.zeros((int(2.5 * 8000), 1), dtype=np.float32)
+    audio[::100] = 0.1
+    dry, ref = tmp_path / "long_dry.wav", tmp_path / "long_device.wav"
+    sf.write(dry, audio, 8000)
+    sf.write(ref, audio, 8000)
+    before = exp.excerpts.count()
+    with pytest.raises(errors.ServiceError, match=r"long_dry.wav: \d s is longer than the 2 s"):
+        uploads.add_excerpt(experiment=exp, name="long", dry=dry, reference=ref)
+    assert exp.excerpts.count() == before
+    settings.MAX_EXCERPT_SECONDS = 3.0
+    uploads.add_excerpt(experiment=exp, name="long", dry=dry, reference=ref)
+    assert exp.excerpts.count() == before + 1

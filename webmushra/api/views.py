@@ -49,7 +49,12 @@ class ApiView(APIView):
             return Response({"error": str(exc)}, status=status.HTTP_409_CONFLICT)
         if isinstance(exc, errors.ServiceError):
             return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return super().handle_exception(exc)
+        response = super().handle_exception(exc)
+        # DRF's own answers (401, 403, 404, 405, 415, ...) in the documented shape: {"error": ...}.
+        data = getattr(response, "data", None)
+        if isinstance(data, dict) and set(data) == {"detail"}:
+            response.data = {"error": str(data["detail"])}
+        return response
 
     def experiment(self, pk: int) -> Experiment:
         return access.experiment_for(self.request.user, pk)

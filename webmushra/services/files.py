@@ -1,4 +1,5 @@
-"""Uploaded and stored files: private temp copies, size checks, and clean-up when a create fails."""
+"""Uploaded and stored files: private temp copies, size checks, clean-up when a create fails, and
+the sweep of temp files a killed worker left behind."""
 
 from __future__ import annotations
 
@@ -78,3 +79,24 @@ def delete_files(*field_files) -> None:
                 os.rmdir(os.path.dirname(path))
             except OSError:
                 pass
+
+
+def sweep_temp_files(*, older_than) -> int:
+    """Remove temp files left by workers killed mid-write (never served: no row names them)."""
+    removed = 0
+    root = Path(settings.MEDIA_ROOT)
+    for sub in ("renders", "stimuli", "reports", "tmp"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob("*"):
+            name = path.name
+            if not (name.startswith(".tmp-") or (sub == "tmp" and name.startswith("upload-"))):
+                continue
+            try:
+                if path.is_file() and path.stat().st_mtime < older_than.timestamp():
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed

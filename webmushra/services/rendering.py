@@ -27,6 +27,7 @@ from ..models import (
     Report,
     Stimulus,
 )
+from .files import sweep_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -379,26 +380,5 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                 excerpt_id=excerpt_id, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.QUEUED
             ).count()
             counts["items_queued"] += after - before
-    counts["temp_files_removed"] = _sweep_temp_files(older_than=now - timedelta(hours=1))
+    counts["temp_files_removed"] = sweep_temp_files(older_than=now - timedelta(hours=1))
     return counts
-
-
-def _sweep_temp_files(*, older_than) -> int:
-    """Remove temp files left by workers killed mid-write (never served: no row names them)."""
-    removed = 0
-    root = Path(settings.MEDIA_ROOT)
-    for sub in ("renders", "stimuli", "reports", "tmp"):
-        folder = root / sub
-        if not folder.is_dir():
-            continue
-        for path in folder.rglob("*"):
-            name = path.name
-            if not (name.startswith(".tmp-") or (sub == "tmp" and name.startswith("upload-"))):
-                continue
-            try:
-                if path.is_file() and path.stat().st_mtime < older_than.timestamp():
-                    path.unlink()
-                    removed += 1
-            except OSError:
-                pass
-    return removed

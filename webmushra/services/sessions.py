@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from django.core import signing
 from django.db import transaction
 from django.db.models import F, Max, Value
 from django.db.models.functions import Coalesce
@@ -50,8 +51,10 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
     if 0 < subset < len(trials):
         # Balanced subset: the items least used so far first, ties broken at random.
         counts = {t: 0 for t in trials}
-        for earlier in experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT).values_list(
-            "plan", flat=True
+        for earlier in (
+            experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT)
+            .exclude(is_pilot=True)
+            .values_list("plan", flat=True)
         ):
             for entry in earlier:
                 if entry.get("trial") in counts and not entry.get("training"):
@@ -73,12 +76,20 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
 
 @transaction.atomic
 def start_participant(
-    *, experiment: Experiment, prolific_pid: str = "", study_id: str = "", session_id: str = "", user_agent: str = ""
+    *,
+    experiment: Experiment,
+    prolific_pid: str = "",
+    study_id: str = "",
+    session_id: str = "",
+    user_agent: str = "",
+    pilot: bool = False,
 ) -> Participant:
+    """A new participant (or, with Prolific's ids, the one that submission started).
+    ``pilot``: a session through the researcher's pilot link, kept out of the data."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status != Experiment.Status.OPEN:
         raise ConflictError("this listening test is not open")
-    if prolific_pid:
+    if prolific_pid and not pilot:
         existing = experiment.participants.filter(prolific_pid=prolific_pid).first()
         if existing is not None:
             # A Prolific ID alone is no proof (anyone can type one): it resumes with the session ID
@@ -97,10 +108,21 @@ def start_participant(
         prolific_session_id=session_id[:64],
         user_agent=user_agent[:400],
         plan=_make_plan(experiment, rng),
+        is_pilot=bool(pilot),
     )
     stimuli = Stimulus.objects.filter(experiment=experiment)
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
     return participant
+
+
+def pilot_link_code(experiment: Experiment) -> str:
+    """The signed code of an experiment's pilot link (``?pilot=``); only its researchers see it."""
+    return signing.Signer(salt=f"webmushra.pilot.{experiment.public_token}").sign("pilot").split(":", 1)[1]
+
+
+def pilot_link_valid(experiment: Experiment, code: str) -> bool:
+    """Whether ``code`` is this experiment's pilot code (compared in constant time)."""
+    return secrets.compare_digest(str(code), pilot_link_code(experiment))
 
 
 def _first_stage_after_consent(participant: Participant) -> str:

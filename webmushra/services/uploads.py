@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
@@ -50,6 +51,19 @@ def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name:
     """Validate a dry/reference pair; return the (possibly trimmed) audio and warnings."""
     from modelrunner.audio import read_audio
 
+    # The length from the header, before any audio is decoded: an excerpt beyond the limit
+    # is refused without allocating it.
+    for path, name in ((dry_path, dry_name), (ref_path, ref_name)):
+        try:
+            info = sf.info(str(path))
+        except Exception:  # not audio, or a header soundfile cannot read: read_audio says why
+            continue
+        if info.samplerate > 0 and info.frames / info.samplerate > settings.MAX_EXCERPT_SECONDS:
+            raise ServiceError(
+                f"{name}: {info.frames / info.samplerate:.0f} s is longer than the "
+                f"{settings.MAX_EXCERPT_SECONDS:.0f} s an excerpt may last (MAX_EXCERPT_SECONDS); "
+                "cut it to the passage participants should hear"
+            )
     try:
         dry, dry_sr = read_audio(dry_path)
     except ModelRunnerError as exc:

@@ -88,9 +88,22 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
             status=410 if experiment.status == Experiment.Status.CLOSED else 404,
         )
     prolific = {k: request.GET.get(k, request.POST.get(k, ""))[:64] for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
+    # The researcher's pilot link: every start is a new pilot session, kept out of the data.
+    pilot_code = request.GET.get("pilot", request.POST.get("pilot", ""))
+    pilot = bool(pilot_code)
+    if pilot and not sessions.pilot_link_valid(experiment, pilot_code):
+        return render(
+            request,
+            "webmushra/participant/closed.html",
+            {
+                "experiment": experiment,
+                "reason": "this pilot link is not valid; copy it again from the experiment page",
+            },
+            status=400,
+        )
     # The same browser resumes its participant (a finished or screened-out one cannot start
     # again here); another Prolific ID in the link is another person.
-    remembered = _remembered(request, experiment)
+    remembered = None if pilot else _remembered(request, experiment)
     if remembered is not None and prolific["PROLIFIC_PID"] in ("", remembered.prolific_pid):
         return redirect(_where(remembered))
     if request.method == "POST":
@@ -101,12 +114,15 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
                 study_id=prolific["STUDY_ID"],
                 session_id=prolific["SESSION_ID"],
                 user_agent=request.headers.get("User-Agent", ""),
+                pilot=pilot,
             )
         except errors.ServiceError as exc:
             return render(
                 request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": str(exc)}, status=409
             )
         response = redirect(_where(participant))
+        if pilot:
+            return response
         response.set_signed_cookie(
             RESUME_COOKIE,
             participant.token,
@@ -118,7 +134,11 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
             samesite="Lax",
         )
         return response
-    return render(request, "webmushra/participant/landing.html", {"experiment": experiment, "prolific": prolific})
+    return render(
+        request,
+        "webmushra/participant/landing.html",
+        {"experiment": experiment, "prolific": prolific, "pilot": pilot_code if pilot else ""},
+    )
 
 
 #: The signed cookie that lets the study link resume its participant in the same browser. Its

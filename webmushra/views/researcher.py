@@ -16,7 +16,7 @@ from ..access import experiment_for, report_for
 from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
 from ..rules import FLAGS
-from ..services import accounts, quality, rendering
+from ..services import accounts, quality, rendering, sessions
 from ..services import experiments as experiment_services
 from ..services import reports as report_services
 
@@ -27,6 +27,12 @@ def participant_links(request: HttpRequest, experiment: Experiment) -> tuple[str
     """The participant link and the same link with Prolific's URL parameters."""
     link = request.build_absolute_uri(reverse("participant:landing", args=[experiment.public_token]))
     return link, f"{link}?{PROLIFIC_QUERY}"
+
+
+def pilot_link(request: HttpRequest, experiment: Experiment) -> str:
+    """The researcher's pilot link: sessions through it are kept out of the data."""
+    link = request.build_absolute_uri(reverse("participant:landing", args=[experiment.public_token]))
+    return f"{link}?pilot={sessions.pilot_link_code(experiment)}"
 
 
 @login_required
@@ -49,6 +55,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "experiment": experiment,
             "participant_link": link,
             "prolific_link": prolific,
+            "pilot_link": pilot_link(request, experiment),
             "progress": selectors.render_progress(experiment),
             "summary": selectors.participant_summary(experiment),
             "excerpts": experiment.excerpts.all(),
@@ -253,7 +260,10 @@ def participant_exclusion(request: HttpRequest, pk: int, participant_id: int) ->
 @login_required
 def ratings_csv(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    response = HttpResponse(selectors.ratings_csv(experiment), content_type="text/csv; charset=utf-8")
+    include_pilot = request.GET.get("pilot") == "1"
+    response = HttpResponse(
+        selectors.ratings_csv(experiment, include_pilot=include_pilot), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-ratings.csv"'
     return response
 
@@ -264,7 +274,7 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(
         {
             "experiment": experiment.pk,
-            "ratings": selectors.ratings_rows(experiment),
+            "ratings": selectors.ratings_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "metrics": selectors.metrics_rows(experiment),
         }
     )
