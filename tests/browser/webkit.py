@@ -96,20 +96,24 @@ class WebKit:
             raise DriverError(f"{method} {path}: {detail.get('error')}: {detail.get('message')}") from None
 
     def new_page(self, width: int = 1280, height: int = 900) -> WebKitPage:
-        session = self.call(
-            "POST",
-            "/session",
-            {
-                "capabilities": {
-                    "alwaysMatch": {
-                        "webkitgtk:browserOptions": {
-                            "binary": str(MINIBROWSER),
-                            "args": ["--automation", "--autoplay-policy=allow"],
-                        }
+        capabilities = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "webkitgtk:browserOptions": {
+                        "binary": str(MINIBROWSER),
+                        "args": ["--automation", "--autoplay-policy=allow"],
                     }
                 }
-            },
-        )
+            }
+        }
+        try:
+            session = self.call("POST", "/session", capabilities, timeout=60.0)
+        except (TimeoutError, OSError):
+            # A MiniBrowser that never came up (seen about once in 200 starts on a loaded
+            # machine) leaves the driver waiting: start Xvfb, PulseAudio and the driver afresh.
+            self.close()
+            self.__init__()  # type: ignore[misc]
+            session = self.call("POST", "/session", capabilities, timeout=60.0)
         page = WebKitPage(self, session["sessionId"], session["capabilities"])
         page.call("POST", "/timeouts", {"script": 120_000, "pageLoad": 60_000})
         page.call("POST", "/window/rect", {"width": width, "height": height})
