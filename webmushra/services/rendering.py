@@ -119,22 +119,11 @@ def start_render(*, experiment: Experiment, force: bool = False) -> list[RenderJ
     RenderJob.objects.bulk_create(item_jobs)
     experiment.status = Experiment.Status.RENDERING if (model_jobs or item_jobs) else Experiment.Status.READY
     experiment.save(update_fields=["status", "updated_at"])
-    queued_models = [
-        j.pk
-        for j in RenderJob.objects.filter(
-            experiment=experiment, kind=RenderJob.Kind.MODEL, status=RenderJob.Status.QUEUED
-        )
-    ]
-    queued_items = [
-        j.pk
-        for j in RenderJob.objects.filter(
-            experiment=experiment, kind=RenderJob.Kind.ITEM, status=RenderJob.Status.QUEUED
-        )
-    ]
-    _send(queued_models, RenderJob.Kind.MODEL)
-    _send(queued_items, RenderJob.Kind.ITEM)
     # The jobs sent now (item jobs that wait for their models are sent when those are done).
-    return list(RenderJob.objects.filter(pk__in=queued_models + queued_items))
+    sent = list(RenderJob.objects.filter(experiment=experiment, status=RenderJob.Status.QUEUED))
+    _send([j.pk for j in sent if j.kind == RenderJob.Kind.MODEL], RenderJob.Kind.MODEL)
+    _send([j.pk for j in sent if j.kind == RenderJob.Kind.ITEM], RenderJob.Kind.ITEM)
+    return sent
 
 
 @transaction.atomic
