@@ -1,4 +1,4 @@
-"""Command line: ``python -m evaluation report|stats RATINGS.csv ...``.
+"""Command line: ``python -m evaluation report|stats RATINGS.csv ...`` and ``python -m evaluation plan ...``.
 
 Exit status 0 on success, 2 on bad input (one line on stderr naming the problem).
 """
@@ -50,7 +50,101 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--out", type=Path, required=True, help="output directory")
         else:
             command.add_argument("--json", action="store_true", help="print stats.json instead of a summary")
+    _plan_parser(sub)
     return parser
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def _plan_parser(sub: Any) -> None:
+    from .power import COMPONENT_LABELS, DEFAULT_COMPONENTS, DEFAULT_EXCERPTS, DEFAULT_LISTENERS, TESTS
+
+    plan = sub.add_parser(
+        "plan",
+        help="power and sample size by simulation",
+        description="Simulated power of one planned comparison for a grid of listeners x excerpts "
+        "(see docs/statistics.md, 'Planning the sample size').",
+    )
+    plan.add_argument("--difference", type=float, required=True, help="difference to detect, in rating points")
+    plan.add_argument("--pilot", type=Path, help="pilot ratings CSV: the SDs are estimated from it")
+    plan.add_argument("--pilot-conditions", help="conditions of the pilot to estimate from, comma-separated")
+    for name, label in COMPONENT_LABELS.items():
+        plan.add_argument(
+            f"--{name.replace('_', '-')}-sd",
+            type=float,
+            help=f"{label} SD in rating points (overrides the pilot; default {DEFAULT_COMPONENTS[name]:g})",
+        )
+    plan.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    plan.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
+    plan.add_argument("--comparisons", type=int, default=1, help="comparisons Holm corrects over (default 1)")
+    plan.add_argument(
+        "--listeners",
+        type=_counts,
+        default=list(DEFAULT_LISTENERS),
+        help=f"listener counts, comma-separated (default {','.join(map(str, DEFAULT_LISTENERS))})",
+    )
+    plan.add_argument(
+        "--excerpts",
+        type=_counts,
+        default=list(DEFAULT_EXCERPTS),
+        help=f"excerpt counts, comma-separated (default {','.join(map(str, DEFAULT_EXCERPTS))})",
+    )
+    plan.add_argument("--replicates", type=int, default=2000, help="simulated tests per design (default 2000)")
+    plan.add_argument("--seed", type=int, default=1534, help="random seed (default 1534)")
+    plan.add_argument("--test", choices=tuple(TESTS), default="wilcoxon", help="test applied (default: the report's)")
+    plan.add_argument("--level", type=float, help="mean rating of the lower condition: clip ratings to 0..100")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _plan(args: argparse.Namespace, stdout: TextIO, progress: ProgressLine) -> None:
+    from .power import COMPONENTS, VarianceComponents, components_from_pilot, describe, format_table, plan_sample_size
+
+    estimate = None
+    values = VarianceComponents().as_dict()
+    if args.pilot:
+        conditions = [c.strip() for c in args.pilot_conditions.split(",")] if args.pilot_conditions else None
+        estimate = components_from_pilot(read_ratings(args.pilot), conditions)
+        values = estimate.components.as_dict()
+    for name in COMPONENTS:
+        given = getattr(args, f"{name}_sd")
+        if given is not None:
+            values[name] = given
+    plan = plan_sample_size(
+        args.difference,
+        VarianceComponents(**values),
+        alpha=args.alpha,
+        power=args.power,
+        comparisons=args.comparisons,
+        listeners=args.listeners,
+        excerpts=args.excerpts,
+        replicates=args.replicates,
+        seed=args.seed,
+        test=args.test,
+        level=args.level,
+        progress=None if args.quiet else progress,
+    )
+    progress.close()
+    if args.json:
+        out = plan.as_dict() | {"pilot": estimate.as_dict() if estimate else None}
+        stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    source = f"estimated from {args.pilot}" if estimate else "stated"
+    sds = ", ".join(f"{k} {v:.1f}" for k, v in plan.components.as_dict().items())
+    lines = [f"SDs ({source}; rating points): {sds}"]
+    if estimate:
+        lines.append(
+            f"pilot: {estimate.listeners} listeners x {estimate.items} excerpts x "
+            f"{len(estimate.conditions)} conditions ({', '.join(estimate.conditions)})"
+        )
+        lines += [f"note: {n}" for n in estimate.notes]
+    lines += ["power (Monte Carlo SE):", format_table(plan), describe(plan)]
+    stdout.write("\n".join(lines) + "\n")
 
 
 def _summary(stats: dict[str, Any]) -> str:
@@ -82,6 +176,14 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
     progress = ProgressLine(stderr)
+    if args.command == "plan":
+        try:
+            _plan(args, stdout, progress)
+        except EvaluationError as exc:
+            progress.close()
+            stderr.write(f"error: {exc}\n")
+            return 2
+        return 0
     try:
         settings = Settings.from_json(args.settings) if args.settings else Settings()
         ratings = read_ratings(args.ratings, kinds=settings.kinds)

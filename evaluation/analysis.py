@@ -20,7 +20,9 @@ from .correlation import correlate
 from .descriptives import describe_by_condition_item, describe_overall, participant_means
 from .equivalence import tost_paired
 from .errors import EvaluationError
+from .intervals import interval_records, method_words, pairwise_intervals
 from .io import condition_kinds, validate_metrics, validate_ratings
+from .items import ItemAnalysis, analyse_items, item_warnings
 from .kinds import HIDDEN_REFERENCE, MODEL, order_conditions
 from .mixed import fit_mixed_model, rm_anova
 from .nonparametric import all_pairs, friedman, pairwise_wilcoxon
@@ -53,6 +55,9 @@ class Analysis:
     correlations: pd.DataFrame
     correlation_points: pd.DataFrame
     warnings: list[dict[str, str]] = field(default_factory=list)
+    # Every tested difference with its intervals (evaluation.intervals); excerpts as a sample (evaluation.items).
+    pairwise_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    excerpts: ItemAnalysis | None = None
 
     def stats(self) -> dict[str, Any]:
         """The JSON-ready summary written to stats.json (see docs/statistics.md)."""
@@ -136,6 +141,9 @@ class Analysis:
                 "scope": s.pairwise_scope,
                 "unit": "per-participant means across items",
             },
+            "pairwise_intervals": interval_records(self.pairwise_intervals),
+            "intervals_method": method_words(s.confidence_level, "the pairs of `pairwise`"),
+            "excerpts": self.excerpts.stats() if self.excerpts is not None else None,
             "mixed_model": mixed,
             "rm_anova": self.rm_anova,
             "equivalence": equivalence,
@@ -222,12 +230,31 @@ def analyse(
     scope = models if settings.pairwise_scope == "models" else conditions
     pairs = all_pairs(scope)
     pairwise = pairwise_wilcoxon(wide, pairs, settings.permutation_resamples, settings.seed)
+    intervals = pairwise_intervals(wide, pairs, settings.confidence_level)
+
+    report("condition x item analysis", 0.45)
+    excerpts = analyse_items(
+        used,
+        models,
+        _choose_baseline(settings, kinds, models, conditions),
+        pairs,
+        pairwise,
+        alpha=settings.alpha,
+        confidence_level=settings.confidence_level,
+        n_resamples=settings.permutation_resamples,
+        seed=settings.seed,
+    )
 
     report("mixed model", 0.5)
     baseline = _choose_baseline(settings, kinds, models, conditions)
     mixed: dict[str, Any] | None = None
+    mixed_problem = ""
     if len(conditions) >= 2 and used["participant"].nunique() >= 2:
-        mixed = fit_mixed_model(used, conditions, baseline, settings.item_effect, settings.confidence_level)
+        try:
+            mixed = fit_mixed_model(used, conditions, baseline, settings.item_effect, settings.confidence_level)
+        except EvaluationError as exc:
+            # Ratings the model cannot describe (no residual variance, ...) leave the rest standing.
+            mixed_problem = str(exc)
     anova = rm_anova(wide[models]) if settings.rm_anova and len(models) >= 2 else None
 
     report("equivalence tests", 0.7)
@@ -320,6 +347,9 @@ def analyse(
                 "message": "The mixed model did not converge cleanly: " + "; ".join(mixed["notes"] or ["no detail"]),
             }
         )
+    if mixed_problem:
+        found.append({"code": "mixed_model_not_fitted", "message": f"The mixed model was not fitted: {mixed_problem}."})
+    found += item_warnings(excerpts)
     report("statistics done", 0.85)
     return Analysis(
         settings=settings,
@@ -340,4 +370,6 @@ def analyse(
         correlations=correlations,
         correlation_points=points,
         warnings=found,
+        pairwise_intervals=intervals,
+        excerpts=excerpts,
     )

@@ -1,11 +1,13 @@
 """Linear mixed model and repeated-measures ANOVA of the ratings.
 
-The mixed model is ``rating ~ C(condition) + C(item)`` with a random intercept per
-participant (Laird & Ware 1982; statsmodels ``MixedLM``, REML), or with the item as a
-crossed random effect. Estimated marginal means (Searle, Speed & Milliken 1980) average
-the model's predictions over items with equal weight, so an unbalanced table does not
-tilt them; contrasts against a baseline condition use Wald intervals from the fixed-effect
-covariance.
+The mixed model (``evaluation.lmm``) is ``rating ~ condition`` with crossed random
+effects: an intercept per listener and per item (excerpt), and listener x condition and
+item x condition effects (Baayen, Davidson & Bates 2008; Barr et al. 2013), fitted by REML.
+Estimated marginal means (Searle, Speed & Milliken 1980) and the contrasts of each
+condition against a baseline are t statistics with Satterthwaite (1946) degrees of freedom
+as in lmerTest (Kuznetsova et al. 2017). With ``item_effect='fixed'`` the excerpts are the
+population: ``rating ~ condition * item`` with the listener terms only, and the EMMs
+average the items with equal weight.
 
 The repeated-measures ANOVA works on per-participant means (participants x
 conditions) and reports the Greenhouse-Geisser (1959) and Huynh-Feldt (1976) epsilon
@@ -14,143 +16,67 @@ corrections of the degrees of freedom for non-sphericity.
 
 from __future__ import annotations
 
-import warnings as _warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.regression.mixed_linear_model import MixedLM, MixedLMParams, VCSpec
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-
-def _moment_start(model: MixedLM, groups: np.ndarray) -> MixedLMParams:
-    # Start REML from the ANOVA (method-of-moments) estimates: OLS fixed effects, the
-    # within-participant residual variance and the between-participant excess. The
-    # optimiser then needs a few steps instead of a search from the boundary.
-    beta, *_ = np.linalg.lstsq(model.exog, model.endog, rcond=None)
-    residual = pd.Series(model.endog - model.exog @ beta)
-    grouped = residual.groupby(groups)
-    within = float((residual - grouped.transform("mean")).var())
-    between = float(grouped.mean().var()) - within / float(grouped.size().mean())
-    within = max(within, 1e-6)
-    ratio = max(between, 1e-3 * within) / within
-    return MixedLMParams.from_components(fe_params=beta, cov_re=np.array([[ratio]]))
+from .lmm import fit_lmm
 
 
 def fit_mixed_model(
     ratings: pd.DataFrame,
     conditions: list[str],
     baseline: str,
-    item_effect: str = "fixed",
+    item_effect: str = "random",
     confidence_level: float = 0.95,
-) -> dict[str, object]:
-    """Fit the LMM and return EMMs and contrasts against ``baseline`` (Laird & Ware 1982)."""
-    data = ratings[ratings["condition"].isin(conditions)][["participant", "item", "condition", "rating"]].copy()
-    data["condition"] = pd.Categorical(data["condition"], categories=conditions)
-    items = sorted(data["item"].unique())
-    data["item"] = pd.Categorical(data["item"], categories=items)
-    fixed_item = item_effect == "fixed" and len(items) > 1
-    formula = "rating ~ C(condition)" + (" + C(item)" if fixed_item else "")
-    # The treatment-coded design is built directly (first level of each factor in the
-    # intercept); going through a formula parser costs more than the fit itself here.
-    names = ["Intercept"] + [f"C(condition)[T.{c}]" for c in conditions[1:]]
-    columns = [np.ones(len(data))]
-    codes = data["condition"].cat.codes.to_numpy()
-    columns += [(codes == k).astype(float) for k in range(1, len(conditions))]
-    if fixed_item:
-        item_codes = data["item"].cat.codes.to_numpy()
-        names += [f"C(item)[T.{i}]" for i in items[1:]]
-        columns += [(item_codes == k).astype(float) for k in range(1, len(items))]
-    exog = pd.DataFrame(np.column_stack(columns), columns=names, index=data.index)
-    endog = data["rating"].astype(float)
-    notes: list[str] = []
-    with _warnings.catch_warnings(record=True) as caught:
-        _warnings.simplefilter("always")
-        if item_effect == "random" and len(items) > 1:
-            # Crossed random effects: one group holding everything, with participant and
-            # item as variance components (statsmodels' documented way to cross them).
-            participant_codes = pd.Categorical(data["participant"]).codes
-            item_codes = data["item"].cat.codes.to_numpy()
-            blocks = {
-                "participant": [
-                    (participant_codes == k).astype(float)[:, None] for k in range(participant_codes.max() + 1)
-                ],
-                "item": [(item_codes == k).astype(float)[:, None] for k in range(len(items))],
-            }
-            vc_names = sorted(blocks)
-            spec = VCSpec(
-                vc_names,
-                [[[f"{n}{k}" for k in range(len(blocks[n]))]] for n in vc_names],
-                [[np.hstack(blocks[n])] for n in vc_names],
-            )
-            model = MixedLM(endog, exog, groups=np.ones(len(data)), exog_vc=spec)
-            result = model.fit(reml=True)
-        else:
-            model = MixedLM(endog, exog, groups=data["participant"].to_numpy())
-            result = model.fit(reml=True, start_params=_moment_start(model, data["participant"].to_numpy()))
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            notes.append(str(w.message).splitlines()[0])
-    fe = result.fe_params
-    cov = result.cov_params().loc[fe.index, fe.index].to_numpy()
-    names = list(fe.index)
-    position = {name: i for i, name in enumerate(names)}
-    # Treatment coding: the first level of each factor is absorbed in the intercept.
-    item_columns = [position[f"C(item)[T.{i}]"] for i in items[1:]] if fixed_item else []
-    rows = []
-    for c in conditions:
-        row = np.zeros(len(names))
-        row[position["Intercept"]] = 1.0
-        if c != conditions[0]:
-            row[position[f"C(condition)[T.{c}]"]] = 1.0
-        # Equal weight per item: the average of the item effects, first item at zero.
-        row[item_columns] = 1.0 / len(items)
-        rows.append(row)
-    L = np.vstack(rows)
-    z = stats.norm.ppf(0.5 + confidence_level / 2)
-    emm = L @ fe.to_numpy()
-    se = np.sqrt(np.einsum("ij,jk,ik->i", L, cov, L))
+) -> dict[str, Any]:
+    """Fit the crossed LMM; EMMs and contrasts against ``baseline`` with Satterthwaite df (Kuznetsova et al. 2017)."""
+    fit = fit_lmm(ratings, conditions, item_effect)
+    level = 0.5 + confidence_level / 2
+    emm, se, df = fit.contrast(fit.emm_rows)
+    half = stats.t.ppf(level, df) * se
     emms = pd.DataFrame(
-        {"condition": conditions, "emm": emm, "se": se, "ci_low": emm - z * se, "ci_high": emm + z * se}
+        {"condition": conditions, "emm": emm, "se": se, "df": df, "ci_low": emm - half, "ci_high": emm + half}
     )
     base = conditions.index(baseline)
-    contrast_rows = []
-    for i, c in enumerate(conditions):
-        if i == base:
-            continue
-        vector = L[i] - L[base]
-        estimate = float(vector @ fe.to_numpy())
-        error = float(np.sqrt(vector @ cov @ vector))
-        zstat = estimate / error if error > 0 else np.nan
-        contrast_rows.append(
-            {
-                "condition": c,
-                "baseline": baseline,
-                "estimate": estimate,
-                "se": error,
-                "z": zstat,
-                "pvalue": float(2 * stats.norm.sf(abs(zstat))),
-                "ci_low": estimate - z * error,
-                "ci_high": estimate + z * error,
-            }
-        )
-    variance = {"residual": float(result.scale)}
-    if item_effect == "random" and len(items) > 1:
-        for name, value in zip(model.exog_vc.names, result.vcomp):
-            variance[name] = float(value)
-    else:
-        variance["participant"] = float(result.cov_re.iloc[0, 0])
+    others = [i for i in range(len(conditions)) if i != base]
+    rows = fit.emm_rows[others] - fit.emm_rows[base]
+    estimate, error, cdf = fit.contrast(rows)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tstat = np.where(error > 0, estimate / error, np.nan)
+    half = stats.t.ppf(level, cdf) * error
+    contrasts = pd.DataFrame(
+        {
+            "condition": [conditions[i] for i in others],
+            "baseline": baseline,
+            "estimate": estimate,
+            "se": error,
+            "df": cdf,
+            "t": tstat,
+            "pvalue": 2 * stats.t.sf(np.abs(tstat), cdf),
+            "ci_low": estimate - half,
+            "ci_high": estimate + half,
+        }
+    )
+    random_part = " + ".join(f"(1 | {term})" for term in fit.terms)
     return {
-        "formula": formula,
-        "groups": "participant",
-        "item_effect": "fixed" if fixed_item else ("random" if len(items) > 1 else "none"),
+        "formula": fit.fixed_formula + (f" + {random_part}" if random_part else ""),
+        "groups": ", ".join(t for t in ("participant", "item") if t in fit.terms) or "none",
+        "item_effect": fit.item_effect,
         "method": "REML",
-        "n_obs": int(result.nobs),
-        "converged": bool(result.converged) and not notes,
-        "notes": notes,
-        "variance_components": variance,
+        "df_method": "Satterthwaite",
+        "n_obs": fit.n_obs,
+        "converged": fit.converged,
+        "notes": fit.notes,
+        "design_notes": fit.design_notes + [f"{term} left out: {why}" for term, why in fit.dropped.items()],
+        "random_effects": fit.terms,
+        "boundary": fit.boundary,
+        "variance_components": fit.variances,
+        "omnibus": fit.ftest(rows) if len(rows) else None,
         "emms": emms,
-        "contrasts": pd.DataFrame(contrast_rows),
+        "contrasts": contrasts,
     }
 
 
@@ -198,3 +124,40 @@ def rm_anova(wide: pd.DataFrame) -> dict[str, float | int]:
         "k": k,
         "n_incomplete": int(len(wide) - n),
     }
+
+
+_TERM_WORDS = {
+    "participant": "listeners",
+    "item": "excerpts",
+    "participant:condition": "listener x condition",
+    "item:condition": "excerpt x condition",
+}
+
+
+def methods_sentence(result: dict[str, Any], confidence_level: float = 0.95) -> str:
+    """The mixed model in words, for the methods paragraph of a report."""
+    terms = list(result["random_effects"])
+    intercepts = [_TERM_WORDS[t] for t in terms if ":" not in t]
+    slopes = [_TERM_WORDS[t] for t in terms if ":" in t]
+    parts = []
+    if intercepts:
+        parts.append("random intercepts for " + " and ".join(intercepts))
+    if slopes:
+        parts.append(" and ".join(slopes) + " random effects")
+    random = " and ".join(parts) if parts else "no random effects"
+    text = (
+        f"A linear mixed model ({result['formula']}) with {random} was fitted by REML"
+        + (
+            ", so that differences between conditions are tested against how much listeners and excerpts disagree "
+            "about them"
+            if slopes
+            else ""
+        )
+        + ". Estimated marginal means and contrasts against the baseline are reported as t tests with "
+        f"{100 * confidence_level:g} % intervals on Satterthwaite degrees of freedom (Kuznetsova et al. 2017)"
+    )
+    if result["item_effect"] == "fixed":
+        text += "; excerpts were a fixed factor, so the conclusions hold for these excerpts"
+    if result["boundary"]:
+        text += "; the " + " and ".join(_TERM_WORDS[t] for t in result["boundary"]) + " variance was estimated as zero"
+    return text + "."

@@ -5,7 +5,8 @@
 - ``report.html``: self-contained (CSS and PNG plots inline as base64),
 - ``stats.json``: the summary documented key by key in docs/statistics.md,
 - ``descriptives.csv``, ``pairwise.csv``, ``screening.csv``, ``correlations.csv``,
-  ``outliers.csv``, ``equivalence.csv``, ``mixed_model.csv``,
+  ``outliers.csv``, ``equivalence.csv``, ``mixed_model.csv``, ``pairwise_intervals.csv``,
+  ``by_item.csv``, ``per_item.csv``,
 - ``table.tex``: booktabs tables of the descriptives and the pairwise tests,
 - ``provenance.json``: settings, seed, package versions, input hashes.
 """
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import plots
+from . import items_report, plots
 from .analysis import Analysis, analyse
+from .mixed import methods_sentence
 from .settings import Settings
 
 Progress = Callable[[str, float], None]
@@ -140,6 +142,7 @@ def latex_tables(analysis: Analysis) -> str:
                 f"{p} & {r['effect_size']:.2f} & {r['hodges_lehmann']:.1f} \\\\"
             )
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    lines += items_report.latex(analysis, _latex_escape)
     return "\n".join(lines)
 
 
@@ -170,11 +173,9 @@ def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
             "matched-pairs rank-biserial correlations and Hodges–Lehmann shifts. The paired permutation test of "
             f"BS.1534-3 ({s.permutation_resamples} resamples, seed {s.seed}) is reported alongside."
         )
+    text += items_report.methods_sentences(analysis)
     if analysis.mixed is not None:
-        text.append(
-            f"A linear mixed model ({analysis.mixed['formula']}, random intercept per listener, REML) gave estimated "
-            "marginal means averaged over items with Wald 95 % intervals."
-        )
+        text.append(methods_sentence(analysis.mixed, s.confidence_level))
     if len(analysis.equivalence):
         equivalent = int(analysis.equivalence["equivalent"].sum())
         text.append(
@@ -211,8 +212,21 @@ def quality_text(quality: Mapping[str, Any]) -> str:
             "of those were excluded.",
             str(quality.get("action") or ""),
             f"{len(excluded)} participant(s) were excluded by the experimenter and left out of the analysis.",
+            _catch_words(quality.get("catch_trials") or {}),
         ]
     ).strip()
+
+
+def _catch_words(catch: Mapping[str, Any]) -> str:
+    """Catch trials in words: how many, how many failed (the reference's duplicate rated low)."""
+    if not catch.get("per_participant"):
+        return ""
+    return (
+        f"Each participant had {catch['per_participant']} catch trial(s) (a test excerpt again, one model's "
+        f"signal replaced by the reference; kept out of the analysis): {catch.get('failed', 0)} of "
+        f"{catch.get('answered', 0)} answered were failed (the duplicate rated below {catch.get('threshold', 90):g}), "
+        f"by {catch.get('failed_participants', 0)} participant(s)."
+    )
 
 
 def _quality_html(quality: Mapping[str, Any]) -> list[str]:
@@ -339,12 +353,15 @@ def render_html(
     if "heatmap" in figures:
         out.append(_img(figures["heatmap"], "Holm-corrected p-values of the pairwise Wilcoxon tests"))
     out.append(_table_html(analysis.pairwise, pvalues=("pvalue", "pvalue_holm", "perm_pvalue", "perm_pvalue_holm")))
+    out += items_report.intervals_html(analysis, _table_html)
+    out += items_report.excerpts_html(analysis, _table_html)
     if analysis.mixed is not None:
         m = analysis.mixed
         out += [
             "<h2>Linear mixed model</h2>",
-            f"<p><code>{html.escape(m['formula'])}</code>, random intercept per participant, item effect: "
-            f"{html.escape(m['item_effect'])}, {m['method']}, {m['n_obs']} ratings. Variance components: "
+            f"<p><code>{html.escape(m['formula'])}</code>, item effect: "
+            f"{html.escape(m['item_effect'])}, {m['method']} with {m['df_method']} df, {m['n_obs']} ratings. "
+            "Variance components: "
             + html.escape(", ".join(f"{k} {v:.2f}" for k, v in m["variance_components"].items()))
             + ".</p>",
             "<h3>Estimated marginal means</h3>",
@@ -476,6 +493,7 @@ def build_report(
             [analysis.mixed["emms"].assign(term="emm"), analysis.mixed["contrasts"].assign(term="contrast")],
             ignore_index=True,
         )
+    tables.update(items_report.csv_tables(analysis))
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False, float_format="%.6g")
     written = sorted(list(files) + list(tables))

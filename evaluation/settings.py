@@ -46,7 +46,7 @@ class Settings:
     # Tests.
     pairwise_scope: str = "models"
     baseline: str | None = None
-    item_effect: str = "fixed"
+    item_effect: str = "random"
     rm_anova: bool = False
     equivalence_margin: float | None = 5.0
     equivalence_pairs: tuple[tuple[str, str], ...] = ()

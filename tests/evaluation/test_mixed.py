@@ -29,19 +29,37 @@ def fitted(ratings: pd.DataFrame) -> dict:
     return fit_mixed_model(ratings, CONDITIONS, "reference")
 
 
-def test_fixed_effects_match_statsmodels_formula_fit(ratings: pd.DataFrame, fitted: dict) -> None:
+def test_fixed_items_match_statsmodels_with_a_listener_condition_component(ratings: pd.DataFrame) -> None:
+    """item_effect='fixed' against statsmodels MixedLM: condition*item fixed, random listener and listener:condition."""
+    fitted = fit_mixed_model(ratings, CONDITIONS, "reference", item_effect="fixed")
+    assert fitted["item_effect"] == "fixed" and fitted["random_effects"] == ["participant", "participant:condition"]
     data = ratings.copy()
     data["condition"] = pd.Categorical(data["condition"], categories=CONDITIONS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = smf.mixedlm("rating ~ C(condition) + C(item)", data, groups=data["participant"]).fit(reml=True)
+        reference = smf.mixedlm(
+            "rating ~ 0 + C(condition):C(item)",
+            data,
+            groups=data["participant"],
+            re_formula="1",
+            vc_formula={"pc": "0 + C(condition)"},
+        ).fit(reml=True, method="lbfgs")
+    fe = reference.fe_params
+    cov = reference.cov_params().loc[fe.index, fe.index]
     contrasts = fitted["contrasts"].set_index("condition")
     for c in CONDITIONS[1:]:
-        name = f"C(condition)[T.{c}]"
-        assert contrasts.loc[c, "estimate"] == pytest.approx(reference.fe_params[name], abs=1e-6)
-        assert contrasts.loc[c, "se"] == pytest.approx(reference.bse[name], rel=1e-3)
-    assert fitted["variance_components"]["residual"] == pytest.approx(reference.scale, rel=1e-3)
-    assert fitted["variance_components"]["participant"] == pytest.approx(reference.cov_re.iloc[0, 0], rel=1e-2)
+        vector = pd.Series(0.0, index=fe.index)
+        for name in fe.index:
+            if name.startswith(f"C(condition)[{c}]:"):
+                vector[name] += 1 / 4
+            if name.startswith("C(condition)[reference]:"):
+                vector[name] -= 1 / 4
+        assert contrasts.loc[c, "estimate"] == pytest.approx(float(vector @ fe), abs=1e-4)
+        assert contrasts.loc[c, "se"] == pytest.approx(float(np.sqrt(vector @ cov @ vector)), rel=1e-3)
+    variances = fitted["variance_components"]
+    assert variances["residual"] == pytest.approx(reference.scale, rel=1e-3)
+    assert variances["participant"] == pytest.approx(reference.cov_re.iloc[0, 0], rel=1e-3)
+    assert variances["participant:condition"] == pytest.approx(reference.vcomp[0], rel=1e-3)
 
 
 def test_balanced_emms_are_raw_means_and_contrast_se_has_closed_form(ratings: pd.DataFrame, fitted: dict) -> None:
@@ -49,10 +67,12 @@ def test_balanced_emms_are_raw_means_and_contrast_se_has_closed_form(ratings: pd
     raw = ratings.groupby("condition")["rating"].mean()
     for c in CONDITIONS:
         assert emms.loc[c, "emm"] == pytest.approx(raw[c], abs=1e-6)
-    # Balanced random-intercept design: Var(mean_c - mean_b) = 2 sigma_e^2 / (P * I).
-    n = 20 * 4
-    expected = np.sqrt(2 * fitted["variance_components"]["residual"] / n)
-    assert fitted["contrasts"]["se"].to_numpy() == pytest.approx(expected, rel=1e-3)
+    # Balanced crossed design: listener and item intercepts cancel in a difference of
+    # condition means, Var = 2 (s2_pc / P + s2_ic / I + s2_e / (P I)).
+    v = fitted["variance_components"]
+    expected = np.sqrt(2 * (v["participant:condition"] / 20 + v["item:condition"] / 4 + v["residual"] / 80))
+    assert fitted["contrasts"]["se"].to_numpy() == pytest.approx(expected, rel=1e-6)
+    assert (fitted["contrasts"]["df"] > 1).all() and (fitted["contrasts"]["df"] < 20 * 4 * 6).all()
     low, high = emms.loc["model_a", ["ci_low", "ci_high"]]
     assert low < 80 + 6 and high > 80 - 6  # true mean 80 plus item and participant offsets
 
@@ -73,7 +93,13 @@ def test_item_as_random_effect_recovers_the_means() -> None:
     ratings = known(n_participants=8, n_items=4, seed=2, clip=False, item_sd=6.0)
     fitted = fit_mixed_model(ratings, CONDITIONS, "reference", item_effect="random")
     assert fitted["item_effect"] == "random"
-    assert set(fitted["variance_components"]) == {"residual", "participant", "item"}
+    assert set(fitted["variance_components"]) == {
+        "residual",
+        "participant",
+        "item",
+        "participant:condition",
+        "item:condition",
+    }
     contrast = fitted["contrasts"].set_index("condition").loc["model_b", "estimate"]
     raw = ratings.groupby("condition")["rating"].mean()
     assert contrast == pytest.approx(raw["model_b"] - raw["reference"], abs=1e-4)
@@ -96,3 +122,21 @@ def test_rm_anova_matches_statsmodels_and_pingouin_epsilons() -> None:
     assert ours["pvalue_gg"] == pytest.approx(
         table["p_GG_corr"].iloc[0] if "p_GG_corr" in table else table["p-GG-corr"].iloc[0]
     )
+
+
+def test_ratings_the_model_cannot_fit_leave_the_rest_of_the_analysis_standing() -> None:
+    """No residual variance (every listener rates every excerpt alike): no mixed model, a warning."""
+    from evaluation.analysis import analyse
+
+    rows = [
+        {"participant": f"P{p}", "item": f"I{i}", "condition": c, "rating": r + 3 * p}
+        for p in range(4)
+        for i in range(3)
+        for c, r in (("reference", 90), ("anchor35", 10), ("m1", 50), ("m2", 60))
+    ]
+    result = analyse(pd.DataFrame(rows))
+    assert result.mixed is None
+    codes = {w["code"]: w["message"] for w in result.warnings}
+    assert "no residual variance" in codes["mixed_model_not_fitted"]
+    assert result.stats()["mixed_model"] is None
+    assert len(result.pairwise) > 0
