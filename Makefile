@@ -23,6 +23,20 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
+# neural-amp-modeler, the independent renderer tests/modelrunner/test_nam_reference.py compares
+# the NAM loader against, in a venv of its own so that its dependencies stay out of the app's.
+# Built afresh when either requirements file changes; the stamp is written only after the
+# package imports.
+NAM_VENV := .venv-nam
+NAM_PY   := $(NAM_VENV)/bin/python
+$(NAM_VENV)/.installed: requirements-nam.txt requirements-nam-nodeps.txt
+	rm -rf $(NAM_VENV)
+	$(PYTHON) -m venv $(NAM_VENV)
+	$(NAM_PY) -m pip install -q -r requirements-nam.txt
+	$(NAM_PY) -m pip install -q --no-deps -r requirements-nam-nodeps.txt
+	$(NAM_PY) -c "import nam.models"
+	touch $@
+
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
@@ -65,7 +79,7 @@ lint: $(VENV)/.installed-test
 
 # lint first; then 1) PostgreSQL + Redis (throwaway servers) for everything that touches Django;
 # 2) the whole suite on the embedded default (SQLite + filesystem broker). Its summary comes last.
-test: lint $(VENV)/.installed-test system-deps clean-test
+test: lint $(VENV)/.installed-test $(NAM_VENV)/.installed system-deps clean-test
 	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
 	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider

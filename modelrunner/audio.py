@@ -11,11 +11,13 @@ import io
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from . import limits
 from .errors import AudioError
 
 #: Formats accepted for upload. soundfile also reads others; we keep to lossless.
@@ -42,17 +44,7 @@ def read_audio(
     each with an ``AudioError`` naming the file and the problem.
     """
     name = Path(path).name
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
-        raise AudioError(f"{name}: not a readable audio file ({_short(exc)})") from None
-    if info.format not in ACCEPTED_FORMATS:
-        raise AudioError(f"{name}: format {info.format} is not accepted (use WAV or FLAC)")
-    _check_wav_data_size(Path(path), name)
-    if info.channels > max_channels:
-        raise AudioError(f"{name}: {info.channels} channels; at most {max_channels} are accepted")
-    if not (MIN_SAMPLE_RATE <= info.samplerate <= max_sample_rate):
-        raise AudioError(f"{name}: sample rate {info.samplerate} Hz is outside {MIN_SAMPLE_RATE}..{max_sample_rate} Hz")
+    _header(path, name, max_channels, max_sample_rate)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
@@ -64,6 +56,70 @@ def read_audio(
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
     return data, int(sr)
+
+
+def _header(path: str | os.PathLike[str], name: str, max_channels: int, max_sample_rate: int) -> sf._SoundFileInfo:
+    """Everything the header alone tells: format, channels, rate and a length within
+    ``limits`` (``audio_seconds``), so a forged length is refused before a sample is decoded."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise AudioError(f"{name}: not a readable audio file ({_short(exc)})") from None
+    if info.format not in ACCEPTED_FORMATS:
+        raise AudioError(f"{name}: format {info.format} is not accepted (use WAV or FLAC)")
+    _check_wav_data_size(Path(path), name)
+    if info.channels > max_channels:
+        raise AudioError(f"{name}: {info.channels} channels; at most {max_channels} are accepted")
+    if not (MIN_SAMPLE_RATE <= info.samplerate <= max_sample_rate):
+        raise AudioError(f"{name}: sample rate {info.samplerate} Hz is outside {MIN_SAMPLE_RATE}..{max_sample_rate} Hz")
+    seconds = limits.get("audio_seconds")
+    if info.frames > seconds * info.samplerate:
+        cap = limits.CAPS["audio_seconds"]
+        raise AudioError(
+            f"{name}: the header declares {info.frames} frames ({info.frames / info.samplerate:.0f} s at "
+            f"{info.samplerate} Hz), over the cap of {seconds} seconds (set {cap.env} to change it)"
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What :func:`check_audio` found: the file's rate, channels and frames."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+#: Frames per block when a file is checked without being held whole.
+CHECK_BLOCK = 1 << 16
+
+
+def check_audio(
+    path: str | os.PathLike[str],
+    *,
+    max_channels: int = MAX_CHANNELS,
+    min_frames: int = 2,
+    max_sample_rate: int = MAX_SAMPLE_RATE,
+) -> AudioInfo:
+    """Check a file as :func:`read_audio` does, reading it in blocks of ``CHECK_BLOCK``
+    frames instead of decoding it whole: for callers that keep the file, not its samples."""
+    name = Path(path).name
+    info = _header(path, name, max_channels, max_sample_rate)
+    frames = 0
+    try:
+        for block in sf.blocks(str(path), blocksize=CHECK_BLOCK, dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                raise AudioError(f"{name}: contains NaN or infinite samples")
+            frames += block.shape[0]
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"{name}: audio data is damaged or truncated ({_short(exc)})") from None
+    if frames < min_frames:
+        plural = "" if frames == 1 else "s"
+        raise AudioError(f"{name}: only {frames} sample frame{plural}; at least {min_frames} needed")
+    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=frames)
 
 
 def _check_wav_data_size(path: Path, name: str) -> None:

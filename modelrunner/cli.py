@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the device's recording of --lookback-dry (same length); give both or neither",
     )
     p.add_argument(
+        "--ir",
+        metavar="AUDIO",
+        help="cabinet impulse response (mono WAV/FLAC, at most 10 s) applied after the model, at the model's rate",
+    )
+    p.add_argument(
         "--input-rate",
         action="store_true",
         help="write the output at the input's rate, as the platform's render files, instead of the model's",
@@ -257,6 +262,7 @@ def _paper_facts(model: EffectModel) -> dict[str, Any]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from .cabinet import load_ir
     from .lookback import requirements
     from .policy import render_excerpt, uses_start_context
     from .render import resample
@@ -273,8 +279,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         for path, option in ((args.lookback_dry, "--lookback-dry"), (args.lookback_reference, "--lookback-reference"))
         if path is not None
     ]
+    ir_path = _existing(args.ir, "--ir") if args.ir is not None else None
     model, _ = _load(args)
     model.knob_tensor(knobs, 1)  # refuse unknown knobs before reading audio
+    ir = load_ir(ir_path, model.sample_rate) if ir_path is not None else None
     audio, rate = read_audio(input_path)
     # The policy renders at the rate it is given: the input's (as the platform does with an
     # excerpt) or the model's (the input resampled first); look-back audio follows it.
@@ -288,7 +296,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with progress_bar("render", enabled=not args.no_progress) as update:
         y, start = render_excerpt(
-            model, x, sr, knobs=knobs, lookback_dry=lb_dry, lookback_reference=lb_reference, progress=update
+            model, x, sr, knobs=knobs, lookback_dry=lb_dry, lookback_reference=lb_reference, progress=update, ir=ir
         )
     seconds = time.perf_counter() - t0
     out = write_wav(args.output, y, sr, subtype="FLOAT")
@@ -299,6 +307,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"warning: look-back not used: {start['lookback_unavailable']}", file=sys.stderr)
     if context and not uses_start_context(model):
         print("warning: the model starts from silence; the look-back audio is not used", file=sys.stderr)
+    if ir is not None:
+        i = ir.info
+        print(
+            f"cabinet IR {i['name']}: {i['frames']} frames at {i['sample_rate']} Hz"
+            + (f", resampled to {i['rate']} Hz" if i["resampled"] else "")
+            + f", sha256 {i['sha256'][:12]}"
+        )
     speed = (x.shape[0] / sr) / seconds if seconds > 0 else float("inf")
     print(
         f"wrote {out}: {y.shape[0]} frames, {y.shape[1]} channel(s), {sr} Hz float32, "

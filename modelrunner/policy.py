@@ -17,6 +17,9 @@ look-back context give the same samples everywhere. The decision:
 Audio in and out is float32 ``(frames, channels)`` at the excerpt's rate: the excerpt
 is resampled to the model's rate and the output back (polyphase, exact ratio), then
 trimmed or zero-padded to the excerpt's length.
+
+A cabinet impulse response (``ir``, :mod:`modelrunner.cabinet`) is applied to the
+model's output at the model's rate, before the output goes back to the excerpt's rate.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import lookback
+from . import cabinet, lookback
 from .errors import AudioError
 from .model import EffectModel
 from .render import Progress, _check_audio, _check_rate, _fit_length, render, resample
@@ -49,6 +52,7 @@ def render_excerpt(
     lookback_dry: np.ndarray | None = None,
     lookback_reference: np.ndarray | None = None,
     progress: Progress | None = None,
+    ir: cabinet.ImpulseResponse | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Render ``dry`` through ``model`` under the render policy (see the module docstring).
 
@@ -58,12 +62,15 @@ def render_excerpt(
     ``(frames, channels)`` at ``sample_rate`` with the excerpt's length (one channel for
     look-back and latency models) and the start state to store with the output:
     ``{"mode": "zero", "stateful", "receptive_field"}`` or the look-back ``mode`` and
-    ``info`` of :func:`modelrunner.lookback.render_excerpt`.
+    ``info`` of :func:`modelrunner.lookback.render_excerpt`. ``ir``: a cabinet impulse
+    response at the model's rate (:func:`modelrunner.cabinet.load_ir`), applied after the model.
     """
     rate = _check_rate(sample_rate)
     x = _check_audio(dry, "dry excerpt")
     if lookback_reference is not None and lookback_dry is None:
         raise AudioError("lookback_reference was given without lookback_dry")
+    if ir is not None:
+        return _render_with_ir(model, x, rate, ir, knobs, lookback_dry, lookback_reference, progress)
     if not uses_start_context(model):
         output = render(model, x, rate, knobs=knobs, progress=progress)
         return output, {"mode": ZERO, "stateful": model.stateful, "receptive_field": model.receptive_field}
@@ -75,6 +82,36 @@ def render_excerpt(
     if progress is not None:
         progress(1.0)
     return np.ascontiguousarray(output, dtype=np.float32), {"mode": mode, **info}
+
+
+def _render_with_ir(
+    model: EffectModel,
+    x: np.ndarray,
+    rate: int,
+    ir: cabinet.ImpulseResponse,
+    knobs: dict[str, float] | None,
+    lookback_dry: np.ndarray | None,
+    lookback_reference: np.ndarray | None,
+    progress: Progress | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The policy's render at the model's rate, then the IR there, then back to ``rate``."""
+    sr = model.sample_rate
+    if ir.sample_rate != sr:
+        raise AudioError(
+            f"the impulse response is at {ir.sample_rate} Hz but the model runs at {sr} Hz; "
+            "bring it to the model's rate first (modelrunner.cabinet.at_rate)"
+        )
+    lb_dry = None if lookback_dry is None else resample(_check_audio(lookback_dry, "lookback_dry"), rate, sr)
+    lb_ref = (
+        None
+        if lookback_reference is None
+        else resample(_check_audio(lookback_reference, "lookback_reference"), rate, sr)
+    )
+    y, start = render_excerpt(
+        model, resample(x, rate, sr), sr, knobs=knobs, lookback_dry=lb_dry, lookback_reference=lb_ref, progress=progress
+    )
+    output = _fit_length(resample(cabinet.apply_ir(y, ir), sr, rate), x.shape[0])
+    return np.ascontiguousarray(output, dtype=np.float32), start
 
 
 def _mono(audio: np.ndarray, what: str, from_rate: int, to_rate: int) -> np.ndarray:

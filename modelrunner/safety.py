@@ -5,9 +5,11 @@ goes through :func:`torch_load`, which always passes ``weights_only=True`` (PyTo
 restricted unpickler: tensors, containers and primitive types only) and refuses to run
 at all when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set, because that variable silently
 turns the restriction off. Before unpickling, zip archives are checked from their
-central directory (entry count, unpacked size, TorchScript members), and every file is
-checked against a size limit. After loading, weights are checked for NaN/Inf and
-against the architecture's expected keys and shapes.
+central directory (entry count, unpacked size, TorchScript members), the pickle's declared
+storages and views are checked against the file and the caps without building them
+(:mod:`modelrunner.declared`), and every file is checked against a size limit. After
+loading, weights are checked for NaN/Inf and against the architecture's expected keys and
+shapes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from . import declared, limits
 from .errors import CheckpointError
 
 #: Default largest checkpoint accepted, in bytes; override with the environment variable
@@ -129,6 +132,8 @@ def torch_load(path: str | os.PathLike[str], max_bytes: int | None = None) -> ob
     data = p.read_bytes()
     if zipfile.is_zipfile(io.BytesIO(data)):
         check_zip(p, max_bytes, data=data)
+    # Declared storage sizes and views against the file and the caps, before torch trusts them.
+    declared.check_torch_file(p.name, data)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
@@ -209,19 +214,14 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 #: Default largest model built, in scalar weights (parameters and buffers); override with
 #: the environment variable ``MODELRUNNER_MAX_PARAMETERS``.
-DEFAULT_MAX_PARAMETERS = 50_000_000
+DEFAULT_MAX_PARAMETERS = limits.CAPS["parameters"].default
 MAX_PARAMETERS_ENV = "MODELRUNNER_MAX_PARAMETERS"
 
 
 def max_parameters() -> int:
-    """The model-size limit in force: the environment variable, else 50 M weights."""
-    env = os.environ.get(MAX_PARAMETERS_ENV)
-    if env:
-        try:
-            return int(env)
-        except ValueError:
-            raise CheckpointError(f"{MAX_PARAMETERS_ENV}={env!r} is not a whole number of weights") from None
-    return DEFAULT_MAX_PARAMETERS
+    """The model-size limit in force (``limits.get("parameters")``): the environment
+    variable, else 50 M weights."""
+    return limits.get("parameters")
 
 
 def check_model_size(implied: int, held: int, *, source: str = "checkpoint") -> None:

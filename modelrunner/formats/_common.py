@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .. import safety
+from .. import limits, safety
 from ..errors import CheckpointError
 from ..model import EffectModel
 
@@ -26,8 +26,18 @@ def read_json(path: str | os.PathLike[str], max_bytes: int | None = None) -> dic
     def _no_constants(token: str) -> float:
         raise CheckpointError(f"{p.name}: JSON contains {token}, weights must be finite numbers")
 
+    raw = p.read_bytes()
+    # Parsed, every number is a Python object: bound that before parsing.
+    estimate = limits.json_values_bytes(raw)
+    limits.at_most(
+        "model_bytes",
+        estimate,
+        source=p.name,
+        field="the JSON text",
+        what=f"holds up to {raw.count(b',') + 1} values, about {estimate} bytes once parsed",
+    )
     try:
-        data = json.loads(p.read_bytes().decode("utf-8"), parse_constant=_no_constants)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except CheckpointError:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -111,12 +121,43 @@ def shaped(value: Any, shape: tuple[int, ...], field: str, source: str) -> torch
     Called only after the declared sizes have been bounded, so the tensor is never larger
     than what the file itself holds.
     """
+    check_dims(value, shape, field, source)
     t = as_tensor(value, field, source)
     if tuple(t.shape) != tuple(shape):
         raise CheckpointError(f"{source}: {field} has shape {list(t.shape)}, expected {list(shape)}")
     if not bool(torch.isfinite(t).all()):
         raise CheckpointError(f"{source}: {field} holds NaN or infinite values")
     return t
+
+
+def check_dims(value: Any, shape: tuple[int, ...], field: str, source: str) -> None:
+    """Compare a nested list's lengths with ``shape`` before any tensor is made from it:
+    every sublist must be as long as the first one at its depth (else the first that is
+    not is named), and those lengths must be ``shape``."""
+    found: list[int] = []
+    first = value
+    for _ in shape:
+        if not isinstance(first, list):
+            break
+        found.append(len(first))
+        if not first:
+            break
+        first = first[0]
+    level: list[tuple[str, Any]] = [(field, value)]
+    for depth in range(1, len(found)):
+        nxt: list[tuple[str, Any]] = []
+        for where, rows in level:
+            for i, row in enumerate(rows):
+                if not isinstance(row, list) or len(row) != found[depth]:
+                    size = len(row) if isinstance(row, list) else "no"
+                    raise CheckpointError(
+                        f"{source}: weight {field!r} is not a (rectangular) list of numbers: {where}[{i}] has "
+                        f"{size} values where the first has {found[depth]}"
+                    )
+                nxt.append((f"{where}[{i}]", row))
+        level = nxt
+    if found != list(shape):
+        raise CheckpointError(f"{source}: {field} has shape {found}, expected {list(shape)}")
 
 
 def whole(value: Any, field: str, source: str, lo: int, hi: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .. import safety
+from .. import limits, safety
 from ..architectures.recurrent import UNITS, RecurrentModel
 from ..errors import CheckpointError
 from ..model import EffectModel
@@ -73,6 +73,9 @@ def load(
         raise CheckpointError(f"{p.name}: implausible sizes in model_data {md!r}")
     if skip not in (0, 1):
         raise CheckpointError(f"{p.name}: skip={skip} is not supported (0 or 1 for mono output)")
+    limits.at_most("hidden_size", hidden_size, source=p.name, field="model_data.hidden_size")
+    limits.at_most("layers", num_layers, source=p.name, field="model_data.num_layers")
+    limits.at_most("channels", input_size, source=p.name, field="model_data.input_size")
     sd = data["state_dict"]
     if not isinstance(sd, dict):
         raise CheckpointError(f"{p.name}: state_dict must be an object of weight lists")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import limits
 from ..errors import CheckpointError
 from ..model import EffectModel
 from ._common import check_sample_rate, make_model, read_json, shaped, whole
@@ -131,6 +132,17 @@ def load(
     expected: dict[tuple[int, str], int] = {(-1, "W"): c, (-1, "b"): c, (n, "W"): n * c, (n, "b"): 1}
     for i in range(n):
         expected.update({(i, "W_conv"): f * c * inner, (i, "b_conv"): inner, (i, "W_out"): c * c, (i, "b_out"): c})
+    # What the declared sizes ask for, before any weight list is read.
+    limits.at_most("channels", c, source=src, field="residual_channels")
+    limits.at_most("layers", n, source=src, field="dilations", what=f"has {n} layers")
+    span = (f - 1) * sum(dilations)
+    what = f"with filter_width {f} give a receptive field of {span + 1} samples"
+    limits.at_most("receptive_field", span + 1, source=src, field="dilations", what=what)
+    budget = limits.Budget(src)
+    what = f"need {4 * c * span} bytes of streaming state ({c} channels x {span} samples)"
+    budget.charge("model_bytes", 4 * c * span, field="dilations", what=what)
+    total = sum(expected.values())
+    budget.weights(total, field="residual_channels, filter_width and dilations", what=f"declare {total} weights")
     found: dict[tuple[int, str], torch.Tensor] = {}
     for j, var in enumerate(data["variables"]):
         where = f"variables[{j}]"

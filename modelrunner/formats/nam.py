@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import safety
+from .. import limits, safety
 from ..architectures._streaming import StreamingConvNet
 from ..architectures.nam import NamLayerArray, NamLinear, NamLSTM, NamWaveNet
 from ..errors import CheckpointError
@@ -278,6 +278,7 @@ def _linear(cfg: dict[str, Any], source: str) -> NamLinear:
     rf = int(cfg["receptive_field"])
     if not 1 <= rf <= 1_000_000:
         raise CheckpointError(f"{source}: Linear receptive_field {rf} is out of range")
+    limits.at_most("receptive_field", rf, source=source, field="config.receptive_field")
     return NamLinear(rf, bool(cfg.get("bias", False)))
 
 
@@ -287,6 +288,8 @@ def _lstm(cfg: dict[str, Any], source: str) -> NamLSTM:
     hidden, layers = int(cfg["hidden_size"]), int(cfg["num_layers"])
     if not (1 <= hidden <= 4096 and 1 <= layers <= 16):
         raise CheckpointError(f"{source}: implausible LSTM sizes hidden_size={hidden}, num_layers={layers}")
+    limits.at_most("hidden_size", hidden, source=source, field="config.hidden_size")
+    limits.at_most("layers", layers, source=source, field="config.num_layers")
     return NamLSTM(hidden, layers)
 
 
@@ -411,6 +414,10 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
         condition_dsp = inner
     arrays = []
     n_layers = 0
+    # What rendering needs, from the declared sizes: the receptive field and each layer's
+    # streaming state (channels x (kernel_size - 1) x dilation past samples).
+    rf = 1
+    budget = limits.Budget(source)
     for i, lc in enumerate(cfg["layers"]):
         kernel, acts, gated = _layer_options(lc, i, source)
         channels = int(lc["channels"])
@@ -444,6 +451,16 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
                 + ", ".join(f"{k} {v}" for k, v in _MAX_WAVENET.items())
                 + ")"
             )
+        where = f"config.layers[{i}]"
+        widest = max(channels, input_size, condition_size, head_out)
+        limits.at_most("channels", widest, source=source, field=where, what=f"declares {widest} channels")
+        limits.at_most("layers", n_layers, source=source, field=f"{where}.dilations", what=f"make {n_layers} layers")
+        span = (kernel - 1) * sum(dilations)
+        rf += span + head_kernel - 1
+        what = f"with kernel_size {kernel} bring the receptive field to {rf} samples"
+        limits.at_most("receptive_field", rf, source=source, field=f"{where}.dilations", what=what)
+        what = f"need {4 * channels * span} bytes of streaming state ({channels} channels x {span} samples)"
+        budget.charge("model_bytes", 4 * channels * span, field=f"{where}.dilations", what=what)
         arrays.append(
             NamLayerArray(
                 input_size,

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .. import architectures, safety
+from .. import architectures, declared, limits, safety
 from ..errors import CheckpointError
 from ..model import EffectModel
 from ._common import check_sample_rate, make_model
@@ -127,6 +127,7 @@ def _read_weights(p: Path, max_bytes: int | None) -> tuple[dict[str, torch.Tenso
         head = fh.read(9)
     if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
         header = _safetensors_header(p)
+        declared.check_safetensors_header(p.name, header)
         embedded = (header.get("__metadata__") or {}).get("config")
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -160,6 +161,8 @@ def build_model(
     config declaring a gigantic model allocates nothing), then build it, load strictly, wrap it."""
     plan = architectures.build_plan(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
     safety.check_weights_fit(plan, state_dict, source=path.name)
+    rf = architectures.receptive_field(plan)
+    limits.at_most("receptive_field", rf, source=path.name, field="params", what=f"give a receptive field of {rf}")
     module = architectures.build(cfg["architecture"], cfg["params"], len(cfg["knobs"]))
     safety.load_state_dict_strict(module, state_dict, source=path.name)
     rate = cfg["sample_rate"] if sample_rate is None else check_sample_rate(sample_rate, path.name)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import limits
 from ..errors import CheckpointError
 from ..model import EffectModel
 from ._common import check_sample_rate, make_model, read_json, shaped, whole
@@ -149,7 +150,10 @@ def _plan(data: dict[str, Any], source: str) -> tuple[int, list[dict[str, Any]]]
     layers = data["layers"]
     if not 1 <= len(layers) <= MAX_LAYERS:
         raise CheckpointError(f"{source}: layers has {len(layers)} entries, expected 1..{MAX_LAYERS}")
+    limits.at_most("layers", len(layers), source=source, field="layers", what=f"has {len(layers)} entries")
     width = n_in
+    rf = 1
+    budget = limits.Budget(source)
     plan: list[dict[str, Any]] = []
     for i, layer in enumerate(layers):
         where = f"layers[{i}]"
@@ -171,6 +175,28 @@ def _plan(data: dict[str, Any], source: str) -> tuple[int, list[dict[str, Any]]]
             if len(weights_) != count:
                 raise CheckpointError(f"{source}: {where_}.weights has {len(weights_)} arrays, {kind_} needs {count}")
 
+        cap = "hidden_size" if kind in ("lstm", "gru") else "channels"
+        limits.at_most(cap, out, source=source, field=f"{where}.shape[-1]")
+        # The weights this layer declares, charged before any of its arrays is made.
+        g = {"lstm": 4, "gru": 3}.get(str(kind), 0)
+        declared = {
+            "dense": width * out + out,
+            "time-distributed-dense": width * out + out,
+            "lstm": g * out * (width + out + 1),
+            "gru": g * out * (width + out + 2),
+            "prelu": out,
+        }.get(str(kind), 0)
+        if kind == "conv1d":
+            k = _last(layer.get("kernel_size"), f"{where}.kernel_size", source, 1, MAX_KERNEL)
+            d = _last(layer.get("dilation"), f"{where}.dilation", source, 1, MAX_DILATION)
+            declared = k * width * out + out
+            rf += (k - 1) * d
+            what = f"with kernel_size {k} brings the receptive field to {rf} samples"
+            limits.at_most("receptive_field", rf, source=source, field=f"{where}.dilation", what=what)
+            what = f"needs {4 * width * (k - 1) * d} bytes of streaming state ({width} channels x {(k - 1) * d})"
+            budget.charge("model_bytes", 4 * width * (k - 1) * d, field=f"{where}.dilation", what=what)
+        what = f"declares {declared} weights ({kind} {width} -> {out})"
+        budget.weights(declared, field=f"{where}.weights", what=what)
         if kind in ("dense", "time-distributed-dense"):
             step["kind"] = "dense"
             need(2)
@@ -179,8 +205,6 @@ def _plan(data: dict[str, Any], source: str) -> tuple[int, list[dict[str, Any]]]
                 shaped(weights[1], (out,), f"{where}.weights[1]", source),
             ]
         elif kind == "conv1d":
-            k = _last(layer.get("kernel_size"), f"{where}.kernel_size", source, 1, MAX_KERNEL)
-            d = _last(layer.get("dilation"), f"{where}.dilation", source, 1, MAX_DILATION)
             need(2)
             step.update(kernel=k, dilation=d)
             step["weights"] = [
@@ -188,7 +212,6 @@ def _plan(data: dict[str, Any], source: str) -> tuple[int, list[dict[str, Any]]]
                 shaped(weights[1], (out,), f"{where}.weights[1]", source),
             ]
         elif kind in ("lstm", "gru"):
-            g = 4 if kind == "lstm" else 3
             need(3)
             step["activation"] = ""  # RTNeural adds no activation after a recurrent layer
             step["weights"] = [

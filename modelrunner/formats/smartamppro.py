@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import limits
 from ..errors import CheckpointError
 from ..model import EffectModel
 from ._common import check_sample_rate, make_model, read_json, shaped, whole
@@ -146,6 +147,22 @@ def load(
             f"{src}: lstm/bias:0 has {four_h} values, expected 4 x hidden size (hidden 1..{MAX_HIDDEN})"
         )
     hidden = four_h // 4
+    # What the declared sizes ask for, before any weight array is made: the window is the
+    # receptive field, and one render block holds every window's first-layer rows.
+    limits.at_most("channels", c1, source=src, field="conv1d/kernel:0 channels")
+    limits.at_most("channels", c2, source=src, field="conv1d_1/kernel:0 channels")
+    limits.at_most("hidden_size", hidden, source=src, field="lstm/bias:0", what=f"declares hidden size {hidden}")
+    limits.at_most("receptive_field", n, source=src, field="input_size")
+    budget = limits.Budget(src)
+    declared = k1 * c1 + c1 + k2 * c1 * c2 + c2 + c2 * 4 * hidden + 4 * hidden + hidden + 1
+    budget.weights(declared, field="conv1d, conv1d_1, lstm and dense", what=f"declare {declared} weights")
+    rows = -(-(n + k1) // s1)
+    block = 4 * BLOCK * (2 * (n + k1) + rows * (k1 + c1) + k2 * c1 + c2 + 4 * hidden)
+    what = (
+        f"with conv1d_stride {s1}, conv1d kernel {k1} and {c1} conv1d channels needs {block} bytes "
+        f"of working memory per {BLOCK}-sample render block"
+    )
+    budget.charge("model_bytes", block, field="input_size", what=what)
     w1 = shaped(conv1["kernel:0"], (k1, 1, c1), "conv1d/kernel:0", src)
     b1 = shaped(conv1["bias:0"], (c1,), "conv1d/bias:0", src)
     w2 = shaped(conv2["kernel:0"], (k2, c1, c2), "conv1d_1/kernel:0", src)

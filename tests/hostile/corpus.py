@@ -1404,3 +1404,284 @@ CASES: list[Case] = [
         "a mushra page whose reference is `/etc/passwd`",
     ),
 ]
+
+
+# ----------------------------------------------------------------------------- declared sizes over the caps
+# Small files declaring what would take gigabytes (or hours) once believed; each is refused
+# from its declared sizes, naming the field, before anything is allocated
+# (modelrunner/limits.py). tests/hostile/test_peak_memory.py loads each in a fresh process
+# and measures the refusing process's peak memory.
+
+
+def _expanded_pruned_lightning(folder: Path) -> Path:
+    """A Lightning ``.ckpt`` whose pruned weight and mask are one stored zero each, expanded
+    (stride 0) to 100 000 x 100 000: folding ``orig * mask`` would allocate 40 GB."""
+    import torch
+
+    sd = {f"model.{k}": v for k, v in recurrent_state_dict().items()}
+    del sd["model.lin.weight"]
+    sd["model.lin.weight_orig"] = torch.zeros(1).expand(100_000, 100_000)
+    sd["model.lin.weight_mask"] = torch.ones(1).expand(100_000, 100_000)
+    path = folder / "model.ckpt"
+    torch.save({"state_dict": sd, "hyper_parameters": LIGHTNING_HP}, path)
+    return path
+
+
+class _StorageRef:
+    """Pickled by ``_ForgedPickler`` as a torch storage of ``numel`` floats."""
+
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+
+class _ForgedTensor:
+    """Unpickles through ``torch._utils._rebuild_tensor_v2`` as a 1-D view of a forged storage."""
+
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+    def __reduce__(self):
+        import collections
+
+        import torch
+
+        return (
+            torch._utils._rebuild_tensor_v2,
+            (_StorageRef(self.numel), 0, (self.numel,), (1,), False, collections.OrderedDict()),
+        )
+
+
+def _forged_pickle(obj: object, legacy: bool) -> bytes:
+    import pickle
+
+    import torch
+
+    class _ForgedPickler(pickle.Pickler):
+        def persistent_id(self, item):
+            if isinstance(item, _StorageRef):
+                extra = (None,) if legacy else ()
+                return ("storage", torch.FloatStorage, "0", "cpu", item.numel, *extra)
+            return None
+
+    out = io.BytesIO()
+    _ForgedPickler(out, protocol=2).dump(obj)
+    return out.getvalue()
+
+
+def _zip_forged_storage(folder: Path) -> Path:
+    """A ``torch.save`` zip whose pickle declares a storage of 2^32 floats (16 GB) over the
+    16 bytes its ``data/0`` member holds."""
+    import torch
+
+    template = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, template)
+    forged = _forged_pickle({"w": _ForgedTensor(1 << 32)}, legacy=False)
+    path = folder / "model.pt"
+    with zipfile.ZipFile(io.BytesIO(template.getvalue())) as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, forged if name.endswith("/data.pkl") else src.read(name))
+    return path
+
+
+def _legacy_forged_storage(folder: Path) -> Path:
+    """A legacy-format (non-zip) ``torch.save`` file whose storage declares 2 * 10^9 floats:
+    ``torch.load`` reserves the declared 8 GB before reading the 16 bytes present."""
+    import pickle
+
+    head = b"".join(
+        pickle.dumps(o, protocol=2)
+        for o in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
+    )
+    body = _forged_pickle({"w": _ForgedTensor(2_000_000_000)}, legacy=True)
+    path = folder / "model.pt"
+    path.write_bytes(head + body + pickle.dumps(["0"], protocol=2) + struct.pack("<q", 4) + bytes(16))
+    return path
+
+
+def _safetensors_huge_shape(folder: Path) -> Path:
+    header = json.dumps(
+        {
+            "w": {"dtype": "F32", "shape": [1_000_000, 1_000_000], "data_offsets": [0, 16]},
+            "__metadata__": {"config": json.dumps(NATIVE_CONFIG)},
+        }
+    ).encode()
+    path = folder / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    return path
+
+
+def nam_wavenet_long_memory() -> dict:
+    """A NAM WaveNet of 20 layers (kernel 4096, dilation 65536, 1 channel) with every weight
+    present (about 82 000, a 400 kB file): its receptive field is 5.4 * 10^9 samples, the
+    context each rendered segment would need."""
+    n, kernel = 20, 4096
+    count = 1 + n * (kernel + 4) + 2 + 1  # rechannel; per layer conv, bias, mixer, 1x1 + bias; head + bias; scale
+    layer = {
+        "input_size": 1,
+        "condition_size": 1,
+        "channels": 1,
+        "kernel_size": kernel,
+        "dilations": [65_536] * n,
+        "activation": "Tanh",
+        "gated": False,
+        "head_size": 1,
+        "head_bias": True,
+    }
+    return {
+        "version": "0.5.4",
+        "architecture": "WaveNet",
+        "config": {"layers": [layer], "head": None, "head_scale": 1.0},
+        "weights": [0.0] * count,
+        "sample_rate": 48000,
+    }
+
+
+def rtneural_long_conv() -> dict:
+    """An RTNeural conv1d of kernel 4096 at dilation 65536 (4096 weights): 2.7 * 10^8 samples
+    of receptive field."""
+    return {
+        "in_shape": [None, None, 1],
+        "layers": [
+            {
+                "type": "conv1d",
+                "activation": "",
+                "shape": [None, None, 1],
+                "kernel_size": [4096],
+                "dilation": [65_536],
+                "weights": [[[[0.0]]] * 4096, [0.0]],
+            }
+        ],
+    }
+
+
+def wavenet_long_memory() -> dict:
+    """A GuitarML WaveNet of 64 gated layers, filter width 64, dilation 65536, 1 channel,
+    every variable present (9 000 values): 2.6 * 10^8 samples of receptive field."""
+    n, f = 64, 64
+    variables = [{"layer_idx": -1, "name": "W", "data": [0.5]}, {"layer_idx": -1, "name": "b", "data": [0.0]}]
+    for i in range(n):
+        variables += [
+            {"layer_idx": i, "name": "W_conv", "data": [0.0] * (f * 2)},
+            {"layer_idx": i, "name": "b_conv", "data": [0.0] * 2},
+            {"layer_idx": i, "name": "W_out", "data": [0.0]},
+            {"layer_idx": i, "name": "b_out", "data": [0.0]},
+        ]
+    variables += [{"layer_idx": n, "name": "W", "data": [0.0] * n}, {"layer_idx": n, "name": "b", "data": [0.0]}]
+    return wavenet_tiny(residual_channels=1, filter_width=f, dilations=[65_536] * n, variables=variables)
+
+
+def smartamppro_wide_window() -> dict:
+    """A SmartAmpPro whose 8192-sample window, stride 1 and 512 first-layer channels make
+    every 4096-sample render block hold 4096 x 8192 x 512 floats (68 GB); 1 000 weights."""
+    return smartamppro_tiny(
+        input_size=8192,
+        conv1d_stride=1,
+        conv1d_1_stride=1,
+        conv1d={"kernel:0": [[[0.1] * 512]], "bias:0": [0.0] * 512},
+        conv1d_1={"kernel:0": [[[0.1]] * 512], "bias:0": [0.0]},
+        lstm={"kernel:0": [[0.1] * 4], "bias:0": [0.0] * 4},
+        dense={"kernel:0": [[0.5]], "bias:0": [0.0]},
+    )
+
+
+def _flac_streaminfo(name: str, *, frames: int | None = None, rate: int | None = None) -> Callable[[Path], Path]:
+    """A 1 s FLAC whose STREAMINFO block is rewritten to declare ``frames`` samples or a
+    ``rate`` (both read from the header: libsndfile reports them as they stand)."""
+
+    def make(folder: Path) -> Path:
+        path = write(folder, name, tone(), subtype="PCM_16", fmt="FLAC")
+        raw = bytearray(path.read_bytes())
+        start = 8 + 10  # "fLaC", the block header, then min/max block and frame sizes
+        bits = int.from_bytes(raw[start : start + 8], "big")
+        if frames is not None:
+            bits = (bits & ~((1 << 36) - 1)) | frames
+        if rate is not None:
+            bits = (bits & ~(((1 << 20) - 1) << 44)) | (rate << 44)
+        raw[start : start + 8] = bits.to_bytes(8, "big")
+        path.write_bytes(bytes(raw))
+        return path
+
+    return make
+
+
+SIZE_CASES: list[Case] = [
+    Case(
+        "torch-expanded-tensor",
+        "checkpoint",
+        _expanded_pruned_lightning,
+        r"model\.ckpt: tensor state_dict\['model\.lin\.weight_(orig|mask)'\] declares shape \[100000, 100000\]: "
+        r"10000000000 elements over a storage of 1 \(an expanded view, stride \[0, 0\]\), over the cap of \d+ weights",
+        "a Lightning `.ckpt` whose pruned `weight_orig`/`weight_mask` are one stored value expanded "
+        "(stride 0) to 100 000 x 100 000 (folding them would allocate 40 GB)",
+    ),
+    Case(
+        "torch-zip-forged-storage",
+        "checkpoint",
+        _zip_forged_storage,
+        r"model\.pt: storage 0 declares 4294967296 elements \(17179869184 bytes\) but the file holds 16 bytes",
+        "a `torch.save` zip whose pickle declares a storage of 2^32 floats over a 16-byte `data/0` member",
+    ),
+    Case(
+        "torch-legacy-forged-storage",
+        "checkpoint",
+        _legacy_forged_storage,
+        r"model\.pt: storage 0 declares 2000000000 elements; the storages declare 8000000000 bytes but the file "
+        r"holds \d+ bytes after its pickle",
+        "a legacy (non-zip) `torch.save` file whose storage declares 2·10⁹ floats (torch reserves 8 GB before reading)",
+    ),
+    Case(
+        "safetensors-huge-shape",
+        "checkpoint",
+        _safetensors_huge_shape,
+        r"model\.safetensors: tensor 'w' declares shape \[1000000, 1000000\]: 1000000000000 elements, over the cap",
+        "a safetensors header declaring a 10⁶ x 10⁶ tensor over 16 bytes of data",
+    ),
+    Case(
+        "nam-wavenet-receptive-field",
+        "checkpoint",
+        _json("model.nam", nam_wavenet_long_memory),
+        r"model\.nam: config\.layers\[0\]\.dilations with kernel_size 4096 bring the receptive field to "
+        r"5367398401 samples, over the cap of \d+ samples \(set MODELRUNNER_MAX_RECEPTIVE_FIELD",
+        "a 400 kB NAM WaveNet, every weight present, of 20 layers with kernel 4096 at dilation 65536 "
+        "(5.4·10⁹ samples of context per rendered segment)",
+    ),
+    Case(
+        "rtneural-receptive-field",
+        "checkpoint",
+        _json("model.json", rtneural_long_conv),
+        r"model\.json: layers\[0\]\.dilation with kernel_size 4096 brings the receptive field to 268369921 samples, "
+        r"over the cap of \d+ samples",
+        "an AIDA-X conv1d of kernel 4096 at dilation 65536 with its 4096 weights (2.7·10⁸ samples of context)",
+    ),
+    Case(
+        "guitarml-wavenet-receptive-field",
+        "checkpoint",
+        _json("model.json", wavenet_long_memory),
+        r"model\.json: dilations with filter_width 64 give a receptive field of 264241153 samples, "
+        r"over the cap of \d+ samples",
+        "a GuitarML WaveNet, every variable present, of 64 layers with filter width 64 at dilation 65536",
+    ),
+    Case(
+        "smartamppro-working-memory",
+        "checkpoint",
+        _json("model.json", smartamppro_wide_window),
+        r"model\.json: input_size with conv1d_stride 1, conv1d kernel 1 and 512 conv1d channels needs \d+ bytes of "
+        r"working memory per 4096-sample render block(, bringing the model to \d+ bytes)?, over the cap of \d+ bytes",
+        "a 9 kB SmartAmpPro with an 8192-sample window, stride 1 and 512 channels (68 GB per render block)",
+    ),
+    Case(
+        "flac-absurd-length",
+        "prerendered",
+        _flac_streaminfo("c1.flac", frames=(1 << 36) - 1),
+        r"c1\.flac: the header declares 68719476735 frames \(1431656 s at 48000 Hz\), over the cap of \d+ seconds",
+        "a 1 s FLAC whose STREAMINFO declares 2^36 - 1 frames (decoding allocates 256 GB up front)",
+    ),
+    Case(
+        "flac-absurd-rate",
+        "prerendered",
+        _flac_streaminfo("c1.flac", rate=(1 << 20) - 1),
+        r"c1\.flac: sample rate 1048575 Hz is outside 8000\.\.96000 Hz",
+        "a 1 s FLAC whose STREAMINFO declares 1 048 575 Hz",
+    ),
+]
+CASES += SIZE_CASES
