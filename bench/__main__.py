@@ -25,8 +25,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_render": ([], ["--quick"]),
     "bench_papers": ([], ["--quick"]),
     "bench_evaluation": ([], []),
+    "bench_power": ([], []),
+    "bench_mixed_type1": ([], ["--quick"]),
     "bench_participant": ([], ["--runs", "3", "--users", "20", "--spawn-rate", "10", "--seconds", "10"]),
     "bench_load": ([], ["--users", "20", "--spawn-rate", "10", "--seconds", "20"]),
+    "bench_render_priority": ([], ["--users", "20", "--seconds", "10"]),
 }
 
 

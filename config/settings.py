@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import dj_database_url
 
+from modelrunner.limits import CAPS as MODELRUNNER_CAPS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -265,6 +267,16 @@ BROKER_DIR = VAR_DIR / "broker"
 RENDER_SOFT_TIME_LIMIT = env_int("RENDER_SOFT_TIME_LIMIT", 1800)
 RENDER_TIME_LIMIT = env_int("RENDER_TIME_LIMIT", RENDER_SOFT_TIME_LIMIT + 120)
 RENDER_MAX_ATTEMPTS = env_int("RENDER_MAX_ATTEMPTS", 3)
+# Memory a render worker process may add to what it holds after start-up (MB; RLIMIT_AS, set by
+# webmushra.tasks): a job asking for more fails at once with a clear message, instead of the
+# kernel's OOM killer ending the process and the reaper retrying it. 0: no cap (CUDA workers).
+RENDER_MEMORY_MB = env_int("RENDER_MEMORY_MB", 0)
+if RENDER_MEMORY_MB < 0:
+    _refuse("RENDER_MEMORY_MB", str(RENDER_MEMORY_MB), "use 0 (no cap) or a positive number of MB")
+# The model runner reads its caps (modelrunner/limits.py) from the environment; a typo stops the start.
+for _cap in MODELRUNNER_CAPS.values():
+    if env_int(_cap.env, _cap.default) < 1:
+        _refuse(_cap.env, os.environ.get(_cap.env, ""), "use a positive whole number")
 # A running job whose heartbeat is older than this is taken as lost and requeued.
 RENDER_STALE_SECONDS = env_int("RENDER_STALE_SECONDS", 120)
 # A running job's heartbeat is written at least this often, whatever step it is in (metrics,
@@ -309,6 +321,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A pool child imports torch when it starts (about 10 s on a small machine); Celery's default
 # of 4 s kills and restarts children that are merely starting, stalling the queue for minutes.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 60.0)
+# The niceness of a render worker's processes (those of a worker consuming the render queue): a
+# render takes every core it can get, and the web processes on the same machine answer
+# participants first. 0 leaves them at the web's priority; 19 is the lowest.
+RENDER_WORKER_NICE = env_int("RENDER_WORKER_NICE", 10)
+if not 0 <= RENDER_WORKER_NICE <= 19:
+    _refuse("RENDER_WORKER_NICE", str(RENDER_WORKER_NICE), "use a niceness from 0 (none) to 19 (lowest priority)")
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "modelrunner.tasks.reap_stale_jobs", "schedule": REAPER_INTERVAL_SECONDS},
 }
@@ -320,6 +338,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with no text the database cannot store (a NUL, an unpaired surrogate): 400, not 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "webmushra.api.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {

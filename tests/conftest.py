@@ -107,7 +107,8 @@ class Worker:
     """A real ``celery worker`` process consuming the render and default queues.
 
     ``beat`` embeds the periodic scheduler (the reaper); ``prefix`` runs it through another
-    command (e.g. ``setpriv``); ``preexec`` runs in the child before exec (resource limits).
+    command (e.g. ``setpriv``); ``preexec`` runs in the child before exec (resource limits);
+    ``args`` are more worker options (e.g. ``--max-tasks-per-child``).
     """
 
     def __init__(
@@ -118,8 +119,10 @@ class Worker:
         beat: bool = False,
         prefix: list[str] | None = None,
         preexec=None,
+        args: list[str] | None = None,
     ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.args = args or []
         self.env = env
         self.queues = queues
         self.beat = beat
@@ -150,6 +153,7 @@ class Worker:
             self.name,
             "-l",
             "INFO",
+            *self.args,
         ]
         if self.beat:
             schedule = Path(self.env.get("VAR_DIR", "var")) / f"beat-{self.name.split('@')[0]}"

@@ -142,6 +142,7 @@ def test_layout():
         ("DEBUG", "ture", "true, yes, on"),
         ("SERVE_MEDIA_WITH", "ngnix", "django, nginx"),
         ("REAPER_INTERVAL_SECONDS", "nan", "finite number"),
+        ("RENDER_WORKER_NICE", "20", "0 (none) to 19"),
     ],
 )
 def test_an_invalid_setting_stops_the_start_naming_the_variable(tmp_path, name, value, accepted):

@@ -75,19 +75,16 @@ def elapse(participant: Participant, seconds: float) -> None:
 def fetch_audio(participant: Participant, index: int, client: Any = None, only: set[str] | None = None) -> None:
     """Fetch the trial's signals' audio as the page does (through ``client``: the stimulus view
     records each fetch), or, without a client, record the fetches directly. ``only``: these keys."""
-    keys = sessions.signal_keys(participant.plan[index])
+    entry = participant.plan[index]
+    keys = sessions.signal_keys(entry)
     wanted = {cid for k, cid in keys.items() if only is None or k in only}
-    tokens = StimulusToken.objects.filter(
-        participant=participant,
-        stimulus__excerpt__trials__pk=participant.plan[index]["trial"],
-        stimulus__condition_id__in=wanted,
-    )
+    tokens = [(pk, tok) for cid, pk, tok in sessions.trial_tokens(participant, entry, "pk", "token") if cid in wanted]
     if client is None:
-        for t in tokens:
-            sessions.record_stimulus_fetch(token_id=t.pk)
+        for pk, _ in tokens:
+            sessions.record_stimulus_fetch(token_id=pk)
         return
-    for t in tokens:
-        r = client.get(reverse("participant:stimulus", args=[t.token]))
+    for _, tok in tokens:
+        r = client.get(reverse("participant:stimulus", args=[tok]))
         assert r.status_code == 200, r
         b"".join(r.streaming_content) if r.streaming else r.content
 

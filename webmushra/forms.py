@@ -16,6 +16,7 @@ from .models import Checkpoint, ConditionKind, Experiment
 from .rules import (
     EXIT_CODE_MAX,
     HEADPHONE_DEFAULTS,
+    MAX_CATCH_TRIALS,
     RULE_DEFAULTS,
     RULE_MAXIMA,
     flow,
@@ -169,6 +170,13 @@ class ConditionForm(forms.Form):
         return parse_knobs(self.cleaned_data.get("knobs", ""))
 
 
+class ConditionIRForm(forms.Form):
+    ir = forms.FileField(
+        label="Cabinet impulse response",
+        help_text="Mono WAV or FLAC, at most 10 s; applied after the model at the model's rate.",
+    )
+
+
 class AnchorsForm(forms.Form):
     anchor35 = forms.BooleanField(required=False, label=ConditionKind.ANCHOR_35.label)
     anchor70 = forms.BooleanField(required=False, label=ConditionKind.ANCHOR_70.label)
@@ -201,6 +209,14 @@ class SettingsForm(forms.Form):
         min_value=0,
         label="Trials per participant",
         help_text="Empty or 0: every excerpt; otherwise a balanced subset.",
+    )
+    catch_trials = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_CATCH_TRIALS,
+        label="Catch trials per participant",
+        help_text="A test excerpt again with one model replaced by the reference, placed at random; "
+        "a duplicate rated below the catch threshold (90 unless set) is flagged. Kept out of the analysis. 0: none.",
     )
     completion_url = forms.URLField(
         required=False,
@@ -297,6 +313,7 @@ class SettingsForm(forms.Form):
             "estimated_minutes": experiment.estimated_minutes,
             "loudness_target_lufs": experiment.loudness_target_lufs,
             "trial_subset_size": cfg.get("trial_subset_size") or None,
+            "catch_trials": cfg.get("catch_trials") or None,
             "completion_url": cfg.get("completion_url", ""),
             "completion_code": cfg.get("completion_code", ""),
             "screenout_url": cfg.get("screenout_url", ""),
@@ -329,6 +346,8 @@ class SettingsForm(forms.Form):
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        except (ValueError, RecursionError):  # a number past Python's digit limit; nesting too deep
+            raise forms.ValidationError("not valid JSON: a number too long or nesting too deep") from None
         if not isinstance(value, list):
             raise forms.ValidationError("expected a JSON list of fields")
         return value
@@ -338,6 +357,7 @@ class SettingsForm(forms.Form):
         d = self.cleaned_data
         config = {
             "trial_subset_size": d.get("trial_subset_size") or 0,
+            "catch_trials": d.get("catch_trials") or 0,
             "completion_url": d.get("completion_url") or "",
             "completion_code": d.get("completion_code") or "",
             "screenout_url": d.get("screenout_url") or "",

@@ -19,11 +19,12 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from modelrunner import limits
 from modelrunner.errors import ModelRunnerError
 
 from . import errors
 from .models import ConditionKind, RenderJob
-from .services import rendering
+from .services import cabinet, rendering
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,26 @@ def _run_claimed(claim: rendering.Claim, job_id: int) -> str:
         )
         return "failed"
     except Exception as exc:  # an unexpected bug: keep the trace for the operator
+        if limits.is_out_of_memory(exc):
+            # Not transient: another attempt asks for the same memory, so the job fails now, once.
+            log.warning("render job %s ran out of memory: %s", job_id, exc)
+            rendering.fail_job(claim=claim, error=out_of_memory_message(exc))
+            return "failed"
         log.exception("render job %s failed", job_id)
         rendering.fail_job(claim=claim, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         return "failed"
     return "done"
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """The reason a job that ran out of memory shows to the researcher and the operator."""
+    cap = int(settings.RENDER_MEMORY_MB)
+    limit = f"the worker's cap of {cap} MB (RENDER_MEMORY_MB)" if cap > 0 else "the memory this worker has"
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (
+        f"out of memory: rendering needed more than {limit} ({type(exc).__name__}: {detail}); not retried, "
+        "as another attempt would need the same: use a smaller model or a shorter excerpt, or raise the cap"
+    )
 
 
 def _run_model(claim: rendering.Claim) -> None:
@@ -140,6 +157,8 @@ def _run_model(claim: rendering.Claim) -> None:
     if condition is None or condition.checkpoint is None:
         raise ModelRunnerError(f"render job {job.pk} renders a model but has no condition with a checkpoint")
     model = rendering.load_checkpoint_model(condition.checkpoint)
+    # The condition's cabinet IR (if any) is applied after the model, at the model's rate.
+    ir = cabinet.load_condition_ir(condition, model.sample_rate)
     beat(0.05)
     started = time.perf_counter()
     output, start_state = policy.render_excerpt(
@@ -147,6 +166,7 @@ def _run_model(claim: rendering.Claim) -> None:
         dry,
         sr,
         knobs=condition.knobs or None,
+        ir=ir,
         lookback_dry=lb_dry,
         lookback_reference=lb_reference,
         progress=lambda p: beat(0.05 + 0.85 * float(p)),
@@ -171,6 +191,8 @@ def _run_model(claim: rendering.Claim) -> None:
         "model": {"architecture": model.architecture, "sample_rate": model.sample_rate, "format": model.format},
         "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
         "start_state": start_state,
+        # Metrics above are of model + IR (what is heard) against the reference.
+        "cabinet_ir": ir.info if ir is not None else None,
     }
     rendering.complete_model_job(claim=claim, output_file=rel, report=report)
 
@@ -197,7 +219,8 @@ def _run_item(claim: rendering.Claim) -> None:
             audio = _fit(audio, reference.shape)
             metrics_by_condition[condition.pk] = model_job.report.get("metrics", {})
             info_by_condition[condition.pk] = {
-                k: model_job.report.get(k) for k in ("start_state", "render_seconds", "realtime_factor", "model")
+                k: model_job.report.get(k)
+                for k in ("start_state", "render_seconds", "realtime_factor", "model", "cabinet_ir")
             }
         elif condition.kind == ConditionKind.PRERENDERED:
             pre = condition.prerendered_audio.get(excerpt=excerpt)

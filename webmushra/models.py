@@ -190,6 +190,10 @@ class Condition(models.Model):
     #: What training trials show for this condition (the researcher's choice); never ``label``.
     display_name = models.CharField(max_length=60, blank=True)
     position = models.PositiveIntegerField(default=0)
+    #: A cabinet impulse response applied after the model (FFT convolution at the model's rate).
+    ir_file = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    #: What the impulse response was: the uploaded name, its rate, length and SHA-256 (provenance).
+    ir_info = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["position", "id"]
@@ -303,12 +307,17 @@ class Trial(models.Model):
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="trials")
     excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="trials")
     is_training = models.BooleanField(default=False)
+    #: A catch trial: the excerpt's signals with one model's audio replaced by the reference
+    #: (served through tokens of its own); rated like any trial, never part of the analysis.
+    is_catch = models.BooleanField(default=False)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
-        ordering = ["is_training", "position", "id"]
+        ordering = ["is_training", "is_catch", "position", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "excerpt", "is_training"], name="one_trial_per_excerpt")
+            models.UniqueConstraint(
+                fields=["experiment", "excerpt", "is_training", "is_catch"], name="one_trial_per_excerpt"
+            )
         ]
 
     def __str__(self) -> str:
@@ -363,6 +372,25 @@ class Participant(models.Model):
         return f"Participant {self.pk}"
 
 
+class DataDeletion(models.Model):
+    """A record that participant data was deleted (a withdrawal) or an experiment's personal data
+    purged: what, when and by whom, never whose (no participant ids, answers or Prolific ids)."""
+
+    class Kind(models.TextChoices):
+        WITHDRAWAL = "withdrawal", "Participant withdrawn"
+        PURGE = "purge", "Personal data purged"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="data_deletions")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    at = models.DateTimeField(auto_now_add=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    #: Counts only: sessions, trials and ratings removed (withdrawal) or sessions anonymised (purge).
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
 class StimulusToken(models.Model):
     """A participant's private, random URL for one stimulus (blinding: no ids in URLs)."""
 
@@ -372,9 +400,20 @@ class StimulusToken(models.Model):
     #: The server's own record of delivery (the rules check playback against it).
     first_fetched_at = models.DateTimeField(null=True, blank=True)
     fetches = models.PositiveIntegerField(default=0)
+    #: Set for a catch trial's own tokens: the trial, and the signal (condition) this token
+    #: stands for there; the same audio in a test trial has another token.
+    trial = models.ForeignKey("Trial", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    slot = models.ForeignKey("Condition", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["participant", "stimulus"], name="one_token_per_stimulus")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "stimulus"], condition=Q(trial__isnull=True), name="one_token_per_stimulus"
+            ),
+            models.UniqueConstraint(
+                fields=["participant", "trial", "slot"], condition=Q(trial__isnull=False), name="one_token_per_slot"
+            ),
+        ]
 
 
 class TrialResponse(models.Model):
@@ -386,6 +425,9 @@ class TrialResponse(models.Model):
     telemetry = models.JSONField(default=dict, blank=True)
     #: Quality-control flags computed on save (too fast, no playback, straight-lining, ...).
     flags = models.JSONField(default=list, blank=True)
+    #: A catch trial's outcome (its scores are kept here, never as ratings): the score of the
+    #: reference duplicate, of the hidden reference, and every signal's score by condition id.
+    catch = models.JSONField(default=dict, blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

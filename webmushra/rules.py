@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from evaluation.settings import Settings as _AnalysisSettings
 
 from .errors import RuleBroken, ServiceError
+from .inputs import json_problem
 
 if TYPE_CHECKING:
     from .models import Experiment
@@ -186,9 +187,13 @@ class Event:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)  # an int past float's range: OverflowError
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def telemetry_events(telemetry: dict, keys: list[str]) -> list[Event]:
@@ -349,6 +354,7 @@ FLAGS: dict[str, str] = {
     "no_playback": "signal(s) rated without being heard",
     "straight_lining": "every signal given the same rating",
     "reference_not_found": "the hidden reference rated below the threshold",
+    "catch_failed": "a catch trial's duplicate of the reference rated below the threshold",
 }
 #: The flags' short names (monitor, report).
 FLAG_LABELS: dict[str, str] = {
@@ -356,6 +362,7 @@ FLAG_LABELS: dict[str, str] = {
     "no_playback": "no playback",
     "straight_lining": "straight-lining",
     "reference_not_found": "reference not found",
+    "catch_failed": "catch trial failed",
 }
 
 #: The analysis's defaults (evaluation/settings.py): its post-screening reference threshold.
@@ -363,8 +370,21 @@ SCREENING = _AnalysisSettings()
 
 #: Thresholds of the flags; ``reference_min`` defaults to the post-screening reference
 #: threshold of the analysis (BS.1534-3 §4.1.2: 90), set under ``config["analysis"]``.
-QUALITY_DEFAULTS: dict[str, float] = {"too_fast_seconds": 15.0, "reference_min": SCREENING.reference_threshold}
-QUALITY_MAXIMA: dict[str, float] = {"too_fast_seconds": 3600.0, "reference_min": 100.0}
+QUALITY_DEFAULTS: dict[str, float] = {
+    "too_fast_seconds": 15.0,
+    "reference_min": SCREENING.reference_threshold,
+    #: A catch trial's duplicate of the reference is held to the hidden reference's standard
+    #: (BS.1534-3 §4.1.2: rated 90 or more).
+    "catch_min": SCREENING.reference_threshold,
+}
+QUALITY_MAXIMA: dict[str, float] = {"too_fast_seconds": 3600.0, "reference_min": 100.0, "catch_min": 100.0}
+#: The most catch trials one participant is given (``config["catch_trials"]``).
+MAX_CATCH_TRIALS = 10
+
+
+def catch_trial_count(config: dict[str, Any]) -> int:
+    """How many catch trials each participant gets (0: none), as stored by ``validate_config``."""
+    return int(config.get("catch_trials") or 0)
 
 
 def validate_quality(quality: Any) -> dict[str, float]:
@@ -405,6 +425,8 @@ def questionnaire_problem(field: dict[str, Any], answer: str) -> str:
     choice that is not among the options, a number that is not a number."""
     if not answer:
         return " (required)" if field.get("required") else ""
+    if "\x00" in answer:  # no database column holds it (PostgreSQL refuses NUL in text)
+        return " (remove the NUL character)"
     if field.get("type") == "select" and answer not in field.get("options", []):
         return " (choose one of the options)"
     if field.get("type") == "number":
@@ -435,6 +457,7 @@ def participant_facing(config: dict[str, Any]) -> dict[str, Any]:
     questions = config.get("questionnaire")
     out["questionnaire"] = DEFAULT_QUESTIONNAIRE if questions is None else questions
     out["trial_subset_size"] = int(config.get("trial_subset_size") or 0)
+    out["catch_trials"] = catch_trial_count(config)
     return out
 
 
@@ -479,30 +502,40 @@ def validate_config(config: dict) -> dict:
     """Check the flow and rule settings read by the participant pages; return them normalised."""
     if not isinstance(config, dict):
         raise ServiceError("config: expected an object")
+    unstorable = json_problem(config, "config")
+    if unstorable:
+        raise ServiceError(unstorable)
     cfg = dict(config)
     if "questionnaire" in cfg:
         cfg["questionnaire"] = validate_questionnaire(cfg["questionnaire"])
     if "trial_subset_size" in cfg:
         try:
             size = int(cfg["trial_subset_size"] or 0)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ServiceError("trial_subset_size: expected a whole number (0 = every trial)") from None
         if size < 0:
             raise ServiceError("trial_subset_size: must be 0 (every trial) or more")
         cfg["trial_subset_size"] = size
+    if "catch_trials" in cfg:
+        count = _number(cfg["catch_trials"] or 0)
+        if count is None or count != int(count) or not 0 <= count <= MAX_CATCH_TRIALS:
+            raise ServiceError(f"catch_trials: expected a whole number from 0 (none) to {MAX_CATCH_TRIALS}")
+        cfg["catch_trials"] = int(count)
     _validate_exit(cfg)
     hc = cfg.get("headphone_check")
     if hc is not None:
         if not isinstance(hc, dict):
             raise ServiceError("headphone_check: expected an object")
         tests = hc.get("tests", list(HEADPHONE_DEFAULTS["tests"]))
+        if not isinstance(tests, list):
+            raise ServiceError(f"headphone_check: tests must be a list of {', '.join(HEADPHONE_TESTS)}")
         bad = [t for t in tests if t not in HEADPHONE_TESTS]
         if bad:
             raise ServiceError(f"headphone_check: unknown test(s) {', '.join(map(str, bad))}")
         try:
             trials = int(hc.get("trials_per_test", HEADPHONE_DEFAULTS["trials_per_test"]))
             threshold = float(hc.get("pass_threshold", HEADPHONE_DEFAULTS["pass_threshold"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ServiceError("headphone_check: trials_per_test and pass_threshold must be numbers") from None
         if trials < 1:
             raise ServiceError("headphone_check: trials_per_test must be at least 1")
@@ -529,7 +562,7 @@ def validate_config(config: dict) -> dict:
                 continue
             try:
                 number = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ServiceError(f"rules: {k} must be a number of seconds") from None
             if not 0.0 <= number <= RULE_MAXIMA[k]:
                 raise ServiceError(f"rules: {k} must be between 0 and {RULE_MAXIMA[k]:g} s")
@@ -540,6 +573,12 @@ def validate_config(config: dict) -> dict:
     quality = cfg.get("quality")
     if quality is not None:
         cfg["quality"] = validate_quality(quality)
+    if cfg.get("analysis") is not None:
+        # Refused here, by name, rather than when the monitor or a report first reads it.
+        try:
+            _AnalysisSettings.from_dict(cfg["analysis"])
+        except (ValueError, TypeError, OverflowError) as exc:  # EvaluationError is a ValueError
+            raise ServiceError(f"analysis: {exc}") from None
     for key in FLOW_DEFAULTS:
         if key in cfg:
             cfg[key] = bool(cfg[key])

@@ -36,12 +36,9 @@ EXPORT_COLUMNS = RATING_COLUMNS + TELEMETRY_COLUMNS + QUALITY_COLUMNS
 
 
 def experiments_for(user: Any) -> QuerySet[Experiment]:
-    """Experiments a researcher may see: their own and those shared with them (staff: all)."""
-    qs = (
-        Experiment.objects.all()
-        if user.is_staff
-        else Experiment.objects.filter(Q(owner=user) | Q(shared_with=user)).distinct()
-    )
+    """Experiments a researcher may see: their own and those shared with them. Staff are no
+    exception here (no silent view of everyone's data): the admin is where they see the rest."""
+    qs = Experiment.objects.filter(Q(owner=user) | Q(shared_with=user)).distinct()
     return qs.select_related("owner")
 
 
@@ -86,10 +83,93 @@ def ratings_rows(experiment: Experiment, *, include_pilot: bool = False) -> list
     return out
 
 
+def catch_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """One row per answered catch trial (kept out of the ratings and the analysis): the score of
+    the reference's duplicate, of the hidden reference, the condition it replaced, passed or not."""
+    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True)
+    if not include_pilot:
+        responses = responses.filter(participant__is_pilot=False)
+    labels = dict(experiment.conditions.values_list("pk", "label"))
+    out = []
+    for r in responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at"):
+        tests = [e for e in r.participant.plan if not e.get("training")]
+        outcome = r.catch or {}
+        out.append(
+            {
+                "participant": f"P{r.participant_id}",
+                "item": r.trial.excerpt.name,
+                "trial_position": next((i for i, e in enumerate(tests) if e["trial"] == r.trial_id), None),
+                "replaced_condition": labels.get(int(outcome.get("replaced") or 0)),
+                "duplicate_rating": outcome.get("duplicate"),
+                "hidden_reference_rating": outcome.get("hidden_reference"),
+                "passed": outcome.get("passed"),
+                "submitted_at": r.submitted_at.isoformat(),
+                **({"pilot": r.participant.is_pilot} if include_pilot else {}),
+            }
+        )
+    return out
+
+
+def _khz(rate: int) -> str:
+    return f"{rate / 1000:g} kHz"
+
+
+def rate_notes(experiment: Experiment) -> list[str]:
+    """The sample rates in plain words: each model's native rate (and whether it was assumed),
+    the excerpts' and the experiment's, and every resampling the render will do."""
+    notes = []
+    excerpt_rates = sorted(set(experiment.excerpts.values_list("sample_rate", flat=True)))
+    for name, rate, summary in experiment.checkpoints.values_list("name", "sample_rate", "summary"):
+        warnings = ((summary or {}).get("provenance") or {}).get("warnings") or []
+        assumed = any("assumed" in str(w) for w in warnings)
+        text = f"“{name}” runs at {_khz(rate)}" + (
+            " (the file states no rate: this is assumed; re-upload it with its rate if that is wrong)."
+            if assumed
+            else "."
+        )
+        other = [r for r in excerpt_rates if r != rate]
+        if other:
+            text += (
+                f" Excerpts at {', '.join(map(_khz, other))} are resampled to {_khz(rate)} for it, "
+                "and its output back to the excerpt's rate."
+            )
+        notes.append(text)
+    off = [r for r in excerpt_rates if r != experiment.sample_rate]
+    if off:
+        notes.append(
+            f"Excerpts at {', '.join(map(_khz, off))} become stimuli at the experiment's {_khz(experiment.sample_rate)}"
+            " (resampled after rendering; the item is turned down as a whole if resampling would clip)."
+        )
+    elif excerpt_rates:
+        notes.append(
+            f"Excerpts are at the experiment's {_khz(experiment.sample_rate)}: "
+            "stimuli are not resampled after rendering."
+        )
+    return notes
+
+
 def analysis_rows(experiment: Experiment) -> list[dict]:
     """The ratings the analysis reads: ``ratings_rows`` without the participants the
     researcher excluded, in the analysis's columns (``RATING_COLUMNS``)."""
     return [{k: r[k] for k in RATING_COLUMNS} for r in ratings_rows(experiment) if not r["excluded"]]
+
+
+def pilot_rating_rows(experiment: Experiment) -> list[dict]:
+    """The pilot sessions' ratings (kept out of the data) as (participant, item, condition,
+    kind, rating) rows: what the sample-size planner estimates its SDs from."""
+    rows = Rating.objects.filter(participant__experiment=experiment, participant__is_pilot=True).values_list(
+        "participant_id", "trial__excerpt__name", "condition__label", "condition__kind", "score"
+    )
+    return [
+        {
+            "participant": f"P{p}",
+            "item": item,
+            "condition": label,
+            "kind": ConditionKind.analysis_kind(kind),
+            "rating": score,
+        }
+        for p, item, label, kind, score in rows.order_by("participant_id", "trial_id", "condition_id")
+    ]
 
 
 #: Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
@@ -254,16 +334,26 @@ def post_screening(experiment: Experiment) -> dict | None:
         return None
     import pandas as pd
 
+    from evaluation.descriptives import describe_overall
     from evaluation.screening import post_screen
     from evaluation.settings import Settings
 
     analysis = experiment.config.get("analysis") or {}
-    result = post_screen(pd.DataFrame(rows), Settings.from_dict(analysis) if analysis else None)
+    settings = Settings.from_dict(analysis) if analysis else Settings()
+    frame = pd.DataFrame(rows)
+    result = post_screen(frame, settings)
     table = result.table.astype(object).where(result.table.notna(), None)
+    # Per-condition means with their t intervals, from the participants the report would keep
+    # (the listener is the unit: per-participant means across items, as evaluation.analysis does).
+    used = frame[~frame["participant"].isin(result.excluded)]
+    means = (
+        describe_overall(used, settings)[["condition", "kind", "n", "mean", "ci_low", "ci_high"]] if len(used) else None
+    )
     return {
         "excluded": list(result.excluded),
         "rows": table.to_dict("records"),
         "rules": {k: v for k, v in result.rules.items()},
+        "means": [] if means is None else means.astype(object).where(means.notna(), None).to_dict("records"),
     }
 
 

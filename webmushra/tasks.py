@@ -18,6 +18,26 @@ from . import messaging
 
 
 @worker_process_init.connect
+def _render_workers_yield_the_cpu(**_kwargs: Any) -> None:
+    """The pool children of a worker that consumes the render queue run at ``RENDER_WORKER_NICE``
+    (default 10): a render takes every core it can get, and the web processes on the same
+    machine answer participants first. Connected first, so that importing torch runs niced too;
+    threads started later (torch's, the heartbeat) inherit it."""
+    from celery import current_app
+    from django.conf import settings
+
+    render_queue = settings.CELERY_TASK_ROUTES[messaging.RENDER_JOB]["queue"]
+    if render_queue in current_app.amqp.queues.consume_from:
+        lower_priority(int(settings.RENDER_WORKER_NICE))
+
+
+def lower_priority(niceness: int) -> int:
+    """Raise this process's niceness to ``niceness`` (never lower it: only root may); return it."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    return os.nice(niceness - current) if niceness > current else current
+
+
+@worker_process_init.connect
 def _one_torch_thread_per_process(**_kwargs: Any) -> None:
     """Renders use ``RENDER_THREADS`` torch threads per worker process (default 1): scale with
     ``--concurrency`` instead, as oversubscribed threads slow small kernels a hundredfold."""
@@ -26,9 +46,28 @@ def _one_torch_thread_per_process(**_kwargs: Any) -> None:
     torch.set_num_threads(int(os.environ.get("RENDER_THREADS", "1")))
 
 
+_capped_pid: int | None = None
+
+
+def cap_memory() -> None:
+    """Once per process that renders: ``RENDER_MEMORY_MB`` of address space beyond what it
+    holds at its first render job (``RLIMIT_AS``; 0 leaves it uncapped). The cap stays for the
+    process's life, whatever it runs next."""
+    global _capped_pid
+    if _capped_pid == os.getpid():
+        return
+    from django.conf import settings
+
+    from modelrunner.limits import cap_address_space
+
+    _capped_pid = os.getpid()
+    cap_address_space(int(settings.RENDER_MEMORY_MB) * 1024 * 1024)
+
+
 @shared_task(name=messaging.RENDER_JOB, acks_late=True, reject_on_worker_lost=True)
 def render_job(job_id: int) -> str:
     """Render one (model condition, excerpt) cell."""
+    cap_memory()
     from . import jobs
 
     return jobs.run_job(int(job_id))
@@ -37,6 +76,7 @@ def render_job(job_id: int) -> str:
 @shared_task(name=messaging.PREPARE_ITEM, acks_late=True, reject_on_worker_lost=True)
 def prepare_item(job_id: int) -> str:
     """Make an item's anchors, align its loudness and write its stimuli."""
+    cap_memory()
     from . import jobs
 
     return jobs.run_job(int(job_id))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import builder, participant, researcher
+from .views import builder, participant, planning, researcher
 
 participant_patterns = (
     [
@@ -34,6 +34,7 @@ researcher_patterns = (
         path("experiments/new/", builder.experiment_new, name="experiment_new"),
         path("experiments/import/", builder.import_webmushra, name="import"),
         path("experiments/<int:pk>/settings/", builder.experiment_settings, name="settings"),
+        path("experiments/<int:pk>/share/", builder.share, name="share"),
         path("experiments/<int:pk>/excerpts/", builder.upload_excerpts, name="excerpts"),
         path("experiments/<int:pk>/excerpts/<int:excerpt_id>/delete/", builder.delete_excerpt, name="excerpt_delete"),
         path(
@@ -63,12 +64,19 @@ researcher_patterns = (
             builder.condition_display_name,
             name="condition_display_name",
         ),
+        path("experiments/<int:pk>/conditions/<int:condition_id>/ir/", builder.condition_ir, name="condition_ir"),
+        path(
+            "experiments/<int:pk>/conditions/<int:condition_id>/ir/delete/",
+            builder.condition_ir_delete,
+            name="condition_ir_delete",
+        ),
         path("experiments/<int:pk>/anchors/", builder.set_anchors, name="anchors"),
         path("experiments/<int:pk>/blocks/", builder.split_blocks, name="blocks"),
         path("experiments/<int:pk>/jobs/<int:job_id>/retry/", researcher.retry_job, name="retry"),
         path("experiments/<int:pk>/preview/", researcher.preview, name="preview"),
         path("experiments/<int:pk>/stimuli/<int:stimulus_id>.wav", researcher.stimulus_audio, name="stimulus_audio"),
         path("experiments/<int:pk>/metrics/", researcher.metrics, name="metrics"),
+        path("experiments/<int:pk>/plan/", planning.plan, name="plan"),
         path("experiments/<int:pk>/monitor/", researcher.monitor, name="monitor"),
         path("experiments/<int:pk>/monitor.json", researcher.monitor_json, name="monitor_json"),
         path(
@@ -76,6 +84,12 @@ researcher_patterns = (
             researcher.participant_exclusion,
             name="participant_exclusion",
         ),
+        path(
+            "experiments/<int:pk>/participants/<int:participant_id>/withdraw/",
+            researcher.participant_withdraw,
+            name="participant_withdraw",
+        ),
+        path("experiments/<int:pk>/purge/", researcher.purge_personal_data, name="purge"),
         path("experiments/<int:pk>/mushra.csv", researcher.mushra_csv, name="mushra_csv"),
         path("experiments/<int:pk>/reports/", researcher.reports, name="reports"),
         path("experiments/<int:pk>/reports.json", researcher.reports_json, name="reports_json"),

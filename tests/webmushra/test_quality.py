@@ -66,7 +66,8 @@ def test_each_flag_with_its_value_and_threshold():
         seconds_on_page=2.0,
         settings=THRESHOLDS,
     )
-    assert [f["code"] for f in everything] == list(rules.FLAGS)
+    # Every flag a test trial's own page can raise, in order (catch_failed: catch trials only).
+    assert [f["code"] for f in everything] == [c for c in rules.FLAGS if c != "catch_failed"]
 
 
 def test_counts_and_export_cell():
@@ -175,6 +176,46 @@ def test_monitor_shows_flags_live_and_exports_carry_them(logged_in, participant_
         sessions.submit_questionnaire(participant=p, answers={})
     mushra = list(csv.DictReader(io.StringIO(interop.mushra_csv(exp))))
     assert {r["flags"] for r in mushra if r["session_uuid"] == interop.session_uuid(careless)} == {"straight_lining"}
+
+
+def test_monitor_means_with_intervals_agree_with_an_independent_computation(logged_in, participant_at_trials):
+    """Per-condition means of per-participant means with Student t intervals (BS.1534-3 §9.2)."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from tests.webmushra.test_builder import rate_all
+
+    exp, first = participant_at_trials(n_excerpts=2, seconds=1.0, config={"training": False})
+    people = [first] + [
+        sessions.set_level(
+            participant=sessions.give_consent(participant=sessions.start_participant(experiment=exp), agreed=True),
+            gain_db=0.0,
+        )
+        for _ in range(2)
+    ]
+    for i, p in enumerate(people):
+        rate_all(
+            p,
+            lambda kind, i=i: {"hidden_reference": 100, "anchor35": 5 + 3 * i, "anchor70": 30 + 7 * i}.get(
+                kind, 55 + 11 * i
+            ),
+        )
+    data = logged_in.get(reverse("researcher:monitor_json", args=[exp.pk])).json()
+    means = {m["condition"]: m for m in data["screening"]["means"]}
+    frame = pd.DataFrame(selectors.analysis_rows(exp))
+    per_participant = frame.groupby(["condition", "participant"])["rating"].mean()
+    assert set(means) == set(frame["condition"])
+    for condition, values in per_participant.groupby(level=0):
+        v = values.to_numpy(dtype=float)
+        # scipy has no interval for a constant sample; it is the point itself.
+        low, high = (v.mean(), v.mean()) if v.std() == 0 else stats.t.interval(0.95, len(v) - 1, v.mean(), stats.sem(v))
+        assert means[condition]["n"] == 3
+        assert means[condition]["mean"] == pytest.approx(v.mean())
+        assert (means[condition]["ci_low"], means[condition]["ci_high"]) == pytest.approx((low, high))
+    html = logged_in.get(reverse("researcher:monitor", args=[exp.pk])).content.decode()
+    model = exp.conditions.get(kind="model").label
+    assert f'<tr data-condition="{model}">' in html and f"{np.mean([55, 66, 77]):.1f}" in html
 
 
 def test_exclusion_by_hand_keeps_the_data_and_leaves_the_analysis(logged_in, participant_at_trials):

@@ -89,6 +89,39 @@ def test_a_good_checkpoint_is_recognised(exp):
     assert ckpt.knob_names == ["p1"] and ckpt.sample_rate == 44100 and len(ckpt.sha256) == 64
 
 
+def test_provenance_names_the_uploaded_file_and_the_page_says_the_rates_in_words(client, researcher, excerpt_files):
+    """A CoreAudioML file states no rate (44.1 kHz assumed) in a 48 kHz experiment with 44.1 kHz excerpts."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    exp = experiments.create_experiment(owner=researcher, title="Rates", sample_rate=48000)
+    dry, ref = excerpt_files(seconds=1.0)
+    uploads.add_excerpt(experiment=exp, name="Riff", dry=dry, reference=ref)
+    data = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json").read_bytes()
+    ckpt = uploads.add_checkpoint(experiment=exp, name="TS9", file=SimpleUploadedFile("My TS9 model.json", data))
+    provenance = ckpt.summary["provenance"]
+    assert provenance["file_name"] == "My TS9 model.json"
+    assert provenance["warnings"] == ["no sample rate stored; assumed 44100 Hz"]
+    client.force_login(researcher)
+    page = client.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
+    notes = page[page.index('id="rate-notes"') :]
+    notes = notes[: notes.index("</ul>")]
+    assert "“TS9” runs at 44.1 kHz (the file states no rate: this is assumed" in notes
+    assert "Excerpts at 44.1 kHz become stimuli at the experiment&#x27;s 48 kHz" in notes
+    # A 48 kHz excerpt in the same experiment is resampled for the 44.1 kHz model.
+    audio, sr = sf.read(dry, dtype="float32", always_2d=True)
+    from scipy.signal import resample_poly
+
+    hi = resample_poly(audio, 160, 147, axis=0).astype("float32")
+    sf.write(dry.with_name("hi_dry.wav"), hi, 48000, subtype="FLOAT")
+    sf.write(dry.with_name("hi_ref.wav"), hi * 0.5, 48000, subtype="FLOAT")
+    uploads.add_excerpt(
+        experiment=exp, name="Hi", dry=dry.with_name("hi_dry.wav"), reference=dry.with_name("hi_ref.wav")
+    )
+    page = client.get(reverse("researcher:experiment", args=[exp.pk])).content.decode()
+    assert "Excerpts at 48 kHz are resampled to 44.1 kHz for it, and its output back" in page
+
+
 class Payload:
     def __reduce__(self):
         import os

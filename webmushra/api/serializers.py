@@ -46,9 +46,16 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
 
 class ConditionSerializer(serializers.ModelSerializer):
+    ir = serializers.JSONField(
+        source="ir_info",
+        read_only=True,
+        help_text="The cabinet impulse response applied after the model: name, sample_rate, frames, seconds, "
+        "channels, sha256 (empty: none).",
+    )
+
     class Meta:
         model = Condition
-        fields = ["id", "kind", "label", "display_name", "checkpoint", "knobs", "position"]
+        fields = ["id", "kind", "label", "display_name", "checkpoint", "knobs", "position", "ir"]
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
@@ -134,6 +141,10 @@ class ConditionCreateSerializer(serializers.Serializer):
     display_name = serializers.CharField(
         max_length=60, required=False, allow_blank=True, default="", help_text="The name training trials show."
     )
+
+
+class ConditionIRUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A mono WAV or FLAC impulse response, at most 10 s.")
 
 
 class ReportSerializer(serializers.ModelSerializer):

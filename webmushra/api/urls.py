@@ -14,6 +14,7 @@ urlpatterns = [
     path("experiments/<int:pk>/excerpts/", views.ExcerptList.as_view(), name="excerpts"),
     path("experiments/<int:pk>/checkpoints/", views.CheckpointList.as_view(), name="checkpoints"),
     path("experiments/<int:pk>/conditions/", views.ConditionList.as_view(), name="conditions"),
+    path("experiments/<int:pk>/conditions/<int:condition_id>/ir/", views.ConditionIR.as_view(), name="condition_ir"),
     path("experiments/<int:pk>/render/", views.Render.as_view(), name="render"),
     path("experiments/<int:pk>/render/cancel/", views.RenderCancel.as_view(), name="render_cancel"),
     path("experiments/<int:pk>/jobs/<int:job_id>/retry/", views.JobRetry.as_view(), name="job_retry"),

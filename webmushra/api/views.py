@@ -12,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,8 +20,9 @@ from rest_framework.views import APIView
 from .. import access, errors, interop, rules, selectors
 from ..http import report_file_response
 from ..models import Experiment
-from ..services import experiments, rendering, reports, uploads
+from ..services import cabinet, experiments, rendering, reports, uploads
 from . import serializers as s
+from .parsers import StrictJSONParser
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Bad input; the message names the field or file."),
@@ -97,7 +98,7 @@ class ExperimentList(ApiView):
 
 
 class ExperimentDetail(ApiView):
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(responses={200: s.ExperimentDetailSerializer, 404: ERRORS[404]}, summary="An experiment")
     def get(self, request, pk: int):
@@ -179,7 +180,7 @@ class CheckpointList(ApiView):
 
 
 class ConditionList(ApiView):
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(responses={200: s.ConditionSerializer(many=True), 404: ERRORS[404]}, summary="List conditions")
     def get(self, request, pk: int):
@@ -207,6 +208,38 @@ class ConditionList(ApiView):
             display_name=d["display_name"],
         )
         return Response(s.ConditionSerializer(condition).data, status=201)
+
+
+class ConditionIR(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def condition(self, pk: int, condition_id: int):
+        condition = self.experiment(pk).conditions.filter(pk=condition_id).first()
+        if condition is None:
+            raise NotFound("no such condition in this experiment")
+        return condition
+
+    @extend_schema(
+        request={"multipart/form-data": s.ConditionIRUploadSerializer},
+        responses={200: s.ConditionSerializer, **ERRORS},
+        summary="Attach or replace a model condition's cabinet impulse response (its cells render again)",
+    )
+    def put(self, request, pk: int, condition_id: int):
+        condition = self.condition(pk, condition_id)
+        form = s.ConditionIRUploadSerializer(data=request.data)
+        if not form.is_valid():
+            return self.bad(form)
+        condition = cabinet.set_condition_ir(condition=condition, file=form.validated_data["file"])
+        return Response(s.ConditionSerializer(condition).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: s.ConditionSerializer, **ERRORS},
+        summary="Remove a model condition's cabinet impulse response (its cells render again)",
+    )
+    def delete(self, request, pk: int, condition_id: int):
+        condition = cabinet.remove_condition_ir(condition=self.condition(pk, condition_id))
+        return Response(s.ConditionSerializer(condition).data)
 
 
 class Render(ApiView):
@@ -302,7 +335,13 @@ class Ratings(ApiView):
             response = HttpResponse(selectors.ratings_csv(experiment), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-ratings.csv"'
             return response
-        return Response({"experiment": experiment.pk, "ratings": selectors.ratings_rows(experiment)})
+        return Response(
+            {
+                "experiment": experiment.pk,
+                "ratings": selectors.ratings_rows(experiment),
+                "catch_trials": selectors.catch_rows(experiment),
+            }
+        )
 
 
 class RatingsCSV(Ratings):

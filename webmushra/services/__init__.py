@@ -7,6 +7,7 @@ errors every service raises in ``webmushra.errors``.
 
 - ``experiments``: create, conditions, anchors, settings, removal, blocks, publish, close
 - ``uploads``: excerpts, checkpoints and pre-rendered audio, checked before they are stored
+- ``cabinet``: a model condition's cabinet impulse response (attach, replace, remove)
 - ``rendering``: the render-job lifecycle (queue, claim, heartbeat, complete, fail, reap)
 - ``sessions``: participants and their trials (each save refereed by ``rules.check_trial``)
 - ``quality``: quality-control flags of saved trials, their summaries, exclusion by hand

@@ -19,6 +19,7 @@ from modelrunner.errors import RenderError
 from modelrunner.knobs import check_knobs
 
 from ..errors import ConflictError, ServiceError
+from ..inputs import text_problem
 from ..models import (
     ANCHOR_KINDS,
     FIXED_CONDITION_LABELS,
@@ -33,6 +34,7 @@ from ..models import (
     Trial,
 )
 from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, participant_facing, validate_config
+from . import catch
 from .files import delete_files
 
 log = logging.getLogger(__name__)
@@ -229,7 +231,10 @@ def remove_condition(*, condition: Condition) -> None:
     require_editable(experiment)
     if condition.kind == ConditionKind.HIDDEN_REFERENCE:
         raise ServiceError("the hidden reference is part of every MUSHRA trial (BS.1534-3 §5.1) and cannot be removed")
+    ir_file = condition.ir_file
     condition.delete()
+    if ir_file:
+        transaction.on_commit(lambda: delete_files(ir_file))
     _reindex_conditions(experiment)
     invalidate_renders(experiment)
 
@@ -287,6 +292,7 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
             Trial.objects.get_or_create(
                 experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i}
             )
+    catch.ensure_catch_trials(experiment)
     experiment.status = Experiment.Status.OPEN
     experiment.opened_at = experiment.opened_at or timezone.now()
     experiment.save(update_fields=["status", "opened_at", "updated_at"])
@@ -310,6 +316,8 @@ def clean_display_name(display_name: str) -> str:
     name = " ".join(str(display_name or "").split())
     if len(name) > 60:
         raise ServiceError("display_name: at most 60 characters")
+    if text_problem(name):
+        raise ServiceError(f"display_name: {text_problem(name)}")
     return name
 
 
@@ -338,6 +346,7 @@ def delete_experiment(*, experiment: Experiment) -> None:
         for f in (x.dry_file, x.reference_file, x.lookback_dry_file, x.lookback_reference_file)
     ]
     files += [f for c in experiment.checkpoints.all() for f in (c.file, c.config_file)]
+    files += [c.ir_file for c in experiment.conditions.exclude(ir_file="")]
     files += [p.file for p in PrerenderedAudio.objects.filter(condition__experiment=experiment)]
     loose = [media / rel for rel in Stimulus.objects.filter(experiment=experiment).values_list("file", flat=True)]
     loose += [

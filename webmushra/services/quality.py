@@ -16,8 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..errors import ServiceError
-from ..models import Condition, ConditionKind, Experiment, Participant
-from ..rules import FLAGS, Delivery, listen_seconds, page_seconds, player_rules, quality_settings
+from ..inputs import text_problem
+from ..models import Condition, ConditionKind, Experiment, Participant, TrialResponse
+from ..rules import FLAGS, Delivery, catch_trial_count, listen_seconds, page_seconds, player_rules, quality_settings
 from ..selectors import participant_flags
 
 #: The longest exclusion reason kept.
@@ -139,11 +140,29 @@ def quality_summary(experiment: Experiment) -> dict[str, Any]:
             }
             for pk, reason, at in excluded
         ],
+        "catch_trials": _catch_summary(experiment),
         "action": (
             "Trials breaking an enabled rule were refused on submission and are not in the data. Flags are "
             "shown to the researcher and kept in the exports; flagged participants stay in the analysis unless "
             "the researcher excluded them by hand (listed with the reason)."
         ),
+    }
+
+
+def _catch_summary(experiment: Experiment) -> dict[str, Any]:
+    """Catch trials per participant, answered, failed, and by how many participants."""
+    outcomes = list(
+        TrialResponse.objects.filter(
+            trial__experiment=experiment, trial__is_catch=True, participant__is_pilot=False
+        ).values_list("participant_id", "catch")
+    )
+    failed = [pk for pk, c in outcomes if (c or {}).get("passed") is False]
+    return {
+        "per_participant": catch_trial_count(experiment.config),
+        "threshold": quality_settings(experiment)["catch_min"],
+        "answered": len(outcomes),
+        "failed": len(failed),
+        "failed_participants": len(set(failed)),
     }
 
 
@@ -155,6 +174,8 @@ def exclude_participant(*, participant: Participant, reason: str) -> Participant
         raise ServiceError("reason: say why this participant is excluded (it goes into the report)")
     if len(reason) > REASON_MAX:
         raise ServiceError(f"reason: at most {REASON_MAX} characters")
+    if text_problem(reason):
+        raise ServiceError(f"reason: {text_problem(reason)}")
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     participant.excluded_at = participant.excluded_at or timezone.now()
     participant.exclusion_reason = reason

@@ -19,14 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..errors import ConflictError, ServiceError, TrialNotFound
-from ..models import (
-    Experiment,
-    Participant,
-    Rating,
-    Stimulus,
-    StimulusToken,
-    TrialResponse,
-)
+from ..models import Experiment, Participant, Rating, Stimulus, StimulusToken, TrialResponse
 from ..rules import (
     LEVEL_GAIN_DB,
     Delivery,
@@ -37,7 +30,7 @@ from ..rules import (
     player_rules,
     questionnaire_fields,
 )
-from . import quality
+from . import catch, quality
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +38,7 @@ log = logging.getLogger(__name__)
 def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
     """Per-participant order of trials and of the conditions within each (BS.1534-3 §5.2)."""
     conditions = list(experiment.conditions.values_list("pk", flat=True))
-    trials = list(experiment.trials.filter(is_training=False).values_list("pk", flat=True))
+    trials = list(experiment.trials.filter(is_training=False, is_catch=False).values_list("pk", flat=True))
     training = list(experiment.trials.filter(is_training=True).values_list("pk", flat=True))
     subset = int(experiment.config.get("trial_subset_size") or 0)
     if 0 < subset < len(trials):
@@ -63,6 +56,7 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
         trials = ranked[:subset]
     rng.shuffle(trials)
     plan: list[dict] = []
+    tests: list[dict] = []
     for t in training:
         order = conditions[:]
         rng.shuffle(order)
@@ -70,8 +64,8 @@ def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
     for t in trials:
         order = conditions[:]
         rng.shuffle(order)
-        plan.append({"trial": t, "training": False, "conditions": order, "key": secrets.token_hex(8)})
-    return plan
+        tests.append({"trial": t, "training": False, "conditions": order, "key": secrets.token_hex(8)})
+    return plan + catch.add_to_plan(experiment, tests, conditions, rng)
 
 
 @transaction.atomic
@@ -112,6 +106,7 @@ def start_participant(
     )
     stimuli = Stimulus.objects.filter(experiment=experiment)
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
+    catch.create_tokens(participant)
     return participant
 
 
@@ -122,7 +117,8 @@ def pilot_link_code(experiment: Experiment) -> str:
 
 def pilot_link_valid(experiment: Experiment, code: str) -> bool:
     """Whether ``code`` is this experiment's pilot code (compared in constant time)."""
-    return secrets.compare_digest(str(code), pilot_link_code(experiment))
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+    return secrets.compare_digest(str(code).encode("utf-8", "replace"), pilot_link_code(experiment).encode())
 
 
 def _first_stage_after_consent(participant: Participant) -> str:
@@ -277,14 +273,16 @@ def submit_trial(
                 experiment=participant.experiment, keys=keys, ratings=by_key, telemetry=telemetry, delivery=delivery
             )
         )
+        caught = catch.outcome(participant.experiment, entry, scores, flags) if entry.get("catch") else {}
         response = TrialResponse.objects.create(
             participant=participant,
             trial_id=entry["trial"],
             idempotency_key=idempotency_key,
             telemetry=telemetry,
             flags=flags,
+            catch=caught,
         )
-        if not entry.get("training"):
+        if not entry.get("training") and not entry.get("catch"):
             Rating.objects.bulk_create(
                 [
                     Rating(
@@ -319,12 +317,7 @@ def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> De
     participant, and how long ago the trial's audio was first fetched and the step before
     the trial was finished (the page cannot have been open longer than that)."""
     now = timezone.now()
-    fetched = {
-        cid: (n, first)
-        for cid, n, first in StimulusToken.objects.filter(
-            participant=participant, stimulus__excerpt__trials__pk=entry["trial"]
-        ).values_list("stimulus__condition_id", "fetches", "first_fetched_at")
-    }
+    fetched = {cid: (n, first) for cid, n, first in trial_tokens(participant, entry, "fetches", "first_fetched_at")}
     firsts = [first for n, first in fetched.values() if first is not None]
     steps = [participant.consented_at]
     steps.append(TrialResponse.objects.filter(participant=participant).aggregate(last=Max("submitted_at"))["last"])
@@ -341,6 +334,18 @@ def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> De
         since_first_fetch_s=(now - min(firsts)).total_seconds() if firsts else None,
         since_previous_step_s=(now - max(known)).total_seconds() if known else None,
     )
+
+
+def trial_tokens(participant: Participant, entry: dict, *fields: str):
+    """(condition id, *fields) of the participant's tokens for one trial's signals: a catch
+    trial's own tokens by the slot each fills, else the tokens of the trial's excerpt."""
+    if entry.get("catch"):
+        tokens = StimulusToken.objects.filter(participant=participant, trial_id=entry["trial"])
+        return tokens.values_list("slot_id", *fields)
+    tokens = StimulusToken.objects.filter(
+        participant=participant, trial__isnull=True, stimulus__excerpt__trials__pk=entry["trial"]
+    )
+    return tokens.values_list("stimulus__condition_id", *fields)
 
 
 def signal_keys(entry: dict) -> dict[str, int]:

@@ -220,6 +220,11 @@ def add_checkpoint(
             raise ServiceError(_upload_message(str(exc), filename, {tmp: filename, cfg_tmp: cfg_name})) from None
         sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
         summary = model.summary()
+        # Provenance names the file as the researcher named it, not the temporary upload.
+        provenance = summary.get("provenance") or {}
+        if provenance:
+            provenance["file_name"] = filename
+            provenance["warnings"] = [str(w).replace(tmp.name, filename) for w in provenance.get("warnings", [])]
         with transaction.atomic():
             ckpt = Checkpoint(
                 experiment=experiment,
@@ -262,8 +267,9 @@ def _upload_message(message: str, filename: str, temp_names: dict) -> str:
 def add_prerendered_audio(
     *, condition: Condition, excerpt: Excerpt, audio: UploadedFile | str | os.PathLike
 ) -> PrerenderedAudio:
-    """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt)."""
-    from modelrunner.audio import read_audio
+    """Store one excerpt's audio for a pre-rendered condition (checked like an excerpt, in
+    blocks: only its header and length are kept)."""
+    from modelrunner.audio import check_audio
 
     if condition.kind != ConditionKind.PRERENDERED:
         raise ServiceError(f"condition {condition.label!r} is not a pre-rendered condition")
@@ -275,13 +281,14 @@ def add_prerendered_audio(
     try:
         check_size(tmp, name)
         try:
-            data, sr = read_audio(tmp)
+            info = check_audio(tmp)
         except ModelRunnerError as exc:
             raise ServiceError(str(exc).replace(tmp.name, name)) from None
+        sr = info.sample_rate
         if sr != excerpt.sample_rate:
             raise ServiceError(f"{name} is at {sr} Hz but the excerpt {excerpt.name!r} is at {excerpt.sample_rate} Hz")
         with transaction.atomic():
-            row = PrerenderedAudio(condition=condition, excerpt=excerpt, sample_rate=sr, frames=data.shape[0])
+            row = PrerenderedAudio(condition=condition, excerpt=excerpt, sample_rate=sr, frames=info.frames)
             with open(tmp, "rb") as fh:
                 row.file.save(wav_name(name) if name.lower().endswith(".wav") else name, File(fh), save=False)
             guard.stored(row.file)

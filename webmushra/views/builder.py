@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from .. import errors, forms, interop
 from ..access import experiment_for
 from ..rules import MAX_SIGNALS_PER_TRIAL
-from ..services import blocks, experiments, uploads
+from ..services import accounts, blocks, cabinet, experiments, uploads
 
 
 def _form_errors(request: HttpRequest, form) -> None:
@@ -129,6 +129,48 @@ def condition_display_name(request: HttpRequest, pk: int, condition_id: int) -> 
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Training name of {condition.label!r} saved.")
+    return _back(pk, "conditions")
+
+
+@login_required
+@require_POST
+def condition_ir(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
+    """Attach or replace a model condition's cabinet impulse response."""
+    experiment = experiment_for(request.user, pk)
+    condition = experiment.conditions.filter(pk=condition_id).first()
+    if condition is None:
+        raise Http404("no such condition")
+    form = forms.ConditionIRForm(request.POST, request.FILES)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return _back(pk, "conditions")
+    try:
+        condition = cabinet.set_condition_ir(condition=condition, file=form.cleaned_data["ir"])
+    except errors.ServiceError as exc:
+        messages.error(request, f"Impulse response refused — {exc}")
+    else:
+        info = condition.ir_info
+        messages.success(
+            request,
+            f"{condition.label!r} is heard through {info['name']} ({info['sample_rate']} Hz, "
+            f"{info['seconds'] * 1000:.0f} ms); render what changed to hear it.",
+        )
+    return _back(pk, "conditions")
+
+
+@login_required
+@require_POST
+def condition_ir_delete(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
+    experiment = experiment_for(request.user, pk)
+    condition = experiment.conditions.filter(pk=condition_id).first()
+    if condition is None:
+        raise Http404("no such condition")
+    try:
+        cabinet.remove_condition_ir(condition=condition)
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Removed the impulse response of {condition.label!r}.")
     return _back(pk, "conditions")
 
 
@@ -263,7 +305,35 @@ def experiment_settings(request: HttpRequest, pk: int) -> HttpResponse:
             _form_errors(request, form)
     else:
         form = forms.SettingsForm.for_experiment(experiment)
-    return render(request, "webmushra/researcher/settings.html", {"experiment": experiment, "form": form})
+    return render(
+        request,
+        "webmushra/researcher/settings.html",
+        {"experiment": experiment, "form": form, "collaborators": experiment.shared_with.order_by("username")},
+    )
+
+
+@login_required
+@require_POST
+def share(request: HttpRequest, pk: int) -> HttpResponse:
+    """Share the experiment with another researcher (``with``: a username or e-mail), or take a
+    collaborator's access away (``remove``: their user id)."""
+    experiment = experiment_for(request.user, pk)
+    try:
+        if request.POST.get("remove"):
+            try:
+                user_id = int(request.POST["remove"])
+            except ValueError:
+                raise errors.ServiceError("remove: not a user id") from None
+            accounts.unshare_experiment(experiment=experiment, by=request.user, user_id=user_id)
+            messages.success(request, "Collaborator removed.")
+            if user_id == request.user.pk:
+                return redirect("researcher:experiments")
+        else:
+            accounts.share_experiment(experiment=experiment, by=request.user, with_user=request.POST.get("with", ""))
+            messages.success(request, "Shared: they now have the same access to this experiment as you.")
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("researcher:settings", pk=pk)
 
 
 @login_required

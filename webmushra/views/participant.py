@@ -18,6 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from .. import errors, headphone, rules
 from ..http import blinded_error, serve_blinded_bytes, serve_blinded_file
+from ..inputs import json_problem, text_problem
 from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken, training_names
 from ..ratelimit import ratelimit
 from ..services import screening as headphone_check
@@ -59,11 +60,13 @@ def _json_body(request: HttpRequest, limit: int):
     if len(raw) > limit:
         return _error(f"the request body is over {limit // 1024} kB", status=413)
     try:
-        return json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and integers past Python's digit limit
         return _error("the request body is not valid JSON")
     except RecursionError:
         return _error("the request body is nested too deeply")
+    problem = json_problem(data)
+    return _error(problem) if problem else data
 
 
 def _where(participant: Participant, next_index: int | None | bool = False) -> str:
@@ -91,6 +94,11 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
     # The researcher's pilot link: every start is a new pilot session, kept out of the data.
     pilot_code = request.GET.get("pilot", request.POST.get("pilot", ""))
     pilot = bool(pilot_code)
+    unusable = next((f"{k}: {text_problem(v)}" for k, v in prolific.items() if text_problem(v)), "")
+    if unusable:
+        return render(
+            request, "webmushra/participant/closed.html", {"experiment": experiment, "reason": unusable}, status=400
+        )
     if pilot and not sessions.pilot_link_valid(experiment, pilot_code):
         return render(
             request,
@@ -298,11 +306,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
     """The JSON the player needs for one trial (no condition names unless training)."""
     entry = participant.plan[index]
     # condition id -> this participant's token for the condition's stimulus of this trial's excerpt
-    tokens = dict(
-        StimulusToken.objects.filter(participant=participant, stimulus__excerpt__trials__pk=entry["trial"]).values_list(
-            "stimulus__condition_id", "token"
-        )
-    )
+    tokens = dict(sessions.trial_tokens(participant, entry, "token"))
     keys = sessions.signal_keys(entry)
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))

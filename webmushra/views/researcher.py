@@ -16,7 +16,7 @@ from ..access import experiment_for, report_for
 from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
 from ..rules import FLAGS
-from ..services import accounts, quality, rendering, sessions
+from ..services import accounts, privacy, quality, rendering, sessions
 from ..services import experiments as experiment_services
 from ..services import reports as report_services
 
@@ -60,6 +60,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "summary": selectors.participant_summary(experiment),
             "excerpts": experiment.excerpts.all(),
             "checkpoints": experiment.checkpoints.all(),
+            "rate_notes": selectors.rate_notes(experiment),
             # The section whose form was sent shows this request's messages (builder._back).
             "section": request.GET.get("section") if request.GET.get("section") in BUILDER_SECTIONS else "",
             **forms.builder_forms(experiment),
@@ -209,6 +210,10 @@ def _monitor_data(experiment: Experiment) -> dict:
     }
 
 
+def _deletions(experiment: Experiment) -> list:
+    return list(experiment.data_deletions.select_related("by"))
+
+
 @login_required
 def monitor(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
@@ -216,7 +221,13 @@ def monitor(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "webmushra/researcher/monitor.html",
-        {"experiment": experiment, "participant_link": link, "prolific_link": prolific, **_monitor_data(experiment)},
+        {
+            "experiment": experiment,
+            "participant_link": link,
+            "prolific_link": prolific,
+            "deletions": _deletions(experiment),
+            **_monitor_data(experiment),
+        },
     )
 
 
@@ -254,6 +265,46 @@ def participant_exclusion(request: HttpRequest, pk: int, participant_id: int) ->
     return redirect("researcher:monitor", pk=pk)
 
 
+@login_required
+@require_POST
+def participant_withdraw(request: HttpRequest, pk: int, participant_id: int) -> HttpResponse:
+    """Delete every record of one participant (their withdrawal; ``confirm=withdraw`` required)."""
+    experiment = experiment_for(request.user, pk)
+    participant = experiment.participants.filter(pk=participant_id).first()
+    if participant is None:
+        raise Http404("no such participant")
+    if request.POST.get("confirm") != "withdraw":
+        messages.error(request, f"P{participant.pk}: tick the box to confirm; their data is deleted for good.")
+    else:
+        record = privacy.withdraw_participant(participant=participant, by=request.user)
+        messages.success(
+            request,
+            f"P{participant_id} withdrawn: {record.counts['trials']} trial(s) and {record.counts['ratings']} rating(s) "
+            "deleted (logged without personal data). Build the report again to leave them out of it.",
+        )
+    return redirect("researcher:monitor", pk=pk)
+
+
+@login_required
+@require_POST
+def purge_personal_data(request: HttpRequest, pk: int) -> HttpResponse:
+    """Remove the personal data of a closed experiment (``confirm=purge`` required); ratings stay."""
+    experiment = experiment_for(request.user, pk)
+    if request.POST.get("confirm") != "purge":
+        messages.error(request, "Tick the box to confirm: Prolific ids, questionnaires and device data are deleted.")
+        return redirect("researcher:monitor", pk=pk)
+    try:
+        record = privacy.purge_personal_data(experiment=experiment, by=request.user)
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"Personal data of {record.counts['sessions']} session(s) purged; ratings, timings and flags are kept.",
+        )
+    return redirect("researcher:monitor", pk=pk)
+
+
 # --------------------------------------------------------------------------- downloads and reports
 
 
@@ -275,6 +326,7 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
         {
             "experiment": experiment.pk,
             "ratings": selectors.ratings_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
+            "catch_trials": selectors.catch_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "metrics": selectors.metrics_rows(experiment),
         }
     )

@@ -77,6 +77,16 @@
         s.median_duration_s === null ? "\u2014" : Math.round(s.median_duration_s) + " s";
       document.getElementById("n-flagged").textContent = s.flagged;
       document.getElementById("n-excluded").textContent = s.excluded;
+      var means = (d.screening && d.screening.means) || [];
+      if (means.length !== box.querySelectorAll("#means tbody tr").length) location.reload();
+      means.forEach(function (m) {
+        var row = box.querySelector('#means tr[data-condition="' + CSS.escape(m.condition) + '"]');
+        if (!row) return;
+        row.querySelector(".m-n").textContent = m.n;
+        row.querySelector(".m-mean").textContent = m.mean.toFixed(1);
+        row.querySelector(".m-ci").textContent =
+          m.ci_low === null ? "\u2014" : m.ci_low.toFixed(1) + " \u2013 " + m.ci_high.toFixed(1);
+      });
       var rows = document.querySelectorAll("#participants tbody tr").length;
       if (d.participants.length !== rows) location.reload();
       // Trials and quality-control flags as they come in (a form being typed in is left alone).
