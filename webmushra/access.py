@@ -23,6 +23,16 @@ def experiment_for(user: Any, pk: int) -> Experiment:
         raise Http404("no such experiment") from None
 
 
+def part_of(user: Any, pk: int, related: str, child_id: int) -> tuple[Experiment, Any]:
+    """The experiment (as ``experiment_for``) and its row ``child_id`` of ``related`` (``excerpts``,
+    ``conditions``, ``checkpoints``, ``participants``); 404 when it has none of that id."""
+    experiment = experiment_for(user, pk)
+    child = getattr(experiment, related).filter(pk=child_id).first()
+    if child is None:
+        raise Http404(f"no such {related.removesuffix('s')}")
+    return experiment, child
+
+
 def report_for(experiment: Experiment, report_id: int) -> Report:
     """One of the experiment's reports; 404 when it has none of that id."""
     report = experiment.reports.filter(pk=report_id).first()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from .. import errors, forms, interop
-from ..access import experiment_for
+from ..access import experiment_for, part_of
 from ..rules import MAX_SIGNALS_PER_TRIAL
 from ..services import accounts, blocks, cabinet, experiments, uploads
 
@@ -82,10 +82,7 @@ def upload_excerpts(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def delete_excerpt(request: HttpRequest, pk: int, excerpt_id: int) -> HttpResponse:
-    experiment = experiment_for(request.user, pk)
-    excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
-    if excerpt is None:
-        raise Http404("no such excerpt")
+    experiment, excerpt = part_of(request.user, pk, "excerpts", excerpt_id)
     try:
         experiments.remove_excerpt(excerpt=excerpt)
         messages.success(request, f"Removed excerpt {excerpt.name!r}.")
@@ -98,10 +95,7 @@ def delete_excerpt(request: HttpRequest, pk: int, excerpt_id: int) -> HttpRespon
 @require_POST
 def excerpt_training(request: HttpRequest, pk: int, excerpt_id: int) -> HttpResponse:
     """Mark an excerpt for training only (it leaves the test), or put it back in the test."""
-    experiment = experiment_for(request.user, pk)
-    excerpt = experiment.excerpts.filter(pk=excerpt_id).first()
-    if excerpt is None:
-        raise Http404("no such excerpt")
+    experiment, excerpt = part_of(request.user, pk, "excerpts", excerpt_id)
     training = request.POST.get("training") == "on"
     try:
         experiments.set_excerpt_training(excerpt=excerpt, training=training)
@@ -119,10 +113,7 @@ def excerpt_training(request: HttpRequest, pk: int, excerpt_id: int) -> HttpResp
 @require_POST
 def condition_display_name(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
     """Set the name a condition has in training trials (participants see it there)."""
-    experiment = experiment_for(request.user, pk)
-    condition = experiment.conditions.filter(pk=condition_id).first()
-    if condition is None:
-        raise Http404("no such condition")
+    experiment, condition = part_of(request.user, pk, "conditions", condition_id)
     try:
         experiments.set_display_name(condition=condition, display_name=request.POST.get("display_name", ""))
     except errors.ServiceError as exc:
@@ -136,10 +127,7 @@ def condition_display_name(request: HttpRequest, pk: int, condition_id: int) -> 
 @require_POST
 def condition_ir(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
     """Attach or replace a model condition's cabinet impulse response."""
-    experiment = experiment_for(request.user, pk)
-    condition = experiment.conditions.filter(pk=condition_id).first()
-    if condition is None:
-        raise Http404("no such condition")
+    experiment, condition = part_of(request.user, pk, "conditions", condition_id)
     form = forms.ConditionIRForm(request.POST, request.FILES)
     if not form.is_valid():
         _form_errors(request, form)
@@ -161,10 +149,7 @@ def condition_ir(request: HttpRequest, pk: int, condition_id: int) -> HttpRespon
 @login_required
 @require_POST
 def condition_ir_delete(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
-    experiment = experiment_for(request.user, pk)
-    condition = experiment.conditions.filter(pk=condition_id).first()
-    if condition is None:
-        raise Http404("no such condition")
+    experiment, condition = part_of(request.user, pk, "conditions", condition_id)
     try:
         cabinet.remove_condition_ir(condition=condition)
     except errors.ServiceError as exc:
@@ -206,10 +191,7 @@ def upload_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def delete_checkpoint(request: HttpRequest, pk: int, checkpoint_id: int) -> HttpResponse:
-    experiment = experiment_for(request.user, pk)
-    ckpt = experiment.checkpoints.filter(pk=checkpoint_id).first()
-    if ckpt is None:
-        raise Http404("no such checkpoint")
+    experiment, ckpt = part_of(request.user, pk, "checkpoints", checkpoint_id)
     try:
         experiments.remove_checkpoint(checkpoint=ckpt)
         messages.success(request, f"Removed checkpoint {ckpt.name!r}.")
@@ -245,10 +227,7 @@ def add_condition(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def delete_condition(request: HttpRequest, pk: int, condition_id: int) -> HttpResponse:
-    experiment = experiment_for(request.user, pk)
-    condition = experiment.conditions.filter(pk=condition_id).first()
-    if condition is None:
-        raise Http404("no such condition")
+    experiment, condition = part_of(request.user, pk, "conditions", condition_id)
     try:
         experiments.remove_condition(condition=condition)
         messages.success(request, f"Removed condition {condition.label!r}.")

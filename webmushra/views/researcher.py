@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from .. import errors, forms, interop, selectors
-from ..access import experiment_for, report_for
+from ..access import experiment_for, part_of, report_for
 from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
 from ..rules import FLAGS
@@ -246,10 +246,7 @@ def monitor_json(request: HttpRequest, pk: int) -> JsonResponse:
 def participant_exclusion(request: HttpRequest, pk: int, participant_id: int) -> HttpResponse:
     """Exclude a participant by hand (``action=exclude`` with a ``reason``) or undo it
     (``action=include``): kept in the exports, left out of the analysis, listed in the report."""
-    experiment = experiment_for(request.user, pk)
-    participant = experiment.participants.filter(pk=participant_id).first()
-    if participant is None:
-        raise Http404("no such participant")
+    experiment, participant = part_of(request.user, pk, "participants", participant_id)
     action = request.POST.get("action", "exclude")
     try:
         if action == "include":
@@ -269,10 +266,7 @@ def participant_exclusion(request: HttpRequest, pk: int, participant_id: int) ->
 @require_POST
 def participant_withdraw(request: HttpRequest, pk: int, participant_id: int) -> HttpResponse:
     """Delete every record of one participant (their withdrawal; ``confirm=withdraw`` required)."""
-    experiment = experiment_for(request.user, pk)
-    participant = experiment.participants.filter(pk=participant_id).first()
-    if participant is None:
-        raise Http404("no such participant")
+    experiment, participant = part_of(request.user, pk, "participants", participant_id)
     if request.POST.get("confirm") != "withdraw":
         messages.error(request, f"P{participant.pk}: tick the box to confirm; their data is deleted for good.")
     else:
