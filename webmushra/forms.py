@@ -116,6 +116,14 @@ class CheckpointUploadForm(forms.Form):
     sample_rate = forms.IntegerField(
         required=False, min_value=8000, max_value=384000, help_text="Only when the file does not say."
     )
+    slimmable_size = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="Slimmable size (NAM, optional)",
+        help_text="0 to 1: the size a slimmable NAM model runs at. Empty: the size NeuralAmpModelerCore renders by "
+        "default (the full model); the checkpoint's details say which.",
+    )
 
 
 def parse_knobs(text: str) -> dict[str, float]:

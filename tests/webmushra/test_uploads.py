@@ -176,3 +176,39 @@ def test_an_excerpt_longer_than_the_limit_is_refused_from_its_header(build_exper
     settings.MAX_EXCERPT_SECONDS = 3.0
     uploads.add_excerpt(experiment=exp, name="long", dry=dry, reference=ref)
     assert exp.excerpts.count() == before + 1
+
+
+def test_a_slimmable_nam_size_is_chosen_at_upload_and_kept_for_the_render(client, researcher):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    from webmushra.services import rendering
+
+    exp = experiments.create_experiment(owner=researcher, title="Slim", sample_rate=48000)
+    client.force_login(researcher)
+    url = reverse("researcher:checkpoints", args=[exp.pk])
+    data = fixture_path("models", "nam", "slimmable_wavenet.nam").read_bytes()
+    r = client.post(url, {"file": SimpleUploadedFile("slim.nam", data), "slimmable_size": "0.4"}, follow=True)
+    assert r.status_code == 200
+    ckpt = Checkpoint.objects.get(experiment=exp)
+    assert ckpt.summary["metadata"]["nam_slimmable"]["slimmable_size"] == 0.4
+    # The render loads it at the same size.
+    model = rendering.load_checkpoint_model(ckpt)
+    assert model.metadata["nam_slimmable"]["slimmable_size"] == 0.4
+    # Out of range, on a format without sizes, or beside a config file: refused, nothing stored.
+    r = client.post(url, {"file": SimpleUploadedFile("slim.nam", data), "slimmable_size": "1.5"}, follow=True)
+    assert "slimmable_size" in r.content.decode().replace("Slimmable size", "slimmable_size")
+    json_model = fixture_path("models", "coreaudioml", "ts9_lstm20_gain.json").read_bytes()
+    with pytest.raises(errors.ServiceError, match="only NAM files have sizes"):
+        uploads.add_checkpoint(
+            experiment=exp, name="TS9", file=SimpleUploadedFile("ts9.json", json_model), slimmable_size=0.5
+        )
+    with pytest.raises(errors.ServiceError, match="either a config file or a slimmable size"):
+        uploads.add_checkpoint(
+            experiment=exp,
+            name="S",
+            file=SimpleUploadedFile("slim.nam", data),
+            config=SimpleUploadedFile("c.json", b"{}"),
+            slimmable_size=0.5,
+        )
+    assert Checkpoint.objects.filter(experiment=exp).count() == 1

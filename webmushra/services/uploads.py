@@ -6,6 +6,7 @@ Each is checked completely before anything is stored; a refused upload leaves no
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from django.conf import settings
 from django.core.files import File
-from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db import transaction
 
 from modelrunner.errors import ModelRunnerError
@@ -198,11 +199,17 @@ def add_checkpoint(
     file: UploadedFile | str | os.PathLike,
     config: UploadedFile | str | os.PathLike | None = None,
     sample_rate: int | None = None,
+    slimmable_size: float | None = None,
 ) -> Checkpoint:
-    """Validate (safe load, architecture recognised) and store a checkpoint."""
+    """Validate (safe load, architecture recognised) and store a checkpoint. ``slimmable_size``
+    (NAM only, 0..1): the size a slimmable model runs at, kept as its config file."""
     from modelrunner import formats
 
     require_editable(experiment)
+    if slimmable_size is not None:
+        if config is not None:
+            raise ServiceError("slimmable_size: give either a config file or a slimmable size, not both")
+        config = SimpleUploadedFile("slimmable.json", json.dumps({"slimmable_size": slimmable_size}).encode())
     tmp, filename = save_upload(file)
     cfg_tmp, cfg_name = save_upload(config) if config is not None else (None, "")
     guard = FileGuard()
@@ -218,6 +225,8 @@ def add_checkpoint(
             )
         except ModelRunnerError as exc:
             raise ServiceError(_upload_message(str(exc), filename, {tmp: filename, cfg_tmp: cfg_name})) from None
+        if slimmable_size is not None and model.format != "nam":
+            raise ServiceError(f"slimmable_size: only NAM files have sizes to choose ({filename} is {model.format})")
         sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
         summary = model.summary()
         # Provenance names the file as the researcher named it, not the temporary upload.

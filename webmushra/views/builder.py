@@ -175,6 +175,7 @@ def upload_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
             file=d["file"],
             config=d.get("config"),
             sample_rate=d.get("sample_rate"),
+            slimmable_size=d.get("slimmable_size"),
         )
     except errors.ServiceError as exc:
         messages.error(request, f"Checkpoint refused — {exc}")
