@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 # Tests use their own var/ so they never touch the data of `make run`.
 TEST_VAR := $(CURDIR)/var/test
 
-.PHONY: run test test-fast test-stack system-deps bench clean-test lint test-browsers-repeat
+.PHONY: run test test-fast test-stack system-deps bench clean-test lint test-browsers-repeat messages
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+$(VENV)/.installed-test: requirements-test.txt clients/python/pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
@@ -37,7 +37,10 @@ $(NAM_VENV)/.installed: requirements-nam.txt requirements-nam-nodeps.txt
 	$(NAM_PY) -c "import nam.models"
 	touch $@
 
+# The render kernels are compiled here, once, not at the first render; without a compiler
+# build-kernels says so (exit 2) and the renders use PyTorch's kernels.
 run: $(VENV)/.installed
+	-$(PY) -m modelrunner build-kernels
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py load_demo
@@ -46,7 +49,11 @@ run: $(VENV)/.installed
 # The browser tests' engines: Debian chromium, firefox-esr, and WebKitGTK's MiniBrowser
 # (webkit2gtk-driver) on Xvfb with GStreamer's WAV and PulseAudio plugins; pulseaudio gives
 # Firefox and WebKit a null sink to play into. redis-server and PostgreSQL for the
-# throwaway test servers.
+# throwaway test servers; gettext for the translations' check (tests/webmushra/test_i18n.py).
+# nginx and iproute2 (ip netns) for the production rehearsal (tests/integration/test_rehearsal.py).
+# pdflatex with booktabs and graphicx compiles the report's LaTeX (tests/evaluation/test_report_paper.py):
+# texlive-latex-base and texlive-latex-recommended without their recommends (17 packages, about
+# 145 MB installed, 41 s here) instead of the 82 the recommends pull in.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -58,15 +65,39 @@ system-deps:
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
+	[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@if ! command -v pdflatex >/dev/null || ! kpsewhich booktabs.sty >/dev/null; then \
+	  echo "installing: texlive-latex-base texlive-latex-recommended"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends texlive-latex-base texlive-latex-recommended >/dev/null; \
+	fi
 
 clean-test:
 	rm -rf $(TEST_VAR)
+
+# The participant pages' translations (webmushra/locale/<language>/LC_MESSAGES): gathers every
+# marked text into the .po files (translate the new entries there), then compiles each .po into
+# the .mo Django reads. Both are committed, so `make run` needs no gettext;
+# tests/webmushra/test_i18n.py checks that they are complete and that each .mo matches its .po.
+MESSAGE_LANGUAGES := de
+messages: $(VENV)/.installed
+	@command -v msgfmt >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gettext >/dev/null; }
+	$(PY) manage.py makemessages --add-location file --no-obsolete $(addprefix -l ,$(MESSAGE_LANGUAGES)) \
+	  -i "tests/*" -i "bench/*" -i "var/*" -i "docker/*" -i "demo/*" -i "modelrunner/*" -i "evaluation/*" \
+	  -i "config/*" -i "docs/*" -i "clients/*"
+	for l in $(MESSAGE_LANGUAGES); do \
+	  msgfmt --check -o webmushra/locale/$$l/LC_MESSAGES/django.mo webmushra/locale/$$l/LC_MESSAGES/django.po || exit 1; \
+	done
 
 # ruff (lint and format check), import-linter's contracts and mypy, all configured in
 # pyproject.toml (mypy: strict for modelrunner and evaluation, the Django and DRF plugins for

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: name -> (full-run arguments, quick-run arguments), in the order they run.
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_render": ([], ["--quick"]),
+    "bench_paths": ([], ["--quick"]),
     "bench_papers": ([], ["--quick"]),
     "bench_evaluation": ([], []),
     "bench_power": ([], []),

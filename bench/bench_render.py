@@ -1,8 +1,10 @@
 """Render speed: one test set through LSTM-32, GRU-32 and NAM's standard WaveNet.
 
 A test set is ``--excerpts`` excerpts of ``--seconds`` at 44.1 kHz, on one thread.
-Recurrent models run through the compiled kernel (``modelrunner.native``) where it
-builds; ``MODELRUNNER_NATIVE=0`` measures PyTorch's path instead. The baseline is the
+Models run through the compiled kernels (``modelrunner.native``) where they build and
+the chooser (``modelrunner.pathchoice``) finds them faster here, measured before the
+timings; ``MODELRUNNER_NATIVE=0`` or ``MODELRUNNER_RENDER_PATH=pytorch`` measures
+PyTorch's path instead (``bench_paths`` compares the two). The baseline is the
 plain way: one whole-file forward call per excerpt, one excerpt after the other
 (``reference_forward``), measured in the same process. The candidate
 is ``render_batch`` (all excerpts in one batch, long excerpts cut into segments with
@@ -31,7 +33,7 @@ from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.architectures.recurrent import RecurrentModel
 from modelrunner.cli import bench_excerpts
 from modelrunner.model import EffectModel
-from modelrunner.render import reference_forward, render_batch
+from modelrunner.render import reference_forward, render_batch, render_kernel
 
 SAMPLE_RATE = 44100
 #: Real-time factors the batched renderer should reach on one thread.
@@ -130,6 +132,7 @@ def run(excerpts: int, seconds: float, only: str = "") -> Iterator[dict]:
     for name, model, flops in models():
         if only.lower() not in name.lower():
             continue
+        kernel = render_kernel(model)  # the path is chosen (measured at first use) before the timings
         t0 = time.perf_counter()
         naive = [reference_forward(model, x) for x in items]
         naive_s = time.perf_counter() - t0
@@ -145,6 +148,7 @@ def run(excerpts: int, seconds: float, only: str = "") -> Iterator[dict]:
             "batched_gflops": flops * frames / report.seconds / 1e9,
             "speedup": naive_s / report.seconds,
             "path": report.path,
+            "kernel": kernel,
             "segments": report.segments,
             "esr_vs_naive": num / den,
             "target_realtime": TARGETS[name],
@@ -167,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recurrent models: {native.reason()}")
     print(
         f"{'model':<22}{'kFLOP/smp':>10}{'naive xRT':>11}{'GFLOP/s':>9}{'batched xRT':>13}{'GFLOP/s':>9}"
-        f"{'vs naive':>10}{'target':>8}  path (rows), ESR vs naive"
+        f"{'vs naive':>10}{'target':>8}  path (rows), ESR vs naive, kernel"
     )
     for r in run(excerpts, seconds, args.only):
         ok = r["batched_realtime"] >= r["target_realtime"] and r["speedup"] >= MIN_SPEEDUP
         print(
             f"{r['model']:<22}{r['flops_per_sample'] / 1e3:>10.1f}{r['naive_realtime']:>11.1f}{r['naive_gflops']:>9.2f}"
             f"{r['batched_realtime']:>13.1f}{r['batched_gflops']:>9.2f}{r['speedup']:>9.2f}x{r['target_realtime']:>7.0f}x"
-            f"  {r['path']} ({r['segments']}), {r['esr_vs_naive']:.1e}{'' if ok else '  BELOW TARGET'}",
+            f"  {r['path']} ({r['segments']}), {r['esr_vs_naive']:.1e}, {r['kernel']}{'' if ok else '  BELOW TARGET'}",
             flush=True,
         )
     return 0

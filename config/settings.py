@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "webmushra",
 ]
 
@@ -122,6 +123,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "webmushra.middleware.ParticipantLanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -178,6 +180,13 @@ LOGOUT_REDIRECT_URL = "login"
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The participant pages' languages (webmushra.middleware.ParticipantLanguageMiddleware picks one:
+# the link's ?lang=, else the browser's Accept-Language, else English); researcher pages stay English.
+LANGUAGES = [("en", "English"), ("de", "German")]
+LOCALE_PATHS = [BASE_DIR / "webmushra" / "locale"]
+# The language a link's ?lang= chose is kept for the rest of the session (the resume cookie's 30 days;
+# HttpOnly, SameSite=Lax and Secure as the session cookie, set by the middleware).
+LANGUAGE_COOKIE_AGE = 30 * 86400
 USE_TZ = True
 
 STATIC_URL = "/static/"
@@ -350,6 +359,16 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Listening-test API",
     "DESCRIPTION": "Build, render and run MUSHRA experiments for neural audio effects.",
     "VERSION": "1",
+    # Swagger UI and Redoc from this site's own static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ExperimentStatusEnum": "webmushra.models.Experiment.Status",
+        "RenderJobStatusEnum": "webmushra.models.RenderJob.Status",
+        "RenderJobKindEnum": "webmushra.models.RenderJob.Kind",
+    },
 }
 
 LOGGING = {

@@ -1,4 +1,5 @@
-"""Command line: ``python -m evaluation report|stats RATINGS.csv ...`` and ``python -m evaluation plan ...``.
+"""Command line: ``python -m evaluation report|stats RATINGS.csv ...``, ``python -m evaluation plan ...``
+and one command per other paradigm (``abx``, ``preference``, ``bs1116``, ``acr``, ``dcr``, ``ranking``).
 
 Exit status 0 on success, 2 on bad input (one line on stderr naming the problem).
 """
@@ -13,6 +14,8 @@ from typing import Any, TextIO
 
 from .errors import EvaluationError
 from .io import read_metrics, read_ratings
+from .paradigms import PARADIGMS
+from .paradigms import cli as paradigm_cli
 from .settings import Settings
 
 
@@ -48,9 +51,17 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress line")
         if name == "report":
             command.add_argument("--out", type=Path, required=True, help="output directory")
+            command.add_argument(
+                "--paradigm",
+                action="append",
+                default=[],
+                metavar="NAME=FILE",
+                help="add another paradigm's table to the report, e.g. abx=abx.csv (repeatable)",
+            )
         else:
             command.add_argument("--json", action="store_true", help="print stats.json instead of a summary")
     _plan_parser(sub)
+    paradigm_cli.add_parsers(sub)
     return parser
 
 
@@ -184,6 +195,16 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             stderr.write(f"error: {exc}\n")
             return 2
         return 0
+    if args.command in PARADIGMS:
+        try:
+            text = paradigm_cli.run(args, None if args.quiet else progress)
+        except EvaluationError as exc:
+            progress.close()
+            stderr.write(f"error: {exc}\n")
+            return 2
+        progress.close()
+        stdout.write(text)
+        return 0
     try:
         settings = Settings.from_json(args.settings) if args.settings else Settings()
         ratings = read_ratings(args.ratings, kinds=settings.kinds)
@@ -197,7 +218,12 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                 sources["metrics"] = args.metrics
             if args.settings:
                 sources["settings"] = args.settings
-            result = build_report(ratings, metrics, settings, args.out, progress=callback, sources=sources)
+            inputs = paradigm_cli.parse_paradigm_inputs(args.paradigm)
+            sources |= {f"paradigm_{name}": path for name, path in inputs.items()}
+            paradigms = paradigm_cli.analyse_inputs(inputs, settings.alpha, settings.confidence_level)
+            result = build_report(
+                ratings, metrics, settings, args.out, progress=callback, sources=sources, paradigms=paradigms
+            )
             progress.close()
             stdout.write(f"wrote {len(result['files'])} files to {result['out_dir']}\n")
         else:

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from . import warnings as words
+from .bounded import ceiling_equivalence
+from .checks import Checks, run_checks
 from .correlation import correlate
-from .descriptives import describe_by_condition_item, describe_overall, participant_means
+from .descriptives import describe_by_condition_item, describe_overall, participant_means, tukey_hinges
 from .equivalence import tost_paired
 from .errors import EvaluationError
 from .intervals import interval_records, method_words, pairwise_intervals
@@ -26,6 +28,7 @@ from .items import ItemAnalysis, analyse_items, item_warnings
 from .kinds import HIDDEN_REFERENCE, MODEL, order_conditions
 from .mixed import fit_mixed_model, rm_anova
 from .nonparametric import all_pairs, friedman, pairwise_wilcoxon
+from .reliability import split_repeats
 from .screening import ScreeningResult, post_screen
 from .settings import Settings
 
@@ -58,6 +61,8 @@ class Analysis:
     # Every tested difference with its intervals (evaluation.intervals); excerpts as a sample (evaluation.items).
     pairwise_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     excerpts: ItemAnalysis | None = None
+    # Bounded-scale intervals, the Gaussian model's assumptions, listener reliability (evaluation.checks).
+    checks: Checks | None = None
 
     def stats(self) -> dict[str, Any]:
         """The JSON-ready summary written to stats.json (see docs/statistics.md)."""
@@ -73,8 +78,10 @@ class Analysis:
                 "sd": row["sd"],
                 "ci95": [row["ci_low"], row["ci_high"]],
                 "bca95": [row["bca_low"], row["bca_high"]],
+                "logit95": self.checks.logit95(c) if self.checks is not None else None,
                 "median": row["median"],
                 "iqr": [row["q1"], row["q3"]],
+                "hinges": list(tukey_hinges(self.wide[c].dropna().to_numpy())),
                 "min": row["min"],
                 "max": row["max"],
             }
@@ -119,6 +126,7 @@ class Analysis:
                 "total": int(len(self.ratings)),
                 "used": int(len(self.used)),
                 "dropped_empty": int(self.ratings.attrs.get("dropped_empty", 0)),
+                "repeats": int(self.ratings.attrs.get("repeats", 0)),
             },
             "screening": {
                 "excluded": list(screening.excluded),
@@ -148,6 +156,7 @@ class Analysis:
             "rm_anova": self.rm_anova,
             "equivalence": equivalence,
             "correlations": correlations,
+            **(self.checks.stats() if self.checks is not None else {}),
             "warnings": self.warnings,
             "seed": s.seed,
         }
@@ -200,6 +209,9 @@ def analyse(
     dropped_before = int(ratings.attrs.get("dropped_empty", 0))
     ratings = validate_ratings(ratings, kinds=settings.kinds)
     ratings.attrs["dropped_empty"] = dropped_before + int(ratings.attrs.get("dropped_empty", 0))
+    # Later presentations of a repeated trial only feed test-retest (evaluation.reliability).
+    ratings, repeats = split_repeats(ratings)
+    ratings.attrs["repeats"] = len(repeats)
     if metrics is not None:
         metrics = validate_metrics(metrics)
     kinds = condition_kinds(ratings)
@@ -273,7 +285,7 @@ def analyse(
                     **tost_paired(both[a].to_numpy(), both[b].to_numpy(), settings.equivalence_margin, settings.alpha),
                 }
             )
-    equivalence = pd.DataFrame(eq_rows)
+    equivalence, ceiling_words = ceiling_equivalence(pd.DataFrame(eq_rows), wide, settings.equivalence_margin)
 
     report("correlations", 0.8)
     correlations = pd.DataFrame()
@@ -350,6 +362,9 @@ def analyse(
     if mixed_problem:
         found.append({"code": "mixed_model_not_fitted", "message": f"The mixed model was not fitted: {mixed_problem}."})
     found += item_warnings(excerpts)
+    report("assumptions and reliability", 0.82)
+    checks = run_checks(used, repeats, wide, conditions, models, mixed, settings)
+    found += ceiling_words + checks.warnings
     report("statistics done", 0.85)
     return Analysis(
         settings=settings,
@@ -372,4 +387,5 @@ def analyse(
         warnings=found,
         pairwise_intervals=intervals,
         excerpts=excerpts,
+        checks=checks,
     )

@@ -122,3 +122,18 @@ def describe_overall(ratings: pd.DataFrame, settings: Settings | None = None) ->
     table.insert(0, "kind", [kinds[c] for c in conditions])
     table.insert(0, "condition", conditions)
     return table[["condition", "kind", "item"] + DESCRIPTIVE_COLUMNS]
+
+
+def tukey_hinges(values: np.ndarray) -> tuple[float, float]:
+    """Tukey's (1977) lower and upper hinges: medians of the lower and upper halves, the median in both when n is odd.
+
+    The quartiles elsewhere in the package are numpy's linear ones (Hyndman & Fan 1996, type 7);
+    hinges are what Tukey's box plot and 1.5 x IQR fences were defined on. The two agree when
+    n is odd; for even n each hinge lies a quarter of an order-statistic step further out.
+    """
+    ordered = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    n = ordered.size
+    if n == 0:
+        return (np.nan, np.nan)
+    half = (n + 1) // 2
+    return (float(np.median(ordered[:half])), float(np.median(ordered[n - half :])))

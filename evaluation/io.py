@@ -137,12 +137,15 @@ def validate_ratings(
         raise EvaluationError(
             f"ratings table {source}: rating outside 0..100 at {_rows(frame.index[outside])} (e.g. {example:g})"
         )
-    duplicated = frame.duplicated(["participant", "item", "condition"], keep=False)
+    # A trial presented again is told apart by a ``repeat`` column (evaluation.reliability).
+    repeated = ["repeat"] if "repeat" in frame.columns else []
+    duplicated = frame.duplicated(["participant", "item", "condition"] + repeated, keep=False)
     if duplicated.any():
         first = frame.loc[duplicated].iloc[0]
         raise EvaluationError(
-            f"ratings table {source}: duplicate (participant, item, condition) rows at "
-            f"{_rows(frame.index[duplicated])}, e.g. ({first['participant']}, {first['item']}, {first['condition']})"
+            f"ratings table {source}: duplicate (participant, item, condition{', repeat' if repeated else ''}) rows "
+            f"at {_rows(frame.index[duplicated])}, e.g. ({first['participant']}, {first['item']}, "
+            f"{first['condition']}); number the presentations of a repeated trial in a repeat column (0, 1, ...)"
         )
     if frame.empty:
         raise EvaluationError(f"ratings table {source} has no ratings")

@@ -8,7 +8,10 @@
   ``outliers.csv``, ``equivalence.csv``, ``mixed_model.csv``, ``pairwise_intervals.csv``,
   ``by_item.csv``, ``per_item.csv``,
 - ``table.tex``: booktabs tables of the descriptives and the pairwise tests,
-- ``provenance.json``: settings, seed, package versions, input hashes.
+- ``figures/<stem>.svg|pdf|png``: each figure at its journal width (:mod:`evaluation.figures`),
+- ``figures.tex``, ``methods.tex``, ``paper.tex``: the figures and the methods paragraph for
+  LaTeX, and a draft that compiles them with the tables (:mod:`evaluation.latex`),
+- ``provenance.json``: settings, seed, package versions, input hashes, the experiment's facts.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import items_report, plots
+from . import checks_report, items_report
 from .analysis import Analysis, analyse
+from .facts import check_facts, methods_sentences
+from .figures import pngs, report_figures
+from .latex import escape as latex_escape
+from .latex import figures_tex, paper_tex
 from .mixed import methods_sentence
+from .paradigms import bundle as paradigm_bundle
+from .paradigms.common import ParadigmResult
 from .settings import Settings
 
 Progress = Callable[[str, float], None]
@@ -87,19 +96,7 @@ def _versions() -> dict[str, str]:
 
 
 def _latex_escape(text: str) -> str:
-    table = {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-    }
-    return "".join(table.get(ch, ch) for ch in str(text))
+    return latex_escape(text)
 
 
 def latex_tables(analysis: Analysis) -> str:
@@ -146,11 +143,18 @@ def latex_tables(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
-def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
-    """A methods-and-results paragraph in plain words, for a paper's first draft."""
+def methods_text(analysis: Analysis, stats: Mapping[str, Any], facts: Mapping[str, Any] | None = None) -> str:
+    """A methods-and-results paragraph in plain words, for a paper's first draft.
+
+    ``facts`` (checked plain data from the platform, :mod:`evaluation.facts`) adds what the
+    ratings cannot tell: recruitment and exclusions with reasons, demographics, excerpts,
+    sample rate, loudness alignment, anchors, checkpoints' SHA-256, rules, platform version.
+    """
     s = analysis.settings
     parts = stats["participants"]
+    before, after = methods_sentences(facts, len(analysis.models), _versions())
     text = [
+        *before,
         f"{parts['total']} listeners rated {len(stats['items'])} items. Following ITU-R BS.1534-3 §4.1.2, a listener "
         f"was excluded if they rated the hidden reference below {s.reference_threshold:g} on more than "
         f"{_pct(s.reference_max_fraction)} of the items they rated, or the {s.anchor_kind} anchor above "
@@ -176,6 +180,7 @@ def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
     text += items_report.methods_sentences(analysis)
     if analysis.mixed is not None:
         text.append(methods_sentence(analysis.mixed, s.confidence_level))
+    text += checks_report.methods_sentences(analysis)
     if len(analysis.equivalence):
         equivalent = int(analysis.equivalence["equivalent"].sum())
         text.append(
@@ -183,12 +188,12 @@ def methods_text(analysis: Analysis, stats: Mapping[str, Any]) -> str:
             f"(TOST); {equivalent} of {len(analysis.equivalence)} pairs were shown equivalent."
         )
     excluded = (stats.get("quality_control") or {}).get("excluded") or []
-    if excluded:
+    if excluded and "excluded" not in ((facts or {}).get("participants") or {}):
         text.append(
             f"Before the analysis, {len(excluded)} listener(s) were excluded by the experimenter "
             "(reasons in the quality-control section)."
         )
-    return " ".join(text)
+    return " ".join(text + after)
 
 
 def quality_text(quality: Mapping[str, Any]) -> str:
@@ -272,26 +277,40 @@ def _table_html(frame: pd.DataFrame, columns: list[str] | None = None, pvalues: 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     label = html.escape(alt)
-    return f"<figure><img alt='{label}' src='data:image/png;base64,{data}'><figcaption>{label}</figcaption></figure>"
+    # Shown at half its pixels (the 300 dpi PNG at 150 px per inch), never wider than the page.
+    width = int.from_bytes(png[16:20], "big") // 2 if png[12:16] == b"IHDR" else 0
+    size = f" width='{width}'" if width else ""
+    return (
+        f"<figure><img alt='{label}'{size} src='data:image/png;base64,{data}'><figcaption>{label}</figcaption></figure>"
+    )
 
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;
 color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0;display:block;max-width:100%;overflow-x:auto}
 th,td{padding:.2rem .5rem;border-bottom:1px solid #e5e5e5;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}
-.warn{background:#fff4e5;border-left:4px solid #E69F00;padding:.5rem 1rem}figure{margin:1rem 0}img{max-width:100%}
+.warn{background:#fff4e5;border-left:4px solid #E69F00;padding:.5rem 1rem}figure{margin:1rem 0}
 figcaption{font-size:.85rem;color:#555}.methods{background:#f4f8fb;border-left:4px solid #0072B2;padding:.5rem 1rem}
 code{background:#f4f4f4;padding:0 .2rem}
+img,svg{max-width:100%;height:auto}.scroll{max-width:100%}p,li,figcaption,code{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
 """
 
 
 def render_html(
-    analysis: Analysis, stats: Mapping[str, Any], figures: Mapping[str, bytes], provenance: Mapping[str, Any]
+    analysis: Analysis,
+    stats: Mapping[str, Any],
+    figures: Mapping[str, bytes],
+    provenance: Mapping[str, Any],
+    *,
+    extra_sections: Sequence[str] = (),
+    facts: Mapping[str, Any] | None = None,
 ) -> str:
-    """The self-contained HTML report."""
+    """The self-contained HTML report; ``extra_sections`` (HTML) go before the provenance;
+    ``facts`` (:mod:`evaluation.facts`) feed the methods paragraph."""
     s = analysis.settings
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -301,7 +320,7 @@ def render_html(
         f"<p>{stats['participants']['retained']} of {stats['participants']['total']} listeners retained, "
         f"{len(stats['items'])} items, {len(analysis.conditions)} conditions. Seed {s.seed}.</p>",
         "<h2>Methods and results in words</h2>",
-        f"<p class='methods'>{html.escape(methods_text(analysis, stats))}</p>",
+        f"<p class='methods'>{html.escape(methods_text(analysis, stats, facts))}</p>",
         "<h2>Warnings</h2>",
     ]
     if analysis.warnings:
@@ -333,7 +352,7 @@ def render_html(
         "ci: t interval; bca: BCa bootstrap interval.</p>",
         _img(figures["means"], "Mean rating with 95 % confidence interval per condition"),
         _table_html(analysis.descriptives_overall.drop(columns=["item"])),
-        _img(figures["boxplots"], "Ratings per item and condition"),
+        _img(figures["boxplots"], "Ratings per item and condition, with means and their confidence intervals"),
         "<details><summary>Per condition and item</summary>",
         _table_html(analysis.descriptives_item),
         "</details>",
@@ -394,6 +413,8 @@ def render_html(
             if key in figures:
                 out.append(_img(figures[key], f"Mean rating against {metric}"))
         out.append(_table_html(analysis.correlations, pvalues=("pvalue",)))
+    out += checks_report.html(analysis, _table_html, _img, figures)
+    out += list(extra_sections)
     out += ["<h2>Provenance</h2>", "<pre>" + html.escape(json.dumps(provenance, indent=2)) + "</pre>", "</body></html>"]
     return "\n".join(out)
 
@@ -408,6 +429,8 @@ def build_report(
     sources: Mapping[str, str | Path] | None = None,
     design_warnings: Sequence[Mapping[str, str]] = (),
     quality: Mapping[str, Any] | None = None,
+    paradigms: Mapping[str, ParadigmResult] | None = None,
+    facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse one experiment and write the report bundle into ``out_dir``.
 
@@ -418,8 +441,16 @@ def build_report(
     "stats"}`` where ``stats`` is what stats.json holds. ``quality`` (plain data from the
     platform: rules enforced, flag counts, exclusions by hand with reasons) goes into
     stats.json as ``quality_control`` and into the report's quality-control section; the
-    ratings given are those left after the exclusions.
+    ratings given are those left after the exclusions. ``paradigms`` (results of
+    :mod:`evaluation.paradigms`, e.g. ABX or BS.1116 run beside the MUSHRA test) go into
+    stats.json as ``paradigms``, into the HTML as sections and into ``<name>_<table>.csv``.
+    ``facts`` (plain data from the platform, checked by :func:`evaluation.facts.check_facts`:
+    recruitment, exclusions, demographics, stimuli, rules, checkpoints' SHA-256, platform
+    version) feed the methods paragraph and go into provenance.json as ``experiment``.
+    Figures are written at journal sizes into ``figures/`` as SVG, PDF and PNG
+    (:mod:`evaluation.figures`), with ``figures.tex``, ``methods.tex`` and ``paper.tex``.
     """
+    facts = check_facts(facts)
     settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
     report = progress or (lambda message, fraction: None)
     out = Path(out_dir)
@@ -429,28 +460,12 @@ def build_report(
     stats = analysis.stats()
     if quality is not None:
         stats["quality_control"] = json.loads(json.dumps(dict(quality), default=str))
+    if paradigms:
+        stats["paradigms"] = {name: result.as_dict() for name, result in paradigms.items()}
 
     report("plots", 0.87)
-    figures: dict[str, bytes] = {
-        "screening": plots.screening_plot(
-            analysis.screening.table, settings.reference_max_fraction, settings.anchor_max_fraction
-        ),
-        "means": plots.means_with_ci(analysis.descriptives_overall, analysis.kinds),
-        "boxplots": plots.boxplots_per_item(analysis.used, analysis.conditions, analysis.kinds),
-    }
-    if len(analysis.pairwise):
-        figures["heatmap"] = plots.pvalue_heatmap(analysis.pairwise, analysis.conditions)
-    log_metrics = {m.lower() for m in settings.log_metrics}
-    for metric in sorted(analysis.correlations["metric"].unique()) if len(analysis.correlations) else []:
-        transform = analysis.correlations.loc[
-            (analysis.correlations["metric"] == metric) & (analysis.correlations["method"] == "pearson"), "transform"
-        ]
-        figures[f"scatter:{metric}"] = plots.objective_scatter(
-            analysis.correlation_points,
-            analysis.correlations,
-            metric,
-            log_scale=str(metric).lower() in log_metrics and (transform == "log10").any(),
-        )
+    paper = report_figures(analysis, out)
+    figures = pngs(paper)
 
     report("writing files", 0.96)
     input_hashes: dict[str, Any] = {
@@ -467,12 +482,23 @@ def build_report(
         "versions": _versions(),
         "inputs": input_hashes,
         "standard": "ITU-R BS.1534-3 (10/2015)",
+        **({"experiment": facts} if facts else {}),
     }
     files = {
-        "report.html": render_html(analysis, stats, figures, provenance),
+        "report.html": render_html(
+            analysis,
+            stats,
+            figures,
+            provenance,
+            extra_sections=paradigm_bundle.html_sections(paradigms or {}),
+            facts=facts,
+        ),
         "stats.json": json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False),
         "provenance.json": json.dumps(provenance, indent=2),
         "table.tex": latex_tables(analysis),
+        "methods.tex": latex_escape(methods_text(analysis, stats, facts)) + "\n",
+        "figures.tex": figures_tex(paper),
+        "paper.tex": paper_tex(),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
@@ -494,8 +520,10 @@ def build_report(
             ignore_index=True,
         )
     tables.update(items_report.csv_tables(analysis))
+    tables.update(checks_report.csv_tables(analysis))
+    tables.update(paradigm_bundle.csv_tables(paradigms or {}))
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False, float_format="%.6g")
-    written = sorted(list(files) + list(tables))
+    written = sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])
     report("done", 1.0)
     return {"out_dir": str(out), "files": written, "stats": stats}

@@ -50,6 +50,8 @@ class Settings:
     rm_anova: bool = False
     equivalence_margin: float | None = 5.0
     equivalence_pairs: tuple[tuple[str, str], ...] = ()
+    # Beta regression of per-listener means beside the Gaussian estimates (evaluation.bounded).
+    beta_model: bool = True
     # Warnings.
     ceiling_threshold: float = 95.0
     ceiling_fraction: float = 0.25
@@ -100,6 +102,8 @@ class Settings:
             raise EvaluationError(
                 f"setting equivalence_margin must be positive or null, got {self.equivalence_margin!r}"
             )
+        if not isinstance(self.beta_model, bool):
+            raise EvaluationError(f"setting beta_model must be true or false, got {self.beta_model!r}")
         if self.min_models_for_correlation < 3:
             raise EvaluationError("setting min_models_for_correlation must be at least 3")
         for condition, kind in self.kinds.items():

@@ -1,4 +1,4 @@
-"""Command line: ``python -m modelrunner {inspect,render,metrics,bench} ...``.
+"""Command line: ``python -m modelrunner {inspect,render,metrics,bench,build-kernels} ...``.
 
 Bad input (a missing or unreadable file, a malformed ``--param``, an unknown knob, a
 checkpoint the loaders refuse) ends with exit status 2 and one line on stderr; long
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a checkpoint")
     model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads the render path is chosen for (default 1)"
+    )
 
     p = sub.add_parser(
         "render",
@@ -106,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="knob setting; repeatable")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "build-kernels",
+        help="compile the render kernels ahead of their first use (an image's build step, `make run`)",
+    )
+    p.add_argument(
+        "--portable",
+        action="store_true",
+        help="one build per CPU level (x86-64-v2..v4 and the baseline), for an image run on other machines",
+    )
+    p.add_argument(
+        "--into", metavar="DIR", help="where to put them (default: the cache the renders read; see modelrunner.native)"
+    )
     return parser
 
 
@@ -179,11 +195,15 @@ def _count(state: Any) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
     model, seconds = _load(args)
     info = model.summary()
     info["state_size"] = state_size(model)
     info["load_seconds"] = round(seconds, 6)
     info["render_kernel"] = str(getattr(model.module, "render_kernel", "PyTorch"))
+    info["render_path"] = _render_path(model)
     info.update(_paper_facts(model))
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -232,11 +252,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if info.get("latency_samples"):
         rows.append(("latency", f"{info['latency_samples']} samples (removed by modelrunner.lookback.render_excerpt)"))
     rows.append(("render kernel", info["render_kernel"]))
+    rows.append(("render path", info["render_path"]["why"]))
     rows.append(("load time", f"{seconds:.3f} s"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _render_path(model: EffectModel) -> dict[str, Any]:
+    """Which path renders and why (``modelrunner.pathchoice``; measured here at first use)."""
+    from . import pathchoice
+
+    choice = getattr(model.module, "render_choice", None)
+    if not isinstance(choice, pathchoice.Choice):
+        choice = pathchoice.unavailable("no compiled kernel for this architecture")
+    return choice.summary(model.sample_rate)
 
 
 def _paper_facts(model: EffectModel) -> dict[str, Any]:
@@ -407,7 +438,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "render": cmd_render, "metrics": cmd_metrics, "bench": cmd_bench}
+def cmd_build_kernels(args: argparse.Namespace) -> int:
+    from . import native
+
+    try:
+        built = native.build_kernels(Path(args.into) if args.into else None, portable=args.portable)
+    except native.KernelBuildError as exc:
+        raise UsageError(f"cannot build the render kernels: {exc}; renders will use PyTorch's") from None
+    for path, fresh in built:
+        print(f"{'built' if fresh else 'up to date'}: {path}")
+    return 0
+
+
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "render": cmd_render,
+    "metrics": cmd_metrics,
+    "bench": cmd_bench,
+    "build-kernels": cmd_build_kernels,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

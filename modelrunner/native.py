@@ -7,7 +7,12 @@ with the system C compiler (``$CC``, else ``cc``) and
 ``$XDG_CACHE_HOME/modelrunner``, else ``~/.cache/modelrunner``), keyed by the source,
 the compiler and the CPU, and loaded with ctypes. Without a compiler, or with
 ``MODELRUNNER_NATIVE=0``, renders use PyTorch's kernels instead: the same samples to
-float rounding, only slower. ``python -m modelrunner inspect`` says which is in use.
+float rounding. Where both run a model, ``modelrunner.pathchoice`` measures them once on
+this CPU and keeps the faster; ``python -m modelrunner inspect`` says which is in use and why.
+
+An image builds them ahead (``python -m modelrunner build-kernels --portable``, see
+``build_kernels``) for each x86-64 level a host may have, into ``$MODELRUNNER_KERNELS_DIR``;
+a worker loads the best build its CPU runs, so a serving container needs no compiler.
 
 Only our own source is ever compiled or loaded; nothing from an upload is.
 """
@@ -18,6 +23,8 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -58,6 +65,7 @@ _DOUBLED = {"LSTM": (2,), "GRU": (2,), "RNN_TANH": (0,), "RNN_RELU": ()}
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
+_loaded_path: Path | None = None
 _tried = False
 _reason = ""
 
@@ -84,24 +92,146 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(cc: str, out: Path) -> None:
+def _build(cc: str, out: Path, flags: Sequence[str] = FLAGS) -> None:
     out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([cc, *flags, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise OSError(f"{cc} failed: {proc.stderr.strip()[:500]}")
+        os.chmod(tmp, 0o644)  # a build made ahead by root (an image) is read by the workers' user
         os.replace(tmp, out)  # atomic: concurrent workers never load a half-written library
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+#: The x86-64 micro-architecture levels (x86-64 psABI) as ``/proc/cpuinfo`` names the features
+#: each adds (``pni`` is SSE3, ``abm`` LZCNT): a build for a level runs on every CPU that has them.
+_X86_64_V2 = frozenset({"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"})
+_X86_64_V3 = _X86_64_V2 | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+_X86_64_V4 = _X86_64_V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+
+
+class KernelBuildError(Exception):
+    """The kernels could not be built ahead (no compiler, or it failed): one line saying why."""
+
+
+def portable_targets() -> list[tuple[str, str | None, frozenset[str]]]:
+    """Builds that run on CPUs other than the building one, best first: (name, ``-march``
+    value or None for the compiler's default target, CPU features it needs)."""
+    baseline: tuple[str, str | None, frozenset[str]] = ("baseline", None, frozenset())
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return [
+            ("x86-64-v4", "x86-64-v4", _X86_64_V4),
+            ("x86-64-v3", "x86-64-v3", _X86_64_V3),
+            ("x86-64-v2", "x86-64-v2", _X86_64_V2),
+            baseline,
+        ]
+    return [baseline]
+
+
+def _portable_flags(march: str | None) -> list[str]:
+    return [f for f in FLAGS if f != "-march=native"] + ([f"-march={march}"] if march else [])
+
+
+def _portable_name(target: str, march: str | None) -> str:
+    """Named by the target and a hash of the source and flags (not the compiler: any build of
+    this source for that target runs the same)."""
+    key = hashlib.sha256("\0".join([*(src.read_text() for src in INPUTS), *_portable_flags(march)]).encode())
+    return f"kernels-{target}-{key.hexdigest()[:16]}.so"
+
+
+def _native_name(cc: str) -> str:
+    """The file of a ``-march=native`` build by ``cc`` for this CPU; OSError without ``cc``."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(
+        "\0".join([*(src.read_text() for src in INPUTS), cc, version, " ".join(FLAGS), _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    return f"kernels-{key}.so"
+
+
+def _kernel_dirs() -> list[Path]:
+    """Where built kernels are looked for: ``$MODELRUNNER_KERNELS_DIR`` (made ahead, read-only), the cache."""
+    ahead = os.environ.get("MODELRUNNER_KERNELS_DIR")
+    return [Path(ahead), _cache_dir()] if ahead else [_cache_dir()]
+
+
+def _cpu_features() -> frozenset[str]:
+    return frozenset(_cpu_signature().partition(":")[2].split())
+
+
+def _find_or_build(cc: str) -> Path:
+    """This CPU's own build if there is one, else the best portable build it runs, else a
+    build compiled now into the cache."""
+    native: str | None = None
+    no_compiler: Exception | None = None
+    try:
+        native = _native_name(cc)
+    except (OSError, subprocess.SubprocessError) as exc:
+        no_compiler = exc
+    dirs = _kernel_dirs()
+    found = [d / native for d in dirs if native and (d / native).exists()]
+    features = _cpu_features()
+    for target, march, needs in portable_targets():
+        if needs <= features:
+            found += [d / _portable_name(target, march) for d in dirs if (d / _portable_name(target, march)).exists()]
+    if found:
+        return found[0]
+    if native is None:
+        raise OSError(f"none built for this CPU in {', '.join(map(str, dirs))} and no compiler ({no_compiler})")
+    path = _cache_dir() / native
+    _build(cc, path)
+    return path
+
+
+def _check_owner(path: Path) -> None:
+    """Load only what this user or root built, and what nobody else may rewrite."""
+    st = path.stat()
+    if st.st_uid not in (os.getuid(), 0):
+        raise OSError(f"{path} belongs to another user; not loading it")
+    if st.st_mode & 0o022:
+        raise OSError(f"{path} is writable by others; not loading it")
+
+
+def build_kernels(into: Path | None = None, *, portable: bool = False) -> list[tuple[Path, bool]]:
+    """Build the kernels ahead of their first use, into ``into`` (default: the cache the
+    runtime reads): for this CPU (``-march=native``), or with ``portable`` one build per
+    target of ``portable_targets`` for an image that runs on other CPUs. Returns each file
+    and whether it was built now (False: it was there already).
+
+    Raises ``KernelBuildError`` without a compiler (``$CC``, else ``cc``) or when it fails.
+    """
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise KernelBuildError(f"no C compiler: {cc!r} is not on PATH (install gcc, or set CC)")
+    directory = into or _cache_dir()
+    if into is not None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if portable:
+        jobs = [(directory / _portable_name(t, m), _portable_flags(m)) for t, m, _ in portable_targets()]
+    else:
+        try:
+            jobs = [(directory / _native_name(cc), FLAGS)]
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise KernelBuildError(f"{cc} --version failed: {exc}") from exc
+    out: list[tuple[Path, bool]] = []
+    for path, flags in jobs:
+        fresh = not path.exists()
+        if fresh:
+            try:
+                _build(cc, path, flags)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise KernelBuildError(str(exc)) from exc
+        out.append((path, fresh))
+    return out
+
+
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, building them once per machine; ``None`` where that fails
     or is switched off (``reason()`` says why)."""
-    global _loaded, _tried, _reason
+    global _loaded, _loaded_path, _tried, _reason
     if _tried:
         return _loaded
     with _lock:
@@ -109,22 +239,14 @@ def library() -> ctypes.CDLL | None:
             # mypy narrows _tried to False above; another thread may have set it meanwhile.
             return _loaded  # type: ignore[unreachable]
         _tried = True
-        if os.environ.get("MODELRUNNER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-            _reason = "switched off by MODELRUNNER_NATIVE"
+        setting = os.environ.get("MODELRUNNER_NATIVE", "1").strip()
+        if setting.lower() in ("0", "false", "no", "off"):
+            _reason = f"forced by MODELRUNNER_NATIVE={setting}"
             return None
         cc = os.environ.get("CC", "cc")
         try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-            key = hashlib.sha256(
-                "\0".join(
-                    [*(src.read_text() for src in INPUTS), cc, version, " ".join(FLAGS), _cpu_signature()]
-                ).encode()
-            ).hexdigest()[:16]
-            path = _cache_dir() / f"kernels-{key}.so"
-            if not path.exists():
-                _build(cc, path)
-            if path.stat().st_uid != os.getuid():
-                raise OSError(f"{path} belongs to another user; not loading it")
+            path = _find_or_build(cc)
+            _check_owner(path)
             lib = ctypes.CDLL(str(path))
         except (OSError, subprocess.SubprocessError) as exc:
             _reason = f"no compiled kernels ({exc}); using PyTorch's"
@@ -134,9 +256,15 @@ def library() -> ctypes.CDLL | None:
             function = getattr(lib, name)
             function.restype = restype
             function.argtypes = argtypes
-        _loaded = lib
+        _loaded, _loaded_path = lib, path
         _reason = f"compiled kernels in use ({path.name}, {lib.rnn_vector_width()} floats per vector)"
         return lib
+
+
+def library_path() -> Path | None:
+    """The file the compiled kernels were loaded from (``None`` without them)."""
+    library()
+    return _loaded_path
 
 
 def reason() -> str:

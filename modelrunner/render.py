@@ -71,7 +71,8 @@ class RenderReport:
     ``fallback_items`` failed the boundary check and were rendered sequentially).
     ``esr_check`` is the largest boundary error-to-signal ratio measured (``None`` when
     there was no boundary to check). ``realtime_factor`` is seconds of input audio
-    rendered per second of wall-clock time.
+    rendered per second of wall-clock time. ``kernel`` is the module's ``render_kernel``:
+    the compiled kernel that rendered, or "PyTorch" and why (``modelrunner.pathchoice``).
     """
 
     path: str = "sequential"
@@ -84,6 +85,7 @@ class RenderReport:
     segments: int = 0
     fallback_items: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    kernel: str = "PyTorch"
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -222,6 +224,11 @@ class _ProgressMeter:
                 self.callback(frac)
 
 
+def render_kernel(model: EffectModel) -> str:
+    """Which kernel renders ``model``: the module's ``render_kernel``, else PyTorch's."""
+    return str(getattr(model.module, "render_kernel", "PyTorch"))
+
+
 def _finish_report(report: RenderReport, outputs: Sequence[np.ndarray], seconds_in: float, t0: float) -> None:
     report.seconds = time.perf_counter() - t0
     report.realtime_factor = seconds_in / report.seconds if report.seconds > 0 else float("inf")
@@ -282,7 +289,7 @@ def render(
     a = _check_audio(audio)
     frames, channels = a.shape
     knob_row = model.knob_tensor(knobs, 1)
-    report = RenderReport(path="sequential", resampled=rate != model.sample_rate)
+    report = RenderReport(path="sequential", resampled=rate != model.sample_rate, kernel=render_kernel(model))
     x = resample(a, rate, model.sample_rate)
     groups = [list(range(channels))] if parallel else [[c] for c in range(channels)]
     meter = _ProgressMeter(progress, x.shape[0] * len(groups))
@@ -396,7 +403,7 @@ def render_batch(
     arrays = [_check_audio(a, f"excerpt {i}") for i, a in enumerate(items)]
     knob_row = model.knob_tensor(knobs, 1)
     sr = int(model.sample_rate)
-    report = RenderReport(resampled=rate != sr)
+    report = RenderReport(resampled=rate != sr, kernel=render_kernel(model))
     model_rate = [resample(a, rate, sr) for a in arrays]
     signals: list[np.ndarray] = []
     owner: list[tuple[int, int]] = []

@@ -55,8 +55,9 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) 
 class RedisServer:
     """A redis-server process with no persistence, on a free port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = port or free_port()
+        self.bind = bind  # more addresses: processes in other network namespaces reach it there
         self.proc: subprocess.Popen | None = None
         self.dir = tempfile.mkdtemp(prefix="test-redis-")
 
@@ -74,7 +75,10 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *self.bind,
+                # As the redis image runs it: other addresses than loopback accepted without a password.
+                "--protected-mode",
+                "no" if set(self.bind) != {"127.0.0.1"} else "yes",
                 "--save",
                 "",
                 "--appendonly",
@@ -109,8 +113,9 @@ def _pg_bin(name: str) -> str:
 class PostgresServer:
     """A throwaway PostgreSQL cluster (initdb in a temp dir, trust auth, fsync off)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = port or free_port()
+        self.listen = listen  # with more addresses, clients on their subnets are trusted too
         self.dir = Path(tempfile.mkdtemp(prefix="test-pg-"))
         self.data = self.dir / "data"
         self.user = "postgres"
@@ -144,12 +149,15 @@ class PostgresServer:
                 "C",
             ]
         )
+        if set(self.listen) != {"127.0.0.1"}:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")  # clients on the subnets of those addresses
 
     def start(self) -> PostgresServer:
         if not self.data.exists():
             self.initdb()
         opts = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -F "
+            f"-p {self.port} -c listen_addresses={','.join(self.listen)} -k {self.dir} -F "
             "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200"
         )
         self._run(

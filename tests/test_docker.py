@@ -245,11 +245,13 @@ def instructions(lines: list[str], keyword: str) -> list[str]:
 
 def test_dockerfile_base_image(dockerfile: list[str]) -> None:
     args = dict(arg.split("=", 1) for arg in instructions(dockerfile, "ARG") if "=" in arg)
+    stages = {base.split()[-1] for base in instructions(dockerfile, "FROM") if " AS " in base.upper()}
     bases = [
         base.split()[0].replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", ""))
         for base in instructions(dockerfile, "FROM")
     ]
-    assert bases and all(base == "python:3.11-slim" for base in bases)
+    # Every stage starts from the slim Python image or from an earlier stage.
+    assert bases and all(base == "python:3.11-slim" or base in stages for base in bases)
 
 
 def test_dockerfile_runs_as_non_root(dockerfile: list[str]) -> None:
@@ -289,6 +291,27 @@ def test_dockerfile_command_is_gunicorn(dockerfile: list[str]) -> None:
     cmd = instructions(dockerfile, "CMD")[-1]
     assert "gunicorn" in cmd and "config.wsgi:application" in cmd
     assert "--max-requests" in cmd and "0.0.0.0:8000" in cmd
+
+
+def test_kernels_are_built_in_a_stage_and_the_runtime_carries_no_compiler(dockerfile: list[str]) -> None:
+    stages: dict[str, list[str]] = {}
+    name = ""
+    for line in dockerfile:
+        if line.upper().startswith("FROM "):
+            name = line.split()[-1]
+            stages[name] = []
+        else:
+            stages.setdefault(name, []).append(line)
+    assert list(stages)[-1] == "runtime"
+    build = [line for line in stages["kernels"] if "build-kernels" in line]
+    assert len(build) == 1 and "python -m modelrunner build-kernels --portable --into " in build[0]
+    into = build[0].split("--into ")[1].split()[0]
+    runtime = stages["runtime"]
+    assert f"COPY --from=kernels {into} {into}" in runtime
+    assert f"MODELRUNNER_KERNELS_DIR={into}" in " ".join(instructions(runtime, "ENV"))
+    installs = " ".join(run for run in instructions(runtime, "RUN") if "apt-get install" in run)
+    assert not re.search(r"\b(gcc|g\+\+|clang|cc|libc6-dev|build-essential)\b", installs), installs
+    assert "build-kernels" in (REPO / "Makefile").read_text().split("\nrun:")[1].split("\n\n")[0]
 
 
 def test_dockerignore_keeps_secrets_and_state_out() -> None:
@@ -347,7 +370,8 @@ def test_server_limits_uploads_and_proxies_to_web() -> None:
     proxied = directives(proxy)
     assert "set $upstream http://web:8000" in proxied
     assert "proxy_set_header X-Forwarded-Proto $forwarded_proto" in proxied
-    assert "proxy_set_header Host $host" in proxied
+    # With the port the client used: links the application builds work on any published port.
+    assert "proxy_set_header Host $http_host" in proxied
 
 
 def test_only_nginx_variables_are_templated() -> None:

@@ -19,6 +19,7 @@ from .rules import (
     MAX_CATCH_TRIALS,
     RULE_DEFAULTS,
     RULE_MAXIMA,
+    TRANSLATABLE_TEXTS,
     flow,
     headphone_settings,
     player_rules,
@@ -306,6 +307,24 @@ class SettingsForm(forms.Form):
     questionnaire = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6}), required=False, help_text=QUESTIONNAIRE_HELP
     )
+    # The texts in German (config["translations"]["de"]; webmushra/i18n.py): optional, a text
+    # left empty is shown in English.
+    de_title = forms.CharField(max_length=200, required=False, label="Title (German)")
+    de_description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, label="Description (German)"
+    )
+    de_instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Instructions (German)"
+    )
+    de_consent_text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Consent text (German)"
+    )
+    de_questionnaire = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        label="Questionnaire labels (German)",
+        help_text='A JSON object from field name to label, for example {"age": "Alter"}.',
+    )
 
     @classmethod
     def for_experiment(cls, experiment: Experiment) -> SettingsForm:
@@ -313,6 +332,8 @@ class SettingsForm(forms.Form):
         hc = headphone_settings(experiment)
         rules = player_rules(experiment)
         analysis = cfg.get("analysis") or {}
+        german = (cfg.get("translations") or {}).get("de") or {}
+        german_labels = german.get("questionnaire") or {}
         initial = {
             "title": experiment.title,
             "description": experiment.description,
@@ -343,8 +364,22 @@ class SettingsForm(forms.Form):
             # The questionnaire participants get (the default one when none was set): saving the
             # page unchanged keeps it; an empty box means no questionnaire.
             "questionnaire": json.dumps(questions, indent=1) if (questions := questionnaire_fields(experiment)) else "",
+            **{f"de_{name}": german.get(name, "") for name in TRANSLATABLE_TEXTS},
+            "de_questionnaire": json.dumps(german_labels, ensure_ascii=False) if german_labels else "",
         }
         return cls(initial=initial)
+
+    def clean_de_questionnaire(self) -> dict:
+        text = self.cleaned_data.get("de_questionnaire", "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise forms.ValidationError('not valid JSON: expected an object such as {"age": "Alter"}') from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('expected a JSON object from field name to label, such as {"age": "Alter"}')
+        return value
 
     def clean_questionnaire(self) -> list | None:
         text = self.cleaned_data.get("questionnaire", "").strip()
@@ -395,6 +430,12 @@ class SettingsForm(forms.Form):
                 "anchor_max_fraction": d["anchor_max_fraction"],
             },
             "questionnaire": d["questionnaire"],
+            "translations": {
+                "de": {
+                    **{name: d.get(f"de_{name}") or "" for name in TRANSLATABLE_TEXTS},
+                    "questionnaire": d.get("de_questionnaire") or {},
+                }
+            },
         }
         fields = {
             k: d[k]

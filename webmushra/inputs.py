@@ -9,6 +9,7 @@ SQLite nor PostgreSQL can be sent it), and Python's parser accepts ``NaN`` and `
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -22,6 +23,29 @@ def text_problem(text: str) -> str | None:
     except UnicodeEncodeError:
         return "text with an unpaired surrogate (not UTF-8)"
     return None
+
+
+#: Paths are shown up to about this many characters (and built no longer: a deep document
+#: would make building them quadratic).
+PATH_CHARS = 200
+
+
+def _member(path: str, key: str) -> str:
+    """``path.key``, or ``path["key"]`` for a key that is not a plain name (shortened if long)."""
+    if len(path) > PATH_CHARS:
+        return path
+    if key.isidentifier():
+        return f"{path}.{key}" if path else key
+    shown = key if len(key) <= 40 else key[:40] + "..."
+    return f"{path}[{json.dumps(shown)}]"
+
+
+def _index(path: str, i: int) -> str:
+    return path if len(path) > PATH_CHARS else f"{path}[{i}]"
+
+
+def _shown(path: str) -> str:
+    return "body" if not path else path if len(path) <= PATH_CHARS else path[:PATH_CHARS] + "..."
 
 
 def json_problem(value: Any, where: str = "") -> str | None:
@@ -39,10 +63,10 @@ def json_problem(value: Any, where: str = "") -> str | None:
             for key, inner in reversed(list(item.items())):
                 key_problem = text_problem(str(key))
                 if key_problem:
-                    return f"{path or 'body'}: a key is {key_problem}"
-                stack.append((f"{path}.{key}" if path else str(key), inner))
+                    return f"{_shown(path)}: a key is {key_problem}"
+                stack.append((_member(path, str(key)), inner))
         elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", inner) for i, inner in reversed(list(enumerate(item))))
+            stack.extend((_index(path, i), inner) for i, inner in reversed(list(enumerate(item))))
         if problem:
-            return f"{path or 'body'}: {problem}"
+            return f"{_shown(path)}: {problem}"
     return None

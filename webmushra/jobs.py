@@ -188,7 +188,13 @@ def _run_model(claim: rendering.Claim) -> None:
         "metrics": {k: (None if not np.isfinite(v) else float(v)) for k, v in values.items()},
         "render_seconds": round(seconds, 3),
         "realtime_factor": round((dry.shape[0] / sr) / seconds, 2) if seconds > 0 else None,
-        "model": {"architecture": model.architecture, "sample_rate": model.sample_rate, "format": model.format},
+        "model": {
+            "architecture": model.architecture,
+            "sample_rate": model.sample_rate,
+            "format": model.format,
+            # The compiled kernel or PyTorch's, and why (modelrunner.pathchoice).
+            "render_kernel": str(getattr(model.module, "render_kernel", "PyTorch")),
+        },
         "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
         "start_state": start_state,
         # Metrics above are of model + IR (what is heard) against the reference.

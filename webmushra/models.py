@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, gettext_noop
 
 from evaluation import kinds
 from modelrunner import anchors
@@ -61,21 +62,23 @@ FIXED_CONDITION_LABELS: dict[str, str] = {
 
 #: What training trials call a fixed condition when the researcher gave it no display name.
 TRAINING_NAMES: dict[str, str] = {
-    ConditionKind.HIDDEN_REFERENCE: "Reference",
-    ConditionKind.ANCHOR_35: "Low anchor",
-    ConditionKind.ANCHOR_70: "Mid anchor",
+    ConditionKind.HIDDEN_REFERENCE: gettext_noop("Reference"),
+    ConditionKind.ANCHOR_35: gettext_noop("Low anchor"),
+    ConditionKind.ANCHOR_70: gettext_noop("Mid anchor"),
 }
 
 
 def training_names(conditions: Iterable[Condition]) -> dict[int, str]:
     """Condition id -> the name a training trial shows: the researcher's display name, else a
-    neutral default ("Reference", "Low anchor", "System 1", ...); never the analysis label."""
+    neutral default ("Reference", "Low anchor", "System 1", ..., in the active language); never the
+    analysis label."""
     names: dict[int, str] = {}
     systems = 0
     for c in sorted(conditions, key=lambda c: (c.position, c.pk)):
         if c.kind not in TRAINING_NAMES:
             systems += 1
-        names[c.pk] = c.display_name or TRAINING_NAMES.get(c.kind) or f"System {systems}"
+        default = TRAINING_NAMES.get(c.kind)
+        names[c.pk] = c.display_name or (gettext(default) if default else gettext("System %(n)s") % {"n": systems})
     return names
 
 

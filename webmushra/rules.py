@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from django.conf import settings
+from django.utils.translation import gettext, gettext_noop
+
 from evaluation.settings import Settings as _AnalysisSettings
 
 from .errors import RuleBroken, ServiceError
@@ -129,7 +132,7 @@ def headphone_settings(experiment: Experiment) -> dict[str, Any]:
 
 #: The questionnaire an experiment gets when its config names none: one optional comment.
 DEFAULT_QUESTIONNAIRE: list[dict[str, Any]] = [
-    {"name": "comment", "label": "Any comments?", "type": "textarea", "options": [], "required": False}
+    {"name": "comment", "label": gettext_noop("Any comments?"), "type": "textarea", "options": [], "required": False}
 ]
 
 
@@ -423,27 +426,29 @@ HEADPHONE_TESTS = ("antiphase", "huggins")
 def questionnaire_problem(field: dict[str, Any], answer: str) -> str:
     """What is wrong with one questionnaire answer ("" when nothing): missing when required, a
     choice that is not among the options, a number that is not a number."""
+    # In the participant's language: the questionnaire page shows them.
     if not answer:
-        return " (required)" if field.get("required") else ""
+        return gettext(" (required)") if field.get("required") else ""
     if "\x00" in answer:  # no database column holds it (PostgreSQL refuses NUL in text)
-        return " (remove the NUL character)"
+        return gettext(" (remove the NUL character)")
     if field.get("type") == "select" and answer not in field.get("options", []):
-        return " (choose one of the options)"
+        return gettext(" (choose one of the options)")
     if field.get("type") == "number":
         try:
             value = float(answer)
         except ValueError:
-            return " (a number)"
+            return gettext(" (a number)")
         if not math.isfinite(value) or abs(value) > 1e9:
-            return " (a number)"
+            return gettext(" (a number)")
     return ""
 
 
 #: Config keys that may change while the experiment is open: where participants are sent at the
-#: end, and how the analysis and quality flags read the data. Everything else shapes what
-#: participants do, so it stays as they started with it.
+#: end, how the analysis and quality flags read the data, and the translations of the
+#: researcher's texts (the English texts, fields of the experiment, may change too). Everything
+#: else shapes what participants do, so it stays as they started with it.
 OPEN_CHANGEABLE = frozenset(
-    {"completion_url", "completion_code", "screenout_url", "screenout_code", "analysis", "quality"}
+    {"completion_url", "completion_code", "screenout_url", "screenout_code", "analysis", "quality", "translations"}
 )
 
 
@@ -498,6 +503,60 @@ def validate_questionnaire(fields: Any) -> list[dict]:
     return out
 
 
+#: The researcher's texts a translation may give (``config["translations"][language]``, shown
+#: on the participant pages in that language; webmushra/i18n.py), besides questionnaire labels.
+TRANSLATABLE_TEXTS = ("title", "description", "instructions", "consent_text")
+
+
+def validate_translations(value: Any, questions: list[dict]) -> dict[str, dict]:
+    """Check the translations of the researcher's texts: ``{language: {text: translation, ...,
+    "questionnaire": {field name: label}}}`` for the participant pages' languages other than
+    English (``settings.LANGUAGES``); return them with the empty ones left out."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ServiceError("translations: expected an object of languages")
+    languages = [code for code, _name in settings.LANGUAGES if code != settings.LANGUAGE_CODE]
+    names = {f["name"] for f in questions}
+    out: dict[str, dict] = {}
+    for code, texts in value.items():
+        if code not in languages:
+            raise ServiceError(
+                f"translations: {code!r} is not a language of the participant pages (use {', '.join(languages)})"
+            )
+        if not isinstance(texts, dict):
+            raise ServiceError(f"translations: {code}: expected an object of texts")
+        unknown = sorted(set(texts) - {*TRANSLATABLE_TEXTS, "questionnaire"})
+        if unknown:
+            raise ServiceError(
+                f"translations: {code}: {unknown[0]} is not a translatable text "
+                f"(use {', '.join(TRANSLATABLE_TEXTS)}, questionnaire)"
+            )
+        clean: dict[str, Any] = {}
+        for field in TRANSLATABLE_TEXTS:
+            text = texts.get(field)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise ServiceError(f"translations: {code}: {field} must be a text")
+            text = text.strip()[:200] if field == "title" else text.strip()
+            if text:
+                clean[field] = text
+        labels = texts.get("questionnaire")
+        if labels is not None:
+            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+                raise ServiceError(f"translations: {code}: questionnaire must map field names to labels")
+            stray = sorted(set(labels) - names)
+            if stray:
+                raise ServiceError(f"translations: {code}: the questionnaire has no field {stray[0]!r}")
+            kept = {name: label.strip()[:200] for name, label in labels.items() if label.strip()}
+            if kept:
+                clean["questionnaire"] = kept
+        if clean:
+            out[code] = clean
+    return out
+
+
 def validate_config(config: dict) -> dict:
     """Check the flow and rule settings read by the participant pages; return them normalised."""
     if not isinstance(config, dict):
@@ -508,6 +567,15 @@ def validate_config(config: dict) -> dict:
     cfg = dict(config)
     if "questionnaire" in cfg:
         cfg["questionnaire"] = validate_questionnaire(cfg["questionnaire"])
+    if "translations" in cfg:
+        questions = cfg.get("questionnaire")
+        translations = validate_translations(
+            cfg["translations"], DEFAULT_QUESTIONNAIRE if questions is None else questions
+        )
+        if translations:
+            cfg["translations"] = translations
+        else:
+            del cfg["translations"]
     if "trial_subset_size" in cfg:
         try:
             size = int(cfg["trial_subset_size"] or 0)

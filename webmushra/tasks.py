@@ -12,9 +12,26 @@ import os
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
 from . import messaging
+
+
+@celeryd_after_setup.connect
+def _render_workers_import_torch_before_forking(sender: Any = None, instance: Any = None, **_kwargs: Any) -> None:
+    """A worker that consumes the render queue imports torch and the model runner once, in its
+    main process, before it forks its pool: every pool child (the first, and each one recycled
+    by ``--max-tasks-per-child`` or after a crash) starts with them loaded instead of spending
+    seconds importing them, well inside ``CELERY_WORKER_PROC_ALIVE_TIMEOUT``. Nothing runs on
+    torch here, so no thread pool exists to be forked."""
+    from django.conf import settings
+
+    render_queue = settings.CELERY_TASK_ROUTES[messaging.RENDER_JOB]["queue"]
+    if instance is not None and render_queue in instance.app.amqp.queues.consume_from:
+        import torch  # noqa: F401
+
+        import modelrunner.formats  # noqa: F401
+        import modelrunner.policy  # noqa: F401
 
 
 @worker_process_init.connect

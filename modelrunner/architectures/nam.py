@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .. import native
+from .. import native, pathchoice
 from ._streaming import Caches, CausalConv1d, State, StreamingConvNet, activation, members
 from .recurrent import CompiledRecurrent, RecurrentState
 
@@ -196,7 +197,7 @@ class NamWaveNet(StreamingConvNet):
         activations in cache at 2**15 (which beat 2**16 by about 1.2x on one core); the
         compiled kernel works through each signal in blocks of 64 frames and runs 51x real
         time at 2**16 against 48x at 2**14 (12 x 10 s, one core)."""
-        return 1 << 16 if self._compiled() is not None else 1 << 15
+        return self.path_plan(self.render_choice.path)[1]
 
     def fast_forward(
         self, x: torch.Tensor, knobs: torch.Tensor | None = None, state: State | None = None
@@ -205,8 +206,9 @@ class NamWaveNet(StreamingConvNet):
 
         Used by the renderer; ``forward`` stays the plain reference. A ``condition_dsp``
         runs in PyTorch's plain path and its output feeds either fast path. Where the compiled
-        kernel (``kernels/wavenet.c``) is built and every layer's activation is tanh or ReLU
-        (gated or not), each layer array's layers run there (``_compiled_forward``).
+        kernel (``kernels/wavenet.c``) is built, every layer's activation is tanh or ReLU
+        (gated or not) and it is the chosen path (``render_choice``: the faster on this CPU),
+        each layer array's layers run there (``_compiled_forward``).
         Otherwise PyTorch's path (``_fast_forward``): each dilated convolution is one
         batched matrix product per tap, on views of the cached input (no copies); the input
         mixer is one fused multiply-add; a tanh layer computes ``tanh(z) = 2 sigmoid(2z) - 1``
@@ -214,18 +216,67 @@ class NamWaveNet(StreamingConvNet):
         cheaper than its tanh) and the ``-1`` into the 1x1 bias and the head sum; 1x1
         convolutions are batched matrix products.
         """
-        packed = self._compiled() if x.device.type == "cpu" else None
-        if packed is not None:
-            return self._stream(functools.partial(self._compiled_forward, packed), x, knobs, state)
-        return self._stream(self._fast_forward, x, knobs, state)
+        path = self.render_choice.path if x.device.type == "cpu" else pathchoice.PYTORCH
+        return self.path_run(path, x, state, knobs)
+
+    @property
+    def render_choice(self) -> pathchoice.Choice:
+        """The path that renders this model and why (measured once per shape and CPU)."""
+        if self._compiled() is None:
+            reason = "an activation the kernel lacks" if native.library() is not None else native.reason()
+            return pathchoice.unavailable(reason)
+        key = (native.version_key([self]), torch.get_num_threads(), pathchoice.setting())
+        return native.kept(self, "_render_choice", key, lambda: pathchoice.choose(self))
 
     @property
     def render_kernel(self) -> str:
-        """Which kernel renders this model, for ``inspect``."""
-        if self._compiled() is not None:
+        """Which kernel renders this model, for ``inspect`` and the render report."""
+        choice = self.render_choice
+        if choice.compiled:
             return "compiled WaveNet kernel" + (" (condition_dsp in PyTorch)" if self.condition_dsp is not None else "")
-        reason = "an activation the kernel lacks" if native.library() is not None else native.reason()
-        return f"PyTorch ({reason})"
+        return f"PyTorch ({choice.short()})"
+
+    def path_sizes(self) -> dict[str, Any]:
+        """What sets the render speed of either path (``modelrunner.pathchoice``)."""
+        arrays = []
+        for arr in self.layer_arrays():
+            layers = arr.wavenet_layers()
+            head = arr.head_rechannel
+            arrays.append(
+                {
+                    "inputs": arr.rechannel.in_channels,
+                    "channels": arr.rechannel.out_channels,
+                    "conditions": layers[0].input_mixer.in_channels if layers else 0,
+                    "layers": [
+                        [
+                            layer.conv.kernel_size[0],
+                            layer.conv.dilation[0],
+                            type(layer.activation).__name__,
+                            bool(layer.gated),
+                        ]
+                        for layer in layers
+                    ],
+                    "head": [head.out_channels, head.kernel_size[0], head.bias is not None],
+                }
+            )
+        dsp = self.condition_dsp.path_sizes() if self.condition_dsp is not None else None
+        return {"arrays": arrays, "condition_dsp": dsp, "receptive_field": self.receptive_field}
+
+    def path_plan(self, path: str) -> tuple[int, int]:
+        """``(rows, batch_chunk_budget)`` when ``path`` renders: 4 rows (the number of
+        rows barely changes either path's speed per frame)."""
+        return 4, (1 << 16 if path == pathchoice.COMPILED else 1 << 15)
+
+    def path_run(
+        self, path: str, x: torch.Tensor, state: State | None, knobs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """One streaming call through ``path`` (for ``fast_forward`` and ``modelrunner.pathchoice``)."""
+        if path == pathchoice.COMPILED:
+            packed = self._compiled()
+            if packed is None:
+                raise RuntimeError("the compiled WaveNet kernel does not run this model")
+            return self._stream(functools.partial(self._compiled_forward, packed), x, knobs, state)
+        return self._stream(self._fast_forward, x, knobs, state)
 
     def _compiled(self) -> list[native.PackedLayerArray] | None:
         """The layer arrays packed for ``kernels/wavenet.c`` (again when the weights change),

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .. import native
+from .. import native, pathchoice
 
 UNITS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
 #: ``nn.GRU``/``nn.RNN``'s hidden state, or ``nn.LSTM``'s ``(h, c)``.
@@ -24,8 +25,9 @@ RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 class CompiledRecurrent:
     """For modules computing ``y = lin(rnn(x, knobs)) + skip * x``: the compiled kernel
-    (``modelrunner.native``) with weights packed once (again if they change), and the
-    render plan that suits whichever kernel runs. Subclasses name their parts."""
+    (``modelrunner.native``) with weights packed once (again if they change), the path
+    that renders (``modelrunner.pathchoice``: the faster on this CPU) and the render plan
+    that suits it. Subclasses name their parts."""
 
     #: The subclass's ``nn.Module.forward``: ``(x, knobs, state) -> (y, state)``.
     forward: Callable[..., tuple[torch.Tensor, RecurrentState]]
@@ -45,11 +47,19 @@ class CompiledRecurrent:
         knobs: torch.Tensor | None = None,
         state: RecurrentState | None = None,
     ) -> tuple[torch.Tensor, RecurrentState]:
-        """``forward`` through the compiled kernel where it runs, else ``forward`` itself;
-        same outputs to float rounding and the same state layout."""
-        kernel = self._kernel()
-        if kernel is None or x.device.type != "cpu":
+        """``forward`` through the compiled kernel where it runs and is the chosen path
+        (``render_choice``), else ``forward`` itself; same outputs to float rounding and
+        the same state layout."""
+        if x.device.type != "cpu" or not self.render_choice.compiled:
             return self.forward(x, knobs, state)
+        return self._kernel_forward(x, knobs, state)
+
+    def _kernel_forward(
+        self, x: torch.Tensor, knobs: torch.Tensor | None, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        kernel = self._kernel()
+        if kernel is None:
+            raise RuntimeError(f"the compiled recurrent kernel does not run this model ({native.reason()})")
         y, state = native.run_recurrent(*kernel, x, *self._kernel_inputs(x, knobs, state))
         return y.to(x.dtype), state
 
@@ -68,9 +78,42 @@ class CompiledRecurrent:
         return lib, packed
 
     @property
+    def render_choice(self) -> pathchoice.Choice:
+        """The path that renders this model and why (measured once per shape and CPU)."""
+        if self._kernel() is None:
+            lib = native.library()
+            return pathchoice.unavailable(native.reason() if lib is None else "a cell the kernel does not run")
+        key = (native.version_key([self._recurrent_parts()[0]]), torch.get_num_threads(), pathchoice.setting())
+        return native.kept(self, "_render_choice", key, lambda: pathchoice.choose(self))
+
+    @property
     def render_kernel(self) -> str:
-        """Which kernel renders this model, for ``inspect``."""
-        return "compiled recurrent kernel" if self._kernel() is not None else f"PyTorch ({native.reason()})"
+        """Which kernel renders this model, for ``inspect`` and the render report."""
+        choice = self.render_choice
+        return "compiled recurrent kernel" if choice.compiled else f"PyTorch ({choice.short()})"
+
+    def path_sizes(self) -> dict[str, Any]:
+        """What sets the render speed of either path (``modelrunner.pathchoice``)."""
+        rnn = self._recurrent_parts()[0]
+        return {
+            "cell": str(getattr(rnn, "mode", type(rnn).__name__)),
+            "inputs": rnn.input_size,
+            "hidden": rnn.hidden_size,
+            "layers": rnn.num_layers,
+        }
+
+    def path_plan(self, path: str) -> tuple[int, int]:
+        """``(batch_rows, batch_chunk_budget)`` when ``path`` renders (see those)."""
+        if path == pathchoice.COMPILED:
+            return 4, 1 << 16
+        return (64 if isinstance(self._recurrent_parts()[0], nn.GRU) else 24), 1 << 14
+
+    def path_run(self, path: str, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """One call through ``path`` with knobs at zero (for ``modelrunner.pathchoice``)."""
+        knobs = x.new_zeros(x.shape[0], self._recurrent_parts()[0].input_size - 1)
+        if path == pathchoice.COMPILED:
+            return self._kernel_forward(x, knobs, state)
+        return self.forward(x, knobs, state)
 
     @property
     def batch_chunk_budget(self) -> int:
@@ -78,7 +121,7 @@ class CompiledRecurrent:
         1.2x faster on 2**14 than on 2**16 (measured with 12 x 10 s, one core); the compiled
         kernel keeps its state in registers and only streams input and output, so it takes
         larger calls."""
-        return 1 << 16 if self._kernel() is not None else 1 << 14
+        return self.path_plan(self.render_choice.path)[1]
 
     @property
     def batch_rows(self) -> int:
@@ -90,9 +133,7 @@ class CompiledRecurrent:
         fewer warm-ups win: 36x against 31x real time), ``torch.nn.GRU`` gains up to about
         64 rows (26x against 20x at 24).
         """
-        if self._kernel() is not None:
-            return 4
-        return 64 if isinstance(self._recurrent_parts()[0], nn.GRU) else 24
+        return self.path_plan(self.render_choice.path)[0]
 
 
 class RecurrentModel(CompiledRecurrent, nn.Module):

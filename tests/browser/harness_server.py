@@ -36,7 +36,8 @@ TEMPLATE_DIRS = [REPO / "webmushra" / "templates", Path(__file__).resolve().pare
 
 
 def _template_engine() -> Any:
-    """A standalone Django template engine with only the ``static`` library."""
+    """A standalone Django template engine with the ``static`` and translation libraries (the
+    player's partials mark their texts; with no app installed they render in English)."""
     import django
     from django.conf import settings
 
@@ -45,7 +46,12 @@ def _template_engine() -> Any:
         django.setup()
     from django.template import Engine
 
-    return Engine(dirs=[str(d) for d in TEMPLATE_DIRS], libraries={"static": "django.templatetags.static"}, debug=True)
+    libraries = {
+        "static": "django.templatetags.static",
+        "i18n": "django.templatetags.i18n",
+        "webmushra_i18n": "webmushra.templatetags.webmushra_i18n",
+    }
+    return Engine(dirs=[str(d) for d in TEMPLATE_DIRS], libraries=libraries, debug=True)
 
 
 class HarnessState:

@@ -2,6 +2,8 @@
 
 * A worker consuming the render queue runs its pool children at ``RENDER_WORKER_NICE``; one
   consuming only the default queue does not (``webmushra.tasks._render_workers_yield_the_cpu``).
+* A render worker imports torch in its main process before forking, so each pool child starts
+  with it loaded (``webmushra.tasks._render_workers_import_torch_before_forking``).
 * Pool children recycled after every task (``--max-tasks-per-child 1``) over a queue of small
   render jobs on a real Redis broker: every job completes exactly once, and the queue never
   stalls while a fresh child starts (each one imports torch): the longest gap between two
@@ -53,6 +55,8 @@ def test_render_worker_pool_children_run_at_the_configured_niceness(worker_env):
     try:
         render.start()
         default.start()
+        # A render worker imports torch once, before forking its pool; a default worker does not.
+        assert torch_loaded(render.proc.pid) and not torch_loaded(default.proc.pid)
         child = pool_child(render)
         wait_for(lambda: niceness(child.pid) == 7, 60, what="the render worker's pool child at niceness 7")
         # Only the pool children render: the worker's own process (the broker, the pool) is not niced.

@@ -119,7 +119,7 @@ def test_inspect_says_when_renders_fall_back_to_torch():
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MODELRUNNER_NATIVE": "0"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["render_kernel"] == "PyTorch (switched off by MODELRUNNER_NATIVE)"
+    assert json.loads(proc.stdout)["render_kernel"] == "PyTorch (forced by MODELRUNNER_NATIVE=0)"
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ EXPECTED = {
     "api:close": ("POST", 200),
     "api:status": ("GET", 200),
     "api:metrics": ("GET", 200),
+    "api:participants": ("GET", 200),
     "api:ratings": ("GET", 200),
     "api:ratings_csv": ("GET", 200),
     "api:mushra_csv": ("GET", 200),

@@ -395,7 +395,7 @@ def test_downloads_and_report_bundle(logged_in, participant_at_trials, monkeypat
     assert len(csv_text.splitlines()) == 1 + exp.conditions.count()
     seen = {}
 
-    def fake_build(ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None):
+    def fake_build(ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None, facts=None):
         seen["shape"] = ratings.shape
         seen["quality"] = quality
         seen["design_warnings"] = list(design_warnings)
@@ -487,8 +487,9 @@ def test_the_real_report_bundle_is_built(participant_at_trials):
     report = reports.request_report(experiment=exp)
     assert reports.build_report(report_id=report.pk) == "done", Report.objects.get(pk=report.pk).error
     report.refresh_from_db()
-    names = zipfile.ZipFile(settings_media(report.file)).namelist()
+    names = [n for n in zipfile.ZipFile(settings_media(report.file)).namelist() if not n.endswith("/")]
     assert report.summary["files"] == sorted(names) and any(n.endswith(".html") for n in names)
+    assert {"figures/means.pdf", "figures/means.svg", "figures/means.png", "figures.tex", "paper.tex"} <= set(names)
     # The guitar excerpts' anchors barely differ from the reference: stats.json and the page say so.
     assert {w["code"] for w in report.summary["result"]["warnings"]} >= {"weak_anchor"}
     html_page = zipfile.ZipFile(settings_media(report.file)).read("report.html").decode()

@@ -52,3 +52,4 @@ def test_ordinary_models_record_a_zero_start_state(rendered_experiment):
     exp = rendered_experiment(n_excerpts=1, seconds=1.0, training_excerpt=False)
     stim = Stimulus.objects.get(experiment=exp, condition__kind=ConditionKind.MODEL)
     assert stim.render_info["start_state"] == {"mode": "zero", "stateful": True, "receptive_field": 1}
+    assert stim.render_info["model"]["render_kernel"] == "compiled recurrent kernel"  # which path rendered

@@ -300,7 +300,7 @@ def test_report_states_flags_and_exclusions_and_leaves_the_excluded_out(particip
     assert (qc["flagged_trials"], qc["trials"], qc["flagged_participants_excluded"]) == (2, 6, 1)
     page = bundle.read("report.html").decode()
     assert "Quality control" in page and "straight-lining on every trial" in page
-    assert "1 listener(s) were excluded by the experimenter" in page
+    assert f"1 participant was excluded by the experimenter before the analysis (P{careless.pk}: straight" in page
     assert "2 of 6 test trials were flagged" in page
     # Everyone excluded: nothing to analyse, said before a build is queued.
     quality.exclude_participant(participant=careful, reason="x")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from ..forms import SAMPLE_RATES
-from ..models import Checkpoint, Condition, Excerpt, Experiment, Report
+from ..models import Checkpoint, Condition, Excerpt, Experiment, Participant, RenderJob, Report
 
 
 class ExcerptSerializer(serializers.ModelSerializer):
@@ -131,6 +131,14 @@ class CheckpointUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     config = serializers.FileField(required=False, allow_null=True, default=None)
     sample_rate = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=8000)
+    slimmable_size = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="NAM only: the size (0..1) a slimmable model runs at; default the full model.",
+    )
 
 
 class ConditionCreateSerializer(serializers.Serializer):
@@ -165,3 +173,124 @@ class ReportSerializer(serializers.ModelSerializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="What was wrong, starting with the field or file it concerns.")
+
+
+# --- Answer shapes that are not model rows: they type the OpenAPI description (and the
+# participant list), so a client generated from it sees every field.
+
+
+class RenderJobStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=RenderJob.Kind.choices)
+    status = serializers.ChoiceField(choices=RenderJob.Status.choices)
+    progress = serializers.FloatField(help_text="0..1 within this job.")
+    condition = serializers.CharField(allow_null=True, help_text="The condition's label (null for an item job).")
+    excerpt = serializers.CharField(help_text="The excerpt's name.")
+    attempts = serializers.IntegerField()
+    error = serializers.CharField(allow_blank=True, help_text="Why it failed (empty unless failed).")
+
+
+class RenderCountsSerializer(serializers.Serializer):
+    """Jobs per status."""
+
+    pending = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    running = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    canceled = serializers.IntegerField()
+
+
+class RenderStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Experiment.Status.choices, help_text="The experiment's status.")
+    overall = serializers.FloatField(help_text="Render progress over all jobs, 0..1.")
+    counts = RenderCountsSerializer()
+    jobs = RenderJobStatusSerializer(many=True)
+
+
+class ParticipantSummarySerializer(serializers.Serializer):
+    """Counts of the real participants (pilot sessions counted apart in ``pilot``)."""
+
+    started = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    screened_out = serializers.IntegerField()
+    median_duration_s = serializers.FloatField(allow_null=True, help_text="Of the completed sessions.")
+    by_stage = serializers.DictField(child=serializers.IntegerField(), help_text="Stage -> participants.")
+    flagged = serializers.IntegerField(help_text="Participants with at least one flagged test trial.")
+    excluded = serializers.IntegerField(help_text="Participants excluded by hand.")
+    pilot = serializers.IntegerField(help_text="Pilot sessions.")
+
+
+class StatusSerializer(RenderStatusSerializer):
+    participants = ParticipantSummarySerializer()
+
+
+class MetricRowSerializer(serializers.Serializer):
+    condition = serializers.CharField(help_text="The condition's label.")
+    item = serializers.CharField(help_text="The excerpt's name.")
+    metric = serializers.CharField(help_text="esr, mr_stft, delta_lufs, ...")
+    value = serializers.FloatField()
+
+
+class MetricsSerializer(serializers.Serializer):
+    metrics = MetricRowSerializer(many=True)
+
+
+class RatingRowSerializer(serializers.Serializer):
+    participant = serializers.CharField(help_text="P<id>, as in the participant list.")
+    item = serializers.CharField()
+    condition = serializers.CharField()
+    kind = serializers.CharField(help_text="reference, anchor35, anchor70 or model.")
+    rating = serializers.IntegerField(help_text="0..100.")
+    trial_position = serializers.IntegerField(allow_null=True, help_text="The order heard, 0 = first.")
+    submitted_at = serializers.DateTimeField()
+    signal_position = serializers.IntegerField(allow_null=True, help_text="The slider it sat on, 1 = first.")
+    plays = serializers.IntegerField(allow_null=True)
+    listen_ms = serializers.FloatField(allow_null=True, help_text="As the page counted it.")
+    time_on_page_ms = serializers.FloatField(allow_null=True, help_text="As the page counted it.")
+    stage = serializers.ChoiceField(choices=Participant.Stage.choices)
+    flags = serializers.CharField(allow_blank=True, help_text="The trial's flag codes, ';'-separated.")
+    excluded = serializers.BooleanField()
+    exclusion_reason = serializers.CharField(allow_blank=True)
+
+
+class CatchRowSerializer(serializers.Serializer):
+    participant = serializers.CharField()
+    item = serializers.CharField()
+    trial_position = serializers.IntegerField(allow_null=True)
+    replaced_condition = serializers.CharField(allow_null=True)
+    duplicate_rating = serializers.IntegerField(allow_null=True)
+    hidden_reference_rating = serializers.IntegerField(allow_null=True)
+    passed = serializers.BooleanField(allow_null=True)
+    submitted_at = serializers.DateTimeField()
+
+
+class RatingsSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField()
+    ratings = RatingRowSerializer(many=True)
+    catch_trials = CatchRowSerializer(many=True, help_text="Answered catch trials, kept out of the ratings.")
+
+
+class ParticipantRowSerializer(serializers.Serializer):
+    """One participant session as the researcher's participant page lists it, without the
+    Prolific ids, the questionnaire answers or anything else a person could be known by."""
+
+    id = serializers.CharField(help_text="P<id>, as in the ratings.")
+    pk = serializers.IntegerField()
+    pilot = serializers.BooleanField()
+    stage = serializers.ChoiceField(choices=Participant.Stage.choices)
+    started_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+    trials_answered = serializers.IntegerField(help_text="Trials saved, training included.")
+    trials_planned = serializers.IntegerField()
+    flagged_trials = serializers.IntegerField(help_text="Test trials with at least one quality flag.")
+    flags = serializers.DictField(child=serializers.IntegerField(), help_text="Flag code -> trials.")
+    excluded = serializers.BooleanField()
+    excluded_at = serializers.DateTimeField(allow_null=True)
+    exclusion_reason = serializers.CharField(allow_blank=True)
+
+
+class ParticipantListSerializer(serializers.Serializer):
+    experiment = serializers.IntegerField()
+    participants = ParticipantRowSerializer(many=True)

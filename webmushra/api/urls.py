@@ -22,6 +22,7 @@ urlpatterns = [
     path("experiments/<int:pk>/close/", views.Close.as_view(), name="close"),
     path("experiments/<int:pk>/status/", views.Status.as_view(), name="status"),
     path("experiments/<int:pk>/metrics/", views.Metrics.as_view(), name="metrics"),
+    path("experiments/<int:pk>/participants/", views.Participants.as_view(), name="participants"),
     path("experiments/<int:pk>/ratings/", views.Ratings.as_view(), name="ratings"),
     path("experiments/<int:pk>/ratings.csv", views.RatingsCSV.as_view(), name="ratings_csv"),
     path("experiments/<int:pk>/mushra.csv", views.MushraCSV.as_view(), name="mushra_csv"),

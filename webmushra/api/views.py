@@ -174,7 +174,12 @@ class CheckpointList(ApiView):
             return self.bad(form)
         d = form.validated_data
         ckpt = uploads.add_checkpoint(
-            experiment=experiment, name=d["name"], file=d["file"], config=d["config"], sample_rate=d["sample_rate"]
+            experiment=experiment,
+            name=d["name"],
+            file=d["file"],
+            config=d["config"],
+            sample_rate=d["sample_rate"],
+            slimmable_size=d["slimmable_size"],
         )
         return Response(s.CheckpointSerializer(ckpt).data, status=201)
 
@@ -248,7 +253,7 @@ class Render(ApiView):
         parameters=[
             OpenApiParameter("force", bool, description="Render every cell again, not only what changed or failed.")
         ],
-        responses={202: OpenApiTypes.OBJECT, **ERRORS},
+        responses={202: s.RenderStatusSerializer, **ERRORS},
         summary="Queue the render jobs for what changed or failed (answers with the render status)",
     )
     def post(self, request, pk: int):
@@ -261,7 +266,7 @@ class Render(ApiView):
 class RenderCancel(ApiView):
     @extend_schema(
         request=None,
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: s.RenderStatusSerializer, **ERRORS},
         summary="Cancel rendering (finished cells are kept; the experiment becomes editable)",
     )
     def post(self, request, pk: int):
@@ -272,7 +277,7 @@ class RenderCancel(ApiView):
 class JobRetry(ApiView):
     @extend_schema(
         request=None,
-        responses={202: OpenApiTypes.OBJECT, **ERRORS},
+        responses={202: s.RenderStatusSerializer, **ERRORS},
         summary="Queue a failed or cancelled render job again",
     )
     def post(self, request, pk: int, job_id: int):
@@ -302,7 +307,7 @@ class Close(ApiView):
 
 class Status(ApiView):
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        responses={200: s.StatusSerializer, 404: ERRORS[404]},
         summary="Render progress (overall and per job) and participant counts",
     )
     def get(self, request, pk: int):
@@ -314,11 +319,22 @@ class Status(ApiView):
 
 class Metrics(ApiView):
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        responses={200: s.MetricsSerializer, 404: ERRORS[404]},
         summary="Objective metrics: the long table (condition, item, metric, value)",
     )
     def get(self, request, pk: int):
         return Response({"metrics": selectors.metrics_rows(self.experiment(pk))})
+
+
+class Participants(ApiView):
+    @extend_schema(
+        responses={200: s.ParticipantListSerializer, 404: ERRORS[404]},
+        summary="Participant sessions: stage, times, trials answered, quality flags, exclusion, pilot",
+    )
+    def get(self, request, pk: int):
+        experiment = self.experiment(pk)
+        rows = s.ParticipantRowSerializer(selectors.participants_detail(experiment), many=True).data
+        return Response({"experiment": experiment.pk, "participants": rows})
 
 
 class Ratings(ApiView):
@@ -326,7 +342,11 @@ class Ratings(ApiView):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["json", "csv"], required=False)],
-        responses={200: OpenApiTypes.OBJECT, 404: ERRORS[404]},
+        responses={
+            (200, "application/json"): s.RatingsSerializer,
+            (200, "text/csv"): OpenApiTypes.STR,
+            404: ERRORS[404],
+        },
         summary="Ratings: the long table (participant, item, condition, kind, rating); ?format=csv for CSV",
     )
     def get(self, request, pk: int, as_csv: bool = False):

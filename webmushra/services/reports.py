@@ -21,7 +21,7 @@ from ..models import (
     Report,
 )
 from ..selectors import analysis_rows, metrics_rows, weak_anchors
-from . import quality
+from . import quality, report_facts
 from .files import tmp_dir
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def build_report(*, report_id: int) -> str:
             progress=progress,
             design_warnings=design_warnings,
             quality=quality.quality_summary(experiment),
+            facts=report_facts.report_facts(experiment),
         )
         stem = f"experiment-{experiment.pk}-report-{report_id}"
         archive = shutil.make_archive(str(work / stem), "zip", root_dir=bundle)

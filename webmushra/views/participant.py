@@ -14,9 +14,10 @@ from django.http.response import HttpResponseBase
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods
 
-from .. import errors, headphone, rules
+from .. import errors, headphone, i18n, rules
 from ..http import blinded_error, serve_blinded_bytes, serve_blinded_file
 from ..inputs import json_problem, text_problem
 from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken, training_names
@@ -105,7 +106,7 @@ def landing(request: HttpRequest, public_token: str) -> HttpResponse:
             "webmushra/participant/closed.html",
             {
                 "experiment": experiment,
-                "reason": "this pilot link is not valid; copy it again from the experiment page",
+                "reason": gettext("this pilot link is not valid; copy it again from the experiment page"),
             },
             status=400,
         )
@@ -202,7 +203,7 @@ def level(request: HttpRequest, token: str) -> HttpResponse:
             gain = float(request.POST.get("gain_db", ""))
             participant = sessions.set_level(participant=participant, gain_db=gain)
         except (ValueError, errors.ServiceError) as exc:
-            reason = str(exc) if isinstance(exc, errors.ServiceError) else "gain_db: expected a number of dB"
+            reason = str(exc) if isinstance(exc, errors.ServiceError) else gettext("gain_db: expected a number of dB")
             return render(
                 request,
                 "webmushra/participant/level.html",
@@ -316,7 +317,12 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
             "number": number,
             "total": total,
             "training": bool(entry.get("training")),
-            "title": f"{'Training' if entry.get('training') else 'Trial'} {number} of {total}",
+            "title": (
+                gettext("Training %(number)s of %(total)s")
+                if entry.get("training")
+                else gettext("Trial %(number)s of %(total)s")
+            )
+            % {"number": number, "total": total},
         },
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
@@ -327,7 +333,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
         "idempotency_key": entry["key"],
         "csrf_token": get_token(request),
-        "instructions": participant.experiment.instructions,
+        "instructions": i18n.text(participant.experiment, "instructions"),
         "gain_db": participant.level.get("gain_db", 0.0),
         "progress": _progress(participant, index),
     }
@@ -452,12 +458,13 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     if participant.stage != Participant.Stage.QUESTIONNAIRE:
         return redirect(_where(participant))
-    fields = rules.questionnaire_fields(participant.experiment)
+    fields = i18n.questionnaire(participant.experiment)  # the labels in the participant's language
     if request.method == "POST":
         answers = {f["name"]: request.POST.get(f["name"], "").strip()[:2000] for f in fields}
         problems = {f["name"]: rules.questionnaire_problem(f, answers[f["name"]]) for f in fields}
         problems = {name: why for name, why in problems.items() if why}
         if problems:
+            missing = "; ".join(f"{f['label']}{problems[f['name']]}" for f in fields if f["name"] in problems)
             # Sent back with every answer kept, the ones to fix marked.
             for f in fields:
                 f["value"] = answers[f["name"]]
@@ -469,8 +476,7 @@ def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
                     "participant": participant,
                     "experiment": participant.experiment,
                     "fields": fields,
-                    "error": "Please answer: "
-                    + "; ".join(f"{f['label']}{problems[f['name']]}" for f in fields if f["name"] in problems),
+                    "error": gettext("Please answer: %(questions)s") % {"questions": missing},
                 },
                 status=400,
             )

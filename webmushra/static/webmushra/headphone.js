@@ -22,6 +22,7 @@
  * "mushra:inspect" CustomEvent on the .hp element; detail.state() gives {index, loaded, plays,
  * gain_db} (gain_db: the master gain applied, null before Begin).
  */
+import { t } from "./i18n.js";
 import { fetchBytes, makeContext } from "./loader.js";
 import { postWithRetry } from "./savequeue.js";
 
@@ -92,8 +93,9 @@ Check.prototype.next = function () {
   this.buffers = null;
   this.plays = 0;
   this.chosen = null;
-  this.$(".hp-progress").textContent = "Question " + (this.index + 1) + " of " + this.trials.length;
-  this.$(".hp-question").textContent = QUESTIONS[trial.test];
+  var count = { n: this.index + 1, total: this.trials.length };
+  this.$(".hp-progress").textContent = t("Question %(n)s of %(total)s", count);
+  this.$(".hp-question").textContent = t(QUESTIONS[trial.test]);
   this.render();
   this.load(this.index);
 };
@@ -101,7 +103,7 @@ Check.prototype.next = function () {
 /** Fetch and decode one trial's intervals, one after another (the server records each fetch). */
 Check.prototype.load = async function (index) {
   var status = this.$(".hp-status");
-  status.textContent = "Loading the sounds\u2026";
+  status.textContent = t("Loading the sounds\u2026");
   var buffers = [];
   try {
     for (var i = 0; i < this.trials[index].urls.length; i++) {
@@ -110,7 +112,8 @@ Check.prototype.load = async function (index) {
       buffers.push(await this.ctx.decodeAudioData(copy));
     }
   } catch (e) {
-    status.textContent = "The sounds could not be loaded: " + e.message + ". Please reload the page.";
+    var reason = { reason: e.message };
+    status.textContent = t("The sounds could not be loaded: %(reason)s. Please reload the page.", reason);
     status.classList.add("error");
     return;
   }
@@ -199,17 +202,17 @@ Check.prototype.commit = function () {
 Check.prototype.finish = async function () {
   this.$(".hp-task").hidden = true;
   var status = this.$(".hp-status");
-  status.textContent = "Saving\u2026";
+  status.textContent = t("Saving\u2026");
   var body = { answers: this.answers };
   if (this.data.idempotency_key) body.idempotency_key = this.data.idempotency_key;
   try {
     var reply = await postWithRetry(this.data.post_url, body, this.data.csrf_token, function (text) {
       status.textContent = text;
     });
-    status.textContent = "Saved.";
+    status.textContent = t("Saved.");
     if (reply.next_url) window.location.assign(reply.next_url);
   } catch (e) {
-    status.textContent = "Not saved: " + e.message;
+    status.textContent = t("Not saved: %(reason)s", { reason: e.message });
     status.classList.add("error");
   }
 };

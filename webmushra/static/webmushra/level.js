@@ -9,8 +9,9 @@
  * "mushra:inspect" CustomEvent on the form with an object as its detail; detail.state() gives
  * {ready, playing, gain_db} (gain_db: the gain applied now, or the slider's while silent).
  *
- * An ES module; imports the fetch helpers of loader.js.
+ * An ES module; imports the fetch helpers of loader.js and t() of i18n.js (the page's language).
  */
+import { t } from "./i18n.js";
 import { fetchBytes, makeContext } from "./loader.js";
 
 function dbToGain(db) {
@@ -55,7 +56,7 @@ function boot() {
       source = null;
     }
     if (!button) return;
-    button.textContent = "Play the example";
+    button.textContent = t("Play the example");
     button.setAttribute("aria-pressed", "false");
   }
 
@@ -69,9 +70,9 @@ function boot() {
     }
     ctx.resume();
     if (!buffer) {
-      status.textContent = "Loading the example\u2026";
+      status.textContent = t("Loading the example\u2026");
       var raw = await bytes;
-      if (!raw) throw failed || new Error("no example to play");
+      if (!raw) throw failed || new Error(t("no example to play"));
       buffer = await ctx.decodeAudioData(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
       status.textContent = "";
     }
@@ -81,7 +82,7 @@ function boot() {
     source.loop = true;
     source.connect(gain);
     source.start();
-    button.textContent = "Stop the example";
+    button.textContent = t("Stop the example");
     button.setAttribute("aria-pressed", "true");
   }
 
@@ -95,7 +96,7 @@ function boot() {
       if (source) stop();
       else
         start().catch(function (e) {
-          status.textContent = "The example could not be played: " + e.message;
+          status.textContent = t("The example could not be played: %(reason)s", { reason: e.message });
           status.classList.add("error");
         });
     });

@@ -3,8 +3,9 @@
  * (BS.1534-3 sec. 5: switching must be instantaneous), into one AudioContext opened at
  * the stimuli's sample rate (read from the first WAV header) where the browser allows it.
  *
- * An ES module with no imports; trial.js calls loadStimuli.
+ * An ES module (it imports t() of i18n.js, the page's language); trial.js calls loadStimuli.
  */
+import { t } from "./i18n.js";
 
 /** Sample rate from a RIFF/WAVE header ('fmt ' chunk), or null when not a WAV file. */
 export function wavSampleRate(bytes) {
@@ -25,7 +26,7 @@ export function wavSampleRate(bytes) {
 /** Fetch with byte progress: onBytes(loaded, total|null). Resolves to a Uint8Array. */
 export async function fetchBytes(url, onBytes) {
   var response = await fetch(url, { credentials: "same-origin" });
-  if (!response.ok) throw new Error("could not load a sound (HTTP " + response.status + ")");
+  if (!response.ok) throw new Error(t("could not load a sound (HTTP %(status)s)", { status: response.status }));
   var total = Number(response.headers.get("Content-Length")) || null;
   if (!response.body || !response.body.getReader) {
     var whole = new Uint8Array(await response.arrayBuffer());
@@ -56,7 +57,7 @@ export async function fetchBytes(url, onBytes) {
 /** An AudioContext at the stimuli's rate where the browser allows it. */
 export function makeContext(rate) {
   var Ctor = window.AudioContext || window.webkitAudioContext;
-  if (!Ctor) throw new Error("this browser has no Web Audio support");
+  if (!Ctor) throw new Error(t("this browser has no Web Audio support"));
   if (rate) {
     try {
       return new Ctor({ sampleRate: rate, latencyHint: "interactive" });

@@ -3,9 +3,10 @@
  * answer survives a server restart or a database outage (the endpoints are idempotent on
  * the body's idempotency_key, so a retried save is stored once).
  *
- * An ES module with no imports; the trial player (trial.js) and the headphone check
- * (headphone.js) import postWithRetry.
+ * An ES module (it imports t() of i18n.js, the page's language); the trial player (trial.js)
+ * and the headphone check (headphone.js) import postWithRetry.
  */
+import { t } from "./i18n.js";
 
 function sleep(ms) {
   return new Promise(function (resolve) {
@@ -41,10 +42,13 @@ export async function postWithRetry(url, body, csrfToken, onStatus) {
         data = null;
       }
       if (response.ok && data) return data;
-      if (response.ok) throw new Error("the server's answer was not understood (HTTP " + response.status + ")");
+      if (response.ok) {
+        throw new Error(t("the server's answer was not understood (HTTP %(status)s)", { status: response.status }));
+      }
       var busy = response.status === 409 || response.status === 429;
       if (response.status >= 400 && response.status < 500 && !(busy && limitedRetries < 5)) {
-        var reason = data && data.error ? data.error : "the server refused the answer (HTTP " + response.status + ")";
+        var refused = t("the server refused the answer (HTTP %(status)s)", { status: response.status });
+        var reason = data && data.error ? data.error : refused;
         var err = new Error(reason);
         err.status = response.status;
         throw err;
@@ -54,9 +58,10 @@ export async function postWithRetry(url, body, csrfToken, onStatus) {
     var wait = delay;
     var retryAfter = response && Number(response.headers.get("Retry-After"));
     if (retryAfter > 0) wait = Math.min(retryAfter, 30);
-    onStatus("Saving\u2026 retrying in " + wait.toFixed(1) + " s (attempt " + (attempt + 1) + ")");
+    var retrying = { seconds: wait.toFixed(1), attempt: attempt + 1 };
+    onStatus(t("Saving\u2026 retrying in %(seconds)s s (attempt %(attempt)s)", retrying));
     await sleep(wait * 1000);
     delay = Math.min(delay * 2, 8);
-    onStatus("Saving\u2026");
+    onStatus(t("Saving\u2026"));
   }
 }

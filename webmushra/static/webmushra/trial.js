@@ -12,6 +12,7 @@
  * progress are kept in the tab's sessionStorage under the idempotency key, so a reload keeps them.
  */
 import { Engine } from "./engine.js";
+import { t } from "./i18n.js";
 import { bindHandleKeys, bindKeys } from "./keyboard.js";
 import { loadStimuli } from "./loader.js";
 import { postWithRetry } from "./savequeue.js";
@@ -25,8 +26,8 @@ const BANDS = [
 ];
 
 export function bandName(value) {
-  for (var i = 0; i < BANDS.length; i++) if (value >= BANDS[i].min) return BANDS[i].name;
-  return "Bad";
+  for (var i = 0; i < BANDS.length; i++) if (value >= BANDS[i].min) return t(BANDS[i].name);
+  return t("Bad");
 }
 
 function el(tag, attrs, text) {
@@ -95,7 +96,8 @@ Player.prototype.start = async function () {
       self.loadLog.push(pct);
     });
   } catch (e) {
-    this.$(".wm-loading-status").textContent = "The sounds could not be loaded: " + e.message + ". Please reload the page.";
+    var failed = t("The sounds could not be loaded: %(reason)s. Please reload the page.", { reason: e.message });
+    this.$(".wm-loading-status").textContent = failed;
     this.$(".wm-loading-status").classList.add("error");
     return;
   }
@@ -178,20 +180,26 @@ Player.prototype.build = function () {
   this.columns = {};
   this.signals.forEach(function (s, i) {
     var n = i + 1;
-    var col = el("div", { class: "wm-signal", "data-key": s.key, role: "group", "aria-label": "Signal " + n });
+    var col = el("div", {
+      class: "wm-signal",
+      "data-key": s.key,
+      role: "group",
+      "aria-label": t("Signal %(n)s", { n: n }),
+    });
     var btn = el("button", {
       type: "button",
       class: "btn wm-play",
       "data-key": s.key,
       "aria-pressed": "false",
-      "aria-label": "Play signal " + n + (n <= 10 ? " (key " + (n % 10) + ")" : ""),
+      "aria-label":
+        n <= 10 ? t("Play signal %(n)s (key %(key)s)", { n: n, key: n % 10 }) : t("Play signal %(n)s", { n: n }),
     });
     btn.appendChild(el("span", { class: "wm-icon", "aria-hidden": "true" }, "\u25B7"));
     btn.appendChild(el("span", { class: "wm-num" }, String(n)));
     btn.addEventListener("click", function () {
       self.toggle(s.key);
     });
-    var status = el("span", { class: "wm-status", "aria-hidden": "true" }, "not played");
+    var status = el("span", { class: "wm-status", "aria-hidden": "true" }, t("not played"));
     var slider = el("input", {
       type: "range",
       min: "0",
@@ -200,8 +208,8 @@ Player.prototype.build = function () {
       value: "50",
       class: "wm-slider unrated",
       "data-key": s.key,
-      "aria-label": "Signal " + n + " rating",
-      "aria-valuetext": "not rated",
+      "aria-label": t("Signal %(n)s rating", { n: n }),
+      "aria-valuetext": t("not rated"),
       disabled: "",
     });
     var value = el("output", { class: "wm-value", "aria-hidden": "true" }, "\u2013");
@@ -257,7 +265,7 @@ Player.prototype.sliderEnabled = function (key) {
 Player.prototype.explainLocked = function (key) {
   var c = this.columns[key];
   if (!c || !c.slider.disabled) return;
-  this.showHint(key, "Play signal " + c.n + " to rate it.");
+  this.showHint(key, t("Play signal %(n)s to rate it.", { n: c.n }));
   c.col.classList.add("nudge");
   clearTimeout(c.nudgeTimer);
   c.nudgeTimer = setTimeout(function () {
@@ -471,25 +479,38 @@ Player.prototype.missing = function () {
       })
       .join(", ");
   };
-  if (this.rules.must_play_all && unplayed.length) msgs.push("Play signal" + (unplayed.length > 1 ? "s " : " ") + nums(unplayed) + ".");
+  // One text for one signal and one for several: each language words them in its own way.
+  if (this.rules.must_play_all && unplayed.length) {
+    var play = unplayed.length > 1 ? "Play signals %(signals)s." : "Play signal %(signals)s.";
+    msgs.push(t(play, { signals: nums(unplayed) }));
+  }
   var least = Number(this.rules.min_play_seconds) || 0;
   if (this.rules.must_play_all && least > 0) {
     var listen = this.listenTotals();
     var short = this.keys.filter(function (k) {
       return self.played[k] && (listen[k] || 0) < least;
     });
-    if (short.length) msgs.push("Listen to signal" + (short.length > 1 ? "s " : " ") + nums(short) + " for at least " + least + " s.");
+    if (short.length) {
+      var listenMore =
+        short.length > 1
+          ? "Listen to signals %(signals)s for at least %(seconds)s s."
+          : "Listen to signal %(signals)s for at least %(seconds)s s.";
+      msgs.push(t(listenMore, { signals: nums(short), seconds: least }));
+    }
   }
-  if (unrated.length) msgs.push("Rate signal" + (unrated.length > 1 ? "s " : " ") + nums(unrated) + ".");
+  if (unrated.length) {
+    var rate = unrated.length > 1 ? "Rate signals %(signals)s." : "Rate signal %(signals)s.";
+    msgs.push(t(rate, { signals: nums(unrated) }));
+  }
   if (
     this.rules.require_one_100 &&
     !this.keys.some(function (k) {
       return self.ratings[k] === 100;
     })
   )
-    msgs.push("Rate at least one signal 100 (the one identical to the reference).");
+    msgs.push(t("Rate at least one signal 100 (the one identical to the reference)."));
   var wait = (Number(this.rules.min_trial_seconds) || 0) - (performance.now() - this.pageStart) / 1000;
-  if (!msgs.length && wait > 0) msgs.push("You can submit in " + Math.ceil(wait) + " s.");
+  if (!msgs.length && wait > 0) msgs.push(t("You can submit in %(seconds)s s.", { seconds: Math.ceil(wait) }));
   return msgs;
 };
 
@@ -511,16 +532,16 @@ Player.prototype.render = function () {
     c.col.classList.toggle("played", self.played[k]);
     c.col.classList.toggle("rated", self.ratings[k] !== null);
     c.btn.querySelector(".wm-icon").textContent = playing ? "\u275A\u275A" : self.played[k] ? "\u2713" : "\u25B7";
-    c.status.textContent = playing ? "playing" : self.played[k] ? "played" : "not played";
+    c.status.textContent = t(playing ? "playing" : self.played[k] ? "played" : "not played");
     c.slider.disabled = !self.sliderEnabled(k);
     c.lock.hidden = !c.slider.disabled;
     if (self.hintKey === k && !c.slider.disabled) self.showHint(null, "");
     var r = self.ratings[k];
     c.slider.classList.toggle("unrated", r === null);
     c.value.textContent = r === null ? "\u2013" : String(r);
-    c.slider.setAttribute("aria-valuetext", r === null ? "not rated" : r + ", " + bandName(r));
+    c.slider.setAttribute("aria-valuetext", r === null ? t("not rated") : r + ", " + bandName(r));
   });
-  this.$(".wm-playpause").textContent = e.playing ? "Pause" : "Play";
+  this.$(".wm-playpause").textContent = e.playing ? t("Pause") : t("Play");
   this.$(".wm-playpause").setAttribute("aria-pressed", e.playing ? "true" : "false");
   this.$(".wm-loop-enabled").checked = e.loop.enabled;
   this.renderLoop();
@@ -550,9 +571,9 @@ Player.prototype.renderLoop = function () {
   hs.style.left = (100 * l.start) / d + "%";
   he.style.left = (100 * l.end) / d + "%";
   hs.setAttribute("aria-valuenow", l.start.toFixed(2));
-  hs.setAttribute("aria-valuetext", "loop starts at " + l.start.toFixed(1) + " seconds");
+  hs.setAttribute("aria-valuetext", t("loop starts at %(seconds)s seconds", { seconds: l.start.toFixed(1) }));
   he.setAttribute("aria-valuenow", l.end.toFixed(2));
-  he.setAttribute("aria-valuetext", "loop ends at " + l.end.toFixed(1) + " seconds");
+  he.setAttribute("aria-valuetext", t("loop ends at %(seconds)s seconds", { seconds: l.end.toFixed(1) }));
   hs.setAttribute("aria-valuemax", d.toFixed(2));
   he.setAttribute("aria-valuemax", d.toFixed(2));
 };
@@ -670,7 +691,7 @@ Player.prototype.submit = async function () {
   this.engine.pause();
   this.saving = true;
   this.render();
-  status.textContent = "Saving\u2026";
+  status.textContent = t("Saving\u2026");
   var ratings = {};
   this.keys.forEach(function (k) {
     ratings[k] = self.ratings[k];
@@ -680,13 +701,13 @@ Player.prototype.submit = async function () {
     var answer = await postWithRetry(this.data.save_url, body, this.data.csrf_token, function (text) {
       status.textContent = text;
     });
-    status.textContent = "Saved.";
+    status.textContent = t("Saved.");
     this.saved = answer;
     this.forget();
     if (answer.next_url) window.location.assign(answer.next_url);
   } catch (e) {
     this.saving = false;
-    status.textContent = "Not saved: " + e.message;
+    status.textContent = t("Not saved: %(reason)s", { reason: e.message });
     status.classList.add("error");
     this.render();
   }

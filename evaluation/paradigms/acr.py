@@ -1,0 +1,142 @@
+"""Absolute and degradation category rating: MOS (ACR) and DMOS (DCR), ITU-T P.800 and P.808.
+
+ACR (P.800 Annex B): each stimulus alone on the five-point scale 5 excellent .. 1 bad; the mean
+opinion score (MOS) of a condition is the mean of its votes. DCR (P.800 Annex D): the
+reference then the stimulus, graded 5 inaudible .. 1 very annoying; the mean is the DMOS.
+Each mean has its Student-t interval over the votes, as ITU-T reports a MOS (P.1401), and a
+second one over per-participant means, which does not treat one listener's votes as
+independent. P.808's screening (gold-standard and trapping questions of a crowdsourced
+session) is done when the answers come in; here it arrives as the flag ``passed_checks``
+and participants with a failed check are left out.
+
+Input columns: participant, item, condition, rating (1..5, whole numbers), optionally
+passed_checks (true / false).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..descriptives import t_interval
+from ..errors import EvaluationError
+from .common import (
+    ParadigmResult,
+    check_levels,
+    flag_column,
+    numeric_column,
+    read_table,
+    start,
+    text_columns,
+    unique_rows,
+)
+
+COLUMNS = ("participant", "item", "condition", "rating")
+METHODS = {"acr": "mos", "dcr": "dmos"}
+CATEGORIES = (1, 2, 3, 4, 5)
+
+
+def validate_acr(frame: pd.DataFrame, source: str = "(in memory)") -> pd.DataFrame:
+    """Check an ACR / DCR table: whole-number ratings 1..5, one per (participant, item, condition)."""
+    what = "ACR/DCR"
+    frame = start(frame, COLUMNS, what, source)
+    text_columns(frame, ("participant", "item", "condition"), what, source)
+    frame["rating"] = numeric_column(frame, "rating", what, source, 1, 5, integer=True)
+    unique_rows(frame, ("participant", "item", "condition"), what, source)
+    if "passed_checks" in frame.columns:
+        frame["passed_checks"] = flag_column(frame, "passed_checks", what, source)
+    else:
+        frame["passed_checks"] = True
+    return frame
+
+
+def read_acr(path: str) -> pd.DataFrame:
+    """Read and check an ACR / DCR CSV table."""
+    return validate_acr(read_table(path), source=str(path))
+
+
+def mos_table(frame: pd.DataFrame, keys: list[str], statistic: str, confidence_level: float) -> pd.DataFrame:
+    """Per group: votes, the mean (MOS or DMOS) with its t interval over votes (P.1401), and the vote counts."""
+    rows = []
+    for key, group in frame.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        votes = group["rating"].to_numpy(dtype=float)
+        low, high = t_interval(votes, confidence_level)
+        row: dict[str, Any] = dict(zip(keys, key)) | {
+            "n_votes": int(votes.size),
+            "n_participants": int(group["participant"].nunique()),
+            statistic: float(votes.mean()),
+            "sd": float(votes.std(ddof=1)) if votes.size > 1 else np.nan,
+            "ci_low": low,
+            "ci_high": high,
+        }
+        if keys == ["condition"]:
+            means = group.groupby("participant")["rating"].mean().to_numpy(dtype=float)
+            row["ci_participant_low"], row["ci_participant_high"] = t_interval(means, confidence_level)
+            for category in CATEGORIES:
+                row[f"votes_{category}"] = int((votes == category).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyse_acr(
+    frame: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    confidence_level: float = 0.95,
+    method: str = "acr",
+    apply_screening: bool = True,
+) -> ParadigmResult:
+    """MOS (ACR) or DMOS (DCR) per condition and per (condition, item), after P.808 screening by flag."""
+    check_levels(alpha, confidence_level)
+    if method not in METHODS:
+        raise EvaluationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if "passed_checks" not in frame.columns or frame["passed_checks"].dtype != bool:
+        frame = validate_acr(frame)
+    statistic = METHODS[method]
+    passed = frame.groupby("participant", sort=True)["passed_checks"].all()
+    screening = pd.DataFrame(
+        {
+            "participant": passed.index,
+            "votes": frame.groupby("participant", sort=True).size().to_numpy(),
+            "passed_checks": passed.to_numpy(),
+            "excluded": (~passed.to_numpy()) & apply_screening,
+        }
+    )
+    excluded = screening.loc[screening["excluded"], "participant"].tolist()
+    used = frame[~frame["participant"].isin(excluded)]
+    warnings = []
+    if used.empty:
+        warnings.append(
+            {"code": "acr_all_excluded", "message": "Every participant failed a P.808 check; no scores are reported."}
+        )
+        conditions = pd.DataFrame(columns=["condition", "n_votes", statistic])
+        by_item = pd.DataFrame(columns=["condition", "item", "n_votes", statistic])
+    else:
+        conditions = mos_table(used, ["condition"], statistic, confidence_level)
+        by_item = mos_table(used, ["condition", "item"], statistic, confidence_level)
+    level = f"{100 * confidence_level:g} %"
+    scale = "ACR, ITU-T P.800 Annex B" if method == "acr" else "DCR, ITU-T P.800 Annex D"
+    method_text = (
+        f"{statistic.upper()} = mean of the votes per condition ({scale}; 1..5), with the {level} Student-t "
+        "interval over the votes (ci, as ITU-T P.1401 reports a MOS) and over per-participant means "
+        "(ci_participant: the listener as the unit). P.808 gold-standard / trapping questions enter as the "
+        f"passed_checks flag; participants with a failed check are {'excluded' if apply_screening else 'kept'}."
+    )
+    summary = {
+        "method": method,
+        "statistic": statistic,
+        "confidence_level": confidence_level,
+        "apply_screening": apply_screening,
+        "participants": {
+            "total": int(frame["participant"].nunique()),
+            "excluded": excluded,
+            "retained": int(used["participant"].nunique()),
+        },
+        "votes": {"total": len(frame), "used": len(used)},
+    }
+    title = "Absolute category rating (MOS)" if method == "acr" else "Degradation category rating (DMOS)"
+    tables = {"conditions": conditions, "by_item": by_item, "screening": screening}
+    return ParadigmResult(method, title, method_text, tables, summary, warnings)
