@@ -27,6 +27,7 @@ from .common import (
     check_levels,
     flag_column,
     numeric_column,
+    participant_counts,
     read_table,
     start,
     text_columns,
@@ -130,11 +131,7 @@ def analyse_acr(
         "statistic": statistic,
         "confidence_level": confidence_level,
         "apply_screening": apply_screening,
-        "participants": {
-            "total": int(frame["participant"].nunique()),
-            "excluded": excluded,
-            "retained": int(used["participant"].nunique()),
-        },
+        "participants": participant_counts(frame, used, excluded),
         "votes": {"total": len(frame), "used": len(used)},
     }
     title = "Absolute category rating (MOS)" if method == "acr" else "Degradation category rating (DMOS)"

@@ -30,6 +30,7 @@ from .common import (
     check_levels,
     choice_column,
     numeric_column,
+    participant_counts,
     read_table,
     start,
     text_columns,
@@ -175,11 +176,7 @@ def analyse_bs1116(
         "alpha": alpha,
         "confidence_level": confidence_level,
         "apply_screening": apply_screening,
-        "participants": {
-            "total": int(frame["participant"].nunique()),
-            "excluded": excluded,
-            "retained": int(used["participant"].nunique()),
-        },
+        "participants": participant_counts(frame, used, excluded),
         "trials": len(frame),
     }
     tables = {"conditions": conditions, "screening": screening, "by_item": by_item}

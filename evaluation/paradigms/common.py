@@ -175,3 +175,12 @@ def format_text(result: ParadigmResult, tables: Sequence[str] | None = None) -> 
         lines.append("")
     lines += [f"warning: {w['message']}" for w in result.warnings]
     return "\n".join(lines).rstrip()
+
+
+def participant_counts(frame: pd.DataFrame, used: pd.DataFrame, excluded: list[Any]) -> dict[str, Any]:
+    """Participants in the input, excluded by screening (listed), and retained."""
+    return {
+        "total": int(frame["participant"].nunique()),
+        "excluded": excluded,
+        "retained": int(used["participant"].nunique()),
+    }
