@@ -79,6 +79,8 @@ class Harness:
 @pytest.fixture(scope="session")
 def harness(wav_dir: Path) -> Iterator[Harness]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    # Run as a script, it sees only its own folder: the repository too, for the template tags.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("harness_server.py")), "--wav-dir", str(wav_dir)],
         stdout=subprocess.PIPE,
