@@ -145,7 +145,7 @@ class Analysis:
                 "effect_size": "matched-pairs rank-biserial r (Kerby 2014), positive when a > b",
                 "shift": "Hodges-Lehmann median of Walsh averages of a - b",
                 "permutation": f"paired sign-flip permutation of the mean difference, "
-                f"{s.permutation_resamples} resamples, seed {s.seed} (BS.1534-3 Attachment 3)",
+                f"{s.permutation_resamples} resamples, seed {s.seed} (after BS.1534-3 Attachment 3)",
                 "scope": s.pairwise_scope,
                 "unit": "per-participant means across items",
             },
@@ -263,7 +263,14 @@ def analyse(
     mixed_problem = ""
     if len(conditions) >= 2 and used["participant"].nunique() >= 2:
         try:
-            mixed = fit_mixed_model(used, conditions, baseline, settings.item_effect, settings.confidence_level)
+            mixed = fit_mixed_model(
+                used,
+                conditions,
+                baseline,
+                settings.item_effect,
+                settings.confidence_level,
+                settings.interaction_prune_alpha,
+            )
         except EvaluationError as exc:
             # Ratings the model cannot describe (no residual variance, ...) leave the rest standing.
             mixed_problem = str(exc)
@@ -363,7 +370,7 @@ def analyse(
         found.append({"code": "mixed_model_not_fitted", "message": f"The mixed model was not fitted: {mixed_problem}."})
     found += item_warnings(excerpts)
     report("assumptions and reliability", 0.82)
-    checks = run_checks(used, repeats, wide, conditions, models, mixed, settings)
+    checks = run_checks(used, repeats, wide, conditions, models, mixed, settings, baseline)
     found += ceiling_words + checks.warnings
     report("statistics done", 0.85)
     return Analysis(

@@ -10,8 +10,9 @@ fixed; pooled over conditions their variance is the model's residual variance in
 balanced design. Per condition: the residual SD on ``n - listeners - excerpts + 1`` degrees
 of freedom, skewness G1 and excess kurtosis G2 (the adjusted Fisher-Pearson estimators,
 Joanes & Gill 1998), the Shapiro & Wilk (1965) test (3 <= n <= 5000) and D'Agostino's K²
-test (D'Agostino & Pearson 1973; n >= 20): the check of normality that ITU-R BS.1534-3 §9
-asks for before a parametric analysis. Equal residual variances across conditions are
+test (D'Agostino & Pearson 1973; n >= 20): the check of normality that ITU-R BS.1534-3
+§9.3.3 (items 4 and 5) and Attachment 4, A4.2 (skewness and kurtosis of the residuals) ask
+for before a parametric analysis. Equal residual variances across conditions are
 tested by Brown & Forsythe (1974) (absolute deviations from each condition's median) and by
 Levene (1960) (from the mean), on residuals rotated to independence
 (``decorrelated_residuals``). With thousands of residuals the normality tests reject

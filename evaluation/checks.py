@@ -1,10 +1,11 @@
 """Checks beside the main analysis: the bounded scale, the Gaussian model's assumptions, reliability.
 
 ``run_checks`` gathers ``evaluation.bounded`` (logit-scale intervals, the beta model),
+``evaluation.ordinal`` (the proportional-odds model of the binned ratings),
 ``evaluation.assumptions`` (residual shape per condition, equal variances) and
 ``evaluation.reliability`` (ICC of the panel, test-retest on repeated trials) into one
-``Checks`` whose ``stats()`` are the ``bounded``, ``assumptions`` and ``reliability``
-blocks of stats.json (docs/statistics.md).
+``Checks`` whose ``stats()`` are the ``bounded``, ``ordinal``, ``assumptions`` and
+``reliability`` blocks of stats.json (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pandas as pd
 
 from .assumptions import check_assumptions, qq_points
 from .bounded import beta_by_condition, bounded_stats, logit_intervals
+from .errors import EvaluationError
+from .ordinal import OrdinalResult, ordinal_by_condition
 from .reliability import panel_icc, reliability_stats, retest_agreement
 from .settings import Settings
 
@@ -34,11 +37,14 @@ class Checks:
     retest: pd.DataFrame
     retest_pooled: dict[str, float] | None
     warnings: list[dict[str, str]] = field(default_factory=list)
+    ordinal: OrdinalResult | None = None
+    ordinal_problem: str = ""
 
     def stats(self) -> dict[str, Any]:
-        """The ``bounded``, ``assumptions`` and ``reliability`` blocks of stats.json."""
+        """The ``bounded``, ``ordinal``, ``assumptions`` and ``reliability`` blocks of stats.json."""
         return {
             "bounded": bounded_stats(self.beta),
+            "ordinal": self.ordinal.stats if self.ordinal is not None else None,
             "assumptions": self.assumptions,
             "reliability": reliability_stats(self.icc, self.retest, self.retest_pooled),
         }
@@ -57,10 +63,17 @@ def run_checks(
     models: list[str],
     mixed: dict[str, Any] | None,
     settings: Settings,
+    baseline: str | None = None,
 ) -> Checks:
     """Every check on the retained ratings ``used`` (first presentations) and their ``repeats``."""
     logit = logit_intervals(wide, conditions, settings.confidence_level)
     beta = beta_by_condition(wide, conditions, settings.confidence_level) if settings.beta_model else None
+    ordinal, ordinal_problem = None, ""
+    if settings.ordinal_model and len(conditions) >= 2:
+        try:
+            ordinal = ordinal_by_condition(used, conditions, baseline, settings.confidence_level)
+        except EvaluationError as exc:
+            ordinal_problem = str(exc)
     residual_variance = (mixed or {}).get("variance_components", {}).get("residual")
     block, residuals, found = check_assumptions(used, conditions, settings.alpha, residual_variance)
     qq = qq_points(residuals, pd.DataFrame(block["per_condition"], columns=["condition", "residual_sd"]))
@@ -80,4 +93,6 @@ def run_checks(
         retest=retest,
         retest_pooled=pooled,
         warnings=found,
+        ordinal=ordinal,
+        ordinal_problem=ordinal_problem,
     )

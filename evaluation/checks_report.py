@@ -57,8 +57,9 @@ def html(analysis: Analysis, table_html: TableHtml, img: Img, figures: Mapping[s
         )
         + "</p>",
         table_html(bounded_table(analysis)),
-        "<h2>Assumptions of the Gaussian model (ITU-R BS.1534-3 §9)</h2>",
     ]
+    out += _ordinal_html(analysis, table_html)
+    out.append("<h2>Assumptions of the Gaussian model (ITU-R BS.1534-3 §9.3.3, Attachment 4)</h2>")
     a = checks.assumptions
     bf, lev = a["equal_variance"]["brown_forsythe"], a["equal_variance"]["levene"]
     words = (
@@ -97,6 +98,68 @@ def html(analysis: Analysis, table_html: TableHtml, img: Img, figures: Mapping[s
     return out
 
 
+def _ordinal_html(analysis: Analysis, table_html: TableHtml) -> list[str]:
+    checks = analysis.checks
+    assert checks is not None
+    if checks.ordinal is None:
+        if checks.ordinal_problem:
+            return ["<h2>Ordinal model</h2>", f"<p>Not fitted: {escape(checks.ordinal_problem)}.</p>"]
+        return []
+    o = checks.ordinal.stats
+    level = f"{100 * analysis.settings.confidence_level:g} %"
+    counts = ", ".join(f"{c['label']} {c['n']}" for c in o["categories"])
+    return [
+        "<h2>Ordinal model</h2>",
+        "<p>Beside the Gaussian model: a cumulative logit (proportional-odds) model of the ratings as ordered "
+        "categories, each rating binned into the five intervals of the BS.1534-3 scale (Bad 0–20, Poor 20–40, "
+        f"Fair 40–60, Good 60–80, Excellent 80–100; counts: {escape(counts)}), condition as a fixed effect "
+        "(McCullagh 1980; Agresti 2013 §8.2). A condition's effect is the log odds ratio of a higher category "
+        f"than {escape(str(o['baseline']))}'s; standard errors are cluster-robust by listener "
+        f"({o['n_listeners']} listeners), intervals ({level}) and tests use t on {o['df']} df; the estimates are "
+        "population-averaged. Pairwise p-values are Holm-adjusted."
+        + "".join(f" {escape(str(e['condition']))} is left out: {escape(e['reason'])}." for e in o["left_out"])
+        + ("" if o["converged"] else " The fit did not converge: read it with care.")
+        + "</p>",
+        table_html(
+            checks.ordinal.effects,
+            ["condition", "log_odds_ratio", "se", "ci_low", "ci_high", "odds_ratio", "pvalue"],
+            pvalues=("pvalue",),
+        ),
+        table_html(checks.ordinal.pairwise, pvalues=("pvalue", "pvalue_holm")),
+        table_html(checks.ordinal.thresholds),
+    ]
+
+
+def latex(analysis: Analysis, escape_tex: Callable[[str], str]) -> list[str]:
+    """Booktabs table of the ordinal model's condition effects (log odds ratios against the baseline)."""
+    checks = analysis.checks
+    if checks is None or checks.ordinal is None:
+        return []
+    o = checks.ordinal.stats
+    level = int(round(100 * analysis.settings.confidence_level))
+    lines = [
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\caption{Cumulative logit (proportional-odds) model of the ratings binned to the five BS.1534-3 "
+        f"intervals: log odds ratio of a higher category than {escape_tex(str(o['baseline']))}, with "
+        f"{level}\\,\\% intervals from listener-clustered robust standard errors ($t$ on {o['df']} df).}}",
+        "\\label{tab:mushra-ordinal}",
+        "\\begin{tabular}{lrcrr}",
+        "\\toprule",
+        f"Condition & log OR & {level}\\,\\% CI & OR & $p$ \\\\",
+        "\\midrule",
+    ]
+    for r in checks.ordinal.effects.to_dict("records"):
+        if r["condition"] == o["baseline"]:
+            continue
+        p = "$<0.001$" if r["pvalue"] < 0.001 else f"{r['pvalue']:.3f}"
+        lines.append(
+            f"{escape_tex(str(r['condition']))} & {r['log_odds_ratio']:.2f} & "
+            f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] & {r['odds_ratio']:.2f} & {p} \\\\"
+        )
+    return lines + ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+
+
 def csv_tables(analysis: Analysis) -> dict[str, pd.DataFrame]:
     """``bounded.csv``, ``residuals.csv``, ``icc.csv`` and, with repeated trials, ``retest.csv``."""
     checks = analysis.checks
@@ -109,6 +172,10 @@ def csv_tables(analysis: Analysis) -> dict[str, pd.DataFrame]:
     }
     if checks.retest_pooled is not None:
         out["retest.csv"] = checks.retest
+    if checks.ordinal is not None:
+        out["ordinal_effects.csv"] = checks.ordinal.effects
+        out["ordinal_pairwise.csv"] = checks.ordinal.pairwise
+        out["ordinal_thresholds.csv"] = checks.ordinal.thresholds
     return out
 
 
@@ -127,6 +194,13 @@ def methods_sentences(analysis: Analysis) -> list[str]:
         )
         + "."
     ]
+    if checks.ordinal is not None:
+        o = checks.ordinal.stats
+        out.append(
+            "As a model of the ratings as ordered categories, a cumulative logit (proportional-odds) model of the "
+            "ratings binned into the five BS.1534-3 scale intervals with condition as a fixed effect gave log odds "
+            f"ratios against {o['baseline']}, with standard errors clustered by listener (t on {o['df']} df)."
+        )
     bf = checks.assumptions["equal_variance"]["brown_forsythe"]
     if bf is not None:
         out.append(

@@ -2,9 +2,10 @@
 
 Overall figures are computed from per-participant means across items, so that each
 listener counts once and the unit of the confidence interval is the listener, who is
-the random factor of the experiment (ITU-R BS.1534-3 §9.1, Attachment 2 to Annex 1).
-Each row gives n, mean, SD, the t-based 95 % confidence interval of the mean
-(BS.1534-3 §9.2), the BCa bootstrap interval (Efron & Tibshirani 1993, §14.3), the
+the random factor of the experiment (ITU-R BS.1534-3 Annex 1, Attachment 4, A4.1: a
+repeated-measures design generalising from a sample of listeners). Each row gives n, mean,
+SD, the t-based 95 % confidence interval of the mean (BS.1534-3 §10.3 asks for means with
+95 % confidence intervals), the BCa bootstrap interval (Efron & Tibshirani 1993, §14.3), the
 median and the quartiles (linear interpolation, numpy's default).
 """
 
@@ -36,7 +37,7 @@ DESCRIPTIVE_COLUMNS = [
 
 
 def t_interval(values: np.ndarray, confidence_level: float = 0.95) -> tuple[float, float]:
-    """Student t confidence interval of the mean (BS.1534-3 §9.2)."""
+    """Student t confidence interval of the mean (the 95 % interval BS.1534-3 §10.3 reports)."""
     values = np.asarray(values, dtype=float)
     n = values.size
     if n < 2:
@@ -64,7 +65,7 @@ def _describe_groups(groups: list[np.ndarray], settings: Settings, seed_offset: 
             }
         )
     frame = pd.DataFrame(rows, columns=["n", "mean", "sd", "median", "q1", "q3", "min", "max"])
-    # t interval of the mean (BS.1534-3 §9.2), one vectorised quantile call for all groups.
+    # t interval of the mean (BS.1534-3 §10.3), one vectorised quantile call for all groups.
     counts = frame["n"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         quantile = stats.t.ppf(0.5 + settings.confidence_level / 2, np.where(counts > 1, counts - 1, np.nan))

@@ -3,7 +3,7 @@
 For a family of m paired differences (one vector of differences per comparison, the
 unit being a listener or an excerpt) this module gives, per comparison:
 
-- the Student-t interval of the mean difference (marginal, BS.1534-3 §9.2),
+- the Student-t interval of the mean difference (marginal; the paired t of BS.1534-3 Attachment 4, A4.4),
 - the Bonferroni-simultaneous t interval (each at 1 - alpha/m, family coverage >= 1 - alpha),
 - the Holm-compatible simultaneous interval (Strassburger & Bretz 2008),
 - the paired t test with Holm-adjusted p-values,

@@ -1,6 +1,6 @@
 """The condition kinds of a MUSHRA test and how they are recognised by name.
 
-ITU-R BS.1534-3 §5.1 and §5.2 ask for a hidden reference and at least two anchors: a
+ITU-R BS.1534-3 §5 and §5.1 ask for a hidden reference and at least two anchors: a
 3.5 kHz low-pass (low-range anchor) and a 7 kHz low-pass (mid-range anchor) of the
 reference. Every other condition is a system under test (here: a model). webMUSHRA
 names them ``reference``, ``anchor35`` and ``anchor70``.

@@ -7,7 +7,9 @@ Estimated marginal means (Searle, Speed & Milliken 1980) and the contrasts of ea
 condition against a baseline are t statistics with Satterthwaite (1946) degrees of freedom
 as in lmerTest (Kuznetsova et al. 2017). With ``item_effect='fixed'`` the excerpts are the
 population: ``rating ~ condition * item`` with the listener terms only, and the EMMs
-average the items with equal weight.
+average the items with equal weight. Interaction terms the data do not support (REML
+likelihood ratio p above ``prune_alpha``, 0.2 by default as Matuschek et al. 2017
+recommend) are removed backwards before the contrasts; the report lists them.
 
 The repeated-measures ANOVA works on per-participant means (participants x
 conditions) and reports the Greenhouse-Geisser (1959) and Huynh-Feldt (1976) epsilon
@@ -31,9 +33,10 @@ def fit_mixed_model(
     baseline: str,
     item_effect: str = "random",
     confidence_level: float = 0.95,
+    prune_alpha: float | None = 0.2,
 ) -> dict[str, Any]:
     """Fit the crossed LMM; EMMs and contrasts against ``baseline`` with Satterthwaite df (Kuznetsova et al. 2017)."""
-    fit = fit_lmm(ratings, conditions, item_effect)
+    fit = fit_lmm(ratings, conditions, item_effect, prune_alpha)
     level = 0.5 + confidence_level / 2
     emm, se, df = fit.contrast(fit.emm_rows)
     half = stats.t.ppf(level, df) * se

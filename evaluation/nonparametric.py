@@ -88,7 +88,7 @@ def _sign_matrix(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, bool]
 def permutation_test_paired(
     a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, seed: int = 0
 ) -> dict[str, float | bool]:
-    """Paired permutation test of the mean difference a - b (ITU-R BS.1534-3, Annex 1, Attachment 3).
+    """Paired sign-flip permutation test of the mean difference a - b (after ITU-R BS.1534-3 Attachment 3).
 
     Under the null hypothesis the two labels are exchangeable within each participant,
     so each participant's difference keeps its size and gets a random sign. The p-value
@@ -127,7 +127,7 @@ def pairwise_wilcoxon(
     Wilcoxon (1945) with Pratt's (1959) treatment of zero differences; p-values are
     adjusted by Holm (1979) over all pairs. Effect sizes: matched-pairs rank-biserial r
     (Kerby 2014) and the Hodges-Lehmann (1963) shift of a over b. Each pair also gets the
-    BS.1534-3 Attachment 3 paired permutation test, Holm-adjusted in the same way.
+    paired permutation test (a paired variant of BS.1534-3 Attachment 3), Holm-adjusted in the same way.
     Pairs use every participant who has both conditions (pairwise complete cases).
     """
     rows = []

@@ -140,6 +140,7 @@ def latex_tables(analysis: Analysis) -> str:
             )
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     lines += items_report.latex(analysis, _latex_escape)
+    lines += checks_report.latex(analysis, _latex_escape)
     return "\n".join(lines)
 
 
@@ -174,8 +175,8 @@ def methods_text(analysis: Analysis, stats: Mapping[str, Any], facts: Mapping[st
         text.append(
             f"Pairwise Wilcoxon signed-rank tests (Pratt's treatment of zero differences) with Holm's correction "
             f"found {significant} of {len(analysis.pairwise)} pairs different at α = {s.alpha:g}; effect sizes are "
-            "matched-pairs rank-biserial correlations and Hodges–Lehmann shifts. The paired permutation test of "
-            f"BS.1534-3 ({s.permutation_resamples} resamples, seed {s.seed}) is reported alongside."
+            "matched-pairs rank-biserial correlations and Hodges–Lehmann shifts. A paired sign-flip permutation test "
+            f"(after BS.1534-3 Attachment 3; {s.permutation_resamples} resamples, seed {s.seed}) is reported alongside."
         )
     text += items_report.methods_sentences(analysis)
     if analysis.mixed is not None:
@@ -367,7 +368,8 @@ def render_html(
         "<h2>Pairwise comparisons</h2>",
         "<p>Wilcoxon signed-rank tests (zero_method='pratt'), Holm-corrected; effect_size is the matched-pairs "
         "rank-biserial r (positive when a is rated higher); hodges_lehmann the median of Walsh averages of a − b; "
-        f"perm_pvalue the paired permutation test of BS.1534-3 ({s.permutation_resamples} resamples).</p>",
+        f"perm_pvalue the paired (sign-flip) permutation test after BS.1534-3 Attachment 3 "
+        f"({s.permutation_resamples} resamples).</p>",
     ]
     if "heatmap" in figures:
         out.append(_img(figures["heatmap"], "Holm-corrected p-values of the pairwise Wilcoxon tests"))

@@ -48,10 +48,15 @@ class Settings:
     baseline: str | None = None
     item_effect: str = "random"
     rm_anova: bool = False
+    # Backward removal of the mixed model's listener x condition and item x condition terms
+    # by REML likelihood ratio at this level (Matuschek et al. 2017); null keeps the maximal model.
+    interaction_prune_alpha: float | None = 0.2
     equivalence_margin: float | None = 5.0
     equivalence_pairs: tuple[tuple[str, str], ...] = ()
     # Beta regression of per-listener means beside the Gaussian estimates (evaluation.bounded).
     beta_model: bool = True
+    # Proportional-odds model of the ratings binned to the five scale intervals (evaluation.ordinal).
+    ordinal_model: bool = True
     # Warnings.
     ceiling_threshold: float = 95.0
     ceiling_fraction: float = 0.25
@@ -102,8 +107,14 @@ class Settings:
             raise EvaluationError(
                 f"setting equivalence_margin must be positive or null, got {self.equivalence_margin!r}"
             )
+        if self.interaction_prune_alpha is not None and not 0.0 < float(self.interaction_prune_alpha) < 1.0:
+            raise EvaluationError(
+                f"setting interaction_prune_alpha must be in (0, 1) or null, got {self.interaction_prune_alpha!r}"
+            )
         if not isinstance(self.beta_model, bool):
             raise EvaluationError(f"setting beta_model must be true or false, got {self.beta_model!r}")
+        if not isinstance(self.ordinal_model, bool):
+            raise EvaluationError(f"setting ordinal_model must be true or false, got {self.ordinal_model!r}")
         if self.min_models_for_correlation < 3:
             raise EvaluationError("setting min_models_for_correlation must be at least 3")
         for condition, kind in self.kinds.items():

@@ -192,4 +192,5 @@ def test_report_shows_intervals_and_the_inference(tmp_path: Path) -> None:
         assert name in result["files"]
         assert "ci_sim_low" in (tmp_path / name).read_text().splitlines()[0]
     analysis = analyse(_split_ratings(), None, SETTINGS)
-    assert latex_tables(analysis).count("\\begin{table}") == 4
+    # Descriptives, pairwise tests, differences with intervals, by-item tests, the ordinal model.
+    assert latex_tables(analysis).count("\\begin{table}") == 5

@@ -365,3 +365,53 @@ def test_bad_input_gives_a_specific_error() -> None:
         fit_lmm(frame, CONDITIONS + ["c9"])
     with pytest.raises(EvaluationError, match="item_effect"):
         fit_lmm(frame, CONDITIONS, item_effect="nested")
+
+
+@pytest.mark.parametrize("seed", [0, 3, 19])
+def test_components_the_first_steps_push_to_zero_are_recovered(seed: int) -> None:
+    """Null interactions: L-BFGS-B from theta = 1 overshoots onto zero, where the gradient in theta vanishes.
+
+    The fit must still reach the dense REML optimum (listener and item variances well above zero).
+    """
+    frame = crossed(12, 6, (5.0, 5.0, 0.0, 0.0), seed, noise=10.0)
+    part, item, cond = (pd.factorize(frame[c], sort=True)[0] for c in ("participant", "item", "condition"))
+    model = CrossedREML(frame["rating"].to_numpy(float), condition_matrix(frame), part, item, cond, (True,) * 4)
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        ev = model.evaluate(x, 1)
+        assert ev.grad is not None
+        return ev.deviance, ev.grad
+
+    stalled = optimize.minimize(
+        objective,
+        np.ones(4),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, None)] * 4,
+    )
+    assert (stalled.x[:2] == 0).any()
+    reference = dense_reml(frame, list(TERMS), condition_matrix(frame))
+    assert min(reference["phi"]["participant"], reference["phi"]["item"]) > 1.0
+    assert_agrees(fit_lmm(frame, CONDITIONS), reference)
+
+
+def test_pruning_removes_an_unsupported_interaction_by_the_reml_likelihood_ratio() -> None:
+    """Backward removal at p > 0.2 (Matuschek et al. 2017): the LRT and the reduced fit from the dense REML here."""
+    frame = crossed(12, 6, (5.0, 5.0, 0.0, 6.0), 8, noise=10.0)
+    X = condition_matrix(frame)
+    full = dense_reml(frame, list(TERMS), X)
+    reduced_terms = ["participant", "item", "item:condition"]
+    reduced = dense_reml(frame, reduced_terms, X)
+    no_items = dense_reml(frame, ["participant", "item", "participant:condition"], X)
+    p_pc = stats.chi2.sf(reduced["deviance"] - full["deviance"], 1)
+    p_ic = stats.chi2.sf(no_items["deviance"] - full["deviance"], 1)
+    assert p_pc > 0.2 and p_ic < 0.01  # the design of the check: one term goes, the other stays
+    fit = fit_lmm(frame, CONDITIONS, prune_alpha=0.2)
+    assert fit.terms == reduced_terms
+    assert f"p = {p_pc:.3f} > 0.2" in fit.dropped["participant:condition"]
+    assert_agrees(fit, reduced)
+    # Without pruning the maximal model stays.
+    assert fit_lmm(frame, CONDITIONS).terms == list(TERMS)
+    mixed = fit_mixed_model(frame, CONDITIONS, "c0")
+    assert "participant:condition" not in mixed["random_effects"]
+    assert any(n.startswith("participant:condition left out: not supported") for n in mixed["design_notes"])
