@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_render": ([], ["--quick"]),
     "bench_paths": ([], ["--quick"]),
+    "bench_job": ([], ["--quick"]),
+    # Without a CUDA device it says so and measures nothing (exit status 0).
+    "bench_gpu": ([], ["--quick"]),
     "bench_papers": ([], ["--quick"]),
     "bench_evaluation": ([], []),
     "bench_power": ([], []),

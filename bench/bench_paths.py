@@ -1,8 +1,11 @@
 """Render paths: both paths' real-time factors per model, and the one the chooser picks.
 
 Models: every fixture model with a compiled path (``../shared/fixtures/models``, see
-``SOURCES.md`` there; ``--fixtures DIR`` elsewhere) and the three models of
-``bench_render`` (LSTM-32, GRU-32, NAM's standard WaveNet; random weights, fixed seed).
+``SOURCES.md`` there; ``--fixtures DIR`` elsewhere), the three models of
+``bench_render`` (LSTM-32, GRU-32, NAM's standard WaveNet; random weights, fixed seed) and
+the two WaveNets of a NAM A2 file (3 and 8 channels, 23 layers, kernel sizes 6 and 15,
+LeakyReLU, a kernel-16 head, as NeuralAmpModelerCore's ``example_models/A2.nam``; random
+weights, fixed seed).
 Each renders one test set (``--excerpts`` x ``--seconds`` of ``bench_excerpts`` audio at
 the model's rate, one thread) with ``render_batch``, through PyTorch's path (the
 baseline) and through the compiled path (``MODELRUNNER_RENDER_PATH`` forced), the two
@@ -31,8 +34,10 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_render import _effect
 from bench.bench_render import models as bench_models
 from modelrunner import native, pathchoice
+from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.cli import bench_excerpts
 from modelrunner.formats import load
 from modelrunner.model import EffectModel
@@ -41,6 +46,24 @@ from modelrunner.render import render_batch
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "models"
 #: Knob settings for fixtures that have knobs (otherwise their defaults).
 KNOBS: dict[str, dict[str, float]] = {"ts9_lstm20_gain.json": {"p1": 0.8}}
+
+
+#: A NAM A2 WaveNet's layers (NeuralAmpModelerCore ``example_models/A2.nam``).
+A2_KERNEL_SIZES = [6] * 14 + [15, 15] + [6] * 7
+A2_DILATIONS = [1, 3, 7, 17, 41, 101, 239] * 2 + [1, 13] + [1, 3, 7, 17, 41, 101, 239]
+
+
+def a2_models() -> list[tuple[str, EffectModel]]:
+    """The two WaveNets of a NAM A2 file (3 and 8 channels) with fixed random weights."""
+    torch.manual_seed(0)
+    out = []
+    for channels in (3, 8):
+        leaky = [{"type": "LeakyReLU", "negative_slope": 0.01}] * len(A2_DILATIONS)
+        arr = NamLayerArray(1, 1, channels, A2_KERNEL_SIZES, A2_DILATIONS, leaky, False, 1, 16, True)
+        net = NamWaveNet([arr], 0.01)
+        name = f"NAM A2 ({channels} channels)"
+        out.append((name, _effect(net, name, False, net.receptive_field)))
+    return out
 
 
 def fixture_models(folder: Path) -> Iterator[tuple[str, EffectModel]]:
@@ -71,7 +94,7 @@ def run(excerpts: int, seconds: float, repeats: int, folder: Path, only: str = "
     if native.library() is None:
         raise SystemExit(f"no compiled kernels here ({native.reason()}): nothing to compare")
     saved = {k: os.environ.get(k) for k in (pathchoice.ENV, "MODELRUNNER_CACHE_DIR")}
-    candidates = [(name, model) for name, model, _ in bench_models()]
+    candidates = [(name, model) for name, model, _ in bench_models()] + a2_models()
     candidates += list(fixture_models(folder)) if folder.is_dir() else []
     with tempfile.TemporaryDirectory(prefix="bench-paths-") as tmp:
         try:

@@ -2,10 +2,12 @@
 
 ITU-R BS.1534-3 (10/2015) §5.1 asks for a low-range anchor, the reference low-pass
 filtered at 3.5 kHz, and a mid-range anchor, the reference low-pass filtered at
-7 kHz, in every trial, so that ratings from different tests can be compared on the
-same scale. The Recommendation gives the cut-off frequencies; the filter mask below
-is the one this project holds every anchor filter to, checked in the tests from the
-filter actually applied:
+7 kHz, in every trial, so that the systems under test can be placed against
+well-known quality levels (§5.1 adds that anchors are not for rescaling results
+between tests). The Recommendation gives both cut-off frequencies and, for the
+3.5 kHz anchor only, the mask of the first row below; the 7 kHz row scales it by two
+(this project's choice). Every anchor filter is held to its row, checked in the tests
+from the filter actually applied:
 
 ==========  ====================  ====================  =====================
 anchor      passband (+/-0.1 dB)  >= 25 dB attenuation  >= 50 dB attenuation

@@ -8,6 +8,7 @@ half-written file and a rerun is harmless.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import tempfile
@@ -95,6 +96,31 @@ class AudioInfo:
 CHECK_BLOCK = 1 << 16
 
 
+#: A sample at or above this magnitude counts as full scale (possible clipping).
+FULL_SCALE = 0.999
+
+
+@dataclass(frozen=True)
+class AudioStats:
+    """What :func:`scan_audio` found: the file's rate, channels and frames, and statistics of
+    its first ``measured_frames`` frames: the sample peak ``max |x|``, the sum of squares
+    (float64, for the RMS level) and the count of samples at or above ``FULL_SCALE``."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    measured_frames: int
+    peak: float
+    sum_squares: float
+    full_scale: int
+
+    @property
+    def rms(self) -> float:
+        """RMS over the measured samples, every channel pooled (0 when none were measured)."""
+        count = self.measured_frames * self.channels
+        return math.sqrt(self.sum_squares / count) if count else 0.0
+
+
 def check_audio(
     path: str | os.PathLike[str],
     *,
@@ -104,14 +130,45 @@ def check_audio(
 ) -> AudioInfo:
     """Check a file as :func:`read_audio` does, reading it in blocks of ``CHECK_BLOCK``
     frames instead of decoding it whole: for callers that keep the file, not its samples."""
+    stats = scan_audio(
+        path, max_channels=max_channels, min_frames=min_frames, max_sample_rate=max_sample_rate, measure_frames=0
+    )
+    return AudioInfo(sample_rate=stats.sample_rate, channels=stats.channels, frames=stats.frames)
+
+
+def scan_audio(
+    path: str | os.PathLike[str],
+    *,
+    max_channels: int = MAX_CHANNELS,
+    min_frames: int = 2,
+    max_sample_rate: int = MAX_SAMPLE_RATE,
+    measure_frames: int | None = None,
+) -> AudioStats:
+    """Check a file as :func:`read_audio` does and measure it, in one pass of ``CHECK_BLOCK``
+    frames at a time: memory stays bounded by the block, whatever the file's length.
+
+    Every frame is checked (decodable, finite) and counted; the statistics cover the first
+    ``measure_frames`` frames (all when ``None``), so a pair trimmed to a common length is
+    measured as trimmed. Peak and full-scale count are exact; the sum of squares is summed
+    per block, so it may differ from a whole-array ``np.sum`` in the last bits only.
+    """
     name = Path(path).name
     info = _header(path, name, max_channels, max_sample_rate)
+    limit = None if measure_frames is None else max(0, int(measure_frames))
     frames = 0
+    peak = sum_squares = 0.0
+    full_scale = 0
     try:
         for block in sf.blocks(str(path), blocksize=CHECK_BLOCK, dtype="float32", always_2d=True):
             if not np.isfinite(block).all():
                 raise AudioError(f"{name}: contains NaN or infinite samples")
+            head = block if limit is None else block[: max(0, limit - frames)]
             frames += block.shape[0]
+            if head.size:
+                magnitude = np.abs(head)
+                peak = max(peak, float(magnitude.max()))
+                sum_squares += float(np.sum(np.square(head, dtype=np.float64)))
+                full_scale += int(np.count_nonzero(magnitude >= FULL_SCALE))
     except AudioError:
         raise
     except Exception as exc:
@@ -119,7 +176,15 @@ def check_audio(
     if frames < min_frames:
         plural = "" if frames == 1 else "s"
         raise AudioError(f"{name}: only {frames} sample frame{plural}; at least {min_frames} needed")
-    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=frames)
+    return AudioStats(
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=frames,
+        measured_frames=frames if limit is None else min(frames, limit),
+        peak=peak,
+        sum_squares=sum_squares,
+        full_scale=full_scale,
+    )
 
 
 def _check_wav_data_size(path: Path, name: str) -> None:
@@ -166,6 +231,17 @@ def as_2d(audio: np.ndarray) -> np.ndarray:
 FILE_MODE = 0o640
 
 
+def encode_wav(audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT") -> bytes:
+    """``audio`` as the bytes of a WAV file (``subtype`` as for ``write_wav``), for a caller that
+    stores them elsewhere than a local file; non-finite samples are refused."""
+    a = as_2d(audio)
+    if not np.isfinite(a).all():
+        raise AudioError("refusing to write audio with NaN or infinite samples")
+    buf = io.BytesIO()
+    sf.write(buf, a, int(sample_rate), subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
 def write_wav(
     path: str | os.PathLike[str],
     audio: np.ndarray,
@@ -180,19 +256,15 @@ def write_wav(
     ``PCM_16``/``PCM_24``. Non-finite samples are refused rather than written. The file gets
     permission bits ``mode`` (``FILE_MODE``) before it appears under its name.
     """
-    a = as_2d(audio)
-    if not np.isfinite(a).all():
-        raise AudioError("refusing to write audio with NaN or infinite samples")
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # Encode in memory, then write with plain file I/O: libsndfile reports a full disk as
     # "System error." with no errno, while os-level writes raise a clear OSError.
-    buf = io.BytesIO()
-    sf.write(buf, a, int(sample_rate), subtype=subtype, format="WAV")
+    data = encode_wav(audio, sample_rate, subtype=subtype)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getbuffer())
+            fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -204,6 +276,86 @@ def write_wav(
             pass
         raise
     return dest
+
+
+def copy_as_float_wav(
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    frames: int,
+    mode: int = FILE_MODE,
+) -> Path:
+    """Write the first ``frames`` frames of the audio file ``source`` to ``dest`` as 32-bit
+    float WAV, ``CHECK_BLOCK`` frames at a time: the file :func:`write_wav` writes from
+    ``read_audio(source)[0][:frames]``, byte for byte, without holding the samples.
+
+    Atomic as :func:`write_wav` (temp file in the destination folder, then rename), so
+    ``dest`` may be ``source`` itself. A failed write raises its own ``OSError`` (a full disk
+    as ``ENOSPC``), not libsndfile's errno-less "System error.".
+    """
+    src = Path(source)
+    name = src.name
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    info = sf.info(str(src))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            sink = _ReportingFile(fh)
+            try:
+                rate, channels = int(info.samplerate), int(info.channels)
+                with sf.SoundFile(sink, "w", rate, channels, subtype="FLOAT", format="WAV") as out:
+                    for block in sf.blocks(
+                        str(src), blocksize=CHECK_BLOCK, frames=int(frames), dtype="float32", always_2d=True
+                    ):
+                        if not np.isfinite(block).all():
+                            raise AudioError(f"{name}: refusing to write audio with NaN or infinite samples")
+                        out.write(block)
+                        sink.raise_error()
+            except Exception:
+                sink.raise_error()
+                raise
+            sink.raise_error()
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+class _ReportingFile:
+    """A file for libsndfile's virtual I/O that keeps the ``OSError`` of a failed write
+    (libsndfile only learns that fewer bytes were written), for the caller to raise."""
+
+    def __init__(self, fh: io.BufferedRandom) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fh.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _short(exc: Exception) -> str:

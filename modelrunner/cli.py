@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("checkpoint", help="model file (.nam, CoreAudioML .json, .safetensors, .ckpt, .pt)")
         p.add_argument("--sample-rate", type=int, metavar="HZ", help="the model's sample rate, when the file has none")
         p.add_argument("--config", metavar="JSON", help="architecture config: a JSON object or a path to a .json file")
+        p.add_argument(
+            "--device",
+            metavar="DEVICE",
+            help="where the model renders: auto, cpu, cuda or cuda:N (default: $RENDER_DEVICE, else auto)",
+        )
 
     p = sub.add_parser("inspect", help="describe a checkpoint")
     model_args(p)
@@ -168,19 +173,29 @@ def _existing(path: str, what: str) -> Path:
     return p
 
 
+def _device(args: argparse.Namespace) -> torch.device:
+    """``--device``, else ``RENDER_DEVICE``, else auto; a device this machine lacks is refused
+    (``DeviceError``: one line, exit status 2)."""
+    from . import device
+
+    return device.resolve(args.device, "--device" if args.device is not None else None)
+
+
 def _load(args: argparse.Namespace) -> tuple[EffectModel, float]:
     from . import formats
 
     path = _existing(args.checkpoint, "checkpoint")
+    where = _device(args)
     t0 = time.perf_counter()
-    model = formats.load(path, sample_rate=args.sample_rate, config=_config(args.config))
+    model = formats.load(path, sample_rate=args.sample_rate, config=_config(args.config), device=where)
     return model, time.perf_counter() - t0
 
 
 def state_size(model: EffectModel) -> int:
     """Numbers carried between streaming calls for one mono signal (hidden state or caches)."""
     with torch.inference_mode():
-        _, state = model.module(torch.zeros(1, 1), model.knob_tensor(None, 1), None)
+        where = model.device
+        _, state = model.module(torch.zeros(1, 1, device=where), model.knob_tensor(None, 1).to(where), None)
     return _count(state)
 
 
@@ -204,6 +219,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     info["load_seconds"] = round(seconds, 6)
     info["render_kernel"] = str(getattr(model.module, "render_kernel", "PyTorch"))
     info["render_path"] = _render_path(model)
+    info["device"] = _describe_device(model)
     info.update(_paper_facts(model))
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -251,6 +267,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
     if info.get("latency_samples"):
         rows.append(("latency", f"{info['latency_samples']} samples (removed by modelrunner.lookback.render_excerpt)"))
+    rows.append(("device", info["device"]))
     rows.append(("render kernel", info["render_kernel"]))
     rows.append(("render path", info["render_path"]["why"]))
     rows.append(("load time", f"{seconds:.3f} s"))
@@ -268,6 +285,12 @@ def _render_path(model: EffectModel) -> dict[str, Any]:
     if not isinstance(choice, pathchoice.Choice):
         choice = pathchoice.unavailable("no compiled kernel for this architecture")
     return choice.summary(model.sample_rate)
+
+
+def _describe_device(model: EffectModel) -> str:
+    from . import device
+
+    return device.describe(model.device)
 
 
 def _paper_facts(model: EffectModel) -> dict[str, Any]:
@@ -348,7 +371,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     speed = (x.shape[0] / sr) / seconds if seconds > 0 else float("inf")
     print(
         f"wrote {out}: {y.shape[0]} frames, {y.shape[1]} channel(s), {sr} Hz float32, "
-        f"peak {peak:.3f}, {speed:.1f}x real time (start: {start['mode']})"
+        f"peak {peak:.3f}, {speed:.1f}x real time on {_describe_device(model)} (start: {start['mode']})"
     )
     return 0
 
@@ -424,12 +447,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "segments": report.segments,
         "esr_vs_naive": num / den if den > 0 else 0.0,
         "threads": torch.get_num_threads(),
+        "device": report.device,
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{args.excerpts} x {args.seconds:g} s at {sr} Hz on {result['threads']} thread(s)\n"
+        f"{args.excerpts} x {args.seconds:g} s at {sr} Hz on {report.device}, {result['threads']} thread(s)\n"
         f"naive (whole-file call per excerpt): {naive_s:8.3f} s  {result['naive_realtime']:8.1f}x real time\n"
         f"batched ({report.path}, {report.segments} rows):{report.seconds:8.3f} s  "
         f"{report.realtime_factor:8.1f}x real time\n"

@@ -82,9 +82,11 @@ def prepare(
     """
     _as_tensor(dry, "dry excerpt")
     req = requirements(model)
-    k = model.knob_tensor(knobs, 1)
-    x_ctx = None if lookback_dry is None else _as_tensor(lookback_dry, "lookback_dry")
-    y_ctx = None if lookback_target is None else _as_tensor(lookback_target, "lookback_target")
+    # The state is estimated where the model renders (its device), and stays there.
+    device = model.device
+    k = model.knob_tensor(knobs, 1).to(device)
+    x_ctx = None if lookback_dry is None else _as_tensor(lookback_dry, "lookback_dry").to(device)
+    y_ctx = None if lookback_target is None else _as_tensor(lookback_target, "lookback_target").to(device)
     if x_ctx is not None and y_ctx is not None and x_ctx.shape[1] != y_ctx.shape[1]:
         raise AudioError(f"lookback_dry has {x_ctx.shape[1]} frames but lookback_target {y_ctx.shape[1]}")
     info: dict[str, Any] = {"lookback_samples_needed": req["lookback_samples"], "uses_target": req["uses_target"]}

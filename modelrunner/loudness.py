@@ -6,9 +6,11 @@ ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap, absolute gate at
 ``(frames,)`` or ``(frames, channels)`` with at most five channels (BS.1770-4 channel
 order L, R, C, Ls, Rs).
 
-ITU-R BS.1534-3 asks that the stimuli of a trial are presented at equal loudness so
-that listeners judge quality rather than level; :func:`align_item` does that for the
-hidden reference, the model outputs and the anchors of one item.
+ITU-R BS.1534-3 §7.1 has the loudness of each excerpt set before the test so that a
+trial plays at one fixed gain, and §8 allows no level adjustment within an item. This
+project goes further and presents the stimuli of a trial at equal loudness, so that
+listeners judge quality rather than level; :func:`align_item` does that for the hidden
+reference, the model outputs and the anchors of one item.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ alignment, because a level error is part of a model's error.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-import torch
+import scipy.fft
 from scipy import signal
 
 from .errors import AudioError
@@ -150,10 +151,34 @@ def mse(output: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean((t - o) ** 2))
 
 
-def _stft_mag(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
-    window = torch.hann_window(win, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True)
-    return torch.sqrt(torch.clamp(spec.real**2 + spec.imag**2, min=STFT_EPS))
+@functools.lru_cache(maxsize=8)
+def _hann(win: int) -> np.ndarray:
+    """Periodic Hann window of ``win`` samples (``torch.hann_window``'s default)."""
+    w = signal.get_window("hann", win, fftbins=True)
+    w.setflags(write=False)
+    return w
+
+
+def _stft_mag(x: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
+    """STFT magnitudes ``max(|X|, sqrt(STFT_EPS))`` of ``x`` ``(channels, frames)``, float64,
+    shaped ``(channels, stft frames, n_fft // 2 + 1)``: the frames of ``torch.stft`` with
+    ``center=True, pad_mode="reflect"`` and a Hann window of ``win`` centred in ``n_fft``.
+
+    Each frame's ``win`` windowed samples sit at the start of a zeroed ``n_fft`` buffer
+    instead of at its centre: a circular shift, which changes the phase of every bin and
+    not its magnitude. ``scipy.fft`` transforms the buffer; magnitudes agree with
+    ``torch.stft``'s within a few 1e-13 relative (tests/modelrunner/test_metrics.py).
+    """
+    half = n_fft // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")
+    count = 1 + (padded.shape[1] - n_fft) // hop
+    left = (n_fft - win) // 2
+    frames = np.lib.stride_tricks.sliding_window_view(padded[:, left:], win, axis=1)[:, : (count - 1) * hop + 1 : hop]
+    buf = np.zeros((x.shape[0], count, n_fft))
+    np.multiply(frames, _hann(win), out=buf[:, :, :win])
+    mag: np.ndarray = np.abs(scipy.fft.rfft(buf, axis=-1, overwrite_x=True))
+    np.maximum(mag, math.sqrt(STFT_EPS), out=mag)
+    return mag
 
 
 def mr_stft(output: np.ndarray, target: np.ndarray, sample_rate: int | None = None) -> float:
@@ -168,15 +193,16 @@ def mr_stft(output: np.ndarray, target: np.ndarray, sample_rate: int | None = No
     if o.shape[0] <= max(MR_STFT_FFT_SIZES) // 2:
         raise AudioError(f"MR-STFT needs more than {max(MR_STFT_FFT_SIZES) // 2} frames, got {o.shape[0]}")
     # channels act as the batch, as in auraloss
-    x = torch.from_numpy(np.ascontiguousarray(o.T))
-    y = torch.from_numpy(np.ascontiguousarray(t.T))
+    x, y = np.ascontiguousarray(o.T), np.ascontiguousarray(t.T)
     total = 0.0
     for n_fft, hop, win in zip(MR_STFT_FFT_SIZES, MR_STFT_HOP_SIZES, MR_STFT_WIN_LENGTHS):
         x_mag, y_mag = _stft_mag(x, n_fft, hop, win), _stft_mag(y, n_fft, hop, win)
         # spectral convergence (Arik et al. 2018): Frobenius norm over the whole batch
-        sc = torch.linalg.vector_norm(y_mag - x_mag) / torch.linalg.vector_norm(y_mag)
-        log_mag = torch.mean(torch.abs(torch.log(x_mag) - torch.log(y_mag)))
-        total += float(sc + log_mag)
+        diff = np.subtract(y_mag, x_mag)
+        sc = math.sqrt(float(np.vdot(diff, diff)) / float(np.vdot(y_mag, y_mag)))
+        # |log x - log y| as |log(x / y)|: one logarithm per bin instead of two
+        ratio = np.divide(x_mag, y_mag, out=diff)
+        total += sc + float(np.mean(np.abs(np.log(ratio, out=ratio), out=ratio)))
     return total / len(MR_STFT_FFT_SIZES)
 
 

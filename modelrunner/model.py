@@ -70,6 +70,17 @@ class EffectModel:
         )
         return summary
 
+    @property
+    def device(self) -> torch.device:
+        """Where the module's weights are (``cpu`` for a module without any); renders run there."""
+        return module_device(self.module)
+
+    def to(self, device: torch.device | str) -> EffectModel:
+        """Move the module's weights to ``device`` (in place); returns the model. A render on
+        a device other than the CPU runs PyTorch's kernels there (``modelrunner.device``)."""
+        self.module.to(torch.device(device))
+        return self
+
     def streaming_call(self) -> Callable[..., tuple[torch.Tensor, Any]]:
         """What chunked renders call (``fast_path`` of the module). The reference pass
         (``render.reference_forward``) always calls the module itself."""
@@ -94,6 +105,15 @@ class EffectModel:
         values = self.default_knobs() | check_knobs(self.knob_names, self.knob_ranges, knobs)
         row = torch.tensor([values[n] for n in self.knob_names], dtype=torch.float32)
         return row.reshape(1, len(self.knob_names)).repeat(int(batch), 1)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer, else the CPU."""
+    for parameter in module.parameters():
+        return parameter.device
+    for buffer in module.buffers():
+        return buffer.device
+    return torch.device("cpu")
 
 
 def _jsonable(value: Any) -> Any:

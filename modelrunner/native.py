@@ -55,7 +55,7 @@ SIGNATURES: dict[str, tuple[type[Any] | None, Sequence[type[Any]]]] = {
         ctypes.c_int,
         [ctypes.c_int] * 6 + [_P, ctypes.c_long] + [_P] * 8 + [ctypes.c_float, ctypes.c_int, _P],
     ),
-    "wavenet_layers": (ctypes.c_int, [ctypes.c_int] * 5 + [_P] * 12),
+    "wavenet_layers": (ctypes.c_int, [ctypes.c_int] * 5 + [_P] * 13),
 }
 CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -429,8 +429,9 @@ def run_recurrent(
     return y, h_out
 
 
-#: WaveNet activations the compiled kernel evaluates (its ``act`` codes).
-WAVENET_ACTIVATIONS = {nn.Tanh: 0, nn.ReLU: 1}
+#: WaveNet activations the compiled kernel evaluates (its ``act`` codes); LeakyReLU with a
+#: ``negative_slope`` in [0, 1] (A2 files use 0.01), as ``max(a, slope a)``.
+WAVENET_ACTIVATIONS = {nn.Tanh: 0, nn.ReLU: 1, nn.LeakyReLU: 2}
 
 
 @dataclass
@@ -441,6 +442,7 @@ class PackedLayerArray:
     conditions: int
     contexts: list[int]
     ints: list[ctypes.Array[ctypes.c_int]]
+    slopes: ctypes.Array[ctypes.c_float]
     weights: list[list[torch.Tensor]]
 
 
@@ -469,6 +471,7 @@ def pack_wavenet_array(layers: Sequence[WaveNetLayer]) -> PackedLayerArray | Non
     dil: list[int] = []
     act: list[int] = []
     gated: list[int] = []
+    slopes: list[float] = []
     weights: list[list[torch.Tensor]] = []
     channels = layers[0].channels
     conditions = layers[0].input_mixer.in_channels
@@ -480,6 +483,9 @@ def pack_wavenet_array(layers: Sequence[WaveNetLayer]) -> PackedLayerArray | Non
             if code is None or b1 is None or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
                 return None
             if layer.channels != channels or layer.input_mixer.in_channels != conditions:
+                return None
+            slope = float(getattr(layer.activation, "negative_slope", 0.0))
+            if not 0.0 <= slope <= 1.0:
                 return None
             conv = layer.conv
             mid = conv.out_channels
@@ -499,8 +505,10 @@ def pack_wavenet_array(layers: Sequence[WaveNetLayer]) -> PackedLayerArray | Non
             dil.append(conv.dilation[0])
             act.append(code)
             gated.append(int(bool(layer.gated)))
+            slopes.append(slope)
     ints = [(ctypes.c_int * len(v))(*v) for v in (ks, dil, act, gated)]
-    return PackedLayerArray(channels, conditions, [(k - 1) * d for k, d in zip(ks, dil)], ints, weights)
+    contexts = [(k - 1) * d for k, d in zip(ks, dil)]
+    return PackedLayerArray(channels, conditions, contexts, ints, (ctypes.c_float * len(slopes))(*slopes), weights)
 
 
 def run_wavenet_array(
@@ -529,6 +537,7 @@ def run_wavenet_array(
         packed.conditions,
         count,
         *packed.ints,
+        ctypes.addressof(packed.slopes),
         y.data_ptr(),
         condition.data_ptr(),
         head.data_ptr(),

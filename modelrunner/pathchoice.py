@@ -33,7 +33,9 @@ A result is kept in one JSON file per model shape in a folder beside the compile
 architecture, the sizes that set the speed (hidden size, layers, channels, kernel sizes,
 dilations, activations, receptive field), the CPU's model name and flags, the kernel build,
 torch's version and the thread count: later renders and other processes read it instead
-of measuring again. ``MODELRUNNER_RENDER_PATH=compiled`` or ``pytorch`` forces a path
+of measuring again. A model on a GPU (``RENDER_DEVICE``, ``modelrunner.device``) always
+renders through PyTorch's kernels there, and nothing is measured.
+``MODELRUNNER_RENDER_PATH=compiled`` or ``pytorch`` forces a path
 (default ``auto``: measured); ``MODELRUNNER_NATIVE=0`` still means never compiled (no
 kernel is built). ``python -m modelrunner inspect`` prints the choice and why.
 """
@@ -191,6 +193,11 @@ class Choice:
 def unavailable(reason: str) -> Choice:
     """PyTorch's path, because the compiled one cannot run this model (``reason``)."""
     return Choice(PYTORCH, reason)
+
+
+def on_device(device: torch.device) -> Choice:
+    """PyTorch's path, because the model is on ``device`` (a GPU): the compiled kernels run on the CPU."""
+    return Choice(PYTORCH, f"on {device}")
 
 
 def forced() -> Choice | None:

@@ -21,6 +21,12 @@ returns ``(batch, frames)`` plus a state (see :mod:`modelrunner.model`).
   sequential output); an excerpt whose error-to-signal ratio exceeds ``max_esr`` is
   rendered again sequentially.
 
+Renders run where the model's weights are (``EffectModel.device``; ``device=`` moves
+them first, see :mod:`modelrunner.device`): the input goes there once per batch, state
+stays there between chunks, and the output comes back as CPU float32 arrays. On the CPU
+a module may render through a compiled kernel (``modelrunner.pathchoice``); elsewhere
+always through PyTorch's, with the same chunking, state and segment plan logic.
+
 Stereo input is rendered as two independent mono signals (one batch item per
 channel): the models are mono. Output is float and never clipped; peaks above full
 scale are flagged in the :class:`RenderReport`. Input at another rate than the model's
@@ -41,6 +47,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from . import device as devices
 from .audio import as_2d
 from .errors import AudioError, RenderError
 from .model import EffectModel
@@ -56,6 +63,12 @@ BATCH_CHUNK_BUDGET = 1 << 16
 #: products pay off up to about this many rows on one CPU core, while every extra row
 #: adds a warm-up. A module may set its own (``batch_rows``).
 RECURRENT_ROWS = 64
+#: On a GPU (any device but the CPU): frames per call over all batch rows, and the rows a
+#: recurrent model's signals are cut into. A GPU steps every row of a recurrent layer in
+#: one kernel launch, so many rows and long calls pay (the warm-ups bound the rows: each
+#: segment is at least four warm-ups long, ``_auto_segment``).
+DEVICE_CHUNK_BUDGET = 1 << 20
+DEVICE_ROWS = 256
 #: Default error-to-signal ratio above which parallel output is refused.
 MAX_ESR = 1e-7
 #: Energy floor per sample (-100 dBFS) so that ESR over near-silence stays meaningful.
@@ -73,6 +86,7 @@ class RenderReport:
     there was no boundary to check). ``realtime_factor`` is seconds of input audio
     rendered per second of wall-clock time. ``kernel`` is the module's ``render_kernel``:
     the compiled kernel that rendered, or "PyTorch" and why (``modelrunner.pathchoice``).
+    ``device`` is where it rendered (``cpu``, or ``cuda:0 (device name)``).
     """
 
     path: str = "sequential"
@@ -86,6 +100,7 @@ class RenderReport:
     fallback_items: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     kernel: str = "PyTorch"
+    device: str = "cpu"
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -132,13 +147,24 @@ def _check_rate(sample_rate: int) -> int:
 
 
 def _chunk_budget(model: EffectModel) -> int:
-    """Frames per call across the batch (the module may say what suits its kernels)."""
+    """Frames per call across the batch (the module may say what suits its CPU kernels)."""
+    if model.device.type != "cpu":
+        return DEVICE_CHUNK_BUDGET
     return int(getattr(model.module, "batch_chunk_budget", BATCH_CHUNK_BUDGET))
 
 
 def _batch_rows(model: EffectModel) -> int:
     """Rows a recurrent model's signals are cut into (the module may say what suits it)."""
+    if model.device.type != "cpu":
+        return DEVICE_ROWS
     return int(getattr(model.module, "batch_rows", RECURRENT_ROWS))
+
+
+def _on_device(model: EffectModel, device: torch.device | str | None) -> torch.device:
+    """Move the model to ``device`` when one is given; the device it renders on."""
+    if device is not None:
+        model.to(devices.prepare(device))
+    return devices.prepare(model.device)
 
 
 def _forward_stream(
@@ -150,9 +176,13 @@ def _forward_stream(
     state: object = None,
 ) -> torch.Tensor:
     """Run ``x`` ``(B, T)`` through the module in chunks of ``chunk_size`` frames, carrying
-    state from ``state`` (``None``: silence)."""
+    state from ``state`` (``None``: silence; else on the model's device). Runs on the
+    model's device; returns the output on the CPU."""
     if chunk_size < 1:
         raise RenderError(f"chunk_size must be >= 1, got {chunk_size}")
+    device = _on_device(model, None)
+    x = x.to(device)
+    knobs = knobs.to(device)
     batch, frames = x.shape
     out = torch.empty_like(x)
     step = model.streaming_call()
@@ -167,7 +197,7 @@ def _forward_stream(
                 on_frames(stop - start)
     if not bool(torch.isfinite(out).all()):
         raise RenderError("model produced NaN or infinite output")
-    return out
+    return out.cpu()
 
 
 def reference_forward(
@@ -176,18 +206,20 @@ def reference_forward(
     """One whole-signal forward call, no chunking or resampling: the reference output.
 
     ``audio_at_model_rate``: ``(frames,)`` or ``(frames, channels)`` at
-    ``model.sample_rate``; returns float32 ``(frames, channels)``.
+    ``model.sample_rate``; returns float32 ``(frames, channels)`` (on the CPU, whatever
+    the model's device).
     """
     a = _check_audio(audio_at_model_rate)
-    k = model.knob_tensor(knobs, a.shape[1])
-    x = torch.from_numpy(np.ascontiguousarray(a.T))
+    device = _on_device(model, None)
+    k = model.knob_tensor(knobs, a.shape[1]).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(a.T)).to(device)
     with torch.inference_mode():
         y, _ = model.module(x, k, None)
     if tuple(y.shape) != tuple(x.shape):
         raise RenderError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
     if not bool(torch.isfinite(y).all()):
         raise RenderError("model produced NaN or infinite output")
-    return np.ascontiguousarray(y.numpy().T, dtype=np.float32)
+    return np.ascontiguousarray(y.cpu().numpy().T, dtype=np.float32)
 
 
 class _ProgressMeter:
@@ -248,6 +280,7 @@ def render(
     chunk_size: int = ...,
     progress: Progress | None = ...,
     parallel: bool = ...,
+    device: torch.device | str | None = ...,
     with_report: Literal[False] = ...,
 ) -> np.ndarray: ...
 @overload
@@ -260,6 +293,7 @@ def render(
     chunk_size: int = ...,
     progress: Progress | None = ...,
     parallel: bool = ...,
+    device: torch.device | str | None = ...,
     with_report: Literal[True],
 ) -> tuple[np.ndarray, RenderReport]: ...
 
@@ -273,6 +307,7 @@ def render(
     chunk_size: int = 65536,
     progress: Progress | None = None,
     parallel: bool = True,
+    device: torch.device | str | None = None,
     with_report: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, RenderReport]:
     """Render one signal through ``model`` by streaming it in chunks, carrying state.
@@ -282,14 +317,21 @@ def render(
     ``(frames, channels)`` at ``sample_rate`` with the input's length (with
     ``with_report=True``, a ``(output, RenderReport)`` pair). ``parallel`` batches the
     channels together; ``False`` renders them one after the other. ``progress`` is
-    called with a fraction in [0, 1] that ends at 1.0.
+    called with a fraction in [0, 1] that ends at 1.0. ``device``: move the model there
+    first (default: render where it is).
     """
     t0 = time.perf_counter()
     rate = _check_rate(sample_rate)
     a = _check_audio(audio)
     frames, channels = a.shape
     knob_row = model.knob_tensor(knobs, 1)
-    report = RenderReport(path="sequential", resampled=rate != model.sample_rate, kernel=render_kernel(model))
+    where = _on_device(model, device)
+    report = RenderReport(
+        path="sequential",
+        resampled=rate != model.sample_rate,
+        kernel=render_kernel(model),
+        device=devices.describe(where),
+    )
     x = resample(a, rate, model.sample_rate)
     groups = [list(range(channels))] if parallel else [[c] for c in range(channels)]
     meter = _ProgressMeter(progress, x.shape[0] * len(groups))
@@ -347,6 +389,7 @@ def render_batch(
     check_seconds: float = ...,
     max_esr: float = ...,
     chunk_size: int | None = ...,
+    device: torch.device | str | None = ...,
     with_report: Literal[False] = ...,
 ) -> list[np.ndarray]: ...
 @overload
@@ -363,6 +406,7 @@ def render_batch(
     check_seconds: float = ...,
     max_esr: float = ...,
     chunk_size: int | None = ...,
+    device: torch.device | str | None = ...,
     with_report: Literal[True],
 ) -> tuple[list[np.ndarray], RenderReport]: ...
 
@@ -380,6 +424,7 @@ def render_batch(
     check_seconds: float = 0.02,
     max_esr: float = MAX_ESR,
     chunk_size: int | None = None,
+    device: torch.device | str | None = None,
     with_report: bool = False,
 ) -> list[np.ndarray] | tuple[list[np.ndarray], RenderReport]:
     """Render all excerpts of a test in one batch; returns one output per item.
@@ -394,7 +439,8 @@ def render_batch(
     (recurrent models), plus ``check_seconds`` used to compare it with the previous
     segment. Items whose boundary ESR exceeds ``max_esr`` are rendered again
     sequentially. ``chunk_size`` is frames per call per batch item (default: about
-    ``BATCH_CHUNK_BUDGET / batch``).
+    ``BATCH_CHUNK_BUDGET / batch``, ``DEVICE_CHUNK_BUDGET / batch`` on a GPU). ``device``:
+    move the model there first (default: render where it is); the outputs are CPU arrays.
     """
     t0 = time.perf_counter()
     rate = _check_rate(sample_rate)
@@ -403,7 +449,8 @@ def render_batch(
     arrays = [_check_audio(a, f"excerpt {i}") for i, a in enumerate(items)]
     knob_row = model.knob_tensor(knobs, 1)
     sr = int(model.sample_rate)
-    report = RenderReport(resampled=rate != sr, kernel=render_kernel(model))
+    where = _on_device(model, device)
+    report = RenderReport(resampled=rate != sr, kernel=render_kernel(model), device=devices.describe(where))
     model_rate = [resample(a, rate, sr) for a in arrays]
     signals: list[np.ndarray] = []
     owner: list[tuple[int, int]] = []

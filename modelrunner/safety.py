@@ -118,8 +118,11 @@ def check_zip(path: str | os.PathLike[str], max_bytes: int | None = None, *, dat
         raise CheckpointError(f"{p.name}: zip archive unpacks to {unpacked / packed:.0f}x its size (zip bomb?)")
 
 
-def torch_load(path: str | os.PathLike[str], max_bytes: int | None = None) -> object:
-    """``torch.load`` with ``weights_only=True`` after the size and zip checks.
+def torch_load(
+    path: str | os.PathLike[str], max_bytes: int | None = None, map_location: torch.device | str = "cpu"
+) -> object:
+    """``torch.load`` with ``weights_only=True`` after the size and zip checks; tensors are
+    loaded onto ``map_location`` (the render device, ``modelrunner.device``; default the CPU).
 
     A pickle that references anything beyond tensors and plain containers (a pickled
     ``nn.Module``, a ``__reduce__`` payload...) is refused by the restricted unpickler
@@ -135,7 +138,7 @@ def torch_load(path: str | os.PathLike[str], max_bytes: int | None = None) -> ob
     # Declared storage sizes and views against the file and the caps, before torch trusts them.
     declared.check_torch_file(p.name, data)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=torch.device(map_location), weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), None)

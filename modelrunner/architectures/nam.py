@@ -10,6 +10,7 @@ form of Atkinson's neural-amp-modeler.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +81,40 @@ class NamLSTM(CompiledRecurrent, nn.Module):
         return None, self._start(x, state)
 
 
+#: A layer's activation: a torch class name, or a ``.nam`` activation object
+#: (``{"type": name, ...}``) whose parameters are read where ``layer_activation`` knows them.
+NamActivation = str | dict[str, Any]
+
+
+def layer_activation(spec: NamActivation) -> nn.Module:
+    """The activation module of ``spec``: ``{"type": "LeakyReLU", "negative_slope": s}`` is
+    ``nn.LeakyReLU(s)`` (NeuralAmpModelerCore ``activations.h``, default 0.01), Hardtanh's
+    ``min_val``/``max_val`` are read too; any other parameter is refused (``ValueError``),
+    never silently replaced by a default."""
+    if isinstance(spec, str):
+        return activation(spec)
+    name = spec.get("type", spec.get("name"))
+    if not isinstance(name, str):
+        raise ValueError(f"activation {spec!r} is not a name")
+    params = {k: v for k, v in spec.items() if k not in ("type", "name")}
+    module = activation(name)
+    for value in params.values():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} parameter {value!r} is not a number")
+    if isinstance(module, nn.LeakyReLU) and set(params) <= {"negative_slope"}:
+        return nn.LeakyReLU(float(params.get("negative_slope", 0.01)))
+    if isinstance(module, nn.Hardtanh) and set(params) <= {"min_val", "max_val"}:
+        return nn.Hardtanh(float(params.get("min_val", -1.0)), float(params.get("max_val", 1.0)))
+    if params:
+        raise ValueError(f"{name} parameters {sorted(params)}")
+    return module
+
+
 class NamWaveNetLayer(nn.Module):
     """Dilated conv + input mixer (conditioning) -> activation -> 1x1, with residual."""
 
     def __init__(
-        self, condition_size: int, channels: int, kernel_size: int, dilation: int, act: str, gated: bool
+        self, condition_size: int, channels: int, kernel_size: int, dilation: int, act: NamActivation, gated: bool
     ) -> None:
         super().__init__()
         mid = 2 * channels if gated else channels
@@ -92,7 +122,7 @@ class NamWaveNetLayer(nn.Module):
         self.channels = channels
         self.conv = CausalConv1d(channels, mid, kernel_size, dilation=dilation, bias=True)
         self.input_mixer = nn.Conv1d(condition_size, mid, 1, bias=False)
-        self.activation = activation(act)
+        self.activation = layer_activation(act)
         self.layer1x1 = nn.Conv1d(channels, channels, 1, bias=True)
 
 
@@ -104,23 +134,25 @@ class NamLayerArray(nn.Module):
         input_size: int,
         condition_size: int,
         channels: int,
-        kernel_size: int,
+        kernel_size: int | list[int],
         dilations: list[int],
-        act: str | list[str],
+        act: NamActivation | list[NamActivation],
         gated: bool | list[bool],
         head_out: int,
         head_kernel: int,
         head_bias: bool,
     ) -> None:
-        """``act`` and ``gated`` are one value for every layer or a list with one per layer."""
+        """``kernel_size``, ``act`` and ``gated`` are one value for every layer or a list with
+        one per layer (``.nam`` 0.7 ``kernel_sizes``, as in A2 files)."""
         super().__init__()
+        kernels = kernel_size if isinstance(kernel_size, list) else [kernel_size] * len(dilations)
         acts = act if isinstance(act, list) else [act] * len(dilations)
         gates = gated if isinstance(gated, list) else [gated] * len(dilations)
-        if len(acts) != len(dilations) or len(gates) != len(dilations):
-            raise ValueError("one activation and one gating mode per layer")
+        if len(kernels) != len(dilations) or len(acts) != len(dilations) or len(gates) != len(dilations):
+            raise ValueError("one kernel size, one activation and one gating mode per layer")
         self.rechannel = nn.Conv1d(input_size, channels, 1, bias=False)
         self.layers = nn.ModuleList(
-            NamWaveNetLayer(condition_size, channels, kernel_size, d, a, g) for d, a, g in zip(dilations, acts, gates)
+            NamWaveNetLayer(condition_size, channels, k, d, a, g) for k, d, a, g in zip(kernels, dilations, acts, gates)
         )
         self.head_rechannel = CausalConv1d(channels, head_out, head_kernel, bias=head_bias)
 
@@ -206,7 +238,7 @@ class NamWaveNet(StreamingConvNet):
 
         Used by the renderer; ``forward`` stays the plain reference. A ``condition_dsp``
         runs in PyTorch's plain path and its output feeds either fast path. Where the compiled
-        kernel (``kernels/wavenet.c``) is built, every layer's activation is tanh or ReLU
+        kernel (``kernels/wavenet.c``) is built, every layer's activation is tanh, ReLU or LeakyReLU
         (gated or not) and it is the chosen path (``render_choice``: the faster on this CPU),
         each layer array's layers run there (``_compiled_forward``).
         Otherwise PyTorch's path (``_fast_forward``): each dilated convolution is one
@@ -222,6 +254,9 @@ class NamWaveNet(StreamingConvNet):
     @property
     def render_choice(self) -> pathchoice.Choice:
         """The path that renders this model and why (measured once per shape and CPU)."""
+        where = self.head_scale.device
+        if where.type != "cpu":
+            return pathchoice.on_device(where)
         if self._compiled() is None:
             reason = "an activation the kernel lacks" if native.library() is not None else native.reason()
             return pathchoice.unavailable(reason)

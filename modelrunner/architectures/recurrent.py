@@ -80,6 +80,9 @@ class CompiledRecurrent:
     @property
     def render_choice(self) -> pathchoice.Choice:
         """The path that renders this model and why (measured once per shape and CPU)."""
+        where = next(self._recurrent_parts()[0].parameters()).device
+        if where.type != "cpu":
+            return pathchoice.on_device(where)
         if self._kernel() is None:
             lib = native.library()
             return pathchoice.unavailable(native.reason() if lib is None else "a cell the kernel does not run")

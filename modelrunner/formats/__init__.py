@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import safety
 from ..errors import CheckpointError
 from ..model import EffectModel
@@ -112,13 +114,17 @@ def load(
     sample_rate: int | None = None,
     config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    device: torch.device | str | None = None,
 ) -> EffectModel:
     """Load any supported checkpoint as an ``EffectModel`` (format detected by content).
 
     ``sample_rate`` overrides or supplies the model's native rate (CoreAudioML stores
     none); ``config`` is the native format's architecture config (a path or a dict);
-    ``max_bytes`` overrides the checkpoint size limit.
+    ``max_bytes`` overrides the checkpoint size limit. ``device`` (default the CPU) is
+    where the model renders (``modelrunner.device.resolve``): torch files are loaded
+    onto it (``map_location``, still ``weights_only=True``) and the module is moved there.
     """
+    target = torch.device(device) if device is not None else torch.device("cpu")
     safety.check_environment()
     fmt = detect_format(path, max_bytes=max_bytes)
     from . import coreaudioml, guitarml_wavenet, lightning, nam, native, rtneural, smartamppro
@@ -132,4 +138,6 @@ def load(
         "guitarml_wavenet": guitarml_wavenet.load,
         "smartamppro": smartamppro.load,
     }
-    return loaders[fmt](path, sample_rate=sample_rate, config=config, max_bytes=max_bytes)
+    extra: dict[str, Any] = {"device": target} if fmt in ("native", "lightning") else {}
+    model = loaders[fmt](path, sample_rate=sample_rate, config=config, max_bytes=max_bytes, **extra)
+    return model if target.type == "cpu" else model.to(target)

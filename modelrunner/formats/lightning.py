@@ -117,11 +117,12 @@ def load(
     sample_rate: int | None = None,
     config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> EffectModel:
-    """Load a Lightning checkpoint as an ``EffectModel``."""
+    """Load a Lightning checkpoint (its tensors onto ``device``) as an ``EffectModel``."""
     started = time.perf_counter()
     p = Path(path)
-    obj = safety.torch_load(p, max_bytes)
+    obj = safety.torch_load(p, max_bytes, map_location=device)
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"{p.name}: not a Lightning checkpoint (no 'state_dict')")
     hp = obj.get("hyper_parameters", obj.get("hparams")) or {}

@@ -26,11 +26,14 @@ order neural-amp-modeler's ``export_weights`` writes); every convolution weight 
   at full size, or cut to ``config={"slimmable_size": v}`` as NeuralAmpModelerCore's
   ``slimmable.cpp`` does (leading rows and columns of every weight).
   Per-layer ``gating_mode`` ("none"/"gated", once or a list), per-layer ``activation``
-  lists, ``layer1x1`` active and ungrouped, ``head1x1`` inactive, FiLM blocks inactive,
-  ``bottleneck`` equal to ``channels``, ``groups_input``/``groups_input_mixin`` 1 and
-  equal ``kernel_sizes`` are the plain network and are read; any other value of these
-  keys (the A2 options), ``gating_mode`` "blended", a non-sigmoid ``secondary_activation``
-  and a post-stack ``head`` are refused under the key the file carries.
+  lists (LeakyReLU with its ``negative_slope``), per-layer ``kernel_sizes``, ``layer1x1``
+  active and ungrouped, ``head1x1`` inactive, FiLM blocks inactive, ``bottleneck`` equal
+  to ``channels`` and ``groups_input``/``groups_input_mixin`` 1 are read: this is what
+  the A2 files (NeuralAmpModelerCore ``example_models/A2.nam``: a ``SlimmableContainer``
+  of two such WaveNets) use. Any other value of these keys (the further options of
+  ``wavenet_a2_max.nam``), ``gating_mode`` "blended", a non-sigmoid
+  ``secondary_activation``, activation parameters other than LeakyReLU's and a
+  post-stack ``head`` are refused under the key the file carries.
 * ``SlimmableContainer`` (``submodels``: ``{max_value, model}`` sorted by ``max_value``,
   the last >= 1.0; top-level weights unused): size ``v`` runs the first submodel with
   ``v < max_value``; without a size the last one, as NeuralAmpModelerCore does. Every
@@ -44,6 +47,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,7 @@ from torch import nn
 
 from .. import limits, safety
 from ..architectures._streaming import StreamingConvNet
-from ..architectures.nam import NamLayerArray, NamLinear, NamLSTM, NamWaveNet
+from ..architectures.nam import NamActivation, NamLayerArray, NamLinear, NamLSTM, NamWaveNet, layer_activation
 from ..errors import CheckpointError
 from ..model import EffectModel
 from ._common import check_sample_rate, make_model, read_json
@@ -301,6 +305,20 @@ def _activation_name(value: Any) -> str:
     return value
 
 
+def _activation(value: Any, refuse: Callable[[str], CheckpointError]) -> NamActivation:
+    """A layer's ``activation`` entry: a name, or an object whose parameters are read
+    (LeakyReLU's ``negative_slope``); any other parameter is refused by name, never
+    replaced by torch's default."""
+    name = _activation_name(value)
+    if isinstance(value, dict):
+        try:
+            layer_activation(value)
+        except ValueError:
+            raise refuse(f"activation {value!r} (its parameters)") from None
+        return dict(value)
+    return name
+
+
 _FILMS = (
     "conv_pre_film",
     "conv_post_film",
@@ -323,8 +341,8 @@ def _per_layer(lc: dict[str, Any], key: str, n: int) -> list[Any]:
     return [value] * n
 
 
-def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[int, list[str], list[bool]]:
-    """Kernel size, activations and gating of layer array ``i``; options this loader cannot
+def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[list[int], list[NamActivation], list[bool]]:
+    """Kernel sizes, activations and gating of layer array ``i``; options this loader cannot
     render exactly are refused under the key a ``.nam`` file carries (NeuralAmpModelerCore
     ``wavenet::parse_config_json``)."""
 
@@ -340,9 +358,10 @@ def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[int, list[s
     l1 = lc.get("layer1x1")
     if l1 is not None and (not isinstance(l1, dict) or l1.get("active", True) is not True or l1.get("groups", 1) != 1):
         raise refuse(f"layer1x1={l1!r} (only an active, ungrouped layer1x1 is read)")
-    h1 = lc.get("head1x1")
-    if h1 is not None and (not isinstance(h1, dict) or h1.get("active", False) is not False):
-        raise refuse(f"head1x1={h1!r} (a per-layer head 1x1)")
+    for key in ("head1x1", "head_1x1"):  # NeuralAmpModelerCore reads both spellings
+        h1 = lc.get(key)
+        if h1 is not None and (not isinstance(h1, dict) or h1.get("active", False) is not False):
+            raise refuse(f"{key}={h1!r} (a per-layer head 1x1)")
     for key in _FILMS:
         film = lc.get(key)
         if film is None or film is False or (isinstance(film, dict) and film.get("active", True) is False):
@@ -350,13 +369,19 @@ def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[int, list[s
         raise refuse(f"FiLM block {key}={film!r}")
     n = len(lc["dilations"])
     if "kernel_sizes" in lc:
+        # 0.7 (A2 files): one kernel size per layer, here differing (6 and 15).
         sizes = lc["kernel_sizes"]
-        if "kernel_size" in lc or not isinstance(sizes, list) or len(sizes) != n or len(set(sizes)) != 1:
-            raise refuse(f"kernel_sizes={sizes!r} (per-layer kernel sizes that differ)")
-        kernel = int(sizes[0])
+        if (
+            "kernel_size" in lc
+            or not isinstance(sizes, list)
+            or len(sizes) != n
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in sizes)
+        ):
+            raise refuse(f"kernel_sizes={sizes!r} (one whole number per layer)")
+        kernels = [int(k) for k in sizes]
     else:
-        kernel = int(lc["kernel_size"])
-    acts = [_activation_name(a) for a in _per_layer(lc, "activation", n)]
+        kernels = [int(lc["kernel_size"])] * n
+    acts = [_activation(a, refuse) for a in _per_layer(lc, "activation", n)]
     if "gating_mode" in lc:
         modes = _per_layer(lc, "gating_mode", n)
         for mode in modes:
@@ -372,7 +397,7 @@ def _layer_options(lc: dict[str, Any], i: int, source: str) -> tuple[int, list[s
     slim = lc.get("slimmable")
     if slim is not None:
         _allowed_channels(slim, channels, i, source)
-    return kernel, acts, gated
+    return kernels, acts, gated
 
 
 def _allowed_channels(slim: Any, channels: int, i: int, source: str) -> list[int]:
@@ -419,7 +444,8 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
     rf = 1
     budget = limits.Budget(source)
     for i, lc in enumerate(cfg["layers"]):
-        kernel, acts, gated = _layer_options(lc, i, source)
+        kernels, acts, gated = _layer_options(lc, i, source)
+        kernel = max(kernels)
         channels = int(lc["channels"])
         head = lc.get("head")
         if isinstance(head, dict):
@@ -435,7 +461,7 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
         if (
             not dilations
             or min(dilations) < 1
-            or min(kernel, channels, input_size, condition_size, head_out, head_kernel) < 1
+            or min(*kernels, channels, input_size, condition_size, head_out, head_kernel) < 1
         ):
             raise CheckpointError(f"{source}: NAM WaveNet layer array {i} has bad sizes")
         n_layers += len(dilations)
@@ -455,9 +481,10 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
         widest = max(channels, input_size, condition_size, head_out)
         limits.at_most("channels", widest, source=source, field=where, what=f"declares {widest} channels")
         limits.at_most("layers", n_layers, source=source, field=f"{where}.dilations", what=f"make {n_layers} layers")
-        span = (kernel - 1) * sum(dilations)
+        span = sum((k - 1) * d for k, d in zip(kernels, dilations))
         rf += span + head_kernel - 1
-        what = f"with kernel_size {kernel} bring the receptive field to {rf} samples"
+        shown = f" {kernel}" if len(set(kernels)) == 1 else f"s up to {kernel}"
+        what = f"with kernel_size{shown} bring the receptive field to {rf} samples"
         limits.at_most("receptive_field", rf, source=source, field=f"{where}.dilations", what=what)
         what = f"need {4 * channels * span} bytes of streaming state ({channels} channels x {span} samples)"
         budget.charge("model_bytes", 4 * channels * span, field=f"{where}.dilations", what=what)
@@ -466,7 +493,7 @@ def _wavenet(cfg: dict[str, Any], source: str, depth: int, condition: bool) -> N
                 input_size,
                 condition_size,
                 channels,
-                kernel,
+                kernels,
                 dilations,
                 acts,
                 gated,

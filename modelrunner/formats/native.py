@@ -119,8 +119,10 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _read_weights(p: Path, max_bytes: int | None) -> tuple[dict[str, torch.Tensor], Any]:
-    """Return (state_dict, embedded config or None)."""
+def _read_weights(
+    p: Path, max_bytes: int | None, device: torch.device | str = "cpu"
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """Return (state_dict on ``device``, embedded config or None)."""
     safety.check_environment()
     safety.check_size(p, max_bytes)
     with open(p, "rb") as fh:
@@ -133,10 +135,10 @@ def _read_weights(p: Path, max_bytes: int | None) -> tuple[dict[str, torch.Tenso
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(p), device="cpu"), embedded
+            return load_file(str(p), device=str(torch.device(device))), embedded
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{p.name}: damaged safetensors file ({exc})") from None
-    obj = safety.torch_load(p, max_bytes)
+    obj = safety.torch_load(p, max_bytes, map_location=device)
     embedded = None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         embedded = obj.get("config")
@@ -192,11 +194,12 @@ def load(
     sample_rate: int | None = None,
     config: str | os.PathLike[str] | dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> EffectModel:
-    """Load native weights (safetensors or ``.pt``) with their config as an ``EffectModel``."""
+    """Load native weights (safetensors or ``.pt``, onto ``device``) with their config as an ``EffectModel``."""
     started = time.perf_counter()
     p = Path(path)
-    state_dict, embedded = _read_weights(p, max_bytes)
+    state_dict, embedded = _read_weights(p, max_bytes, device)
     if config is None and embedded is None:
         raise CheckpointError(
             f"{p.name}: no architecture config; pass config= (JSON file or dict) or embed it "

@@ -26,7 +26,7 @@ int rnn_run(int cell, int layers, int B, int T, int I0, int Hp, const float *x, 
 /* wavenet.c: the L layers of one NAM WaveNet layer array over B signals of T frames, in place.
  * Returns 0, or -1 when scratch memory could not be allocated. */
 int wavenet_layers(int B, int C, int T, int S, int L, const int *ks, const int *dil, const int *act,
-                   const int *gated, float *y, const float *cond, float *head, float *const *ctx,
+                   const int *gated, const float *slope, float *y, const float *cond, float *head, float *const *ctx,
                    const float *const *w, const float *const *bias, const float *const *w1,
                    const float *const *b1);
 

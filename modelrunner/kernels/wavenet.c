@@ -22,7 +22,8 @@
  *   w[l]   (M_l, K_l * C + S): column j * C + c for tap j and input channel c (tap K-1 is
  *          "now"), then the input mixer's S columns
  *   bias[l] (M_l)   w1[l] (C, C)   b1[l] (C)
- *   act[l]: 0 tanh, 1 relu; gated[l]: M_l = 2 C
+ *   act[l]: 0 tanh, 1 relu, 2 leaky relu max(a, slope[l] a) (0 <= slope[l] <= 1);
+ *   gated[l]: M_l = 2 C
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,10 @@
 #define OB 4 /* output channels per register tile */
 #define FB 4 /* frame vectors per register tile */
 
-static inline vf vact(int act, vf a) { return act == 0 ? vtanh_of_double(a + a) : vmax(a, splat(0.0f)); }
+static inline vf vact(int act, float slope, vf a) {
+    if (act == 0) return vtanh_of_double(a + a);
+    return act == 1 ? vmax(a, splat(0.0f)) : vmax(a, splat(slope) * a);
+}
 
 /* out[o, f] = init[o] + sum_k W[o, k] * X[k][f] for o < R (R <= OB), over FB frame
  * vectors starting at frame 0 of each input row; rows of X are given by pointers. */
@@ -63,7 +67,7 @@ static void matvec_block(int M, const float *const *rows, int nk, const float *W
 }
 
 int wavenet_layers(int B, int C, int T, int S, int L, const int *ks, const int *dil, const int *act,
-                   const int *gated, float *y, const float *cond, float *head, float *const *ctx,
+                   const int *gated, const float *slope, float *y, const float *cond, float *head, float *const *ctx,
                    const float *const *w, const float *const *bias, const float *const *w1,
                    const float *const *b1) {
     const int block = FB * VL;
@@ -113,7 +117,7 @@ int wavenet_layers(int B, int C, int T, int S, int L, const int *ks, const int *
                 matvec_block(M, rows, nk, w[l], bias[l], z, block);
                 for (int c = 0; c < C; c++)
                     for (int f = 0; f < block; f += VL) {
-                        vf p = vact(act[l], ld(z + (size_t)c * block + f));
+                        vf p = vact(act[l], slope[l], ld(z + (size_t)c * block + f));
                         if (gated[l]) p *= vsigmoid(ld(z + (size_t)(C + c) * block + f));
                         st(post + (size_t)c * block + f, p);
                         float *h = hwork + (size_t)c * Tp + t0 + f;

@@ -1685,3 +1685,54 @@ SIZE_CASES: list[Case] = [
     ),
 ]
 CASES += SIZE_CASES
+
+
+# ----------------------------------------------------------------- large excerpts, accepted
+
+#: Rate and channels of the large excerpts: the most an excerpt may have (96 kHz stereo).
+LARGE_RATE, LARGE_CHANNELS = 96_000, 2
+
+
+@dataclass(frozen=True)
+class LargeExcerpt:
+    """An excerpt pair within every cap but large on disk: the check must accept it while
+    holding a block of it at a time, never the file (``test_peak_memory.py``)."""
+
+    name: str
+    subtype: str
+    seconds: float
+    sends: str
+
+    def make(self, folder: Path) -> tuple[Path, Path]:
+        """Write the pair block by block (a 1 s tone whose level changes each second, so no
+        two blocks are alike), never holding more than a second of it."""
+        paths = (folder / f"{self.name}-dry.wav", folder / f"{self.name}-device.wav")
+        seconds = int(self.seconds)
+        t = np.arange(LARGE_RATE) / LARGE_RATE
+        for path, shape in zip(paths, (lambda x: x, lambda x: np.tanh(2.0 * x) * 0.5)):
+            with sf.SoundFile(
+                path, "w", samplerate=LARGE_RATE, channels=LARGE_CHANNELS, subtype=self.subtype, format="WAV"
+            ) as fh:
+                for second in range(seconds):
+                    level = 0.1 + 0.4 * ((second * 7919) % 100) / 100
+                    x = shape(level * np.sin(2 * np.pi * (220.0 + second % 50) * t)).astype(np.float32)
+                    fh.write(np.repeat(x[:, None], LARGE_CHANNELS, axis=1))
+        return paths
+
+
+LARGE_EXCERPTS: list[LargeExcerpt] = [
+    LargeExcerpt(
+        "excerpt-8bit-50mb",
+        "PCM_U8",
+        260.0,
+        "a dry input and a device recording of 260 s each, 96 kHz stereo 8-bit WAV: 50 MB per file, "
+        "200 MB per file decoded to float32",
+    ),
+    LargeExcerpt(
+        "excerpt-24bit-290s",
+        "PCM_24",
+        290.0,
+        "a dry input and a device recording of 290 s each (under the 300 s `MAX_EXCERPT_SECONDS`), "
+        "96 kHz stereo 24-bit WAV: 167 MB per file, 223 MB per file decoded to float32",
+    ),
+]

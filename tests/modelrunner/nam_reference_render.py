@@ -21,6 +21,14 @@ Only the package builds and runs the networks. Three things it cannot read from 
   submodel (``submodel``), which the package renders. ``slimming`` calls the package's
   ``set_slimming`` on slimmable layers.
 
+A job with ``generate`` (``{"model": a .nam object without weights, "seed", "head_gain"}``)
+first writes its ``model`` file with the package: each WaveNet is built from its config
+(``init_from_nam``'s own config reader), its weights drawn by the package's initialisers
+after ``torch.manual_seed(seed + i)``, the head convolution's weights multiplied by
+``head_gain`` (random weights give a quiet output), and written by the package's
+``export``; a ``SlimmableContainer`` lists the submodels so written. This is how the tests
+get files with the architecture of a released format (the A2 files) without shipping one.
+
 This file never imports the project; the project's tests never import the package.
 """
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,7 @@ import nam  # type: ignore[import-not-found]  # only in .venv-nam
 import numpy as np
 import torch
 from nam.models import init_from_nam  # type: ignore[import-not-found]
+from nam.models._from_nam import _init_wavenet  # type: ignore[import-not-found]
 
 
 def _renamed(model: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -66,9 +76,46 @@ def build(model: dict[str, Any]) -> tuple[Any, list[str]]:
     return net, notes
 
 
+def _exported(model: dict[str, Any], seed: int, head_gain: float) -> dict[str, Any]:
+    """A WaveNet ``.nam`` object as the package writes it, with seeded random weights."""
+    if model["architecture"] != "WaveNet":
+        raise NotImplementedError(f"generating {model['architecture']!r}")
+    torch.manual_seed(seed)
+    net = _init_wavenet(model["config"], model.get("sample_rate"))
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if "_head_rechannel.weight" in name:
+                param.mul_(head_gain)
+    with tempfile.TemporaryDirectory() as folder:
+        net.export(Path(folder), basename="model")
+        return json.loads((Path(folder) / "model.nam").read_text())
+
+
+def generate(spec: dict[str, Any], path: Path) -> list[str]:
+    """Write ``spec["model"]`` with the package's weights to ``path`` (see the docstring)."""
+    model, seed, gain = spec["model"], int(spec["seed"]), float(spec["head_gain"])
+    if model["architecture"] == "SlimmableContainer":
+        subs = model["config"]["submodels"]
+        written = {
+            **model,
+            "config": {
+                "submodels": [
+                    {"max_value": sub["max_value"], "model": _exported(sub["model"], seed + i, gain)}
+                    for i, sub in enumerate(subs)
+                ]
+            },
+            "weights": [],
+        }
+    else:
+        written = _exported(model, seed, gain)
+    path.write_text(json.dumps(written))
+    return [f"generated (seed {seed})"]
+
+
 def run(job: dict[str, Any]) -> dict[str, Any]:
+    generated = generate(job["generate"], Path(job["model"])) if job.get("generate") else []
     model = json.loads(Path(job["model"]).read_text())
-    notes = []
+    notes = generated
     if model["architecture"] == "SlimmableContainer":
         model = model["config"]["submodels"][job["submodel"]]["model"]
         notes.append(f"submodel {job['submodel']}")

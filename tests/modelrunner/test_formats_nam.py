@@ -561,7 +561,11 @@ A2_REFUSALS = {
     ),
     "bottleneck": ({"bottleneck": 2}, "bottleneck=2"),
     "groups_input": ({"groups_input": 3}, "groups_input=3"),
-    "kernel_sizes": ({"kernel_sizes": [3, 5]}, "kernel_sizes"),
+    # Differing per-layer kernel sizes are read (A2 files, tests/modelrunner/test_nam_a2.py); a
+    # list that does not give one whole number per layer is not.
+    "kernel_sizes": ({"kernel_sizes": [3]}, "kernel_sizes=[3] (one whole number per layer)"),
+    "kernel_sizes types": ({"kernel_sizes": [3, 2.5]}, "kernel_sizes=[3, 2.5]"),
+    "activation parameters": ({"activation": {"type": "PReLU", "negative_slope": 0.2}}, "activation {'type': 'PReLU'"),
     "slimmable method": ({"slimmable": {"method": "prune_magnitude"}}, "slimmable method 'prune_magnitude'"),
     "allowed_channels": (
         {"slimmable": {"method": "slice_channels_uniform", "kwargs": {"allowed_channels": [2, 1]}}},
