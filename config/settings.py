@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import dj_database_url
 
+from modelrunner import device as modelrunner_device
 from modelrunner.limits import CAPS as MODELRUNNER_CAPS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -193,7 +194,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
@@ -203,6 +204,41 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # "django" streams stimuli itself (with Range support); "nginx" answers with X-Accel-Redirect.
 SERVE_MEDIA_WITH = env_choice("SERVE_MEDIA_WITH", "django", ("django", "nginx"))
 PROTECTED_MEDIA_PREFIX = "/protected-media/"
+
+# Where uploads, renders, stimuli and reports are stored (docs/deployment.md): "filesystem", under
+# MEDIA_ROOT on this host (or a folder every host mounts); "s3", an S3-compatible object store
+# that web and worker hosts share, MEDIA_ROOT then being each host's own scratch space.
+MEDIA_STORAGE = env_choice("MEDIA_STORAGE", "filesystem", ("filesystem", "s3"))
+if MEDIA_STORAGE == "s3":
+    AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME").strip()
+    if not AWS_STORAGE_BUCKET_NAME:
+        _refuse("AWS_STORAGE_BUCKET_NAME", "", "name the bucket that holds the media when MEDIA_STORAGE=s3")
+    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL").strip() or None
+    if AWS_S3_ENDPOINT_URL and not AWS_S3_ENDPOINT_URL.startswith(("http://", "https://")):
+        _refuse("AWS_S3_ENDPOINT_URL", AWS_S3_ENDPOINT_URL, "use an http:// or https:// URL, or leave it empty for AWS")
+    AWS_S3_ADDRESSING_STYLE = env_choice("AWS_S3_ADDRESSING_STYLE", "auto", ("auto", "path", "virtual"))
+    if SERVE_MEDIA_WITH == "nginx":
+        _refuse(
+            "SERVE_MEDIA_WITH",
+            SERVE_MEDIA_WITH,
+            "use django with MEDIA_STORAGE=s3: the app streams stimuli from the store (nginx serves local files only)",
+        )
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "region_name": env_str("AWS_S3_REGION_NAME").strip() or None,
+            "addressing_style": None if AWS_S3_ADDRESSING_STYLE == "auto" else AWS_S3_ADDRESSING_STYLE,
+            # A key prefix inside the bucket, so that several sites can share one.
+            "location": env_str("AWS_LOCATION").strip().strip("/"),
+            # Results are stored under fixed names and replaced whole (webmushra.services.files.store).
+            "file_overwrite": True,
+            # Objects stay private: nothing is ever linked to the store directly.
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
 
 MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 200)
 # The longest excerpt accepted (s): renders, metrics and every participant's download grow with it.
@@ -282,6 +318,13 @@ RENDER_MAX_ATTEMPTS = env_int("RENDER_MAX_ATTEMPTS", 3)
 RENDER_MEMORY_MB = env_int("RENDER_MEMORY_MB", 0)
 if RENDER_MEMORY_MB < 0:
     _refuse("RENDER_MEMORY_MB", str(RENDER_MEMORY_MB), "use 0 (no cap) or a positive number of MB")
+# Where render workers run models: auto (a GPU when there is one), cpu, cuda or cuda:N
+# (modelrunner/device.py). The spelling is checked here, by every process; a render worker also
+# checks at start that the device exists (webmushra.tasks) and stops if it does not.
+try:
+    RENDER_DEVICE = modelrunner_device.parse(env_str("RENDER_DEVICE"))
+except modelrunner_device.DeviceError:
+    _refuse("RENDER_DEVICE", env_str("RENDER_DEVICE"), f"use {modelrunner_device.ACCEPTED}")
 # The model runner reads its caps (modelrunner/limits.py) from the environment; a typo stops the start.
 for _cap in MODELRUNNER_CAPS.values():
     if env_int(_cap.env, _cap.default) < 1:

@@ -189,6 +189,16 @@ class PostgresServer:
         self.stop()
         self.start()
 
+    def query(self, sql: str, params: tuple | dict = (), dbname: str = "postgres") -> list[tuple]:
+        """Rows of one statement, on a fresh autocommit connection as the superuser."""
+        import psycopg
+
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user={self.user} dbname={dbname}", autocommit=True, connect_timeout=10
+        ) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
     def close(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -143,6 +143,8 @@ def test_layout():
         ("SERVE_MEDIA_WITH", "ngnix", "django, nginx"),
         ("REAPER_INTERVAL_SECONDS", "nan", "finite number"),
         ("RENDER_WORKER_NICE", "20", "0 (none) to 19"),
+        ("RENDER_DEVICE", "gpu", "auto, cpu, cuda or cuda:N"),
+        ("RENDER_DEVICE", "cuda:x", "auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_an_invalid_setting_stops_the_start_naming_the_variable(tmp_path, name, value, accepted):

@@ -22,3 +22,11 @@ class RuleBroken(ServiceError):
     def __init__(self, rule: str, message: str) -> None:
         self.rule = rule
         super().__init__(f"{rule}: {message}")
+
+
+class FieldError(ServiceError):
+    """One field of a request is missing or wrong: HTTP 400 naming the field, nothing stored."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")

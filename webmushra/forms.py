@@ -17,6 +17,8 @@ from .rules import (
     EXIT_CODE_MAX,
     HEADPHONE_DEFAULTS,
     MAX_CATCH_TRIALS,
+    MAX_REPEAT_TRIALS,
+    MAX_TRIAL_INSTRUCTIONS_CHARS,
     RULE_DEFAULTS,
     RULE_MAXIMA,
     TRANSLATABLE_TEXTS,
@@ -24,6 +26,7 @@ from .rules import (
     headphone_settings,
     player_rules,
     questionnaire_fields,
+    trial_comments,
 )
 
 #: The analysis's own post-screening defaults (BS.1534-3 §4.1.2), shown on the settings page.
@@ -227,6 +230,28 @@ class SettingsForm(forms.Form):
         help_text="A test excerpt again with one model replaced by the reference, placed at random; "
         "a duplicate rated below the catch threshold (90 unless set) is flagged. Kept out of the analysis. 0: none.",
     )
+    repeat_trials = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_REPEAT_TRIALS,
+        label="Repeated trials per participant",
+        help_text="Test trials presented again later (never directly after), for each listener's test–retest "
+        "consistency; the repeat's scores feed the reliability section only. 0: none.",
+    )
+    trial_comments = forms.ChoiceField(
+        choices=[("off", "Off"), ("optional", "Optional"), ("required", "Required")],
+        required=False,
+        initial="off",
+        label="Comment box on each test trial",
+        help_text="Free text, at most 2000 characters; exported as comments.csv.",
+    )
+    trial_instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=MAX_TRIAL_INSTRUCTIONS_CHARS,
+        label="Instructions on every trial page of this block",
+        help_text="Shown above the sliders of each trial; in a blocked design each block has its own.",
+    )
     completion_url = forms.URLField(
         required=False,
         label="Prolific completion URL",
@@ -264,7 +289,7 @@ class SettingsForm(forms.Form):
         label="Headphone check: trials per test",
     )
     must_play_all = forms.BooleanField(required=False, label="Every signal must be played before rating")
-    require_one_100 = forms.BooleanField(required=False, label="At least one signal rated 100 (BS.1534-3 §5.4)")
+    require_one_100 = forms.BooleanField(required=False, label="At least one signal rated 100 (BS.1534-3 Attachment 1)")
     only_playing_slider_moves = forms.BooleanField(required=False, label="Only the playing signal's slider moves")
     min_play_seconds = forms.FloatField(
         required=False,
@@ -316,6 +341,12 @@ class SettingsForm(forms.Form):
     de_instructions = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Instructions (German)"
     )
+    de_trial_instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=MAX_TRIAL_INSTRUCTIONS_CHARS,
+        label="Instructions on every trial page (German)",
+    )
     de_consent_text = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 5}), required=False, label="Consent text (German)"
     )
@@ -343,6 +374,9 @@ class SettingsForm(forms.Form):
             "loudness_target_lufs": experiment.loudness_target_lufs,
             "trial_subset_size": cfg.get("trial_subset_size") or None,
             "catch_trials": cfg.get("catch_trials") or None,
+            "repeat_trials": cfg.get("repeat_trials") or None,
+            "trial_comments": trial_comments(cfg),
+            "trial_instructions": cfg.get("trial_instructions") or "",
             "completion_url": cfg.get("completion_url", ""),
             "completion_code": cfg.get("completion_code", ""),
             "screenout_url": cfg.get("screenout_url", ""),
@@ -401,6 +435,9 @@ class SettingsForm(forms.Form):
         config = {
             "trial_subset_size": d.get("trial_subset_size") or 0,
             "catch_trials": d.get("catch_trials") or 0,
+            "repeat_trials": d.get("repeat_trials") or 0,
+            "trial_comments": d.get("trial_comments") or "off",
+            "trial_instructions": d.get("trial_instructions") or "",
             "completion_url": d.get("completion_url") or "",
             "completion_code": d.get("completion_code") or "",
             "screenout_url": d.get("screenout_url") or "",

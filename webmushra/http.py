@@ -10,20 +10,27 @@ reload does not fetch the audio again; researchers' previews and every error ans
 With ``SERVE_MEDIA_WITH=nginx`` the response is an ``X-Accel-Redirect`` to nginx's
 internal location (after the file and the range are checked here); nginx then serves the
 bytes with this response's Cache-Control and Content-Type (docker/nginx.conf, ``max_ranges 1``).
+
+Files are read through the media storage (``services.files.StoredReader``). With an object
+store (``MEDIA_STORAGE=s3``) the bytes are fetched by range and passed on here, never through a
+redirect to a signed URL: the store's own answer would carry an ETag (the content's MD5, equal
+for equal files), Last-Modified and the object key, each of which could tell conditions apart.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import TypeVar
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from .models import Report
+from .services.files import StoredReader
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: Headers every blinded answer carries, whatever its status.
@@ -87,44 +94,27 @@ def serve_blinded_file(
     ``max_age``: seconds the participant's browser may keep it (``private``); None: ``no-store``.
     """
     cache_control = f"private, max-age={int(max_age)}" if max_age else NO_STORE
-    path = os.path.join(settings.MEDIA_ROOT, rel_path)
     try:
-        size = os.path.getsize(path)
-    except OSError:
+        reader = StoredReader(rel_path)
+    except (OSError, SuspiciousFileOperation):
         return blinded_error(404, "the file is missing")
+    size = reader.size
     wanted = _byte_range(request.headers.get("Range", ""), size)
+    if wanted is False or settings.SERVE_MEDIA_WITH == "nginx":
+        reader.close()
     if wanted is False:
         return _unsatisfiable(size)
     if settings.SERVE_MEDIA_WITH == "nginx":
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.PROTECTED_MEDIA_PREFIX + rel_path
         return _blind(response, cache_control)
-    if isinstance(wanted, tuple):
-        start, end = wanted
-        fh = open(path, "rb")
-        fh.seek(start)
-        remaining = end - start + 1
-
-        def chunks(f=fh, n=remaining):
-            try:
-                while n > 0:
-                    data = f.read(min(65536, n))
-                    if not data:
-                        break
-                    n -= len(data)
-                    yield data
-            finally:
-                f.close()
-
-        partial = StreamingHttpResponse(chunks(), status=206, content_type=content_type)
-        partial["Content-Range"] = f"bytes {start}-{end}/{size}"
-        partial["Content-Length"] = str(remaining)
-        partial["Accept-Ranges"] = "bytes"
-        return _blind(partial, cache_control)
-    whole = FileResponse(open(path, "rb"), content_type=content_type)
-    whole["Content-Length"] = str(size)
-    whole["Accept-Ranges"] = "bytes"
-    return _blind(whole, cache_control)
+    start, end = wanted if isinstance(wanted, tuple) else (0, size - 1)
+    answer = StreamingHttpResponse(reader.chunks(start, end), status=206 if wanted else 200, content_type=content_type)
+    if wanted:
+        answer["Content-Range"] = f"bytes {start}-{end}/{size}"
+    answer["Content-Length"] = str(end - start + 1)
+    answer["Accept-Ranges"] = "bytes"
+    return _blind(answer, cache_control)
 
 
 def _unsatisfiable(size: int) -> HttpResponse:
@@ -153,7 +143,9 @@ def report_file_response(report: Report) -> FileResponse:
     """A finished report bundle as a zip download (researchers only; not blinded)."""
     if report.status != Report.Status.DONE or not report.file:
         raise Http404("the report is not ready")
-    path = Path(settings.MEDIA_ROOT) / report.file
-    if not path.exists():
-        raise Http404("the report file is gone")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/zip")
+    try:
+        fh = default_storage.open(report.file, "rb")
+    except OSError:
+        raise Http404("the report file is gone") from None
+    name = PurePosixPath(report.file).name
+    return FileResponse(fh, as_attachment=True, filename=name, content_type="application/zip")

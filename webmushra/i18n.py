@@ -68,6 +68,7 @@ JS_STRINGS: tuple[str, ...] = (
     gettext_noop("Rate signals %(signals)s."),
     gettext_noop("Rate at least one signal 100 (the one identical to the reference)."),
     gettext_noop("You can submit in %(seconds)s s."),
+    gettext_noop("Write a comment on this trial."),
     gettext_noop("Play"),
     gettext_noop("Pause"),
     gettext_noop("loop starts at %(seconds)s seconds"),
@@ -107,7 +108,14 @@ TEXT_FIELDS: dict[str, str] = {
     "description": "description",
     "instructions": "instructions",
     "consent_text": "consent text",
+    "trial_instructions": "trial instructions",
 }
+
+
+def _english(experiment: Experiment, field: str) -> str:
+    """The researcher's text in English: a field of the experiment, or a text of its config."""
+    value = getattr(experiment, field) if field in rules.SETTINGS_FIELDS else experiment.config.get(field)
+    return str(value or "")
 
 
 def _translation(experiment: Experiment, language: str | None = None) -> dict[str, Any]:
@@ -120,7 +128,7 @@ def text(experiment: Experiment, field: str, language: str | None = None) -> str
     """The researcher's ``field`` (``TEXT_FIELDS``) in the active language, else in English."""
     if field not in TEXT_FIELDS:
         raise ValueError(f"{field!r} is not a translatable text")
-    return str(_translation(experiment, language).get(field) or getattr(experiment, field) or "")
+    return str(_translation(experiment, language).get(field) or _english(experiment, field))
 
 
 def questionnaire(experiment: Experiment, language: str | None = None) -> list[dict[str, Any]]:
@@ -149,7 +157,7 @@ def missing_translations(experiment: Experiment) -> dict[str, list[str]]:
             continue
         given = _translation(experiment, code)
         labels = given.get("questionnaire") or {}
-        missing = [name for field, name in TEXT_FIELDS.items() if getattr(experiment, field) and not given.get(field)]
+        missing = [name for field, name in TEXT_FIELDS.items() if _english(experiment, field) and not given.get(field)]
         missing += [
             f"questionnaire label “{f['label']}”"
             for f in fields

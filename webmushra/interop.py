@@ -90,6 +90,8 @@ class ImportReport:
     test_id: str = ""
     unsupported: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Questions that ask for something that identifies a person (``personal_data_warnings``).
+    warnings: list[str] = field(default_factory=list)
 
     def unsupported_text(self) -> str:
         return ", ".join(f"{t} page {i!r}" for t, i in self.unsupported)
@@ -98,7 +100,7 @@ class ImportReport:
         out = []
         if self.unsupported:
             out.append(f"Skipped unsupported pages: {self.unsupported_text()}.")
-        return out + self.notes
+        return out + self.warnings + self.notes
 
 
 @dataclass
@@ -215,6 +217,33 @@ def questionnaire_from(finish: dict) -> list[dict]:
     return rules.validate_questionnaire(fields)
 
 
+#: What a questionnaire question asks for when its name or label says so: a personal identifier
+#: (GDPR Art. 4(1)), which ties the session's ratings, device data and answers to a person.
+PERSONAL_IDENTIFIERS = (
+    (re.compile(r"e-?\s?mail|\bmail\b", re.I), "an e-mail address"),
+    (re.compile(r"(?<![a-z])(tele)?phone|mobile|\btel\b", re.I), "a telephone number"),
+    (re.compile(r"^(full|first|last|given|family|sur)?[ _-]?name$|\byour name\b|surname", re.I), "a name"),
+    (re.compile(r"\baddress\b|street|post\s?code|zip\s?code", re.I), "a postal address"),
+    (re.compile(r"birth\s?(date|day)|date of birth|\bdob\b", re.I), "a date of birth"),
+)
+
+
+def personal_data_warnings(questionnaire: list[dict]) -> list[str]:
+    """A warning for each question whose name or label asks for a personal identifier."""
+    out = []
+    for q in questionnaire:
+        for text in (q.get("name", ""), q.get("label", "")):
+            what = next((w for pattern, w in PERSONAL_IDENTIFIERS if pattern.search(str(text))), None)
+            if what:
+                out.append(
+                    f"Questionnaire question {q.get('name')!r} ({q.get('label')!r}) asks for {what}: it identifies "
+                    "the participant, so their ratings and device data are no longer anonymous. Remove it in the "
+                    "settings unless you need it, and say in the consent text that you collect it."
+                )
+                break
+    return out
+
+
 def _text(value: Any) -> str:
     return strip_tags(str(value or "")).strip()
 
@@ -264,6 +293,7 @@ def import_config(
     consent = [p for p in pages if p.type == "consent"]
     finish = next((p for p in pages if p.type == "finish"), None)
     questionnaire = questionnaire_from(finish.data) if finish else []
+    report.warnings = personal_data_warnings(questionnaire)
     random_blocks: dict[int, list[str]] = {}
     for p in pages:
         if p.random_block is not None:
@@ -273,7 +303,7 @@ def import_config(
     elif len(mushra) > 1:
         report.notes.append(
             "webMUSHRA shows these pages in a fixed order; here trial order is randomised "
-            "per participant (ITU-R BS.1534-3 §5.2)."
+            "per participant (ITU-R BS.1534-3 §3)."
         )
     for p in mushra:
         ignored = [k for k in ("showConditionNames",) if p.data.get(k)]
@@ -370,12 +400,7 @@ def import_config(
                 e.config = {**e.config, "import_notes": report.lines()}
                 e.save(update_fields=["config"])
     except BaseException:
-        for path in stored:
-            try:
-                os.unlink(path)
-                os.rmdir(os.path.dirname(path))
-            except OSError:
-                pass
+        files.delete_stored(*stored)
         raise
     return ImportResult(experiments=experiments, report=report)
 
@@ -396,12 +421,12 @@ def _build_experiment(
     config: dict,
     stored: list[str],
 ) -> Experiment:
-    from modelrunner.audio import read_audio
+    from modelrunner.audio import check_audio
     from modelrunner.errors import ModelRunnerError
 
     ref_path = _resolve(resolve, pages[0].data["reference"], pages[0], source)
     try:
-        _, sample_rate = read_audio(ref_path)
+        sample_rate = check_audio(ref_path).sample_rate  # in blocks: the rate, never the samples held
     except ModelRunnerError as exc:
         raise errors.ServiceError(f"{pages[0].data['reference']}: {exc}") from None
     experiment = experiments.create_experiment(
@@ -422,14 +447,14 @@ def _build_experiment(
             excerpt = uploads.add_excerpt(experiment=experiment, name=page.id, dry=ref, reference=ref)
         except errors.ServiceError as exc:
             raise errors.ServiceError(f"mushra page {page.id!r}: {exc}") from None
-        stored += [excerpt.dry_file.path, excerpt.reference_file.path]
+        stored += [excerpt.dry_file.name, excerpt.reference_file.name]
         for key in chunk:
             path = _resolve(resolve, page.data["stimuli"][key], page, source)
             try:
                 row = uploads.add_prerendered_audio(condition=conditions[key], excerpt=excerpt, audio=path)
             except errors.ServiceError as exc:
                 raise errors.ServiceError(f"mushra page {page.id!r}, stimulus {key}: {exc}") from None
-            stored.append(row.file.path)
+            stored.append(row.file.name)
     return experiment
 
 
@@ -587,7 +612,7 @@ def mushra_csv(experiment: Experiment) -> str:
                 stimulus_name(r.condition),
                 r.score,
                 (r.response.telemetry or {}).get("time_on_page_ms", ""),
-                "",
+                r.response.comment,  # the trial's comment (config["trial_comments"]), on each of its rows
                 flag_codes(r.response.flags),
                 r.participant.excluded_at is not None,
                 r.participant.exclusion_reason,

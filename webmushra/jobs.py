@@ -1,7 +1,8 @@
 """Running render jobs: claim the row, call the model runner, record the result.
 
-Called by the Celery tasks in ``webmushra/tasks.py``. Every file is written to a
-temporary name and renamed into place (``modelrunner.audio.write_wav``), so a rerun
+Called by the Celery tasks in ``webmushra/tasks.py``. Inputs are read from the media
+storage (``services.files.local_copy``: on another host than the web server too) and
+every result is put in place whole or not at all (``services.files.store``), so a rerun
 after a crash is harmless and no half-written stimulus is ever served.
 """
 
@@ -13,7 +14,6 @@ import socket
 import threading
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -24,7 +24,7 @@ from modelrunner.errors import ModelRunnerError
 
 from . import errors
 from .models import ConditionKind, RenderJob
-from .services import cabinet, rendering
+from .services import cabinet, files, rendering
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,12 @@ class _Beat:
             rendering.heartbeat(claim=self.claim, progress=progress)
 
 
-def _media(rel: str) -> Path:
-    return Path(settings.MEDIA_ROOT) / rel
+def _read_stored(name: str) -> tuple[np.ndarray, int]:
+    """A stored audio file's samples (``modelrunner.audio.read_audio`` on a local copy)."""
+    from modelrunner.audio import read_audio
+
+    with files.local_copy(name) as path:
+        return read_audio(path)
 
 
 class _KeepAlive:
@@ -140,23 +144,24 @@ def out_of_memory_message(exc: BaseException) -> str:
 
 
 def _run_model(claim: rendering.Claim) -> None:
-    from modelrunner import metrics, policy
-    from modelrunner.audio import read_audio, write_wav
+    from modelrunner import device, metrics, policy
+    from modelrunner.audio import encode_wav
 
     job = claim.job
     excerpt = job.excerpt
     beat = _Beat(claim)
-    dry, sr = read_audio(excerpt.dry_file.path)
-    reference, _ = read_audio(excerpt.reference_file.path)
+    dry, sr = _read_stored(excerpt.dry_file.name)
+    reference, _ = _read_stored(excerpt.reference_file.name)
     # Look-back context is at the excerpt's rate (checked on upload); the policy decides whether it is used.
     lb_dry = lb_reference = None
     if excerpt.lookback_dry_file:
-        lb_dry, _ = read_audio(excerpt.lookback_dry_file.path)
-        lb_reference, _ = read_audio(excerpt.lookback_reference_file.path)
+        lb_dry, _ = _read_stored(excerpt.lookback_dry_file.name)
+        lb_reference, _ = _read_stored(excerpt.lookback_reference_file.name)
     condition = job.condition
     if condition is None or condition.checkpoint is None:
         raise ModelRunnerError(f"render job {job.pk} renders a model but has no condition with a checkpoint")
-    model = rendering.load_checkpoint_model(condition.checkpoint)
+    # On RENDER_DEVICE: a GPU worker loads the weights onto its GPU and renders there.
+    model = rendering.load_checkpoint_model(condition.checkpoint, device=rendering.render_device())
     # The condition's cabinet IR (if any) is applied after the model, at the model's rate.
     ir = cabinet.load_condition_ir(condition, model.sample_rate)
     beat(0.05)
@@ -183,7 +188,7 @@ def _run_model(claim: rendering.Claim) -> None:
     values = metrics.compute_all(out_mono, ref_mono, sr)
     beat(0.95)
     rel = f"renders/e{job.experiment_id}/x{job.excerpt_id}_c{job.condition_id}.wav"
-    write_wav(_media(rel), output, sr, subtype="FLOAT")
+    files.store(rel, encode_wav(output, sr, subtype="FLOAT"))
     report = {
         "metrics": {k: (None if not np.isfinite(v) else float(v)) for k, v in values.items()},
         "render_seconds": round(seconds, 3),
@@ -194,6 +199,8 @@ def _run_model(claim: rendering.Claim) -> None:
             "format": model.format,
             # The compiled kernel or PyTorch's, and why (modelrunner.pathchoice).
             "render_kernel": str(getattr(model.module, "render_kernel", "PyTorch")),
+            # Where it rendered: cpu, or the GPU (RENDER_DEVICE, modelrunner.device).
+            "device": device.describe(model.device),
         },
         "peak_dbfs": float(20 * np.log10(max(float(np.max(np.abs(output))), 1e-12))),
         "start_state": start_state,
@@ -205,13 +212,12 @@ def _run_model(claim: rendering.Claim) -> None:
 
 def _run_item(claim: rendering.Claim) -> None:
     from modelrunner import anchors, loudness
-    from modelrunner.audio import read_audio
 
     job = claim.job
     experiment = job.experiment
     excerpt = job.excerpt
     beat = _Beat(claim)
-    reference, sr = read_audio(excerpt.reference_file.path)
+    reference, sr = _read_stored(excerpt.reference_file.name)
     signals: dict[str, np.ndarray] = {}
     metrics_by_condition: dict[int, dict] = {}
     info_by_condition: dict[int, dict] = {}
@@ -221,7 +227,7 @@ def _run_item(claim: rendering.Claim) -> None:
             continue
         if condition.kind == ConditionKind.MODEL:
             model_job = RenderJob.objects.get(kind=RenderJob.Kind.MODEL, condition=condition, excerpt=excerpt)
-            audio, _ = read_audio(_media(model_job.output_file))
+            audio, _ = _read_stored(model_job.output_file)
             audio = _fit(audio, reference.shape)
             metrics_by_condition[condition.pk] = model_job.report.get("metrics", {})
             info_by_condition[condition.pk] = {
@@ -230,7 +236,7 @@ def _run_item(claim: rendering.Claim) -> None:
             }
         elif condition.kind == ConditionKind.PRERENDERED:
             pre = condition.prerendered_audio.get(excerpt=excerpt)
-            audio, _ = read_audio(pre.file.path)
+            audio, _ = _read_stored(pre.file.name)
             audio = _fit(audio, reference.shape)
         else:
             cutoff = ConditionKind.anchor_cutoff_hz(condition.kind)
@@ -253,7 +259,7 @@ def _run_item(claim: rendering.Claim) -> None:
         if condition.kind == ConditionKind.HIDDEN_REFERENCE:
             everything[str(condition.pk)] = aligned_ref
     stimuli: list[dict] = []
-    written: list[Path] = []
+    written: list[str] = []
     try:
         _write_stimuli(
             conditions,
@@ -273,8 +279,7 @@ def _run_item(claim: rendering.Claim) -> None:
     except BaseException:
         # Complete files under their final names but with no Stimulus row would never be served;
         # remove them anyway so a failed attempt leaves nothing behind.
-        for path in written:
-            path.unlink(missing_ok=True)
+        files.delete_stored(*written)
         raise
 
 
@@ -292,7 +297,7 @@ def _write_stimuli(
     written,
 ) -> None:
     from modelrunner import loudness
-    from modelrunner.audio import write_wav
+    from modelrunner.audio import encode_wav
     from modelrunner.render import resample
 
     resampled = {c.pk: resample(everything[str(c.pk)], sr, out_sr) for c in conditions}
@@ -309,8 +314,9 @@ def _write_stimuli(
         audio = resampled[condition.pk]
         peak = float(np.max(np.abs(audio)))
         rel = f"stimuli/e{experiment.pk}/x{excerpt.pk}_c{condition.pk}.wav"
-        path = write_wav(_media(rel), audio, out_sr, subtype=STIMULUS_SUBTYPE)
-        written.append(path)
+        data = encode_wav(audio, out_sr, subtype=STIMULUS_SUBTYPE)
+        size = files.store(rel, data)
+        written.append(rel)
         stimuli.append(
             {
                 "condition_id": condition.pk,
@@ -318,7 +324,7 @@ def _write_stimuli(
                 "sample_rate": out_sr,
                 "frames": audio.shape[0],
                 "channels": audio.shape[1],
-                "size": path.stat().st_size,
+                "size": size,
                 "loudness_lufs": _finite(loudness.integrated_loudness(audio, out_sr)),
                 "gain_db": _gain_for(report, str(condition.pk), condition.kind) + headroom_db,
                 "peak_dbfs": float(20 * np.log10(max(peak, 1e-12))),

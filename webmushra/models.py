@@ -313,14 +313,23 @@ class Trial(models.Model):
     #: A catch trial: the excerpt's signals with one model's audio replaced by the reference
     #: (served through tokens of its own); rated like any trial, never part of the analysis.
     is_catch = models.BooleanField(default=False)
+    #: A repeated trial (test-retest, BS.1534-3 listener reliability): the test trial it presents
+    #: again, through tokens of its own; its scores are kept on its response
+    #: (``TrialResponse.repeat``), never as ratings, so the analysis sees the first presentation.
+    repeat_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats")
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["is_training", "is_catch", "position", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["experiment", "excerpt", "is_training", "is_catch"], name="one_trial_per_excerpt"
-            )
+                fields=["experiment", "excerpt", "is_training", "is_catch"],
+                condition=Q(repeat_of__isnull=True),
+                name="one_trial_per_excerpt",
+            ),
+            models.UniqueConstraint(
+                fields=["repeat_of"], condition=Q(repeat_of__isnull=False), name="one_repeat_per_trial"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -431,6 +440,12 @@ class TrialResponse(models.Model):
     #: A catch trial's outcome (its scores are kept here, never as ratings): the score of the
     #: reference duplicate, of the hidden reference, and every signal's score by condition id.
     catch = models.JSONField(default=dict, blank=True)
+    #: A repeated trial's outcome (its scores are kept here, never as ratings): the trial it
+    #: repeats (``of``) and every signal's score by condition id (``scores``).
+    repeat = models.JSONField(default=dict, blank=True)
+    #: The participant's free-text comment on the trial (``config["trial_comments"]``, at most
+    #: ``rules.MAX_COMMENT_CHARS``); personal text, emptied when personal data is purged.
+    comment = models.TextField(blank=True, default="")
     submitted_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

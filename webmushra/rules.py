@@ -17,7 +17,7 @@ from django.utils.translation import gettext, gettext_noop
 
 from evaluation.settings import Settings as _AnalysisSettings
 
-from .errors import RuleBroken, ServiceError
+from .errors import FieldError, RuleBroken, ServiceError
 from .inputs import json_problem
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 RULE_DEFAULTS: dict[str, bool | float] = {
     "must_play_all": True,  # every signal must be played before the trial can be submitted
     "only_playing_slider_moves": True,  # a slider moves only while its signal is the one playing
-    "require_one_100": True,  # at least one signal rated 100 (the hidden reference, BS.1534-3 §5.2)
+    "require_one_100": True,  # at least one signal rated 100 (the hidden reference, BS.1534-3 Attachment 1)
     "loop_min_seconds": 0.5,
     # With must_play_all: every signal heard at least this long (s; 0: any playback counts).
     "min_play_seconds": 1.0,
@@ -265,8 +265,9 @@ def check_trial(
     not. Raises ``RuleBroken`` naming the first rule broken, ``ServiceError`` for a malformed
     log. ``keys`` are the trial's signal keys in page order (signal 1, 2, ...).
 
-    The rules are the player's (BS.1534-3 §5.2 lets the assessor switch freely between the
-    signals; §5.4 asks for at least one signal, the hidden reference, at 100).
+    The rules are the player's (BS.1534-3 §5.3 lets the assessor switch freely between the
+    signals; the instructions of its Attachment 1 ask for at least one signal, the hidden
+    reference, at 100).
     """
     number = {k: n for n, k in enumerate(keys, start=1)}
     events = telemetry_events(telemetry, keys)
@@ -390,6 +391,58 @@ def catch_trial_count(config: dict[str, Any]) -> int:
     return int(config.get("catch_trials") or 0)
 
 
+#: The most repeated trials one participant is given (``config["repeat_trials"]``): each presents
+#: one of their own test trials again later, for their test-retest consistency (BS.1534-3
+#: listener reliability; ``evaluation.reliability``).
+MAX_REPEAT_TRIALS = 10
+
+
+def repeat_trial_count(config: dict[str, Any]) -> int:
+    """How many repeated trials each participant gets (0: none), as stored by ``validate_config``."""
+    return int(config.get("repeat_trials") or 0)
+
+
+#: The comment box of a test trial page (``config["trial_comments"]``): none, optional, or a
+#: comment required before the trial is saved (the server refuses a save without one).
+TRIAL_COMMENT_MODES = ("off", "optional", "required")
+#: The longest comment on one trial (characters); a longer one is refused, nothing stored.
+MAX_COMMENT_CHARS = 2000
+#: The longest instructions shown on every trial page of a block (``config["trial_instructions"]``).
+MAX_TRIAL_INSTRUCTIONS_CHARS = 2000
+
+
+def trial_comments(config: dict[str, Any]) -> str:
+    """The comment box of test trials: ``off``, ``optional`` or ``required``."""
+    mode = config.get("trial_comments") or "off"
+    return mode if mode in TRIAL_COMMENT_MODES else "off"
+
+
+def clean_comment(mode: str, comment: Any) -> str:
+    """A trial's comment checked against the experiment's ``mode``: the text (stripped), or
+    ``FieldError`` naming the field (missing when required, too long, not text, NUL), in the
+    participant's language."""
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise FieldError("comment", gettext("expected a text"))
+    comment = comment.strip()
+    if mode == "off":
+        if comment:
+            raise FieldError("comment", gettext("this trial takes no comment"))
+        return ""
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise FieldError(
+            "comment",
+            gettext("at most %(limit)s characters (got %(length)s)")
+            % {"limit": MAX_COMMENT_CHARS, "length": len(comment)},
+        )
+    if "\x00" in comment:  # no database column holds it (PostgreSQL refuses NUL in text)
+        raise FieldError("comment", gettext("remove the NUL character"))
+    if mode == "required" and not comment:
+        raise FieldError("comment", gettext("a comment on this trial is required"))
+    return comment
+
+
 def validate_quality(quality: Any) -> dict[str, float]:
     """Check the flag thresholds (``config["quality"]``); return them normalised."""
     if not isinstance(quality, dict):
@@ -445,10 +498,20 @@ def questionnaire_problem(field: dict[str, Any], answer: str) -> str:
 
 #: Config keys that may change while the experiment is open: where participants are sent at the
 #: end, how the analysis and quality flags read the data, and the translations of the
-#: researcher's texts (the English texts, fields of the experiment, may change too). Everything
-#: else shapes what participants do, so it stays as they started with it.
+#: researcher's texts (the English texts, fields of the experiment, may change too, and so may the
+#: trial pages' instructions). Everything else shapes what participants do, so it stays as they
+#: started with it.
 OPEN_CHANGEABLE = frozenset(
-    {"completion_url", "completion_code", "screenout_url", "screenout_code", "analysis", "quality", "translations"}
+    {
+        "completion_url",
+        "completion_code",
+        "screenout_url",
+        "screenout_code",
+        "analysis",
+        "quality",
+        "translations",
+        "trial_instructions",
+    }
 )
 
 
@@ -463,6 +526,8 @@ def participant_facing(config: dict[str, Any]) -> dict[str, Any]:
     out["questionnaire"] = DEFAULT_QUESTIONNAIRE if questions is None else questions
     out["trial_subset_size"] = int(config.get("trial_subset_size") or 0)
     out["catch_trials"] = catch_trial_count(config)
+    out["repeat_trials"] = repeat_trial_count(config)
+    out["trial_comments"] = trial_comments(config)
     return out
 
 
@@ -504,8 +569,9 @@ def validate_questionnaire(fields: Any) -> list[dict]:
 
 
 #: The researcher's texts a translation may give (``config["translations"][language]``, shown
-#: on the participant pages in that language; webmushra/i18n.py), besides questionnaire labels.
-TRANSLATABLE_TEXTS = ("title", "description", "instructions", "consent_text")
+#: on the participant pages in that language; webmushra/i18n.py), besides questionnaire labels:
+#: fields of the experiment, and ``trial_instructions`` from its config.
+TRANSLATABLE_TEXTS = ("title", "description", "instructions", "consent_text", "trial_instructions")
 
 
 def validate_translations(value: Any, questions: list[dict]) -> dict[str, dict]:
@@ -539,7 +605,8 @@ def validate_translations(value: Any, questions: list[dict]) -> dict[str, dict]:
                 continue
             if not isinstance(text, str):
                 raise ServiceError(f"translations: {code}: {field} must be a text")
-            text = text.strip()[:200] if field == "title" else text.strip()
+            limit = {"title": 200, "trial_instructions": MAX_TRIAL_INSTRUCTIONS_CHARS}.get(field)
+            text = text.strip()[:limit] if limit else text.strip()
             if text:
                 clean[field] = text
         labels = texts.get("questionnaire")
@@ -589,6 +656,24 @@ def validate_config(config: dict) -> dict:
         if count is None or count != int(count) or not 0 <= count <= MAX_CATCH_TRIALS:
             raise ServiceError(f"catch_trials: expected a whole number from 0 (none) to {MAX_CATCH_TRIALS}")
         cfg["catch_trials"] = int(count)
+    if "repeat_trials" in cfg:
+        count = _number(cfg["repeat_trials"] or 0)
+        if count is None or count != int(count) or not 0 <= count <= MAX_REPEAT_TRIALS:
+            raise ServiceError(f"repeat_trials: expected a whole number from 0 (none) to {MAX_REPEAT_TRIALS}")
+        cfg["repeat_trials"] = int(count)
+    if "trial_comments" in cfg:
+        mode = cfg["trial_comments"] or "off"
+        if mode not in TRIAL_COMMENT_MODES:
+            raise ServiceError(f"trial_comments: expected one of {', '.join(TRIAL_COMMENT_MODES)}")
+        cfg["trial_comments"] = mode
+    if "trial_instructions" in cfg:
+        text = cfg["trial_instructions"] if cfg["trial_instructions"] is not None else ""
+        if not isinstance(text, str):
+            raise ServiceError("trial_instructions: expected a text")
+        text = text.strip()
+        if len(text) > MAX_TRIAL_INSTRUCTIONS_CHARS:
+            raise ServiceError(f"trial_instructions: at most {MAX_TRIAL_INSTRUCTIONS_CHARS} characters")
+        cfg["trial_instructions"] = text
     _validate_exit(cfg)
     hc = cfg.get("headphone_check")
     if hc is not None:

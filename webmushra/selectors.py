@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -110,6 +111,95 @@ def catch_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[d
     return out
 
 
+def repeat_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """The scores of answered repeated trials, one row per (participant, item, condition) with
+    ``repeat = 1``, in the analysis's columns (``RATING_COLUMNS``): kept out of ``ratings_rows``
+    (and so out of the main analysis, ``ratings.csv`` and ``mushra.csv``), fed to the analysis's
+    test-retest (``evaluation.reliability``) by ``analysis_rows(..., repeats=True)``."""
+    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__repeat_of__isnull=False)
+    if not include_pilot:
+        responses = responses.filter(participant__is_pilot=False)
+    conditions: dict[int, tuple[str, str]] = {
+        pk: (label, kind) for pk, label, kind in experiment.conditions.values_list("pk", "label", "kind")
+    }
+    out = []
+    for r in responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at"):
+        tests = [e for e in r.participant.plan if not e.get("training")]
+        position = next((i for i, e in enumerate(tests) if e["trial"] == r.trial_id), None)
+        for cid, score in ((r.repeat or {}).get("scores") or {}).items():
+            if int(cid) not in conditions:
+                continue
+            label, kind = conditions[int(cid)]
+            out.append(
+                {
+                    "participant": f"P{r.participant_id}",
+                    "item": r.trial.excerpt.name,
+                    "condition": label,
+                    "kind": ConditionKind.analysis_kind(kind),
+                    "rating": score,
+                    "trial_position": position,
+                    "submitted_at": r.submitted_at.isoformat(),
+                    "repeat": 1,
+                    "excluded": r.participant.excluded_at is not None,
+                    **({"pilot": r.participant.is_pilot} if include_pilot else {}),
+                }
+            )
+    return out
+
+
+def retest_rows(experiment: Experiment) -> list[dict]:
+    """Each listener's test-retest agreement on their repeated trials (first against repeated
+    presentation: ``evaluation.reliability.retest_agreement``), participants excluded by hand
+    left out as in the analysis; empty when nobody has answered a repeat."""
+    rows = analysis_rows(experiment, repeats=True)
+    if not any(r.get("repeat") for r in rows):
+        return []
+    import pandas as pd
+
+    from evaluation.reliability import retest_agreement, split_repeats
+
+    primary, again = split_repeats(pd.DataFrame(rows))
+    table, _pooled = retest_agreement(primary, again)
+    return table.astype(object).where(table.notna(), None).to_dict("records")
+
+
+#: ``comments.csv``: one row per trial comment (test trials; ``trial_position`` as in the ratings).
+COMMENT_COLUMNS = ["participant", "item", "trial_position", "comment", "submitted_at"]
+
+
+def comment_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """The participants' comments on their trials (``config["trial_comments"]``), one row per
+    commented trial, in the order they were written."""
+    responses = TrialResponse.objects.filter(trial__experiment=experiment).exclude(comment="")
+    if not include_pilot:
+        responses = responses.filter(participant__is_pilot=False)
+    out = []
+    for r in responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at"):
+        tests = [e for e in r.participant.plan if not e.get("training")]
+        out.append(
+            {
+                "participant": f"P{r.participant_id}",
+                "item": r.trial.excerpt.name,
+                "trial_position": next((i for i, e in enumerate(tests) if e["trial"] == r.trial_id), None),
+                "comment": r.comment,
+                "submitted_at": r.submitted_at.isoformat(),
+                **({"pilot": r.participant.is_pilot} if include_pilot else {}),
+            }
+        )
+    return out
+
+
+def comments_csv(experiment: Experiment, *, include_pilot: bool = False) -> str:
+    """``comments.csv``: the comments as a tidy table, every cell through ``csv_cell``."""
+    buf = io.StringIO()
+    columns = COMMENT_COLUMNS + (["pilot"] if include_pilot else [])
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    rows = comment_rows(experiment, include_pilot=include_pilot)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
+
+
 def _khz(rate: int) -> str:
     return f"{rate / 1000:g} kHz"
 
@@ -148,10 +238,17 @@ def rate_notes(experiment: Experiment) -> list[str]:
     return notes
 
 
-def analysis_rows(experiment: Experiment) -> list[dict]:
+def analysis_rows(experiment: Experiment, *, repeats: bool = False) -> list[dict]:
     """The ratings the analysis reads: ``ratings_rows`` without the participants the
-    researcher excluded, in the analysis's columns (``RATING_COLUMNS``)."""
-    return [{k: r[k] for k in RATING_COLUMNS} for r in ratings_rows(experiment) if not r["excluded"]]
+    researcher excluded, in the analysis's columns (``RATING_COLUMNS``): first presentations
+    only. ``repeats``: the repeated trials' scores too, every row with a ``repeat`` column (0 the
+    first presentation, 1 the repeat), which the analysis keeps for test-retest only
+    (``evaluation.reliability.split_repeats``)."""
+    rows = [{k: r[k] for k in RATING_COLUMNS} for r in ratings_rows(experiment) if not r["excluded"]]
+    if not repeats:
+        return rows
+    again = [{**{k: r[k] for k in RATING_COLUMNS}, "repeat": 1} for r in repeat_rows(experiment) if not r["excluded"]]
+    return [{**r, "repeat": 0} for r in rows] + again if again else rows
 
 
 def pilot_rating_rows(experiment: Experiment) -> list[dict]:
@@ -191,6 +288,148 @@ def ratings_csv(experiment: Experiment, *, include_pilot: bool = False) -> str:
     writer.writeheader()
     rows = ratings_rows(experiment, include_pilot=include_pilot)
     writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
+
+
+#: ``slider_traces.csv``: one row per recorded slider position of a test (or catch) trial, in
+#: the order the page recorded them (``point``, 0 = first); ``t_ms`` since the trial's page opened.
+SLIDER_TRACE_COLUMNS = [
+    "participant",
+    "item",
+    "trial_position",
+    "catch",
+    "condition",
+    "signal_position",
+    "point",
+    "t_ms",
+    "value",
+]
+#: ``sessions.csv``: one row per session, the device and audio context the trial pages reported
+#: (from the session's first saved trial that reported them) and how many trials reported them.
+SESSION_DEVICE_COLUMNS = [
+    "participant",
+    "stage",
+    "excluded",
+    "user_agent",
+    "context_sample_rate",
+    "stimulus_sample_rate",
+    "resampled",
+    "base_latency_s",
+    "output_latency_s",
+    "screen_width",
+    "screen_height",
+    "device_pixel_ratio",
+    "viewport_width",
+    "viewport_height",
+    "decode_ms",
+    "trials_reporting",
+]
+
+
+def _number(value: Any) -> int | float | None:
+    """A number the page sent, or nothing (the telemetry is the browser's word, not checked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _test_responses(experiment: Experiment, include_pilot: bool) -> QuerySet[TrialResponse]:
+    responses = TrialResponse.objects.filter(participant__experiment=experiment)
+    if not include_pilot:
+        responses = responses.filter(participant__is_pilot=False)
+    return responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at", "pk")
+
+
+def slider_trace_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """Every slider trace the trial pages stored (``telemetry["slider_moves"]``: ``{key, value,
+    t_ms}``), one row per point, with the condition behind the opaque signal key. Training
+    trials are left out, as in the ratings."""
+    labels = dict(experiment.conditions.values_list("pk", "label"))
+    out = []
+    for r in _test_responses(experiment, include_pilot):
+        plan = r.participant.plan or []
+        entry = next((e for e in plan if e.get("trial") == r.trial_id), None)
+        if entry is None or entry.get("training"):
+            continue
+        tests = [e for e in plan if not e.get("training")]
+        position = next((i for i, e in enumerate(tests) if e is entry), None)
+        conditions = entry.get("conditions") or []
+        moves = (r.telemetry or {}).get("slider_moves")
+        for point, move in enumerate(moves if isinstance(moves, list) else []):
+            if not isinstance(move, dict):
+                continue
+            key = move.get("key")
+            page = ord(key) - ord("a") if isinstance(key, str) and len(key) == 1 else -1
+            cid = conditions[page] if 0 <= page < len(conditions) else None
+            out.append(
+                {
+                    "participant": f"P{r.participant_id}",
+                    "item": r.trial.excerpt.name,
+                    "trial_position": position,
+                    "catch": bool(entry.get("catch")),
+                    "condition": labels.get(cid) if cid is not None else None,
+                    "signal_position": page + 1 if cid is not None else None,
+                    "point": point,
+                    "t_ms": _number(move.get("t_ms")),
+                    "value": _number(move.get("value")),
+                }
+            )
+    return out
+
+
+def session_device_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """One row per session: the user agent (the page's ``navigator.userAgent``, else the one the
+    session started with), the AudioContext's sample rate and latencies, screen and window sizes
+    and decode time, as the session's first trial page that reported them stored them."""
+    participants = experiment.participants.all() if include_pilot else experiment.participants.filter(is_pilot=False)
+    first: dict[int, dict] = {}
+    reporting: dict[int, int] = {}
+    for r in _test_responses(experiment, include_pilot):
+        telemetry = r.telemetry or {}
+        if not any(k in telemetry for k in ("user_agent", "audio", "screen", "viewport")):
+            continue
+        reporting[r.participant_id] = reporting.get(r.participant_id, 0) + 1
+        first.setdefault(r.participant_id, telemetry)
+    out = []
+    for p in participants.order_by("pk"):
+        telemetry = first.get(p.pk, {})
+        audio, screen, viewport = (_mapping(telemetry.get(k)) for k in ("audio", "screen", "viewport"))
+        agent = telemetry.get("user_agent")
+        resampled = audio.get("resampled")
+        out.append(
+            {
+                "participant": f"P{p.pk}",
+                "stage": p.stage,
+                "excluded": p.excluded_at is not None,
+                "user_agent": agent if isinstance(agent, str) and agent else p.user_agent,
+                "context_sample_rate": _number(audio.get("context_sample_rate")),
+                "stimulus_sample_rate": _number(audio.get("stimulus_sample_rate")),
+                "resampled": resampled if isinstance(resampled, bool) else None,
+                "base_latency_s": _number(audio.get("base_latency")),
+                "output_latency_s": _number(audio.get("output_latency")),
+                "screen_width": _number(screen.get("width")),
+                "screen_height": _number(screen.get("height")),
+                "device_pixel_ratio": _number(screen.get("dpr")),
+                "viewport_width": _number(viewport.get("width")),
+                "viewport_height": _number(viewport.get("height")),
+                "decode_ms": _number(telemetry.get("decode_ms")),
+                "trials_reporting": reporting.get(p.pk, 0),
+                **({"pilot": p.is_pilot} if include_pilot else {}),
+            }
+        )
+    return out
+
+
+def table_csv(rows: list[dict], columns: list[str]) -> str:
+    """Rows as CSV in the given columns, every cell through ``csv_cell``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: csv_cell(row.get(k)) for k in columns} for row in rows)
     return buf.getvalue()
 
 

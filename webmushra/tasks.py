@@ -8,13 +8,17 @@ run. JSON serialisation, late acknowledgement and the time limits are set in
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from typing import Any
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_process_init
 
 from . import messaging
+
+log = logging.getLogger(__name__)
 
 
 @celeryd_after_setup.connect
@@ -23,7 +27,11 @@ def _render_workers_import_torch_before_forking(sender: Any = None, instance: An
     main process, before it forks its pool: every pool child (the first, and each one recycled
     by ``--max-tasks-per-child`` or after a crash) starts with them loaded instead of spending
     seconds importing them, well inside ``CELERY_WORKER_PROC_ALIVE_TIMEOUT``. Nothing runs on
-    torch here, so no thread pool exists to be forked."""
+    torch here, so no thread pool exists to be forked.
+
+    It also checks ``RENDER_DEVICE`` here: a worker told to render on a GPU this machine lacks
+    stops at start (exit status 2, one line naming the setting) instead of failing every job.
+    The check asks NVML and never initialises CUDA, which a forked pool child could not use."""
     from django.conf import settings
 
     render_queue = settings.CELERY_TASK_ROUTES[messaging.RENDER_JOB]["queue"]
@@ -32,6 +40,14 @@ def _render_workers_import_torch_before_forking(sender: Any = None, instance: An
 
         import modelrunner.formats  # noqa: F401
         import modelrunner.policy  # noqa: F401
+        from modelrunner.device import DeviceError, resolve
+
+        try:
+            where = resolve(settings.RENDER_DEVICE)
+        except DeviceError as exc:
+            sys.stderr.write(f"configuration error: {exc}\n")
+            raise SystemExit(2) from None
+        log.info("render worker: models render on %s (RENDER_DEVICE=%s)", where, settings.RENDER_DEVICE)
 
 
 @worker_process_init.connect
@@ -69,16 +85,30 @@ _capped_pid: int | None = None
 def cap_memory() -> None:
     """Once per process that renders: ``RENDER_MEMORY_MB`` of address space beyond what it
     holds at its first render job (``RLIMIT_AS``; 0 leaves it uncapped). The cap stays for the
-    process's life, whatever it runs next."""
+    process's life, whatever it runs next. A worker rendering on a GPU is never capped (CUDA
+    reserves far more address space than it uses, so any cap would fail its first job): the
+    cap is skipped with a note in the log, and such a worker relies on its container's memory
+    limit (docs/deployment.md)."""
     global _capped_pid
     if _capped_pid == os.getpid():
         return
     from django.conf import settings
 
+    from modelrunner.device import resolve
     from modelrunner.limits import cap_address_space
 
     _capped_pid = os.getpid()
-    cap_address_space(int(settings.RENDER_MEMORY_MB) * 1024 * 1024)
+    megabytes = int(settings.RENDER_MEMORY_MB)
+    where = resolve(settings.RENDER_DEVICE)
+    if megabytes > 0 and where.type != "cpu":
+        log.warning(
+            "RENDER_MEMORY_MB=%d is not applied: this worker renders on %s, and an address-space cap "
+            "(RLIMIT_AS) does not work with CUDA; give the worker's container a memory limit instead",
+            megabytes,
+            where,
+        )
+        return
+    cap_address_space(megabytes * 1024 * 1024)
 
 
 @shared_task(name=messaging.RENDER_JOB, acks_late=True, reject_on_worker_lost=True)

@@ -1,7 +1,7 @@
 """Blinding audit: nothing a participant can observe tells the conditions apart.
 
-ITU-R BS.1534-3 §5.2 asks that the hidden reference, the anchors and the systems under test
-be presented blind, in an order randomised per listener and trial. This audit takes the
+ITU-R BS.1534-3 asks that the hidden reference, the anchors and the systems under test
+be presented blind (§5.3), in an order randomised per listener and trial (§3). This audit takes the
 participant's side of whole sessions (``_observe.walk``) and checks everything received:
 
 (a) no condition label, kind, checkpoint name, file name, checkpoint hash or database id in
@@ -17,7 +17,7 @@ participant's side of whole sessions (``_observe.walk``) and checks everything r
 (f) a test trial's JSON has no ``labels`` and the same shape for every participant.
 
 Everything except the audio itself is checked: the hidden reference is by definition the
-same audio as the open reference (BS.1534-3 §5.1), so its samples can always be matched.
+same audio as the open reference (BS.1534-3 §5), so its samples can always be matched.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Landing (with Prolific ids) -> consent -> level -> headphone check -> training trial ->
 three test trials (with a reload in the middle) -> questionnaire -> completion code, on a
-desktop and on a phone viewport. Checks blinding (ITU-R BS.1534-3 §5.2: no condition name
+desktop and on a phone viewport. Checks blinding (ITU-R BS.1534-3 §5.3: no condition name
 reaches the participant outside training), the trial rules, resuming, and that the ratings
 stored are those set.
 
@@ -262,7 +262,7 @@ def wait_state(page: Any, ready: Callable[[dict[str, Any]], bool], what: str) ->
 
 
 def check_playhead_kept_on_switch(page: Any) -> None:
-    """BS.1534-3 §5.2: switching signals continues at the same playhead."""
+    """BS.1534-3 §5.3: switching signals continues at the same playhead."""
     page.locator(".wm-stop").click()  # back to the start, so the loop does not wrap meanwhile
     start = state(page)["context_time"]
     page.keyboard.press("r")

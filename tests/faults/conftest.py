@@ -213,14 +213,7 @@ class Stack:
     # -- reading the database directly
 
     def sql(self, query: str, params: tuple | dict = ()) -> list[tuple]:
-        import psycopg
-
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.pg.port} user={self.pg.user} dbname=postgres",
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
-            return conn.execute(query, params).fetchall()
+        return self.pg.query(query, params)
 
     def jobs(self, experiment: int) -> list[dict[str, Any]]:
         rows = self.sql(

@@ -102,7 +102,13 @@ def test_client_and_lightning_callback_against_a_live_server(
     assert status["status"] == "ready" and status["overall"] == 1.0
     assert {j["status"] for j in status["jobs"]} == {"done"} and len(status["jobs"]) == 2
     assert seen[-1] == status and [s["overall"] for s in seen] == sorted(s["overall"] for s in seen)
-    assert api.ratings(exp) == {"experiment": exp["id"], "ratings": [], "catch_trials": []}
+    assert api.ratings(exp) == {
+        "experiment": exp["id"],
+        "ratings": [],
+        "catch_trials": [],
+        "repeat_trials": [],
+        "comments": [],
+    }
     metrics = api.metrics(exp)
     assert {(m["condition"], m["item"]) for m in metrics} == {("baseline", "riff")}
     assert {"esr", "mr_stft"} <= {m["metric"] for m in metrics} and all(m["value"] >= 0 for m in metrics)

@@ -507,14 +507,7 @@ class Rehearsal:
     # -- reading the database
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={self.base_env['POSTGRES_DB']}",
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
-            return conn.execute(query, params).fetchall()
+        return self.pg.query(query, params, dbname=self.base_env["POSTGRES_DB"])
 
     def jobs(self, experiment: int) -> list[dict[str, Any]]:
         keys = ("id", "kind", "status", "attempts", "error", "excerpt_id", "progress")
@@ -687,11 +680,8 @@ def rehearsal() -> Iterator[Rehearsal]:
         assert r.base_env["SERVE_MEDIA_WITH"] == "nginx" and r.base_env["BEHIND_PROXY"] == "1"
         # The database as env.example names it (compose's db service creates it so).
         user, db = r.base_env["POSTGRES_USER"], r.base_env["POSTGRES_DB"]
-        import psycopg
-
-        with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True) as c:
-            c.execute(f'CREATE ROLE "{user}" LOGIN')
-            c.execute(f'CREATE DATABASE "{db}" OWNER "{user}"')
+        pg.query(f'CREATE ROLE "{user}" LOGIN')
+        pg.query(f'CREATE DATABASE "{db}" OWNER "{user}"')
         # The kernels stage of the Dockerfile.
         built = subprocess.run(
             [sys.executable, "-m", "modelrunner", "build-kernels", "--portable", "--into", str(r.kernels)],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from tests.conftest import Worker, require, wait_for
 from tests.stack import RedisServer
@@ -82,27 +83,27 @@ def redis_broker():
 def test_recycled_pool_children_never_stall_the_queue(build_experiment, worker_env, redis_broker, monkeypatch):
     from celery import Celery
     from django.conf import settings
-    from django.db import connection
 
-    if connection.vendor == "postgresql":
-        pytest.skip(
-            "open defect: on PostgreSQL this queue stalls and does not finish in 600 s; "
-            "it runs on the embedded default (SQLite) until the cause is found"
-        )
-
-    # This process sends to the throwaway Redis too (the worker sends the item jobs itself).
-    # Not the current app: later tests must keep sending through the project's own app.
-    sender = Celery("sender", broker=redis_broker.url, set_as_current=False)
+    # This process sends to the throwaway Redis too (the worker sends the item jobs itself),
+    # through an app of its own (not the current app: later tests must keep sending through
+    # the project's) and a connection opened on that URL. Not ``Celery(broker=...)``: Celery
+    # reads CELERY_BROKER_URL from the environment before an app's own broker setting, and the
+    # first stage of `make test` exports it (tests.stack --redis), so the jobs went to that
+    # stage's Redis, which no worker here consumes, and the queue stalled.
+    sender = Celery("sender", set_as_current=False)
     routes = settings.CELERY_TASK_ROUTES
-    monkeypatch.setattr(
-        messaging,
-        "publish",
-        lambda name, row_id: sender.send_task(name, args=[row_id], queue=routes[name]["queue"]),
-    )
+
+    def send(name: str, row_id: int) -> None:
+        with sender.connection_for_write(redis_broker.url) as conn:
+            sender.send_task(name, args=[row_id], queue=routes[name]["queue"], connection=conn)
+
+    monkeypatch.setattr(messaging, "publish", send)
     exp = build_experiment(n_excerpts=4, seconds=0.5, training_excerpt=False)
     rendering.start_render(experiment=exp)
     jobs = RenderJob.objects.filter(experiment=exp)
     assert jobs.count() == 8  # 4 model cells, then 4 items
+    # The 4 model jobs wait on the broker the worker will consume, whatever the environment says.
+    assert redis.Redis.from_url(redis_broker.url).llen(routes[messaging.RENDER_JOB]["queue"]) == 4
     worker = Worker(
         {**worker_env, "CELERY_BROKER_URL": redis_broker.url},
         queues="render",

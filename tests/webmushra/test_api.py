@@ -76,7 +76,13 @@ def test_build_render_and_read_through_the_api(api, excerpt_files, researcher):
     assert {m["metric"] for m in metrics} >= {"esr"} and metrics[0]["condition"] == "epoch 42"
     r = api.post(f"/api/experiments/{pk}/open/")
     assert r.status_code == 200 and r.json()["participant_url"].endswith(f"/t/{exp.public_token}/")
-    assert api.get(f"/api/experiments/{pk}/ratings/").json() == {"experiment": pk, "ratings": [], "catch_trials": []}
+    assert api.get(f"/api/experiments/{pk}/ratings/").json() == {
+        "experiment": pk,
+        "ratings": [],
+        "catch_trials": [],
+        "repeat_trials": [],
+        "comments": [],
+    }
     r = api.get(f"/api/experiments/{pk}/ratings/?format=csv")
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     assert r.content.decode().startswith("participant,item,condition,kind,rating")

@@ -229,7 +229,7 @@ def test_json_saves_never_fail(client, participants):
     headphone_check.headphone_trials(participant=at["screening"])
 
     mutations = st.one_of(
-        st.tuples(st.sampled_from(["idempotency_key", "ratings", "telemetry", "answers"]), json_values),
+        st.tuples(st.sampled_from(["idempotency_key", "ratings", "telemetry", "answers", "comment"]), json_values),
         st.tuples(st.just("ratings"), st.dictionaries(st.sampled_from(keys) | st.text(max_size=3), json_values)),
         st.tuples(
             st.just("telemetry"),
@@ -269,6 +269,7 @@ def test_json_save_errors_name_the_field(client, participants):
         ("ratings", []),
         ("ratings", {**good["ratings"], key: math.nan}),
         ("ratings", {**good["ratings"], key: 10**400}),
+        ("comment", ["not", "text"]),
     ):
         response = client.post(url, dumps({**good, field: value}), content_type="application/json")
         assert response.status_code == 400 and response.json()["error"].startswith(field), (field, response.content)
@@ -498,7 +499,17 @@ def config_values() -> st.SearchStrategy[dict[str, Any]]:
         "quality": some_of(rules.QUALITY_DEFAULTS, scalars),
         "analysis": analysis,
     }
-    top = ["trial_subset_size", "catch_trials", "completion_url", "completion_code", "screenout_url", "screenout_code"]
+    top = [
+        "trial_subset_size",
+        "catch_trials",
+        "repeat_trials",
+        "trial_comments",
+        "trial_instructions",
+        "completion_url",
+        "completion_code",
+        "screenout_url",
+        "screenout_code",
+    ]
     return st.fixed_dictionaries(
         {},
         optional={k: v | json_values for k, v in typed.items()} | {k: scalars for k in [*top, *rules.FLOW_DEFAULTS]},

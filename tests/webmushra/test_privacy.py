@@ -84,4 +84,8 @@ def test_purge_needs_a_closed_experiment_and_keeps_the_ratings(client, researche
     assert all(t == {"time_on_page_ms": 9000} for t in telemetry)
     assert selectors.analysis_rows(exp) == before
     (record,) = DataDeletion.objects.filter(experiment=exp)
-    assert record.kind == "purge" and record.counts == {"sessions": 2, "trials_with_device_data": 1}
+    assert record.kind == "purge" and record.counts == {
+        "sessions": 2,
+        "trials_with_device_data": 1,
+        "trial_comments": 0,
+    }

@@ -179,7 +179,7 @@ def test_monitor_shows_flags_live_and_exports_carry_them(logged_in, participant_
 
 
 def test_monitor_means_with_intervals_agree_with_an_independent_computation(logged_in, participant_at_trials):
-    """Per-condition means of per-participant means with Student t intervals (BS.1534-3 §9.2)."""
+    """Per-condition means of per-participant means with Student t intervals (BS.1534-3 §10.3)."""
     import numpy as np
     import pandas as pd
     from scipy import stats

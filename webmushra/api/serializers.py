@@ -265,10 +265,34 @@ class CatchRowSerializer(serializers.Serializer):
     submitted_at = serializers.DateTimeField()
 
 
+class RepeatRowSerializer(serializers.Serializer):
+    participant = serializers.CharField()
+    item = serializers.CharField()
+    condition = serializers.CharField()
+    kind = serializers.CharField()
+    rating = serializers.IntegerField(help_text="0..100, the repeated presentation's score.")
+    trial_position = serializers.IntegerField(allow_null=True, help_text="Where the repeat was heard, 0 = first.")
+    submitted_at = serializers.DateTimeField()
+    repeat = serializers.IntegerField(help_text="1: the second presentation of the trial.")
+    excluded = serializers.BooleanField()
+
+
+class CommentRowSerializer(serializers.Serializer):
+    participant = serializers.CharField()
+    item = serializers.CharField()
+    trial_position = serializers.IntegerField(allow_null=True)
+    comment = serializers.CharField(help_text="The participant's comment on the trial.")
+    submitted_at = serializers.DateTimeField()
+
+
 class RatingsSerializer(serializers.Serializer):
     experiment = serializers.IntegerField()
-    ratings = RatingRowSerializer(many=True)
+    ratings = RatingRowSerializer(many=True, help_text="First presentations only.")
     catch_trials = CatchRowSerializer(many=True, help_text="Answered catch trials, kept out of the ratings.")
+    repeat_trials = RepeatRowSerializer(
+        many=True, help_text="Scores of repeated trials (test-retest), kept out of the ratings."
+    )
+    comments = CommentRowSerializer(many=True, help_text="Participants' comments on their trials.")
 
 
 class ParticipantRowSerializer(serializers.Serializer):

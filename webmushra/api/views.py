@@ -360,6 +360,8 @@ class Ratings(ApiView):
                 "experiment": experiment.pk,
                 "ratings": selectors.ratings_rows(experiment),
                 "catch_trials": selectors.catch_rows(experiment),
+                "repeat_trials": selectors.repeat_rows(experiment),
+                "comments": selectors.comment_rows(experiment),
             }
         )
 

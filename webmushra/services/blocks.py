@@ -19,7 +19,7 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
     """Start the next block of a blocked design: a linked experiment with the same excerpts,
     checkpoints, anchors, texts and settings and no model conditions yet.
 
-    BS.1534-3 §5.3 allows at most 12 signals per trial; more models are compared in
+    BS.1534-3 §5.3 recommends at most 12 signals per trial; more models are compared in
     several blocks (separate tests) that share the hidden reference and anchors.
     """
     group = block_group(experiment)

@@ -23,7 +23,7 @@ from modelrunner.errors import ModelRunnerError
 from ..errors import ServiceError
 from ..models import Condition, ConditionKind, Experiment, RenderJob
 from .experiments import invalidate_renders, require_editable
-from .files import FileGuard, check_size, save_upload
+from .files import FileGuard, check_size, delete_stored, local_copy, save_upload
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def set_condition_ir(*, condition: Condition, file: UploadedFile | str | os.Path
             except ModelRunnerError as exc:
                 raise ServiceError(f"ir: {str(exc).replace(tmp.name, filename)}") from None
             info = {k: ir.info[k] for k in ("name", "sample_rate", "frames", "seconds", "channels", "sha256")}
-            old = condition.ir_file.path if condition.ir_file else None
+            old = condition.ir_file.name if condition.ir_file else None
             with open(tmp, "rb") as fh:
                 condition.ir_file.save(filename, File(fh), save=False)
             guard.stored(condition.ir_file)
@@ -87,7 +87,7 @@ def set_condition_ir(*, condition: Condition, file: UploadedFile | str | os.Path
     finally:
         tmp.unlink(missing_ok=True)
     if old:
-        transaction.on_commit(lambda: _delete_stored(old))
+        transaction.on_commit(lambda: delete_stored(old))
     return condition
 
 
@@ -97,22 +97,13 @@ def remove_condition_ir(*, condition: Condition) -> Condition:
     experiment, condition = _model_condition(condition)
     if not condition.ir_file:
         raise ServiceError(f"ir: condition {condition.label!r} has no impulse response to remove")
-    old = condition.ir_file.path
+    old = condition.ir_file.name
     condition.ir_file = ""
     condition.ir_info = {}
     condition.save(update_fields=["ir_file", "ir_info"])
     _mark_stale(experiment, condition)
-    transaction.on_commit(lambda: _delete_stored(old))
+    transaction.on_commit(lambda: delete_stored(old))
     return condition
-
-
-def _delete_stored(path: str) -> None:
-    """Remove a replaced IR file and its (per-upload) folder."""
-    try:
-        os.unlink(path)
-        os.rmdir(os.path.dirname(path))
-    except OSError:
-        pass
 
 
 def load_condition_ir(condition: Condition, sample_rate: int):
@@ -123,11 +114,11 @@ def load_condition_ir(condition: Condition, sample_rate: int):
     if not condition.ir_file:
         return None
     info = condition.ir_info or {}
-    path = Path(condition.ir_file.path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    if info.get("sha256") and sha != info["sha256"]:
-        raise ModelRunnerError(
-            f"the impulse response of condition {condition.label!r} changed on disk since it was checked "
-            f"(SHA-256 {sha[:12]}, expected {info['sha256'][:12]}); attach it again"
-        )
-    return cabinet.load_ir(path, sample_rate, name=info.get("name") or path.name)
+    with local_copy(condition.ir_file.name) as path:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        if info.get("sha256") and sha != info["sha256"]:
+            raise ModelRunnerError(
+                f"the impulse response of condition {condition.label!r} changed on disk since it was checked "
+                f"(SHA-256 {sha[:12]}, expected {info['sha256'][:12]}); attach it again"
+            )
+        return cabinet.load_ir(path, sample_rate, name=info.get("name") or path.name)

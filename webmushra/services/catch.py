@@ -24,7 +24,7 @@ def ensure_catch_trials(experiment: Experiment) -> None:
     """One catch trial per test excerpt, made when the experiment opens with catch trials on."""
     if not catch_trial_count(experiment.config):
         return
-    for trial in experiment.trials.filter(is_training=False, is_catch=False):
+    for trial in experiment.trials.filter(is_training=False, is_catch=False, repeat_of__isnull=True):
         Trial.objects.get_or_create(
             experiment=experiment,
             excerpt_id=trial.excerpt_id,

@@ -34,8 +34,8 @@ from ..models import (
     Trial,
 )
 from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, participant_facing, validate_config
-from . import catch
-from .files import delete_files
+from . import catch, repeats
+from .files import delete_files, delete_stored, is_local
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def remove_condition(*, condition: Condition) -> None:
     experiment = condition.experiment
     require_editable(experiment)
     if condition.kind == ConditionKind.HIDDEN_REFERENCE:
-        raise ServiceError("the hidden reference is part of every MUSHRA trial (BS.1534-3 §5.1) and cannot be removed")
+        raise ServiceError("the hidden reference is part of every MUSHRA trial (BS.1534-3 §5.3) and cannot be removed")
     ir_file = condition.ir_file
     condition.delete()
     if ir_file:
@@ -286,13 +286,19 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     for i, excerpt in enumerate(excerpts):
         if not excerpt.is_training:
             Trial.objects.get_or_create(
-                experiment=experiment, excerpt=excerpt, is_training=False, defaults={"position": i}
+                experiment=experiment,
+                excerpt=excerpt,
+                is_training=False,
+                is_catch=False,
+                repeat_of=None,
+                defaults={"position": i},
             )
         elif flow(experiment, "training"):
             Trial.objects.get_or_create(
                 experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i}
             )
     catch.ensure_catch_trials(experiment)
+    repeats.ensure_repeat_trials(experiment)
     experiment.status = Experiment.Status.OPEN
     experiment.opened_at = experiment.opened_at or timezone.now()
     experiment.save(update_fields=["status", "opened_at", "updated_at"])
@@ -339,7 +345,6 @@ def delete_experiment(*, experiment: Experiment) -> None:
     experiment = Experiment.objects.get(pk=experiment.pk)
     if experiment.status == Experiment.Status.OPEN:
         raise ConflictError("close the experiment before deleting it: participants may be taking it now")
-    media = Path(settings.MEDIA_ROOT)
     files = [
         f
         for x in experiment.excerpts.all()
@@ -348,24 +353,22 @@ def delete_experiment(*, experiment: Experiment) -> None:
     files += [f for c in experiment.checkpoints.all() for f in (c.file, c.config_file)]
     files += [c.ir_file for c in experiment.conditions.exclude(ir_file="")]
     files += [p.file for p in PrerenderedAudio.objects.filter(condition__experiment=experiment)]
-    loose = [media / rel for rel in Stimulus.objects.filter(experiment=experiment).values_list("file", flat=True)]
-    loose += [
-        media / rel
-        for rel in RenderJob.objects.filter(experiment=experiment)
-        .exclude(output_file="")
-        .values_list("output_file", flat=True)
-    ]
-    loose += [media / rel for rel in experiment.reports.exclude(file="").values_list("file", flat=True)]
+    loose = list(Stimulus.objects.filter(experiment=experiment).values_list("file", flat=True))
+    loose += list(
+        RenderJob.objects.filter(experiment=experiment).exclude(output_file="").values_list("output_file", flat=True)
+    )
+    loose += list(experiment.reports.exclude(file="").values_list("file", flat=True))
     pk = experiment.pk
     with transaction.atomic():
         # Conditions first: they protect their checkpoints from a cascade.
         Condition.objects.filter(experiment=experiment).delete()
         experiment.delete()
     delete_files(*files)
-    for path in loose:
-        path.unlink(missing_ok=True)
-    for folder in (media / "stimuli" / f"e{pk}", media / "renders" / f"e{pk}"):
-        shutil.rmtree(folder, ignore_errors=True)
+    delete_stored(*loose)
+    if is_local():  # leftovers of killed writes (.tmp-*) and the folders themselves
+        media = Path(settings.MEDIA_ROOT)
+        for folder in (media / "stimuli" / f"e{pk}", media / "renders" / f"e{pk}"):
+            shutil.rmtree(folder, ignore_errors=True)
     log.info("experiment %s deleted with %d stored files", pk, len([f for f in files if f]) + len(loose))
 
 

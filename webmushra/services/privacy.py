@@ -42,7 +42,7 @@ def withdraw_participant(*, participant: Participant, by=None) -> DataDeletion:
 @transaction.atomic
 def purge_personal_data(*, experiment: Experiment, by=None) -> DataDeletion:
     """Remove what identifies or describes the people of a closed experiment: Prolific ids, user
-    agents, questionnaire answers, exit links and the device part of every trial's telemetry.
+    agents, questionnaire answers, trial comments, exit links and the device part of every trial's telemetry.
     Ratings, timings and quality flags stay, so the analysis and its report can be built again."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status != Experiment.Status.CLOSED:
@@ -59,7 +59,9 @@ def purge_personal_data(*, experiment: Experiment, by=None) -> DataDeletion:
             response.telemetry = {k: v for k, v in telemetry.items() if k not in DEVICE_KEYS}
             response.save(update_fields=["telemetry"])
             responses += 1
-    counts = {"sessions": sessions, "trials_with_device_data": responses}
+    # Free text a participant wrote on a trial may say who they are, as a questionnaire answer may.
+    comments = TrialResponse.objects.filter(participant__experiment=experiment).exclude(comment="").update(comment="")
+    counts = {"sessions": sessions, "trials_with_device_data": responses, "trial_comments": comments}
     record = DataDeletion.objects.create(experiment=experiment, kind=DataDeletion.Kind.PURGE, by=by, counts=counts)
     log.info("personal data of experiment %s purged: %s", experiment.pk, counts)
     return record

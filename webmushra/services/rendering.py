@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -27,17 +27,31 @@ from ..models import (
     Report,
     Stimulus,
 )
-from .files import sweep_temp_files
+from .files import exists as stored_exists
+from .files import local_copy, sweep_temp_files
 
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint_model(checkpoint: Checkpoint):
-    """Load a stored checkpoint into an ``EffectModel`` (always through the safe loaders)."""
+def render_device():
+    """The device this process renders on: ``RENDER_DEVICE`` resolved here
+    (``modelrunner.device.resolve``; ``auto`` is a GPU when there is one, else the CPU)."""
+    from modelrunner import device
+
+    return device.resolve(settings.RENDER_DEVICE)
+
+
+def load_checkpoint_model(checkpoint: Checkpoint, *, device=None):
+    """Load a stored checkpoint into an ``EffectModel`` (always through the safe loaders),
+    onto ``device`` (default the CPU; a render job passes ``render_device()``)."""
     from modelrunner import formats
 
-    config = checkpoint.config_file.path if checkpoint.config_file else None
-    return formats.load(Path(checkpoint.file.path), sample_rate=checkpoint.sample_rate, config=config)
+    # The loaders read local files: the stored checkpoint (and its config) are fetched from the
+    # media storage for the load, which may run on another host than the upload did.
+    with ExitStack() as stack:
+        config = stack.enter_context(local_copy(checkpoint.config_file.name)) if checkpoint.config_file else None
+        path = stack.enter_context(local_copy(checkpoint.file.name))
+        return formats.load(path, sample_rate=checkpoint.sample_rate, config=config, device=device)
 
 
 def _send(job_ids: Iterable[int], kind: str) -> None:
@@ -68,11 +82,8 @@ def start_render(*, experiment: Experiment, force: bool = False) -> list[RenderJ
             raise ServiceError(f"condition {condition.label!r} has no audio for {', '.join(lacking)}")
     if force:
         RenderJob.objects.filter(experiment=experiment).delete()
-    media = Path(settings.MEDIA_ROOT)
     rows = list(RenderJob.objects.filter(experiment=experiment, kind=RenderJob.Kind.MODEL))
-    good = [
-        j for j in rows if j.status == RenderJob.Status.DONE and j.output_file and (media / j.output_file).is_file()
-    ]
+    good = [j for j in rows if j.status == RenderJob.Status.DONE and j.output_file and stored_exists(j.output_file)]
     kept = {(j.condition_id, j.excerpt_id) for j in good}
     RenderJob.objects.filter(pk__in=[j.pk for j in rows if j not in good]).delete()
     now = timezone.now()

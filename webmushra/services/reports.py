@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,9 +18,19 @@ from ..models import (
     Rating,
     Report,
 )
-from ..selectors import analysis_rows, metrics_rows, weak_anchors
+from ..selectors import (
+    SESSION_DEVICE_COLUMNS,
+    SLIDER_TRACE_COLUMNS,
+    analysis_rows,
+    comments_csv,
+    metrics_rows,
+    session_device_rows,
+    slider_trace_rows,
+    table_csv,
+    weak_anchors,
+)
 from . import quality, report_facts
-from .files import tmp_dir
+from .files import store, tmp_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +68,6 @@ def build_report(*, report_id: int) -> str:
         return "skipped"
     report = Report.objects.select_related("experiment").get(pk=report_id)
     experiment = report.experiment
-    out_root = Path(settings.MEDIA_ROOT) / "reports"
-    out_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"report-{report_id}-", dir=tmp_dir()))
     last = [0.0]
 
@@ -80,7 +86,9 @@ def build_report(*, report_id: int) -> str:
 
         # Participants the researcher excluded stay in the exports, not in the analysis; the
         # report says how many trials were flagged and who was excluded, and why.
-        ratings = pd.DataFrame(analysis_rows(experiment))
+        # Repeated trials' scores come along with repeat = 1: the analysis uses the first
+        # presentations and keeps the repeats for test-retest (evaluation.reliability).
+        ratings = pd.DataFrame(analysis_rows(experiment, repeats=True))
         metrics = pd.DataFrame(metrics_rows(experiment)) if metrics_rows(experiment) else None
         settings_ = experiment.config.get("analysis") or None
         bundle = work / "bundle"
@@ -96,15 +104,23 @@ def build_report(*, report_id: int) -> str:
             quality=quality.quality_summary(experiment),
             facts=report_facts.report_facts(experiment),
         )
+        # What the trial pages recorded beyond the ratings, as tidy tables (docs/statistics.md).
+        for name, text in (
+            ("slider_traces.csv", table_csv(slider_trace_rows(experiment), SLIDER_TRACE_COLUMNS)),
+            ("sessions.csv", table_csv(session_device_rows(experiment), SESSION_DEVICE_COLUMNS)),
+            ("comments.csv", comments_csv(experiment)),
+        ):
+            (bundle / name).write_text(text, encoding="utf-8")
         stem = f"experiment-{experiment.pk}-report-{report_id}"
         archive = shutil.make_archive(str(work / stem), "zip", root_dir=bundle)
-        final = out_root / f"{stem}.zip"
-        os.replace(archive, final)
+        # Stored whole under its final name (services.files.store) before the row names it.
+        final = f"reports/{stem}.zip"
+        store(final, archive)
         Report.objects.filter(pk=report_id).update(
             status=Report.Status.DONE,
             progress=1.0,
             finished_at=timezone.now(),
-            file=str(final.relative_to(settings.MEDIA_ROOT)),
+            file=final,
             summary=_json_safe(
                 {
                     "files": sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()),

@@ -24,48 +24,17 @@ from ..rules import (
     LEVEL_GAIN_DB,
     Delivery,
     check_trial,
+    clean_comment,
     exit_link,
     flow,
     headphone_settings,
     player_rules,
     questionnaire_fields,
+    trial_comments,
 )
-from . import catch, quality
+from . import catch, plans, quality, repeats
 
 log = logging.getLogger(__name__)
-
-
-def _make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
-    """Per-participant order of trials and of the conditions within each (BS.1534-3 §5.2)."""
-    conditions = list(experiment.conditions.values_list("pk", flat=True))
-    trials = list(experiment.trials.filter(is_training=False, is_catch=False).values_list("pk", flat=True))
-    training = list(experiment.trials.filter(is_training=True).values_list("pk", flat=True))
-    subset = int(experiment.config.get("trial_subset_size") or 0)
-    if 0 < subset < len(trials):
-        # Balanced subset: the items least used so far first, ties broken at random.
-        counts = {t: 0 for t in trials}
-        for earlier in (
-            experiment.participants.exclude(stage=Participant.Stage.SCREENED_OUT)
-            .exclude(is_pilot=True)
-            .values_list("plan", flat=True)
-        ):
-            for entry in earlier:
-                if entry.get("trial") in counts and not entry.get("training"):
-                    counts[entry["trial"]] += 1
-        ranked = sorted(trials, key=lambda t: (counts[t], rng.random()))
-        trials = ranked[:subset]
-    rng.shuffle(trials)
-    plan: list[dict] = []
-    tests: list[dict] = []
-    for t in training:
-        order = conditions[:]
-        rng.shuffle(order)
-        plan.append({"trial": t, "training": True, "conditions": order, "key": secrets.token_hex(8)})
-    for t in trials:
-        order = conditions[:]
-        rng.shuffle(order)
-        tests.append({"trial": t, "training": False, "conditions": order, "key": secrets.token_hex(8)})
-    return plan + catch.add_to_plan(experiment, tests, conditions, rng)
 
 
 @transaction.atomic
@@ -101,12 +70,13 @@ def start_participant(
         prolific_study_id=study_id[:64],
         prolific_session_id=session_id[:64],
         user_agent=user_agent[:400],
-        plan=_make_plan(experiment, rng),
+        plan=plans.make_plan(experiment, rng),
         is_pilot=bool(pilot),
     )
     stimuli = Stimulus.objects.filter(experiment=experiment)
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
     catch.create_tokens(participant)
+    repeats.create_tokens(participant)
     return participant
 
 
@@ -209,12 +179,14 @@ def submit_trial(
     idempotency_key: object,
     ratings: object,
     telemetry: dict | None = None,
+    comment: object = None,
 ) -> SaveResult:
     """Store one trial's ratings in one transaction; a replay of the same key is a no-op.
 
     The participant is given as an instance or by ``token`` (``Participant.DoesNotExist``
     when there is none). ``ratings`` maps the opaque per-trial signal keys the page was
-    given to 0..100 scores.
+    given to 0..100 scores; ``comment`` is the trial's comment (``rules.clean_comment``
+    against ``config["trial_comments"]``; training trials take none).
     """
     lookup = {"pk": participant.pk} if participant is not None else {"token": token}
     with transaction.atomic():
@@ -262,6 +234,8 @@ def submit_trial(
                 shown = f"{value:g}" if isinstance(value, float) or abs(value) < 10**9 else "a huge number"
                 raise ServiceError(f"ratings: the score of {key} ({shown}) is outside 0..100")
             scores[keys[key]] = by_key[key] = int(round(value))
+        mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)
+        comment_text = clean_comment(mode, comment)
         # The server referees: every enabled rule, against the page's log and its own record.
         telemetry = telemetry if isinstance(telemetry, dict) else {}
         delivery = _delivery(participant, entry, keys)
@@ -281,8 +255,11 @@ def submit_trial(
             telemetry=telemetry,
             flags=flags,
             catch=caught,
+            repeat=repeats.outcome(entry, scores) if entry.get("repeat") else {},
+            comment=comment_text,
         )
-        if not entry.get("training") and not entry.get("catch"):
+        # Catch and repeated trials keep their scores on the response: ratings are first presentations.
+        if not entry.get("training") and not entry.get("catch") and not entry.get("repeat"):
             Rating.objects.bulk_create(
                 [
                     Rating(
@@ -337,9 +314,9 @@ def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> De
 
 
 def trial_tokens(participant: Participant, entry: dict, *fields: str):
-    """(condition id, *fields) of the participant's tokens for one trial's signals: a catch
-    trial's own tokens by the slot each fills, else the tokens of the trial's excerpt."""
-    if entry.get("catch"):
+    """(condition id, *fields) of the participant's tokens for one trial's signals: a catch or
+    repeated trial's own tokens by the slot each fills, else the tokens of the trial's excerpt."""
+    if entry.get("catch") or entry.get("repeat"):
         tokens = StimulusToken.objects.filter(participant=participant, trial_id=entry["trial"])
         return tokens.values_list("slot_id", *fields)
     tokens = StimulusToken.objects.filter(

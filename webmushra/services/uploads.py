@@ -36,72 +36,94 @@ from .files import FileGuard, check_size, save_upload, wav_name
 log = logging.getLogger(__name__)
 
 
-#: Excerpts longer than this get a warning (BS.1534-3 recommends about 10 s).
+#: Excerpts longer than this get a warning (BS.1534-3 §5.1: about 10 s, preferably not over 12 s).
 LONG_EXCERPT_SECONDS = 12.0
 
 
 @dataclass
 class ExcerptCheck:
-    dry: np.ndarray
-    reference: np.ndarray
+    """A checked dry/reference pair: both are kept as their first ``frames`` frames."""
+
     sample_rate: int
+    frames: int
+    channels: int
     warnings: list[str]
 
 
 def check_excerpt_audio(dry_path: Path, dry_name: str, ref_path: Path, ref_name: str) -> ExcerptCheck:
-    """Validate a dry/reference pair; return the (possibly trimmed) audio and warnings."""
-    from modelrunner.audio import read_audio
+    """Validate a dry/reference pair; return the length both are trimmed to, and warnings.
+
+    Headers first, then each file in blocks (``modelrunner.audio.scan_audio``): the memory a
+    check takes is bounded by the block, not by the excerpt's length."""
+    from modelrunner.audio import AudioStats, scan_audio
 
     # The length from the header, before any audio is decoded: an excerpt beyond the limit
     # is refused without allocating it.
+    declared: list[int] = []
     for path, name in ((dry_path, dry_name), (ref_path, ref_name)):
         try:
             info = sf.info(str(path))
-        except Exception:  # not audio, or a header soundfile cannot read: read_audio says why
+        except Exception:  # not audio, or a header soundfile cannot read: scan_audio says why
             continue
+        declared.append(int(info.frames))
         if info.samplerate > 0 and info.frames / info.samplerate > settings.MAX_EXCERPT_SECONDS:
             raise ServiceError(
                 f"{name}: {info.frames / info.samplerate:.0f} s is longer than the "
                 f"{settings.MAX_EXCERPT_SECONDS:.0f} s an excerpt may last (MAX_EXCERPT_SECONDS); "
                 "cut it to the passage participants should hear"
             )
-    try:
-        dry, dry_sr = read_audio(dry_path)
-    except ModelRunnerError as exc:
-        raise ServiceError(str(exc).replace(dry_path.name, dry_name)) from None
-    try:
-        ref, ref_sr = read_audio(ref_path)
-    except ModelRunnerError as exc:
-        raise ServiceError(str(exc).replace(ref_path.name, ref_name)) from None
-    if dry_sr != ref_sr:
-        raise ServiceError(f"{dry_name} is at {dry_sr} Hz but {ref_name} is at {ref_sr} Hz; they must match")
+
+    def scan(path: Path, name: str, measure: int | None) -> AudioStats:
+        try:
+            return scan_audio(path, measure_frames=measure)
+        except ModelRunnerError as exc:
+            raise ServiceError(str(exc).replace(path.name, name)) from None
+
+    # Measured over the common length the headers declare; measured again only where a
+    # header's count was not the number of frames that decode.
+    guess = min(declared) if len(declared) == 2 else None
+    dry = scan(dry_path, dry_name, guess)
+    ref = scan(ref_path, ref_name, guess)
+    dry_sr = dry.sample_rate
+    if dry_sr != ref.sample_rate:
+        raise ServiceError(f"{dry_name} is at {dry_sr} Hz but {ref_name} is at {ref.sample_rate} Hz; they must match")
     warnings: list[str] = []
-    if dry.shape[0] != ref.shape[0]:
-        n = min(dry.shape[0], ref.shape[0])
-        diff = abs(dry.shape[0] - ref.shape[0])
-        if diff > 0.05 * max(dry.shape[0], ref.shape[0]):
+    n = min(dry.frames, ref.frames)
+    if dry.frames != ref.frames:
+        diff = abs(dry.frames - ref.frames)
+        if diff > 0.05 * max(dry.frames, ref.frames):
             raise ServiceError(
-                f"{dry_name} has {dry.shape[0]} frames and {ref_name} has {ref.shape[0]}; "
-                "lengths differ by more than 5 %"
+                f"{dry_name} has {dry.frames} frames and {ref_name} has {ref.frames}; lengths differ by more than 5 %"
             )
         warnings.append(f"lengths differed by {diff} frames ({diff / dry_sr * 1000:.1f} ms); both trimmed to {n}")
-        dry, ref = dry[:n], ref[:n]
-    seconds = dry.shape[0] / dry_sr
+    if dry.measured_frames != n or ref.measured_frames != n:
+        dry = scan(dry_path, dry_name, n)
+        ref = scan(ref_path, ref_name, n)
+    seconds = n / dry_sr
     if seconds < 0.5:
         raise ServiceError(f"{dry_name}: {seconds:.2f} s is too short for a listening test (at least 0.5 s)")
     if seconds > LONG_EXCERPT_SECONDS:
         warnings.append(f"{seconds:.1f} s long; BS.1534-3 recommends excerpts of about 10 s")
-    for audio, name in ((dry, dry_name), (ref, ref_name)):
-        peak = float(np.max(np.abs(audio)))
-        if peak == 0.0:
+    for stats, name in ((dry, dry_name), (ref, ref_name)):
+        if stats.peak == 0.0:
             raise ServiceError(f"{name}: the file is silent")
-        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-        if rms < 1e-4:
-            warnings.append(f"{name}: nearly silent (RMS {20 * np.log10(rms):.1f} dBFS)")
-        if peak >= 0.999:
-            clipped = int(np.sum(np.abs(audio) >= 0.999))
-            warnings.append(f"{name}: {clipped} samples at full scale (possible clipping)")
-    return ExcerptCheck(dry=dry, reference=ref, sample_rate=dry_sr, warnings=warnings)
+        if stats.rms < 1e-4:
+            warnings.append(f"{name}: nearly silent (RMS {20 * np.log10(stats.rms):.1f} dBFS)")
+        if stats.full_scale:
+            warnings.append(f"{name}: {stats.full_scale} samples at full scale (possible clipping)")
+    return ExcerptCheck(sample_rate=dry_sr, frames=n, channels=ref.channels, warnings=warnings)
+
+
+def store_checked_excerpt(check: ExcerptCheck, dry_path: Path, ref_path: Path) -> None:
+    """Rewrite a checked pair in place as float32 WAV of ``check.frames`` frames (trimmed if
+    needed), in blocks: exactly what was checked is stored."""
+    from modelrunner.audio import copy_as_float_wav
+
+    for path in (dry_path, ref_path):
+        try:
+            copy_as_float_wav(path, path, frames=check.frames)
+        except ModelRunnerError as exc:
+            raise ServiceError(str(exc)) from None
 
 
 def add_excerpt(
@@ -153,16 +175,12 @@ def add_excerpt(
                 name=(name or Path(dry_name).stem)[:200],
                 position=experiment.excerpts.count(),
                 sample_rate=check.sample_rate,
-                frames=check.dry.shape[0],
-                channels=check.reference.shape[1],
+                frames=check.frames,
+                channels=check.channels,
                 warnings=check.warnings,
                 is_training=bool(is_training),
             )
-            from modelrunner.audio import write_wav
-
-            # Store exactly what was checked (trimmed if needed) as float32 WAV.
-            write_wav(dry_tmp, check.dry, check.sample_rate)
-            write_wav(ref_tmp, check.reference, check.sample_rate)
+            store_checked_excerpt(check, dry_tmp, ref_tmp)
             with open(dry_tmp, "rb") as fh:
                 excerpt.dry_file.save(wav_name(dry_name), File(fh), save=False)
             guard.stored(excerpt.dry_file)
@@ -170,11 +188,11 @@ def add_excerpt(
                 excerpt.reference_file.save(wav_name(ref_name), File(fh), save=False)
             guard.stored(excerpt.reference_file)
             if lookback is not None:
-                for audio, (tmp, fname), field in (
-                    (lookback.dry, lb[0], excerpt.lookback_dry_file),
-                    (lookback.reference, lb[1], excerpt.lookback_reference_file),
+                store_checked_excerpt(lookback, lb[0][0], lb[1][0])
+                for (tmp, fname), field in (
+                    (lb[0], excerpt.lookback_dry_file),
+                    (lb[1], excerpt.lookback_reference_file),
                 ):
-                    write_wav(tmp, audio, lookback.sample_rate)
                     with open(tmp, "rb") as fh:
                         field.save(wav_name(fname), File(fh), save=False)
                     guard.stored(field)

@@ -334,6 +334,11 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         "idempotency_key": entry["key"],
         "csrf_token": get_token(request),
         "instructions": i18n.text(participant.experiment, "instructions"),
+        # The block's own instructions (its experiment's ``trial_instructions``), on every trial page.
+        "block_instructions": i18n.text(participant.experiment, "trial_instructions"),
+        # The comment box: off, optional or required on test trials (never on training trials).
+        "comments": "off" if entry.get("training") else rules.trial_comments(participant.experiment.config),
+        "comment_max": rules.MAX_COMMENT_CHARS,
         "gain_db": participant.level.get("gain_db", 0.0),
         "progress": _progress(participant, index),
     }
@@ -362,6 +367,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
                 idempotency_key=body.get("idempotency_key"),
                 ratings=body.get("ratings"),
                 telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
+                comment=body.get("comment"),
             )
         except Participant.DoesNotExist:
             raise Http404("no such participant") from None
@@ -372,6 +378,8 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
         except errors.RuleBroken as exc:
             # Nothing was stored; the answer names the rule the trial broke.
             return JsonResponse({"error": str(exc), "rule": exc.rule}, status=400)
+        except errors.FieldError as exc:
+            return JsonResponse({"error": str(exc), "field": exc.field}, status=400)
         except errors.ServiceError as exc:
             return _error(str(exc))
         return JsonResponse(

@@ -3,6 +3,8 @@ publish/close, downloads, reports and the API token."""
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -19,6 +21,8 @@ from ..rules import FLAGS
 from ..services import accounts, privacy, quality, rendering, sessions
 from ..services import experiments as experiment_services
 from ..services import reports as report_services
+
+log = logging.getLogger(__name__)
 
 PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
 
@@ -202,10 +206,16 @@ def _monitor_data(experiment: Experiment) -> dict:
         screening = selectors.post_screening(experiment)
     except Exception as exc:  # ratings the analysis rejects must not break the monitoring page
         screening = {"error": str(exc), "rows": [], "excluded": []}
+    try:
+        retest = selectors.retest_rows(experiment)
+    except Exception:  # as above: the monitoring page stays up
+        log.exception("test-retest of experiment %s", experiment.pk)
+        retest = []
     return {
         "summary": selectors.participant_summary(experiment),
         "participants": selectors.participants_detail(experiment),
         "screening": screening,
+        "retest": retest,
         "flag_meanings": FLAGS,
     }
 
@@ -321,6 +331,8 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
             "experiment": experiment.pk,
             "ratings": selectors.ratings_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "catch_trials": selectors.catch_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
+            "repeat_trials": selectors.repeat_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
+            "comments": selectors.comment_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "metrics": selectors.metrics_rows(experiment),
         }
     )

@@ -1,6 +1,6 @@
 /*
  * Loading a trial's stimuli: every one is fetched and decoded before the trial starts
- * (BS.1534-3 sec. 5: switching must be instantaneous), into one AudioContext opened at
+ * (BS.1534-3 sec. 5.3: switching must be near-instantaneous), into one AudioContext opened at
  * the stimuli's sample rate (read from the first WAV header) where the browser allows it.
  *
  * An ES module (it imports t() of i18n.js, the page's language); trial.js calls loadStimuli.

@@ -6,7 +6,9 @@
  * trial JSON the server builds (webmushra/views/participant.py trial_data): trial,
  * reference, signals, labels (training trials only), rules and max_signals (the page's
  * rules and the signal cap, from webmushra/rules.py: the player keeps no defaults of its
- * own), save_url, idempotency_key, csrf_token, instructions, gain_db. start() loads the
+ * own), save_url, idempotency_key, csrf_token, instructions, block_instructions (shown by the
+ * template), comments ("off", "optional" or "required": the comment box the template shows, sent
+ * with the save as comment; a required one must be written before the save), gain_db. start() loads the
  * stimuli (loader.js), then plays them through the engine (engine.js); keyboard.js holds
  * the keys, savequeue.js the retrying save. The ratings, played marks and loop of the trial in
  * progress are kept in the tab's sessionStorage under the idempotency key, so a reload keeps them.
@@ -151,6 +153,13 @@ Player.prototype.build = function () {
   this.$(".wm-title").textContent = d.trial && d.trial.title ? d.trial.title : "";
   this.$(".wm-instructions").textContent = d.instructions || "";
   if (d.trial && d.trial.training) this.$(".wm-training-note").hidden = false;
+  var commentBox = this.$(".wm-comment-text");
+  if (commentBox) {
+    commentBox.addEventListener("input", function () {
+      self.render();
+      self.remember();
+    });
+  }
 
   this.$(".wm-ref").addEventListener("click", function () {
     self.toggle("ref");
@@ -313,6 +322,7 @@ Player.prototype.remember = function () {
     events: this.events,
     listen_s: this.listenTotals(),
     plays: this.playTotals(),
+    comment: this.comment(),
   };
   try {
     window.sessionStorage.setItem(STORE_PREFIX + this.data.idempotency_key, JSON.stringify(snapshot));
@@ -351,6 +361,8 @@ Player.prototype.restore = function () {
   var l = snap.loop;
   if (l && isFinite(l.start) && isFinite(l.end)) this.engine.setLoop(Number(l.start), Number(l.end), l.enabled !== false);
   this.loopUsed = snap.loop_used === true;
+  var box = this.$(".wm-comment-text");
+  if (box && typeof snap.comment === "string" && !box.value) box.value = snap.comment;
   var earlier = this.openedAt - Number(snap.opened_at);
   if (Array.isArray(snap.events) && earlier >= 0 && earlier < 864e5) {
     // Times count from the first opening of the trial; the log goes on from there.
@@ -388,6 +400,12 @@ Player.prototype.forget = function () {
   } catch (e) {
     // Nothing was kept.
   }
+};
+
+/** The text of the trial's comment box (empty when the trial has none). */
+Player.prototype.comment = function () {
+  var box = this.$(".wm-comment-text");
+  return box ? box.value : "";
 };
 
 Player.prototype.markPlayed = function (key) {
@@ -509,6 +527,7 @@ Player.prototype.missing = function () {
     })
   )
     msgs.push(t("Rate at least one signal 100 (the one identical to the reference)."));
+  if (this.data.comments === "required" && !this.comment().trim()) msgs.push(t("Write a comment on this trial."));
   var wait = (Number(this.rules.min_trial_seconds) || 0) - (performance.now() - this.pageStart) / 1000;
   if (!msgs.length && wait > 0) msgs.push(t("You can submit in %(seconds)s s.", { seconds: Math.ceil(wait) }));
   return msgs;
@@ -697,6 +716,7 @@ Player.prototype.submit = async function () {
     ratings[k] = self.ratings[k];
   });
   var body = { idempotency_key: this.data.idempotency_key, ratings: ratings, telemetry: this.telemetry() };
+  if (this.data.comments === "optional" || this.data.comments === "required") body.comment = this.comment().trim();
   try {
     var answer = await postWithRetry(this.data.save_url, body, this.data.csrf_token, function (text) {
       status.textContent = text;

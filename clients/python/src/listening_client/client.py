@@ -418,7 +418,8 @@ class Client:
         return rows
 
     def ratings(self, experiment: Ref) -> dict[str, Any]:
-        """``{"experiment", "ratings": [...], "catch_trials": [...]}`` (docs/api.md names the columns)."""
+        """``{"experiment", "ratings": [...], "catch_trials": [...], "repeat_trials": [...],
+        "comments": [...]}`` (docs/api.md names the columns)."""
         result: dict[str, Any] = self.request("GET", self._exp(experiment, "ratings/"))
         return result
 
