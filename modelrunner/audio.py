@@ -12,8 +12,11 @@ import math
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -260,11 +263,20 @@ def write_wav(
     # Encode in memory, then write with plain file I/O: libsndfile reports a full disk as
     # "System error." with no errno, while os-level writes raise a clear OSError.
     data = encode_wav(audio, sample_rate, subtype=subtype)
+    with _atomic_file(dest, mode) as fh:
+        fh.write(data)
+    return dest
+
+
+@contextmanager
+def _atomic_file(dest: Path, mode: int) -> Iterator[BinaryIO]:
+    """A temp file beside ``dest`` to write into; on success it is flushed, given ``mode``,
+    synced and renamed to ``dest``; on any error it is removed and ``dest`` is untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -275,7 +287,6 @@ def write_wav(
         except FileNotFoundError:
             pass
         raise
-    return dest
 
 
 def copy_as_float_wav(
@@ -298,34 +309,22 @@ def copy_as_float_wav(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info = sf.info(str(src))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            sink = _ReportingFile(fh)
-            try:
-                rate, channels = int(info.samplerate), int(info.channels)
-                with sf.SoundFile(sink, "w", rate, channels, subtype="FLOAT", format="WAV") as out:
-                    for block in sf.blocks(
-                        str(src), blocksize=CHECK_BLOCK, frames=int(frames), dtype="float32", always_2d=True
-                    ):
-                        if not np.isfinite(block).all():
-                            raise AudioError(f"{name}: refusing to write audio with NaN or infinite samples")
-                        out.write(block)
-                        sink.raise_error()
-            except Exception:
-                sink.raise_error()
-                raise
-            sink.raise_error()
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
+    with _atomic_file(dest, mode) as fh:
+        sink = _ReportingFile(fh)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            rate, channels = int(info.samplerate), int(info.channels)
+            with sf.SoundFile(sink, "w", rate, channels, subtype="FLOAT", format="WAV") as out:
+                for block in sf.blocks(
+                    str(src), blocksize=CHECK_BLOCK, frames=int(frames), dtype="float32", always_2d=True
+                ):
+                    if not np.isfinite(block).all():
+                        raise AudioError(f"{name}: refusing to write audio with NaN or infinite samples")
+                    out.write(block)
+                    sink.raise_error()
+        except Exception:
+            sink.raise_error()
+            raise
+        sink.raise_error()
     return dest
 
 
@@ -333,7 +332,7 @@ class _ReportingFile:
     """A file for libsndfile's virtual I/O that keeps the ``OSError`` of a failed write
     (libsndfile only learns that fewer bytes were written), for the caller to raise."""
 
-    def __init__(self, fh: io.BufferedRandom) -> None:
+    def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
         self.error: OSError | None = None
 

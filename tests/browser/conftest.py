@@ -98,6 +98,19 @@ def harness(wav_dir: Path) -> Iterator[Harness]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def sync_orm_beside_playwright() -> Iterator[None]:
+    """Django's async-safety guard lifted for a module that calls the ORM (and flushes the
+    database after each test) in the thread where Playwright's sync API keeps its event loop."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})

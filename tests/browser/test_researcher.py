@@ -3,7 +3,6 @@ publish and download the ratings."""
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -13,20 +12,12 @@ from tests.browser.conftest import screenshot
 from tests.conftest import wait_js
 from tests.paths import fixture_path
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _sync_orm_beside_playwright():
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here (and the
-    # database flush after the test) are plain sync calls, so Django's guard is lifted here.
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("sync_orm_beside_playwright"),
+]
 
 
 def test_researcher_builds_renders_previews_publishes_and_downloads(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,12 @@ from tests.conftest import wait_for, wait_js
 from tests.paths import fixture_path
 from tests.trials import save_body
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("sync_orm_beside_playwright"),
+]
 
 TITLE = "Amp shoot-out"
 #: The analysis with few resamples: the report's numbers are tested in tests/evaluation.
@@ -36,18 +40,6 @@ DIVERGED = {
     "weights": [3e38] * 8,
     "sample_rate": 48000,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _sync_orm_beside_playwright():
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are plain sync calls.
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 def in_viewport(page: Any, selector: str) -> bool:
