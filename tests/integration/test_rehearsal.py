@@ -33,11 +33,20 @@ and takes a job as lost after 5 s (so that a killed worker's job comes back in s
 
 The users share the group ``rehearsal-app`` (the image's processes share uid 10001); the media
 volume is group-writable for that reason. ``docs/deployment.md`` lists the commands.
+
+The same deployment on object storage (the ``rehearsal`` fixture with the parameter ``"s3"``):
+moto's S3 server, a process of its own, listens on 127.0.0.1 and on the host side of each
+worker network, as PostgreSQL and Redis do; every process runs with ``MEDIA_STORAGE=s3``, the
+bucket and the endpoint it reaches (``SERVE_MEDIA_WITH=django``: the settings refuse ``nginx``
+with a bucket, so the app streams stimuli through nginx's proxied location, and nginx.conf
+needs no variant: its internal ``/protected-media/`` location goes unused). A render worker's
+``/var/lib/app/media`` is then a scratch folder of its own instead of the media volume.
 """
 
 from __future__ import annotations
 
 import grp
+import importlib.util
 import io
 import json
 import os
@@ -96,6 +105,12 @@ CONFIG = {
         "min_trial_seconds": 0,
     },
 }
+#: The object storage variant: the bucket, moto's keys, and the shortest run (two 1 s excerpts,
+#: the smallest model among the fixtures, no kills).
+BUCKET = "listening-media"
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_REGION_NAME": "us-east-1"}
+S3_CHECKPOINT = ("models", "nam", "lstm_h3.nam")
+S3_EXCERPT_SECONDS = (1.0, 1.0)
 
 #: Runs as root inside fresh mount, PID and UTS namespaces (within the worker's network
 #: namespace): builds a root file system holding only what a render worker's container
@@ -176,6 +191,20 @@ print(json.dumps({
     "reach": {f"{h}:{p}": reach(h, p) for h, p in paths["reach"]},
     "kernels": native.reason(),
 }))
+"""
+
+#: moto's S3 server (``python -m moto.server`` binds one address) on a port and several
+#: addresses at once, one store behind them all: argv is the port, then the addresses.
+MOTO = r"""
+import sys, threading
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+port, hosts = int(sys.argv[1]), sys.argv[2:]
+servers = [make_server(h, port, app, threaded=True, request_handler=MotoRequestHandler) for h in hosts]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+servers[0].serve_forever()
 """
 
 
@@ -397,10 +426,19 @@ class Rehearsal:
     processes: list[Process] = field(default_factory=list)
     url: str = ""
     webs: list[tuple[Process, int]] = field(default_factory=list)
+    #: moto's port with MEDIA_STORAGE=s3 (the object storage variant); None: the media volume.
+    s3_port: int | None = None
 
     @property
     def media(self) -> Path:
         return self.var / "media"
+
+    def scratch(self, name: str) -> Path:
+        """A render worker's own /var/lib/app/media with object storage (empty, its user's)."""
+        folder = self.var / "scratch" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.chown(folder, USERS["render"], GROUP)
+        return folder
 
     @property
     def kernels(self) -> Path:
@@ -430,7 +468,8 @@ class Rehearsal:
         """Settings of a render worker: the image's unchanged (its namespace has those folders),
         the servers reached over its veth pair, and no compiler (the runtime image has none)."""
         env = {**self.base_env, "HOME": "/var/lib/app", "CC": "/nonexistent/cc"}
-        for key in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"):
+        servers = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
+        for key in (*servers, "AWS_S3_ENDPOINT_URL") if self.s3_port else servers:
             env[key] = env[key].replace("@127.0.0.1:", f"@{net.host_ip}:").replace("//127.0.0.1:", f"//{net.host_ip}:")
         return env
 
@@ -463,7 +502,7 @@ class Rehearsal:
             name,
             str(REPO),
             str(self.python),
-            str(self.media),
+            str(self.media if self.s3_port is None else self.scratch(name)),
             str(self.kernels),
             str(etc),
         ]
@@ -567,7 +606,7 @@ class Browser(Client):
         return self._send(urllib.request.Request(self.base_url + path, headers=headers or {}), timeout)
 
 
-def excerpt_files(folder: Path) -> list[tuple[Path, Path]]:
+def excerpt_files(folder: Path, lengths: tuple[float, ...] = EXCERPT_SECONDS) -> list[tuple[Path, Path]]:
     """Slices of the guitar fixture and the stand-in device's recordings of them."""
     import numpy as np
     import soundfile as sf
@@ -576,7 +615,7 @@ def excerpt_files(folder: Path) -> list[tuple[Path, Path]]:
 
     audio, sr = sf.read(fixture_path(*GUITAR), dtype="float32", always_2d=True)
     out = []
-    for i, seconds in enumerate(EXCERPT_SECONDS):
+    for i, seconds in enumerate(lengths):
         n = int(seconds * sr)
         dry = np.resize(audio[i * sr :, :1], (n, 1))
         dry_path, ref_path = folder / f"take{i}_dry.wav", folder / f"take{i}_device.wav"
@@ -606,8 +645,13 @@ def _requirements() -> str:
 
 
 @pytest.fixture(scope="module")
-def rehearsal() -> Iterator[Rehearsal]:
+def rehearsal(request: pytest.FixtureRequest) -> Iterator[Rehearsal]:
+    """The deployment; parametrised with ``"s3"`` (indirect), its media in moto's S3 server."""
+    storage = getattr(request, "param", "filesystem")
+    assert storage in ("filesystem", "s3"), storage
     nginx = _requirements()
+    if storage == "s3":
+        require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed (requirements-test.txt)")
     ensure_users()
     started = time.monotonic()
     var = Path(tempfile.mkdtemp(prefix="rehearsal-"))
@@ -626,7 +670,7 @@ def rehearsal() -> Iterator[Rehearsal]:
     (var / "media").chmod(0o2775)
     (var / "static").mkdir()
     shutil.chown(var / "static", USERS["app"], GROUP)
-    tag = f"{os.getpid() % 100000}"
+    tag = f"{os.getpid() % 100000}{storage[0]}"
     nets = [
         Netns(f"rehearsal-{tag}-{i}", f"rh{tag}h{i}", f"rh{tag}w{i}", host_ip, ns_ip)
         for i, (host_ip, ns_ip) in enumerate(free_subnets(2))
@@ -642,6 +686,15 @@ def rehearsal() -> Iterator[Rehearsal]:
         pg.start()
         redis.start()
         cache.start()
+        if storage == "s3":
+            r.s3_port = free_port()
+            moto = r._spawn(
+                "s3",
+                [sys.executable, "-c", MOTO, str(r.s3_port), "127.0.0.1", *(n.host_ip for n in nets)],
+                {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"},
+            )
+            _wait_port(r.s3_port, 60, moto.proc)
+            bucket(r).create_bucket(Bucket=BUCKET)
         example = env_example()
         values = {
             **example,
@@ -678,6 +731,15 @@ def rehearsal() -> Iterator[Rehearsal]:
             "OMP_NUM_THREADS": "1",
         }
         assert r.base_env["SERVE_MEDIA_WITH"] == "nginx" and r.base_env["BEHIND_PROXY"] == "1"
+        if storage == "s3":  # docs/deployment.md, "Object storage"; the settings refuse nginx with it
+            r.base_env |= {
+                **S3_ENV,
+                "MEDIA_STORAGE": "s3",
+                "AWS_STORAGE_BUCKET_NAME": BUCKET,
+                "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{r.s3_port}",
+                "AWS_S3_ADDRESSING_STYLE": "path",
+                "SERVE_MEDIA_WITH": "django",
+            }
         # The database as env.example names it (compose's db service creates it so).
         user, db = r.base_env["POSTGRES_USER"], r.base_env["POSTGRES_DB"]
         pg.query(f'CREATE ROLE "{user}" LOGIN')
@@ -761,6 +823,8 @@ def check_isolation(r: Rehearsal, render: Process, nginx_port: int) -> dict[str,
         if os.path.exists(p)
     ]
     assert len(absent) >= 4
+    if r.s3_port is not None:  # the web host's media folder, even by its own name
+        absent.append(str(r.media))
     ports = {"web": r.webs[0][1], "nginx": nginx_port}
     present = [str(REPO / "manage.py"), "/var/lib/app/media", "/opt/modelrunner/kernels", str(r.python)]
     paths: dict[str, Any] = {
@@ -776,6 +840,7 @@ def check_isolation(r: Rehearsal, render: Process, nginx_port: int) -> dict[str,
             ("127.0.0.1", ports["nginx"]),
             (net.host_ip, ports["web"]),
             (net.host_ip, ports["nginx"]),
+            *([(net.host_ip, r.s3_port)] if r.s3_port is not None else []),
         ],
     }
     probe = r.in_sandbox("probe", net, [sys.executable, "-c", PROBE, json.dumps(paths)])
@@ -796,12 +861,32 @@ def check_isolation(r: Rehearsal, render: Process, nginx_port: int) -> dict[str,
         f"127.0.0.1:{ports['nginx']}": False,
         f"{net.host_ip}:{ports['web']}": False,
         f"{net.host_ip}:{ports['nginx']}": False,
+        **({f"{net.host_ip}:{r.s3_port}": True} if r.s3_port is not None else {}),
     }, seen
     # The image's kernels, loaded without a compiler.
     assert seen["kernels"].startswith("compiled kernels in use (kernels-x86-64-v") or seen["kernels"].startswith(
         "compiled kernels in use (kernels-baseline-"
     ), seen["kernels"]
     return dict(seen)
+
+
+def bucket(r: Rehearsal) -> Any:
+    """A boto3 client of moto's S3 server, from the web host."""
+    import boto3  # type: ignore[import-untyped]
+
+    keys = {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"]}
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{r.s3_port}", region_name="us-east-1", **keys)
+
+
+def objects(r: Rehearsal) -> dict[str, bytes]:
+    """Every object in the bucket, by key."""
+    s3 = bucket(r)
+    listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 def last_upstream(r: Rehearsal) -> str:
@@ -812,6 +897,52 @@ def last_upstream(r: Rehearsal) -> str:
 
 def save_body(data: dict[str, Any], ratings: dict[str, int]) -> dict[str, Any]:
     return {"idempotency_key": data["idempotency_key"], "ratings": ratings, "telemetry": {"time_on_page_ms": 900}}
+
+
+def sign_in(r: Rehearsal) -> Browser:
+    """A researcher, invited on the command line, sets a password on the link and signs in."""
+    invited = r.manage("create_researcher", "ada", "--email", "ada@lab.example")
+    assert invited.returncode == 0, invited.stdout
+    link = invited.stdout.strip().splitlines()[-1]
+    assert link.startswith(f"{r.url}/"), link
+    researcher = Browser(r.url)
+    form = researcher.get(urlsplit(link).path)
+    assert form.status == 200 and "new_password1" in form.body.decode(), (form.status, form.url, r.logs())
+    reply = researcher.post_form(urlsplit(form.url).path, {"new_password1": PASSWORD, "new_password2": PASSWORD})
+    assert reply.status == 200, (reply.status, reply.url)
+    reply = researcher.post_form("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert reply.status == 200 and researcher.cookie("sessionid"), (reply.status, reply.url)
+    return researcher
+
+
+def build_experiment(
+    researcher: Browser, folder: Path, lengths: tuple[float, ...], checkpoint: tuple[str, ...], label: str
+) -> int:
+    """The experiment over the API with the session: excerpts, a checkpoint, a condition, render."""
+    created = researcher.api(
+        "POST", "/api/experiments/", {"title": "Rehearsal", "sample_rate": 48000, "config": CONFIG}
+    )
+    assert created.status == 201, created.body[:500]
+    pk: int = created.json()["id"]
+    for i, (dry, ref) in enumerate(excerpt_files(folder, lengths)):
+        up = researcher.api(
+            "POST", f"/api/experiments/{pk}/excerpts/", {"name": f"Take {i + 1}"}, {"dry": dry, "reference": ref}
+        )
+        assert up.status == 201, up.body[:500]
+    ckpt = researcher.api(
+        "POST",
+        f"/api/experiments/{pk}/checkpoints/",
+        {"name": label.lower().replace(" ", "")},
+        {"file": fixture_path(*checkpoint)},
+    )
+    assert ckpt.status == 201, ckpt.body[:500]
+    cond = researcher.api(
+        "POST", f"/api/experiments/{pk}/conditions/", {"checkpoint": ckpt.json()["id"], "label": label}
+    )
+    assert cond.status == 201, cond.body[:500]
+    started = researcher.api("POST", f"/api/experiments/{pk}/render/")
+    assert started.status == 202, started.body[:500]
+    return pk
 
 
 def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills(
@@ -832,40 +963,10 @@ def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills
     seen = check_isolation(r, render1, port)
     lap("render worker up, isolation checked")
 
-    # A researcher, invited on the command line, sets a password on the link and signs in.
-    invited = r.manage("create_researcher", "ada", "--email", "ada@lab.example")
-    assert invited.returncode == 0, invited.stdout
-    link = invited.stdout.strip().splitlines()[-1]
-    assert link.startswith(f"{r.url}/"), link
-    researcher = Browser(r.url)
-    form = researcher.get(urlsplit(link).path)
-    assert form.status == 200 and "new_password1" in form.body.decode(), (form.status, form.url, r.logs())
-    reply = researcher.post_form(urlsplit(form.url).path, {"new_password1": PASSWORD, "new_password2": PASSWORD})
-    assert reply.status == 200, (reply.status, reply.url)
-    reply = researcher.post_form("/accounts/login/", {"username": "ada", "password": PASSWORD})
-    assert reply.status == 200 and researcher.cookie("sessionid"), (reply.status, reply.url)
-
-    # The experiment, over the API with the session: excerpts, a checkpoint, a condition, render.
-    created = researcher.api(
-        "POST", "/api/experiments/", {"title": "Rehearsal", "sample_rate": 48000, "config": CONFIG}
-    )
-    assert created.status == 201, created.body[:500]
-    pk = created.json()["id"]
-    for i, (dry, ref) in enumerate(excerpt_files(tmp_path)):
-        up = researcher.api(
-            "POST", f"/api/experiments/{pk}/excerpts/", {"name": f"Take {i + 1}"}, {"dry": dry, "reference": ref}
-        )
-        assert up.status == 201, up.body[:500]
-    ckpt = researcher.api(
-        "POST", f"/api/experiments/{pk}/checkpoints/", {"name": "lstm32"}, {"file": fixture_path(*CHECKPOINT)}
-    )
-    assert ckpt.status == 201, ckpt.body[:500]
-    cond = researcher.api(
-        "POST", f"/api/experiments/{pk}/conditions/", {"checkpoint": ckpt.json()["id"], "label": "LSTM 32"}
-    )
-    assert cond.status == 201, cond.body[:500]
-    started = researcher.api("POST", f"/api/experiments/{pk}/render/")
-    assert started.status == 202, started.body[:500]
+    # A researcher, invited on the command line, sets a password on the link and signs in, and
+    # builds the experiment over the API with the session: excerpts, a checkpoint, a condition, render.
+    researcher = sign_in(r)
+    pk = build_experiment(researcher, tmp_path, EXCERPT_SECONDS, CHECKPOINT, "LSTM 32")
     lap("experiment built over HTTP")
 
     # The render worker is killed while it renders the long excerpt; beat's reaper requeues the
@@ -1047,3 +1148,150 @@ def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills
     lap("report built and downloaded")
     print(f"rehearsal: {json.dumps(laps)}; kernels: {seen['kernels']}; report files: {len(names)}")
     assert render2.proc.poll() is None
+
+
+@pytest.mark.parametrize("rehearsal", ["s3"], indirect=True)
+def test_the_shipped_configuration_on_object_storage_with_workers_that_share_no_disk(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
+    """docs/deployment.md, "Object storage": media in the bucket alone, stimuli through the app."""
+    r = rehearsal
+    laps: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        laps[name] = round(time.monotonic() - mark, 1)
+        mark = time.monotonic()
+
+    port = int(urlsplit(r.url).port or 80)
+    render = r.celery("render-1", "render-worker", NET="0")
+    # The worker host reaches the store, and neither the web host's media folder nor its files.
+    seen = check_isolation(r, render, port)
+    scratch = r.var / "scratch" / "render-1"
+    lap("render worker up, isolation checked")
+
+    researcher = sign_in(r)
+    pk = build_experiment(researcher, tmp_path, S3_EXCERPT_SECONDS, S3_CHECKPOINT, "LSTM 3")
+    uploads = r.sql("SELECT dry_file, reference_file FROM webmushra_excerpt WHERE experiment_id = %s", (pk,))
+    stored = objects(r)
+    assert uploads and all(name in stored for row in uploads for name in row), (uploads, sorted(stored))
+    lap("experiment built over HTTP, uploads in the bucket")
+
+    def ready() -> bool:
+        status = researcher.api("GET", f"/api/experiments/{pk}/status/").json()
+        failed = [j for j in r.jobs(pk) if j["status"] == "failed"]
+        assert not failed, f"{failed}\n{r.logs()}"
+        return bool(status["status"] == "ready")
+
+    wait_for(ready, timeout=240, interval=0.5, what="the experiment to be rendered")
+    stimuli = r.sql(
+        "SELECT excerpt_id, condition_id, file, size FROM webmushra_stimulus WHERE experiment_id = %s", (pk,)
+    )
+    conditions = r.sql("SELECT id, kind, label FROM webmushra_condition WHERE experiment_id = %s", (pk,))
+    assert len(stimuli) == len(conditions) * len(S3_EXCERPT_SECONDS)
+    stored = objects(r)
+    for _, _, key, size in stimuli:
+        assert key in stored and len(stored[key]) == size, key
+    # Each host kept nothing: the web host's MEDIA_ROOT and the worker's scratch folder stay empty.
+    assert files_under(r.media) == [] and files_under(scratch) == [], (files_under(r.media), files_under(scratch))
+    lap("rendered by the namespaced worker into the bucket")
+
+    opened = researcher.api("POST", f"/api/experiments/{pk}/open/")
+    assert opened.status == 200, opened.body[:500]
+    participant_url = opened.json()["participant_url"]
+
+    # A participant through nginx: the app streams each stimulus from the store (200 whole, 206
+    # one range, 200 several), the signals of a trial with equal headers and lengths, bytes as
+    # stored, and nothing of the store or the conditions in any header.
+    in_bucket = {stored[key] for _, _, key, _ in stimuli}
+    endpoint = r.base_env["AWS_S3_ENDPOINT_URL"]
+    secret = [BUCKET, endpoint, "amz", "stimuli/", *(str(v) for _, kind, label in conditions for v in (kind, label))]
+    secret += [f"_c{cid}" for cid, _, _ in conditions] + [key for _, _, key, _ in stimuli]
+    fetched: set[str] = set()
+    participant = Browser(r.url)
+    landing = urlsplit(participant_url).path
+    assert participant.get(landing).status == 200
+    reply = participant.post_form(landing, {})
+    assert reply.status == 200 and "/consent/" in reply.url, (reply.status, reply.url)
+    token = reply.url.rstrip("/").split("/")[-2]
+    plan = r.sql("SELECT plan FROM webmushra_participant WHERE token = %s", (token,))[0][0]
+    kind_of = {cid: kind for cid, kind, _ in conditions}
+    reply = participant.post_form(f"/p/{token}/consent/", {"agree": "yes"})
+    assert reply.status == 200 and "/level/" in reply.url, (reply.status, reply.url)
+    reply = participant.post_form(f"/p/{token}/level/", {"gain_db": "0"})
+    assert reply.status == 200 and reply.url.endswith("/trial/1/"), (reply.status, reply.url)
+    expected: dict[tuple[int, int], int] = {}
+    for index in range(len(S3_EXCERPT_SECONDS)):
+        data = trial_data(participant.get(f"/p/{token}/trial/{index + 1}/"))
+        answers = []
+        for signal_ in data["signals"]:
+            whole = participant.get(signal_["url"])
+            part = participant.get(signal_["url"], headers={"Range": "bytes=0-99"})
+            several = participant.get(signal_["url"], headers={"Range": "bytes=0-9,20-29"})
+            assert (whole.status, part.status, several.status) == (200, 206, 200), (
+                whole.status,
+                part.status,
+                several.status,
+                r.logs(),
+            )
+            assert whole.body in in_bucket and part.body == whole.body[:100] and several.body == whole.body
+            assert part.header("Content-Range") == [f"bytes 0-99/{len(whole.body)}"]
+            assert whole.header("Content-Length") == [str(len(whole.body))]
+            assert not whole.header("ETag") and not whole.header("Last-Modified")
+            assert not whole.header("X-Accel-Redirect") and not whole.header("Content-Disposition")
+            assert whole.header("X-Content-Type-Options") == ["nosniff"]
+            assert whole.header("Cache-Control")[0].startswith("private, max-age=")
+            assert whole.header("Content-Type") == ["audio/wav"]
+            for answer in (whole, part):  # the URL is a random token; the headers name nothing
+                said = " ".join(f"{k}: {v}" for k, v in answer.headers).lower()
+                assert not [s for s in secret if s.lower() in said], answer.headers
+            assert BUCKET not in signal_["url"] and "stimuli/" not in signal_["url"] and endpoint not in signal_["url"]
+            fetched.add(urlsplit(signal_["url"]).path)
+            answers.append(whole)
+        reference = participant.get(data["reference"]["url"])
+        assert reference.status == 200 and reference.body in in_bucket
+        bodies = [a.body for a in answers]
+        assert len(set(bodies)) == len(bodies) and len({len(b) for b in [*bodies, reference.body]}) == 1
+        blind = [sorted((k, v) for k, v in a.headers if k.lower() != "date") for a in answers]
+        assert all(h == blind[0] for h in blind), blind
+        ratings = {chr(ord("a") + k): SCORES[kind_of[cid]] - index for k, cid in enumerate(plan[index]["conditions"])}
+        assert set(ratings) == {sig["key"] for sig in data["signals"]}
+        expected |= {
+            (plan[index]["trial"], cid): ratings[chr(ord("a") + k)] for k, cid in enumerate(plan[index]["conditions"])
+        }
+        saved = participant.post_json(data["save_url"], save_body(data, ratings))
+        assert saved.status == 200 and saved.json()["replayed"] is False, (saved.status, saved.body[:300])
+    rated = r.sql(
+        "SELECT r.trial_id, r.condition_id, r.score FROM webmushra_rating r "
+        "JOIN webmushra_participant p ON p.id = r.participant_id WHERE p.token = %s",
+        (token,),
+    )
+    assert {(t, c): s for t, c, s in rated} == expected and len(rated) == len(expected)
+    # Every stimulus left through a web server: nginx proxied each request (an upstream in its log).
+    logged = [line.split() for line in (r.var / "nginx" / "access.log").read_text().splitlines()]
+    served = [parts for parts in logged if parts[1] in fetched]
+    assert fetched and {parts[1] for parts in served} == fetched, (fetched, served)
+    assert all(parts[3] != "-" and parts[4] in ("200", "206") for parts in served), served
+    lap("participant rated through nginx, stimuli from the bucket")
+
+    # The report: built by the default worker on the web host, stored in the bucket, downloaded.
+    requested = researcher.api("POST", f"/api/experiments/{pk}/report/")
+    assert requested.status == 202, requested.body[:500]
+
+    def report() -> dict[str, Any] | None:
+        state = researcher.api("GET", f"/api/experiments/{pk}/report/").json()
+        assert state["status"] != "failed", state
+        return state if state["status"] == "done" else None
+
+    done = wait_for(report, timeout=180, interval=0.5, what="the report")
+    bundle = researcher.get(urlsplit(done["download_url"]).path)
+    assert bundle.status == 200 and bundle.body[:2] == b"PK", (bundle.status, bundle.body[:200])
+    ((key,),) = r.sql("SELECT file FROM webmushra_report WHERE experiment_id = %s AND status = 'done'", (pk,))
+    assert key.startswith("reports/") and objects(r).get(key) == bundle.body, key
+    names = zipfile.ZipFile(io.BytesIO(bundle.body)).namelist()
+    assert any(name.endswith("descriptives.csv") for name in names), names
+    assert files_under(r.media) == [] and files_under(scratch) == [], (files_under(r.media), files_under(scratch))
+    lap("report built into the bucket and downloaded")
+    print(f"rehearsal on object storage: {json.dumps(laps)}; kernels: {seen['kernels']}; objects: {len(objects(r))}")
+    assert render.proc.poll() is None
