@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.errors import CheckpointError
 from modelrunner.formats import load
 from modelrunner.policy import render_excerpt
-from tests.modelrunner.test_nam_reference import NAM_VERSION, SCRIPT, _input, _reference_python
+from tests.modelrunner.test_nam_reference import NAM_VERSION, _input, _reference_python, run_reference_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -111,18 +109,7 @@ def a2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if i == 0:
             job["generate"] = {"model": A2_CONTAINER, "seed": 20260504, "head_gain": 30.0}
         jobs.append(job)
-    (folder / "jobs.json").write_text(json.dumps({"jobs": jobs}))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [str(python), str(SCRIPT), str(folder / "jobs.json")],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
-    assert done.returncode == 0, f"the reference render failed:\n{done.stderr[-4000:]}"
-    summary = json.loads((folder / "jobs.json.out").read_text())
+    summary = run_reference_jobs(python, folder, jobs)
     outputs = {case: np.load(folder / f"{case}.out.npy") for case, *_ in CASES}
     return {"model": model, "input": x, "outputs": outputs, "summary": summary}
 

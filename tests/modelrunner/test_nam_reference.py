@@ -69,6 +69,24 @@ def _load(name: str, config: dict[str, Any] | None) -> EffectModel:
     return load(fixture_path("models", "nam", name), config=config)
 
 
+def run_reference_jobs(python: Path, folder: Path, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run ``jobs`` through the reference script under the package's own interpreter (in
+    ``folder``, without this project on its path) and return its summary."""
+    (folder / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run(
+        [str(python), str(SCRIPT), str(folder / "jobs.json")],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert done.returncode == 0, f"the reference render failed:\n{done.stderr[-4000:]}"
+    summary: dict[str, Any] = json.loads((folder / "jobs.json.out").read_text())
+    return summary
+
+
 def _input(sample_rate: int) -> np.ndarray:
     """10 s of guitar at ``sample_rate``: the 5 s fixture (44.1 kHz) twice, resampled."""
     x = guitar(5.0, offset=0.0)[0].numpy()
@@ -88,18 +106,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         job = {"model": str(fixture_path("models", "nam", name)), "submodel": None, "slimming": None}
         job.update(extra, input=str(folder / f"{case}.in.npy"), output=str(folder / f"{case}.out.npy"))
         jobs.append(job)
-    (folder / "jobs.json").write_text(json.dumps({"jobs": jobs}))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [str(python), str(SCRIPT), str(folder / "jobs.json")],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
-    assert done.returncode == 0, f"the reference render failed:\n{done.stderr[-4000:]}"
-    summary = json.loads((folder / "jobs.json.out").read_text())
+    summary = run_reference_jobs(python, folder, jobs)
     outputs = {case: (inputs[case], np.load(folder / f"{case}.out.npy")) for case, *_ in CASES}
     return {"summary": summary, "outputs": outputs}
 
