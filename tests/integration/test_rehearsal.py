@@ -889,6 +889,11 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
+def access_log_lines(r: Rehearsal) -> int:
+    """How many requests nginx has logged so far."""
+    return len((r.var / "nginx" / "access.log").read_text().splitlines())
+
+
 def last_upstream(r: Rehearsal) -> str:
     """The web server nginx passed its last proxied request to (its access log)."""
     lines = [line.split() for line in (r.var / "nginx" / "access.log").read_text().splitlines()]
@@ -1076,7 +1081,10 @@ def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills
         # One web server is killed while it holds this save: nginx alternates between the two,
         # so after a request that went to the other one, the next goes to this one.
         for _ in range(4):
+            logged = access_log_lines(r)
             assert participant.get("/healthz").status == 200
+            # nginx logs a request after answering it: wait for its line before reading it.
+            wait_for(lambda n=logged: access_log_lines(r) > n, timeout=10, interval=0.02, what="nginx to log /healthz")
             if not last_upstream(r).endswith(f":{web1_port}"):
                 break
         else:
