@@ -263,17 +263,17 @@ def write_wav(
     # Encode in memory, then write with plain file I/O: libsndfile reports a full disk as
     # "System error." with no errno, while os-level writes raise a clear OSError.
     data = encode_wav(audio, sample_rate, subtype=subtype)
-    with _atomic_file(dest, mode) as fh:
+    with atomic_file(dest, mode) as fh:
         fh.write(data)
     return dest
 
 
 @contextmanager
-def _atomic_file(dest: Path, mode: int) -> Iterator[BinaryIO]:
+def atomic_file(dest: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
     """A temp file beside ``dest`` to write into; on success it is flushed, given ``mode``,
     synced and renamed to ``dest``; on any error it is removed and ``dest`` is untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=dest.suffix, dir=dest.parent)
     try:
         with os.fdopen(fd, "w+b") as fh:
             yield fh
@@ -309,7 +309,7 @@ def copy_as_float_wav(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info = sf.info(str(src))
-    with _atomic_file(dest, mode) as fh:
+    with atomic_file(dest, mode) as fh:
         sink = _ReportingFile(fh)
         try:
             rate, channels = int(info.samplerate), int(info.channels)

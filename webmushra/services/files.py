@@ -27,6 +27,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 
+from modelrunner import audio
+
 from ..errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -147,22 +149,12 @@ def store(name: str, source: bytes | os.PathLike[str] | str) -> int:
     """
     if is_local():
         dest = Path(default_storage.path(name))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=dest.suffix, dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(source, bytes):
-                    out.write(source)
-                else:
-                    with open(source, "rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fchmod(out.fileno(), settings.FILE_UPLOAD_PERMISSIONS or 0o640)
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with audio.atomic_file(dest, settings.FILE_UPLOAD_PERMISSIONS or 0o640) as out:
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
         return dest.stat().st_size
     try:
         if isinstance(source, bytes):
