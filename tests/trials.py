@@ -77,8 +77,11 @@ def fetch_audio(participant: Participant, index: int, client: Any = None, only: 
     records each fetch), or, without a client, record the fetches directly. ``only``: these keys."""
     entry = participant.plan[index]
     keys = sessions.signal_keys(entry)
-    wanted = {cid for k, cid in keys.items() if only is None or k in only}
-    tokens = [(pk, tok) for cid, pk, tok in sessions.trial_tokens(participant, entry, "pk", "token") if cid in wanted]
+    tokens = [
+        (pk, tok)
+        for k, (pk, tok) in sessions.key_tokens(participant, entry, "pk", "token").items()
+        if k in keys and (only is None or k in only)
+    ]
     if client is None:
         for pk, _ in tokens:
             sessions.record_stimulus_fetch(token_id=pk)
@@ -87,6 +90,21 @@ def fetch_audio(participant: Participant, index: int, client: Any = None, only: 
         r = client.get(reverse("participant:stimulus", args=[tok]))
         assert r.status_code == 200, r
         b"".join(r.streaming_content) if r.streaming else r.content
+
+
+def answer_body(participant: Participant, index: int, answer: dict[str, Any], *, client: Any = None) -> dict[str, Any]:
+    """A save of trial ``index`` of another paradigm (``webmushra.paradigms``) with ``answer``
+    that meets every listening rule: each signal fetched and played, the time gone by."""
+    participant = Participant.objects.select_related("experiment").get(pk=participant.pk)
+    entry = participant.plan[index]
+    keys = list(sessions.signal_keys(entry))
+    listen, page = timings(rules.player_rules(participant.experiment), len(keys))
+    fetch_audio(participant, index, client)
+    elapse(participant, page + 0.5)
+    log = telemetry(keys, dict.fromkeys(keys, 0), listen_s=listen, page_s=page)
+    log["events"] = [e for e in log["events"] if e["type"] != "move"]
+    log["slider_moves"] = []
+    return {"idempotency_key": entry["key"], "answer": answer, "telemetry": log}
 
 
 def save_body(

@@ -305,7 +305,8 @@ class Stimulus(models.Model):
 
 
 class Trial(models.Model):
-    """A MUSHRA page: one excerpt, its reference and every condition."""
+    """One page of a block: a MUSHRA page (one excerpt, its reference and every condition) or a
+    trial of another paradigm (``webmushra.paradigms``) comparing the conditions in ``design``."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="trials")
     excerpt = models.ForeignKey(Excerpt, on_delete=models.CASCADE, related_name="trials")
@@ -318,12 +319,20 @@ class Trial(models.Model):
     #: (``TrialResponse.repeat``), never as ratings, so the analysis sees the first presentation.
     repeat_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats")
     position = models.PositiveIntegerField(default=0)
+    #: The block (index into ``config["blocks"]``, ``paradigms.blocks``) and its paradigm.
+    block = models.PositiveSmallIntegerField(default=0)
+    paradigm = models.CharField(max_length=12, default="mushra")
+    #: The condition ids the trial compares (empty for MUSHRA and ranking: every condition).
+    design = models.JSONField(default=list, blank=True)
+    #: Tells apart the trials of one block and excerpt ("" for a MUSHRA page): paradigm,
+    #: conditions and repetition (``paradigms.design_key``).
+    design_key = models.CharField(max_length=64, default="", blank=True)
 
     class Meta:
-        ordering = ["is_training", "is_catch", "position", "id"]
+        ordering = ["is_training", "is_catch", "block", "position", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["experiment", "excerpt", "is_training", "is_catch"],
+                fields=["experiment", "block", "excerpt", "is_training", "is_catch", "design_key"],
                 condition=Q(repeat_of__isnull=True),
                 name="one_trial_per_excerpt",
             ),
@@ -416,6 +425,9 @@ class StimulusToken(models.Model):
     #: stands for there; the same audio in a test trial has another token.
     trial = models.ForeignKey("Trial", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     slot = models.ForeignKey("Condition", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    #: A paradigm trial's signal key this token serves (``a``, ``b``, ``x``, ...): ABX's X is the
+    #: audio of A or B under a token of its own.
+    role = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -423,7 +435,9 @@ class StimulusToken(models.Model):
                 fields=["participant", "stimulus"], condition=Q(trial__isnull=True), name="one_token_per_stimulus"
             ),
             models.UniqueConstraint(
-                fields=["participant", "trial", "slot"], condition=Q(trial__isnull=False), name="one_token_per_slot"
+                fields=["participant", "trial", "slot", "role"],
+                condition=Q(trial__isnull=False),
+                name="one_token_per_slot",
             ),
         ]
 
@@ -446,6 +460,9 @@ class TrialResponse(models.Model):
     #: The participant's free-text comment on the trial (``config["trial_comments"]``, at most
     #: ``rules.MAX_COMMENT_CHARS``); personal text, emptied when personal data is purged.
     comment = models.TextField(blank=True, default="")
+    #: A trial of another paradigm: the answer as stored (``paradigms.clean_answer``), by
+    #: condition id; MUSHRA pages keep their scores as ratings instead.
+    answer = models.JSONField(default=dict, blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

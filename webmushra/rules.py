@@ -19,6 +19,7 @@ from evaluation.settings import Settings as _AnalysisSettings
 
 from .errors import FieldError, RuleBroken, ServiceError
 from .inputs import json_problem
+from .paradigms import clean_blocks
 
 if TYPE_CHECKING:
     from .models import Experiment
@@ -632,6 +633,8 @@ def validate_config(config: dict) -> dict:
     if unstorable:
         raise ServiceError(unstorable)
     cfg = dict(config)
+    if "blocks" in cfg:
+        cfg["blocks"] = clean_blocks(cfg["blocks"])
     if "questionnaire" in cfg:
         cfg["questionnaire"] = validate_questionnaire(cfg["questionnaire"])
     if "translations" in cfg:

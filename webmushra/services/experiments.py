@@ -18,6 +18,7 @@ from django.utils import timezone
 from modelrunner.errors import RenderError
 from modelrunner.knobs import check_knobs
 
+from .. import paradigms
 from ..errors import ConflictError, ServiceError
 from ..inputs import text_problem
 from ..models import (
@@ -283,20 +284,28 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
         )
     # Training trials are built from training excerpts only, which are never in the test: nothing
     # heard or labelled in training (audio, URLs, names) can identify a test trial's signals.
-    for i, excerpt in enumerate(excerpts):
-        if not excerpt.is_training:
-            Trial.objects.get_or_create(
-                experiment=experiment,
-                excerpt=excerpt,
-                is_training=False,
-                is_catch=False,
-                repeat_of=None,
-                defaults={"position": i},
-            )
-        elif flow(experiment, "training"):
-            Trial.objects.get_or_create(
-                experiment=experiment, excerpt=excerpt, is_training=True, defaults={"position": i}
-            )
+    # One page per excerpt and design in each block (paradigms.designs: what each trial compares).
+    kinds = list(experiment.conditions.values_list("pk", "kind"))
+    for number, block in enumerate(paradigms.blocks(experiment.config)):
+        try:
+            designs = paradigms.designs(block, kinds)
+        except ServiceError as exc:
+            raise ConflictError(f"cannot open: block {number + 1}: {exc}") from None
+        for i, excerpt in enumerate(excerpts):
+            if excerpt.is_training and not (flow(experiment, "training") and block["training"]):
+                continue
+            for design in designs:
+                for repetition in range(1 if excerpt.is_training else block["repetitions"]):
+                    Trial.objects.get_or_create(
+                        experiment=experiment,
+                        excerpt=excerpt,
+                        is_training=excerpt.is_training,
+                        is_catch=False,
+                        repeat_of=None,
+                        block=number,
+                        design_key=paradigms.design_key(block["paradigm"], design, repetition),
+                        defaults={"position": i, "paradigm": block["paradigm"], "design": design},
+                    )
     catch.ensure_catch_trials(experiment)
     repeats.ensure_repeat_trials(experiment)
     experiment.status = Experiment.Status.OPEN

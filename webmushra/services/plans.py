@@ -7,17 +7,62 @@ from __future__ import annotations
 import random
 import secrets
 
+from .. import paradigms
 from ..models import Experiment, Participant
 from . import catch, repeats
 
 
 def make_plan(experiment: Experiment, rng: random.Random) -> list[dict]:
-    """Per-participant order of trials and of the conditions within each (BS.1534-3 §3: random order)."""
+    """Per-participant plan: the experiment's blocks in their order, each with its training
+    trials first, then its test trials in random order."""
     conditions = list(experiment.conditions.values_list("pk", flat=True))
+    plan: list[dict] = []
+    for number, block in enumerate(paradigms.blocks(experiment.config)):
+        if block["paradigm"] == paradigms.MUSHRA:
+            plan += _mushra_block(experiment, number, conditions, rng)
+        else:
+            plan += _paradigm_block(experiment, number, block, conditions, rng)
+    return plan
+
+
+def _paradigm_block(
+    experiment: Experiment, number: int, block: dict, conditions: list[int], rng: random.Random
+) -> list[dict]:
+    """A block of another paradigm: its trials, the conditions' order in each and ABX's X
+    (``paradigms.arrange``)."""
+    rows = experiment.trials.filter(block=number, paradigm=block["paradigm"], is_catch=False, repeat_of__isnull=True)
+    design_of: dict[int, list[int]] = {}
+    training: list[dict] = []
+    tests: list[dict] = []
+    for pk, is_training, design in rows.values_list("pk", "is_training", "design"):
+        if is_training and not block["training"]:
+            continue
+        design_of[pk] = list(design) or conditions
+        entry = {
+            "trial": pk,
+            "training": is_training,
+            "block": number,
+            "paradigm": block["paradigm"],
+            "key": secrets.token_hex(8),
+        }
+        (training if is_training else tests).append(entry)
+    rng.shuffle(training)
+    rng.shuffle(tests)
+    paradigms.arrange(training, design_of, rng)
+    paradigms.arrange(tests, design_of, rng)
+    return training + tests
+
+
+def _mushra_block(experiment: Experiment, number: int, conditions: list[int], rng: random.Random) -> list[dict]:
+    """The MUSHRA block (BS.1534-3 §3: random order of trials and of the signals within each)."""
     trials = list(
-        experiment.trials.filter(is_training=False, is_catch=False, repeat_of__isnull=True).values_list("pk", flat=True)
+        experiment.trials.filter(
+            block=number, paradigm=paradigms.MUSHRA, is_training=False, is_catch=False, repeat_of__isnull=True
+        ).values_list("pk", flat=True)
     )
-    training = list(experiment.trials.filter(is_training=True).values_list("pk", flat=True))
+    training = list(
+        experiment.trials.filter(block=number, paradigm=paradigms.MUSHRA, is_training=True).values_list("pk", flat=True)
+    )
     subset = int(experiment.config.get("trial_subset_size") or 0)
     if 0 < subset < len(trials):
         # Balanced subset: the items least used so far first, ties broken at random.

@@ -18,8 +18,9 @@ from django.db.models import F, Max, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from ..errors import ConflictError, ServiceError, TrialNotFound
-from ..models import Experiment, Participant, Rating, Stimulus, StimulusToken, TrialResponse
+from .. import paradigms
+from ..errors import ConflictError, FieldError, ServiceError, TrialNotFound
+from ..models import Experiment, Participant, Rating, Stimulus, StimulusToken, Trial, TrialResponse
 from ..rules import (
     LEVEL_GAIN_DB,
     Delivery,
@@ -77,7 +78,36 @@ def start_participant(
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
     catch.create_tokens(participant)
     repeats.create_tokens(participant)
+    _create_paradigm_tokens(participant)
     return participant
+
+
+def _create_paradigm_tokens(participant: Participant) -> None:
+    """Every signal of a trial of another paradigm gets a token of its own (trial and key): the
+    same audio never has the same URL twice, so no URL tells ABX's X apart or links trials."""
+    entries = [e for e in participant.plan if paradigms.paradigm_of(e) != paradigms.MUSHRA]
+    if not entries:
+        return
+    excerpt_of = dict(Trial.objects.filter(pk__in=[e["trial"] for e in entries]).values_list("pk", "excerpt_id"))
+    stimulus_of = {
+        (x, c): pk
+        for pk, x, c in Stimulus.objects.filter(experiment_id=participant.experiment_id).values_list(
+            "pk", "excerpt_id", "condition_id"
+        )
+    }
+    StimulusToken.objects.bulk_create(
+        [
+            StimulusToken(
+                participant=participant,
+                stimulus_id=stimulus_of[(excerpt_of[e["trial"]], cid)],
+                trial_id=e["trial"],
+                slot_id=cid,
+                role=key,
+            )
+            for e in entries
+            for key, cid in paradigms.signal_keys(e).items()
+        ]
+    )
 
 
 def pilot_link_code(experiment: Experiment) -> str:
@@ -177,11 +207,13 @@ def submit_trial(
     token: str | None = None,
     index: int,
     idempotency_key: object,
-    ratings: object,
+    ratings: object = None,
     telemetry: dict | None = None,
     comment: object = None,
+    answer: object = None,
 ) -> SaveResult:
-    """Store one trial's ratings in one transaction; a replay of the same key is a no-op.
+    """Store one trial's ratings (MUSHRA) or answer (other paradigms, ``paradigms.clean_answer``)
+    in one transaction; a replay of the same key is a no-op.
 
     The participant is given as an instance or by ``token`` (``Participant.DoesNotExist``
     when there is none). ``ratings`` maps the opaque per-trial signal keys the page was
@@ -213,6 +245,11 @@ def submit_trial(
         if expected != index:
             raise ConflictError(f"trial {(expected or 0) + 1} comes first: trials are saved in their order")
         keys = signal_keys(entry)
+        paradigm = paradigms.paradigm_of(entry)
+        if paradigm != paradigms.MUSHRA:
+            if ratings is not None:
+                raise FieldError("ratings", f"a {paradigms.PARADIGMS[paradigm]} trial is saved with an answer")
+            return _submit_answer(participant, entry, idempotency_key, saved, answer, telemetry, comment)
         if not isinstance(ratings, dict):
             raise ServiceError("ratings: expected an object of signal -> score")
         unknown = sorted(set(ratings) - set(keys))
@@ -272,20 +309,58 @@ def submit_trial(
                     for cid, score in scores.items()
                 ]
             )
-        nxt = _first_unsaved(participant, {**saved, entry["trial"]: idempotency_key})
-        if nxt is None:
-            participant.stage = (
-                Participant.Stage.QUESTIONNAIRE
-                if questionnaire_fields(participant.experiment)
-                else Participant.Stage.COMPLETED
-            )
-        else:
-            participant.stage = (
-                Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
-            )
-        if participant.stage == Participant.Stage.COMPLETED:
-            _complete(participant)
-        participant.save(update_fields=["stage", "completed_at", "completion_code", "exit_code", "exit_url"])
+        return _advance(participant, entry, idempotency_key, saved)
+
+
+def _submit_answer(
+    participant: Participant,
+    entry: dict,
+    idempotency_key: str,
+    saved: dict,
+    answer: object,
+    telemetry: dict | None,
+    comment: object,
+) -> SaveResult:
+    """The save of a trial of another paradigm (inside ``submit_trial``'s transaction): the
+    answer checked and stored by condition id, the listening rules refereed as for MUSHRA."""
+    paradigm = paradigms.paradigm_of(entry)
+    if answer is None:
+        raise FieldError("answer", f"a {paradigms.PARADIGMS[paradigm]} trial is saved with an answer")
+    stored = paradigms.clean_answer(entry, answer)
+    keys = signal_keys(entry)
+    mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)
+    comment_text = clean_comment(mode, comment)
+    telemetry = telemetry if isinstance(telemetry, dict) else {}
+    delivery = _delivery(participant, entry, keys)
+    rules = paradigms.rules_for(paradigm, player_rules(participant.experiment))
+    check_trial(rules, list(keys), {}, telemetry, delivery)
+    TrialResponse.objects.create(
+        participant=participant,
+        trial_id=entry["trial"],
+        idempotency_key=idempotency_key,
+        telemetry=telemetry,
+        answer={"paradigm": paradigm, **stored},
+        comment=comment_text,
+    )
+    return _advance(participant, entry, idempotency_key, saved)
+
+
+def _advance(participant: Participant, entry: dict, idempotency_key: str, saved: dict) -> SaveResult:
+    """After a save: the participant's next stage (and completion at the end)."""
+    nxt = _first_unsaved(participant, {**saved, entry["trial"]: idempotency_key})
+    if nxt is None:
+        participant.stage = (
+            Participant.Stage.QUESTIONNAIRE
+            if questionnaire_fields(participant.experiment)
+            else Participant.Stage.COMPLETED
+        )
+    else:
+        participant.stage = (
+            Participant.Stage.TRAINING if participant.plan[nxt].get("training") else Participant.Stage.TRIALS
+        )
+    if participant.stage == Participant.Stage.COMPLETED:
+        _complete(participant)
+    participant.save(update_fields=["stage", "completed_at", "completion_code", "exit_code", "exit_url"])
     return SaveResult(created=True, next_index=nxt, participant=participant)
 
 
@@ -294,7 +369,7 @@ def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> De
     participant, and how long ago the trial's audio was first fetched and the step before
     the trial was finished (the page cannot have been open longer than that)."""
     now = timezone.now()
-    fetched = {cid: (n, first) for cid, n, first in trial_tokens(participant, entry, "fetches", "first_fetched_at")}
+    fetched = key_tokens(participant, entry, "fetches", "first_fetched_at")
     firsts = [first for n, first in fetched.values() if first is not None]
     steps = [participant.consented_at]
     steps.append(TrialResponse.objects.filter(participant=participant).aggregate(last=Max("submitted_at"))["last"])
@@ -307,7 +382,7 @@ def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> De
                 pass
     known = [s for s in steps if s is not None]
     return Delivery(
-        fetches={key: fetched.get(cid, (0, None))[0] for key, cid in keys.items()},
+        fetches={key: fetched.get(key, (0, None))[0] for key in keys},
         since_first_fetch_s=(now - min(firsts)).total_seconds() if firsts else None,
         since_previous_step_s=(now - max(known)).total_seconds() if known else None,
     )
@@ -325,9 +400,20 @@ def trial_tokens(participant: Participant, entry: dict, *fields: str):
     return tokens.values_list("stimulus__condition_id", *fields)
 
 
+def key_tokens(participant: Participant, entry: dict, *fields: str) -> dict[str, tuple]:
+    """Signal key -> (*fields) of the participant's token for each signal of one trial: a trial
+    of another paradigm has a token per key, a MUSHRA page one per condition (``trial_tokens``)."""
+    if paradigms.paradigm_of(entry) != paradigms.MUSHRA:
+        tokens = StimulusToken.objects.filter(participant=participant, trial_id=entry["trial"])
+        return {role: tuple(rest) for role, *rest in tokens.values_list("role", *fields)}
+    by_condition = {cid: tuple(rest) for cid, *rest in trial_tokens(participant, entry, *fields)}
+    return {key: by_condition[cid] for key, cid in signal_keys(entry).items() if cid in by_condition}
+
+
 def signal_keys(entry: dict) -> dict[str, int]:
-    """Opaque per-trial signal keys (a, b, c, ...) in the participant's shuffled order."""
-    return {chr(ord("a") + i): cid for i, cid in enumerate(entry["conditions"])}
+    """Opaque per-trial signal keys in page order -> condition id (``paradigms.signal_keys``:
+    a, b, c, ... in the participant's shuffled order on a MUSHRA page)."""
+    return paradigms.signal_keys(entry)
 
 
 def _complete(participant: Participant) -> None:

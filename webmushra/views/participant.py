@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods
 
-from .. import errors, headphone, i18n, rules
+from .. import errors, headphone, i18n, paradigms, rules
 from ..http import blinded_error, serve_blinded_bytes, serve_blinded_file
 from ..inputs import json_problem, text_problem
 from ..models import Condition, Experiment, Participant, Stimulus, StimulusToken, training_names
@@ -307,8 +307,10 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
     """The JSON the player needs for one trial (no condition names unless training)."""
     entry = participant.plan[index]
     # condition id -> this participant's token for the condition's stimulus of this trial's excerpt
-    tokens = dict(sessions.trial_tokens(participant, entry, "token"))
+    tokens = sessions.key_tokens(participant, entry, "token")
     keys = sessions.signal_keys(entry)
+    paradigm = paradigms.paradigm_of(entry)
+    block = paradigms.blocks(participant.experiment.config)[int(entry.get("block") or 0)]
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)
@@ -324,18 +326,25 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
             )
             % {"number": number, "total": total},
         },
+        # The block's paradigm (webmushra.paradigms) and the labelled points of its answer scale.
+        "paradigm": paradigm,
+        "scale": paradigms.scale(paradigm),
         # The open reference is served under its own token, distinct from the hidden one.
-        "reference": {"url": reverse("participant:reference", args=[participant.token, index + 1])},
-        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[cid]])} for k, cid in keys.items()],
+        "reference": (
+            {"url": reverse("participant:reference", args=[participant.token, index + 1])}
+            if paradigm in paradigms.WITH_OPEN_REFERENCE
+            else None
+        ),
+        "signals": [{"key": k, "url": reverse("participant:stimulus", args=[tokens[k][0]])} for k in keys],
         # The page's rules and the signal cap, from rules.py only: the player keeps no defaults.
-        "rules": rules.player_rules(participant.experiment),
+        "rules": paradigms.rules_for(paradigm, rules.player_rules(participant.experiment)),
         "max_signals": rules.MAX_SIGNALS_PER_TRIAL,
         "save_url": reverse("participant:trial", args=[participant.token, index + 1]),
         "idempotency_key": entry["key"],
         "csrf_token": get_token(request),
         "instructions": i18n.text(participant.experiment, "instructions"),
         # The block's own instructions (its experiment's ``trial_instructions``), on every trial page.
-        "block_instructions": i18n.text(participant.experiment, "trial_instructions"),
+        "block_instructions": block["instructions"] or i18n.text(participant.experiment, "trial_instructions"),
         # The comment box: off, optional or required on test trials (never on training trials).
         "comments": "off" if entry.get("training") else rules.trial_comments(participant.experiment.config),
         "comment_max": rules.MAX_COMMENT_CHARS,
@@ -368,6 +377,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
                 ratings=body.get("ratings"),
                 telemetry=body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {},
                 comment=body.get("comment"),
+                answer=body.get("answer"),
             )
         except Participant.DoesNotExist:
             raise Http404("no such participant") from None

@@ -1,0 +1,294 @@
+"""The listening-test paradigms an experiment's blocks use, and every rule of them in one place.
+
+An experiment runs its blocks in order (``config["blocks"]``, default one MUSHRA block); each
+block is one paradigm over the experiment's excerpts, conditions and rendered stimuli:
+
+- ``mushra``: ITU-R BS.1534-3 (every condition on one page, 0-100 sliders).
+- ``bs1116``: ITU-R BS.1116-3 §5.1 double-blind triple stimulus with hidden reference: A is the
+  open reference, B and C the hidden reference and the condition in random order, both graded on
+  the continuous 1.0-5.0 impairment scale.
+- ``abx``: X is A or B at random, balanced per participant and pair; the answer is A or B.
+- ``ab`` / ``abn``: preference between two conditions; ``abn`` adds "no preference".
+- ``acr``: ITU-T P.800 Annex B absolute category rating, one signal, five categories.
+- ``dcr``: ITU-T P.800 Annex D degradation category rating against the open reference.
+- ``ranking``: every condition of the excerpt put in order, best first.
+
+A trial of a paradigm other than MUSHRA compares the conditions in its ``design`` (condition
+ids); its answer is stored on the response (``TrialResponse.answer``) by condition id, as
+:func:`clean_answer` returns it. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import defaultdict
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from .errors import FieldError, ServiceError
+
+MUSHRA = "mushra"
+#: name -> short title (researcher pages and the report)
+PARADIGMS: dict[str, str] = {
+    MUSHRA: "MUSHRA (ITU-R BS.1534-3)",
+    "bs1116": "ITU-R BS.1116-3 hidden reference",
+    "abx": "ABX discrimination",
+    "ab": "AB preference",
+    "abn": "AB preference with no preference (ABN)",
+    "acr": "ACR, absolute category rating (ITU-T P.800)",
+    "dcr": "DCR, degradation category rating (ITU-T P.800)",
+    "ranking": "Ranking",
+}
+#: Paradigms whose trials present the open reference (the reference URL) beside their signals.
+WITH_OPEN_REFERENCE = frozenset({MUSHRA, "bs1116", "dcr"})
+#: Paradigms whose trials compare the hidden reference with one condition at a time.
+AGAINST_REFERENCE = frozenset({"bs1116", "abx", "dcr"})
+#: The most repetitions of each ABX / AB trial a block may ask for.
+MAX_REPETITIONS = 20
+
+#: The five grades of BS.1116-3's impairment scale (§5.2), worst first.
+IMPAIRMENT_SCALE = (
+    (1.0, _("Very annoying")),
+    (2.0, _("Annoying")),
+    (3.0, _("Slightly annoying")),
+    (4.0, _("Perceptible, but not annoying")),
+    (5.0, _("Imperceptible")),
+)
+#: ITU-T P.800 Annex B, Table B.1 (listening-quality scale), worst first.
+ACR_SCALE = ((1, _("Bad")), (2, _("Poor")), (3, _("Fair")), (4, _("Good")), (5, _("Excellent")))
+#: ITU-T P.800 Annex D, Table D.1 (degradation category scale), worst first.
+DCR_SCALE = (
+    (1, _("Degradation is very annoying")),
+    (2, _("Degradation is annoying")),
+    (3, _("Degradation is audible and slightly annoying")),
+    (4, _("Degradation is audible but not annoying")),
+    (5, _("Degradation is inaudible")),
+)
+
+#: Block settings and their defaults.
+BLOCK_DEFAULTS: dict[str, Any] = {
+    "paradigm": MUSHRA,
+    # Trials of each design per excerpt (ABX and AB: more answers per pair).
+    "repetitions": 1,
+    # Training trials (from training excerpts) before the block's test trials, when the
+    # experiment's flow has training on.
+    "training": True,
+    # Instructions shown on every trial page of the block (empty: the experiment's).
+    "instructions": "",
+    # AB / ABN: compare the hidden reference too (the device itself as one of the pairs' members).
+    "with_reference": False,
+}
+
+
+def blocks(config: dict) -> list[dict[str, Any]]:
+    """The experiment's blocks, defaults filled in (no ``blocks``: one MUSHRA block)."""
+    given = config.get("blocks") or [{}]
+    return [BLOCK_DEFAULTS | (b if isinstance(b, dict) else {}) for b in given]
+
+
+def clean_blocks(value: object) -> list[dict[str, Any]]:
+    """Check ``config["blocks"]``; return it normalised (FieldError naming the block and setting)."""
+    if not isinstance(value, list) or not value:
+        raise FieldError("blocks", "expected a list of at least one block")
+    if len(value) > 10:
+        raise FieldError("blocks", "at most 10 blocks")
+    out = []
+    for n, block in enumerate(value, start=1):
+        where = f"blocks[{n}]"
+        if not isinstance(block, dict):
+            raise FieldError(where, "expected an object")
+        unknown = sorted(set(block) - set(BLOCK_DEFAULTS))
+        if unknown:
+            raise FieldError(where, f"unknown setting(s) {', '.join(unknown)}")
+        b = BLOCK_DEFAULTS | block
+        if b["paradigm"] not in PARADIGMS:
+            raise FieldError(f"{where}.paradigm", f"expected one of {', '.join(PARADIGMS)}")
+        reps = b["repetitions"]
+        if isinstance(reps, bool) or not isinstance(reps, int) or not (1 <= reps <= MAX_REPETITIONS):
+            raise FieldError(f"{where}.repetitions", f"expected a whole number from 1 to {MAX_REPETITIONS}")
+        if b["paradigm"] in (MUSHRA, "ranking") and reps != 1:
+            raise FieldError(f"{where}.repetitions", "a MUSHRA or ranking block shows each excerpt once")
+        for flag in ("training", "with_reference"):
+            if not isinstance(b[flag], bool):
+                raise FieldError(f"{where}.{flag}", "expected true or false")
+        if not isinstance(b["instructions"], str) or len(b["instructions"]) > 5000:
+            raise FieldError(f"{where}.instructions", "expected text of at most 5000 characters")
+        out.append(b)
+    if sum(b["paradigm"] == MUSHRA for b in out) > 1:
+        raise FieldError("blocks", "at most one MUSHRA block (more models: split the experiment into blocks)")
+    return out
+
+
+def design_key(paradigm: str, design: list[int], repetition: int) -> str:
+    """The key that tells apart a block's trials of one excerpt ("" for a MUSHRA page)."""
+    if paradigm == MUSHRA:
+        return ""
+    return f"{paradigm}:{'-'.join(map(str, design))}:{repetition}"[:64]
+
+
+def designs(block: dict[str, Any], conditions: list[tuple[int, str]]) -> list[list[int]]:
+    """The condition ids each trial of a block compares, for one excerpt.
+
+    ``conditions``: (id, kind) of the experiment's conditions in their order. Against the
+    reference (BS.1116, ABX, DCR): [hidden reference, condition] per model condition; AB / ABN:
+    every pair of model conditions (and the reference with ``with_reference``); ACR: every
+    condition alone; MUSHRA and ranking: one page of all (an empty design).
+    Raises ServiceError when the block has nothing to compare.
+    """
+    paradigm = block["paradigm"]
+    if paradigm in (MUSHRA, "ranking"):
+        return [[]]
+    reference = [cid for cid, kind in conditions if kind == "hidden_reference"]
+    models = [cid for cid, kind in conditions if kind in ("model", "prerendered")]
+    if paradigm in AGAINST_REFERENCE:
+        if not reference:
+            raise ServiceError(f"a {PARADIGMS[paradigm]} block needs the hidden reference")
+        if not models:
+            raise ServiceError(f"a {PARADIGMS[paradigm]} block needs at least one model condition")
+        return [[reference[0], cid] for cid in models]
+    if paradigm in ("ab", "abn"):
+        members = (reference[:1] if block.get("with_reference") else []) + models
+        if len(members) < 2:
+            raise ServiceError(f"an {PARADIGMS[paradigm]} block needs at least two conditions to compare")
+        return [list(pair) for pair in itertools.combinations(members, 2)]
+    if paradigm == "acr":
+        return [[cid] for cid, _kind in conditions]
+    raise ServiceError(f"unknown paradigm {paradigm!r}")
+
+
+def arrange(entries: list[dict[str, Any]], design_of: dict[int, list[int]], rng: random.Random) -> None:
+    """Fill in each plan entry's presentation, in place: the order of its conditions
+    (``conditions``); against the reference, the reference's id (``reference``); for ABX, which
+    of A and B is X (``x``: 0 or 1), balanced per pair over the participant's trials of that
+    pair (half each, the odd one at random)."""
+    by_pair: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        order = list(design_of[entry["trial"]])
+        rng.shuffle(order)
+        entry["conditions"] = order
+        if entry["paradigm"] in AGAINST_REFERENCE:
+            entry["reference"] = design_of[entry["trial"]][0]
+        if entry["paradigm"] == "abx":
+            by_pair[tuple(sorted(order))].append(entry)
+    for group in by_pair.values():
+        xs = [i % 2 for i in range(len(group))]
+        if len(group) % 2:
+            xs[-1] = rng.randrange(2)
+        rng.shuffle(xs)
+        for entry, x in zip(group, xs, strict=True):
+            entry["x"] = x
+
+
+def paradigm_of(entry: dict[str, Any]) -> str:
+    """A plan entry's paradigm (entries written before blocks existed are MUSHRA pages)."""
+    return str(entry.get("paradigm") or MUSHRA)
+
+
+def signal_keys(entry: dict[str, Any]) -> dict[str, int]:
+    """A trial's opaque signal keys in page order -> condition id. MUSHRA and ranking: a, b, c,
+    ... in the participant's shuffled order; BS.1116: B and C; ABX: A, B and X (X is the audio
+    of A or B); AB / ABN: A and B; ACR and DCR: the one signal, A."""
+    paradigm = paradigm_of(entry)
+    conditions = entry["conditions"]
+    if paradigm == "bs1116":
+        return {"b": conditions[0], "c": conditions[1]}
+    if paradigm == "abx":
+        return {"a": conditions[0], "b": conditions[1], "x": conditions[int(entry["x"])]}
+    return {chr(ord("a") + i): cid for i, cid in enumerate(conditions)}
+
+
+def scale(paradigm: str) -> list[dict[str, Any]]:
+    """The labelled points of a paradigm's answer scale, for the page (translated)."""
+    table = {"bs1116": IMPAIRMENT_SCALE, "acr": ACR_SCALE, "dcr": DCR_SCALE}.get(paradigm, ())
+    return [{"value": value, "label": str(label)} for value, label in table]
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FieldError(where, "expected a number")
+    return float(value)
+
+
+def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
+    """Check the answer a page sent for a paradigm trial (keys as :func:`signal_keys` gives
+    them) and return it as stored, by condition id. FieldError names what is wrong.
+
+    - ``bs1116``: ``{"grades": {"b": g, "c": g}}``, g in 1.0-5.0 (kept to one decimal, the
+      scale's resolution, BS.1116-3 §5.2) -> ``{"reference": id, "condition": id,
+      "hidden_reference_is": "B"|"C", "grade_reference": g, "grade_condition": g}``
+    - ``abx``: ``{"choice": "a"|"b"}`` -> ``{"a": id, "b": id, "x_is": "A"|"B", "answer":
+      "A"|"B", "correct": bool}``
+    - ``ab`` / ``abn``: ``{"choice": "a"|"b"}`` (``abn`` also ``"none"``) -> ``{"a": id, "b": id,
+      "choice": "A"|"B"|"none"}``
+    - ``acr`` / ``dcr``: ``{"score": 1..5}`` -> ``{"condition": id, "score": n}``
+    - ``ranking``: ``{"ranks": {key: rank}}``, ranks 1..n each once -> ``{"ranks": {id: rank}}``
+    """
+    paradigm = paradigm_of(entry)
+    keys = signal_keys(entry)
+    if not isinstance(answer, dict):
+        raise FieldError("answer", "expected an object")
+    if paradigm == "bs1116":
+        grades = answer.get("grades")
+        if not isinstance(grades, dict) or set(grades) != {"b", "c"}:
+            raise FieldError("answer.grades", "grade both B and C")
+        graded = {}
+        for key in ("b", "c"):
+            g = _number(grades[key], f"answer.grades.{key}")
+            if not (1.0 <= g <= 5.0):
+                raise FieldError(f"answer.grades.{key}", f"{g:g} is outside 1.0-5.0")
+            graded[key] = round(g, 1)
+        hidden = "b" if keys["b"] == entry["reference"] else "c"
+        other = "c" if hidden == "b" else "b"
+        return {
+            "reference": keys[hidden],
+            "condition": keys[other],
+            "hidden_reference_is": hidden.upper(),
+            "grade_reference": graded[hidden],
+            "grade_condition": graded[other],
+        }
+    if paradigm in ("abx", "ab", "abn"):
+        choice = str(answer.get("choice"))
+        allowed = ("a", "b", "none") if paradigm == "abn" else ("a", "b")
+        if not isinstance(answer.get("choice"), str) or choice not in allowed:
+            raise FieldError("answer.choice", f"expected one of {', '.join(allowed)}")
+        if paradigm == "abx":
+            x_is = "A" if int(entry["x"]) == 0 else "B"
+            return {
+                "a": keys["a"],
+                "b": keys["b"],
+                "x_is": x_is,
+                "answer": choice.upper(),
+                "correct": choice.upper() == x_is,
+            }
+        return {"a": keys["a"], "b": keys["b"], "choice": "none" if choice == "none" else choice.upper()}
+    if paradigm in ("acr", "dcr"):
+        score = answer.get("score")
+        if isinstance(score, bool) or not isinstance(score, int) or not (1 <= score <= 5):
+            raise FieldError("answer.score", "expected a whole number from 1 to 5")
+        return {"condition": keys["a"], "score": score}
+    if paradigm == "ranking":
+        ranks = answer.get("ranks")
+        if not isinstance(ranks, dict) or set(ranks) != set(keys):
+            raise FieldError("answer.ranks", "rank every signal of the trial")
+        values = []
+        for key in keys:
+            r = ranks[key]
+            if isinstance(r, bool) or not isinstance(r, int):
+                raise FieldError(f"answer.ranks.{key}", "expected a whole number")
+            values.append(r)
+        if sorted(values) != list(range(1, len(keys) + 1)):
+            raise FieldError("answer.ranks", f"expected each rank from 1 to {len(keys)} once")
+        return {"ranks": {str(keys[k]): int(ranks[k]) for k in keys}}
+    raise FieldError("answer", f"a {paradigm} trial takes no answer object")
+
+
+def rules_for(paradigm: str, rules: dict[str, Any]) -> dict[str, Any]:
+    """The player rules a paradigm's trial is refereed by: MUSHRA's all; the others keep the
+    listening rules (every signal played, for so long, the page's minimum time) but not the
+    MUSHRA scale's (one signal at 100, sliders moved only while their signal plays)."""
+    if paradigm == MUSHRA:
+        return rules
+    return {k: v for k, v in rules.items() if k not in ("require_one_100", "only_playing_slider_moves")}
