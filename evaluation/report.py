@@ -38,6 +38,7 @@ from .latex import escape as latex_escape
 from .latex import figures_tex, paper_tex
 from .mixed import methods_sentence
 from .paradigms import bundle as paradigm_bundle
+from .paradigms import paper as paradigm_paper
 from .paradigms.common import ParadigmResult
 from .settings import Settings
 
@@ -450,8 +451,22 @@ def build_report(
     recruitment, exclusions, demographics, stimuli, rules, checkpoints' SHA-256, platform
     version) feed the methods paragraph and go into provenance.json as ``experiment``.
     Figures are written at journal sizes into ``figures/`` as SVG, PDF and PNG
-    (:mod:`evaluation.figures`), with ``figures.tex``, ``methods.tex`` and ``paper.tex``.
+    (:mod:`evaluation.figures`), with ``figures.tex``, ``methods.tex`` and ``paper.tex``; each
+    paradigm adds its figure and its table in ``table.tex`` (:mod:`evaluation.paradigms.paper`).
+    With no ratings (``ratings`` None or empty) and ``paradigms`` given, the bundle holds the
+    paradigms alone (:func:`build_paradigm_report`).
     """
+    if (ratings is None or len(ratings) == 0) and paradigms:
+        return build_paradigm_report(
+            paradigms,
+            settings,
+            out_dir,
+            progress,
+            sources=sources,
+            design_warnings=design_warnings,
+            quality=quality,
+            facts=facts,
+        )
     facts = check_facts(facts)
     settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
     report = progress or (lambda message, fraction: None)
@@ -466,7 +481,7 @@ def build_report(
         stats["paradigms"] = {name: result.as_dict() for name, result in paradigms.items()}
 
     report("plots", 0.87)
-    paper = report_figures(analysis, out)
+    paper = report_figures(analysis, out) + paradigm_paper.write_figures(paradigms or {}, out)
     figures = pngs(paper)
 
     report("writing files", 0.96)
@@ -492,12 +507,12 @@ def build_report(
             stats,
             figures,
             provenance,
-            extra_sections=paradigm_bundle.html_sections(paradigms or {}),
+            extra_sections=paradigm_paper.html_sections(paradigms or {}, paper),
             facts=facts,
         ),
         "stats.json": json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False),
         "provenance.json": json.dumps(provenance, indent=2),
-        "table.tex": latex_tables(analysis),
+        "table.tex": latex_tables(analysis) + ("\n" + paradigm_paper.latex_tables(paradigms) if paradigms else ""),
         "methods.tex": latex_escape(methods_text(analysis, stats, facts)) + "\n",
         "figures.tex": figures_tex(paper),
         "paper.tex": paper_tex(),
@@ -524,6 +539,99 @@ def build_report(
     tables.update(items_report.csv_tables(analysis))
     tables.update(checks_report.csv_tables(analysis))
     tables.update(paradigm_bundle.csv_tables(paradigms or {}))
+    for name, frame in tables.items():
+        frame.to_csv(out / name, index=False, float_format="%.6g")
+    written = sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])
+    report("done", 1.0)
+    return {"out_dir": str(out), "files": written, "stats": stats}
+
+
+#: What a bundle without MUSHRA ratings says in place of the MUSHRA sections.
+NO_MUSHRA = (
+    "This experiment has no MUSHRA ratings (its blocks use other paradigms only), so the MUSHRA sections "
+    "(post-screening, descriptives, Friedman and pairwise tests, mixed model) are left out; each paradigm's "
+    "analysis follows."
+)
+
+
+def build_paradigm_report(
+    paradigms: Mapping[str, ParadigmResult],
+    settings: Settings | dict[str, Any] | None,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    sources: Mapping[str, str | Path] | None = None,
+    design_warnings: Sequence[Mapping[str, str]] = (),
+    quality: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report bundle of an experiment without MUSHRA ratings: each paradigm's section, table,
+    figure and CSV tables, ``stats.json`` with ``mushra`` null and the statement why
+    (:data:`NO_MUSHRA`), provenance, ``table.tex``, ``figures.tex``, ``methods.tex`` and ``paper.tex``.
+    Returns ``{"out_dir", "files", "stats"}`` as :func:`build_report` does."""
+    facts = check_facts(facts)
+    settings = Settings.from_dict(settings) if not isinstance(settings, Settings) else settings
+    report = progress or (lambda message, fraction: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats: dict[str, Any] = {
+        "mushra": None,
+        "statement": NO_MUSHRA,
+        "warnings": [dict(w) for w in design_warnings],
+        "paradigms": {name: result.as_dict() for name, result in paradigms.items()},
+    }
+    if quality is not None:
+        stats["quality_control"] = json.loads(json.dumps(dict(quality), default=str))
+    report("plots", 0.8)
+    paper = paradigm_paper.write_figures(paradigms, out)
+    report("writing files", 0.95)
+    input_hashes: dict[str, Any] = {}
+    for name, path in (sources or {}).items():
+        input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
+    provenance = {
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seed": settings.seed,
+        "settings": settings.to_dict(),
+        "versions": _versions(),
+        "inputs": input_hashes,
+        "standards": sorted({result.title for result in paradigms.values()}),
+        **({"experiment": facts} if facts else {}),
+    }
+    # Without MUSHRA trials the anchors' sentence (a MUSHRA page's signals) does not apply.
+    described = {k: v for k, v in (facts or {}).items() if k != "anchors"}
+    before, after = methods_sentences(described, len((facts or {}).get("models") or []), _versions())
+    methods = " ".join([*before, *(result.method for result in paradigms.values()), *after])
+    page = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>Listening test report</title><style>{CSS}</style></head><body>",
+        "<h1>Listening test report</h1>",
+        f"<p class='warn' id='no-mushra'>{html.escape(NO_MUSHRA)}</p>",
+        "<h2>Methods and results in words</h2>",
+        f"<p class='methods'>{html.escape(methods)}</p>",
+        "<h2>Warnings</h2>",
+    ]
+    if design_warnings:
+        items = "".join(f"<li>{html.escape(str(w.get('message', '')))}</li>" for w in design_warnings)
+        page.append(f"<div class='warn'><ul>{items}</ul></div>")
+    else:
+        page.append("<p>None.</p>")
+    if quality:
+        page += _quality_html(quality)
+    page += paradigm_paper.html_sections(paradigms, paper)
+    page += ["<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=2))}</pre>", "</body></html>"]
+    files = {
+        "report.html": "\n".join(page),
+        "stats.json": json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False),
+        "provenance.json": json.dumps(provenance, indent=2),
+        "table.tex": "% Requires \\usepackage{booktabs}.\n" + paradigm_paper.latex_tables(paradigms),
+        "methods.tex": latex_escape(methods) + "\n",
+        "figures.tex": figures_tex(paper),
+        "paper.tex": paper_tex(),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    tables = paradigm_bundle.csv_tables(paradigms)
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False, float_format="%.6g")
     written = sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])

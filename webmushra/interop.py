@@ -9,11 +9,18 @@ pages. On import:
   named by its key, ``createAnchor35`` / ``createAnchor70`` the BS.1534-3 low-pass
   anchors. Pages with the same stimulus keys and anchors form one experiment; a page
   set over 12 signals per trial (BS.1534-3 §5.3) is split into linked blocks.
+* ``bs1116``, ``paired_comparison`` and 5-point ``likert_single_stimulus`` /
+  ``likert_multi_stimulus`` pages become blocks of those paradigms (``config["blocks"]``,
+  :mod:`webmushra.paradigms`): ``bs1116``, ``ab`` (``abn`` when the page sets ``unforced``) and
+  ``acr``. Their stimuli map onto excerpts and conditions as a mushra page's do; pages of
+  different types that present the same audio share one experiment and its excerpts, one block
+  per type in page order. Every difference from webMUSHRA's page is a note of the report.
 * ``generic`` pages become texts (the first one the landing description, all of them
   the instructions); ``consent`` pages the consent text; ``volume`` pages switch the
   listening-level page on; the ``finish`` page's ``questionnaire`` becomes ours.
 * ``random`` blocks are recorded; trial order is randomised per participant anyway.
-* Every other page type is reported by type and id: the import refuses unless
+* Every other page type (and a likert page whose response list is not 5 points) is
+  reported by type, id and reason: the import refuses unless
   ``allow_partial`` is set, and then lists what it skipped.
 
 Export writes the columns of webMUSHRA's ``service/write.php`` for mushra pages:
@@ -32,6 +39,7 @@ import shutil
 import tempfile
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +50,28 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.html import strip_tags
 
-from . import errors, rules
+from . import errors, paradigms, rules
 from .models import ConditionKind, Experiment, Participant, Rating
 from .rules import MAX_SIGNALS_PER_TRIAL
 from .selectors import QUALITY_COLUMNS, csv_cell, flag_codes
 from .services import experiments, files, uploads
 
 #: Page types with a counterpart here; everything else is reported as unsupported.
-SUPPORTED_PAGES = ("mushra", "generic", "finish", "volume", "consent")
+SUPPORTED_PAGES = (
+    "mushra",
+    "generic",
+    "finish",
+    "volume",
+    "consent",
+    "bs1116",
+    "paired_comparison",
+    "likert_single_stimulus",
+    "likert_multi_stimulus",
+)
+#: Page types that hold trials, in the order their paradigms are named in notes.
+TEST_PAGES = ("mushra", "bs1116", "paired_comparison", "likert_single_stimulus", "likert_multi_stimulus")
+#: The points of a likert page's response list an ACR block can take (ITU-T P.800 Annex B).
+ACR_POINTS = 5
 #: webMUSHRA questionnaire types -> ours.
 QUESTION_TYPES = {"text": "text", "number": "number", "long_text": "textarea", "likert": "select"}
 #: How webMUSHRA names the signals it adds itself.
@@ -89,6 +111,8 @@ class ImportReport:
     test_name: str = ""
     test_id: str = ""
     unsupported: list[tuple[str, str]] = field(default_factory=list)
+    #: Why a page of a supported type was not imported (``type page 'id': reason``).
+    reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: Questions that ask for something that identifies a person (``personal_data_warnings``).
     warnings: list[str] = field(default_factory=list)
@@ -100,7 +124,7 @@ class ImportReport:
         out = []
         if self.unsupported:
             out.append(f"Skipped unsupported pages: {self.unsupported_text()}.")
-        return out + self.warnings + self.notes
+        return out + self.reasons + self.warnings + self.notes
 
 
 @dataclass
@@ -260,6 +284,186 @@ def _chunks(keys: list[str], size: int) -> list[list[str]]:
     return out
 
 
+def page_paradigm(page: Page) -> tuple[str | None, str]:
+    """The paradigm a test page becomes here; None with the reason when the page's variant has
+    no counterpart (an empty reason: the page type itself has none)."""
+    if page.type == "mushra":
+        return paradigms.MUSHRA, ""
+    if page.type == "bs1116":
+        return "bs1116", ""
+    if page.type == "paired_comparison":
+        # webMUSHRA's PairedComparisonPage.js adds the third choice when ``unforced`` is set (its text the label).
+        return ("abn" if page.data.get("unforced") else "ab"), ""
+    if page.type in ("likert_single_stimulus", "likert_multi_stimulus"):
+        responses = page.data.get("response")
+        n = len(responses) if isinstance(responses, list) else 0
+        if n != ACR_POINTS:
+            return None, (
+                f"a {n}-point response list; only 5-point lists are imported (as ACR blocks, the five categories "
+                "of ITU-T P.800 Annex B), other Likert scales have no counterpart here"
+            )
+        return "acr", ""
+    return None, ""
+
+
+def _reference_name(page: Page) -> Any:
+    """The page's reference file; likert pages have none, so their first stimulus stands in."""
+    if page.data.get("reference"):
+        return page.data["reference"]
+    return next(iter(dict(page.data.get("stimuli") or {}).values()), None)
+
+
+def _audio_of(page: Page, keys: tuple[str, ...]) -> tuple:
+    """What a page presents: its reference (None for a likert page) and its stimuli's files."""
+    stimuli = page.data["stimuli"]
+    ref = page.data.get("reference")
+    return (str(ref).strip() if ref else None, tuple(str(stimuli[k]).strip() for k in keys))
+
+
+@dataclass
+class _Plan:
+    """One experiment to build (before the 12-signal split): its signals, the pages that give
+    its excerpts, its blocks (empty: the MUSHRA block of old) and where every page went."""
+
+    keys: tuple[str, ...]
+    anchors: tuple[bool, bool]
+    pages: list[Page]
+    blocks: list[dict]
+    page_map: list[dict]
+
+
+def _ids(pages: list[Page]) -> str:
+    return ", ".join(repr(p.id) for p in pages)
+
+
+def _block_for(paradigm: str, pages: list[Page], keys: tuple[str, ...], report: ImportReport) -> dict:
+    """The block of a paradigm's pages; what differs from webMUSHRA's pages becomes a note."""
+    block: dict[str, Any] = {"paradigm": paradigm}
+    if paradigm == paradigms.MUSHRA:
+        return block
+    contents = [_text(p.data.get("content")) for p in pages]
+    block["instructions"] = contents[0][:5000]
+    where = f"{pages[0].type} page(s) {_ids(pages)}"
+    if len(set(contents)) > 1:
+        report.notes.append(f"{where}: the block shows the first page's text on every trial; the others' are not kept.")
+    if paradigm == "bs1116":
+        report.notes.append(
+            f"{where}: grades are kept to one decimal (ITU-R BS.1116-3 §5.2); webMUSHRA's sliders move in steps "
+            "of 0.01."
+        )
+        if any(p.data.get("createAnchor35") or p.data.get("createAnchor70") for p in pages):
+            report.notes.append(
+                f"{where}: createAnchor35/createAnchor70 ignored; webMUSHRA's bs1116 pages present no anchors either."
+            )
+    elif paradigm in ("ab", "abn"):
+        block["with_reference"] = True
+        n = len(keys) + 1
+        report.notes.append(
+            f"{where}: webMUSHRA plays the open reference and asks which of A and B is the reference (scored "
+            f"correct or incorrect{', or undecided' if paradigm == 'abn' else ''}); here the "
+            f"{paradigms.PARADIGMS[paradigm]} block asks which of A and B is preferred, with no open reference, "
+            f"and pairs every two of the hidden reference and the stimuli ({n * (n - 1) // 2} pairs per excerpt "
+            f"where webMUSHRA pairs each of the {len(keys)} stimuli with the reference)."
+        )
+        if paradigm == "abn":
+            labels = sorted({str(p.data.get("unforced")) for p in pages})
+            report.notes.append(
+                f'{where}: the third choice is this platform\'s "no preference", not {", ".join(map(repr, labels))}.'
+            )
+    elif paradigm == "acr":
+        labels = [
+            str(r.get("label", r.get("value", ""))) if isinstance(r, dict) else str(r)
+            for r in pages[0].data["response"]
+        ]
+        report.notes.append(
+            f"{where}: the five responses ({', '.join(labels)}) are ACR scores 1 to 5 in list order and are shown "
+            "with the labels of ITU-T P.800 Annex B (Bad, Poor, Fair, Good, Excellent)."
+        )
+        report.notes.append(
+            f"{where}: the page has no reference, so its first stimulus ({keys[0]}) is the excerpt's reference; the "
+            "ACR block rates the hidden reference (that file) too, one trial per excerpt more than webMUSHRA shows."
+        )
+        if any(p.data.get("mustRate") is False or "mustRate" not in p.data for p in pages):
+            report.notes.append(f"{where}: every ACR trial needs its answer here (as with mustRate: true).")
+        multi = [p for p in pages if p.type == "likert_multi_stimulus"]
+        if multi:
+            report.notes.append(
+                f"likert_multi_stimulus page(s) {_ids(multi)}: webMUSHRA rates the stimuli side by side on one page; "
+                "here each is rated alone, in a trial of its own."
+            )
+    return block
+
+
+def _plan(tests: list[tuple[Page, str]], source: str, report: ImportReport) -> list[_Plan]:
+    """The experiments the test pages become. Pages with the same stimulus names (and, for mushra
+    pages, anchors) share one experiment's conditions; in it, the paradigms whose pages present the
+    same audio share its excerpts (one block each, in page order, since every block runs over every
+    excerpt). A paradigm whose pages present other audio gets an experiment of its own."""
+    groups: dict[tuple, list[tuple[Page, str]]] = {}
+    for p, paradigm in tests:
+        stimuli = p.data.get("stimuli") or {}
+        if not isinstance(stimuli, dict) or not stimuli:
+            raise errors.ServiceError(f"{source}: {p.type} page {p.id!r} has no stimuli")
+        if paradigm != "acr" and not p.data.get("reference"):
+            raise errors.ServiceError(f"{source}: {p.type} page {p.id!r} has no reference")
+        mushra = paradigm == paradigms.MUSHRA
+        key = (
+            tuple(str(k) for k in stimuli),
+            mushra and bool(p.data.get("createAnchor35")),
+            mushra and bool(p.data.get("createAnchor70")),
+        )
+        groups.setdefault(key, []).append((p, paradigm))
+    plans = []
+    for (keys, a35, a70), members in groups.items():
+        by_paradigm: dict[str, list[Page]] = {}
+        for p, paradigm in members:
+            by_paradigm.setdefault(paradigm, []).append(p)
+        clusters: list[tuple[Counter, list[str]]] = []
+        for paradigm, pages in by_paradigm.items():
+            audio = Counter(_audio_of(p, keys) for p in pages)
+            same = next((c for c in clusters if c[0] == audio), None)
+            if same:
+                same[1].append(paradigm)
+            else:
+                clusters.append((audio, [paradigm]))
+        if len(clusters) > 1:
+            report.notes.append(
+                "Pages with the same stimulus names but other audio ("
+                + "; ".join(_ids([p for n in names for p in by_paradigm[n]]) for _a, names in clusters)
+                + ") became separate experiments: every block of an experiment runs over all its excerpts."
+            )
+        for _audio, names in clusters:
+            first = by_paradigm[names[0]]
+            page_map = []
+            for name in names:
+                free: dict[tuple, list[Page]] = {}
+                for p in first:
+                    free.setdefault(_audio_of(p, keys), []).append(p)
+                for p in by_paradigm[name]:
+                    page_map.append(
+                        {"page": p.id, "type": p.type, "paradigm": name, "excerpt": free[_audio_of(p, keys)].pop(0).id}
+                    )
+            if len(names) > 1:
+                report.notes.append(
+                    f"Pages {_ids([p for n in names for p in by_paradigm[n]])} present the same audio: "
+                    f"{len(first)} excerpt(s) ({_ids(first)}) serve the blocks {', '.join(names)}, run in this order."
+                )
+            blocks = [] if names == [paradigms.MUSHRA] else [_block_for(n, by_paradigm[n], keys, report) for n in names]
+            plans.append(_Plan(keys=keys, anchors=(a35, a70), pages=first, blocks=blocks, page_map=page_map))
+    return plans
+
+
+def _plan_config(config: dict, plan: _Plan) -> dict:
+    """The experiment's config: the import's, with the plan's blocks and page map when it has blocks."""
+    if not plan.blocks:
+        return config
+    return {
+        **config,
+        "blocks": paradigms.clean_blocks(plan.blocks),
+        "webmushra": {**config["webmushra"], "page_map": plan.page_map},
+    }
+
+
 # --------------------------------------------------------------------------- importing
 
 
@@ -278,16 +482,25 @@ def import_config(
     config = load_config(text, source)
     pages = flatten_pages(config["pages"], source)
     report = ImportReport(test_name=str(config.get("testname") or ""), test_id=str(config.get("testId") or ""))
-    report.unsupported = [(p.type, p.id) for p in pages if p.type not in SUPPORTED_PAGES]
+    tests: list[tuple[Page, str]] = []
+    for p in pages:
+        paradigm, reason = page_paradigm(p) if p.type in TEST_PAGES else (None, "")
+        if paradigm:
+            tests.append((p, paradigm))
+        elif p.type not in SUPPORTED_PAGES or reason:
+            report.unsupported.append((p.type, p.id))
+            if reason:
+                report.reasons.append(f"{p.type} page {p.id!r}: {reason}.")
     if report.unsupported and not allow_partial:
         raise ImportRefused(
             f"{source}: unsupported page types: {report.unsupported_text()}. "
-            "Import the supported part with partial import, or remove those pages.",
+            + "".join(f"{r} " for r in report.reasons)
+            + "Import the supported part with partial import, or remove those pages.",
             report,
         )
-    mushra = [p for p in pages if p.type == "mushra"]
-    if not mushra:
-        raise ImportRefused(f"{source}: no mushra page to import", report)
+    mushra = [p for p, paradigm in tests if paradigm == paradigms.MUSHRA]
+    if not tests:
+        raise ImportRefused(f"{source}: no mushra, bs1116, paired_comparison or likert page to import", report)
 
     generic = [p for p in pages if p.type == "generic"]
     consent = [p for p in pages if p.type == "consent"]
@@ -305,6 +518,11 @@ def import_config(
             "webMUSHRA shows these pages in a fixed order; here trial order is randomised "
             "per participant (ITU-R BS.1534-3 §3)."
         )
+    plans = _plan(tests, source, report)
+    if any(plan.blocks for plan in plans) and random_blocks:
+        report.notes.append(
+            "Blocks run in page order (trials in a random order within each block), whatever the random blocks say."
+        )
     for p in mushra:
         ignored = [k for k in ("showConditionNames",) if p.data.get(k)]
         if ignored:
@@ -312,17 +530,6 @@ def import_config(
         if p.data.get("randomize") is False:
             report.notes.append(f"mushra page {p.id!r}: randomize: false ignored; signal order is always shuffled.")
     volume = any(p.type == "volume" for p in pages)
-
-    # Pages with the same signals form one experiment (conditions are shared by every trial).
-    groups: dict[tuple, list[Page]] = {}
-    for p in mushra:
-        stimuli = p.data.get("stimuli") or {}
-        if not isinstance(stimuli, dict) or not stimuli:
-            raise errors.ServiceError(f"{source}: mushra page {p.id!r} has no stimuli")
-        if not p.data.get("reference"):
-            raise errors.ServiceError(f"{source}: mushra page {p.id!r} has no reference")
-        key = (tuple(str(k) for k in stimuli), bool(p.data.get("createAnchor35")), bool(p.data.get("createAnchor70")))
-        groups.setdefault(key, []).append(p)
 
     base_config = {
         "questionnaire": questionnaire,
@@ -351,17 +558,18 @@ def import_config(
     title = report.test_name or report.test_id or Path(source).stem
     description = _text(generic[0].data.get("content")) if generic else ""
     instructions = "\n\n".join(_text(p.data.get("content")) for p in generic[1:] if p.data.get("content")) or _text(
-        mushra[0].data.get("content")
+        (mushra or [tests[0][0]])[0].data.get("content")
     )
     consent_text = "\n\n".join(_text(p.data.get("content")) for p in consent)
 
-    _check_audio_files(resolve, mushra, source)
+    _check_audio_files(resolve, [p for p, _ in tests], source)
     stored: list[str] = []
     experiments: list[Experiment] = []
     try:
         with transaction.atomic():
             part = 0
-            for (keys, a35, a70), group_pages in groups.items():
+            for plan in plans:
+                keys, (a35, a70), group_pages = plan.keys, plan.anchors, plan.pages
                 fixed = 1 + int(a35) + int(a70)
                 for chunk in _chunks(list(keys), MAX_SIGNALS_PER_TRIAL - fixed):
                     part += 1
@@ -378,7 +586,7 @@ def import_config(
                             description=description,
                             instructions=instructions,
                             consent_text=consent_text,
-                            config=base_config,
+                            config=_plan_config(base_config, plan),
                             stored=stored,
                         )
                     )
@@ -388,6 +596,11 @@ def import_config(
                         f"the {MAX_SIGNALS_PER_TRIAL} of ITU-R BS.1534-3 §5.3; split into blocks of at most "
                         f"{MAX_SIGNALS_PER_TRIAL}."
                     )
+                    if any(b["paradigm"] in ("ab", "abn") for b in plan.blocks):
+                        report.notes.append(
+                            f"pages {', '.join(p.id for p in group_pages)}: the AB blocks pair only the stimuli of "
+                            "the same part; pairs across the parts are not compared."
+                        )
             if len(experiments) > 1:
                 root = experiments[0]
                 for i, e in enumerate(experiments, start=1):
@@ -424,11 +637,11 @@ def _build_experiment(
     from modelrunner.audio import check_audio
     from modelrunner.errors import ModelRunnerError
 
-    ref_path = _resolve(resolve, pages[0].data["reference"], pages[0], source)
+    ref_path = _resolve(resolve, _reference_name(pages[0]), pages[0], source)
     try:
         sample_rate = check_audio(ref_path).sample_rate  # in blocks: the rate, never the samples held
     except ModelRunnerError as exc:
-        raise errors.ServiceError(f"{pages[0].data['reference']}: {exc}") from None
+        raise errors.ServiceError(f"{_reference_name(pages[0])}: {exc}") from None
     experiment = experiments.create_experiment(
         owner=owner,
         title=(title if part == 1 else f"{title} — part {part}")[:200],
@@ -442,28 +655,29 @@ def _build_experiment(
     experiments.set_anchors(experiment=experiment, anchor35=anchors[0], anchor70=anchors[1])
     conditions = {key: experiments.add_prerendered_condition(experiment=experiment, label=key) for key in chunk}
     for page in pages:
-        ref = _resolve(resolve, page.data["reference"], page, source)
+        ref = _resolve(resolve, _reference_name(page), page, source)
         try:
             excerpt = uploads.add_excerpt(experiment=experiment, name=page.id, dry=ref, reference=ref)
         except errors.ServiceError as exc:
-            raise errors.ServiceError(f"mushra page {page.id!r}: {exc}") from None
+            raise errors.ServiceError(f"{page.type} page {page.id!r}: {exc}") from None
         stored += [excerpt.dry_file.name, excerpt.reference_file.name]
         for key in chunk:
             path = _resolve(resolve, page.data["stimuli"][key], page, source)
             try:
                 row = uploads.add_prerendered_audio(condition=conditions[key], excerpt=excerpt, audio=path)
             except errors.ServiceError as exc:
-                raise errors.ServiceError(f"mushra page {page.id!r}, stimulus {key}: {exc}") from None
+                raise errors.ServiceError(f"{page.type} page {page.id!r}, stimulus {key}: {exc}") from None
             stored.append(row.file.name)
     return experiment
 
 
 def _check_audio_files(resolve: Callable[[str], Path | None], pages: list[Page], source: str) -> None:
-    """Every audio file the mushra pages name, checked before anything is stored; all the
+    """Every audio file the test pages name, checked before anything is stored; all the
     problems are listed at once (not the first one per attempt)."""
     problems: list[str] = []
     for page in pages:
-        names = [page.data.get("reference"), *dict(page.data.get("stimuli") or {}).values()]
+        reference = [page.data["reference"]] if page.data.get("reference") else []
+        names = [*reference, *dict(page.data.get("stimuli") or {}).values()]
         for name in names:
             try:
                 _resolve(resolve, name, page, source)
@@ -620,3 +834,163 @@ def mushra_csv(experiment: Experiment) -> str:
         )
         writer.writerow([csv_cell(v) for v in row])
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- other paradigms' results
+
+#: webMUSHRA's result files of its other page types (service/write.php), after ``session_test_id``
+#: and the questionnaire's answers. Mapping (docs/interop.md): ``paired_comparison.csv`` holds the
+#: ABX trials (webMUSHRA's paired comparison asks which of A and B is the reference; here X plays
+#: the reference: ``choice_reference`` is X's signal, the answer ``correct`` / ``incorrect``);
+#: ``bs1116.csv`` the BS.1116 trials; ``lss.csv`` (likert single stimulus) the ACR and DCR votes;
+#: ``lms.csv`` (likert multi stimulus) the ACR votes grouped per participant and excerpt as one
+#: page. AB / ABN preference and ranking have no file in write.php and are not exported here.
+PAIRED_COMPARISON_COLUMNS = [
+    "trial_id",
+    "choice_reference",
+    "choice_non_reference",
+    "choice_answer",
+    "choice_time",
+    "choice_comment",
+]
+BS1116_COLUMNS = [
+    "trial_id",
+    "rating_reference",
+    "rating_non_reference",
+    "rating_reference_score",
+    "rating_non_reference_score",
+    "rating_time",
+    "choice_comment",
+]
+LIKERT_COLUMNS = ["trial_id", "stimuli_rating", "stimuli", "rating_time"]
+#: After webMUSHRA's own columns: the session (as in mushra.csv), the trial's flags and the
+#: participant's exclusion by hand.
+PARADIGM_EXPORT_EXTRA = ["session_uuid", *QUALITY_COLUMNS]
+
+
+def _paradigm_export(
+    experiment: Experiment,
+    paradigms_: tuple[str, ...],
+    columns: list[str],
+    cells: Callable[[Any, dict[int, Any]], list[list[Any]]],
+    page: Callable[[Any], Any] | None = None,
+) -> str:
+    """A webMUSHRA result file of complete, non-pilot sessions' test trials of ``paradigms_``, in
+    the order answered (``page``: grouped by this key, stably): ``cells(response, conditions)``
+    gives the rows' values for ``columns``."""
+    from .paradigm_data import answered
+
+    questions = [q["name"] for q in experiment.config.get("questionnaire") or []]
+    test_id = (experiment.config.get("webmushra") or {}).get("testId") or f"experiment-{experiment.pk}"
+    conditions = {c.pk: c for c in experiment.conditions.all()}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MUSHRA_COLUMNS_BEFORE + questions + columns + PARADIGM_EXPORT_EXTRA)
+    responses = list(answered(experiment, paradigms_, drop_excluded=False, completed_only=True))
+    for r in sorted(responses, key=page) if page is not None else responses:
+        answers = r.participant.questionnaire or {}
+        before = [test_id] + [answers.get(q, "") for q in questions]
+        after = [
+            session_uuid(r.participant),
+            flag_codes(r.flags),
+            r.participant.excluded_at is not None,
+            r.participant.exclusion_reason,
+        ]
+        for values in cells(r, conditions):
+            writer.writerow([csv_cell(v) for v in before + values + after])
+    return buf.getvalue()
+
+
+def _page_time(response: Any) -> Any:
+    return (response.telemetry or {}).get("time_on_page_ms", "")
+
+
+def paired_comparison_csv(experiment: Experiment) -> str:
+    """ABX trials in webMUSHRA's ``paired_comparison.csv`` layout (X as the reference)."""
+
+    def cells(r: Any, conditions: dict[int, Any]) -> list[list[Any]]:
+        a = r.answer
+        x, other = (a["a"], a["b"]) if a["x_is"] == "A" else (a["b"], a["a"])
+        return [
+            [
+                r.trial.excerpt.name,
+                stimulus_name(conditions[int(x)]),
+                stimulus_name(conditions[int(other)]),
+                "correct" if a["answer"] == a["x_is"] else "incorrect",
+                _page_time(r),
+                r.comment,
+            ]
+        ]
+
+    return _paradigm_export(experiment, ("abx",), PAIRED_COMPARISON_COLUMNS, cells)
+
+
+def bs1116_csv(experiment: Experiment) -> str:
+    """BS.1116 trials in webMUSHRA's ``bs1116.csv`` layout: the hidden reference's and the
+    condition's grades."""
+
+    def cells(r: Any, conditions: dict[int, Any]) -> list[list[Any]]:
+        a = r.answer
+        return [
+            [
+                r.trial.excerpt.name,
+                stimulus_name(conditions[int(a["reference"])]),
+                stimulus_name(conditions[int(a["condition"])]),
+                a["grade_reference"],
+                a["grade_condition"],
+                _page_time(r),
+                r.comment,
+            ]
+        ]
+
+    return _paradigm_export(experiment, ("bs1116",), BS1116_COLUMNS, cells)
+
+
+def lss_csv(experiment: Experiment) -> str:
+    """ACR and DCR votes in webMUSHRA's ``lss.csv`` layout (one Likert answer per page). The
+    trial id is the excerpt, prefixed with the paradigm (``acr-``, ``dcr-``) when both are used."""
+    both = {b["paradigm"] for b in paradigms.blocks(experiment.config)} >= {"acr", "dcr"}
+
+    def cells(r: Any, conditions: dict[int, Any]) -> list[list[Any]]:
+        trial_id = f"{r.trial.paradigm}-{r.trial.excerpt.name}" if both else r.trial.excerpt.name
+        a = r.answer
+        return [[trial_id, a["score"], stimulus_name(conditions[int(a["condition"])]), _page_time(r)]]
+
+    return _paradigm_export(experiment, ("acr", "dcr"), LIKERT_COLUMNS, cells)
+
+
+def lms_csv(experiment: Experiment) -> str:
+    """ACR votes in webMUSHRA's ``lms.csv`` layout: each participant's votes on one excerpt as
+    one multi-stimulus page (rows grouped per participant and excerpt, in the excerpts' order);
+    ``stimuli_rating`` padded with a space each side, as write.php writes it."""
+
+    def cells(r: Any, conditions: dict[int, Any]) -> list[list[Any]]:
+        a = r.answer
+        name = stimulus_name(conditions[int(a["condition"])])
+        return [[r.trial.excerpt.name, f" {a['score']} ", name, _page_time(r)]]
+
+    def page(r: Any) -> tuple[int, int, int]:
+        return (r.participant_id, r.trial.excerpt.position, r.trial.excerpt_id)
+
+    return _paradigm_export(experiment, ("acr",), LIKERT_COLUMNS, cells, page)
+
+
+#: webMUSHRA result file -> its writer, in write.php's order.
+WEBMUSHRA_FILES: dict[str, Callable[[Experiment], str]] = {
+    "mushra.csv": mushra_csv,
+    "paired_comparison.csv": paired_comparison_csv,
+    "bs1116.csv": bs1116_csv,
+    "lms.csv": lms_csv,
+    "lss.csv": lss_csv,
+}
+
+
+def webmushra_csvs(experiment: Experiment) -> dict[str, str]:
+    """Every webMUSHRA result file the experiment has rows for (webMUSHRA writes a file only
+    when a page of its type was answered): name -> CSV text."""
+    out = {}
+    for name, write in WEBMUSHRA_FILES.items():
+        text = write(experiment)
+        if text.count("\n") > 1:
+            out[name] = text
+    return out

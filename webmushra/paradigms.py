@@ -46,6 +46,8 @@ PARADIGMS: dict[str, str] = {
 WITH_OPEN_REFERENCE = frozenset({MUSHRA, "bs1116", "dcr"})
 #: Paradigms whose trials compare the hidden reference with one condition at a time.
 AGAINST_REFERENCE = frozenset({"bs1116", "abx", "dcr"})
+#: Paradigms whose trials a block may repeat (``repetitions``): more answers per pair.
+REPEATABLE = frozenset({"abx", "ab", "abn"})
 #: The most repetitions of each ABX / AB trial a block may ask for.
 MAX_REPETITIONS = 20
 
@@ -109,8 +111,10 @@ def clean_blocks(value: object) -> list[dict[str, Any]]:
         reps = b["repetitions"]
         if isinstance(reps, bool) or not isinstance(reps, int) or not (1 <= reps <= MAX_REPETITIONS):
             raise FieldError(f"{where}.repetitions", f"expected a whole number from 1 to {MAX_REPETITIONS}")
-        if b["paradigm"] in (MUSHRA, "ranking") and reps != 1:
-            raise FieldError(f"{where}.repetitions", "a MUSHRA or ranking block shows each excerpt once")
+        if b["paradigm"] not in REPEATABLE and reps != 1:
+            raise FieldError(
+                f"{where}.repetitions", "only ABX and AB / ABN blocks repeat their trials; the others show each once"
+            )
         for flag in ("training", "with_reference"):
             if not isinstance(b[flag], bool):
                 raise FieldError(f"{where}.{flag}", "expected true or false")
@@ -190,13 +194,16 @@ def paradigm_of(entry: dict[str, Any]) -> str:
 def signal_keys(entry: dict[str, Any]) -> dict[str, int]:
     """A trial's opaque signal keys in page order -> condition id. MUSHRA and ranking: a, b, c,
     ... in the participant's shuffled order; BS.1116: B and C; ABX: A, B and X (X is the audio
-    of A or B); AB / ABN: A and B; ACR and DCR: the one signal, A."""
+    of A or B); AB / ABN: A and B; ACR: the one signal, A; DCR: the model, A (the reference is
+    the open one)."""
     paradigm = paradigm_of(entry)
     conditions = entry["conditions"]
     if paradigm == "bs1116":
         return {"b": conditions[0], "c": conditions[1]}
     if paradigm == "abx":
         return {"a": conditions[0], "b": conditions[1], "x": conditions[int(entry["x"])]}
+    if paradigm == "dcr":
+        return {"a": next(cid for cid in conditions if cid != entry["reference"])}
     return {chr(ord("a") + i): cid for i, cid in enumerate(conditions)}
 
 

@@ -108,6 +108,14 @@ def mle_exists(
     return True, ""
 
 
+#: Log-worths beyond this mean the fit ran off to infinity (worth ratios above e^30).
+_RUNAWAY = 30.0
+_RUNS_OFF = (
+    "the estimates run off to infinity: some condition never lost except by 'no preference' answers "
+    "(Davidson's likelihood has no maximum)"
+)
+
+
 def _pairs(wins: np.ndarray, ties: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     i, j = np.triu_indices(wins.shape[0], 1)
     counts = np.stack([wins[i, j], wins[j, i], ties[i, j]], axis=1)
@@ -182,7 +190,10 @@ def fit_bradley_terry(
     while iterations < max_iter and not converged:
         iterations += 1
         gradient, information = _derivatives(beta, x, counts, outcomes)
-        step = np.linalg.solve(information, gradient)
+        try:
+            step = np.linalg.solve(information, gradient)
+        except np.linalg.LinAlgError:
+            return {**out, "exists": False, "reason": _RUNS_OFF}
         size = 1.0
         # Step halving keeps every iterate uphill (the log-likelihood is concave, so it converges).
         while True:
@@ -194,6 +205,12 @@ def fit_bradley_terry(
         beta, current = candidate, value
         converged = bool(np.max(np.abs(size * step)) < 1e-10)
     _, information = _derivatives(beta, x, counts, outcomes)
+    # The graph test above is exact for Bradley-Terry; with ties a condition that never lost
+    # except by ties still has no finite MLE (Davidson's likelihood keeps rising as its score and
+    # the tie parameter grow together): Newton's steps then run off and the information turns
+    # singular.
+    if np.max(np.abs(beta)) > _RUNAWAY or np.linalg.cond(information) > 1e12:
+        return {**out, "exists": False, "reason": _RUNS_OFF}
     covariance = np.linalg.inv(information)
     n_theta = k - 1
     # theta (k) = embed @ beta_theta, then centred when no reference is fixed.

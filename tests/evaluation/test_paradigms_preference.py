@@ -237,6 +237,22 @@ def test_boundaries_all_ties_and_a_perfect_winner_report_null_scores() -> None:
     assert winner.tables["scores"].set_index("condition").loc["star", "win_share"] == 1.0
 
 
+def test_a_condition_that_lost_only_by_ties_has_no_davidson_mle() -> None:
+    """Davidson (1970): 4 wins, 0 losses and 2 ties between two conditions keep the likelihood
+    rising as the score gap and the tie parameter grow together (sup = 4 log 2/3 + 2 log 1/3,
+    never reached), so the scores are null with the reason instead of a failed fit."""
+    columns = ["participant", "item", "condition_a", "condition_b", "choice"]
+    rows = [(f"p{i}", "i1", "m1", "m2", c) for i, c in enumerate(["A"] * 4 + ["none"] * 2)]
+    result = analyse_preference(pd.DataFrame(rows, columns=columns))
+    assert not result.summary["mle_exists"] and "run off to infinity" in result.summary["reason"]
+    assert result.tables["scores"]["score"].isna().all()
+    assert [w["code"] for w in result.warnings] == ["bradley_terry_no_mle"]
+    # One loss of m1 makes the maximum finite: the fit is back.
+    rows.append(("p9", "i1", "m1", "m2", "B"))
+    finite = analyse_preference(pd.DataFrame(rows, columns=columns))
+    assert finite.summary["mle_exists"] and finite.tables["scores"]["score"].notna().all()
+
+
 def test_one_participant_and_bad_choices() -> None:
     frame = simulate(participants=1, repeats=6, seed=4)
     result = analyse_preference(frame)

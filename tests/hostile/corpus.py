@@ -1343,18 +1343,26 @@ CASES: list[Case] = [
             MUSHRA_PAGE.format(stimulus="configs/resources/audio/c1.wav")
             + " - type: paired_comparison\n   id: pc1\n   reference: configs/resources/audio/ref.wav\n"
         ),
-        r"test\.yaml: unsupported page types: paired_comparison page 'pc1'",
-        "a config with a `paired_comparison` page next to a mushra page",
+        r"test\.yaml: paired_comparison page 'pc1' has no stimuli",
+        "a config with a `paired_comparison` page without stimuli next to a mushra page",
     ),
     Case(
         "yaml-bs1116",
         "webmushra_yaml",
+        _yaml(" - type: bs1116\n   id: b1\n   stimuli:\n    C1: configs/resources/audio/c1.wav\n"),
+        r"test\.yaml: bs1116 page 'b1' has no reference",
+        "a config whose only test page is a `bs1116` page without its reference",
+    ),
+    Case(
+        "yaml-likert-7-points",
+        "webmushra_yaml",
         _yaml(
-            " - type: bs1116\n   id: b1\n   reference: configs/resources/audio/ref.wav\n"
-            "   stimuli:\n    C1: configs/resources/audio/c1.wav\n"
+            " - type: likert_single_stimulus\n   id: l1\n   stimuli:\n    C1: configs/resources/audio/c1.wav\n"
+            "   response:\n" + "".join(f"    - value: p{i}\n      label: P{i}\n" for i in range(7))
         ),
-        r"test\.yaml: unsupported page types: bs1116 page 'b1'",
-        "a config whose only test page is `bs1116`",
+        r"test\.yaml: unsupported page types: likert_single_stimulus page 'l1'\. "
+        r"likert_single_stimulus page 'l1': a 7-point response list; only 5-point lists are imported",
+        "a config whose only test page is a likert page with a 7-point response list",
     ),
     Case(
         "yaml-python-object",

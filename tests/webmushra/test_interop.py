@@ -93,15 +93,16 @@ def test_unsupported_pages_are_refused_by_name_and_nothing_is_created(researcher
     with pytest.raises(interop.ImportRefused) as err:
         interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"))
     message = str(err.value)
+    # bs1116 and paired_comparison pages import as blocks (test_interop_paradigms); its likert pages
+    # have 2- and 4-point response lists, which have no counterpart.
     for expected in (
-        "bs1116 page 'bs1116_nowav'",
-        "paired_comparison page 'AB_noloop'",
-        "paired_comparison page 'ABN'",
         "likert_multi_stimulus page 'lms1'",
         "likert_single_stimulus page 'lss2'",
+        "'lss2': a 4-point response list",
     ):
         assert expected in message
-    assert len(err.value.report.unsupported) == 7
+    assert "bs1116" not in message and "paired_comparison" not in message
+    assert len(err.value.report.unsupported) == 4
     assert Experiment.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
 
 
@@ -110,7 +111,7 @@ def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher)
         owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"), allow_partial=True
     )
     lines = result.report.lines()
-    assert lines[0].startswith("Skipped unsupported pages: bs1116 page 'bs1116_nowav'")
+    assert lines[0].startswith("Skipped unsupported pages: likert_multi_stimulus page 'lms1'")
     exps = result.experiments
     # mushra (3 stimuli), mushra_nowav_noloop (3 + both anchors), and the two 11-stimulus pages with one
     # anchor: 13 signals, split into two blocks of at most 12.
@@ -119,7 +120,7 @@ def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher)
     assert list(exps[2].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false", "mushra_randomize_true"]
     assert any("13 signals per trial exceed the 12" in n for n in lines)
     assert exps[0].config["level_setting"] is True  # the volume page
-    assert exps[0].config["webmushra"]["skipped"][0] == {"type": "bs1116", "id": "bs1116_nowav"}
+    assert exps[0].config["webmushra"]["skipped"][0] == {"type": "likert_multi_stimulus", "id": "lms1"}
     assert {q["name"]: q["type"] for q in exps[0].config["questionnaire"]} == {
         "email": "text",
         "age": "number",
@@ -218,7 +219,7 @@ def test_import_page_with_files_and_with_a_zip(client, researcher):
         {"config": SimpleUploadedFile(complete.name, complete.read_bytes()), "audio": audio_uploads()},
     )
     html = r.content.decode()
-    assert r.status_code == 200 and "paired_comparison page “AB_noloop”" in html and Experiment.objects.count() == 2
+    assert r.status_code == 200 and "likert_single_stimulus page “lss2”" in html and Experiment.objects.count() == 2
 
 
 def test_mushra_csv_has_webmushras_columns_and_names(researcher):

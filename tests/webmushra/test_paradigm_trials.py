@@ -133,6 +133,11 @@ def test_a_block_is_served_refereed_and_stored_by_condition(client, participant_
             assert got["choice"] == ("none" if answer["choice"] == "none" else answer["choice"].upper())
         elif paradigm in ("acr", "dcr"):
             assert got == {"paradigm": paradigm, "condition": keys["a"], "score": answer["score"]}
+            if paradigm == "dcr":  # the model is rated against the open reference, never the reference itself
+                assert list(keys) == ["a"] and kinds[got["condition"]] == "model"
+                assert got["condition"] == next(
+                    c for c in Trial.objects.get(pk=entry["trial"]).design if c != entry["reference"]
+                )
         else:
             assert got["ranks"] == {str(keys[k]): r for k, r in answer["ranks"].items()}
             assert sorted(got["ranks"].values()) == list(range(1, len(kinds) + 1))
@@ -220,6 +225,7 @@ def test_blocks_are_validated_and_mixed_blocks_run_in_order(client, participant_
         ([{"paradigm": "mos"}], "blocks[1].paradigm"),
         ([{"paradigm": "abx", "repetitions": 0}], "blocks[1].repetitions"),
         ([{"paradigm": "mushra", "repetitions": 2}], "blocks[1].repetitions"),
+        ([{"paradigm": "bs1116", "repetitions": 2}], "blocks[1].repetitions"),
         ([{"paradigm": "abx", "colour": "red"}], "blocks[1]"),
         ([{"paradigm": "mushra"}, {"paradigm": "mushra"}], "blocks"),
         ([], "blocks"),

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import messaging
+from .. import interop, messaging, paradigm_data
 from ..errors import ServiceError
 from ..models import (
     Experiment,
@@ -42,11 +42,12 @@ def request_report(*, experiment: Experiment, user=None) -> Report:
         busy = experiment.reports.filter(status__in=[Report.Status.QUEUED, Report.Status.RUNNING]).first()
         if busy is not None:
             return busy
-        if not Rating.objects.filter(participant__experiment=experiment).exists():
+        # MUSHRA ratings or the answers of other paradigms' blocks (webmushra.paradigm_data).
+        answers = paradigm_data.answered(experiment, drop_excluded=False)
+        if not Rating.objects.filter(participant__experiment=experiment).exists() and not answers.exists():
             raise ServiceError("no ratings yet: a report needs at least one completed trial")
-        if not Rating.objects.filter(
-            participant__experiment=experiment, participant__excluded_at__isnull=True
-        ).exists():
+        kept = Rating.objects.filter(participant__experiment=experiment, participant__excluded_at__isnull=True)
+        if not kept.exists() and not paradigm_data.answered(experiment).exists():
             raise ServiceError("nothing to analyse: every participant with ratings is excluded")
         report = Report.objects.create(experiment=experiment, requested_by=user)
 
@@ -94,6 +95,11 @@ def build_report(*, report_id: int) -> str:
         bundle = work / "bundle"
         bundle.mkdir()
         design_warnings = [row["warning"] for row in weak_anchors(experiment, test_only=True)]
+        # Each paradigm block's analysis beside MUSHRA's (alone when there are no ratings).
+        paradigm_results, refused = paradigm_data.paradigm_results(experiment, settings_)
+        design_warnings += refused
+        if ratings.empty and not paradigm_results:
+            raise ServiceError(" ".join(w["message"] for w in refused) or "nothing to analyse")
         summary = build(
             ratings,
             metrics,
@@ -102,6 +108,7 @@ def build_report(*, report_id: int) -> str:
             progress=progress,
             design_warnings=design_warnings,
             quality=quality.quality_summary(experiment),
+            paradigms=paradigm_results,
             facts=report_facts.report_facts(experiment),
         )
         # What the trial pages recorded beyond the ratings, as tidy tables (docs/statistics.md).
@@ -111,6 +118,12 @@ def build_report(*, report_id: int) -> str:
             ("comments.csv", comments_csv(experiment)),
         ):
             (bundle / name).write_text(text, encoding="utf-8")
+        # The results in webMUSHRA's own files (service/write.php), one per page type answered.
+        exports = interop.webmushra_csvs(experiment)
+        if exports:
+            (bundle / "webmushra").mkdir()
+            for name, text in exports.items():
+                (bundle / "webmushra" / name).write_text(text, encoding="utf-8")
         stem = f"experiment-{experiment.pk}-report-{report_id}"
         archive = shutil.make_archive(str(work / stem), "zip", root_dir=bundle)
         # Stored whole under its final name (services.files.store) before the row names it.
