@@ -54,7 +54,8 @@ function onKey(player, ev) {
     var delta = { ArrowUp: 1, ArrowRight: 1, ArrowDown: -1, ArrowLeft: -1, PageUp: 10, PageDown: -10 }[key];
     if (delta === undefined) return;
     var k = activeSliderKey(player, t);
-    if (!k) return;
+    // No MUSHRA slider (a page of another paradigm): the arrows keep their own meaning.
+    if (!k || !player.columns[k]) return;
     var c = player.columns[k];
     if (!c.slider.disabled) {
       var base = player.ratings[k] === null ? 50 : player.ratings[k];

@@ -18,6 +18,7 @@ import { t } from "./i18n.js";
 import { bindHandleKeys, bindKeys } from "./keyboard.js";
 import { loadStimuli } from "./loader.js";
 import { postWithRetry } from "./savequeue.js";
+import { makeAnswer } from "./paradigm.js";
 
 const BANDS = [
   { min: 80, name: "Excellent" },
@@ -82,13 +83,17 @@ export function Player(root, data) {
   this.$ = function (sel) {
     return root.querySelector(sel);
   };
+  // A paradigm other than MUSHRA (paradigm.js): its own answer instead of the sliders.
+  this.answer = data.paradigm && data.paradigm !== "mushra" ? makeAnswer(this, data) : null;
+  // The waveform's signal: the reference, or the first signal where the trial has none.
+  this.shownKey = data.reference ? "ref" : this.keys[0];
 }
 
 Player.prototype.start = async function () {
   var self = this;
   var bar = this.$(".wm-progress");
   var label = this.$(".wm-progress-label");
-  var items = [{ key: "ref", url: this.data.reference.url }].concat(this.signals);
+  var items = (this.data.reference ? [{ key: "ref", url: this.data.reference.url }] : []).concat(this.signals);
   try {
     var result = await loadStimuli(items, function (fraction) {
       var pct = Math.round(fraction * 100);
@@ -110,11 +115,11 @@ Player.prototype.start = async function () {
   this.master.gain.value = Math.pow(10, (Number(this.data.gain_db) || 0) / 20);
   this.master.connect(this.ctx.destination);
   this.engine = new Engine(this.ctx, result.buffers, {
-    duration: result.buffers.ref.duration,
+    duration: result.buffers[this.shownKey].duration,
     destination: this.master,
     minLoop: this.rules.loop_min_seconds,
   });
-  this.engine.current = "ref";
+  this.engine.current = this.shownKey;
   this.engine.onended = function () {
     self.log("stop", self.engine.current);
     self.render();
@@ -124,7 +129,7 @@ Player.prototype.start = async function () {
   this.$(".wm-loading").hidden = true;
   this.$(".wm-player").hidden = false;
   this.ready = true;
-  this.drawWaveform(result.buffers.ref);
+  this.drawWaveform(result.buffers[this.shownKey]);
   if (this.ctx.state !== "running") this.$(".wm-start").hidden = false;
   var resume = function () {
     if (self.ctx.state !== "running") self.ctx.resume();
@@ -187,7 +192,8 @@ Player.prototype.build = function () {
 
   var strip = this.$(".wm-signals");
   this.columns = {};
-  this.signals.forEach(function (s, i) {
+  if (this.answer) this.answer.build(strip);
+  (this.answer ? [] : this.signals).forEach(function (s, i) {
     var n = i + 1;
     var col = el("div", {
       class: "wm-signal",
@@ -260,7 +266,7 @@ Player.prototype.build = function () {
   this.setupWaveform();
   bindKeys(this);
   window.addEventListener("resize", function () {
-    self.drawWaveform(self.engine.buffers.ref);
+    self.drawWaveform(self.engine.buffers[self.shownKey]);
   });
 };
 
@@ -323,6 +329,7 @@ Player.prototype.remember = function () {
     listen_s: this.listenTotals(),
     plays: this.playTotals(),
     comment: this.comment(),
+    answer: this.answer ? this.answer.value() : undefined,
   };
   try {
     window.sessionStorage.setItem(STORE_PREFIX + this.data.idempotency_key, JSON.stringify(snapshot));
@@ -358,6 +365,7 @@ Player.prototype.restore = function () {
     if (played[k] === true) self.played[k] = true;
   });
   if (played.ref === true) this.played.ref = true;
+  if (this.answer) this.answer.restore(snap.answer);
   var l = snap.loop;
   if (l && isFinite(l.start) && isFinite(l.end)) this.engine.setLoop(Number(l.start), Number(l.end), l.enabled !== false);
   this.loopUsed = snap.loop_used === true;
@@ -431,6 +439,7 @@ Player.prototype.log = function (type, key, value, commit) {
 
 /** Click on a stimulus button: play it (switching at the playhead), or pause it. */
 Player.prototype.toggle = function (key) {
+  if (key === "ref" && !this.data.reference) return;
   if (this.engine.playing && this.engine.current === key) {
     this.engine.pause();
     this.log("stop", key);
@@ -487,13 +496,13 @@ Player.prototype.missing = function () {
   var unplayed = this.keys.filter(function (k) {
     return !self.played[k];
   });
-  var unrated = this.keys.filter(function (k) {
+  var unrated = (this.answer ? [] : this.keys).filter(function (k) {
     return self.ratings[k] === null;
   });
   var nums = function (ks) {
     return ks
       .map(function (k) {
-        return self.columns[k].n;
+        return self.answer ? self.answer.name(k) : self.columns[k].n;
       })
       .join(", ");
   };
@@ -520,6 +529,7 @@ Player.prototype.missing = function () {
     var rate = unrated.length > 1 ? "Rate signals %(signals)s." : "Rate signal %(signals)s.";
     msgs.push(t(rate, { signals: nums(unrated) }));
   }
+  if (this.answer) msgs.push.apply(msgs, this.answer.missing());
   if (
     this.rules.require_one_100 &&
     !this.keys.some(function (k) {
@@ -542,7 +552,8 @@ Player.prototype.render = function () {
   refBtn.classList.toggle("playing", refPlaying);
   refBtn.classList.toggle("selected", e.current === "ref");
   refBtn.querySelector(".wm-icon").textContent = refPlaying ? "\u275A\u275A" : "\u25B6";
-  this.keys.forEach(function (k) {
+  if (this.answer) this.answer.render();
+  (this.answer ? [] : this.keys).forEach(function (k) {
     var c = self.columns[k];
     var playing = e.playing && e.current === k;
     c.btn.setAttribute("aria-pressed", playing ? "true" : "false");
@@ -716,6 +727,7 @@ Player.prototype.submit = async function () {
     ratings[k] = self.ratings[k];
   });
   var body = { idempotency_key: this.data.idempotency_key, ratings: ratings, telemetry: this.telemetry() };
+  if (this.answer) body = { idempotency_key: this.data.idempotency_key, answer: this.answer.value(), telemetry: this.telemetry() };
   if (this.data.comments === "optional" || this.data.comments === "required") body.comment = this.comment().trim();
   try {
     var answer = await postWithRetry(this.data.save_url, body, this.data.csrf_token, function (text) {
@@ -729,6 +741,7 @@ Player.prototype.submit = async function () {
     this.saving = false;
     status.textContent = t("Not saved: %(reason)s", { reason: e.message });
     status.classList.add("error");
+    if (this.answer) status.setAttribute("role", "alert");
     this.render();
   }
 };
@@ -748,6 +761,7 @@ Player.prototype.state = function () {
     decoded: Object.keys(e.buffers),
     loop: { start: e.loop.start, end: e.loop.end, enabled: e.loop.enabled },
     ratings: Object.assign({}, this.ratings),
+    answer: this.answer ? this.answer.value() : null,
     played: Object.assign({}, this.played),
     listen_s: this.listenTotals(),
     progress_log: this.loadLog.slice(),
