@@ -387,16 +387,20 @@ def test_a_training_trial_names_its_signals(page, live_server, build_experiment)
     assert page.js_errors == []
 
 
+@pytest.mark.parametrize(
+    "blocks", [("abx", "bs1116", "ranking"), ("ab", "abn", "acr", "dcr")], ids=["abx-bs1116-ranking", "ab-abn-acr-dcr"]
+)
 @pytest.mark.parametrize("engine", ["firefox", "webkit"])
-def test_a_mixed_session_in_firefox_and_webkit(engine, request, live_server, build_experiment) -> None:
-    exp = open_experiment(build_experiment, "abx", "bs1116", "ranking")
+def test_a_mixed_session_in_firefox_and_webkit(engine, blocks, request, live_server, build_experiment) -> None:
+    """Every paradigm in Firefox ESR and WebKitGTK, in two mixed sessions per engine."""
+    exp = open_experiment(build_experiment, *blocks)
     page = request.getfixturevalue(engine).new_page()
     try:
         participant, pages = run_session(ScriptedUi(page, engine), live_server, exp)
         urls = [url for url, _ in page.evaluate("performance.getEntriesByType('resource').map(e => [e.name, 0])")]
         check_blind(exp, pages, urls + [page.url])
-        assert [e["paradigm"] for e in participant.plan][0] == "abx"
-        assert {e["paradigm"] for e in participant.plan} == {"abx", "bs1116", "ranking"}
+        assert [e["paradigm"] for e in participant.plan][0] == blocks[0]
+        assert {e["paradigm"] for e in participant.plan} == set(blocks)
         assert page.js_errors == []
     finally:
         page.close()
