@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
@@ -13,6 +13,8 @@ from django.core.files.uploadedfile import UploadedFile
 from evaluation.settings import Settings as AnalysisSettings
 
 from .models import Checkpoint, ConditionKind, Experiment
+from .paradigms import MAX_REPETITIONS, PARADIGMS
+from .paradigms import blocks as paradigm_blocks
 from .rules import (
     EXIT_CODE_MAX,
     HEADPHONE_DEFAULTS,
@@ -513,3 +515,102 @@ def builder_forms(experiment: Experiment) -> dict[str, forms.Form]:
             initial={"anchor35": ConditionKind.ANCHOR_35 in kinds, "anchor70": ConditionKind.ANCHOR_70 in kinds}
         ),
     }
+
+
+# ----------------------------------------------------------------------------- paradigm blocks
+
+
+class BlockForm(forms.Form):
+    """One block of ``config["blocks"]`` (``webmushra.paradigms``): this form reads the row's
+    input; ``rules.validate_config`` (``paradigms.clean_blocks``) checks its meaning."""
+
+    paradigm = forms.ChoiceField(
+        choices=[("", "(no block)")] + list(PARADIGMS.items()), required=False, label="Paradigm"
+    )
+    repetitions = forms.IntegerField(
+        required=False,
+        label="Repetitions",
+        help_text=f"Trials of each design per excerpt: ABX, AB and ABN, 1 to {MAX_REPETITIONS} (more answers per "
+        "pair); the other paradigms show each trial once (1).",
+    )
+    training = forms.BooleanField(required=False, label="Training trials first")
+    with_reference = forms.BooleanField(
+        required=False, label="Compare the reference too (AB / ABN only)", help_text="Ignored by other paradigms."
+    )
+    instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Instructions on the block's trial pages",
+        help_text="Empty: the experiment's instructions on every trial page.",
+    )
+    order = forms.IntegerField(required=False, label="Order", help_text="Blocks run in this order (1 = first).")
+    remove = forms.BooleanField(required=False, label="Remove")
+
+    def block(self) -> dict[str, Any] | None:
+        """The block this row asks for (None: an empty or removed row)."""
+        d = self.cleaned_data
+        if d.get("remove") or not d.get("paradigm"):
+            return None
+        paradigm = d["paradigm"]
+        block: dict[str, Any] = {
+            "paradigm": paradigm,
+            "repetitions": 1 if d.get("repetitions") is None else d["repetitions"],
+            "training": bool(d.get("training")),
+            "instructions": d.get("instructions") or "",
+            "with_reference": bool(d.get("with_reference")) and paradigm in ("ab", "abn"),
+        }
+        return block
+
+
+class BaseBlockFormSet(forms.BaseFormSet):
+    """The experiment's blocks as rows of :class:`BlockForm`, plus an empty row to add one."""
+
+    def ordered(self) -> list[tuple[int, dict[str, Any]]]:
+        """(row index, block) of the rows that ask for a block, in the order asked for (a row's
+        ``order``, then its place on the page)."""
+        rows = []
+        for index, form in enumerate(self.forms):
+            block = form.block()
+            if block is not None:
+                order = form.cleaned_data.get("order")
+                rows.append((index + 1 if order is None else order, index, block))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return [(index, block) for _, index, block in rows]
+
+    def show_error(self, field: str, message: str, rows: list[int]) -> None:
+        """Put an error of ``validate_config`` ("blocks[n].setting", "blocks[n]" or "blocks") next
+        to the row and setting it names; ``rows``: the row index of each block sent."""
+        match = re.fullmatch(r"blocks\[(\d+)\](?:\.(\w+))?", field)
+        if match and 1 <= int(match.group(1)) <= len(rows):
+            form = self.forms[rows[int(match.group(1)) - 1]]
+            setting = match.group(2)
+            form.add_error(setting if setting in form.fields else None, message)
+            return
+        self.blocks_errors.append(message)
+
+    @property
+    def blocks_errors(self) -> list[str]:
+        if not hasattr(self, "_blocks_errors"):
+            self._blocks_errors: list[str] = []
+        return self._blocks_errors
+
+
+#: Rows shown: the blocks (at most 10, ``paradigms.clean_blocks``) and one to add a block; a post
+#: of more than 20 rows is refused before any row is read.
+BlockFormSet = cast(
+    "type[BaseBlockFormSet]",
+    forms.formset_factory(BlockForm, formset=BaseBlockFormSet, extra=1, max_num=11, absolute_max=20),
+)
+
+
+def block_formset(experiment: Experiment, data: Any = None) -> BaseBlockFormSet:
+    """The blocks rows of the settings page: bound to ``data``, or showing the experiment's blocks."""
+    if data is not None:
+        return BlockFormSet(data, prefix="blocks")
+    initial = [
+        {**block, "order": n, "remove": False} for n, block in enumerate(paradigm_blocks(experiment.config), start=1)
+    ]
+    formset = BlockFormSet(prefix="blocks", initial=initial)
+    for form in formset.forms[len(initial) :]:
+        form.initial = {"training": True, "repetitions": 1, "order": len(initial) + 1}
+    return formset

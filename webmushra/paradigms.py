@@ -106,7 +106,7 @@ def clean_blocks(value: object) -> list[dict[str, Any]]:
         if unknown:
             raise FieldError(where, f"unknown setting(s) {', '.join(unknown)}")
         b = BLOCK_DEFAULTS | block
-        if b["paradigm"] not in PARADIGMS:
+        if not isinstance(b["paradigm"], str) or b["paradigm"] not in PARADIGMS:
             raise FieldError(f"{where}.paradigm", f"expected one of {', '.join(PARADIGMS)}")
         reps = b["repetitions"]
         if isinstance(reps, bool) or not isinstance(reps, int) or not (1 <= reps <= MAX_REPETITIONS):
@@ -118,6 +118,8 @@ def clean_blocks(value: object) -> list[dict[str, Any]]:
         for flag in ("training", "with_reference"):
             if not isinstance(b[flag], bool):
                 raise FieldError(f"{where}.{flag}", "expected true or false")
+        if b["with_reference"] and b["paradigm"] not in ("ab", "abn"):
+            raise FieldError(f"{where}.with_reference", "only AB / ABN blocks choose whether to compare the reference")
         if not isinstance(b["instructions"], str) or len(b["instructions"]) > 5000:
             raise FieldError(f"{where}.instructions", "expected text of at most 5000 characters")
         out.append(b)

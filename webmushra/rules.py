@@ -19,7 +19,7 @@ from evaluation.settings import Settings as _AnalysisSettings
 
 from .errors import FieldError, RuleBroken, ServiceError
 from .inputs import json_problem
-from .paradigms import clean_blocks
+from .paradigms import blocks, clean_blocks
 
 if TYPE_CHECKING:
     from .models import Experiment
@@ -529,6 +529,7 @@ def participant_facing(config: dict[str, Any]) -> dict[str, Any]:
     out["catch_trials"] = catch_trial_count(config)
     out["repeat_trials"] = repeat_trial_count(config)
     out["trial_comments"] = trial_comments(config)
+    out["blocks"] = blocks(config)
     return out
 
 

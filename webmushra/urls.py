@@ -34,6 +34,7 @@ researcher_patterns = (
         path("experiments/new/", builder.experiment_new, name="experiment_new"),
         path("experiments/import/", builder.import_webmushra, name="import"),
         path("experiments/<int:pk>/settings/", builder.experiment_settings, name="settings"),
+        path("experiments/<int:pk>/settings/blocks/", builder.experiment_blocks, name="experiment_blocks"),
         path("experiments/<int:pk>/share/", builder.share, name="share"),
         path("experiments/<int:pk>/excerpts/", builder.upload_excerpts, name="excerpts"),
         path("experiments/<int:pk>/excerpts/<int:excerpt_id>/delete/", builder.delete_excerpt, name="excerpt_delete"),

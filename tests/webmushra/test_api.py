@@ -161,7 +161,9 @@ def test_report_endpoint(api, participant_at_trials, monkeypatch, django_capture
     assert r.status_code == 400 and "no ratings yet" in r.json()["error"]
     rate_all(p)
 
-    def fake_build(ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None, facts=None):
+    def fake_build(
+        ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None, paradigms=None, facts=None
+    ):
         (out_dir / "ratings.csv").write_text(ratings.to_csv(index=False))
         return {}
 

@@ -395,7 +395,9 @@ def test_downloads_and_report_bundle(logged_in, participant_at_trials, monkeypat
     assert len(csv_text.splitlines()) == 1 + exp.conditions.count()
     seen = {}
 
-    def fake_build(ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None, facts=None):
+    def fake_build(
+        ratings, metrics, settings, out_dir, progress=None, design_warnings=(), quality=None, paradigms=None, facts=None
+    ):
         seen["shape"] = ratings.shape
         seen["quality"] = quality
         seen["design_warnings"] = list(design_warnings)

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from tests.trials import answer_body, save_body
 from webmushra import paradigms
-from webmushra.errors import FieldError
+from webmushra.errors import ConflictError, FieldError
 from webmushra.models import Condition, Participant, Rating, StimulusToken, Trial, TrialResponse
 from webmushra.rules import validate_config
 from webmushra.services import experiments, sessions
@@ -226,6 +226,8 @@ def test_blocks_are_validated_and_mixed_blocks_run_in_order(client, participant_
         ([{"paradigm": "abx", "repetitions": 0}], "blocks[1].repetitions"),
         ([{"paradigm": "mushra", "repetitions": 2}], "blocks[1].repetitions"),
         ([{"paradigm": "bs1116", "repetitions": 2}], "blocks[1].repetitions"),
+        ([{"paradigm": []}], "blocks[1].paradigm"),
+        ([{"paradigm": "abx", "with_reference": True}], "blocks[1].with_reference"),
         ([{"paradigm": "abx", "colour": "red"}], "blocks[1]"),
         ([{"paradigm": "mushra"}, {"paradigm": "mushra"}], "blocks"),
         ([], "blocks"),
@@ -269,3 +271,18 @@ def test_a_block_with_nothing_to_compare_cannot_open(rendered_experiment):
     exp = rendered_experiment(n_excerpts=1, seconds=1.0, config=_config({"paradigm": "ab"}))
     with pytest.raises(Exception, match="block 1: an AB preference block needs at least two conditions"):
         experiments.open_experiment(experiment=exp)
+
+
+def test_blocks_change_only_before_the_experiment_opens(open_experiment):
+    exp = open_experiment(n_excerpts=1, seconds=1.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "abx"}))
+    trials = Trial.objects.filter(experiment=exp).count()
+    # The same blocks again (defaults filled in or not) change nothing and are accepted.
+    experiments.update_experiment_settings(experiment=exp, config={"blocks": [{"paradigm": "abx", "repetitions": 1}]})
+    for status in ("open", "closed"):
+        exp.status = status
+        exp.save(update_fields=["status"])
+        with pytest.raises(ConflictError, match="the blocks cannot change"):
+            experiments.update_experiment_settings(experiment=exp, config={"blocks": [{"paradigm": "bs1116"}]})
+        exp.refresh_from_db()
+        assert paradigms.blocks(exp.config)[0]["paradigm"] == "abx"
+    assert Trial.objects.filter(experiment=exp).count() == trials

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from ..forms import SAMPLE_RATES
 from ..models import Checkpoint, Condition, Excerpt, Experiment, Participant, RenderJob, Report
+from ..paradigms import MAX_REPETITIONS, MUSHRA, PARADIGMS
 
 
 class ExcerptSerializer(serializers.ModelSerializer):
@@ -318,3 +319,80 @@ class ParticipantRowSerializer(serializers.Serializer):
 class ParticipantListSerializer(serializers.Serializer):
     experiment = serializers.IntegerField()
     participants = ParticipantRowSerializer(many=True)
+
+
+# --- Paradigm blocks (config["blocks"], webmushra.paradigms): the settings and what each block
+# gives every participant (services.block_settings.block_plan).
+
+
+class BlockSerializer(serializers.Serializer):
+    """One block. The server checks blocks with ``rules.validate_config`` (``paradigms.clean_blocks``):
+    a wrong one is answered 400 ``{"error", "field": "blocks[n].setting"}``, nothing stored."""
+
+    paradigm = serializers.ChoiceField(choices=list(PARADIGMS.items()), default=MUSHRA)
+    repetitions = serializers.IntegerField(
+        default=1,
+        min_value=1,
+        max_value=MAX_REPETITIONS,
+        help_text="Trials of each design per excerpt (ABX, AB, ABN: more answers per pair); the others: 1.",
+    )
+    training = serializers.BooleanField(
+        default=True, help_text="Training trials (from the training excerpts) first, when the flow has training on."
+    )
+    instructions = serializers.CharField(
+        default="",
+        allow_blank=True,
+        max_length=5000,
+        help_text="Shown on the block's trial pages (empty: the experiment's).",
+    )
+    with_reference = serializers.BooleanField(
+        default=False, help_text="AB / ABN: the hidden reference is one of the compared conditions too."
+    )
+
+
+class BlocksWriteSerializer(serializers.Serializer):
+    blocks = BlockSerializer(many=True, help_text="1 to 10 blocks, run in this order; at most one MUSHRA block.")
+
+
+class AbxPlanSerializer(serializers.Serializer):
+    true_proportion = serializers.FloatField(help_text="The proportion correct planned for.")
+    power_target = serializers.FloatField()
+    alpha = serializers.FloatField(help_text="One-sided level of the exact binomial test.")
+    trials_needed = serializers.IntegerField(
+        allow_null=True, help_text="evaluation.paradigms.abx.trials_needed: the first count reaching the power."
+    )
+    trials_stable = serializers.IntegerField(allow_null=True, help_text="The count from which every larger one does.")
+    pairs = serializers.IntegerField(help_text="Pairs (hidden reference, model) the block tests.")
+    per_pair_per_participant = serializers.IntegerField(help_text="Test excerpts × repetitions.")
+    per_participant = serializers.IntegerField(help_text="All the block's test trials of one participant.")
+    power_per_participant = serializers.FloatField(help_text="Power of one participant's own test of a pair.")
+    one_participant_enough = serializers.BooleanField()
+    participants_pooled = serializers.IntegerField(
+        allow_null=True, help_text="Participants whose pooled answers to a pair give the trials needed."
+    )
+
+
+class BlockPlanRowSerializer(BlockSerializer):
+    number = serializers.IntegerField(help_text="1 = the first block.")
+    title = serializers.CharField()
+    designs = serializers.IntegerField(help_text="Trials per test excerpt and repetition (paradigms.designs).")
+    test_trials = serializers.IntegerField(help_text="Test trials each participant gets in this block.")
+    training_trials = serializers.IntegerField()
+    catch_trials = serializers.IntegerField(help_text="MUSHRA block: catch trials, at most.")
+    repeat_trials = serializers.IntegerField(help_text="MUSHRA block: repeated trials, at most.")
+    seconds_per_trial = serializers.FloatField()
+    minutes = serializers.FloatField(help_text="A rough estimate: each signal heard twice, plus time to answer.")
+    problem = serializers.CharField(allow_blank=True, help_text="Why the block cannot open (empty: it can).")
+    fix = serializers.CharField(allow_blank=True, help_text="What to change so that it can.")
+    abx = AbxPlanSerializer(allow_null=True)
+
+
+class BlocksSerializer(serializers.Serializer):
+    blocks = BlockSerializer(many=True, help_text="The experiment's blocks, defaults filled in.")
+    editable = serializers.BooleanField(help_text="Whether the blocks can still change (draft or rendered).")
+    plan = BlockPlanRowSerializer(many=True, help_text="Per block: what each participant gets.")
+    test_trials = serializers.IntegerField()
+    training_trials = serializers.IntegerField()
+    minutes = serializers.FloatField()
+    problems = serializers.IntegerField(help_text="Blocks that cannot open as the experiment stands.")
+    notes = serializers.ListField(child=serializers.CharField())

@@ -17,10 +17,12 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import access, errors, interop, rules, selectors
+from evaluation.errors import EvaluationError
+
+from .. import access, errors, interop, paradigms, rules, selectors
 from ..http import report_file_response
 from ..models import Experiment
-from ..services import cabinet, experiments, rendering, reports, uploads
+from ..services import block_settings, cabinet, experiments, rendering, reports, uploads
 from . import serializers as s
 from .parsers import StrictJSONParser
 
@@ -48,6 +50,8 @@ class ApiView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, errors.ConflictError):
             return Response({"error": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if isinstance(exc, errors.FieldError):
+            return Response({"error": str(exc), "field": exc.field}, status=status.HTTP_400_BAD_REQUEST)
         if isinstance(exc, errors.ServiceError):
             return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         response = super().handle_exception(exc)
@@ -85,6 +89,8 @@ class ExperimentList(ApiView):
         if not form.is_valid():
             return self.bad(form)
         d = form.validated_data
+        if isinstance(d["config"], dict):
+            block_settings.precheck_blocks(d["config"].get("blocks"))
         config = rules.validate_config(d["config"] or {})
         experiment = experiments.create_experiment(
             owner=request.user,
@@ -114,6 +120,8 @@ class ExperimentDetail(ApiView):
         form = s.ExperimentUpdateSerializer(data=request.data, partial=True)
         if not form.is_valid():
             return self.bad(form)
+        # The blocks make the trials when the experiment opens: they change only before then.
+        block_settings.check_blocks_change(experiment, form.validated_data.get("config") or {})
         experiment = experiments.update_experiment_settings(experiment=experiment, **form.validated_data)
         return Response(s.ExperimentDetailSerializer(experiment, context={"request": request}).data)
 
@@ -125,6 +133,64 @@ class ExperimentDetail(ApiView):
     def delete(self, request, pk: int):
         experiments.delete_experiment(experiment=self.experiment(pk))
         return Response(status=204)
+
+
+ABX_PARAMETERS = [
+    OpenApiParameter(
+        "abx_proportion",
+        float,
+        description="ABX blocks: the proportion correct to plan for (default 0.75).",
+    ),
+    OpenApiParameter("abx_power", float, description="ABX blocks: the power to plan for (default 0.8)."),
+]
+
+
+class ExperimentBlocks(ApiView):
+    """The experiment's blocks (``config["blocks"]``) and what each gives every participant."""
+
+    parser_classes = [StrictJSONParser]
+
+    def answer(self, request, experiment: Experiment) -> Response:
+        try:
+            proportion, power = block_settings.parse_abx_inputs(
+                request.query_params.get("abx_proportion"), request.query_params.get("abx_power")
+            )
+        except EvaluationError as exc:
+            field = str(exc).split(":", 1)[0]
+            return Response({"error": str(exc), "field": field}, status=400)
+        plan = block_settings.block_plan(experiment, abx_proportion=proportion, abx_power=power)
+        body = {
+            "blocks": paradigms.blocks(experiment.config),
+            "editable": experiment.is_editable,
+            "plan": plan["blocks"],
+            **{k: plan[k] for k in ("test_trials", "training_trials", "minutes", "problems", "notes")},
+        }
+        return Response(s.BlocksSerializer(body).data)
+
+    @extend_schema(
+        parameters=ABX_PARAMETERS,
+        responses={200: s.BlocksSerializer, 400: ERRORS[400], 404: ERRORS[404]},
+        summary="The blocks, and the trials and minutes each gives every participant",
+    )
+    def get(self, request, pk: int):
+        return self.answer(request, self.experiment(pk))
+
+    @extend_schema(
+        request=s.BlocksWriteSerializer,
+        parameters=ABX_PARAMETERS,
+        responses={200: s.BlocksSerializer, **ERRORS},
+        summary="Replace the blocks (draft or rendered experiments only)",
+    )
+    def put(self, request, pk: int):
+        experiment = self.experiment(pk)
+        data = request.data
+        if not isinstance(data, dict) or "blocks" not in data:
+            raise errors.FieldError("blocks", 'expected {"blocks": [...]}')
+        unknown = sorted(set(data) - {"blocks"})
+        if unknown:
+            raise errors.FieldError(unknown[0], "not a setting of this endpoint")
+        experiment = block_settings.set_blocks(experiment=experiment, blocks=data["blocks"])
+        return self.answer(request, experiment)
 
 
 class ExcerptList(ApiView):

@@ -170,6 +170,13 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
         setattr(experiment, name, value)
     if config is not None:
         new_config = validate_config({**experiment.config, **config})
+        if paradigms.blocks(new_config) != paradigms.blocks(experiment.config):
+            # The blocks decide which trials exist: they change only before anyone takes part.
+            if not experiment.is_editable:
+                raise ConflictError(
+                    f"the blocks cannot change: the experiment is {experiment.get_status_display().lower()}; "
+                    "they are set before it opens"
+                )
         if experiment.status == Experiment.Status.OPEN:
             # Participants keep the test they started: only exits and analysis change while open.
             before, after = participant_facing(experiment.config), participant_facing(new_config)

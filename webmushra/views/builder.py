@@ -8,10 +8,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from evaluation.errors import EvaluationError
+
 from .. import errors, forms, interop
 from ..access import experiment_for, part_of
 from ..rules import MAX_SIGNALS_PER_TRIAL
-from ..services import accounts, blocks, cabinet, experiments, uploads
+from ..services import accounts, block_settings, blocks, cabinet, experiments, uploads
 
 
 def _form_errors(request: HttpRequest, form) -> None:
@@ -288,8 +290,74 @@ def experiment_settings(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "webmushra/researcher/settings.html",
-        {"experiment": experiment, "form": form, "collaborators": experiment.shared_with.order_by("username")},
+        {
+            "experiment": experiment,
+            "form": form,
+            "collaborators": experiment.shared_with.order_by("username"),
+            **_blocks_context(request, experiment),
+        },
     )
+
+
+def _blocks_context(
+    request: HttpRequest, experiment, formset: forms.BaseBlockFormSet | None = None, error: str = ""
+) -> dict:
+    """The settings page's blocks section: the rows (``formset``: as sent, with its errors), and
+    what each block of the stored config gives every participant (``block_settings.block_plan``)
+    with the ABX plan asked for (``abx_proportion``, ``abx_power`` in the query)."""
+    abx_error = ""
+    try:
+        proportion, power = block_settings.parse_abx_inputs(
+            request.GET.get("abx_proportion"), request.GET.get("abx_power")
+        )
+    except EvaluationError as exc:
+        abx_error = str(exc)
+        proportion, power = block_settings.ABX_PROPORTION, block_settings.ABX_POWER
+    return {
+        "blocks_formset": formset if formset is not None else forms.block_formset(experiment),
+        "blocks_error": error,
+        "blocks_refused": formset is not None,
+        "blocks_plan": block_settings.block_plan(experiment, abx_proportion=proportion, abx_power=power),
+        "abx_inputs": {"proportion": proportion, "power": power, "alpha": block_settings.ABX_ALPHA},
+        "abx_error": abx_error,
+    }
+
+
+@login_required
+@require_POST
+def experiment_blocks(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save the blocks section of the settings page: the rows in their order, checked by
+    ``rules.validate_config``. A refused change is shown next to the row and setting it names
+    (400), or above the rows when the experiment can no longer change (409); nothing is stored."""
+    experiment = experiment_for(request.user, pk)
+    formset = forms.block_formset(experiment, request.POST)
+    status, error = 400, ""
+    if not experiment.is_editable:
+        status, error = 409, block_settings.locked_message(experiment)
+    elif formset.is_valid():
+        rows = formset.ordered()
+        try:
+            block_settings.set_blocks(experiment=experiment, blocks=[block for _, block in rows])
+        except errors.ConflictError as exc:
+            status, error = 409, str(exc)
+        except errors.FieldError as exc:
+            formset.show_error(exc.field, str(exc), [index for index, _ in rows])
+        except errors.ServiceError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"Blocks saved: {len(rows)} block{'s' if len(rows) != 1 else ''}.")
+            response = redirect("researcher:settings", pk=pk)
+            response["Location"] += "#blocks"
+            return response
+    experiment.refresh_from_db()
+    form = forms.SettingsForm.for_experiment(experiment)
+    context = {
+        "experiment": experiment,
+        "form": form,
+        "collaborators": experiment.shared_with.order_by("username"),
+        **_blocks_context(request, experiment, formset, error),
+    }
+    return render(request, "webmushra/researcher/settings.html", context, status=status)
 
 
 @login_required
