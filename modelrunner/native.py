@@ -1,7 +1,8 @@
 """Compiled render kernels: built on first use for the machine that runs them.
 
 ``kernels/rnn.c`` steps LSTM, GRU and Elman cells over many signals at once (see its
-header for why); ``kernels/wavenet.c`` runs the layers of NAM's WaveNet. They are compiled
+header for why); ``kernels/wavenet.c`` runs the layers of NAM's WaveNet; ``kernels/peak.c``
+measures the CPU's peak multiply-add rate (``bench/bench_render.py``). They are compiled
 with the system C compiler (``$CC``, else ``cc``) and
 ``-O3 -march=native`` into a per-user cache (``$MODELRUNNER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/modelrunner``, else ``~/.cache/modelrunner``), keyed by the source,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KERNELS = Path(__file__).with_name("kernels")
-SOURCES = [KERNELS / name for name in ("rnn.c", "wavenet.c")]
+SOURCES = [KERNELS / name for name in ("rnn.c", "wavenet.c", "peak.c")]
 #: Everything the build reads, for the cache key.
 INPUTS = [*SOURCES, KERNELS / "api.h", KERNELS / "vec.h"]
 #: ``-Werror=missing-prototypes``: every exported function is declared in ``kernels/api.h``.
@@ -56,6 +57,7 @@ SIGNATURES: dict[str, tuple[type[Any] | None, Sequence[type[Any]]]] = {
         [ctypes.c_int] * 6 + [_P, ctypes.c_long] + [_P] * 8 + [ctypes.c_float, ctypes.c_int, _P],
     ),
     "wavenet_layers": (ctypes.c_int, [ctypes.c_int] * 5 + [_P] * 13),
+    "peak_fma": (ctypes.c_long, [ctypes.c_long, _P]),
 }
 CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -306,8 +308,17 @@ class PackedRecurrent:
 
 
 def version_key(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
-    """Identifies the modules' current weights: packed copies are remade when it changes."""
-    return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+    """Identifies the modules' current weights: packed copies are remade when it changes.
+
+    Walks the submodules' own parameter dicts (``Module.parameters`` builds names and a
+    memo set per call, a quarter of a small WaveNet's render time when asked per call)."""
+    key: list[tuple[int, int]] = []
+    stack = list(reversed(modules))
+    while stack:
+        m = stack.pop()
+        key.extend((p.data_ptr(), p._version) for p in m._parameters.values() if p is not None)
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return tuple(key)
 
 
 def kept(owner: object, attr: str, key: tuple[object, ...], make: Callable[[], T]) -> T:

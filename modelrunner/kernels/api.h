@@ -30,4 +30,9 @@ int wavenet_layers(int B, int C, int T, int S, int L, const int *ks, const int *
                    const float *const *w, const float *const *bias, const float *const *w1,
                    const float *const *b1);
 
+/* peak.c: iters rounds of independent multiply-adds on the widest vectors of this build;
+ * returns the floating-point operations done (a multiply-add counts two). sink[0..2] seed
+ * the operands (nothing is known at compile time); sink[3] receives a sum of the results. */
+long peak_fma(long iters, float *sink);
+
 #endif

@@ -8,10 +8,18 @@
  *
  * Why a kernel of our own: at audio rates the work is one tiny matrix product per
  * sample, and the cost is in the per-step overhead and in the transcendental
- * functions. Here each step keeps a tile of rows x gates in vector registers
- * (rows share each weight load) and evaluates sigmoid with a polynomial exp on whole
- * vectors; tanh(a) = 2 sigmoid(2a) - 1, with the factor 2 folded into the packed
- * weights by the caller (scaling by 2 is exact in binary floating point).
+ * functions. The recurrence cannot be cut in time, but the B signals are independent,
+ * so each step is one product of B rows. The weights are repacked here, per block of
+ * VL hidden units, as [input | hidden] x gates x VL, so that one block's weights are a
+ * contiguous few kB: every step walks the blocks once and, for each, runs all B rows
+ * through it, RB rows at a time with the gates of those rows in vector registers (each
+ * weight vector loaded serves RB rows, each broadcast input all gates), then applies the
+ * gate nonlinearities to the accumulators in registers and writes the new state (the
+ * fused gates: the pre-activations never go to memory). Sigmoid uses a polynomial exp
+ * on whole vectors; tanh(a) = 2 sigmoid(2a) - 1, with the factor 2 folded into the
+ * packed weights by the caller (scaling by 2 is exact in binary floating point).
+ * The hidden state is double-buffered (step t reads one buffer and writes the other),
+ * each row's buffer holding [layer input | h], the operand of the next step's product.
  *
  * Layouts (all float32, C order), with Hp = hidden size rounded up to the vector width
  * and G = gates * Hp (gates: LSTM 4 [i f g o], GRU 3 [r z n], RNN 1):
@@ -28,12 +36,19 @@
 #include "api.h"
 #include "vec.h"
 
+/* Rows per register tile: RB rows x up to 4 gate accumulators, plus the weight vectors of
+ * one k and a broadcast input, fit the vector registers (16 with SSE and AVX2, 32 with
+ * AVX-512). With AVX2 (12 rows, 2-core EPYC) an LSTM ran fastest with 2 rows (8
+ * accumulators, the 4 weight vectors in registers), a GRU with 3 (its hidden part has
+ * 3 weight vectors per k). */
 #if defined(__AVX512F__)
-#define JB 4
+#define RB 6
+#define RB_LSTM 6
 #else
-#define JB 2
+#define RB 3
+#define RB_LSTM 2
 #endif
-#define RB 4
+#define NA 4 /* accumulators per row: LSTM i f g o; GRU r z n_x n_h; Elman one */
 
 enum { CELL_LSTM = 0, CELL_GRU = 1, CELL_RNN_TANH = 2, CELL_RNN_RELU = 3 };
 
@@ -44,94 +59,133 @@ void rnn_exp(const float *x, float *y, long n) {
     for (long i = 0; i + VL <= n; i += VL) st(y + i, vexp(ld(x + i)));
 }
 
-
-/* out[r, :] = init[r, :] + A[r, :K] @ W[:K, :], for R rows and J vectors of columns.
- * With R and J compile-time constants the accumulators live in registers. */
-static inline __attribute__((always_inline)) void tile(
-    const int R, const int J, const float *A, int lda, int K, const float *W, int ldw,
-    float *out, int ldo, const float *init, int init_ld) {
-    vf acc[RB][JB];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < J; j++) acc[r][j] = ld(init + r * init_ld + j * VL);
-    for (int k = 0; k < K; k++) {
-        vf w[JB];
-        for (int j = 0; j < J; j++) w[j] = ld(W + (size_t)k * ldw + j * VL);
-        for (int r = 0; r < R; r++) {
-            vf a = splat(A[r * lda + k]);
-            for (int j = 0; j < J; j++) acc[r][j] += a * w[j];
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < J; j++) st(out + r * ldo + j * VL, acc[r][j]);
+/* Gate vectors per k of the input rows and of the hidden rows. GRU keeps its candidate's
+ * input and hidden parts apart (n = tanh(x part + r * h part)): accumulators 2 and 3. */
+static inline __attribute__((always_inline)) int gates_in(int cell) {
+    return cell == CELL_LSTM ? 4 : cell == CELL_GRU ? 3 : 1;
 }
 
-/* out (R, G) = init + A (R, K) @ W (K, G); init is a bias row (init_ld 0) or out itself. */
-static void gemm_rows4(const float *A, int lda, int K, const float *W, int G, float *out,
-                       const float *init, int init_ld) {
-    int j = 0;
-    for (; j + JB * VL <= G; j += JB * VL)
-        tile(RB, JB, A, lda, K, W + j, G, out + j, G, init + j, init_ld);
-    for (; j < G; j += VL) tile(RB, 1, A, lda, K, W + j, G, out + j, G, init + j, init_ld);
-}
+/* One layer's weights, repacked per block of VL hidden units u:
+ * w + u * wblock: [k < I][gates_in][VL], then [k < Hp][gates_in][VL] (GRU's third hidden
+ * gate vector feeds accumulator 3); b + u * NA * VL: the accumulators' start values. */
+typedef struct {
+    int I;
+    size_t wblock;
+    float *w;
+    float *b;
+} packed;
 
-static void gemm_rows1(const float *A, int K, const float *W, int G, float *out,
-                       const float *init) {
-    int j = 0;
-    for (; j + JB * VL <= G; j += JB * VL) tile(1, JB, A, 0, K, W + j, G, out + j, 0, init + j, 0);
-    for (; j < G; j += VL) tile(1, 1, A, 0, K, W + j, G, out + j, 0, init + j, 0);
-}
-
-static void gemm(int R, const float *A, int lda, int K, const float *W, int G, float *out,
-                 const float *init, int init_ld) {
-    if (R == RB) {
-        gemm_rows4(A, lda, K, W, G, out, init, init_ld);
-        return;
-    }
-    for (int r = 0; r < R; r++)
-        gemm_rows1(A + r * lda, K, W, G, out + r * G, init + r * init_ld);
-}
-
-/* One layer, one step, rows b0 .. b0 + R - 1. ``in`` holds their inputs (stride in_ld). */
-static void layer_step(int cell, int R, int Hp, int G, const float *in, int in_ld, int I,
-                       const float *wx, const float *bx, const float *wh, const float *bh,
-                       float *h, float *c, float *g1, float *g2) {
-    if (cell == CELL_GRU) {
-        gemm(R, in, in_ld, I, wx, G, g1, bx, 0);
-        gemm(R, h, Hp, Hp, wh, G, g2, bh, 0);
-        for (int r = 0; r < R; r++) {
-            const float *gx = g1 + r * G, *gh = g2 + r * G;
-            float *hr = h + r * Hp;
-            for (int u = 0; u < Hp; u += VL) {
-                vf rg = vsigmoid(ld(gx + u) + ld(gh + u));
-                vf z = vsigmoid(ld(gx + Hp + u) + ld(gh + Hp + u));
-                vf n = vtanh_of_double(ld(gx + 2 * Hp + u) + rg * ld(gh + 2 * Hp + u));
-                st(hr + u, n + z * (ld(hr + u) - n));
+static void pack(int cell, int I, int Hp, const float *wx, const float *bx, const float *wh, const float *bh,
+                 packed *p) {
+    const int G = gates_in(cell) * Hp, ng = gates_in(cell), nb = Hp / VL;
+    p->I = I;
+    p->wblock = (size_t)(I + Hp) * ng * VL;
+    for (int u = 0; u < nb; u++) {
+        float *w = p->w + u * p->wblock;
+        for (int k = 0; k < I + Hp; k++)
+            for (int g = 0; g < ng; g++)
+                for (int v = 0; v < VL; v++) {
+                    const int col = g * Hp + u * VL + v;
+                    *w++ = k < I ? wx[(size_t)k * G + col] : wh[(size_t)(k - I) * G + col];
+                }
+        float *b = p->b + (size_t)u * NA * VL;
+        memset(b, 0, sizeof(float) * NA * VL);
+        for (int v = 0; v < VL; v++) {
+            const int at = u * VL + v;
+            if (cell == CELL_GRU) {
+                b[0 * VL + v] = bx[at] + bh[at];
+                b[1 * VL + v] = bx[Hp + at] + bh[Hp + at];
+                b[2 * VL + v] = bx[2 * Hp + at];
+                b[3 * VL + v] = bh[2 * Hp + at];
+            } else {
+                for (int g = 0; g < ng; g++) b[g * VL + v] = bx[g * Hp + at] + bh[g * Hp + at];
             }
         }
-        return;
     }
-    gemm(R, in, in_ld, I, wx, G, g1, bx, 0);
-    gemm(R, h, Hp, Hp, wh, G, g1, g1, G);
+}
+
+/* R rows (a[r] = [input (I) | h (Hp)], row stride lda) through block u of a layer (w, b:
+ * the block's packed weights): the block's new h into hn[r] (stride lda) and, for the layer
+ * above when up is not NULL, up[r] (stride ldu); c (stride Hp, LSTM) updated in place. */
+static inline __attribute__((always_inline)) void block_rows(
+    const int cell, const int R, const float *a, int lda, int I, int Hp, int u, const float *w,
+    const float *b, float *hn, float *up, int ldu, float *c) {
+    const int ng = gates_in(cell);
+    vf acc[RB][NA];
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < NA; g++) acc[r][g] = ld(b + g * VL);
+    for (int k = 0; k < I; k++, w += ng * VL) {
+        vf wv[4];
+        for (int g = 0; g < ng; g++) wv[g] = ld(w + g * VL);
+        for (int r = 0; r < R; r++) {
+            const vf s = splat(a[(size_t)r * lda + k]);
+            for (int g = 0; g < ng; g++) acc[r][g] += s * wv[g];
+        }
+    }
+#pragma GCC unroll 2
+    for (int k = I; k < I + Hp; k++, w += ng * VL) {
+        vf wv[4];
+        for (int g = 0; g < ng; g++) wv[g] = ld(w + g * VL);
+        for (int r = 0; r < R; r++) {
+            const vf s = splat(a[(size_t)r * lda + k]);
+            for (int g = 0; g < ng; g++) acc[r][cell == CELL_GRU && g == 2 ? 3 : g] += s * wv[g];
+        }
+    }
     for (int r = 0; r < R; r++) {
-        const float *g = g1 + r * G;
-        float *hr = h + r * Hp;
+        vf h;
         if (cell == CELL_LSTM) {
-            float *cr = c + r * Hp;
-            for (int u = 0; u < Hp; u += VL) {
-                vf i = vsigmoid(ld(g + u));
-                vf f = vsigmoid(ld(g + Hp + u));
-                vf gg = vtanh_of_double(ld(g + 2 * Hp + u));
-                vf o = vsigmoid(ld(g + 3 * Hp + u));
-                vf cc = f * ld(cr + u) + i * gg;
-                st(cr + u, cc);
-                st(hr + u, o * vtanh_of_double(cc + cc));
-            }
+            const vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), gg = vtanh_of_double(acc[r][2]);
+            const vf o = vsigmoid(acc[r][3]);
+            const vf cc = f * ld(c + (size_t)r * Hp) + i * gg;
+            st(c + (size_t)r * Hp, cc);
+            h = o * vtanh_of_double(cc + cc);
+        } else if (cell == CELL_GRU) {
+            const vf rg = vsigmoid(acc[r][0]), z = vsigmoid(acc[r][1]);
+            const vf n = vtanh_of_double(acc[r][2] + rg * acc[r][3]);
+            const vf old = ld(a + (size_t)r * lda + I + u * VL);
+            h = n + z * (old - n);
         } else if (cell == CELL_RNN_TANH) {
-            for (int u = 0; u < Hp; u += VL) st(hr + u, vtanh_of_double(ld(g + u)));
+            h = vtanh_of_double(acc[r][0]);
         } else {
-            for (int u = 0; u < Hp; u += VL) st(hr + u, vmax(ld(g + u), splat(0.0f)));
+            h = vmax(acc[r][0], splat(0.0f));
         }
+        st(hn + (size_t)r * lda, h);
+        if (up) st(up + (size_t)r * ldu, h);
     }
+}
+
+/* One step of one layer for all B rows: block by block, so that each block's weights are
+ * loaded from cache once per step for all rows. */
+static inline __attribute__((always_inline)) void layer_step(
+    const int cell, int B, int Hp, const packed *p, const float *a, float *an, float *up, int ldu, float *c) {
+    const int I = p->I, lda = I + Hp, rb = cell == CELL_LSTM ? RB_LSTM : RB;
+    for (int u = 0; u < Hp / VL; u++) {
+        const float *w = p->w + u * p->wblock, *b = p->b + (size_t)u * NA * VL;
+        int r = 0;
+        for (; r + rb <= B; r += rb)
+            block_rows(cell, rb, a + (size_t)r * lda, lda, I, Hp, u, w, b, an + (size_t)r * lda + I + u * VL,
+                       up ? up + (size_t)r * ldu + u * VL : NULL, ldu, c ? c + (size_t)r * Hp + u * VL : NULL);
+        for (; r < B; r++)
+            block_rows(cell, 1, a + (size_t)r * lda, lda, I, Hp, u, w, b, an + (size_t)r * lda + I + u * VL,
+                       up ? up + (size_t)r * ldu + u * VL : NULL, ldu, c ? c + (size_t)r * Hp + u * VL : NULL);
+    }
+}
+
+static void step_any(int cell, int B, int Hp, const packed *p, const float *a, float *an, float *up, int ldu,
+                     float *c) {
+    switch (cell) {
+    case CELL_LSTM: layer_step(CELL_LSTM, B, Hp, p, a, an, up, ldu, c); break;
+    case CELL_GRU: layer_step(CELL_GRU, B, Hp, p, a, an, up, ldu, c); break;
+    case CELL_RNN_TANH: layer_step(CELL_RNN_TANH, B, Hp, p, a, an, up, ldu, c); break;
+    default: layer_step(CELL_RNN_RELU, B, Hp, p, a, an, up, ldu, c); break;
+    }
+}
+
+static void *alloc(size_t floats) {
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes ? bytes : 64);
+    return p;
 }
 
 /* Returns 0, or -1 when scratch memory could not be allocated (nothing is written). */
@@ -139,50 +193,66 @@ int rnn_run(int cell, int layers, int B, int T, int I0, int Hp, const float *x, 
             const float *knobs, const float *const *wx, const float *const *bx,
             const float *const *wh, const float *const *bh, float *h, float *c,
             const float *lin_w, float lin_b, int skip, float *y) {
-    const int gates = cell == CELL_LSTM ? 4 : cell == CELL_GRU ? 3 : 1;
-    const int G = gates * Hp;
-    float *g1 = malloc(sizeof(float) * (size_t)RB * G);
-    float *g2 = malloc(sizeof(float) * (size_t)RB * G);
-    float *in0 = malloc(sizeof(float) * (size_t)RB * I0);
-    /* Each row group's state is copied into a contiguous block so tiles read it densely. */
-    float *hs = malloc(sizeof(float) * (size_t)layers * RB * Hp);
-    float *cs = malloc(sizeof(float) * (size_t)layers * RB * Hp);
-    if (!g1 || !g2 || !in0 || !hs || !cs) {
-        free(g1); free(g2); free(in0); free(hs); free(cs);
+    const int ng = gates_in(cell);
+    packed *p = calloc((size_t)layers, sizeof(packed));
+    /* per layer: the two operand buffers (B, I_l + Hp) and the weights */
+    float **buf = calloc((size_t)layers * 2, sizeof(float *));
+    float *cs = c ? alloc((size_t)layers * B * Hp) : NULL;
+    int failed = !p || !buf || (c && !cs);
+    for (int l = 0; !failed && l < layers; l++) {
+        const int I = l == 0 ? I0 : Hp;
+        p[l].w = alloc((size_t)(I + Hp) * ng * Hp);
+        p[l].b = alloc((size_t)NA * Hp);
+        buf[2 * l] = alloc((size_t)B * (I + Hp));
+        buf[2 * l + 1] = alloc((size_t)B * (I + Hp));
+        failed = !p[l].w || !p[l].b || !buf[2 * l] || !buf[2 * l + 1];
+        if (!failed) pack(cell, I, Hp, wx[l], bx[l], wh[l], bh[l], &p[l]);
+    }
+    if (failed) {
+        for (int l = 0; p && buf && l < layers; l++) {
+            free(p[l].w); free(p[l].b); free(buf[2 * l]); free(buf[2 * l + 1]);
+        }
+        free(p); free(buf); free(cs);
         return -1;
     }
-    for (int b0 = 0; b0 < B; b0 += RB) {
-        const int R = B - b0 < RB ? B - b0 : RB;
-        for (int r = 0; r < R; r++) {
-            for (int k = 1; k < I0; k++) in0[r * I0 + k] = knobs[(size_t)(b0 + r) * (I0 - 1) + k - 1];
-            for (int l = 0; l < layers; l++) {
-                memcpy(hs + ((size_t)l * RB + r) * Hp, h + ((size_t)l * B + b0 + r) * Hp, sizeof(float) * Hp);
-                if (c) memcpy(cs + ((size_t)l * RB + r) * Hp, c + ((size_t)l * B + b0 + r) * Hp, sizeof(float) * Hp);
-            }
+    for (int l = 0; l < layers; l++) {
+        const int I = p[l].I, lda = I + Hp;
+        for (int b = 0; b < B; b++) {
+            memcpy(buf[2 * l] + (size_t)b * lda + I, h + ((size_t)l * B + b) * Hp, sizeof(float) * Hp);
+            if (c) memcpy(cs + ((size_t)l * B + b) * Hp, c + ((size_t)l * B + b) * Hp, sizeof(float) * Hp);
+            if (l == 0)
+                for (int k = 1; k < I0; k++)
+                    buf[0][(size_t)b * lda + k] = buf[1][(size_t)b * lda + k] = knobs[(size_t)b * (I0 - 1) + k - 1];
         }
-        for (int t = 0; t < T; t++) {
-            for (int r = 0; r < R; r++) in0[r * I0] = x[(size_t)(b0 + r) * x_stride + t];
-            for (int l = 0; l < layers; l++) {
-                const float *in = l == 0 ? in0 : hs + (size_t)(l - 1) * RB * Hp;
-                layer_step(cell, R, Hp, G, in, l == 0 ? I0 : Hp, l == 0 ? I0 : Hp, wx[l], bx[l],
-                           wh[l], bh[l], hs + (size_t)l * RB * Hp, cs + (size_t)l * RB * Hp, g1, g2);
-            }
-            const float *top = hs + (size_t)(layers - 1) * RB * Hp;
-            for (int r = 0; r < R; r++) {
-                vf acc = splat(0.0f);
-                for (int u = 0; u < Hp; u += VL) acc += ld(top + r * Hp + u) * ld(lin_w + u);
-                float s = lin_b;
-                for (int v = 0; v < VL; v++) s += acc[v];
-                if (skip) s += in0[r * I0];
-                y[(size_t)(b0 + r) * T + t] = s;
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int l = 0; l < layers; l++) {
-                memcpy(h + ((size_t)l * B + b0 + r) * Hp, hs + ((size_t)l * RB + r) * Hp, sizeof(float) * Hp);
-                if (c) memcpy(c + ((size_t)l * B + b0 + r) * Hp, cs + ((size_t)l * RB + r) * Hp, sizeof(float) * Hp);
-            }
     }
-    free(g1); free(g2); free(in0); free(hs); free(cs);
+    const int top = layers - 1, ldt = p[top].I + Hp;
+    for (int t = 0; t < T; t++) {
+        const int cur = t & 1, nxt = cur ^ 1;
+        for (int b = 0; b < B; b++) buf[cur][(size_t)b * (I0 + Hp)] = x[(size_t)b * x_stride + t];
+        for (int l = 0; l < layers; l++) {
+            float *up = l < top ? buf[2 * (l + 1) + cur] : NULL;
+            step_any(cell, B, Hp, &p[l], buf[2 * l + cur], buf[2 * l + nxt], up, Hp + Hp,
+                     cs ? cs + (size_t)l * B * Hp : NULL);
+        }
+        const float *ht = buf[2 * top + nxt] + p[top].I;
+        for (int b = 0; b < B; b++) {
+            vf acc = splat(0.0f);
+            for (int u = 0; u < Hp; u += VL) acc += ld(ht + (size_t)b * ldt + u) * ld(lin_w + u);
+            float s = lin_b;
+            for (int v = 0; v < VL; v++) s += acc[v];
+            if (skip) s += x[(size_t)b * x_stride + t];
+            y[(size_t)b * T + t] = s;
+        }
+    }
+    for (int l = 0; l < layers; l++) {
+        const int I = p[l].I, lda = I + Hp;
+        const float *last = buf[2 * l + (T & 1)];
+        for (int b = 0; b < B; b++) {
+            memcpy(h + ((size_t)l * B + b) * Hp, last + (size_t)b * lda + I, sizeof(float) * Hp);
+            if (c) memcpy(c + ((size_t)l * B + b) * Hp, cs + ((size_t)l * B + b) * Hp, sizeof(float) * Hp);
+        }
+        free(p[l].w); free(p[l].b); free(buf[2 * l]); free(buf[2 * l + 1]);
+    }
+    free(p); free(buf); free(cs);
     return 0;
 }

@@ -6,6 +6,9 @@
 #define MODELRUNNER_VEC_H
 
 #include <stdint.h>
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -21,11 +24,30 @@ typedef int32_t vi __attribute__((vector_size(VL * 4)));
 
 static inline vf ld(const float *p) { return *(const vfu *)p; }
 static inline void st(float *p, vf v) { *(vfu *)p = v; }
-static inline vf splat(float a) { return (vf){0} + a; }
+/* A broadcast ((vf){0} + a would cost an addition: 0 + a is not a in every rounding case). */
+#if VL == 16
+static inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+#elif VL == 8
+static inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a}; }
+#else
+static inline vf splat(float a) { return (vf){a, a, a, a}; }
+#endif
+/* min and max of a and b where both are numbers (one instruction on x86). */
+#if VL == 16
+static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
+#elif VL == 8
+static inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+#elif defined(__SSE__)
+static inline vf vmin(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm_max_ps((__m128)a, (__m128)b); }
+#else
 static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+#endif
 
-/* exp(x) for float32: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by the Cephes expf
+/* exp(x) for float32 (rnn_exp): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by the Cephes expf
  * polynomial, 2**n built in the exponent bits. Within 2 ulp of expf over [-87, 88];
  * outside, the argument is clamped (sigmoid is 0 or 1 there in float32 anyway). */
 static inline vf vexp(vf x) {
@@ -45,8 +67,30 @@ static inline vf vexp(vf x) {
     return p * (vf)e;
 }
 
-static inline vf vsigmoid(vf a) { return splat(1.0f) / (splat(1.0f) + vexp(-a)); }
-/* tanh(a) given 2a: 2 sigmoid(2a) - 1. */
-static inline vf vtanh_of_double(vf a2) { return splat(2.0f) * vsigmoid(a2) - splat(1.0f); }
+/* tanh(a / 2) by the rational approximation of Eigen's fast float tanh
+ * (generic_fast_tanh_float: odd degree-13 numerator over even degree-6 denominator,
+ * argument clamped where tanh is 1 in float32), its coefficients rescaled by powers of two
+ * (exactly) for the halved argument. Within 4e-7 of tanh everywhere; no exp, one division. */
+static inline vf vtanh_half(vf a) {
+    a = vmax(vmin(a, splat(2 * 7.90531110763549805f)), splat(-2 * 7.90531110763549805f));
+    const vf x2 = a * a;
+    vf p = splat(-2.76076847742355e-16f / 8192);
+    p = p * x2 + splat(2.00018790482477e-13f / 2048);
+    p = p * x2 + splat(-8.60467152213735e-11f / 512);
+    p = p * x2 + splat(5.12229709037114e-08f / 128);
+    p = p * x2 + splat(1.48572235717979e-05f / 32);
+    p = p * x2 + splat(6.37261928875436e-04f / 8);
+    p = p * x2 + splat(4.89352455891786e-03f / 2);
+    vf q = splat(1.19825839466702e-06f / 64);
+    q = q * x2 + splat(1.18534705686654e-04f / 16);
+    q = q * x2 + splat(2.26843463243900e-03f / 4);
+    q = q * x2 + splat(4.89352518554385e-03f);
+    return (a * p) / q;
+}
+
+/* sigmoid(a) = (1 + tanh(a / 2)) / 2. */
+static inline vf vsigmoid(vf a) { return splat(0.5f) * vtanh_half(a) + splat(0.5f); }
+/* tanh(a) given 2a. */
+static inline vf vtanh_of_double(vf a2) { return vtanh_half(a2); }
 
 #endif
