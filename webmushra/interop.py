@@ -985,6 +985,21 @@ WEBMUSHRA_FILES: dict[str, Callable[[Experiment], str]] = {
 }
 
 
+#: The webMUSHRA file each paradigm's answers go into (AB / ABN and ranking have none).
+WEBMUSHRA_FILES_OF: dict[str, tuple[str, ...]] = {
+    "abx": ("paired_comparison.csv",),
+    "bs1116": ("bs1116.csv",),
+    "acr": ("lss.csv", "lms.csv"),
+    "dcr": ("lss.csv",),
+}
+
+
+def webmushra_files_for(experiment: Experiment) -> list[str]:
+    """The webMUSHRA files besides mushra.csv that the experiment's blocks write into."""
+    used = {b["paradigm"] for b in paradigms.blocks(experiment.config)}
+    return [n for n in WEBMUSHRA_FILES if any(n in WEBMUSHRA_FILES_OF.get(p, ()) for p in used)]
+
+
 def webmushra_csvs(experiment: Experiment) -> dict[str, str]:
     """Every webMUSHRA result file the experiment has rows for (webMUSHRA writes a file only
     when a page of its type was answered): name -> CSV text."""

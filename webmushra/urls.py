@@ -92,6 +92,7 @@ researcher_patterns = (
         ),
         path("experiments/<int:pk>/purge/", researcher.purge_personal_data, name="purge"),
         path("experiments/<int:pk>/mushra.csv", researcher.mushra_csv, name="mushra_csv"),
+        path("experiments/<int:pk>/webmushra/<str:name>", researcher.webmushra_file, name="webmushra_file"),
         path("experiments/<int:pk>/reports/", researcher.reports, name="reports"),
         path("experiments/<int:pk>/reports.json", researcher.reports_json, name="reports_json"),
         path("experiments/<int:pk>/reports/<int:report_id>.zip", researcher.report_download, name="report_download"),

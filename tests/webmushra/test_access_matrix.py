@@ -58,6 +58,7 @@ EXPECTED = {
     "researcher:monitor_json": ("GET", 200),
     "researcher:participant_exclusion": ("POST", 302),
     "researcher:mushra_csv": ("GET", 200),
+    "researcher:webmushra_file": ("GET", 200),
     "researcher:reports": ("GET", 200),
     "researcher:reports_json": ("GET", 200),
     "researcher:report_download": ("GET", 200),
@@ -83,6 +84,7 @@ EXPECTED = {
     "api:ratings": ("GET", 200),
     "api:ratings_csv": ("GET", 200),
     "api:mushra_csv": ("GET", 200),
+    "api:webmushra_file": ("GET", 200),
     "api:report": ("GET", 200),
     "api:report_download": ("GET", 200),
 }
@@ -136,6 +138,7 @@ def world(participant_at_trials, researcher, django_user_model, settings):
         "stimulus_id": Stimulus.objects.filter(experiment=exp).first().pk,
         "report_id": report.pk,
         "participant_id": participant.pk,
+        "name": "bs1116.csv",
     }
     other = django_user_model.objects.create_user("other", password="other-password-22")
     staff = django_user_model.objects.create_user("staff", password="staff-password-33", is_staff=True)

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from tests.trials import answer_body, save_body
 from webmushra import interop, paradigm_data, paradigms
 from webmushra.models import Condition, Participant, Report, Trial
-from webmushra.services import quality, reports, sessions
+from webmushra.services import accounts, quality, reports, sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -298,6 +299,19 @@ def test_blocks_give_long_tables_a_report_without_mushra_and_webmushra_files(cli
     # 3. webMUSHRA's files: complete sessions (excluded ones flagged), in write.php's columns.
     files = interop.webmushra_csvs(exp)
     assert set(files) == {"paired_comparison.csv", "bs1116.csv", "lss.csv", "lms.csv"}
+    # Each downloads on its own from the results page and through the API, as built here.
+    client.force_login(exp.owner)
+    page = client.get(reverse("researcher:reports", args=[exp.pk])).content.decode()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {accounts.api_token_for(user=exp.owner)}")
+    for name, text in files.items():
+        url = reverse("researcher:webmushra_file", args=[exp.pk, name])
+        assert url in page
+        for got in (client.get(url), api.get(reverse("api:webmushra_file", args=[exp.pk, name]))):
+            assert got.status_code == 200 and got.content.decode() == text
+            assert got["Content-Disposition"] == f'attachment; filename="{name}"'
+    assert client.get(reverse("researcher:webmushra_file", args=[exp.pk, "secrets.csv"])).status_code == 404
+    assert api.get(reverse("api:webmushra_file", args=[exp.pk, "secrets.csv"])).status_code == 404
     for name, text in files.items():
         assert bundle.read(f"webmushra/{name}").decode() == text
     complete = [*listeners, (excluded, excluded_sent)]

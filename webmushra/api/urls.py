@@ -27,6 +27,7 @@ urlpatterns = [
     path("experiments/<int:pk>/ratings/", views.Ratings.as_view(), name="ratings"),
     path("experiments/<int:pk>/ratings.csv", views.RatingsCSV.as_view(), name="ratings_csv"),
     path("experiments/<int:pk>/mushra.csv", views.MushraCSV.as_view(), name="mushra_csv"),
+    path("experiments/<int:pk>/webmushra/<str:name>", views.WebMushraFile.as_view(), name="webmushra_file"),
     path("experiments/<int:pk>/report/", views.ReportView.as_view(), name="report"),
     path(
         "experiments/<int:pk>/report/<int:report_id>/download/", views.ReportDownload.as_view(), name="report_download"

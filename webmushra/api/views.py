@@ -451,6 +451,23 @@ class MushraCSV(ApiView):
         return response
 
 
+class WebMushraFile(ApiView):
+    renderer_classes = [CSVRenderer, JSONRenderer]
+
+    @extend_schema(
+        responses={(200, "text/csv"): OpenApiTypes.STR, 404: ERRORS[404]},
+        summary="Results in one of webMUSHRA's files: mushra.csv, bs1116.csv, paired_comparison.csv, lss.csv, lms.csv",
+    )
+    def get(self, request, pk: int, name: str):
+        experiment = self.experiment(pk)
+        write = interop.WEBMUSHRA_FILES.get(name)
+        if write is None:
+            raise NotFound(f"no webMUSHRA file {name!r}; one of {', '.join(interop.WEBMUSHRA_FILES)}")
+        response = HttpResponse(write(experiment), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
 class ReportView(ApiView):
     @extend_schema(
         responses={200: s.ReportSerializer, 404: ERRORS[404]},

@@ -347,6 +347,19 @@ def mushra_csv(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+def webmushra_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
+    """One of webMUSHRA's result files (``interop.WEBMUSHRA_FILES``: mushra.csv, bs1116.csv,
+    paired_comparison.csv, lss.csv, lms.csv) for the experiment's blocks."""
+    experiment = experiment_for(request.user, pk)
+    write = interop.WEBMUSHRA_FILES.get(name)
+    if write is None:
+        raise Http404(f"no webMUSHRA file {name!r}; one of {', '.join(interop.WEBMUSHRA_FILES)}")
+    response = HttpResponse(write(experiment), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@login_required
 def reports(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
     if request.method == "POST":
@@ -363,6 +376,7 @@ def reports(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "experiment": experiment,
             "reports": rows,
+            "webmushra_files": interop.webmushra_files_for(experiment),
             "busy": any(r.status in (Report.Status.QUEUED, Report.Status.RUNNING) for r in rows),
         },
     )
