@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import interop, messaging, paradigm_data
+from .. import messaging, paradigm_data, results_csv
 from ..errors import ServiceError
 from ..models import (
     Experiment,
@@ -119,7 +119,7 @@ def build_report(*, report_id: int) -> str:
         ):
             (bundle / name).write_text(text, encoding="utf-8")
         # The results in webMUSHRA's own files (service/write.php), one per page type answered.
-        exports = interop.webmushra_csvs(experiment)
+        exports = results_csv.webmushra_csvs(experiment)
         if exports:
             (bundle / "webmushra").mkdir()
             for name, text in exports.items():
