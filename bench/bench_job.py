@@ -13,7 +13,8 @@ CPU time (``time.process_time``) is charged to the innermost part running: **loa
 (reading audio, loading the checkpoint), **resample** (every ``modelrunner.render.resample``,
 inside the render too), **model** (the rest of ``policy.render_excerpt``), **loudness**
 (``loudness.align_item`` and each stimulus's loudness), **anchors** (filter and
-difference), **metrics** (``metrics.compute_all``) and **write** (encoding and storing).
+difference), **metrics** (preparing the device recording, cached per excerpt as the worker
+does, and ``metrics.compute_all``) and **write** (encoding and storing).
 The model part is the baseline: every part is printed as its ratio to it and as its share
 of the job. Target: no non-model part above 25 % of the job. Median of ``--repeats`` runs.
 
@@ -54,6 +55,8 @@ MAX_SHARE = 0.25
 #: ITU-R BS.1534-3 §5.1 anchors, as ``ConditionKind.anchor_cutoff_hz`` gives them.
 ANCHOR_CUTOFFS = (anchors.LOW_ANCHOR_HZ, anchors.MID_ANCHOR_HZ)
 HEADROOM_PEAK = 10 ** (-0.1 / 20)
+#: ``webmushra.jobs.REFERENCE_CACHE_MB``: a worker process's prepared device recordings.
+REFERENCE_CACHE_MB = 256
 
 
 class Clock:
@@ -155,8 +158,16 @@ def fit(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-def model_job(clock: Clock, root: Path, checkpoint: tuple[Path, int], pair: tuple[Path, Path], key: str) -> str:
-    """``webmushra.jobs._run_model``: one (model condition, excerpt) cell."""
+def model_job(
+    clock: Clock,
+    root: Path,
+    checkpoint: tuple[Path, int],
+    pair: tuple[Path, Path],
+    key: str,
+    references: metrics.ReferenceCache,
+) -> str:
+    """``webmushra.jobs._run_model``: one (model condition, excerpt) cell; ``references`` is the
+    worker process's cache of prepared device recordings (``webmushra.jobs._reference_cache``)."""
     with clock.part("load"):
         dry, sr = audio.read_audio(pair[0])
         reference, _ = audio.read_audio(pair[1])
@@ -169,7 +180,9 @@ def model_job(clock: Clock, root: Path, checkpoint: tuple[Path, int], pair: tupl
         assert np.isfinite(output).all()
     with clock.part("metrics"):
         n = min(output.shape[0], reference.shape[0])
-        metrics.compute_all(output[:n].mean(axis=1), reference[:n].mean(axis=1), sr)
+        ref_mono = reference[:n].mean(axis=1)
+        prepared = references.get(str(pair[1]), ref_mono, sr)
+        metrics.compute_all(output[:n].mean(axis=1), ref_mono, sr, reference=prepared)
     with clock.part("write"):
         rel = f"renders/{key}.wav"
         store(root, rel, audio.encode_wav(output, sr, subtype="FLOAT"))
@@ -214,8 +227,12 @@ def item_job(clock: Clock, root: Path, pair: tuple[Path, Path], renders: dict[st
 
 
 def run_once(pairs: list[tuple[Path, Path]], checkpoints: dict[str, tuple[Path, int]], root: Path) -> dict[str, float]:
-    """One whole job: every model job, then every item job; CPU seconds per part."""
+    """One whole job: every model job, then every item job; CPU seconds per part. The model jobs
+    run in the worker's order (``RenderJob`` rows by id, created excerpt by excerpt, each
+    excerpt's conditions together), in one worker process with the worker's cache of prepared
+    device recordings, empty at the start of each run."""
     clock = Clock()
+    references = metrics.ReferenceCache(max_bytes=REFERENCE_CACHE_MB * 2**20)
     original = render.resample
     timed = clock.wrap("resample", original)
     # policy.py calls the name it imported from render.py: both are wrapped.
@@ -224,11 +241,13 @@ def run_once(pairs: list[tuple[Path, Path]], checkpoints: dict[str, tuple[Path, 
     try:
         with clock.part("job"):
             renders: list[dict[str, str]] = [{} for _ in pairs]
-            for name, checkpoint in checkpoints.items():
-                for i, pair in enumerate(pairs):
-                    renders[i][name] = model_job(clock, root, checkpoint, pair, f"x{i}_{name}")
+            for i, pair in enumerate(pairs):
+                for name, checkpoint in checkpoints.items():
+                    renders[i][name] = model_job(clock, root, checkpoint, pair, f"x{i}_{name}", references)
             for i, pair in enumerate(pairs):
                 item_job(clock, root, pair, renders[i], i)
+        # each excerpt's recording is prepared once, by its first condition's job
+        assert references.misses == len(pairs), (references.hits, references.misses)
     finally:
         render.resample = original
         policy.resample = original  # type: ignore[attr-defined]

@@ -286,3 +286,51 @@ def test_blocks_change_only_before_the_experiment_opens(open_experiment):
         exp.refresh_from_db()
         assert paradigms.blocks(exp.config)[0]["paradigm"] == "abx"
     assert Trial.objects.filter(experiment=exp).count() == trials
+
+
+def test_every_researcher_page_and_api_read_works_for_blocks_with_answers(client, participant_at_trials):
+    """The owner's GET pages and API reads answer 200 for an experiment whose blocks are not MUSHRA
+    and whose participant answered them (no MUSHRA ratings at all)."""
+    from rest_framework.test import APIClient
+
+    from tests.webmushra.test_access_matrix import EXPECTED, endpoints, url_for
+    from webmushra.models import RenderJob, Report, Stimulus
+    from webmushra.services import accounts
+
+    exp, p = participant_at_trials(
+        n_excerpts=1,
+        seconds=1.0,
+        checkpoints=CHECKPOINTS,
+        config=_config({"paradigm": "abx"}, {"paradigm": "bs1116"}, {"paradigm": "acr"}),
+    )
+    for index in range(len(Participant.objects.get(pk=p.pk).plan)):
+        entry = Participant.objects.get(pk=p.pk).plan[index]
+        assert _post(client, p, index, answer_body(p, index, _answer_for(exp, entry), client=client)).status_code == 200
+    assert Participant.objects.get(pk=p.pk).stage == Participant.Stage.COMPLETED
+    report = Report.objects.create(experiment=exp, status="done", progress=1.0, file="")
+    kwargs = {
+        "pk": exp.pk,
+        "excerpt_id": exp.excerpts.first().pk,
+        "which": "reference",
+        "checkpoint_id": exp.checkpoints.first().pk,
+        "condition_id": exp.conditions.filter(kind="model").first().pk,
+        "job_id": RenderJob.objects.filter(experiment=exp).first().pk,
+        "stimulus_id": Stimulus.objects.filter(experiment=exp).first().pk,
+        "report_id": report.pk,
+        "participant_id": p.pk,
+        "name": "bs1116.csv",
+    }
+    client.force_login(exp.owner)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {accounts.api_token_for(user=exp.owner)}")
+    failures = []
+    visited = 0
+    for name, route in endpoints().items():
+        method, _ = EXPECTED[name]
+        if method != "GET" or name.endswith(("report_download", "schema", "docs", "redoc")):
+            continue
+        r = (api if name.startswith("api:") else client).get(url_for(name, route, kwargs))
+        visited += 1
+        if r.status_code != 200:
+            failures.append(f"{name}: {r.status_code}")
+    assert failures == [] and visited >= 25, (visited, failures)
