@@ -368,3 +368,64 @@ def test_bad_facts_are_refused_by_name(tmp_path: Path, data, facts, message) -> 
     with pytest.raises(EvaluationError, match=message):
         build_report(data[0], None, SETTINGS, tmp_path, facts=facts)
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def _paradigm_results() -> dict:
+    """Every other paradigm on generated answers, conditions named as in ``data`` (to be escaped)."""
+    from evaluation.paradigms import analyse
+
+    rng = np.random.default_rng(5)
+    models = ["Modèle α_1 <ref> §2", "model_b"]
+    listeners = [f"p{i}" for i in range(8)]
+    items = ["riff 1", "riff 2"]
+    abx, pref, bs, acr, ranks = [], [], [], [], []
+    for p in listeners:
+        for item in items:
+            for m, skill in zip(models, (0.9, 0.6), strict=True):
+                for _ in range(3):
+                    x = rng.choice(["A", "B"])
+                    right = rng.random() < skill
+                    abx.append((p, item, "reference", m, x, x if right else ("B" if x == "A" else "A")))
+                grade = float(np.clip(round(5 - rng.uniform(0.5, 2.5), 1), 1, 5))
+                hidden = rng.choice(["B", "C"])
+                bs.append((p, item, m, hidden, 5.0 if hidden == "B" else grade, grade if hidden == "B" else 5.0))
+                acr.append((p, item, m, int(rng.integers(2, 6))))
+            pref.append((p, item, models[0], models[1], rng.choice(["A", "B", "none"], p=[0.5, 0.3, 0.2])))
+            order = rng.permutation(["reference", *models]).tolist()
+            ranks += [(p, item, c, order.index(c) + 1) for c in order]
+    frames = {
+        "abx": (abx, ["participant", "item", "condition_a", "condition_b", "x_is", "answer"]),
+        "preference": (pref, ["participant", "item", "condition_a", "condition_b", "choice"]),
+        "bs1116": (bs, ["participant", "item", "condition", "reference_is", "grade_b", "grade_c"]),
+        "acr": (acr, ["participant", "item", "condition", "rating"]),
+        "ranking": (ranks, ["participant", "item", "condition", "rank"]),
+    }
+    return {name: analyse(name, pd.DataFrame(rows, columns=cols)) for name, (rows, cols) in frames.items()}
+
+
+def test_paradigm_tables_and_figures_compile_with_pdflatex(data, tmp_path: Path) -> None:
+    """Each other paradigm's LaTeX table and figure (beside MUSHRA's, and alone) typeset by pdflatex."""
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("pdflatex is missing (make system-deps installs texlive-latex-base and -recommended)")
+        pytest.skip("pdflatex is not installed (make system-deps installs it)")
+    results = _paradigm_results()
+    for name, ratings in (("with-mushra", data[0]), ("alone", None)):
+        out = tmp_path / name
+        build_report(ratings, data[1] if ratings is not None else None, SETTINGS, out, facts=FACTS, paradigms=results)
+        table = (out / "table.tex").read_text()
+        for key in results:
+            assert f"\\label{{tab:{key}}}" in table, key
+        tex = (out / "figures.tex").read_text()
+        included = re.findall(r"\\includegraphics\[width=([0-9.]+)in\]\{([^}]+)\}", tex)
+        assert len(included) == len(list((out / "figures").glob("*.pdf"))) >= len(results)
+        done = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "paper.tex"],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        log = (out / "paper.log").read_text(errors="replace")
+        assert done.returncode == 0, log[-3000:]
+        assert not re.search(r"^! ", log, re.M) and "Missing character" not in log
