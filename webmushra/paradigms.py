@@ -26,6 +26,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .errors import FieldError, ServiceError
@@ -217,7 +218,7 @@ def scale(paradigm: str) -> list[dict[str, Any]]:
 
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise FieldError(where, "expected a number")
+        raise FieldError(where, gettext("expected a number"))
     return float(value)
 
 
@@ -238,16 +239,16 @@ def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
     paradigm = paradigm_of(entry)
     keys = signal_keys(entry)
     if not isinstance(answer, dict):
-        raise FieldError("answer", "expected an object")
+        raise FieldError("answer", gettext("expected an object"))
     if paradigm == "bs1116":
         grades = answer.get("grades")
         if not isinstance(grades, dict) or set(grades) != {"b", "c"}:
-            raise FieldError("answer.grades", "grade both B and C")
+            raise FieldError("answer.grades", gettext("grade both B and C"))
         graded = {}
         for key in ("b", "c"):
             g = _number(grades[key], f"answer.grades.{key}")
             if not (1.0 <= g <= 5.0):
-                raise FieldError(f"answer.grades.{key}", f"{g:g} is outside 1.0-5.0")
+                raise FieldError(f"answer.grades.{key}", gettext("%(grade)s is outside 1.0-5.0") % {"grade": f"{g:g}"})
             graded[key] = round(g, 1)
         hidden = "b" if keys["b"] == entry["reference"] else "c"
         other = "c" if hidden == "b" else "b"
@@ -262,7 +263,7 @@ def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
         choice = str(answer.get("choice"))
         allowed = ("a", "b", "none") if paradigm == "abn" else ("a", "b")
         if not isinstance(answer.get("choice"), str) or choice not in allowed:
-            raise FieldError("answer.choice", f"expected one of {', '.join(allowed)}")
+            raise FieldError("answer.choice", gettext("expected one of %(choices)s") % {"choices": ", ".join(allowed)})
         if paradigm == "abx":
             x_is = "A" if int(entry["x"]) == 0 else "B"
             return {
@@ -276,22 +277,24 @@ def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
     if paradigm in ("acr", "dcr"):
         score = answer.get("score")
         if isinstance(score, bool) or not isinstance(score, int) or not (1 <= score <= 5):
-            raise FieldError("answer.score", "expected a whole number from 1 to 5")
+            raise FieldError("answer.score", gettext("expected a whole number from 1 to 5"))
         return {"condition": keys["a"], "score": score}
     if paradigm == "ranking":
         ranks = answer.get("ranks")
         if not isinstance(ranks, dict) or set(ranks) != set(keys):
-            raise FieldError("answer.ranks", "rank every signal of the trial")
+            raise FieldError("answer.ranks", gettext("rank every signal of the trial"))
         values = []
         for key in keys:
             r = ranks[key]
             if isinstance(r, bool) or not isinstance(r, int):
-                raise FieldError(f"answer.ranks.{key}", "expected a whole number")
+                raise FieldError(f"answer.ranks.{key}", gettext("expected a whole number"))
             values.append(r)
         if sorted(values) != list(range(1, len(keys) + 1)):
-            raise FieldError("answer.ranks", f"expected each rank from 1 to {len(keys)} once")
+            raise FieldError(
+                "answer.ranks", gettext("expected each rank from 1 to %(count)s once") % {"count": len(keys)}
+            )
         return {"ranks": {str(keys[k]): int(ranks[k]) for k in keys}}
-    raise FieldError("answer", f"a {paradigm} trial takes no answer object")
+    raise FieldError("answer", gettext("a %(paradigm)s trial takes no answer object") % {"paradigm": paradigm})
 
 
 def rules_for(paradigm: str, rules: dict[str, Any]) -> dict[str, Any]:

@@ -275,16 +275,20 @@ def check_trial(
     listened = listen_seconds(telemetry, keys)
 
     if rules.get("require_one_100") and not any(v == 100 for v in scores.values()):
-        raise RuleBroken("require_one_100", "no signal was rated 100 (the hidden reference should be)")
+        raise RuleBroken("require_one_100", gettext("no signal was rated 100 (the hidden reference should be)"))
 
     if rules.get("must_play_all"):
         played = {e.key for e in events if e.type == "play"}
         for key in keys:
             if key not in played:
-                raise RuleBroken("must_play_all", f"signal {number[key]} was never played")
+                raise RuleBroken(
+                    "must_play_all", gettext("signal %(number)s was never played") % {"number": number[key]}
+                )
             if delivery.fetches.get(key, 0) < 1:
                 raise RuleBroken(
-                    "must_play_all", f"signal {number[key]} was reported as played, but its audio was never fetched"
+                    "must_play_all",
+                    gettext("signal %(number)s was reported as played, but its audio was never fetched")
+                    % {"number": number[key]},
                 )
         least = float(rules.get("min_play_seconds") or 0)
         if least > 0:
@@ -292,7 +296,8 @@ def check_trial(
                 if listened[key] < least:
                     raise RuleBroken(
                         "min_play_seconds",
-                        f"signal {number[key]} was heard for {listened[key]:.1f} s; at least {least:g} s required",
+                        gettext("signal %(number)s was heard for %(heard)s s; at least %(least)s s required")
+                        % {"number": number[key], "heard": f"{listened[key]:.1f}", "least": f"{least:g}"},
                     )
             # One signal plays at a time: all the listening fits between the first fetch and now.
             total = sum(listened.values())
@@ -300,7 +305,8 @@ def check_trial(
             if since is not None and total > since + CLOCK_SLACK_S:
                 raise RuleBroken(
                     "min_play_seconds",
-                    f"{total:.1f} s of listening reported, but the audio was first fetched {since:.1f} s ago",
+                    gettext("%(total)s s of listening reported, but the audio was first fetched %(since)s s ago")
+                    % {"total": f"{total:.1f}", "since": f"{since:.1f}"},
                 )
 
     if rules.get("only_playing_slider_moves"):
@@ -314,38 +320,53 @@ def check_trial(
             elif e.type == "move":
                 if e.key not in heard:
                     raise RuleBroken(
-                        "only_playing_slider_moves", f"the slider of signal {number[e.key]} moved before it was played"
+                        "only_playing_slider_moves",
+                        gettext("the slider of signal %(number)s moved before it was played")
+                        % {"number": number[e.key]},
                     )
                 if selected != e.key:
-                    other = "the reference" if selected == "ref" else f"signal {number.get(selected or '', '?')}"
+                    other = (
+                        gettext("the reference")
+                        if selected == "ref"
+                        else gettext("signal %(number)s") % {"number": number.get(selected or "", "?")}
+                    )
                     raise RuleBroken(
                         "only_playing_slider_moves",
-                        f"the slider of signal {number[e.key]} moved while {other} was selected",
+                        gettext("the slider of signal %(number)s moved while %(other)s was selected")
+                        % {"number": number[e.key], "other": other},
                     )
                 last_value[e.key] = e.value if e.value is not None else -1
         for key in keys:
             if key not in last_value:
                 raise RuleBroken(
-                    "only_playing_slider_moves", f"signal {number[key]} was rated without its slider being moved"
+                    "only_playing_slider_moves",
+                    gettext("signal %(number)s was rated without its slider being moved") % {"number": number[key]},
                 )
             if round(last_value[key]) != scores[key]:
                 raise RuleBroken(
                     "only_playing_slider_moves",
-                    f"signal {number[key]} was rated {scores[key]}, but its slider was last set to "
-                    f"{round(last_value[key])}",
+                    gettext("signal %(number)s was rated %(score)s, but its slider was last set to %(value)s")
+                    % {"number": number[key], "score": scores[key], "value": round(last_value[key])},
                 )
 
     least = float(rules.get("min_trial_seconds") or 0)
     if least > 0:
         seconds = page_seconds(telemetry)
         if seconds is None or seconds < least:
-            shown = "no time" if seconds is None else f"{seconds:.1f} s"
-            raise RuleBroken("min_trial_seconds", f"{shown} on the trial page; at least {least:g} s required")
+            message = (
+                gettext("no time on the trial page; at least %(least)s s required")
+                if seconds is None
+                else gettext("%(seconds)s s on the trial page; at least %(least)s s required")
+            )
+            raise RuleBroken("min_trial_seconds", message % {"seconds": f"{seconds or 0:.1f}", "least": f"{least:g}"})
         since = delivery.since_previous_step_s
         if since is not None and since + CLOCK_SLACK_S < least:
             raise RuleBroken(
                 "min_trial_seconds",
-                f"the previous step was finished only {since:.1f} s ago; at least {least:g} s on the trial required",
+                gettext(
+                    "the previous step was finished only %(since)s s ago; at least %(least)s s on the trial required"
+                )
+                % {"since": f"{since:.1f}", "least": f"{least:g}"},
             )
 
 

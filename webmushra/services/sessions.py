@@ -9,21 +9,18 @@ import math
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from django.core import signing
 from django.db import transaction
-from django.db.models import F, Max, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import paradigms
 from ..errors import ConflictError, FieldError, ServiceError, TrialNotFound
-from ..models import Experiment, Participant, Rating, Stimulus, StimulusToken, Trial, TrialResponse
+from ..models import Experiment, Participant, Rating, Stimulus, StimulusToken, TrialResponse
 from ..rules import (
     LEVEL_GAIN_DB,
-    Delivery,
     check_trial,
     clean_comment,
     exit_link,
@@ -33,7 +30,10 @@ from ..rules import (
     questionnaire_fields,
     trial_comments,
 )
-from . import catch, plans, quality, repeats
+from . import catch, plans, quality, repeats, tokens
+from .tokens import key_tokens, record_stimulus_fetch, signal_keys, trial_tokens
+
+__all__ = ["key_tokens", "record_stimulus_fetch", "signal_keys", "trial_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -78,36 +78,8 @@ def start_participant(
     StimulusToken.objects.bulk_create([StimulusToken(participant=participant, stimulus=s) for s in stimuli])
     catch.create_tokens(participant)
     repeats.create_tokens(participant)
-    _create_paradigm_tokens(participant)
+    tokens.create_paradigm_tokens(participant)
     return participant
-
-
-def _create_paradigm_tokens(participant: Participant) -> None:
-    """Every signal of a trial of another paradigm gets a token of its own (trial and key): the
-    same audio never has the same URL twice, so no URL tells ABX's X apart or links trials."""
-    entries = [e for e in participant.plan if paradigms.paradigm_of(e) != paradigms.MUSHRA]
-    if not entries:
-        return
-    excerpt_of = dict(Trial.objects.filter(pk__in=[e["trial"] for e in entries]).values_list("pk", "excerpt_id"))
-    stimulus_of = {
-        (x, c): pk
-        for pk, x, c in Stimulus.objects.filter(experiment_id=participant.experiment_id).values_list(
-            "pk", "excerpt_id", "condition_id"
-        )
-    }
-    StimulusToken.objects.bulk_create(
-        [
-            StimulusToken(
-                participant=participant,
-                stimulus_id=stimulus_of[(excerpt_of[e["trial"]], cid)],
-                trial_id=e["trial"],
-                slot_id=cid,
-                role=key,
-            )
-            for e in entries
-            for key, cid in paradigms.signal_keys(e).items()
-        ]
-    )
 
 
 def pilot_link_code(experiment: Experiment) -> str:
@@ -147,17 +119,6 @@ def give_consent(*, participant: Participant, agreed: bool) -> Participant:
         participant.stage = _first_stage_after_consent(participant)
     participant.save(update_fields=["stage", "consented_at"])
     return participant
-
-
-def record_stimulus_fetch(*, token_id: int) -> None:
-    """Record one delivery of a stimulus token's audio: the first time, and the count (one UPDATE).
-
-    Only the token's own URL counts; the open reference's URL is another thing and is not recorded
-    on the hidden reference's token.
-    """
-    StimulusToken.objects.filter(pk=token_id).update(
-        fetches=F("fetches") + 1, first_fetched_at=Coalesce(F("first_fetched_at"), Value(timezone.now()))
-    )
 
 
 def trial_stage(participant: Participant) -> str:
@@ -224,7 +185,7 @@ def submit_trial(
     with transaction.atomic():
         participant = Participant.objects.select_for_update().select_related("experiment").get(**lookup)
         if not isinstance(idempotency_key, str) or not (8 <= len(idempotency_key) <= 64):
-            raise ServiceError("idempotency_key: missing or malformed")
+            raise ServiceError("idempotency_key: " + gettext("missing or malformed"))
         if not (0 <= index < len(participant.plan)):
             raise TrialNotFound(f"there is no trial {index + 1} in this session")
         entry = participant.plan[index]
@@ -233,31 +194,44 @@ def submit_trial(
         if entry["trial"] in saved:
             if saved[entry["trial"]] == idempotency_key:
                 return SaveResult(created=False, next_index=_first_unsaved(participant, saved), participant=participant)
-            raise ConflictError("this trial was already submitted")
+            raise ConflictError(gettext("this trial was already submitted"))
         if participant.experiment.status != Experiment.Status.OPEN:
-            raise ConflictError("this listening test is closed; no more ratings are accepted")
+            raise ConflictError(gettext("this listening test is closed; no more ratings are accepted"))
         if participant.stage not in (Participant.Stage.TRAINING, Participant.Stage.TRIALS):
-            raise ConflictError(f"ratings are not accepted at this stage ({participant.get_stage_display().lower()})")
+            raise ConflictError(
+                gettext("ratings are not accepted at this stage (%(stage)s)")
+                % {"stage": str(participant.get_stage_display()).lower()}
+            )
         # Only the key the server issued for this trial, and only for the next unsaved trial.
         if idempotency_key != entry["key"]:
-            raise ServiceError("idempotency_key: not the key this trial was given; reload the page")
+            raise ServiceError("idempotency_key: " + gettext("not the key this trial was given; reload the page"))
         expected = _first_unsaved(participant, saved)
         if expected != index:
-            raise ConflictError(f"trial {(expected or 0) + 1} comes first: trials are saved in their order")
+            raise ConflictError(
+                gettext("trial %(number)s comes first: trials are saved in their order")
+                % {"number": (expected or 0) + 1}
+            )
         keys = signal_keys(entry)
         paradigm = paradigms.paradigm_of(entry)
         if paradigm != paradigms.MUSHRA:
             if ratings is not None:
-                raise FieldError("ratings", f"a {paradigms.PARADIGMS[paradigm]} trial is saved with an answer")
+                raise FieldError(
+                    "ratings",
+                    gettext("a %(paradigm)s trial is saved with an answer")
+                    % {"paradigm": paradigms.PARADIGMS[paradigm]},
+                )
             return _submit_answer(participant, entry, idempotency_key, saved, answer, telemetry, comment)
         if not isinstance(ratings, dict):
-            raise ServiceError("ratings: expected an object of signal -> score")
+            raise ServiceError("ratings: " + gettext("expected an object of signal -> score"))
         unknown = sorted(set(ratings) - set(keys))
         if unknown:
-            raise ServiceError(f"ratings: {', '.join(map(str, unknown))} not a signal of this trial")
+            raise ServiceError(
+                "ratings: "
+                + gettext("%(signals)s not a signal of this trial") % {"signals": ", ".join(map(str, unknown))}
+            )
         missing = sorted(set(keys) - set(ratings))
         if missing:
-            raise ServiceError(f"ratings: {len(missing)} signal(s) not rated")
+            raise ServiceError("ratings: " + gettext("%(count)s signal(s) not rated") % {"count": len(missing)})
         scores: dict[int, int] = {}
         by_key: dict[str, int] = {}
         for key, value in ratings.items():
@@ -266,16 +240,19 @@ def submit_trial(
                 or not isinstance(value, (int, float))
                 or (isinstance(value, float) and not math.isfinite(value))
             ):
-                raise ServiceError(f"ratings: the score of {key} is not a number")
+                raise ServiceError("ratings: " + gettext("the score of %(signal)s is not a number") % {"signal": key})
             if not (0 <= value <= 100):
-                shown = f"{value:g}" if isinstance(value, float) or abs(value) < 10**9 else "a huge number"
-                raise ServiceError(f"ratings: the score of {key} ({shown}) is outside 0..100")
+                shown = f"{value:g}" if isinstance(value, float) or abs(value) < 10**9 else gettext("a huge number")
+                raise ServiceError(
+                    "ratings: "
+                    + gettext("the score of %(signal)s (%(score)s) is outside 0..100") % {"signal": key, "score": shown}
+                )
             scores[keys[key]] = by_key[key] = int(round(value))
         mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)
         comment_text = clean_comment(mode, comment)
         # The server referees: every enabled rule, against the page's log and its own record.
         telemetry = telemetry if isinstance(telemetry, dict) else {}
-        delivery = _delivery(participant, entry, keys)
+        delivery = tokens.delivery(participant, entry, keys)
         check_trial(player_rules(participant.experiment), list(keys), by_key, telemetry, delivery)
         flags = (
             []
@@ -325,13 +302,16 @@ def _submit_answer(
     answer checked and stored by condition id, the listening rules refereed as for MUSHRA."""
     paradigm = paradigms.paradigm_of(entry)
     if answer is None:
-        raise FieldError("answer", f"a {paradigms.PARADIGMS[paradigm]} trial is saved with an answer")
+        raise FieldError(
+            "answer",
+            gettext("a %(paradigm)s trial is saved with an answer") % {"paradigm": paradigms.PARADIGMS[paradigm]},
+        )
     stored = paradigms.clean_answer(entry, answer)
     keys = signal_keys(entry)
     mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)
     comment_text = clean_comment(mode, comment)
     telemetry = telemetry if isinstance(telemetry, dict) else {}
-    delivery = _delivery(participant, entry, keys)
+    delivery = tokens.delivery(participant, entry, keys)
     rules = paradigms.rules_for(paradigm, player_rules(participant.experiment))
     check_trial(rules, list(keys), {}, telemetry, delivery)
     TrialResponse.objects.create(
@@ -362,58 +342,6 @@ def _advance(participant: Participant, entry: dict, idempotency_key: str, saved:
         _complete(participant)
     participant.save(update_fields=["stage", "completed_at", "completion_code", "exit_code", "exit_url"])
     return SaveResult(created=True, next_index=nxt, participant=participant)
-
-
-def _delivery(participant: Participant, entry: dict, keys: dict[str, int]) -> Delivery:
-    """The server's own record of a trial: the fetches of its signals' audio by this
-    participant, and how long ago the trial's audio was first fetched and the step before
-    the trial was finished (the page cannot have been open longer than that)."""
-    now = timezone.now()
-    fetched = key_tokens(participant, entry, "fetches", "first_fetched_at")
-    firsts = [first for n, first in fetched.values() if first is not None]
-    steps = [participant.consented_at]
-    steps.append(TrialResponse.objects.filter(participant=participant).aggregate(last=Max("submitted_at"))["last"])
-    for record, field in ((participant.level, "set_at"), (participant.screening, "scored_at")):
-        stamp = (record or {}).get(field)
-        if isinstance(stamp, str):
-            try:
-                steps.append(datetime.fromisoformat(stamp))
-            except ValueError:
-                pass
-    known = [s for s in steps if s is not None]
-    return Delivery(
-        fetches={key: fetched.get(key, (0, None))[0] for key in keys},
-        since_first_fetch_s=(now - min(firsts)).total_seconds() if firsts else None,
-        since_previous_step_s=(now - max(known)).total_seconds() if known else None,
-    )
-
-
-def trial_tokens(participant: Participant, entry: dict, *fields: str):
-    """(condition id, *fields) of the participant's tokens for one trial's signals: a catch or
-    repeated trial's own tokens by the slot each fills, else the tokens of the trial's excerpt."""
-    if entry.get("catch") or entry.get("repeat"):
-        tokens = StimulusToken.objects.filter(participant=participant, trial_id=entry["trial"])
-        return tokens.values_list("slot_id", *fields)
-    tokens = StimulusToken.objects.filter(
-        participant=participant, trial__isnull=True, stimulus__excerpt__trials__pk=entry["trial"]
-    )
-    return tokens.values_list("stimulus__condition_id", *fields)
-
-
-def key_tokens(participant: Participant, entry: dict, *fields: str) -> dict[str, tuple]:
-    """Signal key -> (*fields) of the participant's token for each signal of one trial: a trial
-    of another paradigm has a token per key, a MUSHRA page one per condition (``trial_tokens``)."""
-    if paradigms.paradigm_of(entry) != paradigms.MUSHRA:
-        tokens = StimulusToken.objects.filter(participant=participant, trial_id=entry["trial"])
-        return {role: tuple(rest) for role, *rest in tokens.values_list("role", *fields)}
-    by_condition = {cid: tuple(rest) for cid, *rest in trial_tokens(participant, entry, *fields)}
-    return {key: by_condition[cid] for key, cid in signal_keys(entry).items() if cid in by_condition}
-
-
-def signal_keys(entry: dict) -> dict[str, int]:
-    """Opaque per-trial signal keys in page order -> condition id (``paradigms.signal_keys``:
-    a, b, c, ... in the participant's shuffled order on a MUSHRA page)."""
-    return paradigms.signal_keys(entry)
 
 
 def _complete(participant: Participant) -> None:

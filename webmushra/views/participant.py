@@ -47,25 +47,25 @@ def _error(message: str, status: int = 400) -> JsonResponse:
 def _json_body(request: HttpRequest, limit: int):
     """The request's JSON body, or a 400 (413 above ``limit`` bytes) response saying why not."""
     if request.content_type != "application/json":
-        return _error("send JSON (Content-Type: application/json)")
+        return _error(gettext("send JSON (Content-Type: application/json)"))
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
-        return _error(f"the request body is over {limit // 1024} kB", status=413)
+        return _error(gettext("the request body is over %(size)s kB") % {"size": limit // 1024}, status=413)
     try:
         raw = request.body
     except RawPostDataException:
-        return _error("send JSON (Content-Type: application/json)")
+        return _error(gettext("send JSON (Content-Type: application/json)"))
     if len(raw) > limit:
-        return _error(f"the request body is over {limit // 1024} kB", status=413)
+        return _error(gettext("the request body is over %(size)s kB") % {"size": limit // 1024}, status=413)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and integers past Python's digit limit
-        return _error("the request body is not valid JSON")
+        return _error(gettext("the request body is not valid JSON"))
     except RecursionError:
-        return _error("the request body is nested too deeply")
+        return _error(gettext("the request body is nested too deeply"))
     problem = json_problem(data)
     return _error(problem) if problem else data
 
@@ -367,7 +367,7 @@ def trial(request: HttpRequest, token: str, number: int) -> HttpResponse:
         if isinstance(body, JsonResponse):
             return body
         if not isinstance(body, dict):
-            return _error("the request body must be a JSON object")
+            return _error(gettext("the request body must be a JSON object"))
         try:
             # The participant is read once, locked, inside the save's transaction.
             result = sessions.submit_trial(
