@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from evaluation.errors import EvaluationError
 
-from .. import access, errors, interop, paradigms, rules, selectors
+from .. import access, errors, paradigms, results_csv, rules, selectors
 from ..http import report_file_response
 from ..models import Experiment
 from ..services import block_settings, cabinet, experiments, rendering, reports, uploads
@@ -446,7 +446,7 @@ class MushraCSV(ApiView):
         summary="Ratings in webMUSHRA's mushra.csv layout",
     )
     def get(self, request, pk: int):
-        response = HttpResponse(interop.mushra_csv(self.experiment(pk)), content_type="text/csv; charset=utf-8")
+        response = HttpResponse(results_csv.mushra_csv(self.experiment(pk)), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="mushra.csv"'
         return response
 
@@ -460,9 +460,9 @@ class WebMushraFile(ApiView):
     )
     def get(self, request, pk: int, name: str):
         experiment = self.experiment(pk)
-        write = interop.WEBMUSHRA_FILES.get(name)
+        write = results_csv.WEBMUSHRA_FILES.get(name)
         if write is None:
-            raise NotFound(f"no webMUSHRA file {name!r}; one of {', '.join(interop.WEBMUSHRA_FILES)}")
+            raise NotFound(f"no webMUSHRA file {name!r}; one of {', '.join(results_csv.WEBMUSHRA_FILES)}")
         response = HttpResponse(write(experiment), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response

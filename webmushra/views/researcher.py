@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .. import errors, forms, interop, selectors
+from .. import errors, forms, results_csv, selectors
 from ..access import experiment_for, part_of, report_for
 from ..http import report_file_response, serve_blinded_file
 from ..models import Experiment, RenderJob, Report, Stimulus
@@ -341,19 +341,19 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 def mushra_csv(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for(request.user, pk)
-    response = HttpResponse(interop.mushra_csv(experiment), content_type="text/csv; charset=utf-8")
+    response = HttpResponse(results_csv.mushra_csv(experiment), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="mushra.csv"'
     return response
 
 
 @login_required
 def webmushra_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    """One of webMUSHRA's result files (``interop.WEBMUSHRA_FILES``: mushra.csv, bs1116.csv,
+    """One of webMUSHRA's result files (``results_csv.WEBMUSHRA_FILES``: mushra.csv, bs1116.csv,
     paired_comparison.csv, lss.csv, lms.csv) for the experiment's blocks."""
     experiment = experiment_for(request.user, pk)
-    write = interop.WEBMUSHRA_FILES.get(name)
+    write = results_csv.WEBMUSHRA_FILES.get(name)
     if write is None:
-        raise Http404(f"no webMUSHRA file {name!r}; one of {', '.join(interop.WEBMUSHRA_FILES)}")
+        raise Http404(f"no webMUSHRA file {name!r}; one of {', '.join(results_csv.WEBMUSHRA_FILES)}")
     response = HttpResponse(write(experiment), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
@@ -376,7 +376,7 @@ def reports(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "experiment": experiment,
             "reports": rows,
-            "webmushra_files": interop.webmushra_files_for(experiment),
+            "webmushra_files": results_csv.webmushra_files_for(experiment),
             "busy": any(r.status in (Report.Status.QUEUED, Report.Status.RUNNING) for r in rows),
         },
     )
