@@ -422,6 +422,39 @@ def render_html(
     return "\n".join(out)
 
 
+def _provenance(
+    settings: Settings,
+    input_hashes: dict[str, Any],
+    sources: Mapping[str, str | Path] | None,
+    facts: Mapping[str, Any] | None,
+    **standard: Any,
+) -> dict[str, Any]:
+    """provenance.json: when, seed, settings, versions, the inputs' hashes (tables and the
+    ``sources`` files), the standard(s) followed and the experiment's facts."""
+    for name, path in (sources or {}).items():
+        input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
+    return {
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seed": settings.seed,
+        "settings": settings.to_dict(),
+        "versions": _versions(),
+        "inputs": input_hashes,
+        **standard,
+        **({"experiment": facts} if facts else {}),
+    }
+
+
+def _write_bundle(
+    out: Path, files: Mapping[str, str], tables: Mapping[str, pd.DataFrame], paper: Sequence[Any]
+) -> list[str]:
+    """Write the bundle's text files and CSV tables; return every file name (figures included)."""
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    for name, frame in tables.items():
+        frame.to_csv(out / name, index=False, float_format="%.6g")
+    return sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])
+
+
 def build_report(
     ratings: pd.DataFrame,
     metrics: pd.DataFrame | None,
@@ -490,17 +523,7 @@ def build_report(
     }
     if metrics is not None:
         input_hashes["metrics_table_sha256"] = frame_sha256(metrics[["condition", "item", "metric", "value"]])
-    for name, path in (sources or {}).items():
-        input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
-    provenance = {
-        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seed": settings.seed,
-        "settings": settings.to_dict(),
-        "versions": _versions(),
-        "inputs": input_hashes,
-        "standard": "ITU-R BS.1534-3 (10/2015)",
-        **({"experiment": facts} if facts else {}),
-    }
+    provenance = _provenance(settings, input_hashes, sources, facts, standard="ITU-R BS.1534-3 (10/2015)")
     files = {
         "report.html": render_html(
             analysis,
@@ -517,8 +540,6 @@ def build_report(
         "figures.tex": figures_tex(paper),
         "paper.tex": paper_tex(),
     }
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
     tables = {
         "descriptives.csv": pd.concat([analysis.descriptives_overall, analysis.descriptives_item], ignore_index=True),
         "pairwise.csv": analysis.pairwise,
@@ -539,9 +560,7 @@ def build_report(
     tables.update(items_report.csv_tables(analysis))
     tables.update(checks_report.csv_tables(analysis))
     tables.update(paradigm_bundle.csv_tables(paradigms or {}))
-    for name, frame in tables.items():
-        frame.to_csv(out / name, index=False, float_format="%.6g")
-    written = sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])
+    written = _write_bundle(out, files, tables, paper)
     report("done", 1.0)
     return {"out_dir": str(out), "files": written, "stats": stats}
 
@@ -585,18 +604,9 @@ def build_paradigm_report(
     report("plots", 0.8)
     paper = paradigm_paper.write_figures(paradigms, out)
     report("writing files", 0.95)
-    input_hashes: dict[str, Any] = {}
-    for name, path in (sources or {}).items():
-        input_hashes[f"{name}_file"] = {"path": Path(path).name, "sha256": file_sha256(Path(path))}
-    provenance = {
-        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seed": settings.seed,
-        "settings": settings.to_dict(),
-        "versions": _versions(),
-        "inputs": input_hashes,
-        "standards": sorted({result.title for result in paradigms.values()}),
-        **({"experiment": facts} if facts else {}),
-    }
+    provenance = _provenance(
+        settings, {}, sources, facts, standards=sorted({result.title for result in paradigms.values()})
+    )
     # Without MUSHRA trials the anchors' sentence (a MUSHRA page's signals) does not apply.
     described = {k: v for k, v in (facts or {}).items() if k != "anchors"}
     before, after = methods_sentences(described, len((facts or {}).get("models") or []), _versions())
@@ -629,11 +639,7 @@ def build_paradigm_report(
         "figures.tex": figures_tex(paper),
         "paper.tex": paper_tex(),
     }
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
     tables = paradigm_bundle.csv_tables(paradigms)
-    for name, frame in tables.items():
-        frame.to_csv(out / name, index=False, float_format="%.6g")
-    written = sorted(list(files) + list(tables) + [name for f in paper for name in f.files()])
+    written = _write_bundle(out, files, tables, paper)
     report("done", 1.0)
     return {"out_dir": str(out), "files": written, "stats": stats}
