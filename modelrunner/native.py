@@ -30,6 +30,8 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -307,11 +309,47 @@ class PackedRecurrent:
     skip: int
 
 
+#: Inside ``fixed_weights``: per tuple of module ids, the modules (kept alive, so no id is
+#: reused while the entry lives) and their ``version_key``.
+_fixed: ContextVar[dict[tuple[int, ...], tuple[tuple[nn.Module, ...], tuple[tuple[int, int], ...]]] | None] = (
+    ContextVar("modelrunner_fixed_weights", default=None)
+)
+
+
+@contextmanager
+def fixed_weights() -> Iterator[None]:
+    """Within this block ``version_key`` walks each set of modules once and then answers
+    from memory: for a stream of calls during which the weights do not change (a render's
+    chunk loop), which would otherwise walk every parameter several times per chunk.
+    Changing weights inside the block goes unnoticed until it ends. Nested blocks share
+    the outermost one's memory; each thread (context) has its own."""
+    if _fixed.get() is not None:
+        yield
+        return
+    token = _fixed.set({})
+    try:
+        yield
+    finally:
+        _fixed.reset(token)
+
+
 def version_key(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
     """Identifies the modules' current weights: packed copies are remade when it changes.
 
     Walks the submodules' own parameter dicts (``Module.parameters`` builds names and a
-    memo set per call, a quarter of a small WaveNet's render time when asked per call)."""
+    memo set per call, a quarter of a small WaveNet's render time when asked per call);
+    inside ``fixed_weights`` only once per set of modules."""
+    memo = _fixed.get()
+    if memo is None:
+        return _walk_versions(modules)
+    ids = tuple(map(id, modules))
+    hit = memo.get(ids)
+    if hit is None:
+        hit = memo[ids] = (tuple(modules), _walk_versions(modules))
+    return hit[1]
+
+
+def _walk_versions(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
     key: list[tuple[int, int]] = []
     stack = list(reversed(modules))
     while stack:

@@ -364,9 +364,10 @@ def clock() -> tuple[str, Callable[[], float]]:
 
 def _stream(module: TwoPaths, path: str, x: torch.Tensor, chunk: int, state: Any = None) -> torch.Tensor:
     out = torch.empty_like(x)
-    for start in range(0, x.shape[1], chunk):
-        y, state = module.path_run(path, x[:, start : start + chunk], state)
-        out[:, start : start + chunk] = y
+    with native.fixed_weights():  # as a render's chunk loop reads the weights' version once
+        for start in range(0, x.shape[1], chunk):
+            y, state = module.path_run(path, x[:, start : start + chunk], state)
+            out[:, start : start + chunk] = y
     return out
 
 

@@ -48,6 +48,7 @@ import torch
 from scipy.signal import resample_poly
 
 from . import device as devices
+from . import native
 from .audio import as_2d
 from .errors import AudioError, RenderError
 from .model import EffectModel
@@ -186,7 +187,8 @@ def _forward_stream(
     batch, frames = x.shape
     out = torch.empty_like(x)
     step = model.streaming_call()
-    with torch.inference_mode():
+    # The weights cannot change between this loop's calls: their version is read once.
+    with torch.inference_mode(), native.fixed_weights():
         for start in range(0, frames, chunk_size):
             stop = min(frames, start + chunk_size)
             y, state = step(x[:, start:stop], knobs, state)

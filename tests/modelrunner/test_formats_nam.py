@@ -14,6 +14,7 @@ from modelrunner.architectures.nam import NamLayerArray, NamWaveNet
 from modelrunner.errors import CheckpointError
 from modelrunner.formats import detect_format, load
 from modelrunner.model import EffectModel
+from modelrunner.render import reference_forward, render, render_batch
 from tests.modelrunner._helpers import assert_chunked_equals_whole, guitar, run_chunked, run_whole
 from tests.paths import fixture_path
 
@@ -323,6 +324,29 @@ def test_fast_forward_follows_changed_weights(kernel: str, monkeypatch) -> None:
         want, _ = net(x)
     assert float((after - before).abs().max()) > 1e-3
     assert float((after - want).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "torch"])
+def test_renders_follow_changed_weights(kernel: str, monkeypatch) -> None:
+    # A render reads the weights' version once (native.fixed_weights), not per chunk: the
+    # next render must still see a weight changed in place or loaded after the first.
+    if kernel == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    net = _random_wavenet(12, FAST_CASES["tanh"])
+    model = EffectModel(net, 48000, [], [], False, net.receptive_field, "nam", "NAM WaveNet", 0)
+    x = guitar(0.3)[0].numpy()
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    first = render_batch(model, [x], 48000, chunk_size=1000)[0][:, 0]  # 14 chunks
+    with torch.no_grad():
+        net.arrays[1].layers[0].layer1x1.weight.mul_(-0.5)
+    second = render_batch(model, [x], 48000, chunk_size=1000)[0][:, 0]
+    want = reference_forward(model, x)[:, 0]
+    assert np.abs(second - first).max() > 1e-3
+    assert np.abs(second - want).max() <= 1e-5
+    assert np.abs(render(model, x, 48000, chunk_size=777)[:, 0] - want).max() <= 1e-5
+    net.load_state_dict(saved)
+    again = render_batch(model, [x], 48000, chunk_size=1000)[0][:, 0]
+    assert np.abs(again - first).max() <= 1e-6
 
 
 # --- .nam 0.6-0.7: SlimmableContainer, slimmable WaveNet layers, condition_dsp, A2 options

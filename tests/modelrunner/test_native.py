@@ -153,6 +153,24 @@ def test_changed_weights_are_repacked(lib):
     assert float((after - want).abs().max()) <= 1e-5
 
 
+def test_fixed_weights_reads_versions_once_per_block(monkeypatch):
+    model = make("LSTM", 4)
+    walks = []
+    walk = native._walk_versions
+    monkeypatch.setattr(native, "_walk_versions", lambda modules: walks.append(1) or walk(modules))
+    outside = native.version_key([model])
+    with native.fixed_weights():
+        inside = native.version_key([model])
+        with native.fixed_weights():  # nested: the outer block's memory
+            assert native.version_key([model]) is inside
+        assert native.version_key([model.rec]) != inside  # another set of modules: its own walk
+        with torch.no_grad():
+            model.lin.weight.mul_(0.5)
+        assert native.version_key([model]) is inside  # as promised: not seen inside
+    assert inside == outside and len(walks) == 3
+    assert native.version_key([model]) != outside  # seen once the block ends
+
+
 def test_knob_shape_is_checked(lib):
     model = make("LSTM", 8, knobs=2)
     with pytest.raises(ValueError, match=r"knobs must have shape \(2, 2\)"):
