@@ -220,6 +220,8 @@ def quality_text(quality: Mapping[str, Any]) -> str:
             str(quality.get("action") or ""),
             f"{len(excluded)} participant(s) were excluded by the experimenter and left out of the analysis.",
             _catch_words(quality.get("catch_trials") or {}),
+            _check_words(quality.get("gold_questions") or {}, "gold"),
+            _check_words(quality.get("trapping_questions") or {}, "trapping"),
         ]
     ).strip()
 
@@ -233,6 +235,25 @@ def _catch_words(catch: Mapping[str, Any]) -> str:
         f"signal replaced by the reference; kept out of the analysis): {catch.get('failed', 0)} of "
         f"{catch.get('answered', 0)} answered were failed (the duplicate rated below {catch.get('threshold', 90):g}), "
         f"by {catch.get('failed_participants', 0)} participant(s)."
+    )
+
+
+def _check_words(checks: Mapping[str, Any], kind: str) -> str:
+    """Gold or trapping questions of ACR / DCR blocks in words (ITU-T P.808)."""
+    if not checks.get("per_participant"):
+        return ""
+    if kind == "gold":
+        what, why = "gold question(s) (a condition whose category is known", "outside the question's tolerance"
+    else:
+        what, why = (
+            "trapping question(s) (a stimulus ending in a spoken request for one category, §6.3.8",
+            ("not the category asked for"),
+        )
+    return (
+        f"Each participant had {checks['per_participant']} {what}; kept out of the analysis) in the ACR / DCR "
+        f"blocks (ITU-T P.808): {checks.get('failed', 0)} of {checks.get('answered', 0)} answered were failed "
+        f"({why}), by {checks.get('failed_participants', 0)} participant(s), whose votes the block's analysis "
+        "leaves out."
     )
 
 

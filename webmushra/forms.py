@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import UploadedFile
 from evaluation.settings import Settings as AnalysisSettings
 
 from .models import Checkpoint, ConditionKind, Experiment
-from .paradigms import MAX_REPETITIONS, PARADIGMS
+from .paradigms import MAX_REPETITIONS, PARADIGMS, WITH_GOLD
 from .paradigms import blocks as paradigm_blocks
 from .rules import (
     EXIT_CODE_MAX,
@@ -543,8 +543,71 @@ class BlockForm(forms.Form):
         label="Instructions on the block's trial pages",
         help_text="Empty: the experiment's instructions on every trial page.",
     )
+    scale = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        label="Category labels (ACR only)",
+        help_text="One label per line, worst first, 2 to 11 lines. Empty: ITU-T P.800's five (Bad … Excellent).",
+    )
+    gold = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Gold questions (ACR / DCR only, ITU-T P.808)",
+        help_text="One per line: a condition's label, “=”, the category its answer is known to be (1 = worst), "
+        "optionally “± n” for the tolerance (default ± 1), e.g. “reference = 5” or “anchor35 = 1 ± 1”. "
+        "Each is asked once per participant on a random test excerpt; a participant who answers one outside "
+        "its tolerance is left out of the block's analysis.",
+    )
+    # The block's trapping questions as stored (JSON), carried through a save of the rows; they
+    # are added and removed with their own form (services.block_settings.add_trapping).
+    trapping = forms.CharField(widget=forms.HiddenInput, required=False)
+    de_instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Instructions on the block's trial pages (German)",
+        help_text="Empty: German participants read the English instructions.",
+    )
+    de_scale = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        label="Category labels (German)",
+        help_text="One per line, as many as the labels above, in the same order.",
+    )
     order = forms.IntegerField(required=False, label="Order", help_text="Blocks run in this order (1 = first).")
     remove = forms.BooleanField(required=False, label="Remove")
+
+    def clean_trapping(self) -> list[Any]:
+        text = self.cleaned_data.get("trapping") or ""
+        try:
+            value = json.loads(text) if text.strip() else []
+        except ValueError:
+            raise forms.ValidationError("not the trapping questions this page was given; reload it") from None
+        return value if isinstance(value, list) else []
+
+    def clean_de_scale(self) -> list[str]:
+        """The German labels, one per non-empty line."""
+        return [line.strip() for line in (self.cleaned_data.get("de_scale") or "").splitlines() if line.strip()]
+
+    def clean_scale(self) -> list[str]:
+        """The labels, one per non-empty line."""
+        return [line.strip() for line in (self.cleaned_data.get("scale") or "").splitlines() if line.strip()]
+
+    def clean_gold(self) -> list[dict[str, Any]]:
+        """``label = category [± tolerance]`` per line, as ``paradigms.clean_blocks`` reads them."""
+        out = []
+        for n, line in enumerate((self.cleaned_data.get("gold") or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            match = re.fullmatch(r"\s*(.+?)\s*=\s*(\d+)\s*(?:(?:±|\+/?-)\s*(\d+))?\s*", line)
+            if not match:
+                raise forms.ValidationError(
+                    f"line {n}: expected “condition label = category”, optionally “± tolerance”, got “{line.strip()}”"
+                )
+            question: dict[str, Any] = {"condition": match.group(1), "expected": int(match.group(2))}
+            if match.group(3) is not None:
+                question["tolerance"] = int(match.group(3))
+            out.append(question)
+        return out
 
     def block(self) -> dict[str, Any] | None:
         """The block this row asks for (None: an empty or removed row)."""
@@ -559,6 +622,18 @@ class BlockForm(forms.Form):
             "instructions": d.get("instructions") or "",
             "with_reference": bool(d.get("with_reference")) and paradigm in ("ab", "abn"),
         }
+        # Sent only where they apply, so a row switched to another paradigm keeps no stale labels.
+        if paradigm == "acr" and d.get("scale"):
+            block["scale"] = d["scale"]
+        if paradigm in WITH_GOLD and d.get("gold"):
+            block["gold"] = d["gold"]
+        if paradigm in WITH_GOLD and d.get("trapping"):
+            block["trapping"] = d["trapping"]
+        german = {"instructions": d.get("de_instructions") or ""}
+        if paradigm == "acr" and d.get("de_scale"):
+            german["scale"] = d["de_scale"]
+        if any(german.values()):
+            block["translations"] = {"de": german}
         return block
 
 
@@ -603,12 +678,27 @@ BlockFormSet = cast(
 )
 
 
+def _gold_lines(gold: list[dict[str, Any]]) -> str:
+    """A block's gold questions as the form's lines (``label = category ± tolerance``)."""
+    return "\n".join(f"{q['condition']} = {q['expected']} ± {q['tolerance']}" for q in gold)
+
+
 def block_formset(experiment: Experiment, data: Any = None) -> BaseBlockFormSet:
     """The blocks rows of the settings page: bound to ``data``, or showing the experiment's blocks."""
     if data is not None:
         return BlockFormSet(data, prefix="blocks")
     initial = [
-        {**block, "order": n, "remove": False} for n, block in enumerate(paradigm_blocks(experiment.config), start=1)
+        {
+            **block,
+            "scale": "\n".join(block["scale"]),
+            "gold": _gold_lines(block["gold"]),
+            "trapping": json.dumps(block["trapping"]),
+            "de_instructions": (block["translations"].get("de") or {}).get("instructions", ""),
+            "de_scale": "\n".join((block["translations"].get("de") or {}).get("scale", [])),
+            "order": n,
+            "remove": False,
+        }
+        for n, block in enumerate(paradigm_blocks(experiment.config), start=1)
     ]
     formset = BlockFormSet(prefix="blocks", initial=initial)
     for form in formset.forms[len(initial) :]:

@@ -21,6 +21,7 @@ from django.utils import translation
 from django.utils.translation import gettext, gettext_noop
 
 from . import rules
+from .paradigms import blocks as paradigm_blocks
 
 if TYPE_CHECKING:
     from .models import Experiment
@@ -131,6 +132,25 @@ def text(experiment: Experiment, field: str, language: str | None = None) -> str
     return str(_translation(experiment, language).get(field) or _english(experiment, field))
 
 
+def _block_translation(block: dict[str, Any], language: str | None = None) -> dict[str, Any]:
+    code = (language or translation.get_language() or settings.LANGUAGE_CODE).split("-")[0]
+    found = (block.get("translations") or {}).get(code)
+    return found if isinstance(found, dict) else {}
+
+
+def block_instructions(experiment: Experiment, block: dict[str, Any], language: str | None = None) -> str:
+    """A block's instructions on its trial pages in the active language: the block's own
+    (translated, else English), else the experiment's ``trial_instructions``."""
+    own = _block_translation(block, language).get("instructions") or block.get("instructions")
+    return str(own or text(experiment, "trial_instructions", language))
+
+
+def block_scale(block: dict[str, Any], language: str | None = None) -> dict[str, Any]:
+    """``block`` with its own category labels (``scale``) in the active language, else English."""
+    labels = _block_translation(block, language).get("scale")
+    return block | {"scale": labels} if labels else block
+
+
 def questionnaire(experiment: Experiment, language: str | None = None) -> list[dict[str, Any]]:
     """The questionnaire's fields with their labels in the active language: the researcher's
     translation, else the platform's own for the default questionnaire, else English."""
@@ -163,6 +183,12 @@ def missing_translations(experiment: Experiment) -> dict[str, list[str]]:
             for f in fields
             if f.get("label") not in defaults and not labels.get(f["name"])
         ]
+        for n, block in enumerate(paradigm_blocks(experiment.config), start=1):
+            own = _block_translation(block, code)
+            if block["instructions"] and not own.get("instructions"):
+                missing.append(f"block {n} instructions")
+            if block["scale"] and not own.get("scale"):
+                missing.append(f"block {n} category labels")
         if missing:
             out[code] = missing
     return out

@@ -9,17 +9,19 @@ pages. On import:
   named by its key, ``createAnchor35`` / ``createAnchor70`` the BS.1534-3 low-pass
   anchors. Pages with the same stimulus keys and anchors form one experiment; a page
   set over 12 signals per trial (BS.1534-3 §5.3) is split into linked blocks.
-* ``bs1116``, ``paired_comparison`` and 5-point ``likert_single_stimulus`` /
-  ``likert_multi_stimulus`` pages become blocks of those paradigms (``config["blocks"]``,
-  :mod:`webmushra.paradigms`): ``bs1116``, ``ab`` (``abn`` when the page sets ``unforced``) and
-  ``acr``. Their stimuli map onto excerpts and conditions as a mushra page's do; pages of
-  different types that present the same audio share one experiment and its excerpts, one block
-  per type in page order. Every difference from webMUSHRA's page is a note of the report.
+* ``bs1116``, ``paired_comparison`` and ``likert_single_stimulus`` /
+  ``likert_multi_stimulus`` pages (lists of 2 to 11 responses) become blocks of those
+  paradigms (``config["blocks"]``, :mod:`webmushra.paradigms`): ``bs1116``, ``ab`` (``abn``
+  when the page sets ``unforced``) and ``acr`` (with the list's labels as its scale). Their
+  stimuli map onto excerpts and conditions as a mushra page's do; pages of different types
+  that present the same audio share one experiment and its excerpts, one block per type
+  (likert pages: per response list) in page order. Every difference from webMUSHRA's page is
+  a note of the report.
 * ``generic`` pages become texts (the first one the landing description, all of them
   the instructions); ``consent`` pages the consent text; ``volume`` pages switch the
   listening-level page on; the ``finish`` page's ``questionnaire`` becomes ours.
 * ``random`` blocks are recorded; trial order is randomised per participant anyway.
-* Every other page type (and a likert page whose response list is not 5 points) is
+* Every other page type (and a likert page whose list has fewer than 2 or more than 11 points) is
   reported by type, id and reason: the import refuses unless
   ``allow_partial`` is set, and then lists what it skipped.
 
@@ -77,8 +79,6 @@ SUPPORTED_PAGES = (
 )
 #: Page types that hold trials, in the order their paradigms are named in notes.
 TEST_PAGES = ("mushra", "bs1116", "paired_comparison", "likert_single_stimulus", "likert_multi_stimulus")
-#: The points of a likert page's response list an ACR block can take (ITU-T P.800 Annex B).
-ACR_POINTS = 5
 #: webMUSHRA questionnaire types -> ours.
 QUESTION_TYPES = {"text": "text", "number": "number", "long_text": "textarea", "likert": "select"}
 
@@ -292,15 +292,47 @@ def page_paradigm(page: Page) -> tuple[str | None, str]:
         # webMUSHRA's PairedComparisonPage.js adds the third choice when ``unforced`` is set (its text the label).
         return ("abn" if page.data.get("unforced") else "ab"), ""
     if page.type in ("likert_single_stimulus", "likert_multi_stimulus"):
-        responses = page.data.get("response")
-        n = len(responses) if isinstance(responses, list) else 0
-        if n != ACR_POINTS:
+        labels = likert_labels(page)
+        low, high = paradigms.SCALE_POINTS
+        if not (low <= len(labels) <= high):
             return None, (
-                f"a {n}-point response list; only 5-point lists are imported (as ACR blocks, the five categories "
-                "of ITU-T P.800 Annex B), other Likert scales have no counterpart here"
+                f"a {len(labels)}-point response list; ACR blocks take lists of {low} to {high} points, so this "
+                "Likert scale has no counterpart here"
             )
+        if any(not label or len(label) > paradigms.MAX_SCALE_LABEL for label in labels):
+            return None, f"a response without a label or with one longer than {paradigms.MAX_SCALE_LABEL} characters"
+        if len({label.casefold() for label in labels}) != len(labels):
+            return None, "two responses with the same label"
         return "acr", ""
     return None, ""
+
+
+def likert_labels(page: Page) -> list[str]:
+    """A likert page's responses in list order, each by its label (its value where it has none)."""
+    responses = page.data.get("response")
+    if not isinstance(responses, list):
+        return []
+    return [" ".join(_text(r.get("label") or r.get("value") if isinstance(r, dict) else r).split()) for r in responses]
+
+
+def _scale_of(page: Page) -> list[str]:
+    """An ACR block's ``scale`` for a likert page: [] where its labels are ITU-T P.800's five."""
+    labels = likert_labels(page)
+    p800 = [str(label).casefold() for _value, label in paradigms.ACR_SCALE]
+    return [] if [label.casefold() for label in labels] == p800 else labels
+
+
+#: Joins a paradigm and an ACR scale in a grouping key (likert pages with other scales are other blocks).
+_SCALE_SEP = "\x1f"
+
+
+def _group_name(page: Page, paradigm: str) -> str:
+    """The block a page joins: its paradigm, and for a likert page its scale as well."""
+    return _SCALE_SEP.join([paradigm, *_scale_of(page)]) if paradigm == "acr" else paradigm
+
+
+def _paradigm_name(group: str) -> str:
+    return group.split(_SCALE_SEP)[0]
 
 
 def _reference_name(page: Page) -> Any:
@@ -368,13 +400,16 @@ def _block_for(paradigm: str, pages: list[Page], keys: tuple[str, ...], report: 
                 f'{where}: the third choice is this platform\'s "no preference", not {", ".join(map(repr, labels))}.'
             )
     elif paradigm == "acr":
-        labels = [
-            str(r.get("label", r.get("value", ""))) if isinstance(r, dict) else str(r)
-            for r in pages[0].data["response"]
-        ]
+        labels = likert_labels(pages[0])
+        block["scale"] = _scale_of(pages[0])
+        shown = (
+            "the page's own labels (an ACR block with a category scale of its own)"
+            if block["scale"]
+            else "the labels of ITU-T P.800 Annex B, which they are"
+        )
         report.notes.append(
-            f"{where}: the five responses ({', '.join(labels)}) are ACR scores 1 to 5 in list order and are shown "
-            "with the labels of ITU-T P.800 Annex B (Bad, Poor, Fair, Good, Excellent)."
+            f"{where}: the {len(labels)} responses ({', '.join(labels)}) are ACR scores 1 to {len(labels)} in list "
+            f"order (webMUSHRA's lss.csv / lms.csv hold the response's value; here the score), shown with {shown}."
         )
         report.notes.append(
             f"{where}: the page has no reference, so its first stimulus ({keys[0]}) is the excerpt's reference; the "
@@ -414,7 +449,7 @@ def _plan(tests: list[tuple[Page, str]], source: str, report: ImportReport) -> l
     for (keys, a35, a70), members in groups.items():
         by_paradigm: dict[str, list[Page]] = {}
         for p, paradigm in members:
-            by_paradigm.setdefault(paradigm, []).append(p)
+            by_paradigm.setdefault(_group_name(p, paradigm), []).append(p)
         clusters: list[tuple[Counter, list[str]]] = []
         for paradigm, pages in by_paradigm.items():
             audio = Counter(_audio_of(p, keys) for p in pages)
@@ -438,14 +473,24 @@ def _plan(tests: list[tuple[Page, str]], source: str, report: ImportReport) -> l
                     free.setdefault(_audio_of(p, keys), []).append(p)
                 for p in by_paradigm[name]:
                     page_map.append(
-                        {"page": p.id, "type": p.type, "paradigm": name, "excerpt": free[_audio_of(p, keys)].pop(0).id}
+                        {
+                            "page": p.id,
+                            "type": p.type,
+                            "paradigm": _paradigm_name(name),
+                            "excerpt": free[_audio_of(p, keys)].pop(0).id,
+                        }
                     )
             if len(names) > 1:
                 report.notes.append(
                     f"Pages {_ids([p for n in names for p in by_paradigm[n]])} present the same audio: "
-                    f"{len(first)} excerpt(s) ({_ids(first)}) serve the blocks {', '.join(names)}, run in this order."
+                    f"{len(first)} excerpt(s) ({_ids(first)}) serve the blocks "
+                    f"{', '.join(_paradigm_name(n) for n in names)}, run in this order."
                 )
-            blocks = [] if names == [paradigms.MUSHRA] else [_block_for(n, by_paradigm[n], keys, report) for n in names]
+            blocks = (
+                []
+                if names == [paradigms.MUSHRA]
+                else [_block_for(_paradigm_name(n), by_paradigm[n], keys, report) for n in names]
+            )
             plans.append(_Plan(keys=keys, anchors=(a35, a70), pages=first, blocks=blocks, page_map=page_map))
     return plans
 

@@ -428,6 +428,9 @@ class StimulusToken(models.Model):
     #: A paradigm trial's signal key this token serves (``a``, ``b``, ``x``, ...): ABX's X is the
     #: audio of A or B under a token of its own.
     role = models.CharField(max_length=8, blank=True, default="")
+    #: Audio this token serves instead of its stimulus's (a trapping question's: the stimulus's
+    #: beginning, then the message; ``services.trapping``), a storage name; "" for the stimulus.
+    file = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -38,8 +38,8 @@ COLUMNS: dict[str, list[str]] = {
     "abx": ["participant", "item", "condition_a", "condition_b", "x_is", "answer"],
     "preference": ["participant", "item", "condition_a", "condition_b", "choice"],
     "bs1116": ["participant", "item", "condition", "reference_is", "grade_b", "grade_c"],
-    "acr": ["participant", "item", "condition", "rating"],
-    "dcr": ["participant", "item", "condition", "rating"],
+    "acr": ["participant", "item", "condition", "rating", "passed_checks"],
+    "dcr": ["participant", "item", "condition", "rating", "passed_checks"],
     "ranking": ["participant", "item", "condition", "rank"],
 }
 
@@ -126,15 +126,36 @@ def table_keys(experiment: Experiment) -> dict[int, str]:
     }
 
 
+def gold_passed(experiment: Experiment) -> dict[tuple[int, int], bool]:
+    """(participant id, block) -> whether every gold question (ITU-T P.808) the
+    participant answered in that block passed; absent: none answered."""
+    out: dict[tuple[int, int], bool] = {}
+    rows = (
+        TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True)
+        .exclude(trial__paradigm=MUSHRA)
+        .values_list("participant_id", "trial__block", "catch")
+    )
+    for participant, block, outcome in rows:
+        passed = (outcome or {}).get("passed") is not False
+        out[(participant, block)] = out.get((participant, block), True) and passed
+    return out
+
+
 def paradigm_rows(experiment: Experiment, *, drop_excluded: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Table name (:func:`table_keys`) -> the rows of its analysis's long table, for every
-    paradigm block with at least one answer."""
+    paradigm block with at least one answer (ACR / DCR rows with ``passed_checks``: the
+    participant's gold questions of the block, :func:`gold_passed`)."""
     labels = dict(experiment.conditions.values_list("pk", "label"))
     keys = table_keys(experiment)
+    gold = gold_passed(experiment)
     out: dict[str, list[dict[str, Any]]] = {}
     for response in answered(experiment, drop_excluded=drop_excluded):
         key = keys.get(response.trial.block, response.trial.paradigm)
-        out.setdefault(key, []).extend(answer_rows(response, labels))
+        rows = answer_rows(response, labels)
+        if response.trial.paradigm in ("acr", "dcr"):
+            passed = gold.get((response.participant_id, response.trial.block), True)
+            rows = [row | {"passed_checks": passed} for row in rows]
+        out.setdefault(key, []).extend(rows)
     return {k: v for k, v in out.items() if v}
 
 
@@ -161,12 +182,19 @@ def paradigm_results(
     from evaluation.paradigms import analyse
     from evaluation.settings import Settings
 
+    from .paradigms import blocks, points
+
     s = Settings.from_dict(settings or {})
+    listed = blocks(experiment.config)
+    block_of = {key: listed[n] for n, key in table_keys(experiment).items()}
     results: dict[str, ParadigmResult] = {}
     warnings: list[dict[str, str]] = []
     for key, frame in paradigm_frames(experiment).items():
+        name = analysis_name(key)
+        # An ACR block's own category scale (a webMUSHRA likert page's 2 or 4 points, say).
+        options = {"points": points(block_of[key])} if name in ("acr", "dcr") and key in block_of else {}
         try:
-            results[key] = analyse(analysis_name(key), frame, alpha=s.alpha, confidence_level=s.confidence_level)
+            results[key] = analyse(name, frame, alpha=s.alpha, confidence_level=s.confidence_level, **options)
         except (EvaluationError, ArithmeticError, ValueError) as exc:  # numpy's LinAlgError is a ValueError
             # One block's data the analysis cannot fit must not cost the rest of the report.
             warnings.append(

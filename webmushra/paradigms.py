@@ -9,9 +9,20 @@ block is one paradigm over the experiment's excerpts, conditions and rendered st
   the continuous 1.0-5.0 impairment scale.
 - ``abx``: X is A or B at random, balanced per participant and pair; the answer is A or B.
 - ``ab`` / ``abn``: preference between two conditions; ``abn`` adds "no preference".
-- ``acr``: ITU-T P.800 Annex B absolute category rating, one signal, five categories.
+- ``acr``: ITU-T P.800 Annex B absolute category rating, one signal, five categories (or a
+  category scale of the researcher's own, ``scale``: 2 to 11 labels, as a webMUSHRA likert page).
 - ``dcr``: ITU-T P.800 Annex D degradation category rating against the open reference.
 - ``ranking``: every condition of the excerpt put in order, best first.
+
+ACR and DCR blocks may ask gold questions (ITU-T P.808, ``gold``): a condition whose
+answer is known (the device's own recording "Excellent", a 3.5 kHz low-pass "Bad"), asked once
+per participant on a random test excerpt among the block's trials and looking like any other;
+an answer more than ``tolerance`` categories from the known one fails the participant's P.808
+check, and the block's analysis leaves that participant out (``evaluation.paradigms.acr``).
+
+They may also ask trapping questions (ITU-T P.808 §6.3.8, ``trapping``): the beginning of a
+test stimulus followed by a spoken message the researcher uploaded that asks for one category
+(``services.trapping`` builds them when the experiment opens); any other answer fails the check.
 
 A trial of a paradigm other than MUSHRA compares the conditions in its ``design`` (condition
 ids); its answer is stored on the response (``TrialResponse.answer``) by condition id, as
@@ -23,9 +34,11 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections import defaultdict
 from typing import Any
 
+from django.conf import settings
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -83,13 +96,42 @@ BLOCK_DEFAULTS: dict[str, Any] = {
     "instructions": "",
     # AB / ABN: compare the hidden reference too (the device itself as one of the pairs' members).
     "with_reference": False,
+    # ACR: the category labels, worst first (empty: ITU-T P.800's five, ``ACR_SCALE``).
+    "scale": [],
+    # ACR / DCR: gold questions, ``{"condition": label, "expected": category, "tolerance": n}``.
+    "gold": [],
+    # ACR / DCR: trapping questions, ``{"message": stored name, "answer": category}``.
+    "trapping": [],
+    # The block's texts in the participant pages' other languages: ``{code: {"instructions": text,
+    # "scale": [labels]}}`` (``webmushra.i18n``: a text without its translation is shown in English).
+    "translations": {},
 }
+#: Paradigms whose blocks may ask gold questions (ITU-T P.808).
+WITH_GOLD = frozenset({"acr", "dcr"})
+#: The most gold questions a block asks each participant.
+MAX_GOLD = 5
+#: P.808's tolerance: an answer at most one category from the known one passes.
+GOLD_TOLERANCE = 1
+#: The most trapping questions a block asks each participant.
+MAX_TRAPPING = 3
+#: The storage names of uploaded trapping messages (``services.trapping.message_name``).
+TRAPPING_MESSAGE = re.compile(r"trapping/e(\d+)/[0-9a-f]{32}\.wav")
+#: The fewest and most points of an ACR block's own category scale.
+SCALE_POINTS = (2, 11)
+#: The longest label of a scale's point.
+MAX_SCALE_LABEL = 80
 
 
 def blocks(config: dict) -> list[dict[str, Any]]:
     """The experiment's blocks, defaults filled in (no ``blocks``: one MUSHRA block)."""
     given = config.get("blocks") or [{}]
-    return [BLOCK_DEFAULTS | (b if isinstance(b, dict) else {}) for b in given]
+    out = []
+    for b in given:
+        block = BLOCK_DEFAULTS | (b if isinstance(b, dict) else {})
+        if block["gold"]:
+            block["gold"] = [{"tolerance": GOLD_TOLERANCE} | q for q in block["gold"] if isinstance(q, dict)]
+        out.append(block)
+    return out
 
 
 def clean_blocks(value: object) -> list[dict[str, Any]]:
@@ -123,10 +165,193 @@ def clean_blocks(value: object) -> list[dict[str, Any]]:
             raise FieldError(f"{where}.with_reference", "only AB / ABN blocks choose whether to compare the reference")
         if not isinstance(b["instructions"], str) or len(b["instructions"]) > 5000:
             raise FieldError(f"{where}.instructions", "expected text of at most 5000 characters")
+        b["scale"] = _clean_scale(b, where)
+        b["gold"] = _clean_gold(b, where)
+        b["trapping"] = _clean_trapping(b, where)
+        b["translations"] = _clean_translations(b, where)
         out.append(b)
     if sum(b["paradigm"] == MUSHRA for b in out) > 1:
         raise FieldError("blocks", "at most one MUSHRA block (more models: split the experiment into blocks)")
     return out
+
+
+def _clean_scale(block: dict[str, Any], where: str) -> list[str]:
+    """An ACR block's own category labels, worst first (``[]``: P.800's five)."""
+    labels = block["scale"]
+    if labels in (None, []):
+        return []
+    if block["paradigm"] != "acr":
+        raise FieldError(
+            f"{where}.scale", "only ACR blocks take a scale of their own (DCR and BS.1116 keep their standard scales)"
+        )
+    low, high = SCALE_POINTS
+    if not isinstance(labels, list) or not (low <= len(labels) <= high):
+        raise FieldError(f"{where}.scale", f"expected a list of {low} to {high} labels, worst first")
+    out = []
+    for n, label in enumerate(labels, start=1):
+        if not isinstance(label, str) or not label.strip() or len(label.strip()) > MAX_SCALE_LABEL:
+            raise FieldError(f"{where}.scale[{n}]", f"expected a label of 1 to {MAX_SCALE_LABEL} characters")
+        out.append(" ".join(label.split()))
+    if len({label.casefold() for label in out}) != len(out):
+        raise FieldError(f"{where}.scale", "each label once (two points of the scale read the same)")
+    return out
+
+
+def _clean_translations(block: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """A block's instructions and scale labels per language of the participant pages other than
+    English; empty texts left out."""
+    given = block["translations"]
+    if given in (None, {}):
+        return {}
+    at = f"{where}.translations"
+    languages = [code for code, _name in settings.LANGUAGES if code != settings.LANGUAGE_CODE]
+    if not isinstance(given, dict):
+        raise FieldError(at, f"expected an object of languages ({', '.join(languages)})")
+    out: dict[str, dict[str, Any]] = {}
+    for code, texts in given.items():
+        if code not in languages:
+            raise FieldError(at, f"{code!r} is not a language of the participant pages (use {', '.join(languages)})")
+        if not isinstance(texts, dict) or set(texts) - {"instructions", "scale"}:
+            raise FieldError(f"{at}.{code}", "expected an object with instructions and / or scale")
+        clean: dict[str, Any] = {}
+        text = texts.get("instructions") or ""
+        if not isinstance(text, str) or len(text) > 5000:
+            raise FieldError(f"{at}.{code}.instructions", "expected text of at most 5000 characters")
+        if text.strip():
+            clean["instructions"] = text.strip()
+        labels = texts.get("scale") or []
+        if labels:
+            if not block["scale"]:
+                raise FieldError(f"{at}.{code}.scale", "the block has no scale of its own to translate")
+            if not isinstance(labels, list) or len(labels) != len(block["scale"]):
+                raise FieldError(f"{at}.{code}.scale", f"expected {len(block['scale'])} labels, one per category")
+            for n, label in enumerate(labels, start=1):
+                if not isinstance(label, str) or not label.strip() or len(label.strip()) > MAX_SCALE_LABEL:
+                    raise FieldError(
+                        f"{at}.{code}.scale[{n}]", f"expected a label of 1 to {MAX_SCALE_LABEL} characters"
+                    )
+            clean["scale"] = [" ".join(label.split()) for label in labels]
+        if clean:
+            out[code] = clean
+    return out
+
+
+def points(block: dict[str, Any]) -> int:
+    """The number of categories of an ACR / DCR block's scale (P.800's five unless its own)."""
+    return len(block.get("scale") or ()) or len(ACR_SCALE)
+
+
+def _clean_gold(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """An ACR / DCR block's gold questions (ITU-T P.808): condition label, the known
+    category and the tolerance, each question one a careless answer can fail."""
+    gold = block["gold"]
+    if gold in (None, []):
+        return []
+    if block["paradigm"] not in WITH_GOLD:
+        raise FieldError(f"{where}.gold", "only ACR and DCR blocks ask gold questions (ITU-T P.808)")
+    if not isinstance(gold, list) or len(gold) > MAX_GOLD:
+        raise FieldError(f"{where}.gold", f"expected a list of at most {MAX_GOLD} gold questions")
+    n_points = points(block)
+    out: list[dict[str, Any]] = []
+    for n, question in enumerate(gold, start=1):
+        at = f"{where}.gold[{n}]"
+        if not isinstance(question, dict):
+            raise FieldError(at, "expected an object with condition, expected and tolerance")
+        unknown = sorted(set(question) - {"condition", "expected", "tolerance"})
+        if unknown:
+            raise FieldError(at, f"unknown setting(s) {', '.join(unknown)}")
+        label = question.get("condition")
+        if not isinstance(label, str) or not label.strip():
+            raise FieldError(f"{at}.condition", "expected the label of one of the experiment's conditions")
+        expected = question.get("expected")
+        if isinstance(expected, bool) or not isinstance(expected, int) or not (1 <= expected <= n_points):
+            raise FieldError(f"{at}.expected", f"expected the known category, a whole number from 1 to {n_points}")
+        tolerance = question.get("tolerance", GOLD_TOLERANCE)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+            raise FieldError(f"{at}.tolerance", "expected a whole number of categories, 0 or more")
+        if expected - tolerance <= 1 and expected + tolerance >= n_points:
+            raise FieldError(
+                f"{at}.tolerance",
+                f"every answer from 1 to {n_points} is within {tolerance} of {expected}: the question cannot "
+                "be failed (lower the tolerance)",
+            )
+        out.append({"condition": label.strip(), "expected": expected, "tolerance": tolerance})
+    if len({q["condition"] for q in out}) != len(out):
+        raise FieldError(f"{where}.gold", "one gold question per condition")
+    return out
+
+
+def _clean_trapping(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """An ACR / DCR block's trapping questions (ITU-T P.808 §6.3.8): the stored message and the
+    category it asks for."""
+    given = block["trapping"]
+    if given in (None, []):
+        return []
+    if block["paradigm"] not in WITH_GOLD:
+        raise FieldError(f"{where}.trapping", "only ACR and DCR blocks ask trapping questions (ITU-T P.808)")
+    if not isinstance(given, list) or len(given) > MAX_TRAPPING:
+        raise FieldError(f"{where}.trapping", f"expected a list of at most {MAX_TRAPPING} trapping questions")
+    n_points = points(block)
+    out = []
+    for n, question in enumerate(given, start=1):
+        at = f"{where}.trapping[{n}]"
+        if not isinstance(question, dict) or set(question) != {"message", "answer"}:
+            raise FieldError(at, "expected an object with message and answer")
+        message = question["message"]
+        if not isinstance(message, str) or not TRAPPING_MESSAGE.fullmatch(message):
+            raise FieldError(f"{at}.message", "expected the name of a message uploaded to this experiment")
+        answer = question["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, int) or not (1 <= answer <= n_points):
+            raise FieldError(f"{at}.answer", f"expected the category the message asks for, 1 to {n_points}")
+        out.append({"message": message, "answer": answer})
+    return out
+
+
+def gold_conditions(block: dict[str, Any], conditions: dict[str, int]) -> list[int]:
+    """The condition ids of a block's gold questions (``conditions``: label -> id); ServiceError
+    naming a label that is not one of the experiment's conditions."""
+    ids = []
+    for question in block.get("gold") or ():
+        if question["condition"] not in conditions:
+            known = ", ".join(sorted(conditions)) or "none"
+            raise ServiceError(
+                f"gold question: {question['condition']!r} is not a condition of the experiment (its conditions: "
+                f"{known})"
+            )
+        ids.append(conditions[question["condition"]])
+    return ids
+
+
+def gold_key(condition: int) -> str:
+    """The ``design_key`` of a gold question's trials (one per test excerpt)."""
+    return f"gold:{condition}"
+
+
+def gold_design(paradigm: str, condition: int, reference: int | None) -> list[int]:
+    """What a gold question's trial compares: ACR the condition alone; DCR the condition against
+    the open reference (the reference against itself is a question with a known answer too)."""
+    if paradigm == "dcr":
+        if reference is None:
+            raise ServiceError("a DCR block needs the hidden reference")
+        return [reference, condition]
+    return [condition]
+
+
+def trapping_key(number: int) -> str:
+    """The ``design_key`` of a block's ``number``-th trapping question's trials (one per test excerpt)."""
+    return f"trap:{number}"
+
+
+def check_outcome(kind: str, question: dict[str, Any], score: int) -> dict[str, Any]:
+    """A gold or trapping question's result (ITU-T P.808): passed when the answer is within the
+    question's tolerance of the known category (a trapping question's tolerance is 0)."""
+    return {
+        "check": kind,
+        "expected": question["expected"],
+        "tolerance": question["tolerance"],
+        "score": score,
+        "passed": abs(score - int(question["expected"])) <= int(question["tolerance"]),
+    }
 
 
 def design_key(paradigm: str, design: list[int], repetition: int) -> str:
@@ -206,12 +431,18 @@ def signal_keys(entry: dict[str, Any]) -> dict[str, int]:
     if paradigm == "abx":
         return {"a": conditions[0], "b": conditions[1], "x": conditions[int(entry["x"])]}
     if paradigm == "dcr":
-        return {"a": next(cid for cid in conditions if cid != entry["reference"])}
+        # The model; a gold question of the reference against itself plays the reference.
+        others = [cid for cid in conditions if cid != entry["reference"]]
+        return {"a": others[0] if others else entry["reference"]}
     return {chr(ord("a") + i): cid for i, cid in enumerate(conditions)}
 
 
-def scale(paradigm: str) -> list[dict[str, Any]]:
-    """The labelled points of a paradigm's answer scale, for the page (translated)."""
+def scale(paradigm: str, block: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The labelled points of a paradigm's answer scale, for the page (translated; an ACR
+    block's own labels as the researcher wrote them)."""
+    own = (block or {}).get("scale") if paradigm == "acr" else None
+    if own:
+        return [{"value": n, "label": label} for n, label in enumerate(own, start=1)]
     table = {"bs1116": IMPAIRMENT_SCALE, "acr": ACR_SCALE, "dcr": DCR_SCALE}.get(paradigm, ())
     return [{"value": value, "label": str(label)} for value, label in table]
 
@@ -222,7 +453,7 @@ def _number(value: object, where: str) -> float:
     return float(value)
 
 
-def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
+def clean_answer(entry: dict[str, Any], answer: object, n_points: int = 5) -> dict[str, Any]:
     """Check the answer a page sent for a paradigm trial (keys as :func:`signal_keys` gives
     them) and return it as stored, by condition id. FieldError names what is wrong.
 
@@ -233,7 +464,8 @@ def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
       "A"|"B", "correct": bool}``
     - ``ab`` / ``abn``: ``{"choice": "a"|"b"}`` (``abn`` also ``"none"``) -> ``{"a": id, "b": id,
       "choice": "A"|"B"|"none"}``
-    - ``acr`` / ``dcr``: ``{"score": 1..5}`` -> ``{"condition": id, "score": n}``
+    - ``acr`` / ``dcr``: ``{"score": 1..n_points}`` (the block's :func:`points`) ->
+      ``{"condition": id, "score": n}``
     - ``ranking``: ``{"ranks": {key: rank}}``, ranks 1..n each once -> ``{"ranks": {id: rank}}``
     """
     paradigm = paradigm_of(entry)
@@ -276,8 +508,10 @@ def clean_answer(entry: dict[str, Any], answer: object) -> dict[str, Any]:
         return {"a": keys["a"], "b": keys["b"], "choice": "none" if choice == "none" else choice.upper()}
     if paradigm in ("acr", "dcr"):
         score = answer.get("score")
-        if isinstance(score, bool) or not isinstance(score, int) or not (1 <= score <= 5):
-            raise FieldError("answer.score", gettext("expected a whole number from 1 to 5"))
+        if isinstance(score, bool) or not isinstance(score, int) or not (1 <= score <= n_points):
+            raise FieldError(
+                "answer.score", gettext("expected a whole number from 1 to %(points)s") % {"points": n_points}
+            )
         return {"condition": keys["a"], "score": score}
     if paradigm == "ranking":
         ranks = answer.get("ranks")

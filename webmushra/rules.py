@@ -381,6 +381,8 @@ FLAGS: dict[str, str] = {
     "straight_lining": "every signal given the same rating",
     "reference_not_found": "the hidden reference rated below the threshold",
     "catch_failed": "a catch trial's duplicate of the reference rated below the threshold",
+    "gold_failed": "a gold question (ITU-T P.808) answered more than its tolerance from the known category",
+    "trap_failed": "a trapping question (ITU-T P.808) not answered with the category its message asked for",
 }
 #: The flags' short names (monitor, report).
 FLAG_LABELS: dict[str, str] = {
@@ -389,6 +391,8 @@ FLAG_LABELS: dict[str, str] = {
     "straight_lining": "straight-lining",
     "reference_not_found": "reference not found",
     "catch_failed": "catch trial failed",
+    "gold_failed": "gold question failed",
+    "trap_failed": "trapping question failed",
 }
 
 #: The analysis's defaults (evaluation/settings.py): its post-screening reference threshold.

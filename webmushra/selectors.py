@@ -21,6 +21,7 @@ from .models import (
     TrialResponse,
     training_names,
 )
+from .paradigms import MUSHRA
 from .rules import FLAG_LABELS, FLAGS, MAX_SIGNALS_PER_TRIAL, flow
 
 #: ``trial_position``: the order in which this participant rated the trial (0 = first test
@@ -87,7 +88,7 @@ def ratings_rows(experiment: Experiment, *, include_pilot: bool = False) -> list
 def catch_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
     """One row per answered catch trial (kept out of the ratings and the analysis): the score of
     the reference's duplicate, of the hidden reference, the condition it replaced, passed or not."""
-    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True)
+    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True, trial__paradigm=MUSHRA)
     if not include_pilot:
         responses = responses.filter(participant__is_pilot=False)
     labels = dict(experiment.conditions.values_list("pk", "label"))

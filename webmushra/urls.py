@@ -35,6 +35,7 @@ researcher_patterns = (
         path("experiments/import/", builder.import_webmushra, name="import"),
         path("experiments/<int:pk>/settings/", builder.experiment_settings, name="settings"),
         path("experiments/<int:pk>/settings/blocks/", builder.experiment_blocks, name="experiment_blocks"),
+        path("experiments/<int:pk>/settings/blocks/trapping/", builder.block_trapping, name="block_trapping"),
         path("experiments/<int:pk>/share/", builder.share, name="share"),
         path("experiments/<int:pk>/excerpts/", builder.upload_excerpts, name="excerpts"),
         path("experiments/<int:pk>/excerpts/<int:excerpt_id>/delete/", builder.delete_excerpt, name="excerpt_delete"),

@@ -42,10 +42,10 @@ def _entry(name: str) -> tuple[Any, tuple[str, str, str, dict[str, Any], str]]:
     return importlib.import_module(f".{entry[0]}", __name__), entry
 
 
-def read(name: str, path: str | Path) -> pd.DataFrame:
-    """Read and check the CSV table of paradigm ``name``."""
+def read(name: str, path: str | Path, **options: Any) -> pd.DataFrame:
+    """Read and check the CSV table of paradigm ``name`` (``options``: the reader's, such as ACR's ``points``)."""
     module, entry = _entry(name)
-    frame: pd.DataFrame = getattr(module, entry[1])(str(path))
+    frame: pd.DataFrame = getattr(module, entry[1])(str(path), **options)
     return frame
 
 

@@ -9,7 +9,8 @@ independent. P.808's screening (gold-standard and trapping questions of a crowds
 session) is done when the answers come in; here it arrives as the flag ``passed_checks``
 and participants with a failed check are left out.
 
-Input columns: participant, item, condition, rating (1..5, whole numbers), optionally
+Input columns: participant, item, condition, rating (1..5, whole numbers; 1..points for a
+category scale of another length, as a webMUSHRA likert page may have), optionally
 passed_checks (true / false).
 """
 
@@ -36,15 +37,27 @@ from .common import (
 
 COLUMNS = ("participant", "item", "condition", "rating")
 METHODS = {"acr": "mos", "dcr": "dmos"}
-CATEGORIES = (1, 2, 3, 4, 5)
+#: The categories of P.800's scales (ACR Annex B, DCR Annex D).
+POINTS = 5
+#: The fewest and most categories a scale may have.
+POINT_RANGE = (2, 11)
 
 
-def validate_acr(frame: pd.DataFrame, source: str = "(in memory)") -> pd.DataFrame:
-    """Check an ACR / DCR table: whole-number ratings 1..5, one per (participant, item, condition)."""
+def _check_points(points: int) -> int:
+    if isinstance(points, bool) or not isinstance(points, int) or not (POINT_RANGE[0] <= points <= POINT_RANGE[1]):
+        raise EvaluationError(
+            f"points must be a whole number from {POINT_RANGE[0]} to {POINT_RANGE[1]}, got {points!r}"
+        )
+    return points
+
+
+def validate_acr(frame: pd.DataFrame, source: str = "(in memory)", points: int = POINTS) -> pd.DataFrame:
+    """Check an ACR / DCR table: whole-number ratings 1..points, one per (participant, item, condition)."""
     what = "ACR/DCR"
+    points = _check_points(points)
     frame = start(frame, COLUMNS, what, source)
     text_columns(frame, ("participant", "item", "condition"), what, source)
-    frame["rating"] = numeric_column(frame, "rating", what, source, 1, 5, integer=True)
+    frame["rating"] = numeric_column(frame, "rating", what, source, 1, points, integer=True)
     unique_rows(frame, ("participant", "item", "condition"), what, source)
     if "passed_checks" in frame.columns:
         frame["passed_checks"] = flag_column(frame, "passed_checks", what, source)
@@ -53,12 +66,14 @@ def validate_acr(frame: pd.DataFrame, source: str = "(in memory)") -> pd.DataFra
     return frame
 
 
-def read_acr(path: str) -> pd.DataFrame:
+def read_acr(path: str, points: int = POINTS) -> pd.DataFrame:
     """Read and check an ACR / DCR CSV table."""
-    return validate_acr(read_table(path), source=str(path))
+    return validate_acr(read_table(path), source=str(path), points=points)
 
 
-def mos_table(frame: pd.DataFrame, keys: list[str], statistic: str, confidence_level: float) -> pd.DataFrame:
+def mos_table(
+    frame: pd.DataFrame, keys: list[str], statistic: str, confidence_level: float, points: int = POINTS
+) -> pd.DataFrame:
     """Per group: votes, the mean (MOS or DMOS) with its t interval over votes (P.1401), and the vote counts."""
     rows = []
     for key, group in frame.groupby(keys, sort=True):
@@ -76,7 +91,7 @@ def mos_table(frame: pd.DataFrame, keys: list[str], statistic: str, confidence_l
         if keys == ["condition"]:
             means = group.groupby("participant")["rating"].mean().to_numpy(dtype=float)
             row["ci_participant_low"], row["ci_participant_high"] = t_interval(means, confidence_level)
-            for category in CATEGORIES:
+            for category in range(1, points + 1):
                 row[f"votes_{category}"] = int((votes == category).sum())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -89,13 +104,17 @@ def analyse_acr(
     confidence_level: float = 0.95,
     method: str = "acr",
     apply_screening: bool = True,
+    points: int = POINTS,
 ) -> ParadigmResult:
     """MOS (ACR) or DMOS (DCR) per condition and per (condition, item), after P.808 screening by flag."""
     check_levels(alpha, confidence_level)
+    points = _check_points(points)
     if method not in METHODS:
         raise EvaluationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if "passed_checks" not in frame.columns or frame["passed_checks"].dtype != bool:
-        frame = validate_acr(frame)
+    if points != POINTS and method == "dcr":
+        raise EvaluationError("a DCR table uses P.800 Annex D's five categories (points=5)")
+    if "passed_checks" not in frame.columns or frame["passed_checks"].dtype != bool or points != POINTS:
+        frame = validate_acr(frame, points=points)
     statistic = METHODS[method]
     passed = frame.groupby("participant", sort=True)["passed_checks"].all()
     screening = pd.DataFrame(
@@ -116,12 +135,14 @@ def analyse_acr(
         conditions = pd.DataFrame(columns=["condition", "n_votes", statistic])
         by_item = pd.DataFrame(columns=["condition", "item", "n_votes", statistic])
     else:
-        conditions = mos_table(used, ["condition"], statistic, confidence_level)
-        by_item = mos_table(used, ["condition", "item"], statistic, confidence_level)
+        conditions = mos_table(used, ["condition"], statistic, confidence_level, points)
+        by_item = mos_table(used, ["condition", "item"], statistic, confidence_level, points)
     level = f"{100 * confidence_level:g} %"
     scale = "ACR, ITU-T P.800 Annex B" if method == "acr" else "DCR, ITU-T P.800 Annex D"
+    if points != POINTS:
+        scale = f"a {points}-point category scale of the experiment's own"
     method_text = (
-        f"{statistic.upper()} = mean of the votes per condition ({scale}; 1..5), with the {level} Student-t "
+        f"{statistic.upper()} = mean of the votes per condition ({scale}; 1..{points}), with the {level} Student-t "
         "interval over the votes (ci, as ITU-T P.1401 reports a MOS) and over per-participant means "
         "(ci_participant: the listener as the unit). P.808 gold-standard / trapping questions enter as the "
         f"passed_checks flag; participants with a failed check are {'excluded' if apply_screening else 'kept'}."
@@ -131,6 +152,7 @@ def analyse_acr(
         "statistic": statistic,
         "confidence_level": confidence_level,
         "apply_screening": apply_screening,
+        "points": points,
         "participants": participant_counts(frame, used, excluded),
         "votes": {"total": len(frame), "used": len(used)},
     }

@@ -46,6 +46,10 @@ def add_parsers(sub: Any) -> None:
             command.add_argument("--reference", help="condition whose score is fixed at 0 (default: sum to zero)")
         if name in ("bs1116", "acr", "dcr"):
             command.add_argument("--keep-all", action="store_true", help="flag failed screening, exclude nobody")
+        if name == "acr":
+            command.add_argument(
+                "--points", type=int, default=5, help="categories of the scale (default 5, ITU-T P.800; 2 to 11)"
+            )
 
 
 def paradigm_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,6 +61,8 @@ def paradigm_options(args: argparse.Namespace) -> dict[str, Any]:
         options["reference"] = args.reference
     if args.command in ("bs1116", "acr", "dcr"):
         options["apply_screening"] = not args.keep_all
+    if args.command == "acr":
+        options["points"] = args.points
     return options
 
 
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace, progress: Progress | None) -> str:
 
     report = progress or (lambda message, fraction: None)
     report(f"reading {args.table}", 0.1)
-    frame = read(args.command, args.table)
+    frame = read(args.command, args.table, **({"points": args.points} if args.command == "acr" else {}))
     report("analysing", 0.4)
     result = analyse(args.command, frame, **paradigm_options(args))
     written: list[str] = []

@@ -137,11 +137,14 @@ def latex_table(key: str, result: ParadigmResult) -> list[str]:
             f"{_interval(r['ci_low'], r['ci_high'])} \\\\"
             for r in result.tables["conditions"].to_dict("records")
         ]
+        points = int(result.summary.get("points") or 5)
         scale = "ITU-T P.800 Annex B" if result.paradigm == "acr" else "ITU-T P.800 Annex D"
+        if points != 5:
+            scale = f"{points}-point category scale"
         return _table(
             key,
-            f"{statistic.upper()} ({name}, {scale}, 1..5) per condition with its {level}\\,\\% t interval over the "
-            "votes.",
+            f"{statistic.upper()} ({name}, {scale}, 1..{points}) per condition with its {level}\\,\\% t interval "
+            "over the votes.",
             "lrrrc",
             f"Condition & Votes & Listeners & {statistic.upper()} & {level}\\,\\% CI \\\\",
             rows,
@@ -288,18 +291,19 @@ def figure_for(result: ParadigmResult) -> tuple[matplotlib.figure.Figure, str, s
         if t.empty:
             return None
         statistic = "mos" if result.paradigm == "acr" else "dmos"
+        points = int(result.summary.get("points") or 5)
         figure = _intervals(
             [str(c) for c in t["condition"]],
             _column(t, statistic),
             _column(t, "ci_low"),
             _column(t, "ci_high"),
             f"{statistic.upper()} ({level} CI)",
-            (0.9, 5.1),
+            (0.9, points + 0.1),
         )
         return (
             figure,
             statistic,
-            f"{statistic.upper()} per condition (1..5) with its {level} t interval over the votes.",
+            f"{statistic.upper()} per condition (1..{points}) with its {level} t interval over the votes.",
         )
     if result.paradigm == "ranking":
         t = result.tables["conditions"]

@@ -13,13 +13,17 @@ or any URL it requested.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.browser.conftest import screenshot
@@ -29,7 +33,7 @@ from tests.webmushra.conftest import render_inline
 from tests.webmushra.test_i18n import ENGLISH_WORDS, SAME_IN_GERMAN
 from webmushra import paradigms, rules
 from webmushra.models import Condition, Experiment, Participant, TrialResponse, training_names
-from webmushra.services import experiments, sessions
+from webmushra.services import block_settings, experiments, sessions
 
 pytestmark = [
     pytest.mark.browser,
@@ -97,7 +101,8 @@ def decide(entry: dict[str, Any], kinds: dict[int, str], scale: list[dict[str, A
         }
     if paradigm in ("acr", "dcr"):
         cid = keys["a"]
-        score = 5 if cid == ref else max(1, 4 - others.index(cid))
+        top = max(s["value"] for s in scale)  # P.800's 5, or the top of the block's own scale
+        score = top if cid == ref else max(1, min(top - 1, 4 - others.index(cid)))
         assert any(s["value"] == score for s in scale)
         return {"score": score}, {"condition": cid, "score": score}
     if paradigm == "ranking":
@@ -312,6 +317,47 @@ def test_a_session_of_one_paradigm_in_chromium(paradigm, phone_page, live_server
     exp = open_experiment(build_experiment, paradigm)
     participant, pages = run_session(ChromiumUi(phone_page), live_server, exp)
     assert {e["paradigm"] for e in participant.plan} == {paradigm}
+    check_blind(exp, pages, phone_page.traffic.requests)
+    assert phone_page.js_errors == []
+
+
+def test_an_acr_block_on_its_own_scale_with_a_gold_question(phone_page, live_server, build_experiment) -> None:
+    """A webMUSHRA-like 3-point list, a P.808 gold question (the reference, known to be the top)
+    and a trapping question (a stimulus ending in a message asking for category 2)."""
+    config = rules.validate_config(
+        {
+            "training": False,
+            "questionnaire": [],
+            "blocks": [
+                {
+                    "paradigm": "acr",
+                    "scale": ["Poor", "Fine", "Great"],
+                    "gold": [{"condition": "Hidden reference", "expected": 3}],
+                }
+            ],
+            "rules": {"min_play_seconds": 0.2, "min_trial_seconds": 0},
+        }
+    )
+    exp = build_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS[:1], config=config)
+    render_inline(exp)
+    rate = 44100
+    message = (0.3 * np.sin(2 * np.pi * 330 * np.arange(rate) / rate)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, message, rate, format="WAV", subtype="PCM_16")
+    block_settings.add_trapping(
+        experiment=exp, block=1, upload=SimpleUploadedFile("select-fine.wav", buf.getvalue()), answer=2
+    )
+    exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    participant, pages = run_session(ChromiumUi(phone_page), live_server, exp)
+    assert all("Great" in html and "Excellent" not in html for html in pages)
+    (trap,) = [e for e in participant.plan if e.get("trap")]
+    caught = TrialResponse.objects.get(participant=participant, trial_id=trap["trial"]).catch
+    score = TrialResponse.objects.get(participant=participant, trial_id=trap["trial"]).answer["score"]
+    assert caught == {"check": "trapping", "expected": 2, "tolerance": 0, "score": score, "passed": score == 2}
+    (gold,) = [e for e in participant.plan if e.get("gold")]
+    response = TrialResponse.objects.get(participant=participant, trial_id=gold["trial"])
+    assert response.catch == {"check": "gold", "expected": 3, "tolerance": 1, "score": 3, "passed": True}
+    assert response.flags == []
     check_blind(exp, pages, phone_page.traffic.requests)
     assert phone_page.js_errors == []
 

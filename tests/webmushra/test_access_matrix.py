@@ -36,6 +36,7 @@ EXPECTED = {
     "researcher:import": ("GET", 200),
     "researcher:settings": ("GET", 200),
     "researcher:experiment_blocks": ("POST", 409),
+    "researcher:block_trapping": ("POST", 400),
     "researcher:excerpts": ("POST", 302),
     "researcher:excerpt_delete": ("POST", 302),
     "researcher:excerpt_training": ("POST", 302),
@@ -69,6 +70,8 @@ EXPECTED = {
     "api:experiments": ("GET", 200),
     "api:experiment": ("GET", 200),
     "api:blocks": ("GET", 200),
+    "api:block_trapping": ("POST", 400),
+    "api:block_trapping_item": ("DELETE", 409),
     "api:excerpts": ("POST", 400),
     "api:checkpoints": ("POST", 400),
     "api:conditions": ("POST", 400),
@@ -139,6 +142,8 @@ def world(participant_at_trials, researcher, django_user_model, settings):
         "report_id": report.pk,
         "participant_id": participant.pk,
         "name": "bs1116.csv",
+        "block": 1,
+        "number": 1,
     }
     other = django_user_model.objects.create_user("other", password="other-password-22")
     staff = django_user_model.objects.create_user("staff", password="staff-password-33", is_staff=True)

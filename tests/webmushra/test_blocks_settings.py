@@ -123,6 +123,10 @@ def test_blocks_set_on_the_page_give_the_trials_the_page_counted(logged_in, buil
         "training": False,
         "instructions": "",
         "with_reference": True,
+        "scale": [],
+        "gold": [],
+        "trapping": [],
+        "translations": {},
     }
     html = logged_in.get(settings_url(exp)).content.decode()
     shown = plan_rows(html)
@@ -260,7 +264,17 @@ def test_blocks_through_the_api_with_the_same_checks(api, build_experiment):
     assert r.status_code == 200
     body = r.json()
     assert body["blocks"] == [
-        {"paradigm": "mushra", "repetitions": 1, "training": True, "instructions": "", "with_reference": False}
+        {
+            "paradigm": "mushra",
+            "repetitions": 1,
+            "training": True,
+            "instructions": "",
+            "with_reference": False,
+            "scale": [],
+            "gold": [],
+            "trapping": [],
+            "translations": {},
+        }
     ]
     assert body["editable"] is True and body["plan"][0]["test_trials"] == 3
     blocks = [{"paradigm": "bs1116"}, {"paradigm": "abx", "repetitions": 4, "instructions": "Find X."}]

@@ -8,6 +8,7 @@ import uuid
 import zipfile
 
 import pytest
+import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
@@ -89,38 +90,69 @@ def test_single_page_configs_import_and_run(researcher, name, signals):
     assert sorted(p.ratings.values_list("score", flat=True))[-1] == 100
 
 
-def test_unsupported_pages_are_refused_by_name_and_nothing_is_created(researcher, settings):
+def complete_with_unsupported(tmp_path):
+    """complete.yaml (every page of which imports) with two pages that do not: a page type this
+    platform does not run and a likert page with 12 responses."""
+    config = yaml.safe_load(fixture_path(*CONFIGS, "complete.yaml").read_text())
+    twelve = [{"value": str(i), "label": f"Point {i}"} for i in range(12)]
+    config["pages"][1:1] = [
+        {"type": "spatial", "id": "where", "name": "Where", "content": "Where is it?"},
+        {
+            "type": "likert_single_stimulus",
+            "id": "lss12",
+            "name": "Likert",
+            "content": "Twelve points.",
+            "stimuli": {"C1": "configs/resources/audio/mono_c1.wav"},
+            "response": twelve,
+        },
+    ]
+    path = tmp_path / "configs" / "complete_plus.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_unsupported_pages_are_refused_by_name_and_nothing_is_created(researcher, settings, tmp_path):
     with pytest.raises(interop.ImportRefused) as err:
-        interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"))
+        interop.import_directory(
+            owner=researcher, config_path=complete_with_unsupported(tmp_path), root=fixture_path("webmushra")
+        )
     message = str(err.value)
-    # bs1116 and paired_comparison pages import as blocks (test_interop_paradigms); its likert pages
-    # have 2- and 4-point response lists, which have no counterpart.
+    # bs1116, paired_comparison and likert pages import as blocks (test_interop_paradigms); a page
+    # type with no counterpart and a likert list of 12 points are named with the reason.
     for expected in (
-        "likert_multi_stimulus page 'lms1'",
-        "likert_single_stimulus page 'lss2'",
-        "'lss2': a 4-point response list",
+        "spatial page 'where'",
+        "likert_single_stimulus page 'lss12'",
+        "'lss12': a 12-point response list",
     ):
         assert expected in message
-    assert "bs1116" not in message and "paired_comparison" not in message
-    assert len(err.value.report.unsupported) == 4
+    assert "bs1116" not in message and "paired_comparison" not in message and "lms1" not in message
+    assert len(err.value.report.unsupported) == 2
     assert Experiment.objects.count() == 0 and files_under(settings.MEDIA_ROOT / "uploads") == []
 
 
-def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher):
+def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher, tmp_path):
     result = interop.import_directory(
-        owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"), allow_partial=True
+        owner=researcher,
+        config_path=complete_with_unsupported(tmp_path),
+        root=fixture_path("webmushra"),
+        allow_partial=True,
     )
     lines = result.report.lines()
-    assert lines[0].startswith("Skipped unsupported pages: likert_multi_stimulus page 'lms1'")
+    assert lines[0].startswith("Skipped unsupported pages: spatial page 'where'")
     exps = result.experiments
-    # mushra (3 stimuli), mushra_nowav_noloop (3 + both anchors), and the two 11-stimulus pages with one
-    # anchor: 13 signals, split into two blocks of at most 12.
-    assert [e.conditions.count() for e in exps] == [4, 6, 8, 7]
+    # bs1116 + paired comparison + mushra (3 stimuli); the 2-point likert pages (3 stimuli);
+    # mushra_nowav_noloop (3 + both anchors); the two 11-stimulus pages with one anchor: 13
+    # signals, split into two blocks of at most 12; the 4-point likert pages (1 stimulus).
+    assert [e.conditions.count() for e in exps] == [4, 4, 6, 8, 7, 2]
     assert all(e.conditions.count() <= 12 for e in exps)
-    assert list(exps[2].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false", "mushra_randomize_true"]
+    assert list(exps[3].excerpts.values_list("name", flat=True)) == ["mushra_randomize_false", "mushra_randomize_true"]
     assert any("13 signals per trial exceed the 12" in n for n in lines)
     assert exps[0].config["level_setting"] is True  # the volume page
-    assert exps[0].config["webmushra"]["skipped"][0] == {"type": "likert_multi_stimulus", "id": "lms1"}
+    assert exps[0].config["webmushra"]["skipped"] == [
+        {"type": "spatial", "id": "where"},
+        {"type": "likert_single_stimulus", "id": "lss12"},
+    ]
     assert {q["name"]: q["type"] for q in exps[0].config["questionnaire"]} == {
         "email": "text",
         "age": "number",
@@ -128,8 +160,8 @@ def test_partial_import_of_the_complete_config_lists_what_it_skipped(researcher)
         "feedback": "textarea",
     }
     assert exps[0].config["questionnaire"][1]["required"] is False
-    assert exps[3].config["import_notes"] == lines
-    exp, p = run_one_participant(exps[1])
+    assert exps[4].config["import_notes"] == lines
+    exp, p = run_one_participant(exps[2])
     assert p.ratings.count() == 6
 
 
@@ -192,7 +224,7 @@ def audio_uploads():
     return [SimpleUploadedFile(p.name, p.read_bytes(), content_type="audio/wav") for p in sorted(folder.glob("*.wav"))]
 
 
-def test_import_page_with_files_and_with_a_zip(client, researcher):
+def test_import_page_with_files_and_with_a_zip(client, researcher, tmp_path):
     client.force_login(researcher)
     config = fixture_path(*CONFIGS, "mushra_nowav.yaml")
     r = client.post(
@@ -213,13 +245,20 @@ def test_import_page_with_files_and_with_a_zip(client, researcher):
         },
     )
     assert r.status_code == 302 and Experiment.objects.count() == 2
+    unsupported = complete_with_unsupported(tmp_path)
+    r = client.post(
+        reverse("researcher:import"),
+        {"config": SimpleUploadedFile(unsupported.name, unsupported.read_bytes()), "audio": audio_uploads()},
+    )
+    html = r.content.decode()
+    assert r.status_code == 200 and "likert_single_stimulus page “lss12”" in html and Experiment.objects.count() == 2
+    # complete.yaml itself imports whole: six experiments.
     complete = fixture_path(*CONFIGS, "complete.yaml")
     r = client.post(
         reverse("researcher:import"),
         {"config": SimpleUploadedFile(complete.name, complete.read_bytes()), "audio": audio_uploads()},
     )
-    html = r.content.decode()
-    assert r.status_code == 200 and "likert_single_stimulus page “lss2”" in html and Experiment.objects.count() == 2
+    assert r.status_code == 302 and Experiment.objects.count() == 8
 
 
 def test_mushra_csv_has_webmushras_columns_and_names(researcher):

@@ -16,6 +16,7 @@ from django.urls import reverse
 from tests.paths import fixture_path
 from tests.trials import answer_body, save_body
 from tests.webmushra.conftest import render_inline
+from tests.webmushra.test_training_resume import trial_json
 from webmushra import interop, paradigms
 from webmushra.models import Condition, Experiment, Participant, PrerenderedAudio, Trial, TrialResponse
 from webmushra.services import experiments, sessions
@@ -116,9 +117,10 @@ def test_complete_config_pages_become_blocks_that_match_the_config_page_by_page(
         owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"), allow_partial=True
     )
     exps = result.experiments
-    # The mushra-only experiments are as before: the bs1116 and paired comparison pages joined the first one.
-    assert [e.conditions.count() for e in exps] == [4, 6, 8, 7]
-    assert all("blocks" not in e.config for e in exps[1:])
+    # The mushra-only experiments are as before: the bs1116 and paired comparison pages joined the first one;
+    # the likert pages (other audio: no reference) are experiments of their own, one per stimulus set.
+    assert [e.conditions.count() for e in exps] == [4, 4, 6, 8, 7, 2]
+    assert all("blocks" not in e.config for e in exps[2:5])
     exp = exps[0]
     # One block per page type, in page order; the four pages present the same audio: one excerpt.
     assert [(b["paradigm"], b["with_reference"]) for b in paradigms.blocks(exp.config)] == [
@@ -175,23 +177,58 @@ def test_complete_config_pages_become_blocks_that_match_the_config_page_by_page(
     assert answered == sorted(["bs1116"] * 3 + ["ab"] * 6 + ["abn"] * 6 + ["mushra"])
     assert p.ratings.count() == 4  # the MUSHRA page: every signal rated
 
-    # What differs from webMUSHRA's pages is in the report; the likert pages (2 and 4 points) are not imported.
+    # What differs from webMUSHRA's pages is in the report; every page of complete.yaml is imported.
     lines = result.report.lines()
-    assert result.report.unsupported == [
-        ("likert_multi_stimulus", "lms1"),
-        ("likert_multi_stimulus", "lms2"),
-        ("likert_single_stimulus", "lss1"),
-        ("likert_single_stimulus", "lss2"),
-    ]
-    assert "likert_single_stimulus page 'lss2': a 4-point response list; only 5-point lists are imported" in "\n".join(
-        lines
-    )
+    assert result.report.unsupported == []
     text = "\n".join(lines)
     assert "asks which of A and B is the reference" in text and "6 pairs per excerpt" in text
     assert 'not "I don\'t know"' in text
     assert "grades are kept to one decimal" in text
     assert "Blocks run in page order" in text
     assert exp.config["import_notes"] == lines
+
+
+def test_complete_configs_two_and_four_point_likert_pages_become_acr_blocks_with_their_own_scales(client, researcher):
+    """complete.yaml's likert pages: lms1 / lss1 (2 points, C1-C3) and lms2 / lss2 (4 points, C1)."""
+    pages = complete_pages()
+    result = interop.import_directory(owner=researcher, config_path=fixture_path(*CONFIGS, "complete.yaml"))
+    exps = result.experiments
+    labels = {pid: [r["label"] for r in pages[pid]["response"]] for pid in ("lms1", "lms2", "lss1", "lss2")}
+    assert labels["lms1"] == labels["lss1"] == ["Not at all", "Not a lot"]
+    assert labels["lms2"] == labels["lss2"] == ["Not at all", "Not a lot", "A bit", "Much"]
+    two, four = exps[1], exps[5]
+    assert two.config["blocks"] == [
+        paradigms.BLOCK_DEFAULTS
+        | {"paradigm": "acr", "instructions": pages["lms1"]["content"].strip(), "scale": labels["lms1"]}
+    ]
+    assert four.config["blocks"] == [
+        paradigms.BLOCK_DEFAULTS
+        | {"paradigm": "acr", "instructions": pages["lms2"]["content"].strip(), "scale": labels["lms2"]}
+    ]
+    assert [m["page"] for m in two.config["webmushra"]["page_map"]] == ["lms1", "lss1"]
+    assert [m["page"] for m in four.config["webmushra"]["page_map"]] == ["lms2", "lss2"]
+    text = "\n".join(result.report.lines())
+    assert "the 4 responses (Not at all, Not a lot, A bit, Much) are ACR scores 1 to 4 in list order" in text
+    assert "shown with the page's own labels" in text
+
+    # A participant sees the page's four labels and answers on them; a fifth category is refused.
+    render_inline(four)
+    four = experiments.open_experiment(experiment=four)
+    p = sessions.give_consent(participant=sessions.start_participant(experiment=four), agreed=True)
+    if p.stage == "level":
+        p = sessions.set_level(participant=p, gain_db=0.0)
+    data = trial_json(client, p, 1)
+    assert [s["label"] for s in data["scale"]] == labels["lms2"]
+    assert [s["value"] for s in data["scale"]] == [1, 2, 3, 4]
+    url = reverse("participant:trial", args=[p.token, 1])
+    body = answer_body(p, 0, {"score": 5}, client=client)
+    refused = client.post(url, json.dumps(body), content_type="application/json")
+    assert refused.status_code == 400 and "1 to 4" in refused.json()["error"]
+    assert not TrialResponse.objects.filter(participant=p).exists()
+    p = run_over_http(client, four)
+    answers = list(TrialResponse.objects.filter(participant=p).values_list("answer", flat=True))
+    # Two excerpts (lms2, lss2), each rated for the reference (C1 stands in) and C1.
+    assert [a["score"] for a in answers] == [4] * 4
 
 
 def test_likert_single_and_multi_stimulus_pages_become_one_acr_block(client, researcher, tmp_path):
@@ -208,7 +245,10 @@ def test_likert_single_and_multi_stimulus_pages_become_one_acr_block(client, res
     )
     result = interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
     (exp,) = result.experiments
-    assert exp.config["blocks"] == [paradigms.BLOCK_DEFAULTS | {"paradigm": "acr", "instructions": "Rate lss5."}]
+    assert exp.config["blocks"] == [
+        paradigms.BLOCK_DEFAULTS
+        | {"paradigm": "acr", "instructions": "Rate lss5.", "scale": [f"Point {i}" for i in range(1, 6)]}
+    ]
     assert exp.config["webmushra"]["page_map"] == [
         {"page": "lss5", "type": "likert_single_stimulus", "paradigm": "acr", "excerpt": "lss5"},
         {"page": "lms5", "type": "likert_multi_stimulus", "paradigm": "acr", "excerpt": "lms5"},
@@ -235,37 +275,48 @@ def test_likert_single_and_multi_stimulus_pages_become_one_acr_block(client, res
     assert len(answers) == 8 and {a["score"] for a in answers} == {4} and {a["paradigm"] for a in answers} == {"acr"}
     text = "\n".join(result.report.lines())
     assert "ACR scores 1 to 5 in list order" in text and "Point 1, Point 2, Point 3, Point 4, Point 5" in text
+    assert "shown with the page's own labels" in text
     assert "likert_multi_stimulus page(s) 'lms5': webMUSHRA rates the stimuli side by side" in text
     assert "its first stimulus (C1) is the excerpt's reference" in text
     assert result.report.unsupported == []
 
 
-def test_a_likert_page_without_five_points_is_refused_by_name_and_reason(researcher, tmp_path):
-    seven = [{"value": str(i), "label": str(i)} for i in range(7)]
+def test_a_likert_page_outside_2_to_11_points_is_refused_by_name_and_reason(researcher, tmp_path):
+    twelve = [{"value": str(i), "label": str(i)} for i in range(12)]
+    twice = [{"value": "a", "label": "Same"}, {"value": "b", "label": "same"}]
+    p800 = [{"value": str(v), "label": str(label)} for v, label in paradigms.ACR_SCALE]
     stimuli = {"C1": "mono_c1.wav", "C2": "mono_c2.wav"}
     config = write_config(
         tmp_path,
         [
-            likert_page("likert_single_stimulus", "seven", stimuli, seven),
-            likert_page("likert_single_stimulus", "five", stimuli),
+            likert_page("likert_single_stimulus", "twelve", stimuli, twelve),
+            likert_page("likert_single_stimulus", "twice", stimuli, twice),
+            likert_page("likert_single_stimulus", "p800", stimuli, p800),
         ],
     )
     with pytest.raises(interop.ImportRefused) as refused:
         interop.import_directory(owner=researcher, config_path=config, root=fixture_path("webmushra"))
     message = str(refused.value)
-    assert "likert_single_stimulus page 'seven'" in message
-    assert "'seven': a 7-point response list; only 5-point lists are imported (as ACR blocks" in message
-    assert "'five'" not in message and Experiment.objects.count() == 0
+    assert "likert_single_stimulus page 'twelve'" in message
+    assert "'twelve': a 12-point response list; ACR blocks take lists of 2 to 11 points" in message
+    assert "'twice': two responses with the same label" in message
+    assert "'p800'" not in message and Experiment.objects.count() == 0
     result = interop.import_directory(
         owner=researcher, config_path=config, root=fixture_path("webmushra"), allow_partial=True
     )
     (exp,) = result.experiments
-    assert list(exp.excerpts.values_list("name", flat=True)) == ["five"]
-    assert exp.config["webmushra"]["skipped"] == [{"type": "likert_single_stimulus", "id": "seven"}]
-    assert result.report.lines()[:2] == [
-        "Skipped unsupported pages: likert_single_stimulus page 'seven'.",
-        "likert_single_stimulus page 'seven': a 7-point response list; only 5-point lists are imported (as ACR "
-        "blocks, the five categories of ITU-T P.800 Annex B), other Likert scales have no counterpart here.",
+    assert list(exp.excerpts.values_list("name", flat=True)) == ["p800"]
+    # A list with ITU-T P.800's labels is P.800's scale: the block keeps no labels of its own.
+    assert exp.config["blocks"][0]["scale"] == []
+    assert exp.config["webmushra"]["skipped"] == [
+        {"type": "likert_single_stimulus", "id": "twelve"},
+        {"type": "likert_single_stimulus", "id": "twice"},
+    ]
+    assert result.report.lines()[:3] == [
+        "Skipped unsupported pages: likert_single_stimulus page 'twelve', likert_single_stimulus page 'twice'.",
+        "likert_single_stimulus page 'twelve': a 12-point response list; ACR blocks take lists of 2 to 11 points, "
+        "so this Likert scale has no counterpart here.",
+        "likert_single_stimulus page 'twice': two responses with the same label.",
     ]
 
 

@@ -66,8 +66,11 @@ def test_each_flag_with_its_value_and_threshold():
         seconds_on_page=2.0,
         settings=THRESHOLDS,
     )
-    # Every flag a test trial's own page can raise, in order (catch_failed: catch trials only).
-    assert [f["code"] for f in everything] == [c for c in rules.FLAGS if c != "catch_failed"]
+    # Every flag a test trial's own page can raise, in order (catch_failed: catch trials only;
+    # gold_failed, trap_failed: gold and trapping questions of ACR / DCR blocks only).
+    assert [f["code"] for f in everything] == [
+        c for c in rules.FLAGS if c not in ("catch_failed", "gold_failed", "trap_failed")
+    ]
 
 
 def test_counts_and_export_cell():

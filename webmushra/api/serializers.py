@@ -325,6 +325,17 @@ class ParticipantListSerializer(serializers.Serializer):
 # gives every participant (services.block_settings.block_plan).
 
 
+class GoldQuestionSerializer(serializers.Serializer):
+    condition = serializers.CharField(help_text="The label of one of the experiment's conditions.")
+    expected = serializers.IntegerField(help_text="The category its answer is known to be (1 = worst).")
+    tolerance = serializers.IntegerField(default=1, help_text="Categories an answer may be off and pass (P.808: 1).")
+
+
+class TrappingQuestionSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text="The stored message (upload it with POST .../blocks/{n}/trapping/).")
+    answer = serializers.IntegerField(help_text="The category the message asks for.")
+
+
 class BlockSerializer(serializers.Serializer):
     """One block. The server checks blocks with ``rules.validate_config`` (``paradigms.clean_blocks``):
     a wrong one is answered 400 ``{"error", "field": "blocks[n].setting"}``, nothing stored."""
@@ -348,6 +359,25 @@ class BlockSerializer(serializers.Serializer):
     with_reference = serializers.BooleanField(
         default=False, help_text="AB / ABN: the hidden reference is one of the compared conditions too."
     )
+    scale = serializers.ListField(
+        child=serializers.CharField(),
+        default=list,
+        help_text="ACR: the category labels, worst first, 2 to 11 (empty: ITU-T P.800's five).",
+    )
+    gold = GoldQuestionSerializer(many=True, default=list, help_text="ACR / DCR: gold questions (ITU-T P.808).")
+    trapping = TrappingQuestionSerializer(
+        many=True, default=list, help_text="ACR / DCR: trapping questions (ITU-T P.808 §6.3.8)."
+    )
+    translations = serializers.DictField(
+        child=serializers.DictField(),
+        default=dict,
+        help_text='The block\'s texts in other languages: {"de": {"instructions": ..., "scale": [...]}}.',
+    )
+
+
+class TrappingUploadSerializer(serializers.Serializer):
+    message = serializers.FileField(help_text="WAV or FLAC, 0.5 to 15 s: a voice asking for one category.")
+    answer = serializers.IntegerField(help_text="The category the message asks for (1 = worst).")
 
 
 class BlocksWriteSerializer(serializers.Serializer):
@@ -380,6 +410,8 @@ class BlockPlanRowSerializer(BlockSerializer):
     training_trials = serializers.IntegerField()
     catch_trials = serializers.IntegerField(help_text="MUSHRA block: catch trials, at most.")
     repeat_trials = serializers.IntegerField(help_text="MUSHRA block: repeated trials, at most.")
+    gold_trials = serializers.IntegerField(help_text="ACR / DCR: gold questions each participant gets.")
+    trapping_trials = serializers.IntegerField(help_text="ACR / DCR: trapping questions each participant gets.")
     seconds_per_trial = serializers.FloatField()
     minutes = serializers.FloatField(help_text="A rough estimate: each signal heard twice, plus time to answer.")
     problem = serializers.CharField(allow_blank=True, help_text="Why the block cannot open (empty: it can).")

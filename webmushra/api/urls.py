@@ -12,6 +12,12 @@ urlpatterns = [
     path("experiments/", views.ExperimentList.as_view(), name="experiments"),
     path("experiments/<int:pk>/", views.ExperimentDetail.as_view(), name="experiment"),
     path("experiments/<int:pk>/blocks/", views.ExperimentBlocks.as_view(), name="blocks"),
+    path("experiments/<int:pk>/blocks/<int:block>/trapping/", views.BlockTrapping.as_view(), name="block_trapping"),
+    path(
+        "experiments/<int:pk>/blocks/<int:block>/trapping/<int:number>/",
+        views.BlockTrappingItem.as_view(),
+        name="block_trapping_item",
+    ),
     path("experiments/<int:pk>/excerpts/", views.ExcerptList.as_view(), name="excerpts"),
     path("experiments/<int:pk>/checkpoints/", views.CheckpointList.as_view(), name="checkpoints"),
     path("experiments/<int:pk>/conditions/", views.ConditionList.as_view(), name="conditions"),

@@ -150,7 +150,8 @@ class ExperimentBlocks(ApiView):
 
     parser_classes = [StrictJSONParser]
 
-    def answer(self, request, experiment: Experiment) -> Response:
+    @staticmethod
+    def answer(request, experiment: Experiment) -> Response:
         try:
             proportion, power = block_settings.parse_abx_inputs(
                 request.query_params.get("abx_proportion"), request.query_params.get("abx_power")
@@ -191,6 +192,44 @@ class ExperimentBlocks(ApiView):
             raise errors.FieldError(unknown[0], "not a setting of this endpoint")
         experiment = block_settings.set_blocks(experiment=experiment, blocks=data["blocks"])
         return self.answer(request, experiment)
+
+
+class BlockTrapping(ApiView):
+    """Trapping questions of an ACR / DCR block (ITU-T P.808 §6.3.8): a message uploaded with the
+    category it asks for; built into trials when the experiment opens."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": s.TrappingUploadSerializer},
+        parameters=ABX_PARAMETERS,
+        responses={201: s.BlocksSerializer, **ERRORS},
+        summary="Add a trapping question to block n (draft or rendered experiments only)",
+    )
+    def post(self, request, pk: int, block: int):
+        experiment = self.experiment(pk)
+        upload = request.FILES.get("message")
+        if upload is None:
+            raise errors.FieldError("message", "no file given (multipart field message)")
+        experiment = block_settings.add_trapping(
+            experiment=experiment, block=block, upload=upload, answer=request.data.get("answer")
+        )
+        response = ExperimentBlocks.answer(request, experiment)
+        response.status_code = 201
+        return response
+
+
+class BlockTrappingItem(ApiView):
+    parser_classes = [StrictJSONParser]
+
+    @extend_schema(
+        parameters=ABX_PARAMETERS,
+        responses={200: s.BlocksSerializer, **ERRORS},
+        summary="Remove block n's trapping question k and its message",
+    )
+    def delete(self, request, pk: int, block: int, number: int):
+        experiment = block_settings.remove_trapping(experiment=self.experiment(pk), block=block, number=number)
+        return ExperimentBlocks.answer(request, experiment)
 
 
 class ExcerptList(ApiView):

@@ -19,12 +19,15 @@ from django.db import transaction
 
 from evaluation.errors import EvaluationError
 from evaluation.paradigms.abx import exact_power, trials_needed
+from modelrunner.audio import encode_wav
 
 from .. import paradigms
 from ..errors import ConflictError, FieldError, ServiceError
 from ..models import ConditionKind, Experiment
 from ..rules import catch_trial_count, flow, player_rules, repeat_trial_count
+from . import trapping
 from .experiments import update_experiment_settings
+from .files import delete_stored, store
 
 #: The ABX plan the settings page shows unless asked for another: a listener right 75 % of the
 #: time, power 0.8, one-sided alpha 0.05 (the CLI's ``--plan 0.75 --power 0.8``).
@@ -88,6 +91,52 @@ def set_blocks(*, experiment: Experiment, blocks: object) -> Experiment:
         raise ConflictError(locked_message(experiment))
     precheck_blocks(blocks)
     return update_experiment_settings(experiment=experiment, config={"blocks": blocks})
+
+
+@transaction.atomic
+def add_trapping(*, experiment: Experiment, block: int, upload: Any, answer: object) -> Experiment:
+    """Add a trapping question to block ``block`` (1 = first): the message stored, the question
+    appended to the block's ``trapping``. Refused unless the experiment is editable and the block
+    is an ACR / DCR block; nothing is stored when refused."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if not experiment.is_editable:
+        raise ConflictError(locked_message(experiment))
+    blocks = paradigms.blocks(experiment.config)
+    if isinstance(block, bool) or not isinstance(block, int) or not (1 <= block <= len(blocks)):
+        raise FieldError("block", f"expected a block number from 1 to {len(blocks)}")
+    if blocks[block - 1]["paradigm"] not in paradigms.WITH_GOLD:
+        raise FieldError("block", f"block {block} is not an ACR or DCR block; only those ask trapping questions")
+    if isinstance(answer, str) and answer.strip().isdigit():
+        answer = int(answer)
+    audio, rate = trapping.read_message(upload)
+    name = trapping.message_name(experiment)
+    changed = [dict(b) for b in (experiment.config.get("blocks") or [{}])]
+    changed[block - 1]["trapping"] = [*blocks[block - 1]["trapping"], {"message": name, "answer": answer}]
+    paradigms.clean_blocks(changed)  # the answer checked before anything is stored
+    store(name, encode_wav(audio, rate))
+    try:
+        return update_experiment_settings(experiment=experiment, config={"blocks": changed})
+    except ServiceError:
+        delete_stored(name)
+        raise
+
+
+@transaction.atomic
+def remove_trapping(*, experiment: Experiment, block: int, number: int) -> Experiment:
+    """Remove block ``block``'s ``number``-th trapping question (both from 1) and its message."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if not experiment.is_editable:
+        raise ConflictError(locked_message(experiment))
+    blocks = paradigms.blocks(experiment.config)
+    if not (1 <= block <= len(blocks)) or not (1 <= number <= len(blocks[block - 1]["trapping"])):
+        raise FieldError("number", f"block {block} has no trapping question {number}")
+    changed = [dict(b) for b in (experiment.config.get("blocks") or [{}])]
+    questions = list(blocks[block - 1]["trapping"])
+    gone = questions.pop(number - 1)
+    changed[block - 1]["trapping"] = questions
+    experiment = update_experiment_settings(experiment=experiment, config={"blocks": changed})
+    transaction.on_commit(lambda: delete_stored(gone["message"]))
+    return experiment
 
 
 def signals_per_trial(paradigm: str, conditions: int) -> int:
@@ -164,8 +213,9 @@ def block_plan(
     ``{"blocks": [row], "test_trials", "training_trials", "minutes", "problems", "notes": [text]}``
     (sums over the blocks; ``problems``: blocks that cannot open); each row: ``number`` (1 =
     first), ``paradigm``, ``title``, the block's settings, ``designs`` (trials per excerpt and
-    repetition), ``test_trials``, ``training_trials``, ``catch_trials`` and ``repeat_trials`` (MUSHRA block, at most),
-    ``seconds_per_trial``, ``minutes``, ``problem``, ``fix``, ``abx`` (:func:`abx_figures`).
+    repetition), ``test_trials``, ``training_trials``, ``catch_trials`` and ``repeat_trials``
+    (MUSHRA block, at most), ``gold_trials`` and ``trapping_trials`` (ACR / DCR), ``seconds_per_trial``, ``minutes``,
+    ``problem``, ``fix``, ``abx`` (:func:`abx_figures`).
     Raises EvaluationError for an ABX proportion or power out of range.
     """
     config = experiment.config or {}
@@ -191,6 +241,8 @@ def block_plan(
             "training_trials": 0,
             "catch_trials": 0,
             "repeat_trials": 0,
+            "gold_trials": 0,
+            "trapping_trials": 0,
             "seconds_per_trial": 0.0,
             "minutes": 0.0,
             "problem": "",
@@ -203,6 +255,21 @@ def block_plan(
         except ServiceError as exc:
             row.update(problem=f"block {number}: {exc}", fix=_fix(block, conditions))
             continue
+        if block["gold"]:
+            labels = {str(label): pk for pk, label in experiment.conditions.values_list("pk", "label")}
+            try:
+                paradigms.gold_conditions(block, labels)
+            except ServiceError as exc:
+                row.update(problem=f"block {number}: {exc}", fix="Correct the gold question's condition label.")
+                continue
+        try:
+            trapping.check_messages(experiment, [block])
+        except FieldError:
+            row.update(
+                problem=f"block {number}: a trapping question's message is missing",
+                fix="Remove the trapping question and upload its message again.",
+            )
+            continue
         reps = block["repetitions"]
         test_trials = len(tests) * len(designs) * reps
         if paradigm == paradigms.MUSHRA and 0 < subset < test_trials:
@@ -211,11 +278,14 @@ def block_plan(
         if paradigm == paradigms.MUSHRA:
             row["catch_trials"] = min(catch_trial_count(config), test_trials)
             row["repeat_trials"] = min(repeat_trial_count(config), test_trials)
+        row["gold_trials"] = len(block["gold"]) if test_trials else 0
+        row["trapping_trials"] = len(block["trapping"]) if test_trials else 0
         signals = signals_per_trial(paradigm, len(conditions))
         answer = ANSWER_SECONDS[paradigm]
         per_test = max(minimum, PLAYS_PER_SIGNAL * signals * test_seconds + answer)
         per_practice = max(minimum, PLAYS_PER_SIGNAL * signals * practice_seconds + answer)
-        seconds = (test_trials + row["catch_trials"] + row["repeat_trials"]) * per_test
+        checks = row["gold_trials"] + row["trapping_trials"]
+        seconds = (test_trials + row["catch_trials"] + row["repeat_trials"] + checks) * per_test
         row.update(
             designs=len(designs),
             test_trials=test_trials,
@@ -235,6 +305,8 @@ def block_plan(
         "training_trials": sum(r["training_trials"] for r in out_rows),
         "minutes": sum(r["minutes"] for r in out_rows),
         "problems": sum(bool(r["problem"]) for r in out_rows),
+        # Whether a block can ask gold / trapping questions (ACR / DCR): the page offers them.
+        "with_checks": any(r["paradigm"] in paradigms.WITH_GOLD for r in out_rows),
         "notes": notes,
     }
 

@@ -17,19 +17,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models import ConditionKind, Experiment, Participant, Stimulus, StimulusToken, Trial
+from ..paradigms import MUSHRA
 from ..rules import FLAGS, catch_trial_count, quality_settings
 
 
 def ensure_catch_trials(experiment: Experiment) -> None:
-    """One catch trial per test excerpt, made when the experiment opens with catch trials on."""
+    """One catch trial per test excerpt of the MUSHRA block, made when the experiment opens with
+    catch trials on (the other paradigms' trials have none; ACR / DCR ask gold questions)."""
     if not catch_trial_count(experiment.config):
         return
-    for trial in experiment.trials.filter(is_training=False, is_catch=False, repeat_of__isnull=True):
+    for trial in experiment.trials.filter(paradigm=MUSHRA, is_training=False, is_catch=False, repeat_of__isnull=True):
         Trial.objects.get_or_create(
             experiment=experiment,
             excerpt_id=trial.excerpt_id,
+            block=trial.block,
+            paradigm=MUSHRA,
+            design_key="",
             is_training=False,
             is_catch=True,
+            repeat_of=None,
             defaults={"position": trial.position},
         )
 
@@ -49,7 +55,9 @@ def add_to_plan(experiment: Experiment, tests: list[dict], conditions: list[int]
         return tests
     excerpt_of = dict(Trial.objects.filter(pk__in=[e["trial"] for e in tests]).values_list("pk", "excerpt_id"))
     catch_of = dict(
-        experiment.trials.filter(is_catch=True, excerpt_id__in=excerpt_of.values()).values_list("excerpt_id", "pk")
+        experiment.trials.filter(paradigm=MUSHRA, is_catch=True, excerpt_id__in=excerpt_of.values()).values_list(
+            "excerpt_id", "pk"
+        )
     )
     out = list(tests)
     for entry in rng.sample(tests, n):
@@ -121,3 +129,21 @@ def outcome(experiment: Experiment, entry: dict, scores: Mapping[int, int], flag
         order = list(FLAGS)
         flags.sort(key=lambda f: order.index(f["code"]))
     return result
+
+
+def check_flag(outcome: dict) -> dict:
+    """The flag (``rules.FLAGS``) of a gold question answered outside its tolerance
+    (``gold_failed``) or a trapping question not answered as its message asked (``trap_failed``)."""
+    if outcome["check"] == "trapping":
+        code, words = "trap_failed", f"trapping question: answered {outcome['score']} where the message asked for "
+        words += f"{outcome['expected']}"
+    else:
+        code, words = "gold_failed", f"gold question: answered {outcome['score']} where {outcome['expected']} is "
+        words += f"known (more than {outcome['tolerance']} away)"
+    return {
+        "code": code,
+        "value": outcome["score"],
+        "expected": outcome["expected"],
+        "tolerance": outcome["tolerance"],
+        "message": words,
+    }

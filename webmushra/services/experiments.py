@@ -35,7 +35,7 @@ from ..models import (
     Trial,
 )
 from ..rules import MAX_SIGNALS_PER_TRIAL, SETTINGS_FIELDS, flow, participant_facing, validate_config
-from . import catch, repeats
+from . import catch, repeats, trapping
 from .files import delete_files, delete_stored, is_local
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
     if config is not None:
         new_config = validate_config({**experiment.config, **config})
         if paradigms.blocks(new_config) != paradigms.blocks(experiment.config):
+            trapping.check_messages(experiment, paradigms.blocks(new_config))
             # The blocks decide which trials exist: they change only before anyone takes part.
             if not experiment.is_editable:
                 raise ConflictError(
@@ -313,12 +314,43 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
                         design_key=paradigms.design_key(block["paradigm"], design, repetition),
                         defaults={"position": i, "paradigm": block["paradigm"], "design": design},
                     )
+        _ensure_gold_trials(experiment, number, block, kinds, tests)
+        trapping.ensure_trapping_trials(experiment, number, block, kinds, tests)
     catch.ensure_catch_trials(experiment)
     repeats.ensure_repeat_trials(experiment)
     experiment.status = Experiment.Status.OPEN
     experiment.opened_at = experiment.opened_at or timezone.now()
     experiment.save(update_fields=["status", "opened_at", "updated_at"])
     return experiment
+
+
+def _ensure_gold_trials(
+    experiment: Experiment, number: int, block: dict, kinds: list[tuple[int, str]], tests: list[Excerpt]
+) -> None:
+    """A block's gold questions (ITU-T P.808, ``paradigms.gold_design``): one trial per
+    question and test excerpt, each participant given one of them at random (``plans``). They are
+    kept out of the analysis as catch trials are (``is_catch``)."""
+    if not block.get("gold"):
+        return
+    labels = dict(experiment.conditions.values_list("label", "pk"))
+    try:
+        ids = paradigms.gold_conditions(block, labels)
+        reference = next((pk for pk, kind in kinds if kind == "hidden_reference"), None)
+        designs = [paradigms.gold_design(block["paradigm"], cid, reference) for cid in ids]
+    except ServiceError as exc:
+        raise ConflictError(f"cannot open: block {number + 1}: {exc}") from None
+    for cid, design in zip(ids, designs, strict=True):
+        for excerpt in tests:
+            Trial.objects.get_or_create(
+                experiment=experiment,
+                excerpt=excerpt,
+                is_training=False,
+                is_catch=True,
+                repeat_of=None,
+                block=number,
+                design_key=paradigms.gold_key(cid),
+                defaults={"position": excerpt.position, "paradigm": block["paradigm"], "design": design},
+            )
 
 
 @transaction.atomic
@@ -374,6 +406,7 @@ def delete_experiment(*, experiment: Experiment) -> None:
         RenderJob.objects.filter(experiment=experiment).exclude(output_file="").values_list("output_file", flat=True)
     )
     loose += list(experiment.reports.exclude(file="").values_list("file", flat=True))
+    loose += trapping.trapping_files(experiment)
     pk = experiment.pk
     with transaction.atomic():
         # Conditions first: they protect their checkpoints from a cascade.

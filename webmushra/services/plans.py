@@ -50,7 +50,44 @@ def _paradigm_block(
     rng.shuffle(tests)
     paradigms.arrange(training, design_of, rng)
     paradigms.arrange(tests, design_of, rng)
-    return training + tests
+    return training + _add_gold(experiment, number, block, tests, rng)
+
+
+def _add_gold(experiment: Experiment, number: int, block: dict, tests: list[dict], rng: random.Random) -> list[dict]:
+    """The block's test entries with its gold and trapping questions (ITU-T P.808) placed at
+    random among them, never first: each on a test excerpt drawn at random, presented like any
+    trial of the block (``gold`` / ``trap``: the known category and the tolerance its answer is
+    held to)."""
+    if not (block.get("gold") or block.get("trapping")) or not tests:
+        return tests
+    labels = dict(experiment.conditions.values_list("label", "pk"))
+    rows = experiment.trials.filter(block=number, is_catch=True).exclude(paradigm=paradigms.MUSHRA)
+    trials: dict[str, list[tuple[int, list[int]]]] = {}
+    for pk, key, design in rows.values_list("pk", "design_key", "design"):
+        trials.setdefault(key, []).append((pk, list(design)))
+    asked = [
+        (paradigms.gold_key(labels.get(q["condition"], -1)), "gold", q["expected"], q["tolerance"])
+        for q in block["gold"]
+    ]
+    # Trapping questions (ITU-T P.808 §6.3.8): the answer the message asks for, nothing else.
+    asked += [(paradigms.trapping_key(k), "trap", q["answer"], 0) for k, q in enumerate(block["trapping"])]
+    out = list(tests)
+    for key, kind, expected, tolerance in asked:
+        choices = trials.get(key)
+        if not choices:
+            continue
+        pk, design = rng.choice(sorted(choices))
+        entry = {
+            "trial": pk,
+            "training": False,
+            "block": number,
+            "paradigm": block["paradigm"],
+            "key": secrets.token_hex(8),
+            kind: {"expected": expected, "tolerance": tolerance},
+        }
+        paradigms.arrange([entry], {pk: design}, rng)
+        out.insert(rng.randint(1, len(out)), entry)
+    return out
 
 
 def _mushra_block(experiment: Experiment, number: int, conditions: list[int], rng: random.Random) -> list[dict]:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from ..errors import ServiceError
 from ..inputs import text_problem
 from ..models import Condition, ConditionKind, Experiment, Participant, TrialResponse
+from ..paradigms import MUSHRA, blocks
 from ..rules import FLAGS, Delivery, catch_trial_count, listen_seconds, page_seconds, player_rules, quality_settings
 from ..selectors import participant_flags
 
@@ -141,6 +142,8 @@ def quality_summary(experiment: Experiment) -> dict[str, Any]:
             for pk, reason, at in excluded
         ],
         "catch_trials": _catch_summary(experiment),
+        "gold_questions": _check_summary(experiment, "gold"),
+        "trapping_questions": _check_summary(experiment, "trapping"),
         "action": (
             "Trials breaking an enabled rule were refused on submission and are not in the data. Flags are "
             "shown to the researcher and kept in the exports; flagged participants stay in the analysis unless "
@@ -153,13 +156,35 @@ def _catch_summary(experiment: Experiment) -> dict[str, Any]:
     """Catch trials per participant, answered, failed, and by how many participants."""
     outcomes = list(
         TrialResponse.objects.filter(
-            trial__experiment=experiment, trial__is_catch=True, participant__is_pilot=False
+            trial__experiment=experiment, trial__is_catch=True, trial__paradigm=MUSHRA, participant__is_pilot=False
         ).values_list("participant_id", "catch")
     )
     failed = [pk for pk, c in outcomes if (c or {}).get("passed") is False]
     return {
         "per_participant": catch_trial_count(experiment.config),
         "threshold": quality_settings(experiment)["catch_min"],
+        "answered": len(outcomes),
+        "failed": len(failed),
+        "failed_participants": len(set(failed)),
+    }
+
+
+def _check_summary(experiment: Experiment, kind: str) -> dict[str, Any]:
+    """Gold or trapping questions (``kind``) of the ACR / DCR blocks (ITU-T P.808): per
+    participant, answered, failed, and by how many participants (their votes are left out of
+    the block's analysis)."""
+    outcomes = [
+        (pk, c)
+        for pk, c in TrialResponse.objects.filter(
+            trial__experiment=experiment, trial__is_catch=True, participant__is_pilot=False
+        )
+        .exclude(trial__paradigm=MUSHRA)
+        .values_list("participant_id", "catch")
+        if (c or {}).get("check") == kind
+    ]
+    failed = [pk for pk, c in outcomes if c.get("passed") is False]
+    return {
+        "per_participant": sum(len(b["gold" if kind == "gold" else "trapping"]) for b in blocks(experiment.config)),
         "answered": len(outcomes),
         "failed": len(failed),
         "failed_participants": len(set(failed)),

@@ -20,14 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models import Experiment, Participant, Stimulus, StimulusToken, Trial
+from ..paradigms import MUSHRA
 from ..rules import repeat_trial_count
 
 
 def ensure_repeat_trials(experiment: Experiment) -> None:
-    """One repeat trial per test trial, made when the experiment opens with repeats on."""
+    """One repeat trial per test trial of the MUSHRA block, made when the experiment opens with
+    repeats on."""
     if not repeat_trial_count(experiment.config):
         return
-    for trial in experiment.trials.filter(is_training=False, is_catch=False, repeat_of__isnull=True):
+    for trial in experiment.trials.filter(paradigm=MUSHRA, is_training=False, is_catch=False, repeat_of__isnull=True):
         Trial.objects.get_or_create(
             experiment=experiment,
             excerpt_id=trial.excerpt_id,

@@ -306,7 +306,8 @@ def _submit_answer(
             "answer",
             gettext("a %(paradigm)s trial is saved with an answer") % {"paradigm": paradigms.PARADIGMS[paradigm]},
         )
-    stored = paradigms.clean_answer(entry, answer)
+    block = paradigms.blocks(participant.experiment.config)[int(entry.get("block") or 0)]
+    stored = paradigms.clean_answer(entry, answer, paradigms.points(block))
     keys = signal_keys(entry)
     mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)
     comment_text = clean_comment(mode, comment)
@@ -314,12 +315,19 @@ def _submit_answer(
     delivery = tokens.delivery(participant, entry, keys)
     rules = paradigms.rules_for(paradigm, player_rules(participant.experiment))
     check_trial(rules, list(keys), {}, telemetry, delivery)
+    # A gold or trapping question (ITU-T P.808) keeps its outcome as a catch trial does, never as
+    # an answer of the analysis; a failed one flags the response.
+    kind = "gold" if entry.get("gold") else "trapping" if entry.get("trap") else ""
+    gold = paradigms.check_outcome(kind, entry.get("gold") or entry["trap"], int(stored["score"])) if kind else {}
+    flags = [] if not gold or gold["passed"] else [catch.check_flag(gold)]
     TrialResponse.objects.create(
         participant=participant,
         trial_id=entry["trial"],
         idempotency_key=idempotency_key,
         telemetry=telemetry,
         answer={"paradigm": paradigm, **stored},
+        catch=gold,
+        flags=flags,
         comment=comment_text,
     )
     return _advance(participant, entry, idempotency_key, saved)

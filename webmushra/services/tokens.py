@@ -13,6 +13,7 @@ from django.utils import timezone
 from .. import paradigms
 from ..models import Participant, Stimulus, StimulusToken, Trial, TrialResponse
 from ..rules import Delivery
+from . import trapping
 
 
 def create_paradigm_tokens(participant: Participant) -> None:
@@ -36,6 +37,8 @@ def create_paradigm_tokens(participant: Participant) -> None:
                 trial_id=e["trial"],
                 slot_id=cid,
                 role=key,
+                # A trapping question's signal plays its own audio (the stimulus, then the message).
+                file=trapping.clip_name_of(participant.experiment_id, e["trial"]) if e.get("trap") else "",
             )
             for e in entries
             for key, cid in paradigms.signal_keys(e).items()

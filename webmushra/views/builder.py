@@ -362,6 +362,47 @@ def experiment_blocks(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def block_trapping(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add a trapping question to an ACR / DCR block (``message`` file, ``answer``, ``block``), or
+    remove one (``remove``: "block:number"). A refusal is shown above the blocks (400 / 409)."""
+    experiment = experiment_for(request.user, pk)
+    try:
+        if request.POST.get("remove"):
+            block, _sep, number = request.POST["remove"].partition(":")
+            if not (block.isdigit() and number.isdigit()):
+                raise errors.FieldError("remove", "expected block:number")
+            block_settings.remove_trapping(experiment=experiment, block=int(block), number=int(number))
+            messages.success(request, f"Trapping question {number} of block {block} removed.")
+        else:
+            upload = request.FILES.get("message")
+            if upload is None:
+                raise errors.FieldError("message", "choose the audio file of the message")
+            raw = request.POST.get("block", "")
+            block_settings.add_trapping(
+                experiment=experiment,
+                block=int(raw) if raw.isdigit() else -1,
+                upload=upload,
+                answer=request.POST.get("answer", ""),
+            )
+            messages.success(request, "Trapping question added.")
+    except errors.ServiceError as exc:
+        status = 409 if isinstance(exc, errors.ConflictError) else 400
+        experiment.refresh_from_db()
+        context = {
+            "experiment": experiment,
+            "form": forms.SettingsForm.for_experiment(experiment),
+            "collaborators": experiment.shared_with.order_by("username"),
+            **_blocks_context(request, experiment),
+            "trapping_error": str(exc),
+        }
+        return render(request, "webmushra/researcher/settings.html", context, status=status)
+    response = redirect("researcher:settings", pk=pk)
+    response["Location"] += "#trapping"
+    return response
+
+
+@login_required
+@require_POST
 def share(request: HttpRequest, pk: int) -> HttpResponse:
     """Share the experiment with another researcher (``with``: a username or e-mail), or take a
     collaborator's access away (``remove``: their user id)."""

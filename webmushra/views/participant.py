@@ -328,7 +328,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         },
         # The block's paradigm (webmushra.paradigms) and the labelled points of its answer scale.
         "paradigm": paradigm,
-        "scale": paradigms.scale(paradigm),
+        "scale": paradigms.scale(paradigm, i18n.block_scale(block)),
         # The open reference is served under its own token, distinct from the hidden one.
         "reference": (
             {"url": reverse("participant:reference", args=[participant.token, index + 1])}
@@ -344,7 +344,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
         "csrf_token": get_token(request),
         "instructions": i18n.text(participant.experiment, "instructions"),
         # The block's own instructions (its experiment's ``trial_instructions``), on every trial page.
-        "block_instructions": block["instructions"] or i18n.text(participant.experiment, "trial_instructions"),
+        "block_instructions": i18n.block_instructions(participant.experiment, block),
         # The comment box: off, optional or required on test trials (never on training trials).
         "comments": "off" if entry.get("training") else rules.trial_comments(participant.experiment.config),
         "comment_max": rules.MAX_COMMENT_CHARS,
@@ -453,6 +453,7 @@ def stimulus(request: HttpRequest, token: str) -> HttpResponseBase:
     # the experiment's state) and, for a delivery, one UPDATE recording it.
     found = StimulusToken.objects.filter(token=token).values_list(
         "pk",
+        "file",
         "stimulus__file",
         "participant__stage",
         "participant__experiment__status",
@@ -460,7 +461,8 @@ def stimulus(request: HttpRequest, token: str) -> HttpResponseBase:
     )[:1]
     if not found:
         return blinded_error(404, "no such stimulus")
-    token_id, path, stage, experiment_status, minutes = found[0]
+    token_id, own, path, stage, experiment_status, minutes = found[0]
+    path = own or path  # a trapping question's audio, else the stimulus
     gone = _gone(stage, experiment_status)
     if gone:
         return blinded_error(410, gone)

@@ -8,7 +8,7 @@
  *   bs1116   Reference (A), B, C; B and C graded 1.0-5.0 (0.1 steps) -> {grades: {b, c}}
  *   abx      A, B, X; "X is A" / "X is B"                             -> {choice: "a"|"b"}
  *   ab, abn  A, B; A or B (abn: or no preference)                     -> {choice: "a"|"b"|"none"}
- *   acr, dcr A (dcr: and the reference); one of five categories        -> {score: 1..5}
+ *   acr, dcr A (dcr: and the reference); one category of data.scale    -> {score: 1..n}
  *   ranking  every signal in a list, ordered by drag or by its buttons -> {ranks: {key: 1..n}}
  *
  * makeAnswer(player, data) returns the answer object the Player calls: build(strip), render(),
@@ -277,7 +277,7 @@ function ab(a, strip) {
   choiceAnswer(a, strip, a.text("prefer"), options, "choice");
 }
 
-/** ITU-T P.800 ACR (one signal) and DCR (against the open reference): five categories, best first. */
+/** ITU-T P.800 ACR (one signal) and DCR (against the open reference): the scale's categories (P.800's five or an ACR block's own), best first. */
 function category(a, strip) {
   a.playRow(strip);
   var options = (a.data.scale || [])
