@@ -554,7 +554,7 @@ class BlockForm(forms.Form):
         required=False,
         label="Gold questions (ACR / DCR only, ITU-T P.808)",
         help_text="One per line: a condition's label, “=”, the category its answer is known to be (1 = worst), "
-        "optionally “± n” for the tolerance (default ± 1), e.g. “reference = 5” or “anchor35 = 1 ± 1”. "
+        "optionally “± n” for the tolerance (default ± 1), e.g. “Hidden reference = 5” or “Anchor 3.5 kHz = 1 ± 0”. "
         "Each is asked once per participant on a random test excerpt; a participant who answers one outside "
         "its tolerance is left out of the block's analysis.",
     )

@@ -341,16 +341,7 @@ def _ensure_gold_trials(
         raise ConflictError(f"cannot open: block {number + 1}: {exc}") from None
     for cid, design in zip(ids, designs, strict=True):
         for excerpt in tests:
-            Trial.objects.get_or_create(
-                experiment=experiment,
-                excerpt=excerpt,
-                is_training=False,
-                is_catch=True,
-                repeat_of=None,
-                block=number,
-                design_key=paradigms.gold_key(cid),
-                defaults={"position": excerpt.position, "paradigm": block["paradigm"], "design": design},
-            )
+            trapping.question_trial(experiment, excerpt, number, block, paradigms.gold_key(cid), design)
 
 
 @transaction.atomic

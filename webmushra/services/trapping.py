@@ -116,6 +116,24 @@ def trapping_clip(source: np.ndarray, message: np.ndarray, rate: int) -> np.ndar
     return out.astype(np.float32)
 
 
+def question_trial(
+    experiment: Experiment, excerpt: Excerpt, number: int, block: dict[str, Any], key: str, design: list[int]
+) -> Trial:
+    """The trial of a gold or trapping question (``key``) on one test excerpt, made once: a
+    catch trial of the block (``is_catch``), so it is never part of the analysis."""
+    trial, _made = Trial.objects.get_or_create(
+        experiment=experiment,
+        excerpt=excerpt,
+        is_training=False,
+        is_catch=True,
+        repeat_of=None,
+        block=number,
+        design_key=key,
+        defaults={"position": excerpt.position, "paradigm": block["paradigm"], "design": design},
+    )
+    return trial
+
+
 def ensure_trapping_trials(
     experiment: Experiment, number: int, block: dict[str, Any], kinds: list[tuple[int, str]], tests: list[Excerpt]
 ) -> None:
@@ -145,16 +163,7 @@ def ensure_trapping_trials(
             rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
             source = rng.choice(sources)
             design = [source] if block["paradigm"] == "acr" else [reference, source]
-            trial, _made = Trial.objects.get_or_create(
-                experiment=experiment,
-                excerpt=excerpt,
-                is_training=False,
-                is_catch=True,
-                repeat_of=None,
-                block=number,
-                design_key=paradigms.trapping_key(k),
-                defaults={"position": excerpt.position, "paradigm": block["paradigm"], "design": design},
-            )
+            trial = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
             if files.exists(clip_name(trial)):
                 continue
             stimulus = Stimulus.objects.get(excerpt=excerpt, condition_id=trial.design[-1])
