@@ -162,7 +162,7 @@ def ensure_trapping_trials(
         for excerpt in tests:
             rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
             source = rng.choice(sources)
-            design = [source] if block["paradigm"] == "acr" else [reference, source]
+            design = [source] if block["paradigm"] == "acr" or reference is None else [reference, source]
             trial = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
             if files.exists(clip_name(trial)):
                 continue
