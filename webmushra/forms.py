@@ -655,11 +655,13 @@ class BaseBlockFormSet(forms.BaseFormSet):
     def show_error(self, field: str, message: str, rows: list[int]) -> None:
         """Put an error of ``validate_config`` ("blocks[n].setting", "blocks[n]" or "blocks") next
         to the row and setting it names; ``rows``: the row index of each block sent."""
-        match = re.fullmatch(r"blocks\[(\d+)\](?:\.(\w+))?", field)
+        match = re.match(r"blocks\[(\d+)\](?:\.(\w+)(?:\.(\w+))?)?", field)
         if match and 1 <= int(match.group(1)) <= len(rows):
             form = self.forms[rows[int(match.group(1)) - 1]]
             setting = match.group(2)
-            form.add_error(setting if setting in form.fields else None, message)
+            if setting == "translations" and match.group(3):  # translations.de.scale[2] -> the de_ fields
+                setting = "de_scale" if "scale" in field else "de_instructions"
+            form.add_error(setting if setting in form.fields and setting != "trapping" else None, message)
             return
         self.blocks_errors.append(message)
 

@@ -304,6 +304,8 @@ def _clean_trapping(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
         if isinstance(answer, bool) or not isinstance(answer, int) or not (1 <= answer <= n_points):
             raise FieldError(f"{at}.answer", f"expected the category the message asks for, 1 to {n_points}")
         out.append({"message": message, "answer": answer})
+    if len({q["message"] for q in out}) != len(out):
+        raise FieldError(f"{where}.trapping", "each message once (upload it again for a second question)")
     return out
 
 
@@ -412,6 +414,16 @@ def arrange(entries: list[dict[str, Any]], design_of: dict[int, list[int]], rng:
         rng.shuffle(xs)
         for entry, x in zip(group, xs, strict=True):
             entry["x"] = x
+
+
+def block_of(config: dict, entry: dict[str, Any]) -> dict[str, Any]:
+    """The block a plan entry belongs to (entries written before MUSHRA entries carried their
+    block: the experiment's MUSHRA block)."""
+    listed = blocks(config)
+    number = entry.get("block")
+    if number is None:
+        number = next((n for n, b in enumerate(listed) if b["paradigm"] == paradigm_of(entry)), 0)
+    return listed[int(number)]
 
 
 def paradigm_of(entry: dict[str, Any]) -> str:

@@ -112,6 +112,38 @@ def catch_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[d
     return out
 
 
+def check_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
+    """One row per answered gold or trapping question of the ACR / DCR blocks (ITU-T P.808; kept
+    out of the answers and the analysis): the block, the item, which check, the condition whose
+    audio it played (a trapping question: the stimulus its message ends), the category known or
+    asked for, the tolerance, the answer, passed or not."""
+    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True).exclude(
+        trial__paradigm=MUSHRA
+    )
+    if not include_pilot:
+        responses = responses.filter(participant__is_pilot=False)
+    labels = dict(experiment.conditions.values_list("pk", "label"))
+    out = []
+    for r in responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at"):
+        outcome = r.catch or {}
+        out.append(
+            {
+                "participant": f"P{r.participant_id}",
+                "block": r.trial.block + 1,
+                "item": r.trial.excerpt.name,
+                "check": outcome.get("check"),
+                "condition": labels.get(int((r.answer or {}).get("condition") or 0)),
+                "expected": outcome.get("expected"),
+                "tolerance": outcome.get("tolerance"),
+                "answer": outcome.get("score"),
+                "passed": outcome.get("passed"),
+                "submitted_at": r.submitted_at.isoformat(),
+                **({"pilot": r.participant.is_pilot} if include_pilot else {}),
+            }
+        )
+    return out
+
+
 def repeat_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
     """The scores of answered repeated trials, one row per (participant, item, condition) with
     ``repeat = 1``, in the analysis's columns (``RATING_COLUMNS``): kept out of ``ratings_rows``

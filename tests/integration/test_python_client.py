@@ -107,6 +107,7 @@ def test_client_and_lightning_callback_against_a_live_server(
         "ratings": [],
         "catch_trials": [],
         "repeat_trials": [],
+        "p808_checks": [],
         "comments": [],
     }
     metrics = api.metrics(exp)

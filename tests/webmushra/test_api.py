@@ -81,6 +81,7 @@ def test_build_render_and_read_through_the_api(api, excerpt_files, researcher):
         "ratings": [],
         "catch_trials": [],
         "repeat_trials": [],
+        "p808_checks": [],
         "comments": [],
     }
     r = api.get(f"/api/experiments/{pk}/ratings/?format=csv")

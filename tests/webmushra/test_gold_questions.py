@@ -130,6 +130,18 @@ def test_gold_questions_are_asked_once_each_and_leave_out_who_fails_them(client,
     pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
     assert set(result.tables["conditions"]["n_participants"]) == {1}
 
+    # Every answered check is exported with its outcome (the ratings JSON and the API).
+    from webmushra import selectors
+
+    checks = selectors.check_rows(exp)
+    assert len(checks) == 4 and {c["check"] for c in checks} == {"gold"}
+    assert [c for c in checks if c["passed"] is False] == [
+        next(
+            c
+            for c in checks
+            if c["participant"] == f"P{failing.pk}" and c["condition"] == LOW_ANCHOR and c["answer"] == 2
+        )
+    ]
     summary = quality.quality_summary(exp)["gold_questions"]
     assert summary == {"per_participant": 2, "answered": 4, "failed": 1, "failed_participants": 1}
     from evaluation.report import quality_text
@@ -301,3 +313,44 @@ def test_a_blocks_instructions_and_labels_are_shown_in_the_participants_language
     with pytest.raises(FieldError) as err:
         validate_config(_config(block | {"translations": {"fr": {"instructions": "Évaluez."}}}))
     assert err.value.field == "blocks[1].translations" and "'fr' is not a language" in str(err.value)
+
+
+def test_a_refused_gold_or_scale_setting_is_shown_at_its_field(client, researcher, build_experiment):
+    client.force_login(researcher)
+    exp = build_experiment(n_excerpts=1, seconds=1.0, checkpoints=CHECKPOINTS[:1], config={"training": False})
+    row = {"paradigm": "acr", "repetitions": 1, "training": False, "order": 1}
+    for extra, field, words in (
+        ({"gold": "Hidden reference = 6"}, "gold", "1 to 5"),
+        ({"scale": "Low\nlow"}, "scale", "each label once"),
+        ({"scale": "Low\nHigh", "de_scale": "Niedrig"}, "de_scale", "expected 2 labels"),
+    ):
+        r = client.post(blocks_url(exp), rows_post([row | extra], 0))
+        assert r.status_code == 400
+        form = r.context["blocks_formset"].forms[0]
+        assert any(words in e for e in form.errors.get(field, [])), (field, form.errors)
+    exp.refresh_from_db()
+    assert "blocks" not in exp.config
+
+
+def test_a_mushra_block_after_another_shows_its_own_instructions(client, participant_at_trials):
+    blocks = [
+        {"paradigm": "acr", "instructions": "Rate each sound."},
+        {"paradigm": "mushra", "instructions": "Rate all."},
+    ]
+    exp, p = participant_at_trials(n_excerpts=1, seconds=1.0, checkpoints=CHECKPOINTS[:1], config=_config(*blocks))
+    plan = Participant.objects.get(pk=p.pk).plan
+    index = next(i for i, e in enumerate(plan) if paradigms.paradigm_of(e) == "mushra")
+    assert plan[index]["block"] == 1
+    for i, e in enumerate(plan[:index]):
+        r = _post(client, p, i, answer_body(p, i, _answer_for(exp, e), client=client))
+        assert r.status_code == 200, r.content
+    data, _html = _trial_json(client, p, index)
+    assert data["block_instructions"] == "Rate all."
+    # A plan written before MUSHRA entries named their block finds the MUSHRA block all the same.
+    old = Participant.objects.get(pk=p.pk)
+    old.plan = [
+        {k: v for k, v in e.items() if k != "block"} if paradigms.paradigm_of(e) == "mushra" else e for e in old.plan
+    ]
+    old.save(update_fields=["plan"])
+    data, _html = _trial_json(client, p, index)
+    assert data["block_instructions"] == "Rate all."

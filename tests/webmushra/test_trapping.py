@@ -242,3 +242,75 @@ def test_the_settings_page_adds_and_removes_trapping_questions(client, researche
     assert removed.status_code == 302
     exp.refresh_from_db()
     assert paradigms.blocks(exp.config)[0]["trapping"] == []
+
+
+def _trap_clips(exp) -> list[str]:
+    import os
+
+    folder = files.default_storage.path(f"stimuli/e{exp.pk}")
+    return sorted(n for n in os.listdir(folder) if n.startswith("trap-")) if os.path.isdir(folder) else []
+
+
+def test_a_refused_open_leaves_no_trapping_audio_and_the_next_open_builds_it_anew(api, rendered_experiment):
+    exp = rendered_experiment(n_excerpts=1, seconds=2.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    assert api.post(_trapping_url(exp), {"message": wav_upload(tone(0.6, hz=200.0)), "answer": 1}).status_code == 201
+    assert api.post(_trapping_url(exp), {"message": wav_upload(tone(1.5)), "answer": 5}).status_code == 201
+    with pytest.raises(experiments.ConflictError) as err:
+        experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    assert "trapping question 2" in str(err.value)
+    # The first question's clip was written before the second failed: it is gone with the trials.
+    assert _trap_clips(exp) == [] and not Trial.objects.filter(experiment=exp).exists()
+    assert api.delete(reverse("api:block_trapping_item", args=[exp.pk, 1, 2])).status_code == 200
+    exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    (trial,) = Trial.objects.filter(experiment=exp, design_key="trap:0")
+    assert _trap_clips(exp) == [trapping.clip_name(trial).rsplit("/", 1)[1]]
+    clip, rate = sf.read(io.BytesIO(files.read_stored(trapping.clip_name(trial))), dtype="float32", always_2d=True)
+    tail = clip[-round(0.6 * rate) :, 0]
+    want = tone(0.6, rate, hz=200.0)[:, 0]
+    assert np.corrcoef(tail[100:-100], want[100:-100])[0, 1] > 0.99  # the first question's message, 200 Hz
+
+
+def test_messages_of_other_experiments_cannot_be_named_and_a_lost_message_is_no_dead_end(
+    api, rendered_experiment, django_capture_on_commit_callbacks
+):
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    other = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    made = api.post(_trapping_url(other), {"message": wav_upload(tone(1.0)), "answer": 2}).json()
+    theirs = made["blocks"][0]["trapping"][0]
+    # Not at creation (a new experiment has no messages), not through PATCH.
+    created = api.post(
+        reverse("api:experiments"),
+        {"title": "Copy", "config": {"blocks": [{"paradigm": "acr", "trapping": [theirs]}]}},
+        format="json",
+    )
+    assert created.status_code == 400 and "trapping questions are added after" in created.json()["error"]
+    patched = api.patch(
+        reverse("api:experiment", args=[exp.pk]),
+        {"config": {"blocks": [{"paradigm": "acr", "trapping": [theirs]}]}},
+        format="json",
+    )
+    assert patched.status_code == 400 and patched.json()["field"] == "blocks[1].trapping[1].message"
+    assert files.exists(theirs["message"])
+    # Two questions, one message lost from storage: the page says so, and either can be removed.
+    for hz in (200.0, 300.0):
+        assert api.post(_trapping_url(exp), {"message": wav_upload(tone(1.0, hz=hz)), "answer": 1}).status_code == 201
+    lost, kept = paradigms.blocks(Experiment.objects.get(pk=exp.pk).config)[0]["trapping"]
+    files.delete_stored(lost["message"])
+    plan = api.get(reverse("api:blocks", args=[exp.pk])).json()["plan"][0]
+    assert plan["problem"] == "block 1: a trapping question's message is missing"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(reverse("api:block_trapping_item", args=[exp.pk, 1, 2])).status_code == 200
+    assert not files.exists(kept["message"])  # the removed question's message goes with it
+    assert api.delete(reverse("api:block_trapping_item", args=[exp.pk, 1, 1])).status_code == 200
+    assert api.get(reverse("api:blocks", args=[exp.pk])).json()["plan"][0]["problem"] == ""
+
+
+def test_a_closed_experiment_reopens_without_its_messages(api, rendered_experiment):
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    assert api.post(_trapping_url(exp), {"message": wav_upload(tone(1.0)), "answer": 2}).status_code == 201
+    exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    clips = _trap_clips(exp)
+    exp = experiments.close_experiment(experiment=exp)
+    files.delete_stored(paradigms.blocks(exp.config)[0]["trapping"][0]["message"])
+    exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    assert exp.status == Experiment.Status.OPEN and _trap_clips(exp) == clips

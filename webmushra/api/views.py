@@ -466,6 +466,7 @@ class Ratings(ApiView):
                 "ratings": selectors.ratings_rows(experiment),
                 "catch_trials": selectors.catch_rows(experiment),
                 "repeat_trials": selectors.repeat_rows(experiment),
+                "p808_checks": selectors.check_rows(experiment),
                 "comments": selectors.comment_rows(experiment),
             }
         )

@@ -132,11 +132,10 @@ def remove_trapping(*, experiment: Experiment, block: int, number: int) -> Exper
         raise FieldError("number", f"block {block} has no trapping question {number}")
     changed = [dict(b) for b in (experiment.config.get("blocks") or [{}])]
     questions = list(blocks[block - 1]["trapping"])
-    gone = questions.pop(number - 1)
+    questions.pop(number - 1)
     changed[block - 1]["trapping"] = questions
-    experiment = update_experiment_settings(experiment=experiment, config={"blocks": changed})
-    transaction.on_commit(lambda: delete_stored(gone["message"]))
-    return experiment
+    # Its message is deleted once the change is committed (update_experiment_settings).
+    return update_experiment_settings(experiment=experiment, config={"blocks": changed})
 
 
 def signals_per_trial(paradigm: str, conditions: int) -> int:

@@ -30,13 +30,12 @@ def ensure_catch_trials(experiment: Experiment) -> None:
         Trial.objects.get_or_create(
             experiment=experiment,
             excerpt_id=trial.excerpt_id,
-            block=trial.block,
             paradigm=MUSHRA,
             design_key="",
             is_training=False,
             is_catch=True,
             repeat_of=None,
-            defaults={"position": trial.position},
+            defaults={"position": trial.position, "block": trial.block},
         )
 
 

@@ -19,7 +19,7 @@ from modelrunner.errors import RenderError
 from modelrunner.knobs import check_knobs
 
 from .. import paradigms
-from ..errors import ConflictError, ServiceError
+from ..errors import ConflictError, FieldError, ServiceError
 from ..inputs import text_problem
 from ..models import (
     ANCHOR_KINDS,
@@ -49,6 +49,11 @@ def create_experiment(
         raise ServiceError("title: a title is required")
     if sample_rate not in (44100, 48000, 88200, 96000):
         raise ServiceError(f"sample_rate: {sample_rate} Hz is not one of 44100, 48000, 88200, 96000")
+    if any(b["trapping"] for b in paradigms.blocks(fields.get("config") or {})):
+        # A new experiment has no messages yet: they are uploaded to it (block_settings.add_trapping).
+        raise FieldError(
+            "config.blocks", "trapping questions are added after the experiment is made, with their messages"
+        )
     experiment = Experiment.objects.create(
         owner=owner, title=title.strip(), sample_rate=sample_rate, description=description, **fields
     )
@@ -170,14 +175,25 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
         setattr(experiment, name, value)
     if config is not None:
         new_config = validate_config({**experiment.config, **config})
-        if paradigms.blocks(new_config) != paradigms.blocks(experiment.config):
-            trapping.check_messages(experiment, paradigms.blocks(new_config))
+        blocks_before, blocks_after = paradigms.blocks(experiment.config), paradigms.blocks(new_config)
+        if blocks_after != blocks_before:
             # The blocks decide which trials exist: they change only before anyone takes part.
             if not experiment.is_editable:
                 raise ConflictError(
                     f"the blocks cannot change: the experiment is {experiment.get_status_display().lower()}; "
                     "they are set before it opens"
                 )
+            # A trapping message named anew must be one uploaded to this experiment (one already
+            # named and since gone is reported where the trials are counted and refused at opening).
+            named = {q["message"] for b in blocks_before for q in b["trapping"]}
+            trapping.check_messages(
+                experiment,
+                [{"trapping": [q for q in b["trapping"] if q["message"] not in named]} for b in blocks_after],
+            )
+            # Messages no longer named are deleted once the change is committed.
+            dropped = trapping.own_messages(experiment, blocks_before) - trapping.own_messages(experiment, blocks_after)
+            if dropped:
+                transaction.on_commit(lambda: delete_stored(*dropped))
         if experiment.status == Experiment.Status.OPEN:
             # Participants keep the test they started: only exits and analysis change while open.
             before, after = participant_facing(experiment.config), participant_facing(new_config)
@@ -407,7 +423,7 @@ def delete_experiment(*, experiment: Experiment) -> None:
     delete_stored(*loose)
     if is_local():  # leftovers of killed writes (.tmp-*) and the folders themselves
         media = Path(settings.MEDIA_ROOT)
-        for folder in (media / "stimuli" / f"e{pk}", media / "renders" / f"e{pk}"):
+        for folder in (media / "stimuli" / f"e{pk}", media / "renders" / f"e{pk}", media / "trapping" / f"e{pk}"):
             shutil.rmtree(folder, ignore_errors=True)
     log.info("experiment %s deleted with %d stored files", pk, len([f for f in files if f]) + len(loose))
 

@@ -126,4 +126,5 @@ def _mushra_block(experiment: Experiment, number: int, conditions: list[int], rn
         rng.shuffle(order)
         tests.append({"trial": t, "training": False, "conditions": order, "key": secrets.token_hex(8)})
     tests = catch.add_to_plan(experiment, tests, conditions, rng)
-    return plan + repeats.add_to_plan(experiment, tests, conditions, rng)
+    # Every entry names its block (the page shows the block's instructions).
+    return [e | {"block": number} for e in plan + repeats.add_to_plan(experiment, tests, conditions, rng)]

@@ -306,7 +306,7 @@ def _submit_answer(
             "answer",
             gettext("a %(paradigm)s trial is saved with an answer") % {"paradigm": paradigms.PARADIGMS[paradigm]},
         )
-    block = paradigms.blocks(participant.experiment.config)[int(entry.get("block") or 0)]
+    block = paradigms.block_of(participant.experiment.config, entry)
     stored = paradigms.clean_answer(entry, answer, paradigms.points(block))
     keys = signal_keys(entry)
     mode = "off" if entry.get("training") else trial_comments(participant.experiment.config)

@@ -118,10 +118,11 @@ def trapping_clip(source: np.ndarray, message: np.ndarray, rate: int) -> np.ndar
 
 def question_trial(
     experiment: Experiment, excerpt: Excerpt, number: int, block: dict[str, Any], key: str, design: list[int]
-) -> Trial:
+) -> tuple[Trial, bool]:
     """The trial of a gold or trapping question (``key``) on one test excerpt, made once: a
-    catch trial of the block (``is_catch``), so it is never part of the analysis."""
-    trial, _made = Trial.objects.get_or_create(
+    catch trial of the block (``is_catch``), so it is never part of the analysis; and whether
+    this call made it."""
+    return Trial.objects.get_or_create(
         experiment=experiment,
         excerpt=excerpt,
         is_training=False,
@@ -131,7 +132,6 @@ def question_trial(
         design_key=key,
         defaults={"position": excerpt.position, "paradigm": block["paradigm"], "design": design},
     )
-    return trial
 
 
 def ensure_trapping_trials(
@@ -139,51 +139,78 @@ def ensure_trapping_trials(
 ) -> None:
     """A block's trapping questions: one trial per question and test excerpt, each with its audio
     built from one of the excerpt's stimuli (drawn at random; DCR: a model's, heard against the
-    open reference). ConflictError naming the excerpt when a message is too long for it."""
+    open reference). A trial made now always gets its audio built anew (an id a rolled-back open
+    handed out before may come again); one made by an earlier open keeps its audio, so reopening
+    needs neither the messages nor the build. ConflictError naming the excerpt when a message is
+    too long for it; the audio written by a refused open is deleted."""
     if not block.get("trapping"):
         return
-    from modelrunner.render import resample  # imports torch: only when a block has trapping questions
-
-    try:
-        check_messages(experiment, [block])
-    except FieldError:
-        raise ConflictError(
-            f"cannot open: block {number + 1}: a trapping question's message is missing; remove the question "
-            "and upload its message again"
-        ) from None
     reference = next((pk for pk, kind in kinds if kind == "hidden_reference"), None)
     models = [pk for pk, kind in kinds if kind in ("model", "prerendered")]
     sources = [pk for pk, _kind in kinds] if block["paradigm"] == "acr" else models
     if not sources or (block["paradigm"] == "dcr" and reference is None):
         raise ConflictError(f"cannot open: block {number + 1}: no stimulus to build the trapping questions from")
-    for k, question in enumerate(block["trapping"]):
-        with files.local_copy(question["message"]) as path:
-            message, message_rate = read_audio(path, max_channels=2)
-        for excerpt in tests:
-            rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
-            source = rng.choice(sources)
-            design = [source] if block["paradigm"] == "acr" or reference is None else [reference, source]
-            trial = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
-            if files.exists(clip_name(trial)):
-                continue
-            stimulus = Stimulus.objects.get(excerpt=excerpt, condition_id=trial.design[-1])
-            with files.local_copy(stimulus.file) as path:
-                info = sf.info(str(path))
-                audio, rate = read_audio(path)
-            try:
-                clip = trapping_clip(audio, resample(message, message_rate, rate), rate)
-            except AudioError as exc:
-                raise ConflictError(
-                    f"cannot open: block {number + 1}, trapping question {k + 1}, excerpt {excerpt.name!r}: {exc}"
-                ) from None
-            buf = io.BytesIO()
-            sf.write(buf, clip, rate, subtype=info.subtype, format=info.format)
-            files.store(clip_name(trial), buf.getvalue())
+    written: list[str] = []
+    try:
+        for k, question in enumerate(block["trapping"]):
+            message: tuple[np.ndarray, int] | None = None
+            for excerpt in tests:
+                rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
+                source = rng.choice(sources)
+                design = [source] if block["paradigm"] == "acr" or reference is None else [reference, source]
+                trial, made = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
+                if not made and files.exists(clip_name(trial)):
+                    continue
+                if message is None:
+                    message = _stored_message(experiment, number, question)
+                clip = _build(trial, excerpt, message, f"block {number + 1}, trapping question {k + 1}")
+                files.store(clip_name(trial), clip)
+                written.append(clip_name(trial))
+    except BaseException:
+        files.delete_stored(*written)
+        raise
+
+
+def _stored_message(experiment: Experiment, number: int, question: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """A trapping question's message (samples, rate); ConflictError when it is gone."""
+    try:
+        check_messages(experiment, [{"trapping": [question]}])
+    except FieldError:
+        raise ConflictError(
+            f"cannot open: block {number + 1}: a trapping question's message is missing; remove the question "
+            "and upload its message again"
+        ) from None
+    with files.local_copy(question["message"]) as path:
+        return read_audio(path, max_channels=2)
+
+
+def _build(trial: Trial, excerpt: Excerpt, message: tuple[np.ndarray, int], where: str) -> bytes:
+    """The trapping audio of ``trial`` (its source stimulus, then the message) as a file in the
+    stimulus's own format."""
+    from modelrunner.render import resample  # imports torch: only when a block has trapping questions
+
+    stimulus = Stimulus.objects.get(excerpt=excerpt, condition_id=trial.design[-1])
+    with files.local_copy(stimulus.file) as path:
+        info = sf.info(str(path))
+        audio, rate = read_audio(path)
+    samples, message_rate = message
+    try:
+        clip = trapping_clip(audio, resample(samples, message_rate, rate), rate)
+    except AudioError as exc:
+        raise ConflictError(f"cannot open: {where}, excerpt {excerpt.name!r}: {exc}") from None
+    buf = io.BytesIO()
+    sf.write(buf, clip, rate, subtype=info.subtype, format=info.format)
+    return buf.getvalue()
+
+
+def own_messages(experiment: Experiment, blocks: list[dict[str, Any]]) -> set[str]:
+    """The message names of ``blocks`` that are this experiment's (the only ones it may delete)."""
+    prefix = f"trapping/e{experiment.pk}/"
+    return {q["message"] for b in blocks for q in b.get("trapping") or () if q["message"].startswith(prefix)}
 
 
 def trapping_files(experiment: Experiment) -> list[str]:
     """The storage names of the experiment's trapping audio (messages and built clips)."""
     trials = Trial.objects.filter(experiment=experiment, is_catch=True).filter(Q(design_key__startswith="trap:"))
     built = [clip_name(t) for t in trials]
-    messages = [q["message"] for b in paradigms.blocks(experiment.config) for q in b["trapping"]]
-    return built + messages
+    return built + sorted(own_messages(experiment, paradigms.blocks(experiment.config)))

@@ -310,7 +310,7 @@ def trial_data(request: HttpRequest, participant: Participant, index: int) -> di
     tokens = sessions.key_tokens(participant, entry, "token")
     keys = sessions.signal_keys(entry)
     paradigm = paradigms.paradigm_of(entry)
-    block = paradigms.blocks(participant.experiment.config)[int(entry.get("block") or 0)]
+    block = paradigms.block_of(participant.experiment.config, entry)
     tests = [e for e in participant.plan if not e.get("training")]
     number = sum(1 for e in participant.plan[: index + 1] if e.get("training") == entry.get("training"))
     total = len(tests) if not entry.get("training") else len(participant.plan) - len(tests)

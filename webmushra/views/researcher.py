@@ -332,6 +332,7 @@ def ratings_json(request: HttpRequest, pk: int) -> JsonResponse:
             "ratings": selectors.ratings_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "catch_trials": selectors.catch_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "repeat_trials": selectors.repeat_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
+            "p808_checks": selectors.check_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "comments": selectors.comment_rows(experiment, include_pilot=request.GET.get("pilot") == "1"),
             "metrics": selectors.metrics_rows(experiment),
         }

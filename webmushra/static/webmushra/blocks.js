@@ -68,6 +68,7 @@
     row.querySelector("textarea[name$='-gold']").value = "";
     row.querySelector("textarea[name$='-de_instructions']").value = "";
     row.querySelector("textarea[name$='-de_scale']").value = "";
+    row.querySelector("input[name$='-trapping']").value = "";
     row.querySelector("input[name$='-repetitions']").value = "1";
     row.querySelector("input[name$='-training']").checked = true;
     row.querySelector("input[name$='-with_reference']").checked = false;

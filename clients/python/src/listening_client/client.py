@@ -419,7 +419,7 @@ class Client:
 
     def ratings(self, experiment: Ref) -> dict[str, Any]:
         """``{"experiment", "ratings": [...], "catch_trials": [...], "repeat_trials": [...],
-        "comments": [...]}`` (docs/api.md names the columns)."""
+        "p808_checks": [...], "comments": [...]}`` (docs/api.md names the columns)."""
         result: dict[str, Any] = self.request("GET", self._exp(experiment, "ratings/"))
         return result
 
