@@ -1354,15 +1354,15 @@ CASES: list[Case] = [
         "a config whose only test page is a `bs1116` page without its reference",
     ),
     Case(
-        "yaml-likert-7-points",
+        "yaml-likert-12-points",
         "webmushra_yaml",
         _yaml(
             " - type: likert_single_stimulus\n   id: l1\n   stimuli:\n    C1: configs/resources/audio/c1.wav\n"
-            "   response:\n" + "".join(f"    - value: p{i}\n      label: P{i}\n" for i in range(7))
+            "   response:\n" + "".join(f"    - value: p{i}\n      label: P{i}\n" for i in range(12))
         ),
         r"test\.yaml: unsupported page types: likert_single_stimulus page 'l1'\. "
-        r"likert_single_stimulus page 'l1': a 7-point response list; only 5-point lists are imported",
-        "a config whose only test page is a likert page with a 7-point response list",
+        r"likert_single_stimulus page 'l1': a 12-point response list; ACR blocks take lists of 2 to 11 points",
+        "a config whose only test page is a likert page with a 12-point response list (2 to 11 import)",
     ),
     Case(
         "yaml-python-object",
