@@ -665,6 +665,18 @@ class BaseBlockFormSet(forms.BaseFormSet):
             return
         self.blocks_errors.append(message)
 
+    def stale_trapping(self, stored: list[dict[str, Any]]) -> str:
+        """Why the rows cannot be saved when a block's trapping questions changed since the page
+        was made (another tab added or removed one): saving would drop or bring them back; ""
+        when they did not."""
+        for index, form in enumerate(self.forms[: self.initial_form_count()]):
+            if index < len(stored) and form.cleaned_data.get("trapping", []) != stored[index]["trapping"]:
+                return (
+                    f"block {index + 1}'s trapping questions changed since this page was loaded (in another "
+                    "tab?); nothing was saved: reload the page and make the change again"
+                )
+        return ""
+
     @property
     def blocks_errors(self) -> list[str]:
         if not hasattr(self, "_blocks_errors"):

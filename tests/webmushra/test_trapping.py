@@ -314,3 +314,62 @@ def test_a_closed_experiment_reopens_without_its_messages(api, rendered_experime
     files.delete_stored(paradigms.blocks(exp.config)[0]["trapping"][0]["message"])
     exp = experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
     assert exp.status == Experiment.Status.OPEN and _trap_clips(exp) == clips
+
+
+def test_splitting_an_experiment_with_trapping_questions_leaves_them_with_it(client, researcher, rendered_experiment):
+    client.force_login(researcher)
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    from webmushra.services import block_settings
+
+    block_settings.add_trapping(experiment=exp, block=1, upload=wav_upload(tone(1.0)), answer=2)
+    r = client.post(reverse("researcher:blocks", args=[exp.pk]))
+    assert r.status_code == 302
+    new = Experiment.objects.exclude(pk=exp.pk).get()
+    # The new experiment has the block, not the other experiment's message (it uploads its own).
+    assert [b["paradigm"] for b in paradigms.blocks(new.config)] == ["acr"]
+    assert paradigms.blocks(new.config)[0]["trapping"] == []
+    assert len(paradigms.blocks(Experiment.objects.get(pk=exp.pk).config)[0]["trapping"]) == 1
+
+
+def test_odd_numbers_and_foreign_messages_are_named_not_crashed_on(api, client, researcher, rendered_experiment):
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    for answer in ("²", "٣", "2.0", ""):
+        r = api.post(_trapping_url(exp), {"message": wav_upload(tone(1.0)), "answer": answer})
+        assert r.status_code == 400 and r.json()["field"] == "blocks[1].trapping[1].answer", (answer, r.content)
+    client.force_login(researcher)
+    url = reverse("researcher:block_trapping", args=[exp.pk])
+    assert client.post(url, {"remove": "²:1"}).status_code == 400
+    assert client.post(url, {"block": "¹", "answer": "2", "message": wav_upload(tone(1.0))}).status_code == 400
+    assert _stored_messages(exp) == []
+    # The foreign message is named by its own place in the block (question 2 here).
+    mine = api.post(_trapping_url(exp), {"message": wav_upload(tone(1.0)), "answer": 2}).json()["blocks"][0]
+    foreign = {"message": f"trapping/e{exp.pk + 1000}/" + "1" * 32 + ".wav", "answer": 1}
+    r = api.patch(
+        reverse("api:experiment", args=[exp.pk]),
+        {"config": {"blocks": [mine | {"trapping": [*mine["trapping"], foreign]}]}},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["field"] == "blocks[1].trapping[2].message"
+
+
+def test_an_open_refused_by_a_later_block_leaves_no_trapping_audio(api, rendered_experiment):
+    blocks = ({"paradigm": "acr"}, {"paradigm": "acr", "gold": [{"condition": "Nobody", "expected": 1}]})
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config(*blocks))
+    assert api.post(_trapping_url(exp, 1), {"message": wav_upload(tone(1.0)), "answer": 2}).status_code == 201
+    with pytest.raises(experiments.ConflictError) as err:
+        experiments.open_experiment(experiment=Experiment.objects.get(pk=exp.pk))
+    assert "block 2: gold question: 'Nobody' is not a condition" in str(err.value)
+    assert _trap_clips(exp) == [] and not Trial.objects.filter(experiment=exp).exists()
+
+
+def test_rows_saved_from_a_page_older_than_a_trapping_change_are_refused(api, client, researcher, rendered_experiment):
+    from tests.webmushra.test_blocks_settings import blocks_url, rows_post, shown_rows
+
+    client.force_login(researcher)
+    exp = rendered_experiment(n_excerpts=1, seconds=3.0, checkpoints=CHECKPOINTS, config=_config({"paradigm": "acr"}))
+    rows = shown_rows(client.get(reverse("researcher:settings", args=[exp.pk])))  # tab A
+    assert api.post(_trapping_url(exp), {"message": wav_upload(tone(1.0)), "answer": 2}).status_code == 201  # tab B
+    r = client.post(blocks_url(exp), rows_post([rows[0] | {"instructions": "Listen."}], 1))
+    assert r.status_code == 409 and "trapping questions changed since this page was loaded" in r.content.decode()
+    block = paradigms.blocks(Experiment.objects.get(pk=exp.pk).config)[0]
+    assert block["instructions"] == "" and len(block["trapping"]) == 1 and len(_stored_messages(exp)) == 1

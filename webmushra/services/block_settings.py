@@ -106,7 +106,7 @@ def add_trapping(*, experiment: Experiment, block: int, upload: Any, answer: obj
         raise FieldError("block", f"expected a block number from 1 to {len(blocks)}")
     if blocks[block - 1]["paradigm"] not in paradigms.WITH_GOLD:
         raise FieldError("block", f"block {block} is not an ACR or DCR block; only those ask trapping questions")
-    if isinstance(answer, str) and answer.strip().isdigit():
+    if isinstance(answer, str) and answer.strip().isdecimal() and answer.strip().isascii():
         answer = int(answer)
     audio, rate = trapping.read_message(upload)
     name = trapping.message_name(experiment)
@@ -116,7 +116,7 @@ def add_trapping(*, experiment: Experiment, block: int, upload: Any, answer: obj
     store(name, encode_wav(audio, rate))
     try:
         return update_experiment_settings(experiment=experiment, config={"blocks": changed})
-    except ServiceError:
+    except BaseException:
         delete_stored(name)
         raise
 

@@ -30,6 +30,9 @@ def split_into_blocks(*, experiment: Experiment) -> Experiment:
         root.refresh_from_db()
     kinds = set(root.conditions.values_list("kind", flat=True))
     config = {**root.config, "block": number, "block_of": root.pk}
+    if config.get("blocks"):
+        # Trapping messages belong to the experiment they were uploaded to: the new one has none yet.
+        config["blocks"] = [{**b, "trapping": []} for b in config["blocks"] if isinstance(b, dict)]
     block = create_experiment(
         owner=root.owner,
         title=f"{root.title} — block {number}"[:200],

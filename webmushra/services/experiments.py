@@ -186,10 +186,7 @@ def update_experiment_settings(*, experiment: Experiment, config: dict | None = 
             # A trapping message named anew must be one uploaded to this experiment (one already
             # named and since gone is reported where the trials are counted and refused at opening).
             named = {q["message"] for b in blocks_before for q in b["trapping"]}
-            trapping.check_messages(
-                experiment,
-                [{"trapping": [q for q in b["trapping"] if q["message"] not in named]} for b in blocks_after],
-            )
+            trapping.check_messages(experiment, blocks_after, skip=named)
             # Messages no longer named are deleted once the change is committed.
             dropped = trapping.own_messages(experiment, blocks_before) - trapping.own_messages(experiment, blocks_after)
             if dropped:
@@ -310,6 +307,27 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
     # heard or labelled in training (audio, URLs, names) can identify a test trial's signals.
     # One page per excerpt and design in each block (paradigms.designs: what each trial compares).
     kinds = list(experiment.conditions.values_list("pk", "kind"))
+    written: list[str] = []  # trapping audio this open wrote: deleted if it is refused after all
+    try:
+        _make_trials(experiment, excerpts, tests, kinds, written)
+    except BaseException:
+        delete_stored(*written)
+        raise
+    experiment.status = Experiment.Status.OPEN
+    experiment.opened_at = experiment.opened_at or timezone.now()
+    experiment.save(update_fields=["status", "opened_at", "updated_at"])
+    return experiment
+
+
+def _make_trials(
+    experiment: Experiment,
+    excerpts: list[Excerpt],
+    tests: list[Excerpt],
+    kinds: list[tuple[int, str]],
+    written: list[str],
+) -> None:
+    """Every block's trials (``paradigms.designs``), its gold and trapping questions' trials
+    (trapping audio names appended to ``written``), then the MUSHRA block's catch and repeat trials."""
     for number, block in enumerate(paradigms.blocks(experiment.config)):
         try:
             designs = paradigms.designs(block, kinds)
@@ -331,13 +349,9 @@ def open_experiment(*, experiment: Experiment) -> Experiment:
                         defaults={"position": i, "paradigm": block["paradigm"], "design": design},
                     )
         _ensure_gold_trials(experiment, number, block, kinds, tests)
-        trapping.ensure_trapping_trials(experiment, number, block, kinds, tests)
+        trapping.ensure_trapping_trials(experiment, number, block, kinds, tests, written)
     catch.ensure_catch_trials(experiment)
     repeats.ensure_repeat_trials(experiment)
-    experiment.status = Experiment.Status.OPEN
-    experiment.opened_at = experiment.opened_at or timezone.now()
-    experiment.save(update_fields=["status", "opened_at", "updated_at"])
-    return experiment
 
 
 def _ensure_gold_trials(

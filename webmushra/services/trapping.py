@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import random
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -55,10 +56,14 @@ def clip_name_of(experiment_id: int, trial_id: int) -> str:
     return f"stimuli/e{experiment_id}/trap-{trial_id}.wav"
 
 
-def check_messages(experiment: Experiment, blocks: list[dict[str, Any]]) -> None:
-    """Refuse (FieldError) a trapping question whose message is not one uploaded to this experiment."""
+def check_messages(experiment: Experiment, blocks: list[dict[str, Any]], skip: Iterable[str] = ()) -> None:
+    """Refuse (FieldError, naming the block and question) a trapping question whose message is
+    not one uploaded to this experiment; names in ``skip`` are not checked."""
+    skipped = set(skip)
     for n, block in enumerate(blocks, start=1):
         for k, question in enumerate(block.get("trapping") or (), start=1):
+            if question["message"] in skipped:
+                continue
             match = paradigms.TRAPPING_MESSAGE.fullmatch(question["message"])
             if not match or int(match.group(1)) != experiment.pk or not files.exists(question["message"]):
                 raise FieldError(
@@ -135,14 +140,20 @@ def question_trial(
 
 
 def ensure_trapping_trials(
-    experiment: Experiment, number: int, block: dict[str, Any], kinds: list[tuple[int, str]], tests: list[Excerpt]
+    experiment: Experiment,
+    number: int,
+    block: dict[str, Any],
+    kinds: list[tuple[int, str]],
+    tests: list[Excerpt],
+    written: list[str],
 ) -> None:
     """A block's trapping questions: one trial per question and test excerpt, each with its audio
     built from one of the excerpt's stimuli (drawn at random; DCR: a model's, heard against the
     open reference). A trial made now always gets its audio built anew (an id a rolled-back open
     handed out before may come again); one made by an earlier open keeps its audio, so reopening
     needs neither the messages nor the build. ConflictError naming the excerpt when a message is
-    too long for it; the audio written by a refused open is deleted."""
+    too long for it. The names of the audio written are appended to ``written``: the caller
+    deletes them if the open is refused after all (its trials are rolled back)."""
     if not block.get("trapping"):
         return
     reference = next((pk for pk, kind in kinds if kind == "hidden_reference"), None)
@@ -150,25 +161,20 @@ def ensure_trapping_trials(
     sources = [pk for pk, _kind in kinds] if block["paradigm"] == "acr" else models
     if not sources or (block["paradigm"] == "dcr" and reference is None):
         raise ConflictError(f"cannot open: block {number + 1}: no stimulus to build the trapping questions from")
-    written: list[str] = []
-    try:
-        for k, question in enumerate(block["trapping"]):
-            message: tuple[np.ndarray, int] | None = None
-            for excerpt in tests:
-                rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
-                source = rng.choice(sources)
-                design = [source] if block["paradigm"] == "acr" or reference is None else [reference, source]
-                trial, made = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
-                if not made and files.exists(clip_name(trial)):
-                    continue
-                if message is None:
-                    message = _stored_message(experiment, number, question)
-                clip = _build(trial, excerpt, message, f"block {number + 1}, trapping question {k + 1}")
-                files.store(clip_name(trial), clip)
-                written.append(clip_name(trial))
-    except BaseException:
-        files.delete_stored(*written)
-        raise
+    for k, question in enumerate(block["trapping"]):
+        message: tuple[np.ndarray, int] | None = None
+        for excerpt in tests:
+            rng = random.Random(f"{experiment.pk}:{number}:{k}:{excerpt.pk}")
+            source = rng.choice(sources)
+            design = [source] if block["paradigm"] == "acr" or reference is None else [reference, source]
+            trial, made = question_trial(experiment, excerpt, number, block, paradigms.trapping_key(k), design)
+            if not made and files.exists(clip_name(trial)):
+                continue
+            if message is None:
+                message = _stored_message(experiment, number, question)
+            clip = _build(trial, excerpt, message, f"block {number + 1}, trapping question {k + 1}")
+            written.append(clip_name(trial))
+            files.store(clip_name(trial), clip)
 
 
 def _stored_message(experiment: Experiment, number: int, question: dict[str, Any]) -> tuple[np.ndarray, int]:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from evaluation.errors import EvaluationError
 
-from .. import errors, forms, interop
+from .. import errors, forms, interop, paradigms
 from ..access import experiment_for, part_of
 from ..rules import MAX_SIGNALS_PER_TRIAL
 from ..services import accounts, block_settings, blocks, cabinet, experiments, uploads
@@ -334,6 +334,8 @@ def experiment_blocks(request: HttpRequest, pk: int) -> HttpResponse:
     status, error = 400, ""
     if not experiment.is_editable:
         status, error = 409, block_settings.locked_message(experiment)
+    elif formset.is_valid() and formset.stale_trapping(paradigms.blocks(experiment.config)):
+        status, error = 409, formset.stale_trapping(paradigms.blocks(experiment.config))
     elif formset.is_valid():
         rows = formset.ordered()
         try:
@@ -369,7 +371,7 @@ def block_trapping(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         if request.POST.get("remove"):
             block, _sep, number = request.POST["remove"].partition(":")
-            if not (block.isdigit() and number.isdigit()):
+            if not (block.isascii() and block.isdecimal() and number.isascii() and number.isdecimal()):
                 raise errors.FieldError("remove", "expected block:number")
             block_settings.remove_trapping(experiment=experiment, block=int(block), number=int(number))
             messages.success(request, f"Trapping question {number} of block {block} removed.")
@@ -380,7 +382,7 @@ def block_trapping(request: HttpRequest, pk: int) -> HttpResponse:
             raw = request.POST.get("block", "")
             block_settings.add_trapping(
                 experiment=experiment,
-                block=int(raw) if raw.isdigit() else -1,
+                block=int(raw) if raw.isascii() and raw.isdecimal() else -1,
                 upload=upload,
                 answer=request.POST.get("answer", ""),
             )
