@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 
 from .models import Experiment, Participant, TrialResponse
 from .paradigms import MUSHRA
+from .selectors import check_responses
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,11 +131,7 @@ def gold_passed(experiment: Experiment) -> dict[tuple[int, int], bool]:
     """(participant id, block) -> whether every gold question (ITU-T P.808) the
     participant answered in that block passed; absent: none answered."""
     out: dict[tuple[int, int], bool] = {}
-    rows = (
-        TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True)
-        .exclude(trial__paradigm=MUSHRA)
-        .values_list("participant_id", "trial__block", "catch")
-    )
+    rows = check_responses(experiment, include_pilot=True).values_list("participant_id", "trial__block", "catch")
     for participant, block, outcome in rows:
         passed = (outcome or {}).get("passed") is not False
         out[(participant, block)] = out.get((participant, block), True) and passed

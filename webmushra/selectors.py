@@ -112,16 +112,21 @@ def catch_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[d
     return out
 
 
+def check_responses(experiment: Experiment, *, include_pilot: bool = False) -> QuerySet[TrialResponse]:
+    """The responses to gold and trapping questions of the ACR / DCR blocks (ITU-T P.808): the
+    catch trials of paradigms other than MUSHRA; their outcome is ``TrialResponse.catch``."""
+    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True).exclude(
+        trial__paradigm=MUSHRA
+    )
+    return responses if include_pilot else responses.filter(participant__is_pilot=False)
+
+
 def check_rows(experiment: Experiment, *, include_pilot: bool = False) -> list[dict]:
     """One row per answered gold or trapping question of the ACR / DCR blocks (ITU-T P.808; kept
     out of the answers and the analysis): the block, the item, which check, the condition whose
     audio it played (a trapping question: the stimulus its message ends), the category known or
     asked for, the tolerance, the answer, passed or not."""
-    responses = TrialResponse.objects.filter(trial__experiment=experiment, trial__is_catch=True).exclude(
-        trial__paradigm=MUSHRA
-    )
-    if not include_pilot:
-        responses = responses.filter(participant__is_pilot=False)
+    responses = check_responses(experiment, include_pilot=include_pilot)
     labels = dict(experiment.conditions.values_list("pk", "label"))
     out = []
     for r in responses.select_related("participant", "trial__excerpt").order_by("participant_id", "submitted_at"):

@@ -20,7 +20,7 @@ from ..inputs import text_problem
 from ..models import Condition, ConditionKind, Experiment, Participant, TrialResponse
 from ..paradigms import MUSHRA, blocks
 from ..rules import FLAGS, Delivery, catch_trial_count, listen_seconds, page_seconds, player_rules, quality_settings
-from ..selectors import participant_flags
+from ..selectors import check_responses, participant_flags
 
 #: The longest exclusion reason kept.
 REASON_MAX = 1000
@@ -175,16 +175,13 @@ def _check_summary(experiment: Experiment, kind: str) -> dict[str, Any]:
     the block's analysis)."""
     outcomes = [
         (pk, c)
-        for pk, c in TrialResponse.objects.filter(
-            trial__experiment=experiment, trial__is_catch=True, participant__is_pilot=False
-        )
-        .exclude(trial__paradigm=MUSHRA)
-        .values_list("participant_id", "catch")
+        for pk, c in check_responses(experiment).values_list("participant_id", "catch")
         if (c or {}).get("check") == kind
     ]
     failed = [pk for pk, c in outcomes if c.get("passed") is False]
     return {
-        "per_participant": sum(len(b["gold" if kind == "gold" else "trapping"]) for b in blocks(experiment.config)),
+        # ``kind`` is also the block setting that lists the questions.
+        "per_participant": sum(len(b[kind]) for b in blocks(experiment.config)),
         "answered": len(outcomes),
         "failed": len(failed),
         "failed_participants": len(set(failed)),
