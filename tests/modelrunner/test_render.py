@@ -16,7 +16,7 @@ from modelrunner.render import (
     resample,
 )
 
-from ._protocol_models import fir_model, long_memory_model, rnn_model
+from ._protocol_models import _wrap, fir_model, long_memory_model, rnn_model
 
 # Tiny tensors: extra threads only contend for the shared cores.
 torch.set_num_threads(1)
@@ -283,3 +283,39 @@ def test_the_module_sets_its_rows_and_chunk_budget(kernel, monkeypatch):
         assert rows * 0.7 <= report.segments <= rows * 1.1, (unit, report.segments)
         for g, a in zip(got, items):
             np.testing.assert_allclose(g, reference_forward(model, a), atol=1e-5, rtol=0)
+
+
+class _Poisoned(torch.nn.Module):
+    """``y = -|x|``, except one sample replaced by ``value`` (NaN or an infinity)."""
+
+    def __init__(self, value: float, at: int) -> None:
+        super().__init__()
+        self.value, self.at = value, at
+
+    def forward(self, x, knobs, state=None):
+        seen = 0 if state is None else state
+        y = -x.abs()
+        if seen <= self.at < seen + x.shape[1]:
+            y[-1, self.at - seen] = self.value
+        return y, seen + x.shape[1]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("at", [0, 1234, 2999])
+def test_any_non_finite_output_sample_is_refused(value, at):
+    """One NaN or infinity anywhere in any excerpt's output fails the render, by name."""
+    model = _wrap(_Poisoned(value, at).eval(), 8000, stateful=True, receptive_field=1, architecture="x", knobs=False)
+    items = [noise(3000, seed=1), noise(3000, seed=2)]
+    with pytest.raises(RenderError, match="NaN or infinite output"):
+        render_batch(model, items, 8000, parallel=False, chunk_size=500)
+    with pytest.raises(RenderError, match="NaN or infinite output"):
+        render(model, items[1], 8000, chunk_size=700)
+
+
+def test_the_peak_of_an_all_negative_output_is_its_magnitude():
+    model = _wrap(_Poisoned(-0.5, 0).eval(), 8000, stateful=True, receptive_field=1, architecture="x", knobs=False)
+    x = noise(2000, seed=3, level=0.1)
+    x[100] = 1.5
+    y, report = render(model, x, 8000, with_report=True)
+    assert float(y.max()) <= 0.0 and float(y.min()) == pytest.approx(-1.5)
+    assert report.peak == pytest.approx(1.5) and report.clipped
