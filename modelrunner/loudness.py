@@ -2,7 +2,10 @@
 
 The one place the project measures loudness. Loudness is the gated integrated loudness of
 ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap, absolute gate at
--70 LUFS, relative gate at -10 LU), measured with pyloudnorm. Arrays are shaped
+-70 LUFS, relative gate at -10 LU), pyloudnorm's meter: its K-weighting filters and its
+blocks and gates, with the two filter stages run as one cascade of second-order sections
+over every channel at once (about 2.5 times faster on a 10 s excerpt; the same value
+within 1e-9 LU, tests/modelrunner/test_loudness.py). Arrays are shaped
 ``(frames,)`` or ``(frames, channels)`` with at most five channels (BS.1770-4 channel
 order L, R, C, Ls, Rs).
 
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyloudnorm
-from scipy.signal import resample_poly
+from scipy.signal import resample_poly, sosfilt
 
 from .audio import as_2d
 from .errors import AudioError
@@ -32,13 +35,53 @@ GATING_BLOCK_S = 0.400
 TRUE_PEAK_OVERSAMPLING = 4
 MAX_ALIGN_ITERATIONS = 6
 
-_meters: dict[int, pyloudnorm.Meter] = {}
+#: BS.1770-4 channel weights G_i (L, R, C, Ls, Rs), as pyloudnorm's meter has them.
+_CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
+#: BS.1770-4 absolute gate (LUFS) and relative gate (LU below the absolutely gated loudness).
+_ABSOLUTE_GATE = -70.0
+_RELATIVE_GATE = -10.0
+
+_k_weighting: dict[int, np.ndarray] = {}
 
 
-def _meter(sample_rate: int) -> pyloudnorm.Meter:
-    if sample_rate not in _meters:
-        _meters[sample_rate] = pyloudnorm.Meter(sample_rate)
-    return _meters[sample_rate]
+def _k_sos(sample_rate: int) -> np.ndarray:
+    """pyloudnorm's K-weighting (its high shelf, then its high pass) at ``sample_rate``, as
+    second-order sections for ``scipy.signal.sosfilt``."""
+    if sample_rate not in _k_weighting:
+        stages = pyloudnorm.Meter(sample_rate)._filters
+        if not stages:
+            raise RuntimeError("pyloudnorm's meter has no K-weighting filters: an unsupported pyloudnorm version")
+        _k_weighting[sample_rate] = np.array(
+            [np.concatenate([f.passband_gain * f.b, f.a]) for f in stages.values()], dtype=np.float64
+        )
+    return _k_weighting[sample_rate]
+
+
+def _gated_loudness(a: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness of checked float64 ``(frames, channels)`` audio: pyloudnorm's
+    ``Meter.integrated_loudness`` step by step (its block bounds, including the rounding of
+    the block count, and its gates), with the filters applied by :func:`_k_sos`."""
+    y = sosfilt(_k_sos(sample_rate), a, axis=0)
+    frames, channels = y.shape
+    block, step = GATING_BLOCK_S, 0.25
+    count = int(np.round((frames / sample_rate - block) / (block * step))) + 1
+    z = np.zeros((channels, count))
+    for j in range(count):
+        lo = int(block * (j * step) * sample_rate)
+        hi = int(block * (j * step + 1) * sample_rate)
+        z[:, j] = np.sum(np.square(y[lo:hi]), axis=0) / (block * sample_rate)
+    weighted = np.asarray(_CHANNEL_GAINS[:channels]) @ z
+    with np.errstate(divide="ignore"):
+        blocks = -0.691 + 10.0 * np.log10(weighted)
+    above = blocks >= _ABSOLUTE_GATE
+    if not above.any():
+        return float("-inf")
+    relative = -0.691 + 10.0 * math.log10(float(np.asarray(_CHANNEL_GAINS[:channels]) @ z[:, above].mean(axis=1)))
+    kept = (blocks > relative + _RELATIVE_GATE) & (blocks > _ABSOLUTE_GATE)
+    if not kept.any():
+        return float("-inf")
+    mean = float(np.asarray(_CHANNEL_GAINS[:channels]) @ z[:, kept].mean(axis=1))
+    return -0.691 + 10.0 * math.log10(mean) if mean > 0 else float("-inf")
 
 
 def _checked(audio: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
@@ -72,7 +115,7 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     a = _checked(audio, sample_rate)
     if not a.any():
         return float("-inf")
-    return float(_meter(int(sample_rate)).integrated_loudness(a))
+    return _gated_loudness(a, int(sample_rate))
 
 
 def sample_peak_dbfs(audio: np.ndarray) -> float:
@@ -132,16 +175,20 @@ def _gain(a: np.ndarray, db: float) -> np.ndarray:
     return np.asarray(a * 10.0 ** (db / 20.0), dtype=np.float32)
 
 
-def _match(a: np.ndarray, sample_rate: int, target: float, tolerance: float) -> tuple[np.ndarray, float, float]:
+def _match(
+    a: np.ndarray, sample_rate: int, target: float, tolerance: float, lufs: float | None = None
+) -> tuple[np.ndarray, float, float]:
     """Return ``a`` scaled to ``target`` LUFS (float32), its total gain and final loudness.
 
     Loudness is homogeneous in gain except where the -70 LUFS absolute gate admits or
     drops blocks and where float32 rounding bites, so the gain is refined by
-    re-measuring until the result is within ``tolerance / 4``.
+    re-measuring until the result is within ``tolerance / 4``. ``lufs``: the loudness of
+    ``a`` when its values are float32 values (then its float32 copy measures the same).
     """
     total_db = 0.0
     out = a.astype(np.float32)
-    lufs = integrated_loudness(out, sample_rate)
+    if lufs is None:
+        lufs = integrated_loudness(out, sample_rate)
     for _ in range(MAX_ALIGN_ITERATIONS):
         if abs(lufs - target) <= tolerance / 4:
             break
@@ -181,21 +228,30 @@ def align_item(
     signals: dict[str | None, np.ndarray] = {}
     shapes: dict[str | None, tuple[int, ...]] = {}
     before: dict[str | None, float] = {}
+    exact: set[str | None] = set()  # given as float32: a float32 copy has the same samples
     for key, label, audio in entries:
         a = _checked(audio, sample_rate, label)
         lufs = integrated_loudness(a, sample_rate)
         if not math.isfinite(lufs):
             raise AudioError(f"{label} is silent (below the -70 LUFS gate of BS.1770) and cannot be loudness-aligned")
         signals[key], shapes[key], before[key] = a, np.shape(audio), lufs
+        if np.asarray(audio).dtype == np.float32:
+            exact.add(key)
 
     goal = before[None] if target_lufs is None else float(target_lufs)
     matched: dict[str | None, np.ndarray] = {}
     gains: dict[str | None, float] = {}
+    # The loudness of each signal of ``matched`` where it is already known: the measurement
+    # is not repeated on the same samples.
+    measured: dict[str | None, float] = {}
     for key, a in signals.items():
+        known = before[key] if key in exact else None
         if key is None and target_lufs is None:
             matched[key], gains[key] = a.astype(np.float32), 0.0
+            if known is not None:
+                measured[key] = known
         else:
-            matched[key], gains[key], _ = _match(a, sample_rate, goal, tolerance_lu)
+            matched[key], gains[key], measured[key] = _match(a, sample_rate, goal, tolerance_lu, known)
 
     peak_of = true_peak_dbfs if true_peak else sample_peak_dbfs
     item_gain_db = 0.0
@@ -207,13 +263,14 @@ def align_item(
         # small extra margin absorbs float32 rounding on the next pass.
         item_gain_db += peak_ceiling_dbfs - worst - 1e-4
         matched = {k: _gain(signals[k], gains[k] + item_gain_db) for k in signals}
+        measured.clear()
         worst = max(peak_of(m) for m in matched.values())
 
     results: dict[str | None, SignalLoudness] = {}
     for key, m in matched.items():
         results[key] = SignalLoudness(
             lufs_before=before[key],
-            lufs_after=integrated_loudness(m, sample_rate),
+            lufs_after=measured[key] if key in measured else integrated_loudness(m, sample_rate),
             gain_db=gains[key] + item_gain_db,
             peak_dbfs_after=peak_of(m),
         )

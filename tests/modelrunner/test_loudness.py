@@ -202,3 +202,40 @@ def test_real_guitar_excerpt_and_its_anchor_align():
     for audio in out.values():
         assert abs(reference_lufs(audio, sr) - target) <= 0.1
     assert max(c.peak_dbfs_after for c in report.conditions.values()) <= -1.0 + 1e-6
+
+
+def test_matches_pyloudnorm_on_gated_and_multichannel_audio_at_any_length():
+    """Every block bound and both gates as pyloudnorm's meter has them (BS.1770-4 Annex 1)."""
+    rng = np.random.default_rng(11)
+    for sr in (8_000, 22_050, 44_100, 48_000):
+        for channels in (1, 2, 5):
+            for seconds in (0.41, 1.234, 3.0):
+                x = (0.05 * rng.standard_normal((int(seconds * sr) + 7, channels))).astype(np.float32)
+                x[: x.shape[0] // 3] *= 1e-4  # blocks under the absolute gate
+                x[x.shape[0] // 3 : x.shape[0] // 2] *= 0.05  # blocks under the relative gate
+                assert integrated_loudness(x, sr) == pytest.approx(reference_lufs(x, sr), abs=1e-9)
+
+
+def test_alignment_measures_each_float32_signal_once_and_reports_what_it_returns(monkeypatch):
+    """The loudness reported after alignment is that of the returned samples, and a float32
+    signal's loudness is not measured twice on the same samples."""
+    from modelrunner import loudness
+
+    calls: list[int] = []
+    real = loudness._gated_loudness
+    monkeypatch.setattr(loudness, "_gated_loudness", lambda a, sr: calls.append(a.shape[0]) or real(a, sr))
+    ref = noise(channels=2, amp=0.05, seed=4)
+    ref_out, out, report = align_item(ref, {"half": ref * np.float32(0.5)}, SR)
+    # reference, condition, the condition turned up by 6.02 dB: three measurements
+    assert len(calls) == 3
+    monkeypatch.setattr(loudness, "_gated_loudness", real)
+    assert report.reference.lufs_after == integrated_loudness(ref_out, SR) == report.reference.lufs_before
+    assert report.conditions["half"].lufs_after == integrated_loudness(out["half"], SR)
+    assert report.conditions["half"].lufs_after == pytest.approx(reference_lufs(ref), abs=0.025)
+
+    # Given as float64, a signal's float32 copy is measured again; after a headroom gain, all are.
+    loud = (np.clip(noise(channels=1, amp=0.5, seed=5), -0.99, 0.99)).astype(np.float64)
+    ref_out, out, report = align_item(loud, {"quiet": loud * 0.05}, SR)
+    assert report.item_gain_db < 0
+    assert report.reference.lufs_after == integrated_loudness(ref_out, SR)
+    assert report.conditions["quiet"].lufs_after == integrated_loudness(out["quiet"], SR)
