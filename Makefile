@@ -110,10 +110,16 @@ lint: $(VENV)/.installed-test
 
 # lint first; then 1) PostgreSQL + Redis (throwaway servers) for everything that touches Django;
 # 2) the whole suite on the embedded default (SQLite + filesystem broker). Its summary comes last.
+# Both in TEST_PROCESSES test processes (pytest-xdist; tests/isolation.py gives each its own
+# VAR_DIR, Redis database and PostgreSQL test database). The production rehearsal starts its
+# own servers whatever the stage's, so it runs once, in stage 2.
+TEST_PROCESSES ?= 3
+XDIST := -p tests.isolation -n $(TEST_PROCESSES) --dist loadgroup
 test: lint $(VENV)/.installed-test $(NAM_VENV)/.installed system-deps clean-test
 	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
-	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider
+	  $(PY) -m pytest -q -p no:cacheprovider $(XDIST) tests/integration tests/webmushra \
+	  --ignore=tests/integration/test_rehearsal.py
+	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider $(XDIST)
 
 # No browser, server or worker process, and none of the `slow` tests (fresh interpreters, a
 # compiler); in two test processes (pytest-xdist), each with its own VAR_DIR (tests/isolation.py).
@@ -121,20 +127,21 @@ test-fast: $(VENV)/.installed-test
 	VAR_DIR=$(TEST_VAR)/sqlite $(PY) -m pytest -q -p no:cacheprovider -p tests.isolation -n 2 \
 	  -m "not integration and not browser and not slow"
 
-# A stress run: every browser test BROWSER_REPEAT times, one after another (e.g.
-# `make test-browsers-repeat BROWSER_REPEAT=2 BROWSER_TESTS=tests/browser/test_player.py`).
+# A stress run: every browser test BROWSER_REPEAT times, in TEST_PROCESSES test processes as
+# `make test` runs them (each file's runs one after another in one process), e.g.
+# `make test-browsers-repeat BROWSER_REPEAT=2 BROWSER_TESTS=tests/browser/test_player.py`.
 BROWSER_REPEAT ?= 10
 BROWSER_TESTS ?=
 test-browsers-repeat: $(VENV)/.installed-test system-deps
 	rm -rf $(TEST_VAR)/repeat
 	BROWSER_REPEAT=$(BROWSER_REPEAT) VAR_DIR=$(TEST_VAR)/repeat $(PY) -m pytest -q -p no:cacheprovider \
-	  -m browser $(BROWSER_TESTS)
+	  $(XDIST) -m browser $(BROWSER_TESTS)
 
 # Stage 1 of `make test` alone: throwaway PostgreSQL + Redis, the tests that touch them.
 test-stack: $(VENV)/.installed-test system-deps
 	rm -rf $(TEST_VAR)/pg
 	VAR_DIR=$(TEST_VAR)/pg $(PY) -m tests.stack --redis --postgres -- \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/integration tests/webmushra
+	  $(PY) -m pytest -q -p no:cacheprovider $(XDIST) tests/integration tests/webmushra
 
 # Every benchmark in bench/ (about 10 minutes); `make bench BENCH_ARGS=--quick` takes under 3.
 bench: $(VENV)/.installed-test

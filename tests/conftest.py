@@ -34,8 +34,12 @@ def require(condition: bool, message: str) -> None:
 
 #: Markers by folder (tests/<folder>/...): what every test there starts.
 FOLDER_MARKERS = {"browser": ("browser",), "integration": ("integration",), "faults": ("integration",)}
-#: Folders whose tests share session-wide servers or browsers: under pytest-xdist one process runs each.
-XDIST_GROUPS = ("browser", "faults")
+#: Folders whose tests share session-wide servers: under pytest-xdist one process runs each.
+XDIST_GROUPS = ("faults",)
+#: Folders whose files each start what they share (browsers, a harness server) in whichever
+#: process runs them: under pytest-xdist one process runs each file, so a file's tests keep
+#: their order, and the files are spread over the processes.
+XDIST_FILE_GROUPS = ("browser",)
 #: Markers by fixture, wherever the test lives: real browsers, and real servers or workers.
 FIXTURE_MARKERS = {
     "browser": "browser",
@@ -67,9 +71,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
         folder = item.path.parent.name
-        if xdist and folder in XDIST_GROUPS and item.path.parent.parent == Path(__file__).parent:
-            # With --dist loadgroup, one test process runs the folder: one server stack, one set of browsers.
-            item.add_marker(pytest.mark.xdist_group(folder))
+        if xdist and item.path.parent.parent == Path(__file__).parent:
+            # With --dist loadgroup, one test process runs the folder (one server stack) or the file.
+            if folder in XDIST_GROUPS:
+                item.add_marker(pytest.mark.xdist_group(folder))
+            elif folder in XDIST_FILE_GROUPS:
+                item.add_marker(pytest.mark.xdist_group(f"{folder}/{item.path.name}"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
