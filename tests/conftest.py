@@ -62,10 +62,38 @@ def markers_for(path: Path, fixturenames: Iterable[str]) -> set[str]:
     return names | {m for f, m in FIXTURE_MARKERS.items() if f in fixturenames}
 
 
+#: The longest groups and files (measured: a minute or more each in ``make test``), in the order
+#: test processes should start them: pytest-xdist hands out work in collection order, so the
+#: long ones go first and the short ones fill the gaps at the end.
+LONG_FIRST = (
+    "browser/test_session.py",
+    "integration/test_rehearsal.py",
+    "browser/test_paradigm_pages.py",
+    "browser/test_player.py",
+    "faults/",
+    "test_packaging.py",
+    "hostile/test_peak_memory.py",
+    "browser/",
+    "integration/test_render_policy.py",
+)
+
+
+def _long_first(item: pytest.Item) -> int:
+    path = (
+        item.path.relative_to(Path(__file__).parent).as_posix()
+        if item.path.is_relative_to(Path(__file__).parent)
+        else ""
+    )
+    return next((i for i, prefix in enumerate(LONG_FIRST) if path.startswith(prefix)), len(LONG_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by folder and by the fixtures they use, so ``-m "not integration and not browser"``
-    (``make test-fast``) never starts a browser, a server or a worker."""
+    (``make test-fast``) never starts a browser, a server or a worker. Under pytest-xdist
+    (``-n``), the files of ``LONG_FIRST`` go first, each file's tests in their order."""
     xdist = config.pluginmanager.hasplugin("xdist")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a test process of ``-n``: the controller collects nothing
+        items.sort(key=_long_first)  # stable: the order within a file and among the rest is kept
     for item in items:
         names = markers_for(item.path, getattr(item, "fixturenames", ()))
         for name in sorted(names - {m.name for m in item.iter_markers()}):

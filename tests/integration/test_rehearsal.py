@@ -1078,17 +1078,27 @@ def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills
             reply = participant.post_json(data["save_url"], body)
             assert reply.status == 200 and reply.json()["replayed"] is False, (reply.status, reply.body[:300])
             continue
+
         # One web server is killed while it holds this save: nginx alternates between the two,
-        # so after a request that went to the other one, the next goes to this one.
-        for _ in range(4):
+        # so after a request that went to the other one, the next goes to this one. That holds
+        # only while nginx counts both as up (a slow answer under load takes a server out of the
+        # rotation for fail_timeout, 10 s): two requests in a row must have gone to both.
+        def healthz_upstream() -> str:
             logged = access_log_lines(r)
             assert participant.get("/healthz").status == 200
             # nginx logs a request after answering it: wait for its line before reading it.
-            wait_for(lambda n=logged: access_log_lines(r) > n, timeout=10, interval=0.02, what="nginx to log /healthz")
-            if not last_upstream(r).endswith(f":{web1_port}"):
+            wait_for(lambda: access_log_lines(r) > logged, timeout=10, interval=0.02, what="nginx to log /healthz")
+            return last_upstream(r)
+
+        deadline = time.monotonic() + 30
+        while True:
+            first, second = healthz_upstream(), healthz_upstream()
+            if first != second and not second.endswith(f":{web1_port}"):
                 break
-        else:
-            raise AssertionError("nginx sent every request to one web server")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nginx did not alternate between the two web servers ({first}, {second})")
+            if first == second:
+                time.sleep(1)
         os.killpg(web1.proc.pid, signal.SIGSTOP)
         answer: list[Reply] = []
         saving = threading.Thread(
@@ -1098,7 +1108,10 @@ def test_the_shipped_configuration_builds_serves_rates_and_reports_through_kills
         )
         saving.start()
         saving.join(3)
-        assert saving.is_alive(), f"the save did not wait on the stopped web server: {answer}"
+        assert saving.is_alive(), (
+            f"the save did not wait on the stopped web server (port {web1_port}): {answer}\n"
+            + "\n".join((r.var / "nginx" / "access.log").read_text().splitlines()[-8:])
+        )
         web1.kill()
         saving.join(30)
         # The save was sent and its server died: nginx does not send a POST twice; it answers 502
