@@ -4,7 +4,7 @@ The one place the project measures loudness. Loudness is the gated integrated lo
 ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap, absolute gate at
 -70 LUFS, relative gate at -10 LU), pyloudnorm's meter: its K-weighting filters and its
 blocks and gates, with the two filter stages run as one cascade of second-order sections
-over every channel at once (about 2.5 times faster on a 10 s excerpt; the same value
+over every channel at once (about 1.9 times faster on a 10 s excerpt; the same value
 within 1e-9 LU, tests/modelrunner/test_loudness.py). Arrays are shaped
 ``(frames,)`` or ``(frames, channels)`` with at most five channels (BS.1770-4 channel
 order L, R, C, Ls, Rs).
@@ -70,17 +70,18 @@ def _gated_loudness(a: np.ndarray, sample_rate: int) -> float:
         lo = int(block * (j * step) * sample_rate)
         hi = int(block * (j * step + 1) * sample_rate)
         z[:, j] = np.sum(np.square(y[lo:hi]), axis=0) / (block * sample_rate)
-    weighted = np.asarray(_CHANNEL_GAINS[:channels]) @ z
+    gains = np.asarray(_CHANNEL_GAINS[:channels])
+    weighted = gains @ z
     with np.errstate(divide="ignore"):
         blocks = -0.691 + 10.0 * np.log10(weighted)
     above = blocks >= _ABSOLUTE_GATE
     if not above.any():
         return float("-inf")
-    relative = -0.691 + 10.0 * math.log10(float(np.asarray(_CHANNEL_GAINS[:channels]) @ z[:, above].mean(axis=1)))
+    relative = -0.691 + 10.0 * math.log10(float(gains @ z[:, above].mean(axis=1)))
     kept = (blocks > relative + _RELATIVE_GATE) & (blocks > _ABSOLUTE_GATE)
     if not kept.any():
         return float("-inf")
-    mean = float(np.asarray(_CHANNEL_GAINS[:channels]) @ z[:, kept].mean(axis=1))
+    mean = float(gains @ z[:, kept].mean(axis=1))
     return -0.691 + 10.0 * math.log10(mean) if mean > 0 else float("-inf")
 
 

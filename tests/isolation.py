@@ -12,8 +12,8 @@ changes.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: Redis servers have 16 databases (0-15) unless configured otherwise; 0 stays the controller's.
 REDIS_DATABASES = 16
@@ -24,9 +24,7 @@ def redis_url_for(url: str, worker: str) -> str:
     number = int(worker.removeprefix("gw")) + 1
     if number >= REDIS_DATABASES:
         raise RuntimeError(f"pytest-xdist worker {worker}: Redis has only {REDIS_DATABASES} databases")
-    head, _, query = url.partition("?")
-    head = re.sub(r"/\d*$", "", head) if re.search(r"^[a-z]+://[^/]*/\d*$", head) else head.rstrip("/")
-    return f"{head}/{number}" + (f"?{query}" if query else "")
+    return urlsplit(url)._replace(path=f"/{number}").geturl()
 
 
 _worker = os.environ.get("PYTEST_XDIST_WORKER")
