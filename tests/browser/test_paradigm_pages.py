@@ -210,8 +210,12 @@ def answer_trial(ui: ChromiumUi, data: dict[str, Any], answer: dict[str, Any]) -
     for n, key in enumerate(keys, start=1):
         name = f"Play signal {n if data['paradigm'] == 'ranking' else key.upper()} (key {n % 10})"
         ui.play(name)
-        ui.wait(f"{state}.current === '{key}' && {state}.playing")
-        ui.wait(heard(key, least))
+        try:
+            ui.wait(f"{state}.current === '{key}' && {state}.playing")
+            ui.wait(heard(key, least))
+        except AssertionError as exc:  # say what the player was doing instead
+            seen = ui.js(f"JSON.stringify({{state: {state}, audio: {PLAYER_JS}.context?.state}})")
+            raise AssertionError(f"{exc}\nthe player then: {seen}") from None
     paradigm = data["paradigm"]
     if paradigm != "ranking":
         assert ui.js(submit_shut) is True, "the save opened before the answer was given"

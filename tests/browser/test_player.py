@@ -648,6 +648,50 @@ def test_switch_is_fade_out_then_fade_in_at_the_same_playhead(any_page: Any, har
     assert np.max(np.abs(np.diff(total))) < 0.01
 
 
+PLAY_AFTER_THE_END = """async () => {
+  const sr = 48000, dur = 1.0, n = sr * 3;
+  const ctx = new OfflineAudioContext(2, n, sr);
+  const make = (channel) => {
+    const b = ctx.createBuffer(2, sr * dur, sr);
+    b.getChannelData(channel).fill(0.5);
+    return b;
+  };
+  const engine = new harness.engine.Engine(ctx, {a: make(0), b: make(1)}, {lead: 0, horizon: 10});
+  engine.setLoop(0, dur, false);
+  engine.play('a', 0);
+  let seen = null;
+  // At 1.5 s a has ended, but no tick has run to notice: the press of b comes in between.
+  ctx.suspend(1.5).then(() => {
+    const before = engine.playing;
+    engine.play('b');
+    seen = {before, playing: engine.playing, current: engine.current, at: ctx.currentTime};
+    ctx.resume();
+  });
+  const out = await ctx.startRendering();
+  return {seen, left: b64(out.getChannelData(0)), right: b64(out.getChannelData(1))};
+}"""
+
+
+@pytest.mark.parametrize("any_page", ["chromium", "webkit"], indirect=True)
+def test_play_after_the_last_signal_ended_unnoticed_still_plays(any_page: Any, harness: Harness) -> None:
+    # A participant presses B just after A reached the end, before the engine's 100 ms tick (on a
+    # busy machine, longer): B must play from the start, not be selected in silence.
+    page = any_page
+    _engine_page(page, harness)
+    out = page.evaluate(PLAY_AFTER_THE_END)
+    at = out["seen"].pop("at")
+    assert out["seen"] == {"before": True, "playing": True, "current": "b"}
+    sr, fade = 48000, 240
+    left, right = _f32(out["left"]), _f32(out["right"])
+    assert np.allclose(left[fade : sr - fade], 0.5, atol=1e-4) and np.all(left[sr:] == 0)
+    start = int(round(at * sr))
+    assert 1.5 <= at < 1.51
+    assert np.all(right[:start] == 0)
+    # b from its start: a second of signal from 1.5 s, faded in and out.
+    assert np.allclose(right[start + fade + 1 : start + sr - fade - 1], 0.5, atol=1e-4)
+    assert np.all(right[start + sr + 1 :] == 0)
+
+
 def test_loop_wrap_fades_out_at_the_end_and_in_at_the_start(any_page: Any, harness: Harness) -> None:
     page = any_page
     _engine_page(page, harness)

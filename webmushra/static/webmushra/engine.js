@@ -200,7 +200,9 @@ Engine.prototype.play = function (key, pos) {
   if (this.playing) {
     if (pos === undefined && key === this.current) return;
     this.switchTo(key, pos);
-    return;
+    // The switch found the timeline run out (the last signal ended before a tick noticed):
+    // a press of play still plays, from where a stopped timeline starts.
+    if (this.playing) return;
   }
   var now = this.ctx.currentTime;
   var when = now + this.lead;
