@@ -211,7 +211,9 @@ class StoredReader:
 
 
 def sweep_temp_files(*, older_than) -> int:
-    """Remove temp files left by workers killed mid-write (never served: no row names them)."""
+    """Remove temp files left by workers killed mid-write (never served: no row names them) and
+    not touched since ``older_than``; returns how many. One that cannot be removed (another
+    user's folder) is said in the log with the reason, once per sweep, and left."""
     removed = 0
     root = Path(settings.MEDIA_ROOT)
     for sub in ("renders", "stimuli", "reports", "tmp"):
@@ -226,6 +228,13 @@ def sweep_temp_files(*, older_than) -> int:
                 if path.is_file() and path.stat().st_mtime < older_than.timestamp():
                     path.unlink()
                     removed += 1
-            except OSError:
+            except FileNotFoundError:  # another sweep, or the writer's own clean-up, came first
                 pass
+            except OSError as exc:
+                log.warning(
+                    "cannot remove the left temp file %s (%s): run the reaper as the user that writes "
+                    "the media, or give both users the folder's group with write access",
+                    path,
+                    exc.strerror or exc,
+                )
     return removed
