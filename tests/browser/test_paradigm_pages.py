@@ -457,7 +457,12 @@ def test_a_mixed_session_in_firefox_and_webkit(engine, blocks, request, live_ser
 
 
 def _template_texts() -> set[str]:
-    source = TEMPLATE.read_text()
+    """The texts the paradigm player's template translates, with those of the templates it includes."""
+    source, todo = "", [TEMPLATE]
+    while todo:
+        text = todo.pop().read_text()
+        source += text
+        todo += [TEMPLATE.parents[2] / name for name in re.findall(r'\{% include "([^"]+)"', text)]
     found = set(re.findall(r'\{% translate "([^"]+)" %\}', source))
     return {s for s in found if s not in SAME_IN_GERMAN}
 
