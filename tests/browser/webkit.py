@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.browser.driven import DriverError, PulseAudio, ScriptedPage
+from tests.browser.driven import DriverError, NavigatedAway, PulseAudio, ScriptedPage
 from tests.stack import free_port, stop_process
 
 DRIVER = Path(os.environ.get("WEBKIT_DRIVER_PATH", "/usr/bin/WebKitWebDriver"))
@@ -162,7 +162,14 @@ class WebKitPage(ScriptedPage):
             "const done = arguments[arguments.length - 1];"
             f"({source}).then(done, e => done({{__error: String(e && e.stack || e)}}));"
         )
-        value = self.call("POST", "/execute/async", {"script": script, "args": []})
+        try:
+            value = self.call("POST", "/execute/async", {"script": script, "args": []})
+        except DriverError as exc:
+            # A script whose page navigated (or reloaded) while it ran is answered "no such
+            # frame: Callback was not called before the unload event".
+            if ": no such frame:" in str(exc):
+                raise NavigatedAway(str(exc)) from None
+            raise
         if isinstance(value, dict) and "__error" in value:
             raise DriverError(f"JavaScript error: {value['__error']}")
         return value
