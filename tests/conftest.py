@@ -421,6 +421,27 @@ PLAYER_JS = (
 )
 
 
+#: What every trial page's player holds once (webmushra/participant/_player_controls.html):
+#: the bar, its transport, save and messages, and the waveform with its loop handles.
+PLAYER_CONTROLS = (
+    'class="wm-bar"',
+    'class="btn wm-playpause"',
+    'class="btn wm-stop"',
+    'class="btn primary wm-submit"',
+    'class="wm-missing"',
+    'class="wm-wavebox"',
+    'class="wm-wave"',
+    'class="wm-handle wm-handle-start"',
+    'class="wm-handle wm-handle-end"',
+)
+
+
+def assert_player_controls_once(html: str) -> None:
+    """A trial page's player controls, each exactly once (no copy left by an include)."""
+    counts = {marker: html.count(marker) for marker in PLAYER_CONTROLS}
+    assert counts == dict.fromkeys(PLAYER_CONTROLS, 1), counts
+
+
 def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50) -> None:
     """Wait until a JavaScript expression is truthy in ``page``.
 

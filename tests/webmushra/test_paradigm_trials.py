@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 from django.urls import reverse
 
+from tests.conftest import assert_player_controls_once
 from tests.trials import answer_body, save_body
 from webmushra import paradigms
 from webmushra.errors import ConflictError, FieldError
@@ -41,6 +42,7 @@ def _trial_json(client, p: Participant, index: int) -> tuple[dict, str]:
     page = client.get(reverse("participant:trial", args=[p.token, index + 1]))
     assert page.status_code == 200
     html = page.content.decode()
+    assert_player_controls_once(html)
     start = html.index('id="trial-data"')
     data = json.loads(html[html.index(">", start) + 1 : html.index("</script>", start)])
     return data, html

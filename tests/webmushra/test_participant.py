@@ -8,6 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
+from tests.conftest import assert_player_controls_once
 from tests.trials import save_body
 from webmushra import rules
 from webmushra.models import Participant, Rating, StimulusToken, TrialResponse
@@ -53,6 +54,7 @@ def test_trial_json_carries_the_rules_and_the_signal_cap(client, participant_at_
 
     def trial_json() -> dict:
         page = client.get(reverse("participant:trial", args=[p.token, 1])).content.decode()
+        assert_player_controls_once(page)
         return json.loads(re.search(r'<script id="trial-data" type="application/json">(.*?)</script>', page, re.S)[1])
 
     data = trial_json()
