@@ -215,7 +215,11 @@ def _reload(page: Any) -> None:
         page.goto(page.url)
     else:
         page.reload()
-    page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
+    try:
+        page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
+    except AssertionError as exc:  # say how far the reloaded page got
+        seen = page.evaluate(f"JSON.stringify({{state: {PLAYER_JS}.state(), ready: document.readyState}})")
+        raise AssertionError(f"{exc}\nthe page then: {seen}\nscript errors: {page.js_errors}") from None
 
 
 #: The trial with no minimum listening or page time, so that it is rated and saved at key speed.
