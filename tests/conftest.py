@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -442,6 +443,17 @@ def assert_player_controls_once(html: str) -> None:
     assert counts == dict.fromkeys(PLAYER_CONTROLS, 1), counts
 
 
+def evaluate_across_navigation(page, expression: str) -> Any:
+    """``page.evaluate(expression)``, or ``None`` when the page navigated (or reloaded) while it
+    was asked: the caller asks again."""
+    try:
+        return page.evaluate(expression)
+    except Exception as exc:
+        if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+            raise
+        return None
+
+
 def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50) -> None:
     """Wait until a JavaScript expression is truthy in ``page``.
 
@@ -451,12 +463,8 @@ def wait_js(page, expression: str, timeout: float = 30_000, interval: float = 50
     """
     deadline = time.monotonic() + timeout / 1000
     while True:
-        try:
-            if page.evaluate(f"() => Boolean({expression})"):
-                return
-        except Exception as exc:  # the page navigated (or reloaded) while it was asked: ask again
-            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
-                raise
+        if evaluate_across_navigation(page, f"() => Boolean({expression})"):
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {expression}")
         page.wait_for_timeout(interval)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.conftest import wait_js
+from tests.conftest import evaluate_across_navigation, wait_js
 from tests.paths import fixture_path
 
 pytestmark = [
@@ -29,12 +29,8 @@ def wait_rendered(page: Any, stall_s: float = 90, most_s: float = 300) -> None:
     started = moved = time.monotonic()
     seen: Any = None
     while True:
-        try:
-            if page.evaluate("() => document.getElementById('status').dataset.status") == "ready":
-                return
-        except Exception as exc:  # the page reloaded itself while it was asked: ask again
-            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
-                raise
+        if evaluate_across_navigation(page, "() => document.getElementById('status').dataset.status") == "ready":
+            return
         jobs = list(RenderJob.objects.order_by("pk").values_list("kind", "status", "progress", "error"))
         if jobs != seen:
             seen, moved = jobs, time.monotonic()

@@ -213,7 +213,7 @@ class StoredReader:
 def sweep_temp_files(*, older_than) -> int:
     """Remove temp files left by workers killed mid-write (never served: no row names them) and
     not touched since ``older_than``; returns how many. One that cannot be removed (another
-    user's folder) is said in the log with the reason, once per sweep, and left."""
+    user's folder) is said in the log with the reason at every sweep, and left."""
     removed = 0
     root = Path(settings.MEDIA_ROOT)
     for sub in ("renders", "stimuli", "reports", "tmp"):
