@@ -346,6 +346,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # kombu polls the folder; its default (1 s) is also its pause after each message while
+        # one is unacknowledged, so a worker took at most one short job a second.
+        "polling_interval": 0.1,
     }
 else:
     # Redis: an unacknowledged message is redelivered after the visibility timeout,

@@ -291,6 +291,34 @@ def _media_root(request, tmp_path_factory):
     yield media
 
 
+#: The fixtures that give a test the database, and with it services that send task messages.
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"})
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker(request):
+    """A test that reaches the database starts with the broker's queues empty, as it starts with
+    its tables empty. A message an earlier test left names rows that no longer exist, yet a worker
+    started now takes it before the test's own: one message a second on the filesystem broker
+    (kombu's polling interval while a message is unacknowledged), so a hundred of them held a
+    test's render for over 90 s. Set up before the test's own fixtures, which may send messages."""
+    if not request.config.pluginmanager.hasplugin("django") or not (
+        DATABASE_FIXTURES & set(request.fixturenames) or request.node.get_closest_marker("django_db")
+    ):
+        return
+    from django.conf import settings
+
+    from config.celery import app
+
+    queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE}
+    with app.connection_for_write() as conn:
+        for queue in sorted(queues):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - the queue does not exist yet: nothing to purge
+                pass
+
+
 @pytest.fixture
 def broker_is_empty(settings):
     """Return the number of messages waiting in a queue of the configured broker."""
