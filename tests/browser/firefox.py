@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import websocket
 
 from tests.browser.driven import DriverError, NavigatedAway, PulseAudio, ScriptedPage
@@ -143,6 +144,7 @@ class Firefox:
                         tab = message.get("params", {}).get("context", "")
                         self._navigations[tab] = self._navigations.get(tab, 0) + 1
                         self._ready.notify_all()
+                message["t"] = time.monotonic()
                 self.events.append(message)
 
     def send(
@@ -243,6 +245,37 @@ class FirefoxPage(ScriptedPage):
 
     def goto(self, url: str) -> None:
         self.browser.send("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+
+    def reload(self) -> None:
+        """As the browser's reload button (not a navigation to the same address)."""
+        self.browser.send("browsingContext.reload", {"context": self.context, "wait": "complete"})
+
+    def diagnose(self) -> dict[str, Any]:
+        """What the browser says of this tab when its page stops answering scripts: its address,
+        its last events (navigations, responses), and the CPU % of each browser process over 1 s
+        (a script that never yields shows as one content process near 100 %)."""
+        procs = [psutil.Process(self.browser.proc.pid)]
+        procs += procs[0].children(recursive=True)
+        for proc in procs:
+            proc.cpu_percent(None)
+        time.sleep(1.0)
+        cpu = {}
+        for proc in procs:
+            try:
+                cpu[proc.pid] = proc.cpu_percent(None)
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            tree = self.browser.send("browsingContext.getTree", {"root": self.context}, timeout=5)
+        except DriverError as exc:
+            tree = {"error": str(exc)}
+        mine = []
+        for event in self.browser.events:
+            params = event.get("params", {})
+            if params.get("context") == self.context:
+                url = params.get("url") or params.get("request", {}).get("url")
+                mine.append((round(event.get("t", 0), 2), event.get("method"), url))
+        return {"tree": tree, "events": mine[-12:], "cpu": cpu}
 
     def _run(self, source: str, poll: bool = False) -> Any:
         reply = self.browser.send(

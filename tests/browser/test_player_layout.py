@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -211,15 +212,18 @@ def test_a_touch_tap_on_a_locked_slider_says_why(browser: Any, harness: Harness)
 
 
 def _reload(page: Any) -> None:
-    if isinstance(page, ScriptedPage):
-        page.goto(page.url)
-    else:
-        page.reload()
+    started = time.monotonic()
+    page.reload()
     try:
         page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
-    except AssertionError as exc:  # say how far the reloaded page got
-        seen = page.evaluate(f"JSON.stringify({{state: {PLAYER_JS}.state(), ready: document.readyState}})")
-        raise AssertionError(f"{exc}\nthe page then: {seen}\nscript errors: {page.js_errors}") from None
+    except AssertionError as exc:  # say how far the reloaded page got, or whether it answers at all
+        seen_by_browser = page.diagnose() if hasattr(page, "diagnose") else None
+        probe = f"JSON.stringify({{state: {PLAYER_JS}.state(), ready: document.readyState}})"
+        seen = page._poll(probe) if isinstance(page, ScriptedPage) else page.evaluate(probe)
+        raise AssertionError(
+            f"{exc}\nthe page then: {seen}\nthe browser: {seen_by_browser} (reload sent at {started:.2f}, now {time.monotonic():.2f})"
+            f"\nscript errors: {page.js_errors}"
+        ) from None
 
 
 #: The trial with no minimum listening or page time, so that it is rated and saved at key speed.

@@ -153,6 +153,11 @@ class WebKitPage(ScriptedPage):
         self.call("POST", "/url", {"url": url})
         self.evaluate(self._COLLECT)
 
+    def reload(self) -> None:
+        """As the browser's reload button (not a navigation to the same address)."""
+        self.call("POST", "/refresh", {})
+        self.evaluate(self._COLLECT)
+
     @property
     def js_errors(self) -> list[str]:
         return self.evaluate("window.__errors || []")
