@@ -99,6 +99,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = markers_for(item.path, getattr(item, "fixturenames", ()))
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
+        if _runs_in_firefox(item):
+            from tests.browser.firefox import BrowserHung
+
+            # A deadlock inside Firefox (see BrowserHung), told apart from any other failure by
+            # the kernel's view of its main thread: the test runs once more, in a fresh browser.
+            item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=[BrowserHung]))
         folder = item.path.parent.name
         if xdist and item.path.parent.parent == Path(__file__).parent:
             # With --dist loadgroup, one test process runs the folder (one server stack) or the file.
@@ -106,6 +112,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.xdist_group(folder))
             elif folder in XDIST_FILE_GROUPS:
                 item.add_marker(pytest.mark.xdist_group(f"{folder}/{item.path.name}"))
+
+
+def _runs_in_firefox(item: pytest.Item) -> bool:
+    """A test with a Firefox of its own (the ``firefox`` fixture, or ``any_page``'s Firefox)."""
+    callspec = getattr(item, "callspec", None)
+    return "firefox" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and "firefox" in callspec.params.values()
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -63,6 +63,35 @@ NAVIGATION_GRACE = 2.0
 POLL_REPLY_LIMIT = 3.0
 
 
+class BrowserHung(AssertionError):
+    """Firefox stopped answering because a content process's main thread is blocked on a lock.
+
+    Seen here with Firefox ESR 153 under load, about once in 40 to 80 reloads of a trial page
+    whose AudioContext runs (playing or paused): the page loads and fetches its stimuli, then
+    its process's main thread waits on a futex while the audio graph's thread (GraphRunner, or
+    the AudioIPC callback thread with ``media.audiograph.single_thread.enabled`` off) waits on
+    a mutex, and neither moves again. A deadlock inside the browser, not in the page's
+    scripts (none runs); the browser tests run such a test once more (tests/conftest.py)."""
+
+
+def blocked_main_threads(pids: list[int], looks: int = 3, interval: float = 0.3) -> list[int]:
+    """Of ``pids``, the processes whose main thread waits on a futex (a lock or a condition
+    variable) at each of ``looks`` looks ``interval`` s apart, as the kernel's wait channel
+    says; an idle browser process's main thread waits in poll() for its next event instead."""
+    blocked = set(pids)
+    for look in range(looks):
+        if look:
+            time.sleep(interval)
+        for pid in list(blocked):
+            try:
+                channel = Path(f"/proc/{pid}/wchan").read_text()
+            except OSError:
+                channel = ""
+            if not channel.startswith("futex"):
+                blocked.discard(pid)
+    return sorted(blocked)
+
+
 class Firefox:
     """One headless Firefox process with a fresh profile and one BiDi session."""
 
@@ -104,7 +133,7 @@ class Firefox:
 
     @property
     def version(self) -> str:
-        return str(self.capabilities.get("browserVersion", ""))
+        return str(getattr(self, "capabilities", {}).get("browserVersion", ""))
 
     def _listening_url(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -166,6 +195,7 @@ class Firefox:
             self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
         deadline = time.monotonic() + (min(timeout, POLL_REPLY_LIMIT) if poll else timeout)
         navigated = False
+        reply: dict[str, Any] | None = None
         with self._ready:
             while ident not in self._replies and -1 not in self._replies:
                 if poll and not navigated and self._navigations.get(tab, 0) != navigations:
@@ -177,15 +207,44 @@ class Firefox:
                         raise NavigatedAway(f"{method}: the page navigated away before the reply came")
                     if poll:
                         raise NavigatedAway(f"{method}: a poll had no reply within {POLL_REPLY_LIMIT} s")
-                    raise DriverError(f"{method}: no reply within {timeout} s")
+                    break
                 self._ready.wait(left)
-            reply = self._replies.pop(ident, None) or self._replies[-1]
+            else:
+                reply = self._replies.pop(ident, None) or self._replies[-1]
+        if reply is None:
+            lost = DriverError(f"{method}: no reply within {timeout} s")
+            self.raise_if_hung(lost)
+            raise lost
         if reply["type"] == "error":
             message = f"{method}: {reply.get('error')}: {reply.get('message')}"
             if tab is not None and reply.get("error") == "no such frame":  # its document was discarded
                 raise NavigatedAway(message)
             raise DriverError(message)
         return reply["result"]
+
+    def content_processes(self) -> list[int]:
+        """The browser's content processes (pages and extensions), by process id."""
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for child in children:
+            try:
+                if child.cmdline()[-1:] == ["tab"]:
+                    out.append(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def raise_if_hung(self, cause: BaseException) -> None:
+        """Raise ``BrowserHung`` when a content process's main thread is blocked (see there)."""
+        blocked = blocked_main_threads(self.content_processes())
+        if blocked:
+            raise BrowserHung(
+                f"Firefox {self.version}: the main thread of content process {blocked} is blocked on a lock, "
+                f"not waiting for events ({cause})"
+            ) from cause
 
     def new_page(self, width: int = 1280, height: int = 900, device_pixel_ratio: float | None = None) -> FirefoxPage:
         context = self.send("browsingContext.create", {"type": "tab"})["context"]
@@ -249,6 +308,14 @@ class FirefoxPage(ScriptedPage):
     def reload(self) -> None:
         """As the browser's reload button (not a navigation to the same address)."""
         self.browser.send("browsingContext.reload", {"context": self.context, "wait": "complete"})
+
+    def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.05) -> bool:
+        """As ``ScriptedPage.wait_for``; ``BrowserHung`` when it timed out on a blocked browser."""
+        try:
+            return super().wait_for(expression, timeout, interval)
+        except AssertionError as exc:
+            self.browser.raise_if_hung(exc)
+            raise
 
     def diagnose(self) -> dict[str, Any]:
         """What the browser says of this tab when its page stops answering scripts: its address,

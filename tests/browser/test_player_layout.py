@@ -17,6 +17,7 @@ import pytest
 
 from tests.browser.conftest import Harness, keys_for, screenshot
 from tests.browser.driven import ScriptedPage
+from tests.browser.firefox import BrowserHung
 from tests.browser.test_player import KEYS, TRIAL, open_trial, state
 from tests.conftest import PLAYER_JS
 
@@ -216,13 +217,15 @@ def _reload(page: Any) -> None:
     page.reload()
     try:
         page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
+    except BrowserHung:
+        raise
     except AssertionError as exc:  # say how far the reloaded page got, or whether it answers at all
         seen_by_browser = page.diagnose() if hasattr(page, "diagnose") else None
         probe = f"JSON.stringify({{state: {PLAYER_JS}.state(), ready: document.readyState}})"
         seen = page._poll(probe) if isinstance(page, ScriptedPage) else page.evaluate(probe)
         raise AssertionError(
-            f"{exc}\nthe page then: {seen}\nthe browser: {seen_by_browser} (reload sent at {started:.2f}, now {time.monotonic():.2f})"
-            f"\nscript errors: {page.js_errors}"
+            f"{exc}\nthe page then: {seen}\nthe browser: {seen_by_browser}"
+            f" (reload sent at {started:.2f}, now {time.monotonic():.2f})\nscript errors: {page.js_errors}"
         ) from None
 
 
