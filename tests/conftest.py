@@ -118,7 +118,7 @@ def _runs_in_firefox(item: pytest.Item) -> bool:
     """A test with a Firefox of its own (the ``firefox`` fixture, or ``any_page``'s Firefox)."""
     callspec = getattr(item, "callspec", None)
     return "firefox" in getattr(item, "fixturenames", ()) or (
-        callspec is not None and "firefox" in callspec.params.values()
+        callspec is not None and any(isinstance(v, str) and v == "firefox" for v in callspec.params.values())
     )
 
 
