@@ -58,8 +58,10 @@ class Harness:
 
     base_url: str
 
-    def configure(self, pages: dict[str, Any], saves: dict[str, Any] | None = None) -> None:
-        self._post("/__harness__/config", {"pages": pages, "saves": saves or {}})
+    def configure(
+        self, pages: dict[str, Any], saves: dict[str, Any] | None = None, stimulus_delay_s: float = 0.0
+    ) -> None:
+        self._post("/__harness__/config", {"pages": pages, "saves": saves or {}, "stimulus_delay_s": stimulus_delay_s})
 
     def posts(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(self.base_url + "/__harness__/posts", timeout=5) as reply:

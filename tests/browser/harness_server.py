@@ -25,6 +25,7 @@ import mimetypes
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,12 @@ class HarnessState:
 
     def configure(self, config: dict[str, Any]) -> None:
         with self.lock:
-            self.config = {"pages": config.get("pages", {}), "saves": config.get("saves", {})}
+            self.config = {
+                "pages": config.get("pages", {}),
+                "saves": config.get("saves", {}),
+                # Seconds each stimulus waits before it is answered (a slow network).
+                "stimulus_delay_s": float(config.get("stimulus_delay_s", 0.0)),
+            }
             self.posts = []
             self.replies = {}
             self.failures_left = int(self.config["saves"].get("fail_first", 0))
@@ -134,6 +140,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/static/"):
             self._file(STATIC_DIR, path[len("/static/") :])
         elif path.startswith("/s/"):
+            time.sleep(state.config["stimulus_delay_s"])
             self._file(state.wav_dir, path[len("/s/") :])
         elif path.startswith("/page/"):
             page = state.config["pages"].get(path[len("/page/") :])

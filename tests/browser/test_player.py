@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import Harness, keys_for, screenshot
 from tests.browser.driven import ScriptedPage
-from tests.conftest import PLAYER_JS
+from tests.conftest import PLAYER_JS, wait_for
 from webmushra import headphone, rules
 
 pytestmark = pytest.mark.browser
@@ -464,6 +464,21 @@ def test_context_runs_at_the_stimulus_rate(any_page: Any, harness: Harness) -> N
     assert state(page)["duration_s"] == pytest.approx(2.0)
 
 
+def untouched_evaluate(page: Any, expression: str) -> Any:
+    """Evaluate in the page as no user would: Playwright's own ``evaluate`` (and every wait or
+    locator built on it) runs with ``userGesture: true`` in Chromium, which gives the document
+    sticky user activation, after which the browser lets an AudioContext made later start on its
+    own. The DevTools protocol's ``Runtime.evaluate`` without that flag leaves it untouched."""
+    session = page.context.new_cdp_session(page)
+    try:
+        reply = session.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+    finally:
+        session.detach()
+    if "exceptionDetails" in reply:
+        raise AssertionError(f"{expression}: {reply['exceptionDetails']}")
+    return reply["result"].get("value")
+
+
 def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Harness) -> None:
     from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -474,11 +489,26 @@ def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Ha
     strict = browser.browser_type.launch(executable_path=str(CHROMIUM), args=args, headless=True)
     try:
         page = strict.new_page()
-        open_trial(page, harness, running=False)
-        assert state(page)["context_state"] == "suspended"
+        # Stimuli answered late, as over a slow network: the player makes its context once the
+        # first one's header has arrived, so that nothing may act as the user until then. A
+        # Playwright evaluate before it (open_trial's wait, which this test once used) let the
+        # context start running: 1 run in 10 under load, every run with this delay.
+        harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": TRIAL}}}, stimulus_delay_s=0.5)
+        page.goto(harness.base_url + "/page/trial")
+        wait_for(
+            lambda: untouched_evaluate(page, f"!!{PLAYER_JS}.state()?.ready"),
+            timeout=30,
+            interval=0.05,
+            what="the player to be ready",
+        )
+        assert untouched_evaluate(page, "navigator.userActivation.hasBeenActive") is False
+        assert untouched_evaluate(page, f"{PLAYER_JS}.state().context_state") == "suspended"
         start = page.get_by_role("button", name="Start")
         assert start.is_visible()
         screenshot(page, "trial-start-overlay")
+        # The driver's evaluations since count as activation, but the page resumes the context
+        # only on the user's own press, click or key.
+        assert state(page)["context_state"] == "suspended"
         start.click()
         page.wait_for_function(f"{PLAYER_JS}.state().context_state === 'running'")
         assert not start.is_visible()
