@@ -222,14 +222,18 @@ class Firefox:
             raise DriverError(message)
         return reply["result"]
 
-    def content_processes(self) -> list[int]:
-        """The browser's content processes (pages and extensions), by process id."""
+    def processes(self) -> list[psutil.Process]:
+        """The browser's own process and every process below it (none once it has exited)."""
         try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+
+    def content_processes(self) -> list[int]:
+        """The browser's content processes (pages and extensions), by process id."""
         out = []
-        for child in children:
+        for child in self.processes()[1:]:
             try:
                 if child.cmdline()[-1:] == ["tab"]:
                     out.append(child.pid)
@@ -321,8 +325,7 @@ class FirefoxPage(ScriptedPage):
         """What the browser says of this tab when its page stops answering scripts: its address,
         its last events (navigations, responses), and the CPU % of each browser process over 1 s
         (a script that never yields shows as one content process near 100 %)."""
-        procs = [psutil.Process(self.browser.proc.pid)]
-        procs += procs[0].children(recursive=True)
+        procs = self.browser.processes()
         for proc in procs:
             proc.cpu_percent(None)
         time.sleep(1.0)
