@@ -309,6 +309,21 @@ def _media_root(request, tmp_path_factory):
 DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"})
 
 
+def _queue_op(op: str, queue: str) -> int:
+    """Run ``queue_purge`` or a passive ``queue_declare`` on the configured broker; a queue that
+    does not exist yet (nothing was ever sent to it) holds 0 messages."""
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        try:
+            if op == "purge":
+                return channel.queue_purge(queue) or 0
+            return channel.queue_declare(queue=queue, passive=True).message_count
+        except Exception:  # noqa: BLE001 - the queue does not exist yet
+            return 0
+
+
 @pytest.fixture(autouse=True)
 def _empty_broker(request):
     """A test that reaches the database starts with the broker's queues empty, as it starts with
@@ -322,28 +337,17 @@ def _empty_broker(request):
         return
     from django.conf import settings
 
-    from config.celery import app
-
     queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE}
-    with app.connection_for_write() as conn:
-        for queue in sorted(queues):
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - the queue does not exist yet: nothing to purge
-                pass
+    for queue in sorted(queues):
+        _queue_op("purge", queue)
 
 
 @pytest.fixture
 def broker_is_empty(settings):
     """Return the number of messages waiting in a queue of the configured broker."""
-    from config.celery import app
 
     def count(queue: str = "render") -> int:
-        with app.connection_for_read() as conn:
-            try:
-                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-            except Exception:  # the queue does not exist yet: nothing was ever sent
-                return 0
+        return _queue_op("count", queue)
 
     return count
 
