@@ -200,18 +200,23 @@ def timing_separates(samples: dict[Any, list[float]]) -> tuple[bool, float, floa
     return bool(p < TIMING_ALPHA and ratio > TIMING_MAX_RATIO), float(p), float(ratio)
 
 
+def reopen(seen: SessionSeen) -> dict[int, dict[str, int]]:
+    """Put a walked session back in its trials (once it has ended, every stimulus answers 410
+    Gone), and return each trial's signal keys mapped to condition ids."""
+    Participant.objects.filter(token=seen.token).update(stage=Participant.Stage.TRIALS)
+    plan = Participant.objects.get(token=seen.token).plan
+    return {t.index: signal_keys(plan[t.index]) for t in seen.trials}
+
+
 def time_stimuli(
     client: Client, seen: SessionSeen, exp, repeats: int = TIMING_REPEATS, rng: random.Random | None = None
 ) -> dict[int, dict[int, list[float]]]:
     """Fetch every signal of every trial ``repeats`` times in random interleaved order; seconds by condition."""
     rng = rng or random.Random(1)
-    # Timed as during the session: once it has ended, every stimulus answers 410 Gone.
-    Participant.objects.filter(token=seen.token).update(stage=Participant.Stage.TRIALS)
-    plan = Participant.objects.get(token=seen.token).plan
+    conditions = reopen(seen)
     by_trial: dict[int, dict[int, list[float]]] = {}
     for t in seen.trials:
-        keys = signal_keys(plan[t.index])
-        jobs = [(keys[k], url) for k, url in t.signal_urls.items()]
+        jobs = [(conditions[t.index][k], url) for k, url in t.signal_urls.items()]
         for _, url in jobs:  # warm-up: the first read of a file may come from disk
             fetch(client, "GET", url)
         schedule = jobs * repeats
@@ -359,9 +364,8 @@ def test_the_audit_catches_planted_leaks(blind_experiment, monkeypatch) -> None:
         check_stimuli_alike(seen)
     # The check asks for a ratio of medians: the slower path takes as long again as a plain
     # answer here and now (at least 10 ms), since on a loaded machine one alone can take tens of ms.
-    Participant.objects.filter(token=seen.token).update(stage=Participant.Stage.TRIALS)
     first = seen.trials[0]
-    conditions = signal_keys(Participant.objects.get(token=seen.token).plan[first.index])
+    conditions = reopen(seen)[first.index]
     hidden_pk = exp.conditions.get(kind="hidden_reference").pk
     plain = next(url for key, url in first.signal_urls.items() if conditions[key] != hidden_pk)
     slower[0] = max(0.010, statistics.median(fetch(client, "GET", plain).seconds for _ in range(10)))
