@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -152,10 +153,10 @@ def test_a_worker_takes_many_short_jobs_a_second_from_the_filesystem_broker(star
     worker = start_worker()
     # Jobs with no row: each is claimed in a query, skipped and acknowledged.
     messaging.send_on_commit(messaging.RENDER_JOB, range(2_100_000_000, 2_100_000_040))
-    started = timezone.now()
+    started = time.monotonic()
     wait_for(lambda: broker_is_empty("render") == 0, timeout=60, interval=0.1, what="the queue to drain")
     wait_for(lambda: worker.log.count("succeeded") >= 40, timeout=30, interval=0.1, what="40 tasks done")
-    took = (timezone.now() - started).total_seconds()
+    took = time.monotonic() - started
     assert worker.log.count("'skipped'") == 40, worker.log[-2000:]
     assert took < 20, f"40 short jobs took {took:.1f} s: the worker waits between messages"
 
