@@ -41,18 +41,16 @@ def open_trial(
     harness: Harness,
     trial: dict[str, Any] | None = None,
     saves: dict[str, Any] | None = None,
-    running: bool = True,
 ) -> None:
-    """Open the trial page; with ``running``, also wait for the AudioContext to run (Firefox
-    starts its audio device asynchronously, a second or so after ``resume()``)."""
+    """Open the trial page and wait for its AudioContext to run (Firefox starts its audio
+    device asynchronously, a second or so after ``resume()``)."""
     harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": trial or TRIAL}}}, saves)
     page.goto(harness.base_url + "/page/trial")
     page.wait_for_function(f"{PLAYER_JS}.state()?.ready")
-    if running:
-        page.wait_for_function(f"{PLAYER_JS}.state().context_state === 'running'")
-        settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
-        if settle is not None:
-            settle(f"{PLAYER_JS}.context")
+    page.wait_for_function(f"{PLAYER_JS}.state().context_state === 'running'")
+    settle = getattr(page, "settle_audio", None)  # WebKit here: see WebKitPage.settle_audio
+    if settle is not None:
+        settle(f"{PLAYER_JS}.context")
 
 
 def state(page: Any) -> dict[str, Any]:
