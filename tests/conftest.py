@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -309,19 +310,22 @@ def _media_root(request, tmp_path_factory):
 DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"})
 
 
-def _queue_op(op: str, queue: str) -> int:
-    """Run ``queue_purge`` or a passive ``queue_declare`` on the configured broker; a queue that
-    does not exist yet (nothing was ever sent to it) holds 0 messages."""
+@contextlib.contextmanager
+def _broker_channel():
+    """A channel of the configured broker, on one connection."""
     from config.celery import app
 
     with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        try:
-            if op == "purge":
-                return channel.queue_purge(queue) or 0
-            return channel.queue_declare(queue=queue, passive=True).message_count
-        except Exception:  # noqa: BLE001 - the queue does not exist yet
-            return 0
+        yield conn.default_channel
+
+
+def _on_queue(call: Callable[[str], int | None], queue: str) -> int:
+    """``call(queue)`` (a purge or a passive declare): a queue that does not exist yet (nothing
+    was ever sent to it) holds 0 messages."""
+    try:
+        return call(queue) or 0
+    except Exception:  # noqa: BLE001 - the queue does not exist yet
+        return 0
 
 
 @pytest.fixture(autouse=True)
@@ -338,8 +342,9 @@ def _empty_broker(request):
     from django.conf import settings
 
     queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE}
-    for queue in sorted(queues):
-        _queue_op("purge", queue)
+    with _broker_channel() as channel:
+        for queue in sorted(queues):
+            _on_queue(channel.queue_purge, queue)
 
 
 @pytest.fixture
@@ -347,7 +352,8 @@ def broker_is_empty(settings):
     """Return the number of messages waiting in a queue of the configured broker."""
 
     def count(queue: str = "render") -> int:
-        return _queue_op("count", queue)
+        with _broker_channel() as channel:
+            return _on_queue(lambda q: channel.queue_declare(queue=q, passive=True).message_count, queue)
 
     return count
 
