@@ -462,16 +462,13 @@ def test_context_runs_at_the_stimulus_rate(any_page: Any, harness: Harness) -> N
     assert state(page)["duration_s"] == pytest.approx(2.0)
 
 
-def untouched_evaluate(page: Any, expression: str) -> Any:
-    """Evaluate in the page as no user would: Playwright's own ``evaluate`` (and every wait or
-    locator built on it) runs with ``userGesture: true`` in Chromium, which gives the document
-    sticky user activation, after which the browser lets an AudioContext made later start on its
-    own. The DevTools protocol's ``Runtime.evaluate`` without that flag leaves it untouched."""
-    session = page.context.new_cdp_session(page)
-    try:
-        reply = session.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-    finally:
-        session.detach()
+def untouched_evaluate(session: Any, expression: str) -> Any:
+    """Evaluate in the page of a DevTools ``session`` as no user would: Playwright's own
+    ``evaluate`` (and every wait or locator built on it) runs with ``userGesture: true`` in
+    Chromium, which gives the document sticky user activation, after which the browser lets an
+    AudioContext made later start on its own. ``Runtime.evaluate`` without that flag leaves it
+    untouched."""
+    reply = session.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
     if "exceptionDetails" in reply:
         raise AssertionError(f"{expression}: {reply['exceptionDetails']}")
     return reply["result"].get("value")
@@ -493,14 +490,16 @@ def test_start_button_when_the_browser_blocks_autoplay(browser: Any, harness: Ha
         # context start running: 1 run in 10 under load, every run with this delay.
         harness.configure({"trial": {"template": "trial.html", "context": {"trial_data": TRIAL}}}, stimulus_delay_s=0.5)
         page.goto(harness.base_url + "/page/trial")
+        quiet = page.context.new_cdp_session(page)
         wait_for(
-            lambda: untouched_evaluate(page, f"!!{PLAYER_JS}.state()?.ready"),
+            lambda: untouched_evaluate(quiet, f"!!{PLAYER_JS}.state()?.ready"),
             timeout=30,
             interval=0.05,
             what="the player to be ready",
         )
-        assert untouched_evaluate(page, "navigator.userActivation.hasBeenActive") is False
-        assert untouched_evaluate(page, f"{PLAYER_JS}.state().context_state") == "suspended"
+        assert untouched_evaluate(quiet, "navigator.userActivation.hasBeenActive") is False
+        assert untouched_evaluate(quiet, f"{PLAYER_JS}.state().context_state") == "suspended"
+        quiet.detach()
         start = page.get_by_role("button", name="Start")
         assert start.is_visible()
         screenshot(page, "trial-start-overlay")
