@@ -130,11 +130,10 @@ def test_clean_venv_installs_imports_and_renders_without_django(tmp_path: Path) 
 
     run(base, "-m", "venv", venv)
     py = venv / "bin" / "python"
-    # --no-compile: no .pyc for every module of every package at install time (three quarters of
-    # torch's install, 19 of 26 s here); Python compiles what is imported when it is imported.
-    run(
-        py, "-m", "pip", "install", "-q", "--no-compile", "torch==2.13.0"
-    )  # first and exactly pinned, as the Makefile does
+    # torch first and exactly pinned, as the Makefile does. --no-compile: no .pyc for every module
+    # of every package at install time (three quarters of torch's install, 19 of 26 s here);
+    # Python compiles what is imported when it is imported.
+    run(py, "-m", "pip", "install", "-q", "--no-compile", "torch==2.13.0")
     run(py, "-m", "pip", "install", "-q", "--no-compile", src)
     out = run(
         py,
