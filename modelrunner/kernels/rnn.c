@@ -45,15 +45,17 @@
  * one k and a broadcast input, fit the vector registers (16 with SSE and AVX2, 32 with
  * AVX-512). With AVX2 (12 rows, 2-core EPYC) an LSTM ran fastest with 2 rows (8
  * accumulators, the 4 weight vectors in registers), a GRU with 3 (its hidden part has
- * 3 weight vectors per k). With AVX-512 (12 rows, EPYC with AVX-512) an LSTM ran 1-4 %
- * faster with 3 rows than with 6 (2 and 4 were slower), a GRU with 6. */
+ * 3 weight vectors per k). With AVX-512 (12 rows) an LSTM ran 1-4 % faster with 3 rows
+ * than with 6 on an EPYC (2 and 4 were slower there), but 4-8 % slower than with 6 on a
+ * Xeon (4 between, 2 slowest), so 6 as for a GRU, which ran fastest with 6 on both. */
 #if defined(__AVX512F__)
 #define RB 6
-#define RB_LSTM 3
+#define RB_LSTM 6
 #else
 #define RB 3
 #define RB_LSTM 2
 #endif
+_Static_assert(RB_LSTM <= RB, "block_rows holds at most RB rows of accumulators");
 #define NA 4 /* accumulators per row: LSTM i f g o; GRU r z n_x n_h; Elman one */
 
 enum { CELL_LSTM = 0, CELL_GRU = 1, CELL_RNN_TANH = 2, CELL_RNN_RELU = 3 };
@@ -62,7 +64,7 @@ int rnn_vector_width(void) { return VL; }
 
 /* y = exp(x) elementwise, n a multiple of the vector width; exported for the tests. */
 void rnn_exp(const float *x, float *y, long n) {
-    for (long i = 0; i + VL <= n; i += VL) st(y + i, vexp(ld(x + i)));
+    for (long i = 0; i + VL <= n; i += VL) st(y + i, vexp_neg(-ld(x + i)));
 }
 
 /* Gate vectors per k of the input rows and of the hidden rows. GRU keeps its candidate's
@@ -220,13 +222,6 @@ static void step_any(int cell, int B, int Hp, const packed *p, const float *a, f
     }
 }
 
-static void *alloc(size_t floats) {
-    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p) memset(p, 0, bytes ? bytes : 64);
-    return p;
-}
-
 /* Returns 0, or -1 when scratch memory could not be allocated (nothing is written). */
 int rnn_run(int cell, int layers, int B, int T, int I0, int Hp, const float *x, long x_stride,
             const float *knobs, const float *const *wx, const float *const *bx,
@@ -236,15 +231,15 @@ int rnn_run(int cell, int layers, int B, int T, int I0, int Hp, const float *x, 
     packed *p = calloc((size_t)layers, sizeof(packed));
     /* per layer: the two operand buffers (B, I_l + Hp) and the weights */
     float **buf = calloc((size_t)layers * 2, sizeof(float *));
-    float *cs = c ? alloc((size_t)layers * B * Hp) : NULL;
-    float *s1 = alloc((size_t)B * Hp), *s2 = alloc((size_t)B * Hp);
+    float *cs = c ? zalloc((size_t)layers * B * Hp) : NULL;
+    float *s1 = zalloc((size_t)B * Hp), *s2 = zalloc((size_t)B * Hp);
     int failed = !p || !buf || (c && !cs) || !s1 || !s2;
     for (int l = 0; !failed && l < layers; l++) {
         const int I = l == 0 ? I0 : Hp;
-        p[l].w = alloc((size_t)(I + Hp) * ng * Hp);
-        p[l].b = alloc((size_t)NA * Hp);
-        buf[2 * l] = alloc((size_t)B * (I + Hp));
-        buf[2 * l + 1] = alloc((size_t)B * (I + Hp));
+        p[l].w = zalloc((size_t)(I + Hp) * ng * Hp);
+        p[l].b = zalloc((size_t)NA * Hp);
+        buf[2 * l] = zalloc((size_t)B * (I + Hp));
+        buf[2 * l + 1] = zalloc((size_t)B * (I + Hp));
         failed = !p[l].w || !p[l].b || !buf[2 * l] || !buf[2 * l + 1];
         if (!failed) pack(cell, I, Hp, wx[l], bx[l], wh[l], bh[l], &p[l]);
     }

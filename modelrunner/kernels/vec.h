@@ -6,6 +6,8 @@
 #define MODELRUNNER_VEC_H
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
@@ -32,6 +34,15 @@ static inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a}; }
 #else
 static inline vf splat(float a) { return (vf){a, a, a, a}; }
 #endif
+/* n floats of zeros, 64-byte aligned (whole cache lines, so aligned vector loads never
+ * straddle two), or NULL; freed with free(). */
+static inline float *zalloc(size_t floats) {
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes ? bytes : 64);
+    return p;
+}
+
 /* min and max of a and b where both are numbers (one instruction on x86). */
 #if VL == 16
 static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
@@ -47,24 +58,36 @@ static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 #endif
 
-/* exp(x) for float32 (rnn_exp): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by the Cephes expf
- * polynomial, 2**n built in the exponent bits. Within 2 ulp of expf over [-87, 88];
- * outside, the argument is clamped (sigmoid is 0 or 1 there in float32 anyway). */
-static inline vf vexp(vf x) {
-    x = vmax(vmin(x, splat(88.0f)), splat(-87.0f));
+/* exp(-a) for float32: -a = n ln2 + r, |r| <= ln2 / 2 (ln2 in two parts, Cody and Waite),
+ * exp(r) by a degree-6 polynomial whose coefficients are a minimax fit of (exp(r) - 1) / r
+ * (Lawson's iteration, rounded to float32), and 2**n built in the exponent bits (one
+ * scalef with AVX-512). Within 2 ulp of exp over -a in [-87, 88] (1.05 ulp in a float32
+ * emulation); outside, the argument is clamped (sigmoid is 0 or 1 there in float32 anyway).
+ * Taking a rather than -a saves the negation every sigmoid would need. */
+static inline vf vexp_neg(vf a) {
+    a = vmax(vmin(a, splat(87.0f)), splat(-88.0f));
+#if VL == 16
+    const vf n = (vf)_mm512_roundscale_ps((__m512)(a * splat(-1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
     const vf magic = splat(12582912.0f); /* 1.5 * 2**23: adding it rounds to an integer */
-    vf n = (x * splat(1.44269504088896341f) + magic) - magic;
-    vf r = x - n * splat(0.693359375f);
+    const vf n = (a * splat(-1.44269504088896341f) + magic) - magic;
+#endif
+    vf r = n * splat(-0.693359375f) - a;
     r = r - n * splat(-2.12194440e-4f);
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + splat(1.3981999507e-3f);
-    p = p * r + splat(8.3334519073e-3f);
-    p = p * r + splat(4.1665795894e-2f);
-    p = p * r + splat(1.6666665459e-1f);
-    p = p * r + splat(5.0000001201e-1f);
-    p = p * (r * r) + r + splat(1.0f);
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    vf p = splat(1.3843653723597527e-3f);
+    p = p * r + splat(8.37415549904108e-3f);
+    p = p * r + splat(4.166800156235695e-2f);
+    p = p * r + splat(1.6666431725025177e-1f);
+    p = p * r + splat(4.999999403953552e-1f);
+    p = p * r + splat(1.0f);
+    p = p * r + splat(1.0f);
+#if VL == 16
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); /* p 2**n in one instruction */
+#else
+    const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     return p * (vf)e;
+#endif
 }
 
 /* 1 / d for d >= 1: the hardware's reciprocal estimate (12 bits with SSE and AVX, 14 with
@@ -85,11 +108,11 @@ static inline vf vrecip(vf d) {
 #endif
 }
 
-/* sigmoid(a) = 1 / (1 + exp(-a)), exp within 2 ulp (vexp), the reciprocal within 2 ulp
+/* sigmoid(a) = 1 / (1 + exp(-a)), exp within 2 ulp (vexp_neg), the reciprocal within 2 ulp
  * (vrecip): renders stay within float32 rounding of PyTorch's forward (every fixture's
  * chunked render within ESR 1e-10 of it; a cheaper rational tanh within 4e-7 was
  * measured faster but left a small LSTM at ESR 1.2e-10 against forward). */
-static inline vf vsigmoid(vf a) { return vrecip(splat(1.0f) + vexp(-a)); }
+static inline vf vsigmoid(vf a) { return vrecip(splat(1.0f) + vexp_neg(a)); }
 /* tanh(a / 2) = 2 sigmoid(a) - 1. */
 static inline vf vtanh_half(vf a) { return splat(2.0f) * vsigmoid(a) - splat(1.0f); }
 /* tanh(a) given 2a. */
