@@ -273,8 +273,7 @@ int rnn_run(int cell, int layers, int B, int T, int I0, int Hp, const float *x, 
         for (int b = 0; b < B; b++) {
             vf acc = splat(0.0f);
             for (int u = 0; u < Hp; u += VL) acc += ld(ht + (size_t)b * ldt + u) * ld(lin_w + u);
-            float s = lin_b;
-            for (int v = 0; v < VL; v++) s += acc[v];
+            float s = lin_b + vsum(acc);
             if (skip) s += x[(size_t)b * x_stride + t];
             y[(size_t)b * T + t] = s;
         }

@@ -58,6 +58,23 @@ static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 #endif
 
+/* The sum of a vector's lanes, halving the vector at each step (log2 VL additions instead of
+ * VL - 1 in a row, and the order of a pairwise sum). */
+static inline float vsum(vf a) {
+#if VL == 16
+    return _mm512_reduce_add_ps((__m512)a);
+#elif VL == 8
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128((__m256)a), _mm256_extractf128_ps((__m256)a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#elif defined(__SSE__)
+    __m128 s = _mm_add_ps((__m128)a, _mm_movehl_ps((__m128)a, (__m128)a));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#else
+    return (a[0] + a[2]) + (a[1] + a[3]);
+#endif
+}
+
 /* exp(-a) for float32: -a = n ln2 + r, |r| <= ln2 / 2 (ln2 in two parts, Cody and Waite),
  * exp(r) by a degree-6 polynomial whose coefficients are a minimax fit of (exp(r) - 1) / r
  * (Lawson's iteration, rounded to float32), and 2**n built in the exponent bits (one
