@@ -46,7 +46,7 @@
  * AVX-512). With AVX2 (12 rows, 2-core EPYC) an LSTM ran fastest with 2 rows (8
  * accumulators, the 4 weight vectors in registers), a GRU with 3 (its hidden part has
  * 3 weight vectors per k). With AVX-512 (12 rows) an LSTM ran 1-4 % faster with 3 rows
- * than with 6 on an EPYC (2 and 4 were slower there), but 4-8 % slower than with 6 on a
+ * than with 6 on an EPYC (2 and 4 were slower there), but 2-9 % slower than with 6 on a
  * Xeon (4 between, 2 slowest), so 6 as for a GRU, which ran fastest with 6 on both. */
 #if defined(__AVX512F__)
 #define RB 6
