@@ -42,6 +42,7 @@
 #define OB 4
 #define FB 4
 #endif
+_Static_assert(OB == 4 || OB == 8, "matvec_block's remainder tiles are of 1-3 rows, or 1-7 with OB 8");
 
 static inline vf vact(int act, float slope, vf a) {
     if (act == 0) return vtanh_of_double(a + a);
